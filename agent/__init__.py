@@ -1,0 +1,1 @@
+"""Device side: models, measurements, telemetry, profiling, transport and the headless daemon."""

@@ -1,0 +1,45 @@
+"""Where the agent's records go: the sink interface between producers and the transport.
+
+Producers (sweep engine, telemetry sampler, daemon) build message bodies; a sink adds the envelope
+(device, stream, seq, ts) and takes ownership. The durable sink is the transport's spool; the
+in-memory sink serves runs without a broker and tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Protocol, TypeVar
+
+from ctxscope.shared.ids import new_stream_id, validate_device_id
+from ctxscope.shared.messages import Envelope
+
+M = TypeVar("M", bound=Envelope)
+
+
+class RecordSink(Protocol):
+    def emit(self, message_cls: type[M], **fields: Any) -> M:
+        """Stamp the envelope on a new record, keep it, and return it."""
+        ...
+
+
+class MemorySink:
+    """Keeps records in a list, in order: for runs without a broker, and for tests."""
+
+    def __init__(self, device: str = "local", stream: str | None = None) -> None:
+        self.device = validate_device_id(device)
+        self.stream = stream or new_stream_id()
+        self.records: list[Envelope] = []
+        self._lock = threading.Lock()
+
+    def emit(self, message_cls: type[M], **fields: Any) -> M:
+        with self._lock:
+            record = message_cls(
+                device=self.device, stream=self.stream, seq=len(self.records) + 1, ts=time.time_ns(), **fields
+            )
+            self.records.append(record)
+            return record
+
+    def of_kind(self, kind: str) -> list[Envelope]:
+        with self._lock:
+            return [r for r in self.records if getattr(r, "kind", None) == kind]

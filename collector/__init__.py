@@ -1,0 +1,1 @@
+"""Host side: ingest, store, aggregation, web dashboard, terminal view and reports."""
