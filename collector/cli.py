@@ -1,0 +1,19 @@
+"""`ctxscope collector`: the host-side commands. Each lives in the module of its subsystem."""
+
+from __future__ import annotations
+
+import click
+
+from ctxscope.lazycli import LazyGroup
+
+COMMANDS = {
+    "run": ("ctxscope.collector.service", "run", "Ingest records from the broker into the store (and serve the web UI)."),
+    "watch": ("ctxscope.collector.watch", "watch", "Live terminal view of devices, runs and results."),
+    "send-plan": ("ctxscope.collector.commands", "send_plan", "Send a run plan to a device."),
+    "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),
+}
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS)
+def collector() -> None:
+    """Host side: ingest from many devices, store, aggregate and show live."""
