@@ -7,12 +7,24 @@ import click
 from ctxscope.lazycli import LazyGroup
 
 COMMANDS = {
-    "models": ("ctxscope.agent.zoo.cli", "models", "List the model zoo: family, parameters, cache bytes/token."),
+    "models": (
+        "ctxscope.agent.zoo.cli",
+        "models",
+        "List the model zoo: family, parameters, cache bytes/token.",
+    ),
     "run": ("ctxscope.agent.engine.cli", "run", "Run a sweep plan and stream its results."),
     "maxctx": ("ctxscope.agent.engine.cli", "maxctx", "Search the longest context that fits, per model."),
     "telemetry": ("ctxscope.agent.telemetry.cli", "telemetry", "Detect telemetry backends and sample them."),
-    "profile": ("ctxscope.agent.profiling.cli", "profile", "Operator shares from device time, with roofline."),
-    "serve": ("ctxscope.agent.daemon", "serve", "Run headless: publish status, accept plans from the collector."),
+    "profile": (
+        "ctxscope.agent.profiling.cli",
+        "profile",
+        "Operator shares from device time, with roofline.",
+    ),
+    "serve": (
+        "ctxscope.agent.daemon",
+        "serve",
+        "Run headless: publish status, accept plans from the collector.",
+    ),
 }
 
 

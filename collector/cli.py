@@ -7,7 +7,11 @@ import click
 from ctxscope.lazycli import LazyGroup
 
 COMMANDS = {
-    "run": ("ctxscope.collector.service", "run", "Ingest records from the broker into the store (and serve the web UI)."),
+    "run": (
+        "ctxscope.collector.service",
+        "run",
+        "Ingest records from the broker into the store (and serve the web UI).",
+    ),
     "watch": ("ctxscope.collector.watch", "watch", "Live terminal view of devices, runs and results."),
     "send-plan": ("ctxscope.collector.commands", "send_plan", "Send a run plan to a device."),
     "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),

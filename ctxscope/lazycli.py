@@ -36,7 +36,11 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, self.lazy_commands[name][2]) for name in self.list_commands(ctx) if name in self.lazy_commands]
+        rows = [
+            (name, self.lazy_commands[name][2])
+            for name in self.list_commands(ctx)
+            if name in self.lazy_commands
+        ]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
