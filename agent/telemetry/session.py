@@ -1,0 +1,174 @@
+"""A telemetry session: runs the sampler, streams TelemetryBatch records, and summarizes phase windows.
+
+`TelemetrySession` is the engine's PhaseObserver (agent/phases.py). While it runs, the sampler's
+chunks land in a bounded ring (for summaries) and, about once a second, go out through the record
+sink as columnar TelemetryBatch records, one per source.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+import numpy as np
+
+from ctxscope.agent.phases import PhaseReport, PhaseWindow
+from ctxscope.agent.records import RecordSink
+from ctxscope.agent.telemetry.base import Backend
+from ctxscope.agent.telemetry.detect import detect_backends, telemetry_meta
+from ctxscope.agent.telemetry.ring import Chunk, SampleRing, concat
+from ctxscope.agent.telemetry.sampler import Sampler
+from ctxscope.agent.telemetry.summary import WindowSummarizer, idle_metric
+from ctxscope.shared.messages import Metric, TelemetryBatch, TelemetryChannel
+
+
+class TelemetrySession:
+    """Samples the backends at `rate_hz` in a separate process for the life of the context."""
+
+    def __init__(
+        self,
+        backends: Sequence[Backend] | None = None,
+        rate_hz: float = 20.0,
+        sink: RecordSink | None = None,
+        batch_interval_s: float = 1.0,
+        min_window_s: float = 1.0,
+        min_samples: int = 20,
+        clock_drop_pct: float = 10.0,
+        ring_seconds: float = 900.0,
+    ) -> None:
+        self.rate_hz = rate_hz
+        self.sink = sink
+        self.batch_interval_s = batch_interval_s
+        self.min_window_s = min_window_s
+        self.min_samples = min_samples
+        self.clock_drop_pct = clock_drop_pct
+        self._given = list(backends) if backends is not None else None
+        self.backends: list[Backend] = []
+        self.ring = SampleRing(int(ring_seconds * 1e9))
+        self._pending: dict[str, list[Chunk]] = {}
+        self._last_emit = time.monotonic()
+        self._emit_lock = threading.Lock()
+        self._sampler: Sampler | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> TelemetrySession:
+        self.backends = self._given if self._given is not None else detect_backends(self.rate_hz)
+        self._sampler = Sampler(self.backends, self.rate_hz, self._on_chunk)
+        self._sampler.start()
+        return self
+
+    def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
+        self._emit_pending()
+
+    def __enter__(self) -> TelemetrySession:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def errors(self) -> list[str]:
+        return list(self._sampler.errors) if self._sampler is not None else []
+
+    @property
+    def sampler_pid(self) -> int | None:
+        return self._sampler.pid if self._sampler is not None else None
+
+    def meta(self) -> dict[str, list[str]]:
+        """For DeviceMeta.telemetry: backend name -> supported metrics."""
+        return telemetry_meta(self.backends)
+
+    def rate_of(self, backend: Backend) -> float:
+        return min(self.rate_hz, backend.max_rate_hz)
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    def _on_chunk(self, chunk: Chunk) -> None:
+        self.ring.add(chunk)
+        if self.sink is None:
+            return
+        with self._emit_lock:
+            self._pending.setdefault(chunk.source, []).append(chunk)
+        if time.monotonic() - self._last_emit >= self.batch_interval_s:
+            self._emit_pending()
+
+    def _emit_pending(self) -> None:
+        if self.sink is None:
+            return
+        with self._emit_lock:
+            pending, self._pending = self._pending, {}
+            self._last_emit = time.monotonic()
+        backends = {b.name: b for b in self.backends}
+        for source, chunks in pending.items():
+            self.sink.emit(TelemetryBatch, **batch_fields(concat(chunks), backends[source]))
+
+    # -- PhaseObserver ---------------------------------------------------------------------------
+
+    @property
+    def min_window_ns(self) -> int:
+        """Long enough for `min_window_s` and for `min_samples` power samples at the power rate."""
+        rates = [self.rate_of(b) for b in self._power_backends()] or [self.rate_hz]
+        return int(max(self.min_window_s, self.min_samples / min(rates)) * 1e9)
+
+    def _power_backends(self) -> list[Backend]:
+        return [b for b in self.backends if "power_w" in b.metrics()]
+
+    def wait_until(self, t_ns: int, timeout_s: float | None = None) -> bool:
+        """Wait until every source has a sample at or after `t_ns` (monotonic); False on timeout."""
+        slowest = min((self.rate_of(b) for b in self.backends), default=self.rate_hz)
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else 2.0 + 3.0 / slowest)
+        while time.monotonic() < deadline:
+            latest = [self.ring.latest_ns(b.name) for b in self.backends]
+            if all(t is not None and t >= t_ns for t in latest):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def summarize(self, windows: Sequence[PhaseWindow]) -> PhaseReport:
+        if not windows:
+            return PhaseReport()
+        self.wait_until(max(w.end_ns for w in windows))
+        summarizer = WindowSummarizer(
+            ring=self.ring,
+            backends=self.backends,
+            rates={b.name: self.rate_of(b) for b in self.backends},
+            min_samples=self.min_samples,
+            clock_drop_pct=self.clock_drop_pct,
+        )
+        return summarizer.report(windows)
+
+    def idle_power(self, seconds: float) -> Metric | None:
+        """Mean power while the caller stays idle for `seconds`; None where no power is sampled."""
+        start = time.monotonic_ns()
+        time.sleep(seconds)
+        end = time.monotonic_ns()
+        self.wait_until(end)
+        return idle_metric(
+            self.ring, self._power_backends(), start, end, {b.name: self.rate_of(b) for b in self.backends}
+        )
+
+
+def batch_fields(chunk: Chunk, backend: Backend) -> dict[str, object]:
+    """TelemetryBatch fields (without the envelope) for a chunk of one backend's samples."""
+    units = backend.metrics()
+    channels = {}
+    for name, values in chunk.channels.items():
+        dtype = backend.dtype_of(name)
+        channels[name] = TelemetryChannel(
+            unit=units[name], dtype=dtype, data=np.asarray(values, dtype=f"<{dtype}").tobytes()
+        )
+    mono_to_wall_ns = time.time_ns() - time.monotonic_ns()
+    return {
+        "source": backend.name,
+        "mono_to_wall_ns": mono_to_wall_ns,
+        "t_ns": np.asarray(chunk.t_ns, dtype="<i8").tobytes(),
+        "channels": channels,
+    }

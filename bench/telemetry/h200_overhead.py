@@ -1,0 +1,150 @@
+"""Follow-up to h200_check.py: where the sampler's TTFT overhead on short prefills comes from, and how
+the energy integral tracks the NVML counter under bursty load at 20, 50 and 100 Hz.
+
+    python bench/telemetry/h200_overhead.py --out DIR            # on the GPU machine
+    python bench/telemetry/h200_overhead.py --out DIR --dry-run  # tiny sizes on CPU
+
+TTFT at 4096 tokens (Qwen2.5-0.5B architecture, random weights, bf16) in blocks ordered
+A B C D D C B A ... so that drift cancels: off; NVML power+energy only at 20 Hz; every NVML metric
+plus the host at 20 Hz; every metric at 100 Hz. The sampler process's CPU time is read per block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from h200_check import Workload, split
+
+from ctxscope.agent.telemetry.base import Backend
+from ctxscope.agent.telemetry.host import HostBackend
+from ctxscope.agent.telemetry.nvml import NvmlBackend
+from ctxscope.agent.telemetry.session import TelemetrySession
+
+MODES = ("off", "power_20hz", "full_20hz", "full_100hz")
+
+
+def mode_backends(mode: str, dry_run: bool) -> tuple[list[Backend], float]:
+    if dry_run:  # no GPU: the host backend exercises the same session path
+        host = HostBackend()
+        host.available()
+        return [host], 100.0 if mode == "full_100hz" else 20.0
+    if mode == "power_20hz":
+        gpu = NvmlBackend(0, only={"power_w", "energy_j"})
+        gpu.available()
+        return [gpu], 20.0
+    gpu = NvmlBackend(0)
+    gpu.available()
+    host = HostBackend()
+    host.available()
+    return [gpu, host], 100.0 if mode == "full_100hz" else 20.0
+
+
+def sampler_cpu_pct(mode: str, dry_run: bool, seconds: float) -> float:
+    """CPU time of the sampler process over `seconds` of sampling, in % of one core."""
+    backends, rate = mode_backends(mode, dry_run)
+    with TelemetrySession(backends, rate_hz=rate) as session:
+        proc = psutil.Process(session.sampler_pid)
+        before, start = sum(proc.cpu_times()[:2]), time.monotonic()
+        time.sleep(seconds)
+        return 100 * (sum(proc.cpu_times()[:2]) - before) / (time.monotonic() - start)
+
+
+def overhead(wl: Workload, tokens: int, rounds: int, reps: int, dry_run: bool) -> dict[str, Any]:
+    for _ in range(3):
+        wl.prefill(tokens)
+    order = [m for r in range(rounds) for m in (MODES if r % 2 == 0 else MODES[::-1])]
+    runs: dict[str, list[float]] = {m: [] for m in MODES}
+    blocks: dict[str, list[float]] = {m: [] for m in MODES}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
+    rates: dict[str, list[float]] = {m: [] for m in MODES}
+    for mode in order:
+        session = None
+        if mode != "off":
+            backends, rate = mode_backends(mode, dry_run)
+            session = TelemetrySession(backends, rate_hz=rate).start()
+            time.sleep(0.3)
+            proc = psutil.Process(session.sampler_pid)
+            cpu_before, wall_before = sum(proc.cpu_times()[:2]), time.monotonic()
+        times = [wl.prefill(tokens) for _ in range(reps)]
+        if session is not None:
+            cpu[mode].append(
+                100 * (sum(proc.cpu_times()[:2]) - cpu_before) / (time.monotonic() - wall_before)
+            )
+            chunk = session.ring.get(session.backends[0].name)
+            session.stop()
+            if chunk is not None and len(chunk) > 1:
+                rates[mode].append((len(chunk) - 1) / ((chunk.t_ns[-1] - chunk.t_ns[0]) / 1e9))
+        runs[mode] += times
+        blocks[mode].append(statistics.median(times))
+    for mode in MODES[1:]:
+        cpu[mode].append(sampler_cpu_pct(mode, dry_run, seconds=0.5 if dry_run else 3.0))
+    out: dict[str, Any] = {"tokens": tokens, "order": order, "reps_per_block": reps}
+    base = statistics.median(runs["off"])
+    for mode in MODES:
+        q1, q3 = np.percentile(runs[mode], [25, 75])
+        out[mode] = {
+            "median_s": statistics.median(runs[mode]),
+            "iqr_s": float(q3 - q1),
+            "n": len(runs[mode]),
+            "overhead_pct": 100 * (statistics.median(runs[mode]) / base - 1),
+            "block_medians_s": blocks[mode],
+            "sampler_cpu_pct_of_one_core": cpu[mode],
+            "achieved_rate_hz": rates[mode],
+            "samples_s": runs[mode],
+        }
+    return out
+
+
+def bursty_energy(wl: Workload, rate_hz: float, scale: float) -> list[dict[str, Any]]:
+    gpu = NvmlBackend(0)
+    if not gpu.available():
+        return []
+    with TelemetrySession([gpu], rate_hz=rate_hz) as session:
+        time.sleep(0.5)
+        start = time.monotonic_ns()
+        wl.matmul_for(6.5 * scale, duty=0.5)
+        report = session.summarize(split("bursty_1s", start + int(0.5e9 * scale), 1.0 * scale, 5))
+    return [
+        {k: r.get(k) for k in ("energy_j", "energy_counter_j", "energy_rel_diff", "power_samples")}
+        for r in report.details.get("bursty_1s_windows", [])
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    scale = 0.2 if args.dry_run else 1.0
+    wl = Workload(args.dry_run)
+    results: dict[str, Any] = {"command": "python bench/telemetry/h200_overhead.py --out DIR"}
+    results["bursty_energy"] = {str(rate): bursty_energy(wl, rate, scale) for rate in (20.0, 50.0, 100.0)}
+    (args.out / "h200_overhead.json").write_text(json.dumps(results, indent=1))
+    tokens = 256 if args.dry_run else 4096
+    results["ttft"] = overhead(wl, tokens, rounds=4, reps=3 if args.dry_run else 12, dry_run=args.dry_run)
+    (args.out / "h200_overhead.json").write_text(json.dumps(results, indent=1))
+
+    for rate, rows in results["bursty_energy"].items():
+        diffs = [f"{100 * r['energy_rel_diff']:+.2f}%" for r in rows if r.get("energy_rel_diff") is not None]
+        print(f"bursty 1 s windows at {rate} Hz: integral vs counter {diffs}")
+    ttft = results["ttft"]
+    for mode in MODES:
+        entry = ttft[mode]
+        cpu = entry["sampler_cpu_pct_of_one_core"]
+        cpu_txt = f"{np.median(cpu):.1f}%" if cpu else "-"
+        print(
+            f"{mode:>11}: median {1e3 * entry['median_s']:.3f} ms IQR {1e3 * entry['iqr_s']:.3f} "
+            f"overhead {entry['overhead_pct']:+.2f}% sampler CPU {cpu_txt}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""TelemetrySession.summarize on windows sampled for real, from a replayed Orin NX power trace."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ctxscope.agent.phases import PhaseWindow
+from ctxscope.agent.telemetry.host import HostBackend
+from ctxscope.agent.telemetry.session import TelemetrySession
+from ctxscope.agent.telemetry.tegrastats import TegrastatsBackend
+
+pytestmark = pytest.mark.slow
+
+NX_VDD_IN_W = 6.120  # the recorded Orin NX line, replayed at 20 Hz: a constant-power trace
+
+
+def _window(name: str, seconds: float, tokens: int) -> PhaseWindow:
+    start = time.monotonic_ns()
+    time.sleep(seconds)
+    return PhaseWindow(name, start, time.monotonic_ns(), tokens=tokens)
+
+
+@pytest.fixture
+def nx_session(replay):
+    tegra = TegrastatsBackend(interval_ms=50, command=replay("orin_nx", 50))
+    assert tegra.available()
+    host = HostBackend()
+    host.available()
+    with TelemetrySession([tegra, host], rate_hz=20.0, min_samples=20) as session:
+        time.sleep(0.3)
+        yield session
+
+
+def test_energy_power_temperature_per_phase(nx_session):
+    assert nx_session.min_window_ns == 1_000_000_000
+    prefill = _window("prefill", 1.2, tokens=4096)
+    decode = [_window("decode", 1.1, tokens=64), _window("decode", 1.1, tokens=64)]
+    report = nx_session.summarize([prefill, *decode])
+    m = report.metrics
+    assert m["prefill_energy"].unit == "J"
+    assert m["prefill_energy"].samples[0] == pytest.approx(NX_VDD_IN_W * prefill.duration_s, rel=1e-6)
+    assert m["prefill_energy_per_token"].samples[0] == pytest.approx(
+        NX_VDD_IN_W * prefill.duration_s / 4096, rel=1e-6
+    )
+    assert m["prefill_power_mean"].median == pytest.approx(NX_VDD_IN_W)
+    assert m["prefill_power_peak"].median == pytest.approx(NX_VDD_IN_W)
+    assert m["decode_energy"].n == 2
+    assert m["decode_temp_max_tj"].samples == [pytest.approx(46.937)] * 2
+    assert "VDD_IN" in m["prefill_energy"].method and "tegrastats" in m["prefill_energy"].method
+    assert report.flags["prefill_undersampled"] is False
+    # no hardware counter, no GPU clock and no throttle reasons in tegrastats: absent, not zero
+    assert "prefill_energy_counter" not in m
+    assert "prefill_clock_gpu_min" not in m
+    assert not any("throttle" in f or "clock_drop" in f for f in report.flags)
+    windows = report.details["prefill_windows"]
+    assert windows[0]["power_samples"] >= 20
+
+
+def test_short_window_is_flagged_undersampled(nx_session):
+    report = nx_session.summarize([_window("decode", 0.3, tokens=1)])
+    assert report.flags["decode_undersampled"] is True
+    assert report.metrics["decode_energy"].samples[0] == pytest.approx(NX_VDD_IN_W * 0.3, rel=0.05)
+
+
+def test_idle_power_is_a_metric_of_samples(nx_session):
+    idle = nx_session.idle_power(1.0)
+    assert idle is not None and idle.unit == "W"
+    assert idle.n >= 18
+    assert idle.median == pytest.approx(NX_VDD_IN_W)
+
+
+def test_host_only_session_reports_no_energy():
+    host = HostBackend()
+    host.available()
+    with TelemetrySession([host], rate_hz=20.0) as session:
+        time.sleep(0.2)
+        report = session.summarize([_window("prefill", 0.5, tokens=10)])
+        assert session.idle_power(0.2) is None
+    assert not any(k.startswith("prefill_energy") or "power" in k for k in report.metrics)
+    assert "prefill_undersampled" not in report.flags
