@@ -1,0 +1,244 @@
+"""`ctxscope agent profile MODEL`: operator shares from device time, with roofline, per context length.
+
+Prints a share table (percent of device time, with milliseconds) and writes the records (run start,
+one result per length, run end) as JSON lines when `--out` is given; the same records go to the
+collector through whatever sink the caller passes to `profile_run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ctxscope.agent.records import RecordSink
+from ctxscope.shared.ids import device_id_from_hostname
+
+
+def _length(text: str) -> int:
+    text = text.strip().lower()
+    return int(text[:-1]) * 1024 if text.endswith("k") else int(text)
+
+
+def _lengths(value: str) -> tuple[int, ...]:
+    try:
+        lengths = tuple(_length(v) for v in value.split(","))
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of lengths such as 1k,4k,16384"
+        ) from exc
+    if not lengths or min(lengths) < 1:
+        raise click.BadParameter("lengths must be positive")
+    return lengths
+
+
+def device_description(device: str) -> str:
+    """What the peak table matches against: the Jetson model from the device tree, else the GPU name."""
+    model = Path("/proc/device-tree/model")
+    if model.exists():
+        return model.read_text(errors="replace").rstrip("\x00\n")
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
+
+
+def profile_run(
+    sink: RecordSink,
+    *,
+    model: str,
+    precision: str,
+    device: str,
+    settings: Any,
+    tiny: bool = False,
+    prefer_native: bool = True,
+    peaks_key: str | None = None,
+) -> list[Any]:
+    """Loads the model, profiles every length and emits the records; returns the points."""
+    from ctxscope.agent.engine.manifest import collect
+    from ctxscope.agent.engine.point import ModelChoice, Session
+    from ctxscope.agent.profiling.roofline import find_peaks, peaks_by_key
+    from ctxscope.agent.profiling.run import emit_point, profile_session
+    from ctxscope.shared.messages import RunFinished, RunStarted
+
+    peaks = peaks_by_key(peaks_key) if peaks_key else find_peaks(device_description(device))
+    session = Session(
+        ModelChoice(name=model, precision=precision, device=device, tiny=tiny, prefer_native=prefer_native)
+    )
+    plan = {
+        "profile": {
+            "model": model,
+            "precision": precision,
+            "lengths": list(settings.lengths),
+            "phases": list(settings.phases),
+            "logits": settings.logits,
+            "iterations": settings.iterations,
+            "tiny": tiny,
+            "prefer_native": prefer_native,
+        }
+    }
+    plan_hash = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+    run_id = f"profile-{uuid.uuid4().hex[:12]}"
+    manifest = collect(device, plan_hash=plan_hash, precision=precision)
+    manifest["device_peaks"] = peaks.key if peaks else None
+    sink.emit(
+        RunStarted,
+        run_id=run_id,
+        plan=plan,
+        plan_hash=plan_hash,
+        total_points=len(settings.lengths),
+        manifest=manifest,
+    )
+    points = []
+    for point in profile_session(session, settings, peaks):
+        emit_point(sink, session, point, run_id=run_id, logits=settings.logits)
+        points.append(point)
+    failed = sum(p.outcome != "ok" for p in points)
+    sink.emit(
+        RunFinished, run_id=run_id, outcome="completed", points_ok=len(points) - failed, points_failed=failed
+    )
+    return points
+
+
+def print_table(model: str, points: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout)
+    for point in points:
+        if point.outcome != "ok":
+            console.print(f"{model} @ {point.context_len}: {point.outcome} ({point.error})")
+            continue
+        for name, phase in point.phases.items():
+            details = phase.profile.to_details()
+            table = Table(
+                title=(
+                    f"{model} {name} @ {point.context_len} tokens: share of device time "
+                    f"({details['device_time_source']}, {details['passes']} passes, "
+                    f"{details['total_ms']:.3f} ms)"
+                )
+            )
+            for column in ("class", "share %", "time ms", "kernels"):
+                table.add_column(column, justify="left" if column == "class" else "right")
+            for cls, row in details["classes"].items():
+                table.add_row(cls, f"{row['share_pct']:.1f}", f"{row['time_ms']:.3f}", str(row["kernels"]))
+            console.print(table)
+            for item in details["unclassified"][:10]:
+                console.print(
+                    f"  unclassified: {item['name'][:100]}  {item['time_ms']:.3f} ms x{item['count']}"
+                )
+            over = phase.roofline.get("over_latency") or phase.roofline.get("over_device_busy")
+            if over is not None:
+                peak = (
+                    f", {100 * over['fraction_of_peak_flops']:.1f}% of peak FLOP/s, "
+                    f"{100 * over['fraction_of_peak_bandwidth']:.1f}% of peak bandwidth "
+                    f"({over['device_peaks']})"
+                    if "fraction_of_peak_flops" in over
+                    else " (no peak table entry for this device)"
+                )
+                console.print(
+                    f"  roofline over {over['time_method']} ({over['time_s'] * 1e3:.3f} ms): "
+                    f"{over['achieved_tflops']:.2f} TFLOP/s, {over['achieved_gb_s']:.1f} GB/s{peak}"
+                )
+
+
+@click.command()
+@click.argument("model")
+@click.option("--lengths", default="1k,4k,16k", show_default=True, help="context lengths, e.g. 1k,4k,16384")
+@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True)
+@click.option(
+    "--phase",
+    "phases",
+    type=click.Choice(["prefill", "decode"]),
+    multiple=True,
+    default=("prefill",),
+    show_default=True,
+    help="repeat for both",
+)
+@click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True)
+@click.option("--iterations", type=int, default=3, show_default=True, help="profiled passes per point")
+@click.option(
+    "--decode-path",
+    type=click.Choice(["eager", "auto"]),
+    default="eager",
+    show_default=True,
+    help="eager keeps module labels (a CUDA graph replay runs no Python hooks)",
+)
+@click.option("--no-timed", is_flag=True, help="skip the timed pass; roofline over device busy time only")
+@click.option(
+    "--trace-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="keep each pass's Chrome/Perfetto trace here (stays on the device; the result names the file)",
+)
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="default: cuda when present")
+@click.option(
+    "--peaks", "peaks_key", default=None, help="peak table entry to use instead of detecting the device"
+)
+@click.option("--tiny", is_flag=True, help="the zoo's shrunk config (tests)")
+@click.option("--hf", "prefer_hf", is_flag=True, help="transformers even where native mamba_ssm exists")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
+)
+def profile(
+    model: str,
+    lengths: str,
+    precision: str,
+    phases: tuple[str, ...],
+    logits: str,
+    iterations: int,
+    decode_path: str,
+    no_timed: bool,
+    trace_dir: Path | None,
+    device: str | None,
+    peaks_key: str | None,
+    tiny: bool,
+    prefer_hf: bool,
+    out: Path | None,
+) -> None:
+    """Operator shares of device time per context length, with roofline figures."""
+    from ctxscope.agent import zoo
+    from ctxscope.agent.engine.cli import JsonLinesSink
+    from ctxscope.agent.engine.runner import default_device
+    from ctxscope.agent.profiling.run import TIMED_POLICY, ProfileSettings
+
+    try:
+        zoo.get_spec(model)
+    except zoo.ZooError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if iterations < 1:
+        raise click.BadParameter("need at least one profiled pass", param_hint="--iterations")
+    settings = ProfileSettings(
+        lengths=_lengths(lengths),
+        phases=tuple(dict.fromkeys(phases)),  # type: ignore[arg-type]
+        logits=logits,  # type: ignore[arg-type]
+        iterations=iterations,
+        decode=decode_path,  # type: ignore[arg-type]
+        timed_policy=None if no_timed else TIMED_POLICY,
+        trace_dir=trace_dir,
+    )
+    device = device or default_device()
+    with out.open("a") if out else contextlib.nullcontext(None) as stream:
+        sink = JsonLinesSink(stream, device_id_from_hostname(socket.gethostname()))
+        try:
+            points = profile_run(
+                sink,
+                model=model,
+                precision=precision,
+                device=device,
+                settings=settings,
+                tiny=tiny,
+                prefer_native=not prefer_hf,
+                peaks_key=peaks_key,
+            )
+        except KeyError as exc:
+            raise click.ClickException(str(exc)) from exc
+    print_table(model, points)

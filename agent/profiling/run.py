@@ -1,0 +1,219 @@
+"""Profiles a loaded model over context lengths and phases, and turns each point into a result.
+
+Per point: the profiling pass (torch.profiler, its own warm-up), then, apart from it, a short timed
+pass with the engine's measurement loop whose latency the roofline divides by. A decode step is
+profiled on the engine's decoder at the measured context.
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctxscope.agent.engine import forward
+from ctxscope.agent.engine.loop import LoopPolicy, Timer, measure
+from ctxscope.agent.engine.point import Session, free
+from ctxscope.agent.profiling.profile import PhaseProfile, profile_phase
+from ctxscope.agent.profiling.roofline import Peaks, Phase, Work, class_rooflines, pass_work, roofline
+from ctxscope.agent.profiling.shapes import ArchShape, arch_shape
+from ctxscope.agent.records import RecordSink
+from ctxscope.shared.messages import Metric, PointResult
+
+TIMED_POLICY = LoopPolicy(warmups=0, min_reps=3, max_reps=10, min_time_s=0.0, max_time_s=5.0)
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    lengths: tuple[int, ...]
+    phases: tuple[Phase, ...] = ("prefill",)
+    logits: forward.LogitsMode = "last"
+    iterations: int = 3
+    decode: forward.DecodePreference = "eager"
+    timed_policy: LoopPolicy | None = TIMED_POLICY
+    trace_dir: Path | None = None
+    seed: int = 0
+
+
+@dataclass
+class PhasePoint:
+    """One phase at one context length: its operator shares, timed latency and roofline."""
+
+    profile: PhaseProfile
+    latency: Metric | None
+    roofline: dict[str, Any]
+    implementation: str
+
+
+@dataclass
+class PointProfile:
+    """The phases profiled at one length; a phase that failed is named in `failed` with its error.
+    The point's outcome is that of its first phase (prefill when profiled)."""
+
+    context_len: int
+    phases: dict[str, PhasePoint] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    outcome: str = "ok"
+    error: str | None = None
+
+    def details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "operators": {name: p.profile.to_details() for name, p in self.phases.items()},
+            "roofline": {name: p.roofline for name, p in self.phases.items()},
+        }
+        if self.failed:
+            details["failed_phases"] = dict(self.failed)
+        return details
+
+
+def profile_session(
+    session: Session, settings: ProfileSettings, peaks: Peaks | None
+) -> Iterator[PointProfile]:
+    """Yields one PointProfile per context length. Out-of-memory ends a phase as `oom`, any other
+    error as `fault`; a CUDA fault may poison the context, so the caller isolates runs in a process."""
+    try:
+        shape: ArchShape | None = arch_shape(session.module.config)
+    except KeyError:  # no shape reader for this config type: shares without roofline figures
+        shape = None
+    for length in settings.lengths:
+        point = PointProfile(length)
+        for phase in settings.phases:
+            try:
+                with torch.inference_mode():
+                    point.phases[phase] = _phase_point(session, settings, phase, length, shape, peaks)
+            except torch.cuda.OutOfMemoryError as exc:
+                point.failed[phase] = f"oom: {str(exc)[:1000]}"
+            except Exception as exc:  # a failed phase is a result too; the next phase or length goes on
+                point.failed[phase] = f"fault: {type(exc).__name__}: {str(exc)[:1000]}"
+            free(session.device)
+        first = settings.phases[0]
+        if first in point.failed:
+            point.outcome, _, point.error = point.failed[first].partition(": ")
+        yield point
+
+
+def _phase_point(
+    session: Session,
+    settings: ProfileSettings,
+    phase: Phase,
+    length: int,
+    shape: ArchShape | None,
+    peaks: Peaks | None,
+) -> PhasePoint:
+    ids = forward.synthetic_prompt(session.vocab_size, length, seed=settings.seed, device=session.device)
+    trace_path = None
+    if settings.trace_dir is not None:
+        trace_path = settings.trace_dir / f"{session.spec.name}-{phase}-{length}-{uuid.uuid4().hex[:8]}.json"
+    if phase == "prefill":
+
+        def run() -> None:
+            forward.prefill(session.runtime, session.module, ids, settings.logits)
+
+        implementation = f"{session.runtime} forward, logits={settings.logits}"
+        prepare = None
+    else:
+        decoder = forward.make_decoder(
+            session.runtime, session.module, ids, window=1, preference=settings.decode
+        )
+
+        def run() -> None:
+            decoder.rewind()
+            decoder.step()
+
+        implementation = decoder.path
+        prepare = decoder.rewind
+    profile = profile_phase(
+        run,
+        phase=phase,
+        context_len=length,
+        module=session.module,
+        iterations=settings.iterations,
+        trace_path=trace_path,
+    )
+    latency = None
+    if settings.timed_policy is not None:
+        timer = Timer(session.device)
+        loop = measure(
+            run if phase == "prefill" else decoder.step,
+            name=phase,
+            tokens_per_run=length if phase == "prefill" else 1,
+            timer=timer,
+            policy=settings.timed_policy,
+            prepare=prepare,
+        )
+        latency = Metric(
+            unit="ms",
+            method=f"{timer.method}; timed pass apart from the profiling pass; {implementation}",
+            samples=[s / 1e6 for s in loop.samples_ns],
+        )
+    figures: dict[str, Any] = {"implementation": implementation}
+    if shape is None:
+        config_type = getattr(session.module.config, "model_type", type(session.module.config).__name__)
+        figures["unavailable"] = f"no analytic FLOPs/bytes for config type {config_type!r}"
+    else:
+        figures |= _roofline_figures(
+            pass_work(shape, phase, length, session.choice.precision, settings.logits),
+            profile,
+            latency,
+            peaks,
+            session.choice.precision,
+        )
+    return PhasePoint(profile, latency, figures, implementation)
+
+
+def _roofline_figures(
+    work: Work, profile: PhaseProfile, latency: Metric | None, peaks: Peaks | None, precision: str
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    if latency is not None:
+        figures["over_latency"] = roofline(
+            work, latency.median / 1e3, peaks, precision, "median latency of the timed pass"
+        )
+    busy_ns = [p.timeline.device_busy_ns for p in profile.passes if p.timeline.device_busy_ns is not None]
+    if busy_ns:
+        figures["over_device_busy"] = roofline(
+            work,
+            statistics.median(busy_ns) / 1e9,
+            peaks,
+            precision,
+            "median device busy time of the profiling passes (union of kernel intervals)",
+        )
+        figures["by_class"] = class_rooflines(work, profile.class_time_ns(), peaks, precision)
+    return figures
+
+
+def emit_point(
+    sink: RecordSink, session: Session, point: PointProfile, *, run_id: str, logits: forward.LogitsMode
+) -> PointResult:
+    """Streams one profiled point as a `result` record (operators and roofline in its details)."""
+    metrics: dict[str, Metric] = {}
+    implementation = session.implementation()
+    for name, phase in point.phases.items():
+        if phase.latency is not None:
+            metrics[f"profile_{name}_latency"] = phase.latency
+        metrics[f"profile_{name}_device_time"] = Metric(
+            unit="ms",
+            method=f"sum of device time per profiling pass ({phase.profile.source})",
+            samples=[s.total_ns / 1e6 for s in phase.profile.per_pass],
+        )
+        implementation[f"profile_{name}"] = phase.implementation
+    return sink.emit(
+        PointResult,
+        run_id=run_id,
+        point_id=f"{session.spec.name}-{session.choice.precision}-{point.context_len}-profile",
+        model=session.spec.name,
+        family=session.spec.family,
+        context_len=point.context_len,
+        precision=session.choice.precision,
+        logits=logits,
+        outcome=point.outcome,
+        error=point.error,
+        metrics=metrics,
+        implementation=implementation,
+        details=point.details(),
+    )

@@ -1,0 +1,120 @@
+"""The profiling pass end to end on the CPU with tiny zoo models: CPU ops stand in for kernels and the
+result says so; records validate against the wire contract; the trace stays local and is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ctxscope.agent.profiling.cli import profile
+from ctxscope.agent.profiling.profile import profile_phase
+from ctxscope.shared.codec import decode, encode
+from ctxscope.shared.messages import MESSAGE_ADAPTER
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen() -> torch.nn.Module:
+    from ctxscope.agent import zoo
+
+    loaded = zoo.load_model(zoo.tiny_spec("qwen2.5-0.5b"), device=torch.device("cpu"), dtype=torch.float32)
+    return loaded.module.eval()
+
+
+def test_a_cpu_pass_reports_cpu_ops_with_the_lm_head_apart(
+    tiny_qwen: torch.nn.Module, tmp_path: Path
+) -> None:
+    ids = torch.randint(0, 500, (1, 64))
+
+    def run() -> None:
+        with torch.inference_mode():
+            tiny_qwen(input_ids=ids, logits_to_keep=1)
+
+    trace = tmp_path / "trace.json"
+    result = profile_phase(
+        run, phase="prefill", context_len=64, module=tiny_qwen, iterations=2, trace_path=trace
+    )
+    details = result.to_details()
+    assert details["device_time_source"] == "cpu_ops"
+    assert details["passes"] == 2 and len(result.per_pass) == 2
+    assert sum(row["share_pct"] for row in details["classes"].values()) == pytest.approx(100.0)
+    assert {"gemm", "lm_head", "attention", "norm"} <= set(details["classes"])
+    assert all(len(row["time_ms_per_pass"]) == 2 for row in details["classes"].values())
+    assert details["host"][0]["device_idle_ms"] is None
+    assert details["trace_path"] == str(trace)
+    assert any(
+        e["name"].startswith("ctxscope::pass::prefill#") for e in json.loads(trace.read_text())["traceEvents"]
+    )
+
+
+def test_module_labels_are_removed_after_the_pass(tiny_qwen: torch.nn.Module) -> None:
+    ids = torch.randint(0, 500, (1, 16))
+    with torch.inference_mode():
+        profile_phase(
+            lambda: tiny_qwen(input_ids=ids), phase="prefill", context_len=16, module=tiny_qwen, iterations=1
+        )
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in tiny_qwen.modules())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["qwen2.5-0.5b", "mamba2-130m"])
+def test_the_profile_command_streams_valid_results(model: str, tmp_path: Path) -> None:
+    out = tmp_path / "records.jsonl"
+    traces = tmp_path / "traces"
+    args = [
+        model,
+        "--tiny",
+        "--device",
+        "cpu",
+        "--lengths",
+        "32,64",
+        "--phase",
+        "prefill",
+        "--phase",
+        "decode",
+    ]
+    args += ["--iterations", "2", "--out", str(out), "--trace-dir", str(traces)]
+    result = CliRunner().invoke(profile, args)
+    assert result.exit_code == 0, result.output
+    assert "share %" in result.output and "time ms" in result.output
+    records = [MESSAGE_ADAPTER.validate_json(line) for line in out.read_text().splitlines()]
+    assert [r.kind for r in records] == ["run_started", "result", "result", "run_finished"]
+    assert all(decode(encode(r)) == r for r in records)  # what goes over MQTT carries it all
+    for r in records[1:3]:
+        assert r.outcome == "ok"
+        assert set(r.details["operators"]) == {"prefill", "decode"}
+        for phase in ("prefill", "decode"):
+            operators = r.details["operators"][phase]
+            assert operators["device_time_source"] == "cpu_ops"
+            assert sum(c["share_pct"] for c in operators["classes"].values()) == pytest.approx(100.0)
+            assert Path(operators["trace_path"]).parent == traces
+            roof = r.details["roofline"][phase]["over_latency"]
+            assert roof["flops"] > 0 and roof["achieved_tflops"] > 0
+            assert r.metrics[f"profile_{phase}_latency"].unit == "ms"
+    assert len(list(traces.glob("*.json"))) == 4
+
+
+def test_an_unknown_model_is_a_usage_error() -> None:
+    result = CliRunner().invoke(profile, ["no-such-model", "--device", "cpu"])
+    assert result.exit_code != 0
+    assert "no-such-model" in result.output
+
+
+def test_a_failing_point_is_a_result_and_the_sweep_goes_on() -> None:
+    """GPT-Neo's learned positions end at 2048: a longer prompt faults for real (IndexError on the
+    CPU); the lengths around it still run. No shape reader exists for it, so roofline is absent."""
+    from ctxscope.agent.engine.point import ModelChoice, Session
+    from ctxscope.agent.profiling.run import ProfileSettings, profile_session
+
+    session = Session(ModelChoice(name="gpt-neo-125m", precision="fp32", device="cpu", tiny=True))
+    settings = ProfileSettings(lengths=(16, 2100, 32), phases=("prefill",), iterations=1, timed_policy=None)
+    points = list(profile_session(session, settings, None))
+    assert [(p.context_len, p.outcome) for p in points] == [(16, "ok"), (2100, "fault"), (32, "ok")]
+    assert "IndexError" in (points[1].error or "")
+    assert points[1].details()["failed_phases"]["prefill"].startswith("fault: IndexError")
+    roofline = points[0].details()["roofline"]["prefill"]
+    assert "over_latency" not in roofline and "gpt_neo" in roofline["unavailable"]
+    assert points[0].details()["operators"]["prefill"]["device_time_source"] == "cpu_ops"
