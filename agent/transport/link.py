@@ -1,0 +1,200 @@
+"""The agent's MQTT link: connection, retained birth (meta, status), last will, commands, forwarding.
+
+paho-mqtt 2.x (callback API v2) speaking MQTT 3.1.1, so the embedded amqtt broker works too. The
+client id is the device id. `connect_async()` + `loop_start()` retry the first connect and reconnect
+by themselves. Before every connection attempt the birth counter (persisted in the spool) goes up and
+the will is re-armed with it: paho reads the will when it builds each CONNECT packet, so a will set
+between connections is honoured, and the collector can ignore a late will older than a newer birth.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+
+from ctxscope import __version__
+from ctxscope.agent.config import AgentConfig
+from ctxscope.agent.transport.forwarder import Forwarder
+from ctxscope.agent.transport.spool import Spool
+from ctxscope.shared.codec import DecodeError, decode, encode
+from ctxscope.shared.messages import Command, DeviceMeta, Status
+from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscription, topic_for
+
+log = logging.getLogger(__name__)
+LiveState = Literal["online", "busy"]
+CommandHandler = Callable[[Command], None]
+
+
+class Link:
+    """Publishes the device's state and drains its spool; `close()` ends it cleanly."""
+
+    def __init__(
+        self, config: AgentConfig, spool: Spool, meta: dict[str, Any] | None = None, window: int = 20
+    ):
+        if spool.device != config.device:
+            raise ValueError(f"spool of {spool.device!r} used for device {config.device!r}")
+        self.config = config
+        self.spool = spool
+        self._meta: dict[str, Any] = {"agent_version": __version__, "hostname": socket.gethostname()}
+        self._meta.update(meta or {})
+        self._status: dict[str, Any] = {"state": "online"}
+        self._birth = 0
+        self._connected = threading.Event()
+        self._command_handler: CommandHandler | None = None
+        self._client = self._build_client()
+        self._forwarder = Forwarder(self._client, spool, self._connected.is_set, window)
+
+    def _build_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.config.device,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if self.config.username is not None:
+            client.username_pw_set(self.config.username, self.config.password)
+        if self.config.tls:
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._forwarder.start()
+        self._client.connect_async(self.config.broker_host, self.config.broker_port, self.config.keepalive_s)
+        self._client.loop_start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every spooled record has been acknowledged by the broker."""
+        self._forwarder.notify()
+        return self._forwarder.wait_empty(timeout_s)
+
+    def close(self, flush_timeout_s: float = 10.0) -> bool:
+        """Publish a retained `offline` (a clean disconnect sends no will), flush, then disconnect.
+
+        Returns whether the spool was empty when the link closed; what is left stays spooled.
+        """
+        self._status = {"state": "offline"}  # a reconnect while flushing must not claim online again
+        if self.connected:
+            info = self._publish_state(
+                Status, **self._status, birth=self._birth, backlog=self.spool.backlog()
+            )
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                info.wait_for_publish(min(flush_timeout_s, 5.0))
+        flushed = self.flush(flush_timeout_s) if self.connected else self.spool.backlog() == 0
+        self._forwarder.stop()
+        self._client.disconnect()
+        self._client.loop_stop()
+        return flushed
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def set_status(self, state: LiveState, run_id: str | None = None, detail: str | None = None) -> None:
+        """Change the retained status; published now if connected, else at the next connect."""
+        self._status = {"state": state, "run_id": run_id, "detail": detail}
+        if self.connected:
+            self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
+
+    def set_meta(self, **fields: Any) -> None:
+        """Update the device description (e.g. detected telemetry backends) and republish it."""
+        self._meta.update(fields)
+        if self.connected:
+            self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
+
+    def _publish_state(
+        self, message_cls: type[Status] | type[DeviceMeta], **fields: Any
+    ) -> mqtt.MQTTMessageInfo:
+        message = self.spool.state_message(message_cls, **fields)
+        channel = Channel.STATUS if message_cls is Status else Channel.META
+        return self._client.publish(
+            topic_for(self.config.device, channel), encode(message), qos=1, retain=True
+        )
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def on_command(self, handler: CommandHandler) -> None:
+        """Call `handler` (on paho's thread: keep it short) for each unexpired command to this device."""
+        self._command_handler = handler
+        if self.connected:
+            self._client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = parse_topic(msg.topic)
+            command = decode(msg.payload)
+        except (InvalidTopic, DecodeError) as exc:
+            log.warning("ignoring message on %s: %s", msg.topic, exc)
+            return
+        if not isinstance(command, Command) or topic.channel is not Channel.CMD:
+            log.warning("ignoring a %s message on %s: only commands are expected", command.kind, msg.topic)
+            return
+        if command.device != self.config.device or command.name != topic.command:
+            log.warning(
+                "ignoring command %s: addressed to %s/%s", command.command_id, command.device, command.name
+            )
+            return
+        if command.expires_at < time.time_ns():
+            late_s = (time.time_ns() - command.expires_at) / 1e9
+            log.warning(
+                "dropping command %s (%s): expired %.1f s ago", command.command_id, command.name, late_s
+            )
+            return
+        if self._command_handler is not None:
+            self._command_handler(command)
+
+    # -- paho callbacks (paho's network thread) -------------------------------------------------
+
+    def _on_pre_connect(self, client: mqtt.Client, _userdata: Any) -> None:
+        self._birth = self.spool.next_birth()
+        will = self.spool.state_message(Status, state="offline", birth=self._birth, detail="connection lost")
+        client.will_set(topic_for(self.config.device, Channel.STATUS), encode(will), qos=1, retain=True)
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning(
+                "broker %s:%s refused the connection: %s",
+                self.config.broker_host,
+                self.config.broker_port,
+                reason,
+            )
+            return
+        log.info(
+            "connected to %s:%s (birth %d)", self.config.broker_host, self.config.broker_port, self._birth
+        )
+        self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
+        self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
+        if self._command_handler is not None:
+            client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
+        self._connected.set()
+        self._forwarder.notify()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode, _props: Any
+    ) -> None:
+        self._connected.clear()
+        if reason.is_failure:
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
+        self._forwarder.on_puback(mid)

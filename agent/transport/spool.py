@@ -1,0 +1,247 @@
+"""SQLite (WAL) outbox of encoded records: the agent's durable RecordSink.
+
+The spool owns the stream identity: a random stream id created with the database and a `seq` that
+keeps counting across restarts. Records wait here until the broker acknowledges them. The spool is
+bounded: when full it drops the oldest droppable records (telemetry, logs) and counts them; results
+and run records are never dropped, the spool grows past its bound instead and reports back-pressure.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ctxscope.shared.codec import MAX_MESSAGE_BYTES, encode
+from ctxscope.shared.ids import new_stream_id, validate_device_id
+from ctxscope.shared.messages import CHANNEL_OF_KIND, DROPPABLE_KINDS, STATE_KINDS, Envelope
+from ctxscope.shared.topics import topic_for
+
+M = TypeVar("M", bound=Envelope)
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    droppable INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_droppable ON outbox (droppable, seq);
+"""
+
+
+class RecordTooLarge(ValueError):
+    """A record whose encoding exceeds the contract's message size; it is not spooled."""
+
+
+@dataclass(frozen=True)
+class SpooledRecord:
+    seq: int
+    kind: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    backlog: int
+    backlog_bytes: int
+    high_water_seq: int
+    dropped: int
+    over_bound: bool
+
+
+class Spool:
+    """A thread-safe outbox for one device; `emit()` is the RecordSink entry point."""
+
+    def __init__(
+        self, path: Path, device: str, max_rows: int = 200_000, max_bytes: int = 512 * 1024**2
+    ) -> None:
+        self.device = validate_device_id(device)
+        self.path = path
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (SIGKILL); only power loss may lose the tail.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock, self._transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(
+                "INSERT OR IGNORE INTO spool_state VALUES ('stream', ?), ('next_seq', '1'), ('birth', '0'),"
+                " ('device', ?), ('dropped', '0')",
+                (new_stream_id(), self.device),
+            )
+            stored_device = self._state("device")
+        if stored_device != self.device:
+            self._db.close()
+            raise ValueError(f"spool {path} belongs to device {stored_device!r}, not {self.device!r}")
+        self.stream = self._state("stream")
+        self._count_backlog()
+
+    # -- RecordSink -----------------------------------------------------------------------------
+
+    def emit(self, message_cls: type[M], **fields: Any) -> M:
+        """Stamp the envelope with the next seq, store the encoded record durably, return it."""
+        kind = _kind_of(message_cls)
+        if kind in STATE_KINDS:
+            raise ValueError(f"{kind!r} is state, not a record: publish it with state_message()")
+        topic = topic_for(self.device, CHANNEL_OF_KIND[kind])
+        droppable = kind in DROPPABLE_KINDS
+        with self._lock:
+            try:
+                return self._store(message_cls, kind, topic, droppable, fields)
+            except BaseException:
+                self._count_backlog()  # the transaction rolled back: drops and inserts did not happen
+                raise
+
+    def _store(
+        self, message_cls: type[M], kind: str, topic: str, droppable: bool, fields: dict[str, Any]
+    ) -> M:
+        with self._transaction():
+            seq = int(self._state("next_seq"))
+            record = message_cls(device=self.device, stream=self.stream, seq=seq, ts=time.time_ns(), **fields)
+            payload = encode(record)
+            if len(payload) > MAX_MESSAGE_BYTES:  # the collector would reject it: tell the producer now
+                raise RecordTooLarge(f"a {kind} record of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+            self._set_state("next_seq", seq + 1)
+            if self._make_room(len(payload), droppable):
+                self._db.execute(
+                    "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, kind, topic, payload, int(droppable), len(payload)),
+                )
+                self._rows += 1
+                self._bytes += len(payload)
+            else:
+                self._count_drops(1)
+        return record
+
+    def state_message(self, message_cls: type[M], **fields: Any) -> M:
+        """A state message (meta, status): not spooled; its seq is the stream's high-water mark."""
+        with self._lock:
+            seq = int(self._state("next_seq")) - 1
+        return message_cls(device=self.device, stream=self.stream, seq=seq, ts=time.time_ns(), **fields)
+
+    # -- forwarding -----------------------------------------------------------------------------
+
+    def oldest(self, n: int, after_seq: int = 0) -> list[SpooledRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, n),
+            ).fetchall()
+        return [SpooledRecord(int(s), k, t, bytes(p)) for s, k, t, p in rows]
+
+    def ack(self, seq: int) -> None:
+        """Forget a record the broker has acknowledged (no-op if it is already gone)."""
+        with self._lock:
+            row = self._db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size_bytes", (seq,)).fetchone()
+            if row is not None:
+                self._rows -= 1
+                self._bytes -= int(row[0])
+
+    def backlog(self) -> int:
+        with self._lock:
+            return self._rows
+
+    def high_water_seq(self) -> int:
+        """The last seq handed out (0 before the first record)."""
+        with self._lock:
+            return int(self._state("next_seq")) - 1
+
+    def next_birth(self) -> int:
+        """Count one more connection and return its birth number (persisted)."""
+        with self._lock, self._transaction():
+            birth = int(self._state("birth")) + 1
+            self._set_state("birth", birth)
+        return birth
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            return SpoolStats(
+                backlog=self._rows,
+                backlog_bytes=self._bytes,
+                high_water_seq=int(self._state("next_seq")) - 1,
+                dropped=int(self._state("dropped")),
+                over_bound=self._exceeds(0, 0),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- internals (callers hold the lock) ------------------------------------------------------
+
+    def _exceeds(self, extra_rows: int, extra_bytes: int) -> bool:
+        return self._rows + extra_rows > self.max_rows or self._bytes + extra_bytes > self.max_bytes
+
+    def _make_room(self, size: int, droppable: bool) -> bool:
+        """Drop oldest droppable rows until a record of `size` fits; False: drop the new one instead."""
+        while self._exceeds(1, size):
+            row = self._db.execute(
+                "DELETE FROM outbox WHERE seq = "
+                "(SELECT seq FROM outbox WHERE droppable = 1 ORDER BY seq LIMIT 1) RETURNING size_bytes"
+            ).fetchone()
+            if row is None:
+                if droppable:
+                    return False
+                if not self._exceeds(0, 0):  # warn once, when the bound is first crossed
+                    log.warning(
+                        "spool %s is full of undroppable records (%d rows, %d bytes): growing past its bound",
+                        self.path,
+                        self._rows,
+                        self._bytes,
+                    )
+                return True
+            self._rows -= 1
+            self._bytes -= int(row[0])
+            self._count_drops(1)
+        return True
+
+    def _count_backlog(self) -> None:
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM outbox").fetchone()
+        self._rows, self._bytes = int(row[0]), int(row[1])
+
+    def _count_drops(self, n: int) -> None:
+        self._set_state("dropped", int(self._state("dropped")) + n)
+
+    def _state(self, key: str) -> str:
+        return str(self._db.execute("SELECT value FROM spool_state WHERE key = ?", (key,)).fetchone()[0])
+
+    def _set_state(self, key: str, value: int) -> None:
+        self._db.execute("UPDATE spool_state SET value = ? WHERE key = ?", (str(value), key))
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection runs in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _kind_of(message_cls: type[Envelope]) -> str:
+    kind = message_cls.model_fields["kind"].default
+    if kind not in CHANNEL_OF_KIND:
+        raise ValueError(f"{message_cls.__name__} has no known kind")
+    return str(kind)

@@ -1,0 +1,86 @@
+"""Fixtures of the record pipeline tests: stores on both backends, private brokers, message builders."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctxscope.broker import MosquittoBroker, mosquitto_binary
+from ctxscope.collector.store import Store, open_store
+from ctxscope.shared.messages import Metric, PointResult
+
+PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards; skipped if the server is down."""
+    psycopg = pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
+    try:
+        admin = psycopg.connect(PG_BASE_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at {PG_BASE_URL} is unreachable: {exc}")
+    schema = f"ctxscope_test_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_BASE_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'collector.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    opened = open_store(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A private mosquitto on a free loopback port (never the shared one on 1883)."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def result_fields(i: int, run_id: str = "run-1") -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "point_id": f"p{i}",
+        "model": "qwen2.5-0.5b",
+        "family": "transformer",
+        "context_len": 1024 * (i + 1),
+        "precision": "bf16",
+        "outcome": "ok",
+        "metrics": {
+            "ttft": Metric(unit="s", method="cuda events, median of reps", samples=[0.1, 0.11, 0.12])
+        },
+        "implementation": {"attention": "sdpa"},
+    }
+
+
+def point_result(device: str, stream: str, seq: int) -> PointResult:
+    return PointResult(
+        device=device, stream=stream, seq=seq, ts=1_700_000_000_000_000_000 + seq, **result_fields(seq)
+    )
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)

@@ -1,0 +1,58 @@
+"""Agent configuration: defaults, TOML, environment overrides and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ctxscope.agent.config import AgentConfig, ConfigError, load_config
+
+
+def test_defaults_derive_device_and_spool_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "Orin_AGX.local")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    config = load_config(environ={})
+    assert config.device == "orin-agx-local"
+    assert config.resolved_spool_path() == tmp_path / "ctxscope" / "spool-orin-agx-local.sqlite"
+    assert (config.broker_host, config.broker_port, config.tls) == ("127.0.0.1", 1883, False)
+
+
+def test_toml_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('device = "jetson-7"\nbroker_host = "collector.lan"\nbroker_port = 8883\ntls = true\n')
+    config = load_config(path, environ={"CTXSCOPE_BROKER_PORT": "1884", "CTXSCOPE_USERNAME": "jetson-7"})
+    assert (config.device, config.broker_host, config.broker_port) == ("jetson-7", "collector.lan", 1884)
+    assert (config.tls, config.username) == (True, "jetson-7")
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ('device = "Not Valid!"', {}, "device: Value error, device id 'Not Valid!' is invalid"),
+        ("", {"CTXSCOPE_BROKER_PORT": "70000"}, "broker_port: Input should be less than or equal to 65535"),
+        ("spool_max_rows = 3", {}, "spool_max_rows: Input should be greater than or equal to 100"),
+        ('password = "x"', {}, "a password needs a username"),
+        ("brokr_host = 'typo'", {}, "brokr_host: Extra inputs are not permitted"),
+        ("device = ", {}, "is not valid TOML"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(
+        ConfigError, match="agent" if "TOML" in message else "invalid agent configuration"
+    ) as err:
+        load_config(path, environ=env)
+    assert message in str(err.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_config_is_immutable() -> None:
+    config = AgentConfig(device="a-1")
+    with pytest.raises(ValueError, match="frozen"):
+        config.device = "b-2"  # type: ignore[misc]

@@ -1,0 +1,143 @@
+"""Collector ingest: validation of junk and of contract breaches, rejects counted, the rest stored."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgpack
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctxscope.broker import MosquittoBroker
+from ctxscope.collector.ingest import Ingest, validate
+from ctxscope.collector.store import Accepted, BatchOutcome, Rejected, open_store
+from ctxscope.shared.codec import encode
+from ctxscope.shared.messages import CHANNEL_OF_KIND, Log
+from ctxscope.shared.topics import Channel, command_topic, topic_for
+
+from .conftest import point_result
+
+DEV = "bench-1"
+STREAM = "00000000000000aa"
+RESULT_TOPIC = topic_for(DEV, Channel.RESULT)
+
+json_like = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_are_rejected_with_a_reason(payload: bytes) -> None:
+    verdict = validate(RESULT_TOPIC, payload)
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason in {"not_msgpack", "not_a_map", "unsupported_version", "invalid"}
+
+
+@given(
+    st.dictionaries(st.text(max_size=12), json_like, max_size=8),
+    st.fixed_dictionaries({}, optional={"v": st.just(1), "kind": st.sampled_from(sorted(CHANNEL_OF_KIND))}),
+)
+def test_arbitrary_maps_are_rejected_with_a_reason(
+    junk: dict[str, object], envelope: dict[str, object]
+) -> None:
+    body = {**junk, **envelope}
+    verdict = validate(RESULT_TOPIC, msgpack.packb(body, use_bin_type=True))
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason in {"unsupported_version", "invalid"}
+
+
+def test_contract_breaches_are_rejected() -> None:
+    good = encode(point_result(DEV, STREAM, 1))
+    assert isinstance(validate(RESULT_TOPIC, good), Accepted)
+    cases = {
+        "device_mismatch": validate(topic_for("other-device", Channel.RESULT), good),
+        "wrong_channel": validate(topic_for(DEV, Channel.TELEMETRY), good),
+        "unexpected_channel": validate(command_topic(DEV, "run"), good),
+        "bad_topic": validate("ctxscope/v2/bench-1/result", good),
+    }
+    for reason, verdict in cases.items():
+        assert isinstance(verdict, Rejected) and verdict.reason == reason, (reason, verdict)
+
+
+@pytest.mark.slow
+def test_junk_on_the_wire_is_counted_and_ingest_keeps_storing(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'ingest.db'}")
+    commits: list[BatchOutcome] = []
+    ingest = Ingest(store, mosquitto.host, mosquitto.port, client_id="ingest_junk", on_commit=commits.append)
+    ingest.start()
+    assert ingest.wait_connected(10)
+    time.sleep(0.1)  # let the subscription settle before publishing
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    sent = {"junk": 0, "good": 0}
+
+    @settings(max_examples=40, deadline=None)
+    @given(junk=st.lists(st.binary(max_size=64), min_size=1, max_size=5))
+    def publish_junk_then_a_record(junk: list[bytes]) -> None:
+        sent["good"] += 1
+        infos = [publisher.publish(RESULT_TOPIC, payload, qos=1) for payload in junk]
+        infos.append(publisher.publish(RESULT_TOPIC, encode(point_result(DEV, STREAM, sent["good"])), qos=1))
+        for info in infos:
+            info.wait_for_publish(5)
+        sent["junk"] += len(junk)
+        deadline = time.monotonic() + 10
+        while ingest.counters().received < sent["junk"] + sent["good"] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        counters = ingest.counters()
+        assert (counters.stored, sum(counters.rejected.values())) == (sent["good"], sent["junk"])
+
+    try:
+        publish_junk_then_a_record()
+        assert sum(r["count"] for r in store.reject_counts()) == sent["junk"]
+        assert store.record_seqs(DEV, STREAM) == list(range(1, sent["good"] + 1))
+        assert sum(c.stored for c in commits) == sent["good"]
+        assert sum(c.rejected for c in commits) == sent["junk"]
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        ingest.stop()
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_message_the_database_refuses_is_rejected_alone(mosquitto: MosquittoBroker, pg_url: str) -> None:
+    """PostgreSQL text cannot hold NUL: that log is rejected as store_error, its batch-mates are stored."""
+    store = open_store(pg_url)
+    ingest = Ingest(store, mosquitto.host, mosquitto.port, client_id="ingest_pg")
+    ingest.start()
+    assert ingest.wait_connected(10)
+    time.sleep(0.1)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        poison = Log(device=DEV, stream=STREAM, seq=2, ts=1, level="info", message="nul \x00 byte")
+        for message in (point_result(DEV, STREAM, 1), poison, point_result(DEV, STREAM, 3)):
+            topic = topic_for(DEV, Channel.LOG if message.kind == "log" else Channel.RESULT)
+            publisher.publish(topic, encode(message), qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 10
+        while ingest.counters().received < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        counters = ingest.counters()
+        assert (counters.received, counters.stored, counters.rejected["store_error"]) == (3, 2, 1)
+        assert [r["seq"] for r in store.results(DEV)] == [1, 3]
+        (reject,) = store.reject_counts()
+        assert reject["reason"] == "store_error" and reject["topic"] == topic_for(DEV, Channel.LOG)
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        ingest.stop()
+        store.close()

@@ -1,0 +1,123 @@
+"""The agent's MQTT link: retained birth and status, clean offline, commands with expiry."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ctxscope.agent.config import AgentConfig
+from ctxscope.agent.transport.link import Link
+from ctxscope.agent.transport.spool import Spool
+from ctxscope.broker import MosquittoBroker
+from ctxscope.shared.codec import decode, encode
+from ctxscope.shared.messages import Command, DeviceMeta, Message, Status
+from ctxscope.shared.topics import Channel, command_topic, topic_for
+
+pytestmark = pytest.mark.slow
+DEV = "link-dev"
+
+
+class Observer:
+    """A plain MQTT client that records the decoded messages of the device's state topics."""
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.messages: queue.Queue[tuple[Message, bool]] = queue.Queue()
+        self.unread: list[tuple[Message, bool]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.client.on_message = lambda _c, _u, m: self.messages.put((decode(m.payload), m.retain))
+        topics = [(topic_for(DEV, Channel.STATUS), 1), (topic_for(DEV, Channel.META), 1)]
+        self.client.on_connect = lambda client, _u, _f, _r, _p: client.subscribe(
+            topics
+        )  # again after a reconnect
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def next(self, kind: str, timeout_s: float = 10) -> tuple[Message, bool]:
+        """The oldest unread message of `kind` (messages of other kinds stay unread)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for i, (message, retained) in enumerate(self.unread):
+                if message.kind == kind:
+                    del self.unread[i]
+                    return message, retained
+            self.unread.append(self.messages.get(timeout=max(0.01, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def link(mosquitto: MosquittoBroker, tmp_path: Path) -> Link:
+    config = AgentConfig(device=DEV, broker_port=mosquitto.port, spool_path=tmp_path / "spool.sqlite")
+    return Link(config, Spool(config.resolved_spool_path(), DEV), meta={"commands": ["run"]})
+
+
+def test_birth_status_and_clean_offline(mosquitto: MosquittoBroker, link: Link) -> None:
+    link.start()
+    assert link.wait_connected(10)
+    observer = Observer(mosquitto)
+    try:
+        observer.next("meta")
+        observer.next("status")
+        late = Observer(mosquitto)  # subscribes once the broker has both: it must get retained copies
+        meta, meta_retained = late.next("meta")
+        status, status_retained = late.next("status")
+        late.close()
+        assert isinstance(meta, DeviceMeta) and isinstance(status, Status)
+        assert meta_retained and status_retained
+        assert (meta.birth, meta.commands, status.state, status.birth) == (1, ["run"], "online", 1)
+        link.set_status("busy", run_id="r1")
+        busy, _ = observer.next("status")
+        assert isinstance(busy, Status) and (busy.state, busy.run_id) == ("busy", "r1")
+        mosquitto.restart()
+        reborn, _ = observer.next("status", timeout_s=15)
+        while reborn.birth == 1:  # the observer reconnects too and may first see the old retained copy
+            reborn, _ = observer.next("status", timeout_s=15)
+        assert isinstance(reborn, Status) and reborn.state == "busy" and reborn.birth >= 2
+        assert link.close(5)
+        offline, _ = observer.next("status")
+        assert isinstance(offline, Status) and (offline.state, offline.birth) == ("offline", reborn.birth)
+    finally:
+        observer.close()
+
+
+def test_commands_are_delivered_unless_expired(
+    mosquitto: MosquittoBroker, link: Link, caplog: pytest.LogCaptureFixture
+) -> None:
+    received: queue.Queue[Command] = queue.Queue()
+    link.on_command(received.put)
+    link.start()
+    assert link.wait_connected(10)
+    time.sleep(0.1)  # the subscription follows the connect
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+
+    def send(command_id: str, expires_in_s: float, device: str = DEV) -> None:
+        expires_at = time.time_ns() + int(expires_in_s * 1e9)
+        envelope = {"device": device, "stream": "00000000000000cc", "seq": 1, "ts": time.time_ns()}
+        command = Command(
+            **envelope, command_id=command_id, name="run", args={"plan": "p"}, expires_at=expires_at
+        )
+        sender.publish(command_topic(DEV, "run"), encode(command), qos=1).wait_for_publish(5)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="ctxscope.agent.transport.link"):
+            send("stale", expires_in_s=-5)
+            send("misaddressed", expires_in_s=60, device="someone-else")
+            send("fresh", expires_in_s=60)
+            command = received.get(timeout=5)
+        assert (command.command_id, command.args) == ("fresh", {"plan": "p"})
+        assert received.empty()
+        assert "dropping command stale (run): expired" in caplog.text
+        assert "ignoring command misaddressed" in caplog.text
+    finally:
+        sender.loop_stop()
+        sender.disconnect()
+        link.close(5)
