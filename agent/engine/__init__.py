@@ -1,0 +1,8 @@
+"""The measurement engine: honest long-context sweeps (prefill, decode, memory, max context).
+
+Modules: `plan` (validated sweep plans), `loop` (the one measurement loop), `forward` (runtime
+adapters: prefill and decode per runtime), `memory` (measured and analytic memory split), `point`
+(one point end to end), `worker` / `isolation` (points and probes in child processes), `maxctx`
+(grow-then-bisect search), `manifest` (environment of every result), `runner` (a plan to records)
+and `cli` (the `ctxscope agent run` / `maxctx` commands).
+"""

@@ -1,0 +1,189 @@
+"""`ctxscope agent run PLAN.toml` and `ctxscope agent maxctx MODEL`: thin click commands over the
+runner and the max-context search. Without a broker, records go to a JSON-lines file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
+from ctxscope.agent.records import M, MemorySink
+from ctxscope.shared.ids import device_id_from_hostname
+
+_BYTES = TypeAdapter(ByteSize)
+
+
+class JsonLinesSink(MemorySink):
+    """A memory sink that also appends every record to a JSON-lines file as it is emitted."""
+
+    def __init__(self, stream: TextIO | None, device: str) -> None:
+        super().__init__(device=device)
+        self.out = stream
+
+    def emit(self, message_cls: type[M], **fields: Any) -> M:
+        record = super().emit(message_cls, **fields)
+        if self.out is not None:
+            self.out.write(record.model_dump_json() + "\n")
+            self.out.flush()
+        return record
+
+
+def _bytes(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(_BYTES.validate_python(value))
+    except ValidationError as exc:
+        raise click.BadParameter(f"{value!r} is not a size such as 24GiB") from exc
+
+
+def _table(results: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="results (median, ms; memory GiB)")
+    for column in ("point", "outcome", "ttft", "decode/token", "decode path", "peak mem", "max context"):
+        table.add_column(column)
+    for r in results:
+        m = r.metrics
+
+        def median(name: str, scale: float = 1.0, fmt: str = "{:.3f}", metrics: dict[str, Any] = m) -> str:
+            return fmt.format(metrics[name].median / scale) if name in metrics else "-"
+
+        table.add_row(
+            r.point_id,
+            r.outcome,
+            median("ttft"),
+            median("decode_per_token"),
+            r.implementation.get("decode_path", "-"),
+            median("memory_peak", 2**30, "{:.2f}"),
+            median("max_context", fmt="{:.0f}"),
+        )
+    Console(file=sys.stdout).print(table)
+
+
+@click.command()
+@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
+)
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="default: cuda when present")
+@click.option("--require-fast-kernels", is_flag=True, help="fail instead of falling back to slow kernels")
+@click.option("--logits", type=click.Choice(["last", "all"]), default=None, help="override the plan's logits")
+@click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
+def run(
+    plan_file: Path,
+    out: Path | None,
+    device: str | None,
+    require_fast_kernels: bool,
+    logits: str | None,
+    no_progress: bool,
+) -> None:
+    """Run a sweep plan and write its records."""
+    from ctxscope.agent.engine import plan as plans
+    from ctxscope.agent.engine.runner import run_plan
+
+    try:
+        plan = plans.load(plan_file)
+        overrides: dict[str, Any] = {}
+        if logits:
+            overrides["logits"] = logits
+        if require_fast_kernels:
+            overrides["require_fast_kernels"] = True
+        if overrides:
+            plan = plans.validate({**plan.model_dump(), **overrides})
+    except plans.PlanError as exc:
+        raise click.ClickException(str(exc)) from exc
+    device_id = device_id_from_hostname(socket.gethostname())
+    with out.open("a") if out else contextlib.nullcontext(None) as stream:
+        sink = JsonLinesSink(stream, device_id)
+        summary = run_plan(plan, sink, progress=not no_progress, device=device)
+    _table(summary.results)
+    click.echo(
+        f"run {summary.run_id}: {summary.points_ok} ok, {summary.points_failed} failed; plan {plan.hash[:12]}"
+    )
+
+
+@click.command()
+@click.argument("model")
+@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16")
+@click.option("--logits", type=click.Choice(["last", "all"]), default="last")
+@click.option("--memory-cap", default=None, help="emulate a smaller device, e.g. 24GiB")
+@click.option("--start", type=int, default=1024, show_default=True)
+@click.option("--max-tokens", type=int, default=1_048_576, show_default=True)
+@click.option("--tolerance", type=float, default=0.01, show_default=True, help="relative gap to stop at")
+@click.option("--step", type=int, default=None, help="absolute gap to stop at (instead of --tolerance)")
+@click.option("--probe-timeout", type=float, default=120.0, show_default=True, help="seconds per probe")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None)
+@click.option("--tiny", is_flag=True, help="the zoo's shrunk config (tests)")
+@click.option("--hf", "prefer_hf", is_flag=True, help="transformers even where native mamba_ssm exists")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write the search as JSON here")
+def maxctx(
+    model: str,
+    precision: str,
+    logits: str,
+    memory_cap: str | None,
+    start: int,
+    max_tokens: int,
+    tolerance: float,
+    step: int | None,
+    probe_timeout: float,
+    device: str | None,
+    tiny: bool,
+    prefer_hf: bool,
+    out: Path | None,
+) -> None:
+    """Search the longest context one prefill fits in, each probe in a fresh child process."""
+    from ctxscope.agent import zoo
+    from ctxscope.agent.engine import maxctx as search_mod
+    from ctxscope.agent.engine.manifest import collect
+    from ctxscope.agent.engine.point import ModelChoice
+    from ctxscope.agent.engine.runner import default_device
+
+    names = [spec.name for spec in zoo.list_models(include_unavailable=False)]
+    if model not in names:
+        raise click.ClickException(f"unknown model {model!r}; valid names: {', '.join(names)}")
+    device = device or default_device()
+    cap = _bytes(memory_cap)
+    choice = ModelChoice(
+        name=model, precision=precision, device=device, tiny=tiny, prefer_native=not prefer_hf
+    )
+    probe = search_mod.isolated_probe(choice, logits=logits, memory_cap_bytes=cap, timeout_s=probe_timeout)
+
+    record: dict[str, Any] = {
+        "model": model,
+        "precision": precision,
+        "logits": logits,
+        "memory_cap_bytes": cap,
+        "start": start,
+        "max_tokens": max_tokens,
+        "tolerance": step if step is not None else tolerance,
+        "probe_timeout_s": probe_timeout,
+        "choice": asdict(choice),
+        "manifest": collect(device, precision=precision),
+        "complete": False,
+        "probes": [],
+    }
+
+    def show(p: search_mod.Probe) -> None:
+        peak = f"{p.peak_bytes / 2**30:.2f} GiB" if p.peak_bytes else "-"
+        click.echo(f"  {model} {p.context_len:>9} {p.outcome:<8} {p.wall_s:6.1f} s  peak {peak}", err=True)
+        record["probes"].append(asdict(p))
+        if out:  # written after every probe, so a search cut short still leaves what it learned
+            out.write_text(json.dumps(record, indent=1))
+
+    result = search_mod.search(
+        probe, start=start, max_tokens=max_tokens, rel_tol=tolerance, step=step, on_probe=show
+    )
+    record.update(complete=True, search=result.to_dict())
+    if out:
+        out.write_text(json.dumps(record, indent=1))
+    click.echo(f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}")

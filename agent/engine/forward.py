@@ -1,0 +1,322 @@
+"""Forward adapters per runtime: prefill, and a decoder that steps one token at a fixed context.
+
+Two runtimes come out of the zoo: Hugging Face transformers modules and native mamba_ssm
+`MambaLMHeadModel`s. Prefill keeps last-position logits (`logits_to_keep=1` /
+`num_last_tokens=1`) or all positions (the study's mode). Decoders run after one prefill and step
+one greedy token at a time; they rewind to the prompt length every `window` steps so that every
+step sees the context being measured. Which decode path ran is the decoder's `path`:
+
+- `cuda_graph_static_cache`: transformers StaticCache filled from the prefill, one decode step
+  captured in a `torch.cuda.CUDAGraph` and replayed;
+- `eager_static_cache`: the same step without a graph (CPU);
+- `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`);
+- `mamba_ssm_eager`: mamba_ssm's step path without graphs;
+- `eager_dynamic_cache`: transformers' default cache, one Python forward per token.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+LogitsMode = Literal["last", "all"]
+DecodePreference = Literal["auto", "eager"]
+_CACHE_OUTPUT_FIELDS = ("past_key_values", "cache", "cache_params")
+
+
+@dataclass
+class PrefillOutput:
+    """The logits of one prefill and whatever object holds its cache or state tensors."""
+
+    logits: torch.Tensor
+    cache: Any
+
+
+class Decoder(Protocol):
+    path: str
+    window: int
+
+    def step(self) -> None:
+        """Decode one token at the measured context."""
+        ...
+
+    def rewind(self) -> None:
+        """Return to the prompt length (untimed)."""
+        ...
+
+    def state(self) -> Any:
+        """The object holding the decode cache, for measuring its size."""
+        ...
+
+
+def synthetic_prompt(vocab_size: int, length: int, *, seed: int, device: torch.device) -> torch.Tensor:
+    """Random token ids (seeded), batch 1."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (1, length), generator=generator).to(device)
+
+
+def keep_count(mode: LogitsMode) -> int:
+    """Positions of logits to keep: 1 for last-token, 0 (= all) for the study's mode."""
+    return 1 if mode == "last" else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face transformers
+
+
+def _hf_cache(output: Any) -> Any:
+    for name in _CACHE_OUTPUT_FIELDS:
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _hf_cache_kwarg(module: torch.nn.Module) -> str:
+    params = inspect.signature(module.forward).parameters
+    for name in ("cache_params", "past_key_values", "cache"):
+        if name in params:
+            return name
+    raise TypeError(f"{type(module).__name__}.forward takes no cache argument")
+
+
+def hf_prefill(module: torch.nn.Module, ids: torch.Tensor, mode: LogitsMode) -> PrefillOutput:
+    output = module(input_ids=ids, use_cache=True, logits_to_keep=keep_count(mode))
+    return PrefillOutput(output.logits, _hf_cache(output))
+
+
+class HFEagerDecoder:
+    """One Python forward per token on transformers' default (dynamic or hybrid) cache."""
+
+    path = "eager_dynamic_cache"
+
+    def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int) -> None:
+        self.module = module
+        self.window = window
+        self.cache_kwarg = _hf_cache_kwarg(module)
+        output = module(input_ids=ids, use_cache=True, logits_to_keep=1)
+        self.cache = _hf_cache(output)
+        self.token = output.logits[:, -1:].argmax(-1)
+        self.prompt_len = ids.shape[1]
+        self.used = 0
+
+    def step(self) -> None:
+        if self.used == self.window:
+            self.rewind()
+        self.used += 1
+        output = self.module(
+            input_ids=self.token, use_cache=True, logits_to_keep=1, **{self.cache_kwarg: self.cache}
+        )
+        self.token = output.logits[:, -1:].argmax(-1)
+
+    def rewind(self) -> None:
+        self.used = 0
+        # Attention layers drop the decoded positions; recurrent (SSM) states keep a fixed size, and
+        # their values do not change the cost of a step, so they are left as they are.
+        for layer in getattr(self.cache, "layers", ()):
+            keys = getattr(layer, "keys", None)
+            if isinstance(keys, torch.Tensor) and keys.dim() == 4 and keys.shape[-2] > self.prompt_len:
+                layer.keys = keys[:, :, : self.prompt_len]
+                layer.values = layer.values[:, :, : self.prompt_len]
+
+    def state(self) -> Any:
+        return self.cache
+
+
+class HFStaticDecoder:
+    """A transformers StaticCache filled from a dynamic prefill, stepped with an explicit 4D mask.
+
+    The prefill runs on the default cache (so the causal kernel runs without a materialized
+    L x L mask); its keys and values are copied into a StaticCache of `prompt + window` positions.
+    The step function uses only device-side state (positions, mask, next token), so on a GPU it
+    is captured once in a CUDA graph and replayed.
+    """
+
+    def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int, *, graph: bool) -> None:
+        from transformers import StaticCache
+
+        self.module = module
+        self.window = window
+        self.cache_kwarg = _hf_cache_kwarg(module)
+        self.prompt_len = ids.shape[1]
+        capacity = self.prompt_len + window
+        output = module(input_ids=ids, use_cache=True, logits_to_keep=1)
+        dynamic = _hf_cache(output)
+        config: Any = module.config
+        self.cache = StaticCache(config=config, max_cache_len=capacity)
+        # StaticCache types its layers as a union of layer kinds; static_cache_supported() made sure
+        # that every one is a StaticLayer.
+        self.layers: list[Any] = list(self.cache.layers)
+        if len(self.layers) != len(dynamic.layers):
+            raise TypeError("static and dynamic caches have different layer counts")
+        for static_layer, dynamic_layer in zip(self.layers, dynamic.layers, strict=True):
+            static_layer.lazy_initialization(dynamic_layer.keys, dynamic_layer.values)
+            static_layer.keys[:, :, : self.prompt_len].copy_(dynamic_layer.keys)
+            static_layer.values[:, :, : self.prompt_len].copy_(dynamic_layer.values)
+        device = ids.device
+        self.token = output.logits[:, -1:].argmax(-1)
+        del output, dynamic
+        self.position = torch.full((1, 1), self.prompt_len, dtype=torch.long, device=device)
+        self.slots = torch.arange(capacity, device=device).view(1, 1, 1, capacity)
+        dtype = next(module.parameters()).dtype
+        self.open = torch.zeros((), dtype=dtype, device=device)
+        self.closed = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
+        self.used = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.note: str | None = None
+        self.rewind()
+        if graph:
+            try:
+                self._capture()
+            except RuntimeError as exc:  # a step that cannot be captured still runs eagerly
+                self.graph = None
+                self.note = f"CUDA graph capture failed, eager static cache used: {type(exc).__name__}: {exc}"
+                self.rewind()
+        self.path = "cuda_graph_static_cache" if self.graph is not None else "eager_static_cache"
+
+    def _forward(self) -> None:
+        mask = torch.where(self.slots <= self.position.view(1, 1, 1, 1), self.open, self.closed)
+        output = self.module(
+            input_ids=self.token,
+            position_ids=self.position,
+            attention_mask=mask,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_kwarg: self.cache},
+        )
+        self.token.copy_(output.logits[:, -1:].argmax(-1))
+        self.position.add_(1)
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._forward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.rewind()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._forward()
+        self.graph = graph
+        self.rewind()
+
+    def step(self) -> None:
+        if self.used == self.window:
+            self.rewind()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._forward()
+        self.used += 1
+
+    def rewind(self) -> None:
+        for layer in self.layers:
+            layer.cumulative_length.fill_(self.prompt_len)
+        self.position.fill_(self.prompt_len)
+        self.used = 0
+
+    def state(self) -> Any:
+        return self.cache
+
+
+def static_cache_supported(module: torch.nn.Module) -> bool:
+    """Full-attention-only transformers models with an sdpa or eager attention backend."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    config: Any = module.config
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    if not {"past_key_values", "cache"} & set(inspect.signature(module.forward).parameters):
+        return False
+    try:
+        probe = StaticCache(config=config, max_cache_len=1)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+    return all(type(layer) is StaticLayer for layer in probe.layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Native mamba_ssm
+
+
+def native_prefill(module: torch.nn.Module, ids: torch.Tensor, mode: LogitsMode) -> PrefillOutput:
+    from mamba_ssm.utils.generation import InferenceParams
+
+    params = InferenceParams(max_seqlen=ids.shape[1] + 1, max_batch_size=1)
+    output = module(ids, inference_params=params, num_last_tokens=keep_count(mode))
+    return PrefillOutput(output.logits, params)
+
+
+class NativeDecoder:
+    """mamba_ssm's step path, with its own CUDA-graph cache when on a GPU."""
+
+    def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int, *, graph: bool) -> None:
+        from mamba_ssm.utils.generation import InferenceParams, update_graph_cache
+
+        self.module = module
+        self.window = window
+        self.prompt_len = ids.shape[1]
+        capacity = self.prompt_len + window
+        self.run: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
+        if graph:
+            cache = update_graph_cache(module, None, 1, self.prompt_len, capacity)
+            self.params = cache.inference_params
+            self.params.reset(capacity, 1)
+            self.run = cache.run
+            self.path = "mamba_ssm_cuda_graph"
+        else:
+            self.params = InferenceParams(max_seqlen=capacity, max_batch_size=1)
+            self.path = "mamba_ssm_eager"
+        output = module(ids, inference_params=self.params, num_last_tokens=1)
+        self.token = output.logits[:, -1:].argmax(-1)
+        self.position = torch.full((1, 1), self.prompt_len, dtype=torch.long, device=ids.device)
+        self.rewind()
+
+    def step(self) -> None:
+        if self.params.seqlen_offset - self.prompt_len == self.window:
+            self.rewind()
+        offset = self.params.seqlen_offset
+        self.position.fill_(offset)
+        if self.run is not None:
+            logits = self.run(self.token, self.position, offset)
+        else:
+            logits = self.module(
+                self.token, position_ids=self.position, inference_params=self.params, num_last_tokens=1
+            ).logits
+        self.token = logits[:, -1:].argmax(-1)
+        self.params.seqlen_offset += 1
+
+    def rewind(self) -> None:
+        self.params.seqlen_offset = self.prompt_len
+
+    def state(self) -> Any:
+        return self.params
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch on the runtime the zoo reports
+
+
+def prefill(runtime: str, module: torch.nn.Module, ids: torch.Tensor, mode: LogitsMode) -> PrefillOutput:
+    if runtime == "mamba_ssm":
+        return native_prefill(module, ids, mode)
+    return hf_prefill(module, ids, mode)
+
+
+def make_decoder(
+    runtime: str, module: torch.nn.Module, ids: torch.Tensor, window: int, preference: DecodePreference
+) -> Decoder:
+    """The fastest decode path the runtime and device allow, or eager when asked."""
+    on_gpu = ids.device.type == "cuda"
+    fast = preference == "auto"
+    if runtime == "mamba_ssm":
+        return NativeDecoder(module, ids, window, graph=fast and on_gpu)
+    if fast and static_cache_supported(module):
+        return HFStaticDecoder(module, ids, window, graph=on_gpu)
+    return HFEagerDecoder(module, ids, window)

@@ -1,0 +1,119 @@
+"""The manifest that travels with every result (DESIGN.md 4.9): device, driver, CUDA, library
+versions, precision, clocks, Jetson power mode, git revision, plan hash, host.
+
+Every field is what could be read; a field that could not be read is absent, never guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+_PACKAGES = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "ctxscope")
+_DIST_NAMES = {"mamba_ssm": "mamba-ssm", "causal_conv1d": "causal-conv1d"}
+
+
+def package_versions() -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for name in _PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(_DIST_NAMES.get(name, name))
+    return versions
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _nvml(index: int) -> dict[str, Any]:
+    try:
+        import pynvml
+    except ImportError:
+        return {}
+    info: dict[str, Any] = {}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return {}
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        readers = {
+            "driver": lambda: pynvml.nvmlSystemGetDriverVersion(),
+            "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+            "max_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM),
+            "power_limit_mw": lambda: pynvml.nvmlDeviceGetEnforcedPowerLimit(handle),
+            "clocks_event_reasons": lambda: pynvml.nvmlDeviceGetCurrentClocksEventReasons(handle),
+            "persistence_mode": lambda: pynvml.nvmlDeviceGetPersistenceMode(handle),
+        }
+        for key, read in readers.items():
+            with contextlib.suppress(pynvml.NVMLError):
+                value = read()
+                info[key] = value.decode() if isinstance(value, bytes) else value
+    finally:
+        with contextlib.suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()
+    return info
+
+
+def _jetson() -> dict[str, Any]:
+    release = Path("/etc/nv_tegra_release")
+    if not release.exists():
+        return {}
+    info: dict[str, Any] = {"l4t_release": release.read_text().splitlines()[0].strip()}
+    with contextlib.suppress(OSError):
+        info["board"] = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+    for key, command in (("power_mode", ["nvpmodel", "-q"]), ("jetson_clocks", ["jetson_clocks", "--show"])):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+            if done.returncode == 0 and done.stdout.strip():
+                info[key] = done.stdout.strip()[:2000]
+    return info
+
+
+def collect(device: str, *, plan_hash: str | None = None, precision: str | None = None) -> dict[str, Any]:
+    """The manifest of a run on `device` ("cuda", "cuda:1", "cpu")."""
+    import torch
+
+    manifest: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "device": device,
+    }
+    if torch.version.cuda:
+        manifest["cuda_runtime"] = torch.version.cuda
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(index)
+        manifest["gpu"] = {
+            "name": props.name,
+            "total_memory_bytes": props.total_memory,
+            "capability": f"{props.major}.{props.minor}",
+            "multiprocessors": props.multi_processor_count,
+            **_nvml(index),
+        }
+    jetson = _jetson()
+    if jetson:
+        manifest["jetson"] = jetson
+    revision = git_revision()
+    if revision:
+        manifest["git_revision"] = revision
+    if plan_hash:
+        manifest["plan_hash"] = plan_hash
+    if precision:
+        manifest["precision"] = precision
+    return manifest

@@ -1,0 +1,122 @@
+"""Max context by search: grow x2 from a start length, then bisect to a relative tolerance (or a
+fixed step). Each probe is one prefill in a fresh child process (model loaded there, optional
+memory cap), so an out-of-memory error, a CUDA fault or a hang cannot spoil the next probe.
+
+The result names the largest length that ran, the smallest that did not and its outcome, or
+says that the search was bounded by `max_tokens` when every probe up to it ran.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ctxscope.agent.engine.isolation import HostMemoryWatch, Worker, is_unified_memory_device
+from ctxscope.agent.engine.point import ModelChoice
+
+
+@dataclass
+class Probe:
+    context_len: int
+    outcome: str
+    wall_s: float
+    peak_bytes: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class SearchResult:
+    largest_ok: int | None
+    smallest_failing: int | None
+    failing_outcome: str | None
+    bounded_by: str | None
+    probes: list[Probe] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.largest_ok is None:
+            return f"nothing fits: {self.smallest_failing} -> {self.failing_outcome}"
+        if self.bounded_by is not None:
+            return f">= {self.largest_ok} tokens, bounded by {self.bounded_by}"
+        return f"{self.largest_ok} tokens (next {self.smallest_failing}: {self.failing_outcome})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary()}
+
+
+def search(
+    probe: Callable[[int], Probe],
+    *,
+    start: int = 1024,
+    max_tokens: int = 1_048_576,
+    rel_tol: float = 0.01,
+    step: int | None = None,
+    on_probe: Callable[[Probe], None] | None = None,
+) -> SearchResult:
+    """Grow x2 from `start` until a probe fails or `max_tokens` is reached, then bisect until the
+    gap is at most `step` tokens (or `rel_tol` of the largest length that ran)."""
+    if start < 1 or max_tokens < start:
+        raise ValueError("need 1 <= start <= max_tokens")
+    probes: list[Probe] = []
+
+    def run(length: int) -> Probe:
+        result = probe(length)
+        probes.append(result)
+        if on_probe is not None:
+            on_probe(result)
+        return result
+
+    ok: int | None = None
+    failing: Probe | None = None
+    length = start
+    while True:
+        result = run(length)
+        if result.outcome != "ok":
+            failing = result
+            break
+        ok = length
+        if length >= max_tokens:
+            return SearchResult(ok, None, None, f"max_tokens={max_tokens}", probes)
+        length = min(length * 2, max_tokens)
+
+    low = ok or 0
+    while True:
+        gap = failing.context_len - low
+        allowed = step if step is not None else max(math.floor(rel_tol * max(low, 1)), 1)
+        if gap <= allowed:
+            break
+        mid = (low + failing.context_len) // 2
+        result = run(mid)
+        if result.outcome == "ok":
+            low = ok = mid
+        else:
+            failing = result
+    return SearchResult(ok, failing.context_len, failing.outcome, None, probes)
+
+
+def isolated_probe(
+    choice: ModelChoice,
+    *,
+    logits: str,
+    memory_cap_bytes: int | None,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+    seed: int = 0,
+) -> Callable[[int], Probe]:
+    """A probe that loads the model in a fresh child and runs one prefill at the given length."""
+    watch = HostMemoryWatch() if is_unified_memory_device() else None
+
+    def probe(length: int) -> Probe:
+        with Worker(env=env, host_watch=watch) as worker:
+            loaded = worker.request(
+                {"op": "load", "choice": asdict(choice), "memory_cap_bytes": memory_cap_bytes}, timeout_s
+            )
+            if loaded["outcome"] != "ok":
+                return Probe(length, loaded["outcome"], loaded["wall_s"], error=loaded.get("error"))
+            reply = worker.request(
+                {"op": "probe", "context_len": length, "logits": logits, "seed": seed}, timeout_s
+            )
+        return Probe(length, reply["outcome"], reply["wall_s"], reply.get("peak_bytes"), reply.get("error"))
+
+    return probe

@@ -1,0 +1,161 @@
+"""Sweep plans: a TOML file (models x context lengths x precisions), validated and hashed.
+
+The plan hash is the sha256 of the validated plan's canonical JSON (sorted keys, no spaces), so
+two files that mean the same plan hash alike. Unknown keys are errors: a typo must not silently
+fall back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+from ctxscope.agent.engine.loop import LoopPolicy
+
+Precision = Literal["bf16", "fp16", "fp32"]
+
+
+class PlanError(ValueError):
+    """A plan that cannot run, with a message meant for the user."""
+
+
+class MaxContextPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    start: int = Field(default=1024, ge=1)
+    max_tokens: int = Field(default=1_048_576, ge=1)
+    rel_tol: float = Field(default=0.01, gt=0, lt=1)
+    step: int | None = Field(default=None, ge=1)
+    probe_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class Plan(BaseModel):
+    """What to measure, and how hard to try."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    models: list[str] = Field(min_length=1)
+    context_lengths: list[int] = Field(min_length=1)
+    precisions: list[Precision] = Field(default=["bf16"], min_length=1)
+    logits: Literal["last", "all"] = "last"
+    tiny: bool = Field(default=False, description="use the zoo's shrunk configs (CPU tests, smoke runs)")
+    prefer_native: bool = True
+    require_fast_kernels: bool = False
+    warmups: int = Field(default=2, ge=0)
+    min_reps: int = Field(default=5, ge=1)
+    max_reps: int = Field(default=100, ge=1)
+    min_time_s: float = Field(default=0.2, ge=0)
+    max_time_s: float = Field(default=30.0, gt=0)
+    stable_rel: float = Field(default=0.02, gt=0, lt=1)
+    decode_tokens: int = Field(default=32, ge=0, description="0 skips decode")
+    decode: Literal["auto", "eager"] = "auto"
+    memory_cap: ByteSize | None = None
+    point_timeout_s: float = Field(default=600.0, gt=0)
+    isolate: Literal["always", "never", "auto"] = "auto"
+    isolate_from: int = Field(
+        default=16384, ge=1, description="with isolate=auto: child processes from this length"
+    )
+    seed: int = 0
+    max_context: MaxContextPlan = MaxContextPlan()
+
+    @field_validator("context_lengths")
+    @classmethod
+    def _positive_sorted(cls, lengths: list[int]) -> list[int]:
+        if any(n < 1 for n in lengths):
+            raise ValueError("context lengths must be >= 1")
+        return sorted(set(lengths))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        if self.max_reps < self.min_reps:
+            raise ValueError(f"max_reps ({self.max_reps}) < min_reps ({self.min_reps})")
+        if self.max_context.max_tokens < self.max_context.start:
+            raise ValueError("max_context.max_tokens < max_context.start")
+        return self
+
+    @property
+    def policy(self) -> LoopPolicy:
+        return LoopPolicy(
+            warmups=self.warmups,
+            min_reps=self.min_reps,
+            max_reps=self.max_reps,
+            min_time_s=self.min_time_s,
+            max_time_s=self.max_time_s,
+            stable_rel=self.stable_rel,
+        )
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def isolated(self, context_len: int) -> bool:
+        """Whether a point runs in a child process; a memory cap always needs one."""
+        if self.memory_cap is not None and self.isolate != "never":
+            return True
+        return self.isolate == "always" or (self.isolate == "auto" and context_len >= self.isolate_from)
+
+    def points(self) -> Iterator[PlanPoint]:
+        """Points grouped by model and precision, lengths ascending (one model load per group)."""
+        for model in self.models:
+            for precision in self.precisions:
+                for length in self.context_lengths:
+                    yield PlanPoint(model, precision, length)
+
+
+@dataclass(frozen=True)
+class PlanPoint:
+    model: str
+    precision: str
+    context_len: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.precision}/{self.context_len}"
+
+
+def _known_models() -> list[str]:
+    from ctxscope.agent import zoo
+
+    return [spec.name for spec in zoo.list_models(include_unavailable=False)]
+
+
+def validate(raw: dict[str, Any], *, known_models: list[str] | None = None) -> Plan:
+    """Validate a plan dict; unknown models are reported with the list of valid names."""
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'plan'}: {err['msg']}" for err in exc.errors()
+        )
+        raise PlanError(f"invalid plan: {problems}") from exc
+    names = known_models if known_models is not None else _known_models()
+    unknown = [m for m in plan.models if m not in names]
+    if unknown:
+        raise PlanError(f"unknown model(s) {', '.join(unknown)}; valid names: {', '.join(names)}")
+    return plan
+
+
+def load(path: str | Path, *, known_models: list[str] | None = None) -> Plan:
+    """Read and validate a TOML plan file."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"{path}: not valid TOML: {exc}") from exc
+    return validate(raw, known_models=known_models)

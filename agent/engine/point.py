@@ -1,0 +1,270 @@
+"""One point end to end: a loaded model at one context length, precision and logits mode.
+
+Order per point: one untimed prefill for the memory split (never timed and measured in the same
+pass), the TTFT loop, then the decode setup (its own peak memory) and the decode loop. A decode
+that does not fit after a prefill that did is recorded in `details`; the point stays `ok` with
+the prefill figures.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ctxscope.agent.engine import forward, memory
+from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
+from ctxscope.shared.messages import Metric
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Test hooks, read by the child that runs a point or probe: die by SIGKILL at this context length,
+# or raise an emulated out-of-memory error when the prefill's tensors exceed this many bytes.
+KILL_AT_ENV = "CTXSCOPE_ENGINE_KILL_AT"
+BYTE_BUDGET_ENV = "CTXSCOPE_ENGINE_BYTE_BUDGET"
+
+
+class EmulatedOutOfMemory(MemoryError):
+    """The prefill's tensors exceed the byte budget set in CTXSCOPE_ENGINE_BYTE_BUDGET."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model to load and how."""
+
+    name: str
+    precision: str
+    device: str
+    tiny: bool = False
+    prefer_native: bool = True
+    require_fast_kernels: bool = False
+
+
+@dataclass(frozen=True)
+class PointSettings:
+    context_len: int
+    logits: forward.LogitsMode = "last"
+    decode_tokens: int = 32
+    decode: forward.DecodePreference = "auto"
+    policy: LoopPolicy = field(default_factory=LoopPolicy)
+    seed: int = 0
+    min_window_ns: int = 0
+
+
+@dataclass
+class PointOutcome:
+    outcome: str
+    error: str | None = None
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    implementation: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    """A model loaded through the zoo, with its measured weight bytes."""
+
+    def __init__(self, choice: ModelChoice) -> None:
+        from ctxscope.agent import zoo
+
+        self.choice = choice
+        self.device = torch.device(choice.device)
+        spec = zoo.tiny_spec(choice.name) if choice.tiny else zoo.get_spec(choice.name)
+        self.dtype = DTYPES[choice.precision]
+        before = memory.allocated(self.device)
+        started = time.perf_counter()
+        self.loaded = zoo.load_model(
+            spec,
+            device=self.device,
+            dtype=self.dtype,
+            prefer_native=choice.prefer_native,
+            require_fast_kernels=choice.require_fast_kernels,
+        )
+        self.load_s = time.perf_counter() - started
+        after = memory.allocated(self.device)
+        self.weights_bytes = None if before is None or after is None else after - before
+        self.spec = self.loaded.spec
+        self.module = self.loaded.module
+        self.module.eval()
+        # The vocabulary as the runtimes build it (padded, e.g. to a multiple of 8, for mamba_ssm):
+        # the width of the logits and of the embedding that the random prompt indexes.
+        self.vocab_size = int(zoo.hf_config(self.spec).vocab_size)
+        self.cache_bytes_per_token = zoo.cache_bytes_per_token(self.spec, self.dtype)
+        self.state_bytes = zoo.state_bytes(self.spec, self.dtype)
+
+    @property
+    def runtime(self) -> str:
+        return self.loaded.runtime
+
+    def implementation(self) -> dict[str, str]:
+        return {"runtime": self.loaded.runtime, **self.loaded.implementation}
+
+
+def _check_hooks(context_len: int, footprint_bytes: int) -> None:
+    if os.environ.get(KILL_AT_ENV) == str(context_len):
+        os.kill(os.getpid(), signal.SIGKILL)
+    budget = os.environ.get(BYTE_BUDGET_ENV)
+    if budget is not None and footprint_bytes > int(budget):
+        raise EmulatedOutOfMemory(
+            f"emulated out of memory: {footprint_bytes} B of weights, cache and logits > budget {budget} B"
+        )
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def prefill_memory(session: Session, ids: torch.Tensor, mode: forward.LogitsMode) -> memory.MemorySplit:
+    """One untimed prefill: its peak, cache and logits sizes. Applies the test hooks."""
+    memory.reset_peak(session.device)
+    out = forward.prefill(session.runtime, session.module, ids, mode)
+    split = memory.MemorySplit(
+        weights_bytes=session.weights_bytes,
+        cache_bytes=memory.tensor_bytes(out.cache),
+        logits_bytes=out.logits.numel() * out.logits.element_size(),
+        peak_bytes=memory.peak(session.device),
+        logits_dtype=out.logits.dtype,
+    )
+    del out
+    _check_hooks(ids.shape[1], session.loaded.weight_bytes + split.cache_bytes + split.logits_bytes)
+    return split
+
+
+def _metric_ms(result: LoopResult, method: str) -> Metric:
+    return Metric(unit="ms", method=method, samples=[s / 1e6 for s in result.samples_ns])
+
+
+def _loop_details(result: LoopResult) -> dict[str, Any]:
+    return {
+        "stop_reason": result.stop_reason,
+        "inner": result.inner,
+        "windows": [
+            {"start_ns": w.start_ns, "end_ns": w.end_ns, "tokens": w.tokens, "repetitions": w.repetitions}
+            for w in result.windows
+        ],
+    }
+
+
+def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutcome, list[LoopResult]]:
+    """Measure one point; raises on out-of-memory or faults (the caller classifies them)."""
+    device = session.device
+    timer = Timer(device)
+    ids = forward.synthetic_prompt(
+        session.vocab_size, settings.context_len, seed=settings.seed, device=device
+    )
+    outcome = PointOutcome("ok", implementation=session.implementation())
+    outcome.implementation["prefill"] = f"{session.runtime} forward, logits={settings.logits}"
+    loops: list[LoopResult] = []
+    with torch.inference_mode():
+        split = prefill_memory(session, ids, settings.logits)
+        positions = 1 if settings.logits == "last" else settings.context_len
+        outcome.metrics.update(memory.measured_metrics(split))
+        outcome.metrics.update(
+            memory.analytic_metrics(
+                weight_bytes=session.loaded.weight_bytes,
+                cache_bytes_per_token=session.cache_bytes_per_token,
+                state_bytes=session.state_bytes,
+                context_len=settings.context_len,
+                logits_positions=positions,
+                vocab_size=session.vocab_size,
+                logits_dtype=split.logits_dtype,
+            )
+        )
+        free(device)
+
+        ttft = measure(
+            lambda: forward.prefill(session.runtime, session.module, ids, settings.logits),
+            name="prefill",
+            tokens_per_run=settings.context_len,
+            timer=timer,
+            policy=settings.policy,
+            min_window_ns=settings.min_window_ns,
+        )
+        loops.append(ttft)
+        outcome.metrics["ttft"] = _metric_ms(
+            ttft, f"{timer.method}; one prefill of {settings.context_len} random tokens, batch 1"
+        )
+        outcome.details["ttft_loop"] = _loop_details(ttft)
+        free(device)
+
+        if settings.decode_tokens > 0:
+            _measure_decode(session, settings, ids, timer, outcome, loops)
+    return outcome, loops
+
+
+def _measure_decode(
+    session: Session,
+    settings: PointSettings,
+    ids: torch.Tensor,
+    timer: Timer,
+    outcome: PointOutcome,
+    loops: list[LoopResult],
+) -> None:
+    device = session.device
+    memory.reset_peak(device)
+    try:
+        decoder = forward.make_decoder(
+            session.runtime, session.module, ids, settings.decode_tokens, settings.decode
+        )
+    except torch.cuda.OutOfMemoryError as exc:
+        outcome.details["decode_outcome"] = "oom"
+        outcome.details["decode_error"] = _short(exc)
+        free(device)
+        return
+    setup_peak = memory.peak(device)
+    outcome.implementation["decode_path"] = decoder.path
+    note = getattr(decoder, "note", None)
+    if note:
+        outcome.details["decode_note"] = note[:2000]
+    result = measure(
+        decoder.step,
+        name="decode",
+        tokens_per_run=1,
+        timer=timer,
+        policy=settings.policy,
+        inner=settings.decode_tokens,
+        min_window_ns=settings.min_window_ns,
+        prepare=decoder.rewind,
+    )
+    loops.append(result)
+    outcome.metrics["decode_per_token"] = _metric_ms(
+        result,
+        f"{timer.method}; {decoder.path}; window of {result.inner} greedy steps at context "
+        f"{settings.context_len} (rewound every {decoder.window}), per token",
+    )
+    outcome.metrics["memory_decode_state"] = Metric(
+        unit="B",
+        method="storage bytes of the decode cache/state tensors",
+        samples=[float(memory.tensor_bytes(decoder.state()))],
+    )
+    if setup_peak is not None:
+        outcome.metrics["memory_decode_peak"] = Metric(
+            unit="B",
+            method="torch.cuda.max_memory_allocated over decode setup (prefill + cache + graph)",
+            samples=[float(setup_peak)],
+        )
+    outcome.details["decode_outcome"] = "ok"
+    outcome.details["decode_loop"] = _loop_details(result)
+    del decoder
+    free(device)
+
+
+def _short(exc: BaseException, limit: int = 2000) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def classify(exc: BaseException) -> str:
+    """Outcome of an exception raised by a point or probe: `oom` by type, anything else `fault`."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, EmulatedOutOfMemory)):
+        return "oom"
+    return "fault"
+
+
+def error_text(exc: BaseException) -> str:
+    return _short(exc)

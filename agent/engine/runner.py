@@ -1,0 +1,297 @@
+"""Runs a plan: every point measured (in this process or a child), every record through the sink.
+
+Records, in order: RunStarted (plan, hash, manifest), then per point a RunProgress and a
+PointResult, then per model and precision a max-context PointResult when the plan asks for the
+search, and RunFinished. A point that fails (oom, fault, timeout) is recorded and the sweep goes
+on; a worker that died or hung is replaced for the next point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from ctxscope.agent.engine import maxctx, point
+from ctxscope.agent.engine.isolation import HostMemoryWatch, Worker, is_unified_memory_device
+from ctxscope.agent.engine.manifest import collect
+from ctxscope.agent.engine.plan import Plan, PlanPoint
+from ctxscope.agent.phases import PhaseObserver, PhaseWindow
+from ctxscope.agent.records import RecordSink
+from ctxscope.shared.messages import Metric, PointResult, RunFinished, RunProgress, RunStarted
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    plan_hash: str
+    points_ok: int = 0
+    points_failed: int = 0
+    results: list[PointResult] = field(default_factory=list)
+    max_context: dict[str, maxctx.SearchResult] = field(default_factory=dict)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _Group:
+    """Runs the points of one model and precision, in-process or in a reusable worker."""
+
+    def __init__(self, plan: Plan, choice: point.ModelChoice, min_window_ns: int) -> None:
+        self.plan = plan
+        self.choice = choice
+        self.min_window_ns = min_window_ns
+        self.session: point.Session | None = None
+        self.worker: Worker | None = None
+        self.child: dict[str, Any] = {}
+
+    def settings(self, length: int) -> point.PointSettings:
+        return point.PointSettings(
+            context_len=length,
+            logits=self.plan.logits,
+            decode_tokens=self.plan.decode_tokens,
+            decode=self.plan.decode,
+            policy=self.plan.policy,
+            seed=self.plan.seed,
+            min_window_ns=self.min_window_ns,
+        )
+
+    def run(self, length: int) -> dict[str, Any]:
+        if self.plan.isolated(length):
+            return self._isolated(length)
+        return self._in_process(length)
+
+    def _in_process(self, length: int) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            if self.session is None:
+                self.session = point.Session(self.choice)
+            outcome, _ = point.measure_point(self.session, self.settings(length))
+        except Exception as exc:  # recorded as the point's outcome; the sweep goes on
+            kind = point.classify(exc)
+            if self.session is not None:
+                point.free(self.session.device)
+            return {"outcome": kind, "error": point.error_text(exc), "wall_s": time.monotonic() - started}
+        return {
+            "outcome": outcome.outcome,
+            "metrics": outcome.metrics,
+            "implementation": outcome.implementation,
+            "details": outcome.details,
+            "wall_s": time.monotonic() - started,
+        }
+
+    def _isolated(self, length: int) -> dict[str, Any]:
+        if self.session is not None:
+            device = self.session.device
+            self.session = None
+            point.free(device)
+        timeout = self.plan.point_timeout_s
+        if self.worker is None or not self.worker.alive:
+            if self.worker is not None:
+                self.worker.close()
+            watch = HostMemoryWatch() if is_unified_memory_device() else None
+            self.worker = Worker(host_watch=watch)
+            cap = int(self.plan.memory_cap) if self.plan.memory_cap is not None else None
+            loaded = self.worker.request(
+                {"op": "load", "choice": asdict(self.choice), "memory_cap_bytes": cap}, timeout
+            )
+            if loaded["outcome"] != "ok":
+                self.worker.close()
+                self.worker = None
+                return loaded
+            self.child = {"load_s": loaded["load_s"], **loaded["cap"]}
+        settings = self.settings(length)
+        job = {"op": "point", "settings": {**asdict(settings), "policy": asdict(settings.policy)}}
+        reply = self.worker.request(job, timeout)
+        if "metrics" in reply:
+            reply["metrics"] = {k: Metric.model_validate(v) for k, v in reply["metrics"].items()}
+        reply["details"] = {**(reply.get("details") or {}), "child_process": self.child}
+        return reply
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+        if self.session is not None:
+            device = self.session.device
+            self.session = None
+            point.free(device)
+
+
+def _windows(details: dict[str, Any]) -> list[PhaseWindow]:
+    windows = []
+    for phase in ("ttft", "decode"):
+        loop = details.get(f"{phase}_loop")
+        if loop:
+            name = "prefill" if phase == "ttft" else "decode"
+            windows += [
+                PhaseWindow(name, w["start_ns"], w["end_ns"], w["tokens"], w["repetitions"])
+                for w in loop["windows"]
+            ]
+    return windows
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+    ) as bar:
+        bar.add_task("sweep", total=total)
+        yield bar
+
+
+def run_plan(
+    plan: Plan,
+    sink: RecordSink,
+    *,
+    observer: PhaseObserver | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> RunSummary:
+    """Measure every point of `plan` on `device` and emit the records through `sink`."""
+    from ctxscope.agent import zoo
+
+    device = device or default_device()
+    run_id = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    manifest = collect(device, plan_hash=plan.hash)
+    points = list(plan.points())
+    summary = RunSummary(run_id, plan.hash)
+    sink.emit(
+        RunStarted,
+        run_id=run_id,
+        plan=plan.model_dump(mode="json"),
+        plan_hash=plan.hash,
+        total_points=len(points),
+        manifest=manifest,
+    )
+    min_window_ns = observer.min_window_ns if observer is not None else 0
+    groups: dict[tuple[str, str], list[PlanPoint]] = {}
+    for p in points:
+        groups.setdefault((p.model, p.precision), []).append(p)
+    done = 0
+    with _progress(progress, len(points)) as bar:
+        for (model, precision), members in groups.items():
+            family = zoo.get_spec(model).family
+            choice = point.ModelChoice(
+                name=model,
+                precision=precision,
+                device=device,
+                tiny=plan.tiny,
+                prefer_native=plan.prefer_native,
+                require_fast_kernels=plan.require_fast_kernels,
+            )
+            group = _Group(plan, choice, min_window_ns)
+            try:
+                for p in members:
+                    sink.emit(RunProgress, run_id=run_id, done=done, total=len(points), point=p.label)
+                    if bar is not None:
+                        bar.update(bar.task_ids[0], description=p.label)
+                    reply = group.run(p.context_len)
+                    details = dict(reply.get("details") or {})
+                    details["wall_s"] = reply.get("wall_s")
+                    metrics = dict(reply.get("metrics") or {})
+                    if observer is not None and reply["outcome"] == "ok":
+                        report = observer.summarize(_windows(details))
+                        metrics.update(report.metrics)
+                        details["observer"] = {"flags": report.flags, **report.details}
+                    result = sink.emit(
+                        PointResult,
+                        run_id=run_id,
+                        point_id=p.label,
+                        model=model,
+                        family=family,
+                        context_len=p.context_len,
+                        precision=precision,
+                        logits=plan.logits,
+                        outcome=reply["outcome"],
+                        error=reply.get("error"),
+                        metrics=metrics,
+                        implementation=reply.get("implementation") or {},
+                        manifest={**manifest, "precision": precision},
+                        details=details,
+                    )
+                    summary.results.append(result)
+                    if reply["outcome"] == "ok":
+                        summary.points_ok += 1
+                    else:
+                        summary.points_failed += 1
+                    done += 1
+                    if bar is not None:
+                        bar.advance(bar.task_ids[0])
+            finally:
+                group.close()
+            if plan.max_context.enabled:
+                _max_context(plan, choice, family, run_id, manifest, sink, summary)
+    sink.emit(
+        RunFinished,
+        run_id=run_id,
+        outcome="completed",
+        points_ok=summary.points_ok,
+        points_failed=summary.points_failed,
+    )
+    return summary
+
+
+def _max_context(
+    plan: Plan,
+    choice: point.ModelChoice,
+    family: str,
+    run_id: str,
+    manifest: dict[str, Any],
+    sink: RecordSink,
+    summary: RunSummary,
+) -> None:
+    settings = plan.max_context
+    cap = int(plan.memory_cap) if plan.memory_cap is not None else None
+    probe = maxctx.isolated_probe(
+        choice, logits=plan.logits, memory_cap_bytes=cap, timeout_s=settings.probe_timeout_s, seed=plan.seed
+    )
+    result = maxctx.search(
+        probe,
+        start=settings.start,
+        max_tokens=settings.max_tokens,
+        rel_tol=settings.rel_tol,
+        step=settings.step,
+    )
+    label = f"{choice.name}/{choice.precision}/max-context"
+    summary.max_context[label] = result
+    length = result.largest_ok or result.smallest_failing or settings.start
+    metrics = {}
+    if result.largest_ok is not None:
+        tolerance = f"{settings.step} tokens" if settings.step else f"{settings.rel_tol:.1%}"
+        metrics["max_context"] = Metric(
+            unit="tokens",
+            method=f"grow x2 from {settings.start}, bisect to {tolerance}; each probe one prefill "
+            f"(logits={plan.logits}) in a fresh child process; cap={cap} B",
+            samples=[float(result.largest_ok)],
+        )
+    sink.emit(
+        PointResult,
+        run_id=run_id,
+        point_id=label,
+        model=choice.name,
+        family=family,
+        context_len=length,
+        precision=choice.precision,
+        logits=plan.logits,
+        outcome="ok" if result.largest_ok is not None else (result.failing_outcome or "fault"),
+        metrics=metrics,
+        manifest={**manifest, "precision": choice.precision},
+        details={"kind": "max_context", "memory_cap_bytes": cap, "search": result.to_dict()},
+    )

@@ -1,0 +1,45 @@
+"""The `ctxscope agent run` / `maxctx` commands, through click's runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ctxscope.agent.cli import agent
+from ctxscope.shared.messages import MESSAGE_ADAPTER
+
+
+def test_run_writes_records_and_a_table(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        'name = "cli"\nmodels = ["qwen2.5-0.5b"]\ncontext_lengths = [16]\nprecisions = ["fp32"]\n'
+        "tiny = true\nwarmups = 0\nmin_reps = 2\nmax_reps = 3\nmin_time_s = 0.0\n"
+        'decode_tokens = 2\nisolate = "never"\n'
+    )
+    out = tmp_path / "records.jsonl"
+    result = CliRunner().invoke(
+        agent, ["run", str(plan), "--out", str(out), "--device", "cpu", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 ok, 0 failed" in result.output
+    records = [MESSAGE_ADAPTER.validate_python(json.loads(line)) for line in out.read_text().splitlines()]
+    assert [r.kind for r in records] == ["run_started", "run_progress", "result", "run_finished"]
+
+
+def test_run_reports_plan_errors(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text('name = "bad"\nmodels = ["nope"]\ncontext_lengths = [16]\n')
+    result = CliRunner().invoke(agent, ["run", str(plan), "--device", "cpu"])
+    assert result.exit_code != 0
+    assert "unknown model(s) nope; valid names:" in result.output
+
+
+def test_maxctx_rejects_unknown_models_and_bad_caps() -> None:
+    result = CliRunner().invoke(agent, ["maxctx", "nope"])
+    assert result.exit_code != 0 and "valid names:" in result.output
+    result = CliRunner().invoke(
+        agent, ["maxctx", "qwen2.5-0.5b", "--memory-cap", "plenty", "--device", "cpu"]
+    )
+    assert result.exit_code != 0 and "not a size" in result.output

@@ -1,0 +1,42 @@
+"""Max-context search with real child processes on a tiny model, against an emulated byte budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ctxscope.agent import zoo
+from ctxscope.agent.engine import maxctx
+from ctxscope.agent.engine.point import BYTE_BUDGET_ENV, KILL_AT_ENV, ModelChoice
+
+CHOICE = ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True)
+
+
+@pytest.mark.slow
+def test_budget_search_with_a_hard_kill_in_the_middle() -> None:
+    # The budget holds the weights plus 700 tokens of KV cache and all-position fp32 logits, so the search
+    # grows 256 -> 512 -> 1024 (emulated OOM) and bisects; the child probing 768 SIGKILLs itself.
+    spec = zoo.tiny_spec("qwen2.5-0.5b")
+    loaded = zoo.load_model(spec, device="cpu", dtype=torch.float32)
+    per_token = zoo.cache_bytes_per_token(spec, torch.float32) + spec.config["vocab_size"] * 4
+    env = {BYTE_BUDGET_ENV: str(loaded.weight_bytes + 700 * per_token), KILL_AT_ENV: "768"}
+    probe = maxctx.isolated_probe(CHOICE, logits="all", memory_cap_bytes=None, timeout_s=120, env=env)
+
+    result = maxctx.search(probe, start=256, max_tokens=4096, rel_tol=0.2)
+
+    by_length = {p.context_len: p for p in result.probes}
+    assert [by_length[n].outcome for n in (256, 512, 1024, 768)] == ["ok", "ok", "oom", "fault"]
+    assert "emulated out of memory" in (by_length[1024].error or "")
+    assert "SIGKILL" in (by_length[768].error or "")  # recorded, and the search went on
+    assert result.largest_ok is not None and 512 <= result.largest_ok <= 700
+    assert result.smallest_failing is not None
+    assert result.smallest_failing - result.largest_ok <= 0.2 * result.largest_ok
+    assert all(p.wall_s > 0 for p in result.probes)
+
+
+def test_timeout_kills_the_child() -> None:
+    # A load that cannot finish in 10 ms: the probe reports a timeout, not a hang.
+    probe = maxctx.isolated_probe(CHOICE, logits="last", memory_cap_bytes=None, timeout_s=0.01)
+    result = probe(64)
+    assert result.outcome == "timeout"
+    assert "no reply within" in (result.error or "")

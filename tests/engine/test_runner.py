@@ -1,0 +1,129 @@
+"""The runner end to end on tiny models: record sequence, manifest, metrics, failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctxscope.agent.engine.runner import run_plan
+from ctxscope.agent.phases import PhaseReport, PhaseWindow
+from ctxscope.agent.records import MemorySink
+from ctxscope.shared.codec import decode, encode
+from ctxscope.shared.messages import Metric, PointResult
+
+
+def test_record_sequence_manifest_and_metrics(make_plan) -> None:
+    plan = make_plan(models=["qwen2.5-0.5b", "mamba2-780m"], context_lengths=[16, 32])
+    sink = MemorySink(device="test-dev")
+    summary = run_plan(plan, sink, progress=False, device="cpu")
+
+    kinds = [r.kind for r in sink.records]
+    assert kinds == ["run_started"] + ["run_progress", "result"] * 4 + ["run_finished"]
+    assert [r.seq for r in sink.records] == list(range(1, len(kinds) + 1))
+    started = sink.records[0]
+    assert started.plan_hash == plan.hash and started.total_points == 4
+    assert started.manifest["plan_hash"] == plan.hash
+    assert {"torch", "transformers"} <= set(started.manifest["packages"])
+    assert summary.points_ok == 4 and summary.points_failed == 0
+    assert sink.records[-1].points_ok == 4
+
+    for result in summary.results:
+        assert result.outcome == "ok"
+        assert result.manifest["precision"] == "fp32"
+        assert result.metrics["ttft"].unit == "ms" and result.metrics["ttft"].n >= 2
+        assert result.metrics["decode_per_token"].n >= 2
+        # the CPU has no allocator statistics: peak and activations are absent, not zero
+        assert "memory_peak" not in result.metrics and "memory_activations" not in result.metrics
+        assert result.metrics["memory_cache_analytic"].samples[0] > 0
+        assert (
+            result.metrics["memory_logits"].samples[0] == result.metrics["memory_logits_analytic"].samples[0]
+        )
+        assert result.implementation["runtime"] == "transformers"
+        assert result.details["ttft_loop"]["windows"]
+        assert decode(encode(result)) == result  # survives the wire
+
+    by_model = {r.model: r for r in summary.results}
+    assert by_model["qwen2.5-0.5b"].implementation["decode_path"] == "eager_static_cache"
+    assert by_model["mamba2-780m"].implementation["decode_path"] == "eager_dynamic_cache"
+    assert by_model["mamba2-780m"].family == "ssm"
+    qwen = [r for r in summary.results if r.model == "qwen2.5-0.5b"]
+    # the KV cache grows with the context: measured cache bytes follow the analytic ones
+    assert qwen[1].metrics["memory_cache"].samples[0] > qwen[0].metrics["memory_cache"].samples[0]
+
+
+def test_logits_all_keeps_every_position(make_plan) -> None:
+    summary = run_plan(make_plan(logits="all", decode_tokens=0), MemorySink(), progress=False, device="cpu")
+    (result,) = summary.results
+    assert result.logits == "all"
+    logits = result.metrics["memory_logits"].samples[0]
+    assert logits == result.metrics["memory_logits_analytic"].samples[0]
+    assert logits >= 32 * 4 * 100  # 32 positions x vocab x fp32
+    assert "decode_per_token" not in result.metrics
+
+
+class CountingObserver:
+    """A stand-in telemetry observer that reports the windows it was given."""
+
+    min_window_ns = 5_000_000
+
+    def __init__(self) -> None:
+        self.seen: list[list[PhaseWindow]] = []
+
+    def summarize(self, windows):
+        self.seen.append(list(windows))
+        span = sum(w.end_ns - w.start_ns for w in windows) / 1e9
+        return PhaseReport(metrics={"window_s": Metric(unit="s", method="sum of windows", samples=[span])})
+
+
+def test_observer_gets_long_enough_windows(make_plan) -> None:
+    observer = CountingObserver()
+    summary = run_plan(make_plan(), MemorySink(), observer=observer, progress=False, device="cpu")
+    (windows,) = observer.seen
+    assert {w.name for w in windows} == {"prefill", "decode"}
+    assert all(w.end_ns - w.start_ns >= observer.min_window_ns for w in windows)
+    assert "window_s" in summary.results[0].metrics
+
+
+@pytest.mark.slow
+def test_child_killed_mid_point_is_a_fault_and_the_sweep_goes_on(
+    make_plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CTXSCOPE_ENGINE_KILL_AT", "24")
+    plan = make_plan(context_lengths=[16, 24, 32], isolate="always", point_timeout_s=120)
+    sink = MemorySink()
+    summary = run_plan(plan, sink, progress=False, device="cpu")
+    outcomes = {r.context_len: r for r in summary.results}
+    assert outcomes[16].outcome == "ok"
+    assert outcomes[24].outcome == "fault"
+    assert "SIGKILL" in (outcomes[24].error or "")
+    assert outcomes[32].outcome == "ok"  # a new worker took over
+    assert "load_s" in outcomes[32].details["child_process"]
+    assert summary.points_failed == 1 and summary.points_ok == 2
+    assert sink.records[-1].kind == "run_finished"
+    assert isinstance(summary.results[0], PointResult)
+
+
+@pytest.mark.slow
+def test_max_context_search_is_a_record(make_plan, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTXSCOPE_ENGINE_BYTE_BUDGET", str(10**12))  # never reached: the search is bounded
+    plan = make_plan(
+        decode_tokens=0,
+        max_context={"enabled": True, "start": 64, "max_tokens": 128, "probe_timeout_s": 120},
+    )
+    sink = MemorySink()
+    summary = run_plan(plan, sink, progress=False, device="cpu")
+    record = sink.records[-2]
+    assert record.kind == "result" and record.point_id == "qwen2.5-0.5b/fp32/max-context"
+    assert record.details["kind"] == "max_context"
+    assert record.metrics["max_context"].samples == [128.0] and record.metrics["max_context"].unit == "tokens"
+    assert record.details["search"]["summary"] == ">= 128 tokens, bounded by max_tokens=128"
+    assert [p["outcome"] for p in record.details["search"]["probes"]] == ["ok", "ok"]
+    assert summary.max_context["qwen2.5-0.5b/fp32/max-context"].largest_ok == 128
+
+
+def test_required_fast_kernels_turn_a_fallback_into_a_recorded_failure(make_plan) -> None:
+    plan = make_plan(models=["mamba2-780m", "qwen2.5-0.5b"], require_fast_kernels=True, decode_tokens=0)
+    summary = run_plan(plan, MemorySink(), progress=False, device="cpu")
+    by_model = {r.model: r for r in summary.results}
+    assert by_model["mamba2-780m"].outcome == "fault"
+    assert "KernelPathError" in (by_model["mamba2-780m"].error or "")
+    assert by_model["qwen2.5-0.5b"].outcome == "ok"  # the sweep went on

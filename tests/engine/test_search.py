@@ -1,0 +1,69 @@
+"""Grow-then-bisect logic of the max-context search against exact thresholds."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctxscope.agent.engine.maxctx import Probe, search
+
+
+def threshold_probe(limit: int, failure: str = "oom"):
+    seen: list[int] = []
+
+    def probe(length: int) -> Probe:
+        seen.append(length)
+        return Probe(length, "ok" if length <= limit else failure, 0.0)
+
+    return probe, seen
+
+
+@pytest.mark.parametrize("limit", [1500, 4096, 70_000, 220_000, 333_333])
+def test_finds_the_limit_within_one_percent(limit: int) -> None:
+    probe, seen = threshold_probe(limit)
+    result = search(probe, start=1024, max_tokens=1 << 20, rel_tol=0.01)
+    assert result.largest_ok is not None and result.smallest_failing is not None
+    assert result.largest_ok <= limit < result.smallest_failing
+    assert result.smallest_failing - result.largest_ok <= max(0.01 * result.largest_ok, 1)
+    assert result.failing_outcome == "oom"
+    assert result.bounded_by is None
+    assert [p.context_len for p in result.probes] == seen
+    assert len(seen) == len(set(seen))
+
+
+def test_fixed_step() -> None:
+    probe, _ = threshold_probe(50_000)
+    result = search(probe, start=1024, max_tokens=1 << 20, step=512)
+    assert result.smallest_failing - result.largest_ok <= 512
+    assert result.largest_ok <= 50_000 < result.smallest_failing
+
+
+def test_bounded_by_max_tokens_is_said() -> None:
+    probe, seen = threshold_probe(10**9)
+    result = search(probe, start=1000, max_tokens=5000)
+    assert seen == [1000, 2000, 4000, 5000]
+    assert result.largest_ok == 5000 and result.smallest_failing is None
+    assert result.summary() == ">= 5000 tokens, bounded by max_tokens=5000"
+
+
+def test_start_that_fails_bisects_downwards() -> None:
+    probe, _ = threshold_probe(300)
+    result = search(probe, start=1024, max_tokens=4096, rel_tol=0.01)
+    assert result.largest_ok is not None and result.largest_ok <= 300 < result.smallest_failing
+
+
+def test_nothing_fits() -> None:
+    probe, _ = threshold_probe(0, failure="fault")
+    result = search(probe, start=4, max_tokens=64)
+    assert result.largest_ok is None
+    assert result.smallest_failing == 1 and result.failing_outcome == "fault"
+
+
+def test_failure_kind_of_the_boundary_is_kept() -> None:
+    def probe(length: int) -> Probe:
+        if length <= 3000:
+            return Probe(length, "ok", 0.1)
+        return Probe(length, "timeout" if length > 3500 else "oom", 1.0, error="x")
+
+    result = search(probe, start=1000, max_tokens=100_000, rel_tol=0.01)
+    assert result.failing_outcome == "oom"
+    assert [p.outcome for p in result.probes][:5] == ["ok", "ok", "timeout", "ok", "oom"]
