@@ -9,7 +9,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 # e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu where no CPU wheel of torch is at hand.
 TORCH_INDEX ?=
-EXTRAS ?= agent,collector,dev
+EXTRAS ?= agent,collector,dev,postgres
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ctxscope-installed

@@ -51,7 +51,7 @@ def default_store_url() -> str:
 def build_service(
     broker: str,
     store_url: str,
-    client_id: str = "ctxscope-collector",
+    client_id: str = DEFAULT_CLIENT_ID,
     on_commit: CommitCallback | None = None,
 ) -> CollectorService:
     host, port = parse_broker(broker)
@@ -72,14 +72,17 @@ def build_service(
     show_default=True,
     help="MQTT client id naming the persistent session: keep it stable across restarts, and not a device id.",
 )
-def run(broker: str, store_url: str | None, client_id: str) -> None:
-    """Ingest records from the broker into the store until Ctrl-C or SIGTERM."""
+@click.option(
+    "--web",
+    default="127.0.0.1:8321",
+    show_default=True,
+    help="serve the dashboard on HOST:PORT (needs the `collector` extra); 0.0.0.0 exposes it to the network",
+)
+@click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
+def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bool) -> None:
+    """Ingest records from the broker into the store (and serve the dashboard) until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = store_url or default_store_url()
-    try:
-        service = build_service(broker, url, client_id)
-    except ValueError as exc:  # bad address, store URL or client id
-        raise click.ClickException(str(exc)) from exc
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -88,10 +91,27 @@ def run(broker: str, store_url: str | None, client_id: str) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    service.start()
-    click.echo(f"collector: broker {broker}, store {service.store!r} (Ctrl-C stops)", err=True)
-    stop.wait()
-    counters = service.stop()
+    try:
+        if no_web:
+            service = build_service(broker, url, client_id)
+            service.start()
+            click.echo(f"collector: broker {broker}, store {url} (Ctrl-C stops)", err=True)
+            stop.wait()
+            counters = service.stop()
+        else:
+            from ctxscope.collector.web.server import Dashboard
+
+            web_host, web_port = parse_broker(web)
+            dashboard = Dashboard(broker, url, web_host, web_port, client_id).start()
+            click.echo(
+                f"collector: broker {broker}, store {url}, dashboard {dashboard.web.url}/ (Ctrl-C stops)",
+                err=True,
+            )
+            stop.wait()
+            dashboard.stop()
+            counters = dashboard.service.ingest.counters()
+    except ValueError as exc:  # bad address, store URL or client id
+        raise click.ClickException(str(exc)) from exc
     rejected = sum(counters.rejected.values())
     click.echo(
         f"collector stopped: {counters.received} received, {counters.stored} stored, "

@@ -26,7 +26,9 @@ NonNegativeInt = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Binary fields (telemetry arrays) are msgpack bin on the wire; in JSON (exports, JSON-lines
+    # output) they are base64, both ways.
+    model_config = ConfigDict(extra="ignore", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
 
 class Envelope(_Model):

@@ -15,7 +15,8 @@ from typing import Any, TextIO
 import click
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from ctxscope.agent.records import M, MemorySink
+from ctxscope.agent.records import M, MemorySink, RecordSink
+from ctxscope.agent.streaming import streaming_sink
 from ctxscope.shared.ids import device_id_from_hostname
 
 _BYTES = TypeAdapter(ByteSize)
@@ -79,6 +80,24 @@ def _table(results: list[Any]) -> None:
 @click.option("--require-fast-kernels", is_flag=True, help="fail instead of falling back to slow kernels")
 @click.option("--logits", type=click.Choice(["last", "all"]), default=None, help="override the plan's logits")
 @click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
+@click.option(
+    "--broker",
+    default=None,
+    help="HOST:PORT: stream the records through the spool to this broker (else: --out / stdout table)",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="agent TOML (device id, broker, spool); implies streaming to its broker",
+)
+@click.option(
+    "--telemetry-rate-hz",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="sample power/thermals/clocks and add energy per phase to each result; 0 turns it off",
+)
 def run(
     plan_file: Path,
     out: Path | None,
@@ -86,8 +105,11 @@ def run(
     require_fast_kernels: bool,
     logits: str | None,
     no_progress: bool,
+    broker: str | None,
+    config_path: Path | None,
+    telemetry_rate_hz: float,
 ) -> None:
-    """Run a sweep plan and write its records."""
+    """Run a sweep plan and write (or stream) its records."""
     from ctxscope.agent.engine import plan as plans
     from ctxscope.agent.engine.runner import run_plan
 
@@ -102,10 +124,19 @@ def run(
             plan = plans.validate({**plan.model_dump(), **overrides})
     except plans.PlanError as exc:
         raise click.ClickException(str(exc)) from exc
-    device_id = device_id_from_hostname(socket.gethostname())
-    with out.open("a") if out else contextlib.nullcontext(None) as stream:
-        sink = JsonLinesSink(stream, device_id)
-        summary = run_plan(plan, sink, progress=not no_progress, device=device)
+    with contextlib.ExitStack() as stack:
+        sink: RecordSink
+        if broker or config_path:
+            sink = stack.enter_context(streaming_sink(config_path, broker))
+        else:
+            stream = stack.enter_context(out.open("a")) if out else None
+            sink = JsonLinesSink(stream, device_id_from_hostname(socket.gethostname()))
+        observer = None
+        if telemetry_rate_hz > 0:
+            from ctxscope.agent.telemetry.session import TelemetrySession
+
+            observer = stack.enter_context(TelemetrySession(rate_hz=telemetry_rate_hz, sink=sink))
+        summary = run_plan(plan, sink, observer=observer, progress=not no_progress, device=device)
     _table(summary.results)
     click.echo(
         f"run {summary.run_id}: {summary.points_ok} ok, {summary.points_failed} failed; plan {plan.hash[:12]}"

@@ -12,9 +12,9 @@ import contextlib
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -163,8 +163,13 @@ def run_plan(
     observer: PhaseObserver | None = None,
     progress: bool = True,
     device: str | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RunSummary:
-    """Measure every point of `plan` on `device` and emit the records through `sink`."""
+    """Measure every point of `plan` on `device` and emit the records through `sink`.
+
+    `should_stop` is checked before each point: when it turns true the run ends as `cancelled` after
+    the point in hand. A run that breaks on an unexpected error still ends with a `failed` record.
+    """
     from ctxscope.agent import zoo
 
     device = device or default_device()
@@ -185,67 +190,102 @@ def run_plan(
     for p in points:
         groups.setdefault((p.model, p.precision), []).append(p)
     done = 0
-    with _progress(progress, len(points)) as bar:
-        for (model, precision), members in groups.items():
-            family = zoo.get_spec(model).family
-            choice = point.ModelChoice(
-                name=model,
-                precision=precision,
-                device=device,
-                tiny=plan.tiny,
-                prefer_native=plan.prefer_native,
-                require_fast_kernels=plan.require_fast_kernels,
-            )
-            group = _Group(plan, choice, min_window_ns)
-            try:
-                for p in members:
-                    sink.emit(RunProgress, run_id=run_id, done=done, total=len(points), point=p.label)
-                    if bar is not None:
-                        bar.update(bar.task_ids[0], description=p.label)
-                    reply = group.run(p.context_len)
-                    details = dict(reply.get("details") or {})
-                    details["wall_s"] = reply.get("wall_s")
-                    metrics = dict(reply.get("metrics") or {})
-                    if observer is not None and reply["outcome"] == "ok":
-                        report = observer.summarize(_windows(details))
-                        metrics.update(report.metrics)
-                        details["observer"] = {"flags": report.flags, **report.details}
-                    result = sink.emit(
-                        PointResult,
-                        run_id=run_id,
-                        point_id=p.label,
-                        model=model,
-                        family=family,
-                        context_len=p.context_len,
-                        precision=precision,
-                        logits=plan.logits,
-                        outcome=reply["outcome"],
-                        error=reply.get("error"),
-                        metrics=metrics,
-                        implementation=reply.get("implementation") or {},
-                        manifest={**manifest, "precision": precision},
-                        details=details,
-                    )
-                    summary.results.append(result)
-                    if reply["outcome"] == "ok":
-                        summary.points_ok += 1
-                    else:
-                        summary.points_failed += 1
-                    done += 1
-                    if bar is not None:
-                        bar.advance(bar.task_ids[0])
-            finally:
-                group.close()
-            if plan.max_context.enabled:
-                _max_context(plan, choice, family, run_id, manifest, sink, summary)
+    outcome: Literal["completed", "cancelled"] = "completed"
+    try:
+        with _progress(progress, len(points)) as bar:
+            for (model, precision), members in groups.items():
+                if should_stop():
+                    outcome = "cancelled"
+                    break
+                family = zoo.get_spec(model).family
+                choice = point.ModelChoice(
+                    name=model,
+                    precision=precision,
+                    device=device,
+                    tiny=plan.tiny,
+                    prefer_native=plan.prefer_native,
+                    require_fast_kernels=plan.require_fast_kernels,
+                )
+                group = _Group(plan, choice, min_window_ns)
+                try:
+                    for p in members:
+                        if should_stop():
+                            outcome = "cancelled"
+                            break
+                        sink.emit(RunProgress, run_id=run_id, done=done, total=len(points), point=p.label)
+                        if bar is not None:
+                            bar.update(bar.task_ids[0], description=p.label)
+                        summary.results.append(
+                            _measure_and_emit(plan, group, p, family, run_id, manifest, sink, observer)
+                        )
+                        if summary.results[-1].outcome == "ok":
+                            summary.points_ok += 1
+                        else:
+                            summary.points_failed += 1
+                        done += 1
+                        if bar is not None:
+                            bar.advance(bar.task_ids[0])
+                finally:
+                    group.close()
+                if outcome == "cancelled":
+                    break
+                if plan.max_context.enabled:
+                    _max_context(plan, choice, family, run_id, manifest, sink, summary)
+    except Exception as exc:
+        sink.emit(
+            RunFinished,
+            run_id=run_id,
+            outcome="failed",
+            points_ok=summary.points_ok,
+            points_failed=summary.points_failed,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise
     sink.emit(
         RunFinished,
         run_id=run_id,
-        outcome="completed",
+        outcome=outcome,
         points_ok=summary.points_ok,
         points_failed=summary.points_failed,
     )
     return summary
+
+
+def _measure_and_emit(
+    plan: Plan,
+    group: _Group,
+    p: PlanPoint,
+    family: str,
+    run_id: str,
+    manifest: dict[str, Any],
+    sink: RecordSink,
+    observer: PhaseObserver | None,
+) -> PointResult:
+    """Measure one point, add the observer's figures, and emit its result."""
+    reply = group.run(p.context_len)
+    details = dict(reply.get("details") or {})
+    details["wall_s"] = reply.get("wall_s")
+    metrics = dict(reply.get("metrics") or {})
+    if observer is not None and reply["outcome"] == "ok":
+        report = observer.summarize(_windows(details))
+        metrics.update(report.metrics)
+        details["observer"] = {"flags": report.flags, **report.details}
+    return sink.emit(
+        PointResult,
+        run_id=run_id,
+        point_id=p.label,
+        model=p.model,
+        family=family,
+        context_len=p.context_len,
+        precision=p.precision,
+        logits=plan.logits,
+        outcome=reply["outcome"],
+        error=reply.get("error"),
+        metrics=metrics,
+        implementation=reply.get("implementation") or {},
+        manifest={**manifest, "precision": p.precision},
+        details=details,
+    )
 
 
 def _max_context(

@@ -7,6 +7,7 @@ sink as columnar TelemetryBatch records, one per source.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from ctxscope.agent.telemetry.ring import Chunk, SampleRing, concat
 from ctxscope.agent.telemetry.sampler import Sampler
 from ctxscope.agent.telemetry.summary import WindowSummarizer, idle_metric
 from ctxscope.shared.messages import Metric, TelemetryBatch, TelemetryChannel
+
+log = logging.getLogger(__name__)
 
 
 class TelemetrySession:
@@ -51,6 +54,7 @@ class TelemetrySession:
         self._last_emit = time.monotonic()
         self._emit_lock = threading.Lock()
         self._sampler: Sampler | None = None
+        self.emit_failures = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -108,7 +112,13 @@ class TelemetrySession:
             self._last_emit = time.monotonic()
         backends = {b.name: b for b in self.backends}
         for source, chunks in pending.items():
-            self.sink.emit(TelemetryBatch, **batch_fields(concat(chunks), backends[source]))
+            try:
+                self.sink.emit(TelemetryBatch, **batch_fields(concat(chunks), backends[source]))
+            except Exception:  # a sink failure must not stop sampling: the ring still feeds summaries
+                self.emit_failures += 1
+                log.exception(
+                    "telemetry batch of %s could not be emitted (%d so far)", source, self.emit_failures
+                )
 
     # -- PhaseObserver ---------------------------------------------------------------------------
 

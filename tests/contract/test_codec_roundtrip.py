@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ctxscope.shared.codec import MAX_MESSAGE_BYTES, DecodeError, decode, encode
 from ctxscope.shared.messages import (
     CHANNEL_OF_KIND,
+    MESSAGE_ADAPTER,
     Command,
     CommandAck,
     DeviceMeta,
@@ -230,3 +231,10 @@ def test_metric_keeps_raw_samples_and_derives_spread() -> None:
         Metric(unit="ms", method="x", samples=[float("nan")])
     with pytest.raises(ValueError):
         Metric(unit="ms", method="x", samples=[])
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages)
+def test_every_kind_round_trips_through_json_too(message) -> None:
+    # JSON-lines output and exports: binary telemetry arrays become base64 and come back intact.
+    assert MESSAGE_ADAPTER.validate_json(message.model_dump_json()) == message

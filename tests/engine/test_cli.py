@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -24,8 +23,13 @@ def test_run_writes_records_and_a_table(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "1 ok, 0 failed" in result.output
-    records = [MESSAGE_ADAPTER.validate_python(json.loads(line)) for line in out.read_text().splitlines()]
-    assert [r.kind for r in records] == ["run_started", "run_progress", "result", "run_finished"]
+    records = [MESSAGE_ADAPTER.validate_json(line) for line in out.read_text().splitlines()]
+    kinds = [r.kind for r in records if r.kind != "telemetry"]
+    assert kinds == ["run_started", "run_progress", "result", "run_finished"]
+    # telemetry is on by default: the host's CPU and memory were sampled and written alongside
+    telemetry = [r for r in records if r.kind == "telemetry"]
+    assert telemetry and {"host"} <= {r.source for r in telemetry}
+    assert all(len(r.timestamps()) == len(next(iter(r.channels.values())).values()) for r in telemetry)
 
 
 def test_run_reports_plan_errors(tmp_path: Path) -> None:

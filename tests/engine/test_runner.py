@@ -127,3 +127,30 @@ def test_required_fast_kernels_turn_a_fallback_into_a_recorded_failure(make_plan
     assert by_model["mamba2-780m"].outcome == "fault"
     assert "KernelPathError" in (by_model["mamba2-780m"].error or "")
     assert by_model["qwen2.5-0.5b"].outcome == "ok"  # the sweep went on
+
+
+def test_should_stop_cancels_after_the_point_in_hand(make_plan) -> None:
+    plan = make_plan(models=["qwen2.5-0.5b", "mamba2-780m"], context_lengths=[16, 32], decode_tokens=0)
+    sink = MemorySink(device="test-dev")
+    summary = run_plan(
+        plan, sink, progress=False, device="cpu", should_stop=lambda: len(sink.of_kind("result")) >= 1
+    )
+    assert [r.kind for r in sink.records] == ["run_started", "run_progress", "result", "run_finished"]
+    finished = sink.records[-1]
+    assert finished.outcome == "cancelled" and finished.points_ok == 1
+    assert summary.points_ok == 1
+
+
+def test_an_unexpected_error_still_ends_the_run(make_plan, monkeypatch) -> None:
+    from ctxscope.agent.engine import runner
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(runner, "_measure_and_emit", broken)
+    sink = MemorySink(device="test-dev")
+    with pytest.raises(RuntimeError):
+        run_plan(make_plan(decode_tokens=0), sink, progress=False, device="cpu")
+    finished = sink.records[-1]
+    assert finished.kind == "run_finished" and finished.outcome == "failed"
+    assert finished.error == "RuntimeError: disk on fire"

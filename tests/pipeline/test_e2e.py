@@ -145,6 +145,7 @@ def test_collector_sigkill_gets_unacked_messages_redelivered(
         f"sqlite:///{db}",
         "--client-id",
         "crashy_c",
+        "--no-web",
     ]
     first = subprocess.Popen(collector_cmd, stderr=subprocess.DEVNULL, text=True)
     children.append(first)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from ctxscope.broker import MosquittoBroker
+from ctxscope.broker import MosquittoBroker, free_port
 from ctxscope.collector.service import build_service, parse_broker, run
 from ctxscope.collector.store import StoreURLError, open_store
 
@@ -48,3 +53,42 @@ def test_service_starts_and_stops_with_counters(mosquitto: MosquittoBroker, tmp_
     assert service.ingest.wait_connected(10)
     counters = service.stop()
     assert (counters.received, counters.stored) == (0, 0)
+
+
+@pytest.mark.slow
+def test_collector_run_serves_the_dashboard(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    port = free_port()
+    collector = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from ctxscope.cli import main; main()",
+            "collector",
+            "run",
+            "--broker",
+            f"{mosquitto.host}:{mosquitto.port}",
+            "--store",
+            f"sqlite:///{tmp_path / 'c.db'}",
+            "--web",
+            f"127.0.0.1:{port}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/fleet", timeout=2) as reply:
+                    assert reply.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and collector.poll() is None, (
+                    "the dashboard did not come up"
+                )
+                time.sleep(0.3)
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        _, err = collector.communicate(timeout=30)
+    assert collector.returncode == 0, err
+    assert "collector stopped: " in err

@@ -1,0 +1,242 @@
+"""`ctxscope agent serve`: the headless agent.
+
+Connects to the broker (retained birth and status, last will), streams telemetry for as long as it
+runs, takes `run_plan` commands from the collector, validates each plan (a bad one is refused with
+its reason in a `command_ack`), and runs accepted plans one at a time, streaming every record
+through the on-disk spool. SIGTERM / SIGINT stop it cleanly: the running plan ends after its current
+point, an explicit `offline` status is published and the spool is flushed (what cannot be flushed
+stays spooled for the next start).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from ctxscope import __version__
+from ctxscope.agent.streaming import configure
+from ctxscope.agent.transport.link import Link
+from ctxscope.agent.transport.spool import Spool
+from ctxscope.compat import tomllib
+from ctxscope.shared.messages import Command, CommandAck, Log
+
+log = logging.getLogger(__name__)
+COMMANDS = ("run_plan",)
+QUEUE_LIMIT = 16
+
+
+@dataclass(frozen=True)
+class AcceptedPlan:
+    command_id: str
+    plan: Any  # ctxscope.agent.engine.plan.Plan (imported lazily: it pulls in the zoo)
+
+
+class Daemon:
+    """Owns the plan queue; `handle_command` runs on the MQTT thread and only validates and queues."""
+
+    def __init__(self, link: Link, spool: Spool, *, torch_device: str | None, observer: Any = None) -> None:
+        self.link = link
+        self.spool = spool
+        self.torch_device = torch_device
+        self.observer = observer
+        self.stopping = threading.Event()
+        self._plans: queue.Queue[AcceptedPlan] = queue.Queue(maxsize=QUEUE_LIMIT)
+
+    def handle_command(self, command: Command) -> None:
+        if command.name != "run_plan":
+            self._ack(
+                command,
+                accepted=False,
+                reason=f"unknown command {command.name!r}; accepted: {', '.join(COMMANDS)}",
+            )
+            return
+        try:
+            plan = parse_plan_argument(command.args.get("plan"))
+        except ValueError as exc:
+            self._ack(command, accepted=False, reason=str(exc))
+            return
+        if self.stopping.is_set():
+            self._ack(command, accepted=False, reason="the agent is shutting down")
+            return
+        try:
+            self._plans.put_nowait(AcceptedPlan(command.command_id, plan))
+        except queue.Full:
+            self._ack(command, accepted=False, reason=f"{QUEUE_LIMIT} plans are already queued")
+            return
+        self._ack(command, accepted=True)
+
+    def _ack(self, command: Command, *, accepted: bool, reason: str | None = None) -> None:
+        self.spool.emit(
+            CommandAck, command_id=command.command_id, name=command.name, accepted=accepted, reason=reason
+        )
+        if not accepted:
+            log.warning("refused command %s (%s): %s", command.command_id, command.name, reason)
+
+    def run_until_stopped(self) -> None:
+        """Run queued plans one at a time until `stopping` is set."""
+        from ctxscope.agent.engine.runner import run_plan
+
+        while not self.stopping.is_set():
+            try:
+                accepted = self._plans.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.link.set_status("busy", detail=f"plan {accepted.plan.name}")
+            try:
+                summary = run_plan(
+                    accepted.plan,
+                    self.spool,
+                    observer=self.observer,
+                    progress=False,
+                    device=self.torch_device,
+                    should_stop=self.stopping.is_set,
+                )
+                log.info(
+                    "plan %s finished: %d ok, %d failed",
+                    accepted.plan.name,
+                    summary.points_ok,
+                    summary.points_failed,
+                )
+            except Exception as exc:  # a broken plan run must not take the daemon down with it
+                log.exception("plan %s failed", accepted.plan.name)
+                self.spool.emit(
+                    Log, level="error", logger=__name__, message=f"plan {accepted.plan.name} failed: {exc!r}"
+                )
+            finally:
+                self.link.set_status("online")
+
+
+def parse_plan_argument(raw: object) -> Any:
+    """A plan from a command argument: a table (dict) or TOML text; raises ValueError with the reason."""
+    from ctxscope.agent.engine.plan import validate
+
+    if isinstance(raw, str):
+        try:
+            raw = tomllib.loads(raw)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"plan is not valid TOML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError("the command needs args.plan: a plan table or its TOML text")
+    return validate(raw)
+
+
+def device_meta(telemetry: dict[str, list[str]]) -> dict[str, Any]:
+    """The birth message's description of this device: platform, accelerators, software, sensors."""
+    import torch
+
+    from ctxscope.agent.engine.manifest import package_versions
+
+    accelerators: list[dict[str, Any]] = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            accelerators.append(
+                {
+                    "name": props.name,
+                    "memory_bytes": props.total_memory,
+                    "compute_capability": f"{props.major}.{props.minor}",
+                }
+            )
+    return {
+        "agent_version": __version__,
+        "hostname": socket.gethostname(),
+        "platform": {
+            "system": platform.system(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "release": platform.release(),
+        },
+        "accelerators": accelerators,
+        "software": package_versions(),
+        "telemetry": telemetry,
+        "commands": list(COMMANDS),
+    }
+
+
+@click.command("serve")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="agent TOML file (see jetson/agent.example.toml); CTXSCOPE_* variables override it",
+)
+@click.option("--device", help="device id (default: from the config, else the host name)")
+@click.option("--broker", help="HOST:PORT of the MQTT broker (default: from the config, 127.0.0.1:1883)")
+@click.option("--spool", type=click.Path(dir_okay=False, path_type=Path), help="spool database path")
+@click.option(
+    "--telemetry-rate-hz",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="sampling rate of the telemetry backends; 0 turns telemetry off",
+)
+@click.option("--torch-device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+@click.option("--run-for", type=click.FloatRange(min=0.0), default=None, help="stop after this many seconds")
+def serve(
+    config_path: Path | None,
+    device: str | None,
+    broker: str | None,
+    spool: Path | None,
+    telemetry_rate_hz: float,
+    torch_device: str | None,
+    run_for: float | None,
+) -> None:
+    """Run headless: publish status and telemetry, accept plans from the collector, stream results."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = configure(config_path, device=device, broker=broker, spool=spool)
+
+    from ctxscope.agent.telemetry.session import TelemetrySession
+
+    outbox = Spool(config.resolved_spool_path(), config.device, config.spool_max_rows, config.spool_max_bytes)
+    telemetry = TelemetrySession(rate_hz=telemetry_rate_hz, sink=outbox) if telemetry_rate_hz > 0 else None
+    if telemetry is not None:
+        telemetry.start()
+    link = Link(config, outbox, meta=device_meta(telemetry.meta() if telemetry else {}))
+    daemon = Daemon(link, outbox, torch_device=torch_device, observer=telemetry)
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the current point", signum)
+        daemon.stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    if run_for is not None:
+        threading.Timer(run_for, daemon.stopping.set).start()
+
+    link.on_command(daemon.handle_command)
+    link.start()
+    log.info(
+        "agent %s: broker %s:%d, spool %s (stream %s)",
+        config.device,
+        config.broker_host,
+        config.broker_port,
+        outbox.path,
+        outbox.stream,
+    )
+    started = time.monotonic()
+    try:
+        daemon.run_until_stopped()
+    finally:
+        if telemetry is not None:
+            telemetry.stop()
+        flushed = link.close(flush_timeout_s=15.0)
+        log.info(
+            "stopped after %.1f s; spool %s (%d records left for the next start)",
+            time.monotonic() - started,
+            "flushed" if flushed else "not fully flushed",
+            outbox.backlog(),
+        )

@@ -1,0 +1,72 @@
+"""A record sink that streams to the collector: the spool plus the MQTT link, opened and closed as one.
+
+Used by one-shot commands (`ctxscope agent run`); the daemon keeps its own link open for its life.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ctxscope.agent.config import AgentConfig, ConfigError, load_config
+from ctxscope.agent.transport.link import Link
+from ctxscope.agent.transport.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+def configure(
+    config_path: Path | None,
+    *,
+    device: str | None = None,
+    broker: str | None = None,
+    spool: Path | None = None,
+) -> AgentConfig:
+    """The agent configuration from a file and the environment, with command-line overrides."""
+    try:
+        config = load_config(config_path)
+        changes: dict[str, Any] = {}
+        if device:
+            changes["device"] = device
+        if broker:
+            host, _, port = broker.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"broker {broker!r}: expected HOST:PORT")
+            changes.update(broker_host=host, broker_port=int(port))
+        if spool:
+            changes["spool_path"] = spool
+        return AgentConfig.model_validate({**config.model_dump(), **changes}) if changes else config
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def streaming_sink(
+    config_path: Path | None, broker: str | None, flush_timeout_s: float = 30.0
+) -> Iterator[Spool]:
+    """Yield the spool (the RecordSink) while the link forwards it; flush and close on exit.
+
+    Records that cannot be delivered before the timeout stay in the spool and go out with the next
+    command or daemon that opens it; the command says so.
+    """
+    config = configure(config_path, broker=broker)
+    spool = Spool(config.resolved_spool_path(), config.device, config.spool_max_rows, config.spool_max_bytes)
+    link = Link(config, spool)
+    link.start()
+    try:
+        yield spool
+    finally:
+        flushed = link.close(flush_timeout_s=flush_timeout_s)
+        left = spool.backlog()
+        spool.close()
+        if not flushed:
+            click.echo(
+                f"{left} records are not yet acknowledged by {config.broker_host}:{config.broker_port}; "
+                f"they stay in {config.resolved_spool_path()} and are sent by the next agent run or serve",
+                err=True,
+            )

@@ -1,0 +1,84 @@
+"""A device's characterization and cross-device comparisons, as JSON-ready dicts for the views."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ctxscope.collector.aggregate.crossover import crossovers
+from ctxscope.collector.aggregate.fit import fit_quadratic
+from ctxscope.collector.aggregate.maxctx import max_context
+from ctxscope.collector.aggregate.points import PointAggregate, SeriesKey, aggregate_points, curve
+from ctxscope.shared.messages import PointResult
+
+TTFT = "ttft"
+PEAK_MEMORY = "memory_peak"
+
+
+def scaling_fits(
+    aggregates: Sequence[PointAggregate], metric: str, capacity: float | None = None
+) -> list[dict[str, Any]]:
+    """Per series: the a + bL + cL^2 least-squares fit of the metric's medians against length and,
+    given a capacity in the metric's unit, the length at which the fit reaches it (an extrapolation,
+    reported with the fit's residual)."""
+    out = []
+    for key in sorted({a.key for a in aggregates}):
+        points = curve(aggregates, key, metric)
+        if not points:
+            continue
+        fit = fit_quadratic([p[0] for p in points], [p[1].median for p in points], points[0][1].unit)
+        if fit is None:
+            continue
+        out.append(
+            {
+                **key.as_dict(),
+                "metric": metric,
+                "fit": fit.as_dict(),
+                "capacity": capacity,
+                "extrapolated_limit_tokens": fit.length_at(capacity) if capacity is not None else None,
+            }
+        )
+    return out
+
+
+def memory_fits(aggregates: Sequence[PointAggregate], capacity_mib: float | None) -> list[dict[str, Any]]:
+    """Peak-memory fits with the length at which each reaches the device's memory (MiB)."""
+    return scaling_fits(aggregates, PEAK_MEMORY, capacity_mib)
+
+
+def characterize(results: Iterable[PointResult], capacity_mib: float | None = None) -> dict[str, Any]:
+    """Everything the device page shows, from raw results (any devices; usually one)."""
+    rows = list(results)
+    aggregates = aggregate_points(rows)
+    return {
+        "points": [a.as_dict() for a in aggregates],
+        "max_context": [m.as_dict() for m in max_context(aggregates, rows)],
+        "crossovers": [c.as_dict() for c in crossovers(aggregates, TTFT)],
+        "memory_fits": memory_fits(aggregates, capacity_mib),
+        "ttft_fits": scaling_fits(aggregates, TTFT),
+    }
+
+
+def compare(results: Iterable[PointResult], metric: str = TTFT) -> list[dict[str, Any]]:
+    """One row per (model, precision, logits, context length) with the metric's summary per device,
+    so devices (or models, by reading rows) stand side by side."""
+    rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for aggregate in aggregate_points(results):
+        summary = aggregate.metrics.get(metric)
+        if summary is None:
+            continue
+        key: SeriesKey = aggregate.key
+        row = rows.setdefault(
+            (key.model, key.precision, key.logits, aggregate.context_len),
+            {
+                "model": key.model,
+                "family": aggregate.family,
+                "precision": key.precision,
+                "logits": key.logits,
+                "context_len": aggregate.context_len,
+                "metric": metric,
+                "by_device": {},
+            },
+        )
+        row["by_device"][key.device] = summary.as_dict()
+    return [rows[k] for k in sorted(rows)]

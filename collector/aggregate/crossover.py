@@ -1,0 +1,91 @@
+"""Crossover lengths between a Transformer and an SSM/hybrid on one device.
+
+The TTFT ratio r(L) = ttft_transformer / ttft_other is taken at the lengths both were measured at
+(medians of the pooled samples); where r crosses 1 the crossover length is interpolated linearly in
+log-length: between lengths L0 and L1 with ratios r0 and r1, L* = exp(x0 + (1 - r0)/(r1 - r0) (x1 - x0)),
+x = ln L.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ctxscope.collector.aggregate.points import PointAggregate, SeriesKey, curve
+
+TRANSFORMER_FAMILIES = frozenset({"transformer"})
+STATE_SPACE_FAMILIES = frozenset({"ssm", "hybrid"})
+
+
+@dataclass(frozen=True)
+class Crossing:
+    length_tokens: float
+    faster_above: str  # "transformer" or "other": which side wins beyond the crossing
+
+
+@dataclass(frozen=True)
+class Crossover:
+    device: str
+    metric: str
+    transformer: SeriesKey
+    other: SeriesKey
+    lengths_tokens: list[int]
+    ratios: list[float]  # transformer / other at each common length
+    crossings: list[Crossing]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "metric": self.metric,
+            "transformer": self.transformer.as_dict(),
+            "other": self.other.as_dict(),
+            "lengths_tokens": self.lengths_tokens,
+            "ratios": self.ratios,
+            "crossings": [
+                {"length_tokens": c.length_tokens, "faster_above": c.faster_above} for c in self.crossings
+            ],
+        }
+
+
+def crossings(lengths: Sequence[int], ratios: Sequence[float]) -> list[Crossing]:
+    """Where ratio = transformer/other crosses 1, interpolated linearly in ln(length)."""
+    found: list[Crossing] = []
+    for i in range(len(lengths) - 1):
+        r0, r1 = ratios[i], ratios[i + 1]
+        if (r0 - 1) * (r1 - 1) > 0 or r0 == r1:
+            continue
+        if r0 == 1 and i > 0 and ratios[i - 1] != 1:
+            continue  # the previous segment ended exactly on 1 and already holds this crossing
+        x0, x1 = math.log(lengths[i]), math.log(lengths[i + 1])
+        length = lengths[i + 1] if r1 == 1 else math.exp(x0 + (1 - r0) / (r1 - r0) * (x1 - x0))
+        found.append(Crossing(length, "other" if r1 > r0 else "transformer"))
+    return found
+
+
+def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> list[Crossover]:
+    """Every Transformer x SSM/hybrid pair of series on the same device and logits mode."""
+    points = list(aggregates)
+    family = {a.key: a.family for a in points}
+    pairs = [
+        (t, o)
+        for t in sorted(family)
+        if family[t] in TRANSFORMER_FAMILIES
+        for o in sorted(family)
+        if family[o] in STATE_SPACE_FAMILIES and o.device == t.device and o.logits == t.logits
+    ]
+    found = []
+    for transformer, other in pairs:
+        a = dict((length, s.median) for length, s in curve(points, transformer, metric))
+        b = dict((length, s.median) for length, s in curve(points, other, metric))
+        common = sorted(set(a) & set(b))
+        if len(common) < 2 or any(b[length] <= 0 for length in common):
+            continue
+        ratios = [a[length] / b[length] for length in common]
+        found.append(
+            Crossover(
+                transformer.device, metric, transformer, other, common, ratios, crossings(common, ratios)
+            )
+        )
+    return found

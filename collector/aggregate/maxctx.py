@@ -1,0 +1,95 @@
+"""Maximum context per model: the longest grid length that ran ok, the shortest that failed above it,
+and the answer of the engine's grow-then-bisect search where one ran (its records carry
+`details.kind = "max_context"` and a `max_context` metric in tokens)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ctxscope.collector.aggregate.points import PointAggregate, SeriesKey, is_search
+from ctxscope.shared.messages import PointResult
+
+
+@dataclass(frozen=True)
+class MaxContext:
+    key: SeriesKey
+    family: str
+    max_ok_tokens: int | None
+    first_failure_tokens: int | None  # shortest failing length above max_ok_tokens, if one was tried
+    failure_outcome: str | None
+    searched_tokens: int | None = None  # the bisection search's largest ok length
+    search_memory_cap_bytes: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.key.as_dict(),
+            "family": self.family,
+            "max_ok_tokens": self.max_ok_tokens,
+            "first_failure_tokens": self.first_failure_tokens,
+            "failure_outcome": self.failure_outcome,
+            "searched_tokens": self.searched_tokens,
+            "search_memory_cap_bytes": self.search_memory_cap_bytes,
+        }
+
+
+def _model_key(key: SeriesKey) -> tuple[str, str, str, str]:
+    return (key.device, key.model, key.precision, key.logits)
+
+
+def searches(results: Iterable[PointResult]) -> dict[tuple[str, str, str, str], tuple[int, int | None]]:
+    """(device, model, precision, logits) -> (largest ok length found, memory cap) of the latest
+    successful search; kernel paths are not part of the key since a search record states none."""
+    found: dict[tuple[str, str, str, str], tuple[int, int, int | None]] = {}
+    for r in results:
+        metric = r.metrics.get("max_context")
+        if not is_search(r) or r.outcome != "ok" or metric is None:
+            continue
+        key = (r.device, r.model, r.precision, r.logits)
+        cap = r.details.get("memory_cap_bytes")
+        if key not in found or r.ts > found[key][0]:
+            found[key] = (r.ts, int(max(metric.samples)), cap if isinstance(cap, int) else None)
+    return {k: (tokens, cap) for k, (_, tokens, cap) in found.items()}
+
+
+def max_context(
+    aggregates: Iterable[PointAggregate], results: Iterable[PointResult] = ()
+) -> list[MaxContext]:
+    """A grid length counts as ok when any run of it was ok; as failed when no run of it was ok.
+    `results` supplies the search records, if any."""
+    found = searches(results)
+    by_key: dict[SeriesKey, list[PointAggregate]] = {}
+    for aggregate in aggregates:
+        by_key.setdefault(aggregate.key, []).append(aggregate)
+    table = []
+    for key in sorted(by_key):
+        points = sorted(by_key[key], key=lambda a: a.context_len)
+        ok = [p.context_len for p in points if p.outcomes.get("ok", 0) > 0]
+        best = max(ok) if ok else None
+        failed = [
+            p
+            for p in points
+            if p.outcomes.get("ok", 0) == 0
+            and set(p.outcomes) != {"skipped"}
+            and (best is None or p.context_len > best)
+        ]
+        first = failed[0] if failed else None
+        outcome = None
+        if first is not None:
+            outcome = max((o for o in first.outcomes if o != "skipped"), key=lambda o: first.outcomes[o])
+        searched, cap = found.get(_model_key(key), (None, None))
+        table.append(
+            MaxContext(
+                key, points[0].family, best, first.context_len if first else None, outcome, searched, cap
+            )
+        )
+    covered = {_model_key(m.key) for m in table}
+    families = {(r.device, r.model, r.precision, r.logits): r.family for r in results if is_search(r)}
+    for (device, model, precision, logits), (searched, cap) in sorted(found.items()):
+        if (device, model, precision, logits) not in covered:
+            key = SeriesKey(device, model, precision, logits, "")
+            table.append(
+                MaxContext(key, families[(device, model, precision, logits)], None, None, None, searched, cap)
+            )
+    return table

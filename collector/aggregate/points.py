@@ -1,0 +1,111 @@
+"""Per-point aggregates: device x model x precision x logits mode x kernel path x context length.
+
+Results of the same point measured in several runs are pooled sample by sample. Results whose
+outcome is not `ok` count toward the point's outcome tally, never toward its statistics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ctxscope.collector.aggregate.stats import Summary, summarize
+from ctxscope.shared.messages import Metric, PointResult
+
+
+@dataclass(frozen=True, order=True)
+class SeriesKey:
+    """What must be equal for measurements to be pooled: one curve against context length."""
+
+    device: str
+    model: str
+    precision: str
+    logits: str
+    implementation: str  # "op=path;op=path", sorted: different kernel paths never pool
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.precision}" + ("" if self.logits == "last" else f" logits={self.logits}")
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "device": self.device,
+            "model": self.model,
+            "precision": self.precision,
+            "logits": self.logits,
+            "implementation": self.implementation,
+        }
+
+
+@dataclass
+class PointAggregate:
+    key: SeriesKey
+    family: str
+    context_len: int
+    outcomes: Counter[str] = field(default_factory=Counter)
+    metrics: dict[str, Summary] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.key.as_dict(),
+            "family": self.family,
+            "context_len": self.context_len,
+            "outcomes": dict(self.outcomes),
+            "runs": list(self.runs),
+            "metrics": {name: summary.as_dict() for name, summary in sorted(self.metrics.items())},
+        }
+
+
+def series_key(result: PointResult) -> SeriesKey:
+    implementation = ";".join(f"{k}={v}" for k, v in sorted(result.implementation.items()))
+    return SeriesKey(result.device, result.model, result.precision, result.logits, implementation)
+
+
+SEARCH_KIND = "max_context"
+
+
+def is_search(result: PointResult) -> bool:
+    """A maximum-context search's record: its length is the search's answer, not a measured point."""
+    return result.details.get("kind") == SEARCH_KIND
+
+
+def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:
+    """One aggregate per (series, context length), sorted by series then length; maximum-context
+    search records are left out (see `maxctx`)."""
+    outcomes: dict[tuple[SeriesKey, int], Counter[str]] = defaultdict(Counter)
+    samples: dict[tuple[SeriesKey, int], dict[str, list[Metric]]] = defaultdict(lambda: defaultdict(list))
+    families: dict[tuple[SeriesKey, int], str] = {}
+    runs: dict[tuple[SeriesKey, int], list[str]] = defaultdict(list)
+    for result in results:
+        if is_search(result):
+            continue
+        point = (series_key(result), result.context_len)
+        outcomes[point][result.outcome] += 1
+        families[point] = result.family
+        if result.run_id not in runs[point]:
+            runs[point].append(result.run_id)
+        if result.outcome == "ok":
+            for name, metric in result.metrics.items():
+                samples[point][name].append(metric)
+    aggregates = []
+    for point in sorted(outcomes):
+        key, context_len = point
+        metrics = {name: summarize(ms) for name, ms in samples[point].items()}
+        aggregates.append(
+            PointAggregate(key, families[point], context_len, outcomes[point], metrics, runs[point])
+        )
+    return aggregates
+
+
+def curve(aggregates: Iterable[PointAggregate], key: SeriesKey, metric: str) -> list[tuple[int, Summary]]:
+    """(context length, summary) of one metric along one series, by length; lengths without it left out."""
+    points = [(a.context_len, a.metrics[metric]) for a in aggregates if a.key == key and metric in a.metrics]
+    return sorted(points, key=lambda p: p[0])
+
+
+def metric_names_with_unit(aggregates: Iterable[PointAggregate], unit: str) -> list[str]:
+    """Names of the metrics whose canonical unit is `unit` (e.g. every memory split in MiB)."""
+    return sorted({name for a in aggregates for name, s in a.metrics.items() if s.unit == unit})

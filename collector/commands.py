@@ -1,0 +1,229 @@
+"""Commands to devices: publish a `run_plan` (or any command) over MQTT, and `collector send-plan`.
+
+Commands go to `ctxscope/v1/<device>/cmd/<name>` with QoS 1, never retained, and carry an expiry
+(`expires_at`, wall clock) after which the agent ignores them; the agent answers with a CommandAck
+on its `run` channel, which `send-plan` waits for and prints (accepted, or the reason of a refusal).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ctxscope.collector.web.plans import shipped
+from ctxscope.shared import codec
+from ctxscope.shared.ids import InvalidIdentifier, new_stream_id, validate_device_id
+from ctxscope.shared.messages import Command, CommandAck
+from ctxscope.shared.topics import Channel, command_topic, subscription
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+RUN_PLAN = "run_plan"
+DEFAULT_TTL_S = 600.0
+MAX_PLAN_BYTES = 256 * 1024
+
+
+class PlanError(ValueError):
+    """A plan the collector will not send (unreadable TOML, too large); the message says why."""
+
+
+def parse_plan(text: str) -> dict[str, Any]:
+    """TOML plan text -> the dict sent as the command's `plan` argument (the agent validates it)."""
+    if len(text.encode()) > MAX_PLAN_BYTES:
+        raise PlanError(f"plan is larger than {MAX_PLAN_BYTES} bytes")
+    try:
+        plan = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"plan is not valid TOML: {exc}") from exc
+    if not plan:
+        raise PlanError("plan is empty")
+    return plan
+
+
+def read_plan(plan: str) -> str:
+    """The TOML text of a plan file, or of a shipped plan by name."""
+    path = Path(plan)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    plans = shipped()
+    if plan in plans:
+        return plans[plan]
+    raise PlanError(
+        f"{plan!r} is neither a plan file nor a shipped plan ({', '.join(sorted(plans)) or 'none'})"
+    )
+
+
+def parse_broker(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"broker address {address!r} is not HOST:PORT")
+    return host, int(port)
+
+
+class CommandPublisher:
+    """One MQTT connection that publishes commands and collects their acks (for the web and the CLI)."""
+
+    def __init__(
+        self, host: str, port: int, username: str | None = None, password: str | None = None
+    ) -> None:
+        self.stream = new_stream_id()
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._acks: dict[str, CommandAck] = {}
+        self._watched: set[str] = set()
+        self._ack_event = threading.Condition(self._lock)
+        self._connected = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"ctxscope_cmd_{self.stream}", protocol=mqtt.MQTTv311
+        )
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.connect_async(host, port, keepalive=30)
+        self._client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not reason.is_failure:
+            with self._lock:
+                watched = sorted(self._watched)
+            for device in watched:
+                client.subscribe(subscription(Channel.RUN, device), qos=1)
+            self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            record = codec.decode(message.payload)
+        except codec.DecodeError:
+            return
+        if isinstance(record, CommandAck):
+            with self._ack_event:
+                self._acks[record.command_id] = record
+                self._ack_event.notify_all()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def publish(
+        self,
+        device: str,
+        name: str,
+        args: dict[str, Any],
+        ttl_s: float = DEFAULT_TTL_S,
+        timeout_s: float = 10.0,
+    ) -> Command:
+        """Publish a command (QoS 1, not retained, expiring); returns it once the broker has it."""
+        validate_device_id(device)
+        if not self.wait_connected(timeout_s):
+            raise ConnectionError("not connected to the broker")
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            new_device = device not in self._watched
+            self._watched.add(device)
+        if new_device:
+            # Acks come on the device's run channel; the broker handles this SUBSCRIBE before the
+            # PUBLISH below (same connection, in order), so no ack can slip past.
+            self._client.subscribe(subscription(Channel.RUN, device), qos=1)
+        now = time.time_ns()
+        command = Command(
+            device=device,
+            stream=self.stream,
+            seq=seq,
+            ts=now,
+            command_id=f"cmd-{secrets.token_hex(6)}",
+            name=name,
+            args=args,
+            expires_at=now + int(ttl_s * 1e9),
+        )
+        info = self._client.publish(command_topic(device, name), codec.encode(command), qos=1, retain=False)
+        info.wait_for_publish(timeout_s)
+        if not info.is_published():
+            raise ConnectionError(f"the broker did not acknowledge command {command.command_id}")
+        return command
+
+    def send_plan(self, device: str, plan: dict[str, Any], ttl_s: float = DEFAULT_TTL_S) -> Command:
+        return self.publish(device, RUN_PLAN, {"plan": plan}, ttl_s)
+
+    def wait_ack(self, command_id: str, timeout_s: float) -> CommandAck | None:
+        deadline = time.monotonic() + timeout_s
+        with self._ack_event:
+            while command_id not in self._acks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._ack_event.wait(left)
+            return self._acks[command_id]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@click.command("send-plan")
+@click.argument("device")
+@click.argument("plan")
+@click.option("--broker", default="127.0.0.1:1883", show_default=True, help="MQTT broker as HOST:PORT.")
+@click.option("--username", envvar="CTXSCOPE_USERNAME", default=None, help="MQTT user name.")
+@click.option("--password", envvar="CTXSCOPE_PASSWORD", default=None, help="MQTT password.")
+@click.option(
+    "--ttl",
+    "ttl_s",
+    type=float,
+    default=DEFAULT_TTL_S,
+    show_default=True,
+    help="Seconds until the command expires.",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds to wait for the device's ack (0: do not wait).",
+)
+def send_plan(
+    device: str,
+    plan: str,
+    broker: str,
+    username: str | None,
+    password: str | None,
+    ttl_s: float,
+    wait_s: float,
+) -> None:
+    """Send PLAN (a TOML file, or the name of a plan shipped with ctxscope) to DEVICE and report whether
+    the device accepted it."""
+    try:
+        validate_device_id(device)
+        host, port = parse_broker(broker)
+        body = parse_plan(read_plan(plan))
+    except (InvalidIdentifier, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    publisher = CommandPublisher(host, port, username, password)
+    try:
+        try:
+            command = publisher.send_plan(device, body, ttl_s)
+        except ConnectionError as exc:
+            raise click.ClickException(f"{broker}: {exc}") from exc
+        click.echo(f"sent {command.command_id} to {device}")
+        if wait_s <= 0:
+            return
+        ack = publisher.wait_ack(command.command_id, wait_s)
+    finally:
+        publisher.close()
+    if ack is None:
+        raise click.ClickException(f"no answer from {device} within {wait_s:g} s (is its agent serving?)")
+    if not ack.accepted:
+        raise click.ClickException(f"{device} refused the plan: {ack.reason}")
+    click.echo(f"{device} accepted the plan: run {ack.run_id}")

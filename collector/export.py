@@ -1,0 +1,150 @@
+"""`ctxscope collector export`: stored results as flat tables, CSV or Parquet.
+
+Two tables: `results` (one row per point result: its fields, each metric's median, quartiles, n and
+unit, and the raw samples as JSON so nothing is lost) and `aggregates` (one row per device x model x
+precision x logits x kernel path x context length, re-aggregated from the pooled raw samples).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ctxscope.collector.aggregate.points import aggregate_points
+from ctxscope.collector.aggregate.stats import summarize
+from ctxscope.collector.service import default_store_url
+from ctxscope.collector.store import StoreURLError, open_store
+from ctxscope.collector.web.source import FleetSource
+from ctxscope.collector.web.views import point_results
+from ctxscope.shared.messages import PointResult
+
+FORMATS = ("csv", "parquet")
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be written (e.g. Parquet without pyarrow)."""
+
+
+def result_rows(results: Iterable[PointResult]) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {
+            "device": r.device,
+            "run_id": r.run_id,
+            "point_id": r.point_id,
+            "ts_ns": r.ts,
+            "model": r.model,
+            "family": r.family,
+            "context_len": r.context_len,
+            "precision": r.precision,
+            "logits": r.logits,
+            "outcome": r.outcome,
+            "error": r.error,
+            "implementation": json.dumps(r.implementation, sort_keys=True),
+        }
+        for name, metric in sorted(r.metrics.items()):
+            s = summarize([metric])
+            row |= {
+                f"{name}_median": s.median,
+                f"{name}_p25": s.p25,
+                f"{name}_p75": s.p75,
+                f"{name}_n": s.n,
+                f"{name}_unit": s.unit,
+                f"{name}_samples": json.dumps(metric.samples),
+                f"{name}_raw_unit": metric.unit,
+                f"{name}_method": metric.method,
+            }
+        rows.append(row)
+    return rows
+
+
+def aggregate_rows(results: Iterable[PointResult]) -> list[dict[str, Any]]:
+    rows = []
+    for a in aggregate_points(results):
+        row: dict[str, Any] = {
+            **a.key.as_dict(),
+            "family": a.family,
+            "context_len": a.context_len,
+            "outcomes": json.dumps(dict(a.outcomes), sort_keys=True),
+            "runs": len(a.runs),
+        }
+        for name, s in sorted(a.metrics.items()):
+            row |= {
+                f"{name}_median": s.median,
+                f"{name}_p25": s.p25,
+                f"{name}_p75": s.p75,
+                f"{name}_min": s.minimum,
+                f"{name}_max": s.maximum,
+                f"{name}_n": s.n,
+                f"{name}_unit": s.unit,
+            }
+        rows.append(row)
+    return rows
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def write_table(rows: Sequence[dict[str, Any]], path: Path, fmt: str) -> Path:
+    """Write rows (missing values stay empty/null, never 0) as `path` with the format's suffix."""
+    target = path.with_suffix(f".{fmt}")
+    columns = _columns(rows)
+    if fmt == "csv":
+        with target.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        return target
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ExportError("Parquet export needs pyarrow (pip install pyarrow)") from exc
+    table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+    pq.write_table(table, target)
+    return target
+
+
+def export_tables(
+    source: FleetSource, out_dir: Path, formats: Sequence[str], devices: Sequence[str] = ()
+) -> list[Path]:
+    """Write the results and aggregates tables of the chosen devices (all when none) in each format."""
+    chosen = list(devices) or [d["device"] for d in source.devices()]
+    results = [r for d in chosen for r in point_results(source.results(d))]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        written.append(write_table(result_rows(results), out_dir / "results", fmt))
+        written.append(write_table(aggregate_rows(results), out_dir / "aggregates", fmt))
+    return written
+
+
+@click.command()
+@click.option("--store", "store_url", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--format", "formats", type=click.Choice(FORMATS), multiple=True, default=("csv",), show_default=True
+)
+@click.option("--device", "devices", multiple=True, help="Only these devices (repeatable); default: all.")
+def export(store_url: str | None, out_dir: Path, formats: tuple[str, ...], devices: tuple[str, ...]) -> None:
+    """Export stored results (per point and aggregated) to CSV or Parquet."""
+    try:
+        store = open_store(store_url or default_store_url())
+    except StoreURLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        for path in export_tables(store, out_dir, formats, devices):
+            click.echo(str(path))
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()

@@ -1,0 +1,118 @@
+"""`ctxscope collector watch`: a live terminal view (rich) of devices, runs and latest results.
+
+For headless hosts: reads the same store and the same view shapes as the web dashboard, refreshing
+every `--interval` seconds; `--once` prints a single frame and exits.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from ctxscope.collector.aggregate.stats import summarize
+from ctxscope.collector.service import default_store_url
+from ctxscope.collector.store import Store, StoreURLError, open_store
+from ctxscope.collector.web import views
+from ctxscope.shared.messages import Metric
+
+LATEST_RESULTS = 12
+
+
+def _age(seconds: float) -> str:
+    if seconds < 2:
+        return "now"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+def _value(value: float | None, unit: str) -> str:
+    return "–" if value is None else f"{value:.3g} {unit}"
+
+
+def _progress(run: dict[str, Any] | None) -> str:
+    if run is None or run["total"] is None:
+        return ""
+    done, total = run["done"] or 0, run["total"]
+    filled = int(20 * done / total) if total else 0
+    return f"[{'#' * filled}{'.' * (20 - filled)}] {done}/{total}"
+
+
+def _median(metric: dict[str, Any] | None) -> str:
+    """Median of a stored metric in its canonical unit (ms, MiB, J...)."""
+    if not metric:
+        return "–"
+    summary = summarize([Metric.model_validate(metric)])
+    return _value(summary.median, summary.unit)
+
+
+def frame(store: Store) -> Group:
+    """One frame of the view, from the store as it is now."""
+    fleet = views.fleet(store)
+    running = {r["device"]: r for r in fleet["running"]}
+    devices = Table(title=f"Devices ({fleet['online']} of {len(fleet['devices'])} online)", expand=True)
+    for column in ("device", "state", "last seen", "power", "temperature", "run", "progress"):
+        devices.add_column(column, justify="right" if column in ("power", "temperature") else "left")
+    for d in fleet["devices"]:
+        style = {"online": "green", "busy": "cyan", "offline": "red"}.get(d["state"] or "", "")
+        run = running.get(d["device"])
+        devices.add_row(
+            d["device"],
+            f"[{style}]{d['state']}[/]" + (" (stale)" if d["stale"] else "") if style else str(d["state"]),
+            _age(d["last_seen_age_s"]),
+            _value(d["telemetry"].get("power_w"), "W"),
+            _value(d["telemetry"].get("temperature_c"), "°C"),
+            run["run_id"] if run else "",
+            _progress(run),
+        )
+    results = Table(title="Latest results", expand=True)
+    for column in ("device", "run", "model", "precision", "context", "outcome", "TTFT", "peak memory"):
+        results.add_column(column)
+    latest = sorted(
+        (row for d in fleet["devices"] for row in store.results(d["device"])[-LATEST_RESULTS:]),
+        key=lambda r: r["ts"],
+    )[-LATEST_RESULTS:]
+    for r in reversed(latest):
+        results.add_row(
+            r["device"],
+            r["run_id"],
+            r["model"],
+            r["precision"],
+            str(r["context_len"]),
+            r["outcome"],
+            _median(r["metrics"].get("ttft")),
+            _median(r["metrics"].get("memory_peak")),
+        )
+    return Group(devices, results)
+
+
+@click.command()
+@click.option("--store", "store_url", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one frame and exit.")
+def watch(store_url: str | None, interval: float, once: bool) -> None:
+    """Live terminal view of devices, runs and latest results."""
+    try:
+        store = open_store(store_url or default_store_url())
+    except StoreURLError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console = Console()
+    try:
+        if once:
+            console.print(frame(store))
+            return
+        with Live(frame(store), console=console, refresh_per_second=4, screen=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(frame(store))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.close()

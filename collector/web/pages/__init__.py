@@ -1,0 +1,1 @@
+"""HTML shells of the dashboard pages (package data)."""

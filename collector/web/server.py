@@ -1,0 +1,80 @@
+"""Run the dashboard: uvicorn in a thread next to the collector's ingest, wired to its commits.
+
+`Dashboard` starts ingest (through the collector service's seam), a command publisher and the web
+server together, so that `collector run --web` (and the benchmark, and the tests) get the same
+wiring: the ingest's after-commit callback feeds the hub that the pages' event stream reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from ctxscope.collector.commands import CommandPublisher
+from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
+from ctxscope.collector.service import build_service, parse_broker
+from ctxscope.collector.web.app import create_app
+from ctxscope.collector.web.hub import LiveHub
+
+
+class WebServer:
+    """uvicorn serving `app` from a background thread; port 0 picks a free port."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+        )
+        self._thread = threading.Thread(target=self._server.run, name="ctxscope-web", daemon=True)
+
+    def start(self, timeout_s: float = 15.0) -> WebServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the web server did not start")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout_s)
+
+
+class Dashboard:
+    """Ingest + store + command publisher + web server, started and stopped as one."""
+
+    def __init__(
+        self,
+        broker: str,
+        store_url: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        client_id: str = DEFAULT_CLIENT_ID,
+    ) -> None:
+        self.hub = LiveHub()
+        self.service = build_service(broker, store_url, client_id, on_commit=self.hub.on_commit)
+        self.commands = CommandPublisher(*parse_broker(broker))
+        self.web = WebServer(create_app(self.service.store, self.hub, self.commands), host, port)
+
+    def start(self) -> Dashboard:
+        self.web.start()
+        self.service.start()
+        return self
+
+    def stop(self) -> None:
+        self.service.ingest.stop()
+        self.commands.close()
+        self.web.stop()
+        self.service.store.close()

@@ -1,0 +1,25 @@
+"""What the dashboard reads: the subset of the collector store's read API it relies on."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ctxscope.collector.store.base import TelemetrySeries
+
+
+class FleetSource(Protocol):
+    def devices(self) -> list[dict[str, Any]]: ...
+
+    def results(self, device: str, run_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def runs(self, device: str | None = None) -> list[dict[str, Any]]: ...
+
+    def command_acks(self, device: str) -> list[dict[str, Any]]: ...
+
+    def logs(self, device: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def telemetry_channels(self, device: str) -> list[tuple[str, str, str]]: ...
+
+    def latest_telemetry(
+        self, device: str, source: str, channel: str, seconds: float
+    ) -> TelemetrySeries | None: ...

@@ -1,0 +1,254 @@
+"""JSON shapes of the pages, built from the store; pages, the terminal view and the report render them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ctxscope.collector.aggregate.characterize import characterize, compare
+from ctxscope.collector.web.reference import max_context as reference_max_context
+from ctxscope.collector.web.source import FleetSource
+from ctxscope.shared.messages import PointResult
+
+ONLINE_STATES = frozenset({"online", "busy"})
+# A retained `online` status stays true while the broker keeps the session; silence this long is shown.
+STALE_AFTER_S = 60.0
+# Only the newest batch of a channel is read for live values (its last sample is shown).
+LIVE_WINDOW_S = 0.0
+OPERATORS_KEY = "operators"
+RECENT_LOGS = 50
+
+
+def point_results(rows: Iterable[dict[str, Any]]) -> list[PointResult]:
+    """Store rows of the results table as contract records."""
+    return [PointResult.model_validate(row) for row in rows]
+
+
+class ChannelCache:
+    """Telemetry channels per device, re-read at most every `ttl_s` (they change only when an agent's
+    backends do), so live views do not scan a device's telemetry history on every refresh."""
+
+    def __init__(self, ttl_s: float = 30.0) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, list[tuple[str, str, str]]]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, source: FleetSource, device: str) -> list[tuple[str, str, str]]:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(device)
+        if entry is not None and now - entry[0] < self.ttl_s:
+            return entry[1]
+        channels = source.telemetry_channels(device)
+        if channels:  # a device that has sent no telemetry yet is asked again next time
+            with self._lock:
+                self._entries[device] = (now, channels)
+        return channels
+
+
+def live_telemetry(source: FleetSource, device: str, cache: ChannelCache | None = None) -> dict[str, Any]:
+    """The newest value of each channel of a device, with its unit and wall time; plus the headline
+    `power_w` and `temperature_c` (hottest sensor). Channels never sent are absent."""
+    channels: dict[str, dict[str, Any]] = {}
+    listed = cache.of(source, device) if cache is not None else source.telemetry_channels(device)
+    for src, channel, unit in listed:
+        series = source.latest_telemetry(device, src, channel, LIVE_WINDOW_S)
+        if series is None or not len(series.values):
+            continue
+        channels[channel] = {
+            "source": src,
+            "unit": unit,
+            "value": float(series.values[-1]),
+            "wall_ns": int(series.wall_ns[-1]),
+        }
+    return {"channels": channels, **headline(channels)}
+
+
+def headline(channels: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Power and hottest temperature from channel values, present only when measured."""
+    out: dict[str, float] = {}
+    if "power_w" in channels:
+        out["power_w"] = channels["power_w"]["value"]
+    temps = [c["value"] for name, c in channels.items() if name.startswith("temp_") and name.endswith("_c")]
+    if temps:
+        out["temperature_c"] = max(temps)
+    return out
+
+
+def run_view(row: dict[str, Any]) -> dict[str, Any]:
+    total = row.get("total") if row.get("total") is not None else row.get("total_points")
+    done = row.get("done")
+    # Progress is sent as a point starts (done = points before it): a finished run's count is its tally.
+    if row.get("outcome") is not None and row.get("points_ok") is not None:
+        done = row["points_ok"] + (row.get("points_failed") or 0)
+    return {
+        "device": row["device"],
+        "run_id": row["run_id"],
+        "done": done,
+        "total": total,
+        "point": row.get("point"),
+        "outcome": row.get("outcome"),
+        "points_ok": row.get("points_ok"),
+        "points_failed": row.get("points_failed"),
+        "error": row.get("error"),
+        "started_ts": row.get("started_ts"),
+        "finished_ts": row.get("finished_ts"),
+        "plan_hash": row.get("plan_hash"),
+    }
+
+
+def device_summary(
+    source: FleetSource, row: dict[str, Any], now_ns: int, cache: ChannelCache | None = None
+) -> dict[str, Any]:
+    status = row.get("status") or {}
+    meta = row.get("meta") or {}
+    age_s = (now_ns - row["last_seen_ns"]) / 1e9
+    return {
+        "device": row["device"],
+        "state": row.get("state"),
+        "online": row.get("state") in ONLINE_STATES,
+        "stale": age_s > STALE_AFTER_S,
+        "last_seen_ns": row["last_seen_ns"],
+        "last_seen_age_s": age_s,
+        "run_id": status.get("run_id"),
+        "detail": status.get("detail"),
+        "backlog": status.get("backlog"),
+        "hostname": meta.get("hostname"),
+        "accelerators": meta.get("accelerators", []),
+        "telemetry": live_telemetry(source, row["device"], cache),
+    }
+
+
+def fleet(
+    source: FleetSource,
+    cache: ChannelCache | None = None,
+    devices: Sequence[str] = (),
+    now_ns: int | None = None,
+) -> dict[str, Any]:
+    """The fleet page: devices (all, or the named ones) with liveness and live figures, the runs not
+    yet finished and the last finished ones, of those devices."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    wanted = set(devices)
+    rows = [r for r in source.devices() if not wanted or r["device"] in wanted]
+    summaries = [device_summary(source, row, now_ns, cache) for row in rows]
+    shown = {r["device"] for r in rows}
+    runs = [run_view(r) for r in source.runs() if r["device"] in shown]
+    return {
+        "generated_ns": now_ns,
+        "devices": summaries,
+        "online": sum(d["online"] for d in summaries),
+        "running": [r for r in runs if r["outcome"] is None],
+        "finished": [r for r in runs if r["outcome"] is not None][-20:],
+    }
+
+
+def memory_capacity_mib(meta: dict[str, Any]) -> float | None:
+    """Memory of the device's first accelerator, if its meta states it in bytes."""
+    for accelerator in meta.get("accelerators", []):
+        total = accelerator.get("memory_bytes")
+        if isinstance(total, int | float) and total > 0:
+            return float(total) / 2**20
+    return None
+
+
+def operator_shares(results: Iterable[PointResult]) -> list[dict[str, Any]]:
+    """Operator shares of each profiled point and phase, as the profiler sends them in the result's
+    details (`operators`: phase -> classes -> share_pct, percent of device time)."""
+    out = []
+    for r in results:
+        phases = r.details.get(OPERATORS_KEY)
+        if not isinstance(phases, dict):
+            continue
+        for phase, shares in sorted(phases.items()):
+            if not isinstance(shares, dict) or not isinstance(shares.get("classes"), dict):
+                continue
+            out.append(
+                {
+                    "model": r.model,
+                    "precision": r.precision,
+                    "context_len": r.context_len,
+                    "phase": phase,
+                    "run_id": r.run_id,
+                    "share_pct": {cls: v["share_pct"] for cls, v in shares["classes"].items()},
+                    "unclassified": shares.get("unclassified", []),
+                    "device_time_source": shares.get("device_time_source"),
+                }
+            )
+    return out
+
+
+class UnknownDevice(LookupError):
+    pass
+
+
+def _device_row(source: FleetSource, device_id: str) -> dict[str, Any]:
+    row = next((r for r in source.devices() if r["device"] == device_id), None)
+    if row is None:
+        raise UnknownDevice(device_id)
+    return row
+
+
+def _problems(source: FleetSource, device_id: str) -> list[dict[str, Any]]:
+    """The device's recent warning and error logs (a refused or failed plan shows up here)."""
+    return [
+        {k: row[k] for k in ("ts", "level", "logger", "message")}
+        for row in source.logs(device_id, RECENT_LOGS)
+        if row["level"] in ("warning", "error")
+    ]
+
+
+def device_live(source: FleetSource, device_id: str, cache: ChannelCache | None = None) -> dict[str, Any]:
+    """What changes every second on a device: liveness, live telemetry, its runs' progress and the
+    number of command acks (a page reloads the full device view when runs or acks move)."""
+    now_ns = time.time_ns()
+    return {
+        "generated_ns": now_ns,
+        "summary": device_summary(source, _device_row(source, device_id), now_ns, cache),
+        "runs": [run_view(r) for r in source.runs(device_id)],
+        "command_acks": len(source.command_acks(device_id)),
+        "problems": len(_problems(source, device_id)),
+    }
+
+
+def device(
+    source: FleetSource, device_id: str, cache: ChannelCache | None = None, now_ns: int | None = None
+) -> dict[str, Any]:
+    """The device page: liveness, meta, characterization, runs, operator shares and command acks."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    row = _device_row(source, device_id)
+    results = point_results(source.results(device_id))
+    meta = row.get("meta") or {}
+    capacity = memory_capacity_mib(meta)
+    return {
+        "generated_ns": now_ns,
+        "summary": device_summary(source, row, now_ns, cache),
+        "meta": meta,
+        "characterization": characterize(results, capacity),
+        "operator_shares": operator_shares(results),
+        "runs": [run_view(r) for r in source.runs(device_id)],
+        "command_acks": source.command_acks(device_id),
+        "logs": _problems(source, device_id),
+        "result_count": len(results),
+        "reference_max_context": {
+            model: reference_max_context(model) for model in sorted({r.model for r in results})
+        },
+    }
+
+
+def comparison(
+    source: FleetSource, devices: list[str], models: list[str], metric: str, now_ns: int | None = None
+) -> dict[str, Any]:
+    """The compare page: one metric's summaries per device for each model and length."""
+    known = [r["device"] for r in source.devices()]
+    chosen = [d for d in (devices or known) if d in known]
+    results = [r for d in chosen for r in point_results(source.results(d)) if not models or r.model in models]
+    return {
+        "generated_ns": time.time_ns() if now_ns is None else now_ns,
+        "metric": metric,
+        "devices": chosen,
+        "known_devices": known,
+        "models": sorted({r.model for r in results}),
+        "rows": compare(results, metric),
+    }

@@ -1,0 +1,160 @@
+"""Fixtures of the collector web/aggregation tests: result records built from the real schemas."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctxscope.broker import MosquittoBroker, mosquitto_binary
+from ctxscope.collector.store import Accepted, open_store
+from ctxscope.collector.store.base import Store
+from ctxscope.collector.web.app import create_app
+from ctxscope.collector.web.hub import LiveHub
+from ctxscope.collector.web.server import WebServer
+from ctxscope.shared.messages import CHANNEL_OF_KIND, Message, Metric, PointResult
+from ctxscope.shared.topics import topic_for
+
+_seq = itertools.count(1)
+
+
+def make_result(
+    *,
+    device: str = "orin-1",
+    model: str = "qwen2.5-0.5b",
+    family: str = "transformer",
+    context_len: int = 1024,
+    precision: str = "bf16",
+    outcome: str = "ok",
+    run_id: str = "run-a",
+    metrics: dict[str, tuple[str, Sequence[float]]] | None = None,
+    implementation: dict[str, str] | None = None,
+    details: dict[str, Any] | None = None,
+) -> PointResult:
+    """A PointResult; `metrics` maps name -> (unit, samples)."""
+    return PointResult(
+        device=device,
+        stream="0123456789abcdef",
+        seq=next(_seq),
+        ts=time.time_ns(),
+        run_id=run_id,
+        point_id=f"{model}-{context_len}-{precision}",
+        model=model,
+        family=family,
+        context_len=context_len,
+        precision=precision,
+        outcome=outcome,
+        metrics={
+            name: Metric(unit=unit, method="test: cuda events", samples=list(samples))
+            for name, (unit, samples) in (metrics or {}).items()
+        },
+        implementation=implementation or {"attention": "sdpa"},
+        details=details or {},
+    )
+
+
+@pytest.fixture
+def result_factory() -> Callable[..., PointResult]:
+    return make_result
+
+
+# ----------------------------------------------------------------------------------------------
+# A real store, a live hub and the app served by uvicorn on a free loopback port.
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_simfleet() -> Any:
+    """The benchmark's simulated devices (bench/collector/simfleet.py), shared with these tests."""
+    name = "ctxscope_bench_simfleet"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "collector" / "simfleet.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def simfleet() -> Any:
+    return load_simfleet()
+
+
+def feed(store: Store, hub: LiveHub | None, messages: Sequence[Message]) -> None:
+    """Store messages as ingest would (one transaction) and raise the after-commit callback."""
+    outcome = store.write_batch([Accepted(topic_for(m.device, CHANNEL_OF_KIND[m.kind]), m) for m in messages])
+    if hub is not None:
+        hub.on_commit(outcome)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'collector.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def hub() -> LiveHub:
+    return LiveHub()
+
+
+@pytest.fixture
+def served(store: Store, hub: LiveHub) -> Iterator[WebServer]:
+    server = WebServer(create_app(store, hub)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def feeder(store: Store, hub: LiveHub) -> Callable[[Sequence[Message]], None]:
+    """Store messages as ingest would and raise the hub's after-commit callback."""
+    return lambda messages: feed(store, hub, messages)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """A private mosquitto on a free loopback port, shared by this folder's tests."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    b = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b
+    b.stop()
+
+
+PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_store() -> Iterator[Store]:
+    """A PostgreSQL store in a fresh schema, dropped afterwards; skipped if the server is down."""
+    psycopg = pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
+    try:
+        admin = psycopg.connect(PG_BASE_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at {PG_BASE_URL} is unreachable: {exc}")
+    schema = f"ctxscope_web_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    s = open_store(f"{PG_BASE_URL}?options=-csearch_path%3D{schema}")
+    try:
+        yield s
+    finally:
+        s.close()
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture
+def feed_store() -> Callable[[Store, Sequence[Message]], None]:
+    """Store messages into any store as ingest would (no live hub)."""
+    return lambda target, messages: feed(target, None, messages)

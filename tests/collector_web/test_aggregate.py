@@ -1,0 +1,160 @@
+"""Aggregation against answers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ctxscope.collector.aggregate.characterize import characterize, compare, memory_fits
+from ctxscope.collector.aggregate.crossover import crossings, crossovers
+from ctxscope.collector.aggregate.fit import fit_quadratic
+from ctxscope.collector.aggregate.maxctx import max_context
+from ctxscope.collector.aggregate.points import aggregate_points
+from ctxscope.collector.aggregate.stats import UnitMismatch, summarize
+from ctxscope.shared.messages import Metric
+
+
+def test_median_is_of_pooled_samples_not_of_run_medians(result_factory):
+    # Run medians are 2 and 10 (their mean 6); the pooled median of 1,2,3,10,11 is 3.
+    a = result_factory(run_id="r1", metrics={"ttft": ("ms", [1, 2, 3])})
+    b = result_factory(run_id="r2", metrics={"ttft": ("ms", [10, 11])})
+    (point,) = aggregate_points([a, b])
+    summary = point.metrics["ttft"]
+    assert summary.median == 3
+    assert summary.n == 5
+    assert (summary.minimum, summary.maximum) == (1, 11)
+    assert (summary.p25, summary.p75) == (2, 10)
+    assert point.runs == ["r1", "r2"]
+
+
+def test_units_convert_before_pooling():
+    s = summarize(
+        [Metric(unit="s", method="m", samples=[0.001, 0.003]), Metric(unit="ms", method="m", samples=[2])]
+    )
+    assert s.unit == "ms"
+    assert s.median == pytest.approx(2.0)
+    with pytest.raises(UnitMismatch):
+        summarize([Metric(unit="s", method="m", samples=[1]), Metric(unit="MiB", method="m", samples=[1])])
+
+
+def test_failed_points_count_but_do_not_pool(result_factory):
+    ok = result_factory(metrics={"ttft": ("ms", [5])})
+    oom = result_factory(outcome="oom", metrics={"ttft": ("ms", [500])})
+    (point,) = aggregate_points([ok, oom])
+    assert point.metrics["ttft"].median == 5
+    assert dict(point.outcomes) == {"ok": 1, "oom": 1}
+
+
+def test_different_kernel_paths_never_pool(result_factory):
+    native = result_factory(implementation={"scan": "mamba_ssm"}, metrics={"ttft": ("ms", [1])})
+    fallback = result_factory(implementation={"scan": "torch"}, metrics={"ttft": ("ms", [9])})
+    assert len(aggregate_points([native, fallback])) == 2
+
+
+def test_max_context_and_first_failure(result_factory):
+    rows = [result_factory(context_len=n) for n in (1024, 4096, 8192)]
+    rows.append(result_factory(context_len=16384, outcome="oom"))
+    rows.append(result_factory(context_len=32768, outcome="oom"))
+    (entry,) = max_context(aggregate_points(rows))
+    assert entry.max_ok_tokens == 8192
+    assert entry.first_failure_tokens == 16384
+    assert entry.failure_outcome == "oom"
+
+
+def test_crossing_interpolates_in_log_length():
+    # Ratio 0.5 at 1024 and 2.0 at 4096: linear in ln L, 1 is reached a third of the way: 1024 * 4^(1/3).
+    (c,) = crossings([1024, 4096], [0.5, 2.0])
+    assert c.length_tokens == pytest.approx(1024 * 4 ** (1 / 3))
+    assert c.faster_above == "other"
+    assert crossings([1024, 4096], [0.5, 0.9]) == []
+
+
+def test_crossovers_pair_transformer_with_ssm_on_one_device(result_factory):
+    rows = []
+    for n, t_ms, s_ms in [(1024, 10, 20), (8192, 100, 100), (32768, 1300, 650)]:
+        rows.append(
+            result_factory(
+                model="qwen", family="transformer", context_len=n, metrics={"ttft": ("ms", [t_ms])}
+            )
+        )
+        rows.append(
+            result_factory(model="mamba2", family="ssm", context_len=n, metrics={"ttft": ("ms", [s_ms])})
+        )
+        # Another device's points must not pair with these.
+        rows.append(
+            result_factory(
+                device="rtx", model="mamba2", family="ssm", context_len=n, metrics={"ttft": ("ms", [1])}
+            )
+        )
+    found = [c for c in crossovers(aggregate_points(rows)) if c.device == "orin-1"]
+    assert len(found) == 1
+    assert found[0].ratios == pytest.approx([0.5, 1.0, 2.0])
+    assert [c.length_tokens for c in found[0].crossings] == pytest.approx([8192])
+
+
+def test_quadratic_fit_recovers_coefficients_and_limit():
+    a, b, c = 500.0, 0.02, 1e-6
+    lengths = [1024, 8192, 32768, 65536, 131072]
+    fit = fit_quadratic(lengths, [a + b * n + c * n * n for n in lengths], "MiB")
+    assert fit is not None
+    assert (fit.a, fit.b, fit.c) == (pytest.approx(a), pytest.approx(b), pytest.approx(c))
+    assert fit.rms_residual == pytest.approx(0, abs=1e-6)
+    capacity = 24 * 1024.0
+    expected = (-b + math.sqrt(b * b - 4 * c * (a - capacity))) / (2 * c)
+    assert fit.length_at(capacity) == pytest.approx(expected)
+    assert fit(expected) == pytest.approx(capacity)
+    assert fit_quadratic([1, 2], [1, 2], "MiB") is None
+
+
+def test_linear_fit_limit_and_unreachable_capacity():
+    fit = fit_quadratic([1000, 2000, 3000], [100.0, 200.0, 300.0], "MiB")
+    assert fit is not None
+    assert fit.length_at(1000.0) == pytest.approx(10_000)
+    falling = fit_quadratic([1000, 2000, 3000], [300.0, 200.0, 100.0], "MiB")
+    assert falling is not None and falling.length_at(1000.0) is None
+
+
+def test_memory_fit_uses_medians_in_mib_and_reports_limit(result_factory):
+    rows = [
+        result_factory(context_len=n, metrics={"memory_peak": ("B", [(100 + n / 1024) * 2**20])})
+        for n in (1024, 2048, 4096, 8192)
+    ]
+    (entry,) = memory_fits(aggregate_points(rows), capacity_mib=1124.0)
+    assert entry["fit"]["unit"] == "MiB"
+    assert entry["extrapolated_limit_tokens"] == pytest.approx(1024 * 1024, rel=1e-6)
+
+
+def test_characterize_and_compare_shapes(result_factory):
+    rows = [
+        result_factory(device=d, context_len=n, metrics={"ttft": ("ms", [n / f])})
+        for d, f in (("orin-1", 10), ("rtx", 100))
+        for n in (1024, 2048)
+    ]
+    out = characterize(rows)
+    assert {p["device"] for p in out["points"]} == {"orin-1", "rtx"}
+    table = compare(rows)
+    assert [r["context_len"] for r in table] == [1024, 2048]
+    assert table[0]["by_device"]["orin-1"]["median"] == pytest.approx(102.4)
+    assert table[0]["by_device"]["rtx"]["median"] == pytest.approx(10.24)
+
+
+def test_max_context_search_records_fill_the_table_but_are_not_points(result_factory):
+    grid = [result_factory(context_len=n, metrics={"ttft": ("ms", [1.0])}) for n in (1024, 4096)]
+    search = result_factory(
+        context_len=20_000,
+        metrics={"max_context": ("tokens", [20_000])},
+        details={"kind": "max_context", "memory_cap_bytes": 8 * 2**30},
+    )
+    only_search = result_factory(
+        model="mamba2-780m", family="ssm", context_len=90_000, metrics={"max_context": ("tokens", [90_000])},
+        details={"kind": "max_context"},
+    )  # fmt: skip
+    aggregates = aggregate_points([*grid, search, only_search])
+    assert [a.context_len for a in aggregates] == [1024, 4096]
+    table = {m.key.model: m for m in max_context(aggregates, [*grid, search, only_search])}
+    assert table["qwen2.5-0.5b"].max_ok_tokens == 4096
+    assert table["qwen2.5-0.5b"].searched_tokens == 20_000
+    assert table["qwen2.5-0.5b"].search_memory_cap_bytes == 8 * 2**30
+    assert (table["mamba2-780m"].max_ok_tokens, table["mamba2-780m"].searched_tokens) == (None, 90_000)
+    assert table["mamba2-780m"].family == "ssm"

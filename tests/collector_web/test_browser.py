@@ -1,0 +1,168 @@
+"""The dashboard in headless Chromium (Debian's), driven by playwright: every page renders, live
+values change while records stream in, no console errors. Screenshots go to the temp folder."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(tempfile.gettempdir()) / "ctxscope-screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+class Console:
+    """Errors a page logged or threw; a test fails on any."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, Console]]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    p = context.new_page()
+    console = Console(p)
+    yield p, console
+    context.close()
+
+
+class Streamer:
+    """Feeds telemetry of rising power into the store every 200 ms, as ingest would."""
+
+    def __init__(self, feeder: Any, device: Any) -> None:
+        self.feeder, self.device = feeder, device
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        power = 10.0
+        while not self.stop.wait(0.2):
+            power += 1.0
+            self.feeder([self.device.telemetry(power_w=power, temp_c=40 + power / 10)])
+
+    def __enter__(self) -> Streamer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def changes(page: Any, selector: str, timeout_ms: int = 5000) -> tuple[str, str]:
+    before = page.locator(selector).inner_text()
+    page.wait_for_function(
+        "([sel, old]) => document.querySelector(sel).textContent !== old",
+        arg=[selector, before],
+        timeout=timeout_ms,
+    )
+    return before, page.locator(selector).inner_text()
+
+
+@pytest.fixture
+def two_devices(simfleet, feeder):
+    orin, rtx = simfleet.SimDevice("orin-1"), simfleet.SimDevice("rtx-1")
+    feeder([orin.meta(), orin.status("online"), orin.telemetry(10.0, 40.0)])
+    feeder(simfleet.sweep(orin))
+    feeder([rtx.meta(24 * 2**30), rtx.status("busy", run_id="r2"), rtx.run_started("r2", 4)])
+    feeder([rtx.result("r2", "qwen2.5-0.5b", "transformer", 1024, 5.0, 900.0), rtx.progress("r2", 1, 4)])
+    return orin, rtx
+
+
+def test_fleet_page_renders_and_follows_live_telemetry(served, page, two_devices, feeder):
+    p, console = page
+    p.goto(served.url + "/")
+    p.wait_for_selector("#device-orin-1 td.power")
+    p.wait_for_selector("#live.on")
+    assert "2 of 2 online" in p.locator("#online-count").inner_text()
+    assert p.locator("#running tbody tr").count() == 1
+    with Streamer(feeder, two_devices[0]):
+        before, after = changes(p, "#device-orin-1 td.power")
+        assert before != after and after.endswith(" W")
+        shot(p, "fleet")
+    latencies = p.evaluate("window.ctxscopeState.latenciesMs")
+    assert latencies and max(latencies) < 5000
+    assert console.errors == []
+
+
+def test_device_page_renders_charts_tables_and_live_values(served, page, two_devices, feeder):
+    p, console = page
+    p.goto(served.url + "/devices/orin-1")
+    p.wait_for_selector("#chart-ttft .main-svg")
+    p.wait_for_selector("#chart-memory_peak .main-svg")
+    p.wait_for_selector("#chart-prefill_energy_per_token .main-svg")
+    p.wait_for_selector("#chart-operator_shares .main-svg")
+    assert p.locator("#maxctx tbody tr").count() == 2
+    assert "simulated_kernel" in p.locator("#unclassified tbody").inner_text()
+    assert p.locator("#fits tbody tr").count() == 4  # TTFT and memory, two models each
+    assert "qwen2.5-0.5b" in p.locator("#crossovers tbody").inner_text()
+    p.wait_for_selector("#live.on")
+    with Streamer(feeder, two_devices[0]):
+        _, after = changes(p, "#power")
+        assert after.endswith(" W")
+    p.check("#reference")
+    legend = "[...document.querySelectorAll('#chart-ttft .legendtext')]"
+    p.wait_for_function(f"() => {legend}.some(t => t.textContent.startsWith('paper'))")
+    shot(p, "device")
+    assert console.errors == []
+
+
+def test_device_page_shows_results_that_arrive_while_open(served, page, two_devices, feeder):
+    p, console = page
+    p.goto(served.url + "/devices/rtx-1")
+    p.wait_for_selector("#chart-ttft .main-svg")
+    p.wait_for_selector("#live.on")
+    assert p.locator("#maxctx tbody tr").count() == 1
+    rtx = two_devices[1]
+    feeder([rtx.result("r2", "mamba2-780m", "ssm", 1024, 9.0, 1500.0), rtx.progress("r2", 2, 4)])
+    p.wait_for_function("() => document.querySelectorAll('#maxctx tbody tr').length === 2", timeout=5000)
+    assert "2/4" in p.locator("#runs tbody").inner_text()
+    assert console.errors == []
+
+
+def test_compare_page_renders_both_devices(served, page, two_devices):
+    p, console = page
+    p.goto(served.url + "/compare?metric=ttft")
+    p.wait_for_selector("#compare-chart .main-svg")
+    p.wait_for_selector("#compare-table tbody tr")
+    header = p.locator("#compare-table thead").inner_text()
+    assert "orin-1" in header and "rtx-1" in header
+    p.uncheck("input[name=devices][value=rtx-1]")
+    p.wait_for_function("() => !document.querySelector('#compare-table thead').textContent.includes('rtx-1')")
+    shot(p, "compare")
+    assert console.errors == []

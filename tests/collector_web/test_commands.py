@@ -1,0 +1,156 @@
+"""Plans to devices through a real mosquitto: the publisher, `collector send-plan`, and the web form's API."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from click.testing import CliRunner
+
+from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan, send_plan
+from ctxscope.collector.web.app import create_app
+from ctxscope.collector.web.server import WebServer
+from ctxscope.shared import codec
+from ctxscope.shared.ids import new_stream_id
+from ctxscope.shared.messages import Command, CommandAck
+from ctxscope.shared.topics import Channel, subscription, topic_for
+
+PLAN = 'name = "smoke"\nmodels = ["qwen2.5-0.5b"]\ncontext = [1024, 2048]\n'
+
+
+class FakeAgent:
+    """Stands in for `agent serve` on the wire: takes commands, answers each with a CommandAck that
+    refuses plans naming an unknown model (the reason text comes back to the sender)."""
+
+    def __init__(self, broker: Any, device: str) -> None:
+        self.device = device
+        self.stream = new_stream_id()
+        self.received: list[tuple[Command, bool, int]] = []
+        self.ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fake-{device}")
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self.ready.wait(5)
+        time.sleep(0.1)  # let the SUBACK land
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe(subscription(Channel.CMD, self.device), qos=1)
+        self.ready.set()
+
+    def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        command = codec.decode(message.payload)
+        assert isinstance(command, Command)
+        self.received.append((command, message.retain, message.qos))
+        models = command.args.get("plan", {}).get("models", [])
+        accepted = "no-such-model" not in models
+        ack = CommandAck(
+            device=self.device,
+            stream=self.stream,
+            seq=len(self.received),
+            ts=time.time_ns(),
+            command_id=command.command_id,
+            name=command.name,
+            accepted=accepted,
+            reason=None if accepted else "unknown model 'no-such-model'",
+            run_id="run-1" if accepted else None,
+        )
+        client.publish(topic_for(self.device, Channel.RUN), codec.encode(ack), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def agent(broker) -> Iterator[FakeAgent]:
+    a = FakeAgent(broker, "orin-7")
+    yield a
+    a.close()
+
+
+def test_parse_plan_refuses_bad_toml_with_reason():
+    assert parse_plan(PLAN)["context"] == [1024, 2048]
+    with pytest.raises(PlanError, match="not valid TOML"):
+        parse_plan("models = [")
+    with pytest.raises(PlanError, match="empty"):
+        parse_plan("")
+
+
+def test_publisher_sends_expiring_qos1_unretained_command_and_gets_ack(broker, agent):
+    publisher = CommandPublisher(broker.host, broker.port)
+    try:
+        before = time.time_ns()
+        command = publisher.send_plan("orin-7", parse_plan(PLAN), ttl_s=60)
+        ack = publisher.wait_ack(command.command_id, 5)
+    finally:
+        publisher.close()
+    assert ack is not None and ack.accepted and ack.run_id == "run-1"
+    (received, retained, qos) = agent.received[0]
+    assert received.name == "run_plan" and received.args["plan"]["models"] == ["qwen2.5-0.5b"]
+    assert not retained and qos == 1
+    assert before + 59e9 < received.expires_at < time.time_ns() + 61e9
+
+
+def test_send_plan_cli_reports_acceptance_and_refusal(broker, agent, tmp_path: Path):
+    good, bad, broken = tmp_path / "good.toml", tmp_path / "bad.toml", tmp_path / "broken.toml"
+    good.write_text(PLAN)
+    bad.write_text(PLAN.replace("qwen2.5-0.5b", "no-such-model"))
+    broken.write_text("models = [")
+    address = f"{broker.host}:{broker.port}"
+    runner = CliRunner()
+    ok = runner.invoke(send_plan, ["orin-7", str(good), "--broker", address, "--wait", "5"])
+    assert ok.exit_code == 0, ok.output
+    assert "accepted the plan: run run-1" in ok.output
+    refused = runner.invoke(send_plan, ["orin-7", str(bad), "--broker", address, "--wait", "5"])
+    assert refused.exit_code == 1
+    assert "refused the plan: unknown model 'no-such-model'" in refused.output
+    invalid = runner.invoke(send_plan, ["orin-7", str(broken), "--broker", address])
+    assert invalid.exit_code == 1 and "not valid TOML" in invalid.output
+    assert len(agent.received) == 2  # the broken plan never left the collector
+    shipped = runner.invoke(send_plan, ["orin-7", "cpu-smoke", "--broker", address, "--wait", "5"])
+    assert shipped.exit_code == 0, shipped.output
+    assert agent.received[-1][0].args["plan"]["name"] == "cpu-smoke"
+    unknown = runner.invoke(send_plan, ["orin-7", "no-such-plan", "--broker", address])
+    assert unknown.exit_code == 1 and "neither a plan file nor a shipped plan (cpu-smoke" in unknown.output
+
+
+def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_web_plan_api_publishes_and_refuses_bad_plans_with_reason(
+    broker, agent, store, hub, simfleet, feeder
+):
+    feeder([simfleet.SimDevice("orin-7").meta()])
+    publisher = CommandPublisher(broker.host, broker.port)
+    server = WebServer(create_app(store, hub, publisher)).start()
+    try:
+        status, answer = post(server.url + "/api/devices/orin-7/plans", {"plan_toml": PLAN, "ttl_s": 30})
+        assert status == 202, answer
+        assert publisher.wait_ack(answer["command_id"], 5) is not None
+        assert agent.received[-1][0].command_id == answer["command_id"]
+        status, answer = post(server.url + "/api/devices/orin-7/plans", {"plan_toml": "models = ["})
+        assert status == 400 and "not valid TOML" in answer["detail"]
+        status, answer = post(server.url + "/api/devices/orin-7/plans", {"shipped": "no-such-plan"})
+        assert status == 400 and "no shipped plan" in answer["detail"]
+        assert post(server.url + "/api/devices/ghost/plans", {"plan_toml": PLAN})[0] == 404
+    finally:
+        server.stop()
+        publisher.close()

@@ -1,0 +1,78 @@
+"""The report, the exports and the terminal view over a real SQLite store."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ctxscope.collector.export import export
+from ctxscope.collector.report import report
+from ctxscope.collector.watch import watch
+
+
+@pytest.fixture
+def stored(simfleet, feeder, store, tmp_path: Path) -> str:
+    dev = simfleet.SimDevice("orin-1")
+    feeder([dev.meta(), dev.status("online"), dev.telemetry(12.0, 45.0)])
+    feeder(simfleet.sweep(dev))
+    feeder([dev.result("sim-run", "qwen2.5-0.5b", "transformer", 131072, 0.0, outcome="oom")])
+    return f"sqlite:///{store.path}"
+
+
+def test_csv_export_keeps_samples_and_leaves_unmeasured_empty(stored, tmp_path: Path):
+    out = tmp_path / "export"
+    result = CliRunner().invoke(export, ["--store", stored, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 9
+    oom = next(r for r in rows if r["outcome"] == "oom")
+    assert oom["ttft_median"] == ""  # not measured: empty, never 0
+    first = next(r for r in rows if r["context_len"] == "1024" and r["model"] == "qwen2.5-0.5b")
+    samples = json.loads(first["ttft_samples"])
+    assert len(samples) == 5 and float(first["ttft_median"]) == pytest.approx(sorted(samples)[2])
+    aggregates = list(csv.DictReader((out / "aggregates.csv").open()))
+    assert {r["model"] for r in aggregates} == {"qwen2.5-0.5b", "mamba2-780m"}
+    assert json.loads(next(r for r in aggregates if r["context_len"] == "131072")["outcomes"]) == {"oom": 1}
+
+
+def test_parquet_export_round_trips(stored, tmp_path: Path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="Parquet export needs pyarrow")
+    out = tmp_path / "export"
+    result = CliRunner().invoke(export, ["--store", stored, "--out", str(out), "--format", "parquet"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(table) == 9
+    assert next(r for r in table if r["outcome"] == "oom")["ttft_median"] is None
+
+
+def test_report_writes_html_with_png_figures(stored, tmp_path: Path):
+    pytest.importorskip("matplotlib", reason="PNG figures need matplotlib")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(report, ["--store", stored, "--out", str(out), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    page = (out / "index.html").read_text()
+    for name in (
+        "orin-1-ttft.png",
+        "orin-1-decode_per_token.png",
+        "orin-1-memory_peak.png",
+        "orin-1-memory_split.png",
+        "orin-1-prefill_energy_per_token.png",
+        "orin-1-operator-shares.png",
+    ):
+        assert name in page
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "131072 (oom)" in page  # first failure above the longest ok length
+    assert 'href="results.csv"' in page
+
+
+def test_watch_once_prints_devices_runs_and_results(stored):
+    result = CliRunner().invoke(watch, ["--store", stored, "--once"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 online" in result.output
+    assert "12 W" in result.output and "45 °C" in result.output
+    assert "mamba2-780m" in result.output and "oom" in result.output
+    assert "MiB" in result.output  # memory in its canonical unit, whatever unit the agent sent

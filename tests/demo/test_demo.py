@@ -1,0 +1,101 @@
+"""`ctxscope demo` end to end: broker + collector + a real agent process, bounded, without a terminal."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ctxscope.broker import free_port
+from ctxscope.collector.store import open_store
+
+DEMO = [sys.executable, "-c", "from ctxscope.cli import main; main()", "demo"]
+POINTS = 8  # demo_plan.toml: 2 models x 4 context lengths
+
+
+def _summary(output: str) -> dict[str, int]:
+    found = re.search(
+        r"(\d+) records written, (\d+) still spooled.*?holds (\d+) of them, (\d+) lost, (\d+) gaps",
+        output,
+        re.S,
+    )
+    assert found, output
+    written, spooled, held, lost, gaps = map(int, found.groups())
+    return {"written": written, "spooled": spooled, "held": held, "lost": lost, "gaps": gaps}
+
+
+@pytest.mark.slow
+def test_demo_runs_the_plan_and_loses_nothing(tmp_path: Path) -> None:
+    # A free port where nothing listens: the demo has to start its own broker there.
+    port = free_port()
+    done = subprocess.run(
+        [
+            *DEMO,
+            "--broker",
+            f"127.0.0.1:{port}",
+            "--workdir",
+            str(tmp_path),
+            "--web-port",
+            "0",
+            "--headless",
+            "--until-done",
+            "--duration",
+            "240",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert f"127.0.0.1:{port} (private mosquitto)" in output or "(embedded amqtt)" in output
+    assert "stopped (run finished)" in output
+    assert len(re.findall(r"^result .*: ok, ttft", output, re.M)) == POINTS, output
+    summary = _summary(output)
+    assert summary["lost"] == 0 and summary["gaps"] == 0
+    assert summary["held"] == summary["written"] - summary["spooled"] > POINTS
+
+    store = open_store(f"sqlite:///{tmp_path / 'collector.sqlite'}")
+    try:
+        results = store.results("demo-local")
+        assert len(results) == POINTS
+        for row in results:
+            assert row["metrics"]["ttft"]["unit"] and len(row["metrics"]["ttft"]["samples"]) >= 3
+            # On the CPU, Mamba-2 runs transformers' torch code, and the result says so.
+            if row["family"] == "ssm":
+                assert "fallback" in " ".join(row["implementation"].values()).lower(), row["implementation"]
+        assert [run["outcome"] for run in store.runs("demo-local")] == ["completed"]
+        assert store.telemetry_channels("demo-local"), "host telemetry was not streamed"
+        assert [d["state"] for d in store.devices() if d["device"] == "demo-local"] == ["offline"]
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [*DEMO, "--broker", f"127.0.0.1:{port}", "--workdir", str(tmp_path), "--web-port", "0", "--headless"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    for line in demo.stdout:
+        lines.append(line)
+        if line.startswith("result ") or time.monotonic() > deadline:
+            break
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=180)
+    output = "".join(lines) + rest
+    assert demo.returncode == 0, output
+    assert "stopped (Ctrl-C)" in output
+    summary = _summary(output)
+    assert summary["lost"] == 0 and summary["gaps"] == 0 and summary["spooled"] == 0
