@@ -115,7 +115,7 @@ def demo(
     from ctxscope.broker import BrokerError, ensure_broker
     from ctxscope.collector.web.server import Dashboard
 
-    console = Console(stderr=headless)
+    console = Console(stderr=headless, soft_wrap=headless)
     workdir = workdir or state_dir() / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     host, port = parse_broker(broker)
