@@ -23,11 +23,11 @@ test: $(STAMP)
 	bash scripts/system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared ctxscope
+	$(BIN)/mypy agent collector shared ctxscope
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy shared ctxscope
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy agent collector shared ctxscope
 
 setup: $(STAMP)
 
