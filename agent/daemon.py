@@ -40,6 +40,7 @@ QUEUE_LIMIT = 16
 @dataclass(frozen=True)
 class AcceptedPlan:
     command_id: str
+    run_id: str
     plan: Any  # ctxscope.agent.engine.plan.Plan (imported lazily: it pulls in the zoo)
 
 
@@ -55,6 +56,8 @@ class Daemon:
         self._plans: queue.Queue[AcceptedPlan] = queue.Queue(maxsize=QUEUE_LIMIT)
 
     def handle_command(self, command: Command) -> None:
+        from ctxscope.agent.engine.runner import new_run_id
+
         if command.name != "run_plan":
             self._ack(
                 command,
@@ -70,16 +73,24 @@ class Daemon:
         if self.stopping.is_set():
             self._ack(command, accepted=False, reason="the agent is shutting down")
             return
+        accepted = AcceptedPlan(command.command_id, new_run_id(), plan)
         try:
-            self._plans.put_nowait(AcceptedPlan(command.command_id, plan))
+            self._plans.put_nowait(accepted)
         except queue.Full:
             self._ack(command, accepted=False, reason=f"{QUEUE_LIMIT} plans are already queued")
             return
-        self._ack(command, accepted=True)
+        self._ack(command, accepted=True, run_id=accepted.run_id)
 
-    def _ack(self, command: Command, *, accepted: bool, reason: str | None = None) -> None:
+    def _ack(
+        self, command: Command, *, accepted: bool, reason: str | None = None, run_id: str | None = None
+    ) -> None:
         self.spool.emit(
-            CommandAck, command_id=command.command_id, name=command.name, accepted=accepted, reason=reason
+            CommandAck,
+            command_id=command.command_id,
+            name=command.name,
+            accepted=accepted,
+            reason=reason,
+            run_id=run_id,
         )
         if not accepted:
             log.warning("refused command %s (%s): %s", command.command_id, command.name, reason)
@@ -93,7 +104,7 @@ class Daemon:
                 accepted = self._plans.get(timeout=0.5)
             except queue.Empty:
                 continue
-            self.link.set_status("busy", detail=f"plan {accepted.plan.name}")
+            self.link.set_status("busy", run_id=accepted.run_id, detail=f"plan {accepted.plan.name}")
             try:
                 summary = run_plan(
                     accepted.plan,
@@ -102,6 +113,7 @@ class Daemon:
                     progress=False,
                     device=self.torch_device,
                     should_stop=self.stopping.is_set,
+                    run_id=accepted.run_id,
                 )
                 log.info(
                     "plan %s finished: %d ok, %d failed",
@@ -116,6 +128,22 @@ class Daemon:
                 )
             finally:
                 self.link.set_status("online")
+        self._report_unstarted()
+
+    def _report_unstarted(self) -> None:
+        """Accepted plans that never started are said to be dropped, not silently forgotten."""
+        while True:
+            try:
+                accepted = self._plans.get_nowait()
+            except queue.Empty:
+                return
+            self.spool.emit(
+                Log,
+                level="warning",
+                logger=__name__,
+                message=f"plan {accepted.plan.name} (run {accepted.run_id}, command {accepted.command_id}) "
+                "was accepted but not started: the agent stopped; send it again",
+            )
 
 
 def parse_plan_argument(raw: object) -> Any:

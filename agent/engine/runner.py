@@ -156,6 +156,11 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
         yield bar
 
 
+def new_run_id() -> str:
+    """A run id that sorts by start time and is unique enough across a fleet: run-<UTC time>-<hex>."""
+    return f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
 def run_plan(
     plan: Plan,
     sink: RecordSink,
@@ -164,6 +169,7 @@ def run_plan(
     progress: bool = True,
     device: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    run_id: str | None = None,
 ) -> RunSummary:
     """Measure every point of `plan` on `device` and emit the records through `sink`.
 
@@ -173,7 +179,7 @@ def run_plan(
     from ctxscope.agent import zoo
 
     device = device or default_device()
-    run_id = f"run-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    run_id = run_id or new_run_id()
     manifest = collect(device, plan_hash=plan.hash)
     points = list(plan.points())
     summary = RunSummary(run_id, plan.hash)
