@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ctxscope.compat import tomllib
+from ctxscope.paths import state_dir
 from ctxscope.shared.ids import InvalidIdentifier, device_id_from_hostname, validate_device_id
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
 
 ENV_PREFIX = "CTXSCOPE_"
 # env variable suffix -> field name; every field is settable from the environment
@@ -39,12 +35,6 @@ ENV_FIELDS = {
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field and the source."""
-
-
-def state_dir() -> Path:
-    """The per-user state directory (XDG_STATE_HOME, else ~/.local/state) for ctxscope."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "ctxscope"
 
 
 class AgentConfig(BaseModel):

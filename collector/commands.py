@@ -8,7 +8,6 @@ on its `run` channel, which `send-plan` waits for and prints (accepted, or the r
 from __future__ import annotations
 
 import secrets
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,15 +18,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ctxscope.collector.web.plans import shipped
+from ctxscope.compat import tomllib
 from ctxscope.shared import codec
 from ctxscope.shared.ids import InvalidIdentifier, new_stream_id, validate_device_id
 from ctxscope.shared.messages import Command, CommandAck
 from ctxscope.shared.topics import Channel, command_topic, subscription
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
 
 RUN_PLAN = "run_plan"
 DEFAULT_TTL_S = 600.0

@@ -15,9 +15,9 @@ from types import FrameType
 
 import click
 
-from ctxscope.agent.config import state_dir
 from ctxscope.collector.ingest import DEFAULT_CLIENT_ID, CommitCallback, Ingest, IngestCounters
 from ctxscope.collector.store import Store, open_store
+from ctxscope.paths import state_dir
 
 log = logging.getLogger(__name__)
 

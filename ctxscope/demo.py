@@ -27,12 +27,12 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from ctxscope.agent.config import state_dir
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.collector.service import parse_broker
 from ctxscope.collector.store import Store
 from ctxscope.collector.watch import frame
 from ctxscope.compat import tomllib
+from ctxscope.paths import state_dir
 
 DEMO_DEVICE = "demo-local"
 
