@@ -45,23 +45,32 @@ class Backend(abc.ABC):
     name: str
     # Highest rate at which the source yields fresh values; the sampler never polls faster.
     max_rate_hz: ClassVar[float] = 1000.0
+    _metrics: dict[str, str]
+    _info: dict[str, str]
+    _power_method: str | None
 
     @abc.abstractmethod
     def available(self) -> bool:
         """Whether this source works on this machine. Never raises; probes supported metrics."""
 
-    @abc.abstractmethod
+    def __init__(self) -> None:
+        # What the source supports on this machine, filled in by `available()`.
+        self._metrics: dict[str, str] = {}
+        self._info: dict[str, str] = {}
+        self._power_method: str | None = None
+
     def metrics(self) -> dict[str, str]:
         """Supported metric name -> unit, as found by `available()`; empty when unavailable."""
+        return dict(self._metrics)
 
     def info(self) -> dict[str, str]:
         """Static facts about the source (model, driver, power mode); empty when there are none."""
-        return {}
+        return dict(self._info)
 
     @property
     def power_method(self) -> str | None:
         """How `power_w` is obtained (sensor, averaging window), or None when it is not supported."""
-        return None
+        return self._power_method
 
     def open(self) -> None:  # noqa: B027 - sources without resources need no setup
         """Acquire what `read()` needs; called in the process that samples."""

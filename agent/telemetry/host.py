@@ -15,15 +15,9 @@ class HostBackend(Backend):
     name = "host"
     max_rate_hz = 100.0
 
-    def __init__(self) -> None:
-        self._metrics: dict[str, str] = {}
-
     def available(self) -> bool:
         self._metrics = {name: unit_of(name) for name in self._sample()}
         return True
-
-    def metrics(self) -> dict[str, str]:
-        return dict(self._metrics)
 
     def info(self) -> dict[str, str]:
         return {

@@ -95,10 +95,8 @@ class JtopBackend(Backend):
     max_rate_hz = 2.0
 
     def __init__(self, interval_s: float = 0.5) -> None:
+        super().__init__()
         self.interval_s = interval_s
-        self._metrics: dict[str, str] = {}
-        self._info: dict[str, str] = {}
-        self._power_method: str | None = None
         self._jetson: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -116,16 +114,6 @@ class JtopBackend(Backend):
         self._metrics = {name: unit_of(name) for name in values}
         self._info = static_info(snap)
         return bool(self._metrics)
-
-    def metrics(self) -> dict[str, str]:
-        return dict(self._metrics)
-
-    def info(self) -> dict[str, str]:
-        return dict(self._info)
-
-    @property
-    def power_method(self) -> str | None:
-        return self._power_method
 
     def open(self) -> None:
         from jtop import JtopException, jtop

@@ -97,12 +97,10 @@ class NvmlBackend(Backend):
 
     def __init__(self, index: int = 0, only: Collection[str] | None = None) -> None:
         """`only` restricts sampling to these metrics (fewer NVML calls per sample)."""
+        super().__init__()
         self.index = index
         self.name = f"nvml{index}"
         self.only = frozenset(only) if only is not None else None
-        self._metrics: dict[str, str] = {}
-        self._info: dict[str, str] = {}
-        self._power_method: str | None = None
         self._handle: Any = None
         self.unavailable_reason: str | None = None
 
@@ -119,7 +117,7 @@ class NvmlBackend(Backend):
             self._probe()
         except Exception as exc:  # a binding too old for one call must not break detection
             self.unavailable_reason = f"probe failed: {type(exc).__name__}: {exc}"
-            self._metrics = {}
+            self._metrics.clear()
         finally:
             self.close()
         if "power_w" not in self._metrics:
@@ -144,16 +142,6 @@ class NvmlBackend(Backend):
         elif "power_w" in self._metrics:
             self._power_method = _AVERAGED
         self._info = self._static_info()
-
-    def metrics(self) -> dict[str, str]:
-        return dict(self._metrics)
-
-    def info(self) -> dict[str, str]:
-        return dict(self._info)
-
-    @property
-    def power_method(self) -> str | None:
-        return self._power_method
 
     def open(self) -> None:
         init()

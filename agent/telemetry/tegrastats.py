@@ -72,8 +72,7 @@ class TegrastatsBackend(Backend):
     def __init__(self, interval_ms: int = 100, command: Sequence[str] | None = None) -> None:
         self.interval_ms = interval_ms
         self.command = list(command) if command else ["tegrastats", "--interval", str(interval_ms)]
-        self._metrics: dict[str, str] = {}
-        self._power_method: str | None = None
+        super().__init__()
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._lines: list[tuple[int, str]] = []
@@ -81,7 +80,7 @@ class TegrastatsBackend(Backend):
 
     def __getstate__(self) -> dict[str, object]:
         # Pickled to the sampler process before open(): the child process and lock stay behind.
-        keep = ("interval_ms", "command", "_metrics", "_power_method")
+        keep = ("interval_ms", "command", "_metrics", "_info", "_power_method")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -106,13 +105,6 @@ class TegrastatsBackend(Backend):
         values, self._power_method = parse_line(lines[0][1])
         self._metrics = {name: unit_of(name) for name in values}
         return bool(self._metrics)
-
-    def metrics(self) -> dict[str, str]:
-        return dict(self._metrics)
-
-    @property
-    def power_method(self) -> str | None:
-        return self._power_method
 
     def open(self) -> None:
         self._proc = subprocess.Popen(
