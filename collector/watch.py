@@ -46,11 +46,13 @@ def _progress(run: dict[str, Any] | None) -> str:
 
 
 def _median(metric: dict[str, Any] | None) -> str:
-    """Median of a stored metric in its canonical unit (ms, MiB, J...)."""
+    """Median of a stored metric in its canonical unit (ms, MiB, J...), with its IQR and n."""
     if not metric:
         return "–"
     summary = summarize([Metric.model_validate(metric)])
-    return _value(summary.median, summary.unit)
+    if summary.n == 1:
+        return _value(summary.median, summary.unit)
+    return f"{_value(summary.median, summary.unit)} (IQR {summary.p75 - summary.p25:.2g}, n={summary.n})"
 
 
 def frame(store: Store) -> Group:
