@@ -17,6 +17,7 @@ import click
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ctxscope.collector.service import parse_broker
 from ctxscope.collector.web.plans import shipped
 from ctxscope.compat import tomllib
 from ctxscope.shared import codec
@@ -59,13 +60,6 @@ def read_plan(plan: str) -> str:
     )
 
 
-def parse_broker(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"broker address {address!r} is not HOST:PORT")
-    return host, int(port)
-
-
 class CommandPublisher:
     """One MQTT connection that publishes commands and collects their acks (for the web and the CLI)."""
 
@@ -85,6 +79,7 @@ class CommandPublisher:
         if username is not None:
             self._client.username_pw_set(username, password)
         self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
@@ -96,6 +91,9 @@ class CommandPublisher:
             for device in watched:
                 client.subscribe(subscription(Channel.RUN, device), qos=1)
             self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
@@ -143,7 +141,10 @@ class CommandPublisher:
             expires_at=now + int(ttl_s * 1e9),
         )
         info = self._client.publish(command_topic(device, name), codec.encode(command), qos=1, retain=False)
-        info.wait_for_publish(timeout_s)
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError) as exc:  # paho: connection lost, or its queue is full
+            raise ConnectionError(f"command {command.command_id} was not sent: {exc}") from exc
         if not info.is_published():
             raise ConnectionError(f"the broker did not acknowledge command {command.command_id}")
         return command

@@ -195,7 +195,10 @@ class Ingest:
 
     def _commit(self, batch: list[mqtt.MQTTMessage]) -> bool:
         payloads = [bytes(m.payload) for m in batch]
-        items = [validate(m.topic, payload) for m, payload in zip(batch, payloads, strict=True)]
+        items = [
+            _retained(validate(m.topic, payload), m.retain)
+            for m, payload in zip(batch, payloads, strict=True)
+        ]
         while True:
             try:
                 outcome, rejects = self._store_items(items, payloads)
@@ -243,6 +246,10 @@ class Ingest:
                 rejects.append(item)
             _merge(total, single)
         return total, rejects
+
+
+def _retained(item: Accepted | Rejected, retained: bool) -> Accepted | Rejected:
+    return dataclasses.replace(item, retained=True) if retained and isinstance(item, Accepted) else item
 
 
 def _merge(total: BatchOutcome, part: BatchOutcome) -> None:

@@ -139,7 +139,7 @@ def device_section(view: dict[str, Any], out_dir: Path) -> str:
     shares = shares_png(view["operator_shares"], out_dir / f"{device}-operator-shares.png")
     if shares is not None:
         images.append(shares.name)
-    fits = {(f["model"], f["precision"], f["logits"]): f for f in ch["memory_fits"]}
+    fits = {(f["model"], f["precision"], f["logits"], f["implementation"]): f for f in ch["memory_fits"]}
     maxctx = [
         [
             m["model"],
@@ -148,7 +148,11 @@ def device_section(view: dict[str, Any], out_dir: Path) -> str:
             m["max_ok_tokens"],
             f"{m['first_failure_tokens']} ({m['failure_outcome']})" if m["first_failure_tokens"] else None,
             m["searched_tokens"],
-            _round(fits.get((m["model"], m["precision"], m["logits"]), {}).get("extrapolated_limit_tokens")),
+            _round(
+                fits.get((m["model"], m["precision"], m["logits"], m["implementation"]), {}).get(
+                    "extrapolated_limit_tokens"
+                )
+            ),
         ]
         for m in ch["max_context"]
     ]
@@ -167,7 +171,15 @@ def device_section(view: dict[str, Any], out_dir: Path) -> str:
         f'<div class="figs">{figures}</div>'
         "<h3>Maximum context</h3>"
         + _table(
-            ["model", "precision", "logits", "longest ok", "first failure", "fit limit (extrapolated)"],
+            [
+                "model",
+                "precision",
+                "logits",
+                "longest ok",
+                "first failure",
+                "search result",
+                "fit limit (extrapolated)",
+            ],
             maxctx,
         )
         + "<h3>Transformer / SSM crossovers (TTFT)</h3>"

@@ -52,7 +52,7 @@ def _median(metric: dict[str, Any] | None) -> str:
     summary = summarize([Metric.model_validate(metric)])
     if summary.n == 1:
         return _value(summary.median, summary.unit)
-    return f"{_value(summary.median, summary.unit)} (IQR {summary.p75 - summary.p25:.2g}, n={summary.n})"
+    return f"{_value(summary.median, summary.unit)} (IQR {_value(summary.iqr, summary.unit)}, n={summary.n})"
 
 
 def frame(store: Store) -> Group:
@@ -67,7 +67,7 @@ def frame(store: Store) -> Group:
         run = running.get(d["device"])
         devices.add_row(
             d["device"],
-            f"[{style}]{d['state']}[/]" + (" (stale)" if d["stale"] else "") if style else str(d["state"]),
+            (f"[{style}]{d['state']}[/]" if style else str(d["state"])) + (" (stale)" if d["stale"] else ""),
             _age(d["last_seen_age_s"]),
             _value(d["telemetry"].get("power_w"), "W"),
             _value(d["telemetry"].get("temperature_c"), "°C"),

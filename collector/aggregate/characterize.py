@@ -60,21 +60,23 @@ def characterize(results: Iterable[PointResult], capacity_mib: float | None = No
 
 
 def compare(results: Iterable[PointResult], metric: str = TTFT) -> list[dict[str, Any]]:
-    """One row per (model, precision, logits, context length) with the metric's summary per device,
-    so devices (or models, by reading rows) stand side by side."""
-    rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    """One row per (model, precision, logits, kernel path, context length) with the metric's summary
+    per device, so devices (or models, by reading rows) stand side by side; kernel paths never share
+    a row, so one device's native and fallback measurements never overwrite each other."""
+    rows: dict[tuple[str, str, str, str, int], dict[str, Any]] = {}
     for aggregate in aggregate_points(results):
         summary = aggregate.metrics.get(metric)
         if summary is None:
             continue
         key: SeriesKey = aggregate.key
         row = rows.setdefault(
-            (key.model, key.precision, key.logits, aggregate.context_len),
+            (key.model, key.precision, key.logits, key.implementation, aggregate.context_len),
             {
                 "model": key.model,
                 "family": aggregate.family,
                 "precision": key.precision,
                 "logits": key.logits,
+                "implementation": key.implementation,
                 "context_len": aggregate.context_len,
                 "metric": metric,
                 "by_device": {},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from ctxscope.collector.aggregate.points import PointAggregate, SeriesKey, curve
@@ -50,17 +51,21 @@ class Crossover:
 
 
 def crossings(lengths: Sequence[int], ratios: Sequence[float]) -> list[Crossing]:
-    """Where ratio = transformer/other crosses 1, interpolated linearly in ln(length)."""
+    """Where ratio = transformer/other passes from one side of 1 to the other, interpolated linearly in
+    ln(length); a length measured exactly at parity on the way is the crossing itself, and a ratio
+    that touches 1 (or starts or ends there) without changing side is no crossing."""
     found: list[Crossing] = []
-    for i in range(len(lengths) - 1):
-        r0, r1 = ratios[i], ratios[i + 1]
-        if (r0 - 1) * (r1 - 1) > 0 or r0 == r1:
+    sides = [(i, r > 1) for i, r in enumerate(ratios) if r != 1]
+    for (i, above_before), (j, above_after) in pairwise(sides):
+        if above_before == above_after:
             continue
-        if r0 == 1 and i > 0 and ratios[i - 1] != 1:
-            continue  # the previous segment ended exactly on 1 and already holds this crossing
-        x0, x1 = math.log(lengths[i]), math.log(lengths[i + 1])
-        length = lengths[i + 1] if r1 == 1 else math.exp(x0 + (1 - r0) / (r1 - r0) * (x1 - x0))
-        found.append(Crossing(length, "other" if r1 > r0 else "transformer"))
+        if j > i + 1:
+            length: float = lengths[i + 1]  # the first length measured at parity
+        else:
+            r0, r1 = ratios[i], ratios[j]
+            x0, x1 = math.log(lengths[i]), math.log(lengths[j])
+            length = math.exp(x0 + (1 - r0) / (r1 - r0) * (x1 - x0))
+        found.append(Crossing(length, "other" if above_after else "transformer"))
     return found
 
 

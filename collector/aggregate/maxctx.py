@@ -58,6 +58,7 @@ def max_context(
 ) -> list[MaxContext]:
     """A grid length counts as ok when any run of it was ok; as failed when no run of it was ok.
     `results` supplies the search records, if any."""
+    results = list(results)  # read twice: the searches, then their families
     found = searches(results)
     by_key: dict[SeriesKey, list[PointAggregate]] = {}
     for aggregate in aggregates:

@@ -35,10 +35,12 @@ from ctxscope.shared.messages import (
 
 @dataclass(frozen=True)
 class Accepted:
-    """A validated message and the topic it came on."""
+    """A validated message and the topic it came on; `retained` when the broker replayed a retained
+    message (on subscribe) rather than forwarding a fresh one: it says nothing of the device now."""
 
     topic: str
     message: Message
+    retained: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ class Store(ABC):
                     self._write_reject(cur, item, now)
                     outcome.rejected += 1
                 else:
-                    self._write_message(cur, item.message, now, outcome)
+                    self._write_message(cur, item.message, now, outcome, item.retained)
         return outcome
 
     def _write_reject(self, cur: Any, item: Rejected, now: int) -> None:
@@ -206,11 +208,13 @@ class Store(ABC):
             (item.reason, item.topic, item.detail, item.payload[:REJECT_EXAMPLE_BYTES], now),
         )
 
-    def _write_message(self, cur: Any, msg: Message, now: int, outcome: BatchOutcome) -> None:
+    def _write_message(self, cur: Any, msg: Message, now: int, outcome: BatchOutcome, retained: bool) -> None:
+        # A replayed retained message (every collector restart) must not make a silent device look seen.
+        seen = "NOTHING" if retained else "UPDATE SET last_seen_ns = excluded.last_seen_ns"
         cur.execute(
             self._sql(
                 "INSERT INTO devices (device, first_seen_ns, last_seen_ns) VALUES (?, ?, ?)"
-                " ON CONFLICT (device) DO UPDATE SET last_seen_ns = excluded.last_seen_ns"
+                f" ON CONFLICT (device) DO {seen}"
             ),
             (msg.device, now, now),
         )

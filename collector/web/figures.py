@@ -173,16 +173,24 @@ def shares_figure(shares: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def compare_figure(view: dict[str, Any]) -> dict[str, Any]:
-    """One trace per (device, model, precision) of the compared metric against context length."""
-    traces: dict[tuple[str, str, str], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    """One trace per (device, model, precision, logits, kernel path) of the compared metric against
+    context length."""
+    traces: dict[tuple[str, str, str, str, str], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     unit = ""
     for row in view["rows"]:
         for dev, summary in row["by_device"].items():
-            traces[(dev, row["model"], row["precision"])].append((row["context_len"], summary))
+            key = (dev, row["model"], row["precision"], row["logits"], row["implementation"])
+            traces[key].append((row["context_len"], summary))
             unit = summary["unit"]
+    paths: dict[tuple[str, ...], int] = defaultdict(int)
+    for key in traces:
+        paths[key[:4]] += 1
     fig = go.Figure(layout=_layout(TITLES.get(view["metric"], view["metric"]), unit))
-    for (dev, model, precision), pts in sorted(traces.items()):
+    for (dev, model, precision, logits, impl), pts in sorted(traces.items()):
         pts.sort(key=lambda p: p[0])
+        name = f"{dev}: {model} {precision}" + ("" if logits == "last" else f" logits={logits}")
+        if paths[(dev, model, precision, logits)] > 1:
+            name += f" [{impl}]"  # kernel paths never pool: say which curve is which
         fig.add_trace(
             go.Scatter(
                 x=[p[0] for p in pts],
@@ -194,7 +202,7 @@ def compare_figure(view: dict[str, Any]) -> dict[str, Any]:
                     "arrayminus": [p[1]["median"] - p[1]["p25"] for p in pts],
                 },
                 mode="lines+markers",
-                name=f"{dev}: {model} {precision}",
+                name=name,
             )
         )
     return _plain(fig)

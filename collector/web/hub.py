@@ -35,7 +35,6 @@ class LiveHub:
     _scheduled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _subscribers: set[Subscription] = field(default_factory=set)
-    published: int = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver into `loop` (the web server's); events published before binding are dropped."""
@@ -48,7 +47,6 @@ class LiveHub:
             return
         with self._lock:
             self._pending.extend(events)
-            self.published += 1
             if self._scheduled or not self._pending:
                 return
             self._scheduled = True

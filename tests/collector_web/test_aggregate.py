@@ -7,11 +7,12 @@ import math
 import pytest
 
 from ctxscope.collector.aggregate.characterize import characterize, compare, memory_fits
-from ctxscope.collector.aggregate.crossover import crossings, crossovers
+from ctxscope.collector.aggregate.crossover import Crossing, crossings, crossovers
 from ctxscope.collector.aggregate.fit import fit_quadratic
 from ctxscope.collector.aggregate.maxctx import max_context
 from ctxscope.collector.aggregate.points import aggregate_points
 from ctxscope.collector.aggregate.stats import UnitMismatch, summarize
+from ctxscope.collector.web.figures import compare_figure
 from ctxscope.shared.messages import Metric
 
 
@@ -68,6 +69,13 @@ def test_crossing_interpolates_in_log_length():
     assert c.length_tokens == pytest.approx(1024 * 4 ** (1 / 3))
     assert c.faster_above == "other"
     assert crossings([1024, 4096], [0.5, 0.9]) == []
+
+
+def test_parity_counts_once_and_a_touch_is_no_crossing():
+    assert crossings([1, 2, 4, 8], [0.8, 1.0, 1.0, 1.2]) == [Crossing(2, "other")]
+    assert crossings([1, 2, 4], [0.8, 1.0, 0.8]) == []  # the transformer is still faster above
+    assert crossings([1, 2, 4], [1.0, 1.2, 1.3]) == []  # tied at the shortest length: nothing crossed
+    assert crossings([1, 2, 4], [1.2, 1.0, 0.5]) == [Crossing(2, "transformer")]
 
 
 def test_crossovers_pair_transformer_with_ssm_on_one_device(result_factory):
@@ -158,3 +166,24 @@ def test_max_context_search_records_fill_the_table_but_are_not_points(result_fac
     assert table["qwen2.5-0.5b"].search_memory_cap_bytes == 8 * 2**30
     assert (table["mamba2-780m"].max_ok_tokens, table["mamba2-780m"].searched_tokens) == (None, 90_000)
     assert table["mamba2-780m"].family == "ssm"
+
+
+def test_compare_keeps_each_kernel_path_of_a_device(result_factory):
+    native = result_factory(implementation={"scan": "mamba_ssm"}, metrics={"ttft": ("ms", [1.0])})
+    fallback = result_factory(implementation={"scan": "torch"}, metrics={"ttft": ("ms", [9.0])})
+    table = compare([native, fallback])
+    assert sorted((r["implementation"], r["by_device"]["orin-1"]["median"]) for r in table) == [
+        ("scan=mamba_ssm", 1.0),
+        ("scan=torch", 9.0),
+    ]
+    figure = compare_figure({"metric": "ttft", "rows": table})
+    assert sorted(t["y"][0] for t in figure["data"]) == [1.0, 9.0]
+    assert len({t["name"] for t in figure["data"]}) == 2
+
+
+def test_max_context_reads_search_records_from_a_generator(result_factory):
+    search = result_factory(
+        context_len=20_000, metrics={"max_context": ("tokens", [20_000])}, details={"kind": "max_context"}
+    )
+    (entry,) = max_context([], (r for r in [search]))
+    assert (entry.searched_tokens, entry.family) == (20_000, "transformer")

@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
 
+from ctxscope.broker import MosquittoBroker, mosquitto_binary
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan, send_plan
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.server import WebServer
@@ -99,6 +100,25 @@ def test_publisher_sends_expiring_qos1_unretained_command_and_gets_ack(broker, a
     assert received.name == "run_plan" and received.args["plan"]["models"] == ["qwen2.5-0.5b"]
     assert not retained and qos == 1
     assert before + 59e9 < received.expires_at < time.time_ns() + 61e9
+
+
+def test_publishing_after_the_broker_went_away_is_a_connection_error(tmp_path: Path):
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    own = MosquittoBroker(tmp_path / "mosquitto")
+    own.start()
+    publisher = CommandPublisher(own.host, own.port)
+    try:
+        assert publisher.wait_connected(5)
+        own.stop()
+        deadline = time.monotonic() + 5
+        while publisher.wait_connected(0) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(ConnectionError):
+            publisher.publish("orin-7", "run_plan", {"plan": parse_plan(PLAN)}, timeout_s=1)
+    finally:
+        publisher.close()
+        own.stop()
 
 
 def test_send_plan_cli_reports_acceptance_and_refusal(broker, agent, tmp_path: Path):

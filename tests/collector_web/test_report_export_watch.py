@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from ctxscope.collector.export import export
 from ctxscope.collector.report import report
-from ctxscope.collector.watch import watch
+from ctxscope.collector.watch import frame, watch
+from ctxscope.collector.web import views
 
 
 @pytest.fixture
@@ -66,6 +69,9 @@ def test_report_writes_html_with_png_figures(stored, tmp_path: Path):
         assert name in page
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "131072 (oom)" in page  # first failure above the longest ok length
+    maxctx = page.split("<h3>Maximum context</h3>")[1].split("</table>")[0]
+    header, *rows = maxctx.split("<tr>")[1:]
+    assert rows and all(row.count("<td>") == header.count("<th>") for row in rows)
     assert 'href="results.csv"' in page
 
 
@@ -76,3 +82,13 @@ def test_watch_once_prints_devices_runs_and_results(stored):
     assert "12 W" in result.output and "45 °C" in result.output
     assert "mamba2-780m" in result.output and "oom" in result.output
     assert "MiB" in result.output  # memory in its canonical unit, whatever unit the agent sent
+    assert re.search(r"IQR [0-9.e+-]+ ms", result.output)  # the spread carries its unit too
+
+
+def test_watch_marks_a_stale_device_without_a_status(simfleet, feeder, store, monkeypatch):
+    monkeypatch.setattr(views, "STALE_AFTER_S", -1.0)  # every device counts as silent for too long
+    feeder([simfleet.SimDevice("bare-1").result("r", "qwen2.5-0.5b", "transformer", 1024, 1.0)])
+    console = Console(record=True, width=200)
+    console.print(frame(store))
+    line = next(x for x in console.export_text().splitlines() if "bare-1" in x)
+    assert "(stale)" in line

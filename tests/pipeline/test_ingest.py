@@ -15,7 +15,7 @@ from ctxscope.broker import MosquittoBroker
 from ctxscope.collector.ingest import Ingest, validate
 from ctxscope.collector.store import Accepted, BatchOutcome, Rejected, open_store
 from ctxscope.shared.codec import encode
-from ctxscope.shared.messages import CHANNEL_OF_KIND, Log
+from ctxscope.shared.messages import CHANNEL_OF_KIND, Log, Status
 from ctxscope.shared.topics import Channel, command_topic, topic_for
 
 from .conftest import point_result
@@ -140,4 +140,36 @@ def test_a_message_the_database_refuses_is_rejected_alone(mosquitto: MosquittoBr
         publisher.loop_stop()
         publisher.disconnect()
         ingest.stop()
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_replayed_retained_status_does_not_refresh_last_seen(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Every collector (re)start gets the retained status again: that is no sign of the device."""
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    status = Status(device=DEV, stream=STREAM, seq=0, ts=1, state="offline", birth=1)
+    publisher.publish(topic_for(DEV, Channel.STATUS), encode(status), qos=1, retain=True).wait_for_publish(5)
+    publisher.loop_stop()
+    publisher.disconnect()
+    store = open_store(f"sqlite:///{tmp_path / 'ingest.db'}")
+    seen = []
+    try:
+        for _ in range(2):
+            ingest = Ingest(store, mosquitto.host, mosquitto.port, client_id="ingest_retained")
+            ingest.start()
+            try:
+                deadline = time.monotonic() + 10
+                while ingest.counters().received < 1 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert ingest.counters().received == 1
+            finally:
+                ingest.stop()
+            (device,) = store.devices()
+            seen.append(device["last_seen_ns"])
+        assert seen[0] == seen[1]
+    finally:
         store.close()

@@ -164,3 +164,13 @@ def test_postgres_store_reconnects_after_the_server_drops_it(pg_url: str) -> Non
         assert store.record_seqs(DEV, STREAM) == [1, 2]
     finally:
         store.close()
+
+
+def test_a_replayed_retained_message_is_no_sign_of_life(store: Store) -> None:
+    status = Status(**envelope(0), state="offline", birth=1)
+    store.write_batch([accepted(status)])
+    (first,) = store.devices()
+    store.write_batch([Accepted(topic_for(DEV, Channel.STATUS), status, retained=True)])
+    assert store.devices()[0]["last_seen_ns"] == first["last_seen_ns"]
+    store.write_batch([accepted(status)])
+    assert store.devices()[0]["last_seen_ns"] > first["last_seen_ns"]

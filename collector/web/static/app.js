@@ -301,10 +301,10 @@ const ctxscope = (() => {
       plot("compare-plot", view.figure, document.getElementById("compare-chart"));
       const thead = document.querySelector("#compare-table thead");
       thead.replaceChildren(); const hr = el("tr");
-      for (const h of ["model", "precision", "context", ...view.devices]) hr.appendChild(el("th", h));
+      for (const h of ["model", "precision", "logits", "kernel path", "context", ...view.devices]) hr.appendChild(el("th", h));
       thead.appendChild(hr);
       fillRows(document.querySelector("#compare-table tbody"), view.rows.map((r) => [
-        r.model, r.precision, r.context_len,
+        r.model, r.precision, r.logits, r.implementation || "–", r.context_len,
         ...view.devices.map((d) => r.by_device[d] ? `${fmt(r.by_device[d].median, r.by_device[d].unit)} [${fmt(r.by_device[d].p25)}–${fmt(r.by_device[d].p75)}] n=${r.by_device[d].n}` : "–")]));
     }
     form.addEventListener("change", () => {
