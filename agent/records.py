@@ -24,20 +24,25 @@ class RecordSink(Protocol):
 
 
 class MemorySink:
-    """Keeps records in a list, in order: for runs without a broker, and for tests."""
+    """Keeps records in a list, in order: for runs without a broker, and for tests. With `keep=False`
+    it only stamps them (a subclass writes them out), so a long run does not grow in memory."""
 
-    def __init__(self, device: str = "local", stream: str | None = None) -> None:
+    def __init__(self, device: str = "local", stream: str | None = None, *, keep: bool = True) -> None:
         self.device = validate_device_id(device)
         self.stream = stream or new_stream_id()
         self.records: list[Envelope] = []
+        self.keep = keep
+        self._seq = 0
         self._lock = threading.Lock()
 
     def emit(self, message_cls: type[M], **fields: Any) -> M:
         with self._lock:
+            self._seq += 1
             record = message_cls(
-                device=self.device, stream=self.stream, seq=len(self.records) + 1, ts=time.time_ns(), **fields
+                device=self.device, stream=self.stream, seq=self._seq, ts=time.time_ns(), **fields
             )
-            self.records.append(record)
+            if self.keep:
+                self.records.append(record)
             return record
 
     def of_kind(self, kind: str) -> list[Envelope]:

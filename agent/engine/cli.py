@@ -23,10 +23,10 @@ _BYTES = TypeAdapter(ByteSize)
 
 
 class JsonLinesSink(MemorySink):
-    """A memory sink that also appends every record to a JSON-lines file as it is emitted."""
+    """Stamps records like a memory sink, keeps none, and appends each to a JSON-lines file."""
 
     def __init__(self, stream: TextIO | None, device: str) -> None:
-        super().__init__(device=device)
+        super().__init__(device=device, keep=False)
         self.out = stream
 
     def emit(self, message_cls: type[M], **fields: Any) -> M:

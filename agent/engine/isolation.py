@@ -74,9 +74,10 @@ class Worker:
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith(REPLY_MARK):
-                self._replies.put(line[len(REPLY_MARK) :])
+        with proc.stdout:  # closed at the child's end of output, whoever ended it
+            for line in proc.stdout:
+                if line.startswith(REPLY_MARK):
+                    self._replies.put(line[len(REPLY_MARK) :])
         self._replies.put(None)
 
     @property
@@ -121,6 +122,10 @@ class Worker:
                 return self._died(started)
             reply: dict[str, Any] = json.loads(line)
             reply["wall_s"] = time.monotonic() - started
+            if reply.get("outcome") not in ("ok", "oom"):
+                # the child exits after replying a fault: wait for it, so `alive` is false at once and the
+                # next job goes to a fresh worker instead of to this one on its way out
+                self._reap()
             return reply
 
     def _died(self, started: float) -> dict[str, Any]:
@@ -143,6 +148,13 @@ class Worker:
         self._stderr.seek(max(size - _STDERR_TAIL_BYTES, 0))
         return self._stderr.read().decode(errors="replace").strip()
 
+    def _reap(self, timeout_s: float = 30.0) -> None:
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -150,9 +162,11 @@ class Worker:
 
     def close(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None and self.proc.stdin is not None:
+            # closed also when the child already died or was killed, so no pipe outlives the worker
+            if self.proc.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, OSError):
                     self.proc.stdin.close()
+            if self.proc.poll() is None:
                 try:
                     self.proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:

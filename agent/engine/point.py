@@ -93,7 +93,8 @@ class Session:
         # the width of the logits and of the embedding that the random prompt indexes.
         self.vocab_size = int(zoo.hf_config(self.spec).vocab_size)
         self.cache_bytes_per_token = zoo.cache_bytes_per_token(self.spec, self.dtype)
-        self.state_bytes = zoo.state_bytes(self.spec, self.dtype)
+        # transformers keeps SSM states in float32, mamba_ssm in the model dtype
+        self.state_bytes = zoo.state_bytes(self.spec, self.dtype, runtime=self.loaded.runtime)
 
     @property
     def runtime(self) -> str:
@@ -159,6 +160,8 @@ def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutco
     )
     outcome = PointOutcome("ok", implementation=session.implementation())
     outcome.implementation["prefill"] = f"{session.runtime} forward, logits={settings.logits}"
+    if session.loaded.notes:  # e.g. why native mamba_ssm was not used: a fallback is never silent
+        outcome.details["load_notes"] = list(session.loaded.notes)
     loops: list[LoopResult] = []
     with torch.inference_mode():
         split = prefill_memory(session, ids, settings.logits)
@@ -207,30 +210,38 @@ def _measure_decode(
 ) -> None:
     device = session.device
     memory.reset_peak(device)
+    decoder: forward.Decoder | None = None
     try:
         decoder = forward.make_decoder(
             session.runtime, session.module, ids, settings.decode_tokens, settings.decode
         )
+        setup_peak = memory.peak(device)
+        outcome.implementation["decode_path"] = decoder.path
+        note = getattr(decoder, "note", None)
+        if note:
+            outcome.details["decode_note"] = note[:2000]
+        # a dynamic cache still allocates while stepping: out of memory can strike in the loop too
+        result = measure(
+            decoder.step,
+            name="decode",
+            tokens_per_run=1,
+            timer=timer,
+            policy=settings.policy,
+            inner=settings.decode_tokens,
+            min_window_ns=settings.min_window_ns,
+            prepare=decoder.rewind,
+        )
     except torch.cuda.OutOfMemoryError as exc:
+        oom: str | None = _short(exc)
+    else:
+        oom = None
+    if oom is not None:  # freed after the except block, whose traceback still holds the decoder
         outcome.details["decode_outcome"] = "oom"
-        outcome.details["decode_error"] = _short(exc)
+        outcome.details["decode_error"] = oom
+        decoder = None
         free(device)
         return
-    setup_peak = memory.peak(device)
-    outcome.implementation["decode_path"] = decoder.path
-    note = getattr(decoder, "note", None)
-    if note:
-        outcome.details["decode_note"] = note[:2000]
-    result = measure(
-        decoder.step,
-        name="decode",
-        tokens_per_run=1,
-        timer=timer,
-        policy=settings.policy,
-        inner=settings.decode_tokens,
-        min_window_ns=settings.min_window_ns,
-        prepare=decoder.rewind,
-    )
+    assert decoder is not None
     loops.append(result)
     outcome.metrics["decode_per_token"] = _metric_ms(
         result,

@@ -321,10 +321,12 @@ def _max_context(
     metrics = {}
     if result.largest_ok is not None:
         tolerance = f"{settings.step} tokens" if settings.step else f"{settings.rel_tol:.1%}"
+        # a search stopped by max_tokens found no limit: its figure is a lower bound
+        bound = f"; lower bound, {result.bounded_by}" if result.bounded_by else ""
         metrics["max_context"] = Metric(
             unit="tokens",
             method=f"grow x2 from {settings.start}, bisect to {tolerance}; each probe one prefill "
-            f"(logits={plan.logits}) in a fresh child process; cap={cap} B",
+            f"(logits={plan.logits}) in a fresh child process; cap={cap} B{bound}",
             samples=[float(result.largest_ok)],
         )
     sink.emit(

@@ -99,7 +99,7 @@ def profile_run(
     )
     points = []
     for point in profile_session(session, settings, peaks):
-        emit_point(sink, session, point, run_id=run_id, logits=settings.logits)
+        emit_point(sink, session, point, run_id=run_id, logits=settings.logits, manifest=manifest)
         points.append(point)
     failed = sum(p.outcome != "ok" for p in points)
     sink.emit(

@@ -18,7 +18,7 @@ import torch
 
 from ctxscope.agent.engine import forward
 from ctxscope.agent.engine.loop import LoopPolicy, Timer, measure
-from ctxscope.agent.engine.point import Session, free
+from ctxscope.agent.engine.point import Session, classify, error_text, free
 from ctxscope.agent.profiling.profile import PhaseProfile, profile_phase
 from ctxscope.agent.profiling.roofline import Peaks, Phase, Work, class_rooflines, pass_work, roofline
 from ctxscope.agent.profiling.shapes import ArchShape, arch_shape
@@ -86,10 +86,8 @@ def profile_session(
             try:
                 with torch.inference_mode():
                     point.phases[phase] = _phase_point(session, settings, phase, length, shape, peaks)
-            except torch.cuda.OutOfMemoryError as exc:
-                point.failed[phase] = f"oom: {str(exc)[:1000]}"
             except Exception as exc:  # a failed phase is a result too; the next phase or length goes on
-                point.failed[phase] = f"fault: {type(exc).__name__}: {str(exc)[:1000]}"
+                point.failed[phase] = f"{classify(exc)}: {error_text(exc)}"
             free(session.device)
         first = settings.phases[0]
         if first in point.failed:
@@ -188,9 +186,16 @@ def _roofline_figures(
 
 
 def emit_point(
-    sink: RecordSink, session: Session, point: PointProfile, *, run_id: str, logits: forward.LogitsMode
+    sink: RecordSink,
+    session: Session,
+    point: PointProfile,
+    *,
+    run_id: str,
+    logits: forward.LogitsMode,
+    manifest: dict[str, Any] | None = None,
 ) -> PointResult:
-    """Streams one profiled point as a `result` record (operators and roofline in its details)."""
+    """Streams one profiled point as a `result` record (operators and roofline in its details), with
+    the run's manifest as every result carries it."""
     metrics: dict[str, Metric] = {}
     implementation = session.implementation()
     for name, phase in point.phases.items():
@@ -215,5 +220,6 @@ def emit_point(
         error=point.error,
         metrics=metrics,
         implementation=implementation,
+        manifest=dict(manifest or {}),
         details=point.details(),
     )

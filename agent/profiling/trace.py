@@ -84,7 +84,7 @@ def _ns(us: float) -> int:
     return round(us * 1000)
 
 
-def parse_trace(trace: Mapping[str, Any], pass_prefix: str = PASS_PREFIX) -> list[PassTrace]:
+def parse_trace(trace: Mapping[str, Any]) -> list[PassTrace]:
     """The passes found in a Chrome trace, in the order they started."""
     device: list[dict[str, Any]] = []
     launches: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -107,7 +107,7 @@ def parse_trace(trace: Mapping[str, Any], pass_prefix: str = PASS_PREFIX) -> lis
     for thread in set(ranges) | set(launches):
         _nest(ranges[thread], launches[thread], launch_scopes, syncs)
 
-    passes = [r for thread_ranges in ranges.values() for r in thread_ranges if r.name.startswith(pass_prefix)]
+    passes = [r for thread_ranges in ranges.values() for r in thread_ranges if r.name.startswith(PASS_PREFIX)]
     passes.sort(key=lambda r: r.start_ns)
     if device:
         kernels = [_device_event(e, launch_scopes) for e in device]
@@ -183,8 +183,9 @@ def _pass(
     )
     if source == "cuda_kernels" and events:
         timeline = _with_device_gaps(timeline, events)
-    label = span.name[len(PASS_PREFIX) :] if span.name.startswith(PASS_PREFIX) else span.name
-    return PassTrace(label, source, tuple(sorted(events, key=lambda e: e.start_ns)), timeline)
+    return PassTrace(
+        span.name.removeprefix(PASS_PREFIX), source, tuple(sorted(events, key=lambda e: e.start_ns)), timeline
+    )
 
 
 def _with_device_gaps(timeline: HostTimeline, events: Sequence[DeviceEvent]) -> HostTimeline:

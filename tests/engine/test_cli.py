@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from ctxscope.agent.cli import agent
-from ctxscope.shared.messages import MESSAGE_ADAPTER
+from ctxscope.agent.engine.cli import JsonLinesSink
+from ctxscope.shared.messages import MESSAGE_ADAPTER, RunProgress
 
 
 def test_run_writes_records_and_a_table(tmp_path: Path) -> None:
@@ -47,3 +50,13 @@ def test_maxctx_rejects_unknown_models_and_bad_caps() -> None:
         agent, ["maxctx", "qwen2.5-0.5b", "--memory-cap", "plenty", "--device", "cpu"]
     )
     assert result.exit_code != 0 and "not a size" in result.output
+
+
+def test_json_lines_sink_writes_every_record_and_keeps_none() -> None:
+    """A long headless sweep (telemetry included) must not grow in memory: records go to the file only."""
+    out = io.StringIO()
+    sink = JsonLinesSink(out, "dev-1")
+    for done in range(3):
+        sink.emit(RunProgress, run_id="r", done=done, total=3, point="p")
+    assert sink.records == []
+    assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == [1, 2, 3]

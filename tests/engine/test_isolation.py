@@ -33,4 +33,7 @@ def test_a_failing_job_is_a_fault_and_ends_the_worker() -> None:
     with isolation.Worker() as worker:
         reply = worker.request(PROBE, 60)  # a probe before any model was loaded
         assert reply["outcome"] == "fault" and "KeyError" in reply["error"]
+        assert not worker.alive  # already gone: a runner replaces it before the next point
         assert worker.request(PROBE, 5)["outcome"] == "fault"  # the worker exited; the parent says so
+        proc = worker.proc
+    assert proc is not None and proc.stdin is not None and proc.stdin.closed  # no pipe left open

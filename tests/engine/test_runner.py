@@ -45,6 +45,9 @@ def test_record_sequence_manifest_and_metrics(make_plan) -> None:
     assert by_model["qwen2.5-0.5b"].implementation["decode_path"] == "eager_static_cache"
     assert by_model["mamba2-780m"].implementation["decode_path"] == "eager_dynamic_cache"
     assert by_model["mamba2-780m"].family == "ssm"
+    # the fallback from native mamba_ssm is stated with its reason, not only by the runtime's name
+    assert any("native mamba_ssm not used" in n for n in by_model["mamba2-780m"].details["load_notes"])
+    assert "load_notes" not in by_model["qwen2.5-0.5b"].details
     qwen = [r for r in summary.results if r.model == "qwen2.5-0.5b"]
     # the KV cache grows with the context: measured cache bytes follow the analytic ones
     assert qwen[1].metrics["memory_cache"].samples[0] > qwen[0].metrics["memory_cache"].samples[0]
@@ -116,6 +119,7 @@ def test_max_context_search_is_a_record(make_plan, monkeypatch: pytest.MonkeyPat
     assert record.details["kind"] == "max_context"
     assert record.metrics["max_context"].samples == [128.0] and record.metrics["max_context"].unit == "tokens"
     assert record.details["search"]["summary"] == ">= 128 tokens, bounded by max_tokens=128"
+    assert record.metrics["max_context"].method.endswith("lower bound, max_tokens=128")
     assert [p["outcome"] for p in record.details["search"]["probes"]] == ["ok", "ok"]
     assert summary.max_context["qwen2.5-0.5b/fp32/max-context"].largest_ok == 128
 

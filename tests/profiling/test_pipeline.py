@@ -85,6 +85,7 @@ def test_the_profile_command_streams_valid_results(model: str, tmp_path: Path) -
     assert all(decode(encode(r)) == r for r in records)  # what goes over MQTT carries it all
     for r in records[1:3]:
         assert r.outcome == "ok"
+        assert r.manifest == records[0].manifest and r.manifest["precision"] == "bf16"
         assert set(r.details["operators"]) == {"prefill", "decode"}
         for phase in ("prefill", "decode"):
             operators = r.details["operators"][phase]
