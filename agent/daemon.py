@@ -242,8 +242,11 @@ def serve(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    if run_for is not None:
-        threading.Timer(run_for, daemon.stopping.set).start()
+    # A daemon thread, cancelled on the way out: a stop by signal must not wait for --run-for to end.
+    timer = threading.Timer(run_for, daemon.stopping.set) if run_for is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
 
     link.on_command(daemon.handle_command)
     link.start()
@@ -259,6 +262,8 @@ def serve(
     try:
         daemon.run_until_stopped()
     finally:
+        if timer is not None:
+            timer.cancel()
         if telemetry is not None:
             telemetry.stop()
         flushed = link.close(flush_timeout_s=15.0)
@@ -268,3 +273,4 @@ def serve(
             "flushed" if flushed else "not fully flushed",
             outbox.backlog(),
         )
+        outbox.close()

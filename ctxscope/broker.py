@@ -121,7 +121,11 @@ class MosquittoBroker:
         self._process = subprocess.Popen(
             [self.binary, "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        _wait_until_answers(self.host, self.port, timeout_s, lambda: self.running)
+        try:
+            _wait_until_answers(self.host, self.port, timeout_s, lambda: self.running)
+        except BrokerError as exc:
+            self.stop()  # a broker that never answered must not be left running
+            raise BrokerError(f"{exc} (log: {self.workdir / 'mosquitto.log'})") from exc
 
     @property
     def running(self) -> bool:
@@ -229,7 +233,12 @@ def ensure_broker(host: str = LOOPBACK, port: int = 1883, workdir: Path | None =
         own_dir = workdir is None
         directory = workdir or Path(tempfile.mkdtemp(prefix="ctxscope-mosquitto-"))
         mosquitto = MosquittoBroker(directory, port)
-        mosquitto.start()
+        try:
+            mosquitto.start()
+        except BrokerError:
+            if own_dir:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
 
         def stop_mosquitto() -> None:
             mosquitto.stop()

@@ -140,12 +140,11 @@ def demo(
     )
     console.print(f"agent: {DEMO_DEVICE} (pid {agent.pid}), spool {spool_path}, log {workdir / 'agent.log'}")
 
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        raise Stop
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        raise Stop("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    stopped_by = "Ctrl-C"
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, request_stop) for signum in stop_signals}
     try:
         try:
             _wait_online(store, 90.0, agent)
@@ -158,10 +157,11 @@ def demo(
                 )
             console.print(f"plan {plan['name']!r} accepted by {DEMO_DEVICE}; Ctrl-C stops the demo")
             stopped_by = _show(console, store, duration, until_done, headless, agent)
-        except Stop:
-            pass
+        except Stop as stop:
+            stopped_by = str(stop)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in stop_signals:  # a second signal must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
         exit_code = _stop_agent(agent)
         agent_log.close()
         spool = Spool(spool_path, DEMO_DEVICE)
@@ -171,7 +171,8 @@ def demo(
         gaps = [g for g in store.gaps(DEMO_DEVICE) if g.stream == stream]
         dashboard.stop()
         handle.stop()
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     lost = sent - left - held
     console.print(
         f"stopped ({stopped_by}); agent exit code {exit_code}. "

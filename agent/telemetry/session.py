@@ -54,6 +54,7 @@ class TelemetrySession:
         self._last_emit = time.monotonic()
         self._emit_lock = threading.Lock()
         self._sampler: Sampler | None = None
+        self._errors: list[str] = []
         self.emit_failures = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -61,6 +62,7 @@ class TelemetrySession:
     def start(self) -> TelemetrySession:
         self.backends = self._given if self._given is not None else detect_backends(self.rate_hz)
         self._sampler = Sampler(self.backends, self.rate_hz, self._on_chunk)
+        self._errors = self._sampler.errors
         self._sampler.start()
         return self
 
@@ -80,7 +82,8 @@ class TelemetrySession:
 
     @property
     def errors(self) -> list[str]:
-        return list(self._sampler.errors) if self._sampler is not None else []
+        """What the sampler reported (a source that failed to open or read); kept after stop()."""
+        return list(self._errors)
 
     @property
     def sampler_pid(self) -> int | None:

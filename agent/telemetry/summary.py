@@ -43,7 +43,6 @@ class _Acc:
     energy: list[float] = field(default_factory=list)
     per_token: list[float] = field(default_factory=list)
     power_mean: list[float] = field(default_factory=list)
-    power_peak: list[float] = field(default_factory=list)
     counter: list[float] = field(default_factory=list)
     temps: dict[str, list[float]] = field(default_factory=dict)
     clock_min: list[float] = field(default_factory=list)

@@ -158,8 +158,12 @@ class Link:
                 "dropping command %s (%s): expired %.1f s ago", command.command_id, command.name, late_s
             )
             return
-        if self._command_handler is not None:
+        if self._command_handler is None:
+            return
+        try:
             self._command_handler(command)
+        except Exception:  # raised into paho, it would end the network thread: no reconnects, no forwarding
+            log.exception("command %s (%s) failed in its handler", command.command_id, command.name)
 
     # -- paho callbacks (paho's network thread) -------------------------------------------------
 

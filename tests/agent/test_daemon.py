@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,6 +13,7 @@ import pytest
 
 from ctxscope.agent.daemon import Daemon
 from ctxscope.agent.transport.spool import Spool
+from ctxscope.broker import free_port
 from ctxscope.shared.codec import decode
 from ctxscope.shared.messages import Command
 
@@ -116,3 +120,25 @@ def test_plans_still_queued_at_stop_are_reported(spool: Spool) -> None:
     daemon.run_until_stopped()
     (warning,) = [r for r in records(spool) if r.kind == "log"]
     assert warning.level == "warning" and "accepted but not started" in warning.message
+
+
+@pytest.mark.slow
+def test_sigterm_stops_serve_without_waiting_for_run_for(tmp_path: Path) -> None:
+    serve = [
+        sys.executable, "-c", "from ctxscope.cli import main; main()", "agent", "serve",
+        "--device", "dev-1", "--broker", f"127.0.0.1:{free_port()}",
+        "--spool", str(tmp_path / "spool.sqlite"),
+        "--telemetry-rate-hz", "0", "--torch-device", "cpu", "--run-for", "600",
+    ]  # fmt: skip
+    child = subprocess.Popen(serve, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stderr is not None
+        for line in child.stderr:  # logged once the signal handlers are in place
+            if "agent dev-1: broker" in line:
+                break
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

@@ -45,11 +45,11 @@ def test_demo_runs_the_plan_and_loses_nothing(tmp_path: Path) -> None:
             "--headless",
             "--until-done",
             "--duration",
-            "240",
+            "540",  # a bound against hanging, not a speed target: 2 loaded CPU cores need ~5 min
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
@@ -99,3 +99,24 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
     assert "stopped (Ctrl-C)" in output
     summary = _summary(output)
     assert summary["lost"] == 0 and summary["gaps"] == 0 and summary["spooled"] == 0
+
+
+@pytest.mark.slow
+def test_a_stopped_demo_gives_back_the_signal_handlers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from ctxscope import demo as demo_module
+
+    def stopped_at_once(*_args: object) -> None:
+        raise demo_module.Stop("SIGTERM")
+
+    monkeypatch.setattr(demo_module, "_wait_online", stopped_at_once)
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    before = {signum: signal.getsignal(signum) for signum in stop_signals}
+    broker = f"127.0.0.1:{free_port()}"
+    args = ["--broker", broker, "--workdir", str(tmp_path), "--web-port", "0", "--headless"]
+    result = CliRunner().invoke(demo_module.demo, args)
+    assert "stopped (SIGTERM)" in result.output, result.output
+    assert {signum: signal.getsignal(signum) for signum in stop_signals} == before

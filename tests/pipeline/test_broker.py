@@ -10,7 +10,14 @@ import pytest
 from ctxscope.agent.config import AgentConfig
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
-from ctxscope.broker import AmqttBroker, MosquittoBroker, broker_answers, ensure_broker, free_port
+from ctxscope.broker import (
+    AmqttBroker,
+    BrokerError,
+    MosquittoBroker,
+    broker_answers,
+    ensure_broker,
+    free_port,
+)
 from ctxscope.collector.ingest import Ingest
 from ctxscope.collector.store import open_store
 from ctxscope.shared.messages import PointResult
@@ -95,3 +102,15 @@ def test_ensure_broker_falls_back_to_amqtt_without_mosquitto(monkeypatch: pytest
         assert broker_answers("127.0.0.1", port)
     finally:
         handle.stop()
+
+
+def test_a_mosquitto_that_never_answers_is_not_left_running(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    silent = tmp_path / "silent-mosquitto"
+    silent.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    silent.chmod(0o755)
+    broker = MosquittoBroker(tmp_path / "broker", binary=str(silent))
+    with pytest.raises(BrokerError, match="did not answer"):
+        broker.start(timeout_s=1.0)
+    assert not broker.running
+    assert not psutil.pid_exists(int(pid_file.read_text()))

@@ -121,3 +121,37 @@ def test_commands_are_delivered_unless_expired(
         sender.loop_stop()
         sender.disconnect()
         link.close(5)
+
+
+def test_a_failing_command_handler_does_not_end_the_link(
+    mosquitto: MosquittoBroker, link: Link, caplog: pytest.LogCaptureFixture
+) -> None:
+    received: queue.Queue[Command] = queue.Queue()
+
+    def handler(command: Command) -> None:
+        if command.command_id == "boom":
+            raise RuntimeError("handler bug")
+        received.put(command)
+
+    link.on_command(handler)
+    link.start()
+    assert link.wait_connected(10)
+    time.sleep(0.1)  # the subscription follows the connect
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    try:
+        for command_id in ("boom", "after"):
+            command = Command(
+                device=DEV, stream="00000000000000cc", seq=1, ts=time.time_ns(), command_id=command_id,
+                name="run", args={}, expires_at=time.time_ns() + 60 * 10**9,
+            )  # fmt: skip
+            sender.publish(command_topic(DEV, "run"), encode(command), qos=1).wait_for_publish(5)
+        # paho's network thread survived the exception: later commands still arrive
+        assert received.get(timeout=5).command_id == "after"
+        assert "command boom (run) failed in its handler" in caplog.text
+        assert link.connected
+    finally:
+        sender.loop_stop()
+        sender.disconnect()
+        link.close(5)

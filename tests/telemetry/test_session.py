@@ -80,3 +80,12 @@ def test_host_only_session_reports_no_energy():
         assert session.idle_power(0.2) is None
     assert not any(k.startswith("prefill_energy") or "power" in k for k in report.metrics)
     assert "prefill_undersampled" not in report.flags
+
+
+def test_sampler_errors_are_kept_after_the_session_stops():
+    broken = TegrastatsBackend(command=["/nonexistent/tegrastats"])  # open() fails in the sampler
+    host = HostBackend()
+    host.available()
+    with TelemetrySession([broken, host], rate_hz=20.0) as session:
+        time.sleep(0.2)
+    assert any(error.startswith("tegrastats: open failed") for error in session.errors)
