@@ -14,7 +14,6 @@ import logging
 import platform
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -25,7 +24,6 @@ from typing import Any
 
 import click
 
-from ctxscope import __version__
 from ctxscope.agent.streaming import configure
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
@@ -178,8 +176,6 @@ def device_meta(telemetry: dict[str, list[str]]) -> dict[str, Any]:
                 }
             )
     return {
-        "agent_version": __version__,
-        "hostname": socket.gethostname(),
         "platform": {
             "system": platform.system(),
             "machine": platform.machine(),

@@ -56,8 +56,12 @@ def streaming_sink(
     """
     config = configure(config_path, broker=broker)
     spool = Spool(config.resolved_spool_path(), config.device, config.spool_max_rows, config.spool_max_bytes)
-    link = Link(config, spool)
-    link.start()
+    try:
+        link = Link(config, spool)
+        link.start()
+    except BaseException:
+        spool.close()
+        raise
     try:
         yield spool
     finally:

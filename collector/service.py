@@ -110,7 +110,7 @@ def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bo
             stop.wait()
             dashboard.stop()
             counters = dashboard.service.ingest.counters()
-    except ValueError as exc:  # bad address, store URL or client id
+    except (ValueError, RuntimeError) as exc:  # bad address, store URL or client id; web port in use
         raise click.ClickException(str(exc)) from exc
     rejected = sum(counters.rejected.values())
     click.echo(

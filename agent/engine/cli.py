@@ -148,8 +148,8 @@ def run(
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16")
 @click.option("--logits", type=click.Choice(["last", "all"]), default="last")
 @click.option("--memory-cap", default=None, help="emulate a smaller device, e.g. 24GiB")
-@click.option("--start", type=int, default=1024, show_default=True)
-@click.option("--max-tokens", type=int, default=1_048_576, show_default=True)
+@click.option("--start", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=1_048_576, show_default=True)
 @click.option("--tolerance", type=float, default=0.01, show_default=True, help="relative gap to stop at")
 @click.option("--step", type=int, default=None, help="absolute gap to stop at (instead of --tolerance)")
 @click.option("--probe-timeout", type=float, default=120.0, show_default=True, help="seconds per probe")
@@ -173,6 +173,8 @@ def maxctx(
     out: Path | None,
 ) -> None:
     """Search the longest context one prefill fits in, each probe in a fresh child process."""
+    if start > max_tokens:
+        raise click.BadParameter(f"--start {start} is above --max-tokens {max_tokens}", param_hint="--start")
     from ctxscope.agent import zoo
     from ctxscope.agent.engine import maxctx as search_mod
     from ctxscope.agent.engine.manifest import collect

@@ -61,7 +61,9 @@ def parse_snapshot(snap: dict[str, Any]) -> tuple[dict[str, float], str | None]:
     if emc.get("online"):
         values["clock_mem_mhz"] = emc["cur"] / 1000.0
         values["util_emc_pct"] = float(emc["val"])
-    gpu = (snap.get("gpu") or {}).get("gpu") or {}
+    # jtop keys the integrated GPU by name: "gpu" with JetPack 6, the chip ("ga10b") with JetPack 5.
+    gpus = snap.get("gpu") or {}
+    gpu = gpus.get("gpu") or (next(iter(gpus.values())) if len(gpus) == 1 else {})
     if "freq" in gpu:
         values["clock_gpu_mhz"] = gpu["freq"]["cur"] / 1000.0
     if "status" in gpu and "load" in gpu["status"]:

@@ -35,7 +35,7 @@ class WebServer:
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the web server did not start")
+                raise RuntimeError(f"the web server did not start on {self.host} (is the port in use?)")
             time.sleep(0.02)
         return self
 
@@ -69,7 +69,13 @@ class Dashboard:
         self.web = WebServer(create_app(self.service.store, self.hub, self.commands), host, port)
 
     def start(self) -> Dashboard:
-        self.web.start()
+        """Start the web server, then ingest; on failure (e.g. a busy port) release what was opened."""
+        try:
+            self.web.start()
+        except RuntimeError:
+            self.commands.close()
+            self.service.store.close()
+            raise
         self.service.start()
         return self
 

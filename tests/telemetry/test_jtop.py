@@ -158,3 +158,12 @@ def test_agx_orin_total_is_module_rails_not_jtops_tot(index, module_rails_mw, ca
     )
     # The tegrastats backend forms the same total from the same line.
     assert parse_line(line)[0]["power_w"] == pytest.approx(values["power_w"])
+
+
+def test_gpu_keyed_by_chip_name_as_jtop_does_on_jetpack_5(jtop_orin_nano):
+    # jetson-stats on JetPack 5 names the integrated GPU after its chip (jetson_stats issue #608
+    # shows `ga10b` on an AGX Orin); only the key differs from the recorded JetPack 6 dump.
+    renamed = {**jtop_orin_nano, "gpu": {"ga10b": jtop_orin_nano["gpu"]["gpu"]}}
+    values, _ = parse_snapshot(renamed)
+    assert values["clock_gpu_mhz"] == pytest.approx(306.0)
+    assert values["util_gpu_pct"] == pytest.approx(4.8)

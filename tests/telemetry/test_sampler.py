@@ -55,13 +55,13 @@ def _rate(chunks: list[Chunk]) -> tuple[np.ndarray, float]:
 def test_rate_achieved_and_monotonic_stamps():
     t, rate = _rate(_collect(20.0, 2.0))
     assert np.all(np.diff(t) > 0)
-    assert rate == pytest.approx(20.0, rel=0.05)
+    assert rate == pytest.approx(20.0, rel=0.15)
     assert len(t) >= 35
 
 
 def test_busy_parent_does_not_starve_the_sampler():
     t, rate = _rate(_collect(50.0, 2.0, busy=True))
-    assert rate == pytest.approx(50.0, rel=0.1)
+    assert rate == pytest.approx(50.0, rel=0.2)
     # The parent's busy loop never stalls the sampling process: 95% of gaps stay within two periods
     # (a loaded 2-core CI machine may still preempt it now and then, hence no bound on the maximum).
     assert np.percentile(np.diff(t), 95) < 2 * 20_000_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -40,6 +42,9 @@ def test_ssm_on_cpu_states_the_torch_fallback(name, tiny_model) -> None:
         assert any("native mamba_ssm not used" in note for note in loaded.notes)
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("mamba_ssm") is not None, reason="mamba_ssm is installed: no fallback to refuse"
+)
 @pytest.mark.parametrize("name", SSM_ENTRIES)
 def test_require_fast_kernels_raises_on_this_machine(name) -> None:
     with pytest.raises(KernelPathError, match="mamba_ssm"):
