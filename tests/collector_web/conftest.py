@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -132,26 +131,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker
     b.stop()
 
 
-PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
 @pytest.fixture
-def pg_store() -> Iterator[Store]:
-    """A PostgreSQL store in a fresh schema, dropped afterwards; skipped if the server is down."""
-    psycopg = pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
-    try:
-        admin = psycopg.connect(PG_BASE_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {PG_BASE_URL} is unreachable: {exc}")
-    schema = f"ctxscope_web_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    s = open_store(f"{PG_BASE_URL}?options=-csearch_path%3D{schema}")
+def pg_store(pg_url: str) -> Iterator[Store]:
+    """A PostgreSQL store in a fresh schema (see tests/conftest.py), closed afterwards."""
+    s = open_store(pg_url)
     try:
         yield s
     finally:
         s.close()
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 @pytest.fixture

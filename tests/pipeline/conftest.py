@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,25 +12,6 @@ import pytest
 from ctxscope.broker import MosquittoBroker, mosquitto_binary
 from ctxscope.collector.store import Store, open_store
 from ctxscope.shared.messages import Metric, PointResult
-
-PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema for one test, dropped afterwards; skipped if the server is down."""
-    psycopg = pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
-    try:
-        admin = psycopg.connect(PG_BASE_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {PG_BASE_URL} is unreachable: {exc}")
-    schema = f"ctxscope_test_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

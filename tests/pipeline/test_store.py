@@ -23,8 +23,9 @@ from ctxscope.shared.messages import (
     TelemetryChannel,
 )
 from ctxscope.shared.topics import Channel, command_topic, topic_for
+from tests.conftest import PG_BASE_URL
 
-from .conftest import PG_BASE_URL, point_result
+from .conftest import point_result
 
 DEV = "orin-nx-1"
 STREAM = "0123456789abcdef"
