@@ -98,9 +98,21 @@ def profile_run(
         manifest=manifest,
     )
     points = []
-    for point in profile_session(session, settings, peaks):
-        emit_point(sink, session, point, run_id=run_id, logits=settings.logits, manifest=manifest)
-        points.append(point)
+    try:
+        for point in profile_session(session, settings, peaks):
+            emit_point(sink, session, point, run_id=run_id, logits=settings.logits, manifest=manifest)
+            points.append(point)
+    except Exception as exc:  # the run still ends with a record saying so
+        failed = sum(p.outcome != "ok" for p in points)
+        sink.emit(
+            RunFinished,
+            run_id=run_id,
+            outcome="failed",
+            points_ok=len(points) - failed,
+            points_failed=failed,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise
     failed = sum(p.outcome != "ok" for p in points)
     sink.emit(
         RunFinished, run_id=run_id, outcome="completed", points_ok=len(points) - failed, points_failed=failed

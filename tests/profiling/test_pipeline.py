@@ -119,3 +119,22 @@ def test_a_failing_point_is_a_result_and_the_sweep_goes_on() -> None:
     roofline = points[0].details()["roofline"]["prefill"]
     assert "over_latency" not in roofline and "gpt_neo" in roofline["unavailable"]
     assert points[0].details()["operators"]["prefill"]["device_time_source"] == "cpu_ops"
+
+
+def test_an_unexpected_error_still_ends_the_profile_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctxscope.agent.profiling import run as profiling_run
+    from ctxscope.agent.profiling.cli import profile_run
+    from ctxscope.agent.profiling.run import ProfileSettings
+    from ctxscope.agent.records import MemorySink
+
+    def broken(*_args: object, **_kwargs: object) -> object:
+        raise RuntimeError("trace disk full")
+
+    monkeypatch.setattr(profiling_run, "profile_session", broken)
+    sink = MemorySink(device="test-dev")
+    settings = ProfileSettings(lengths=(16,), phases=("prefill",), iterations=1, timed_policy=None)
+    with pytest.raises(RuntimeError):
+        profile_run(sink, model="qwen2.5-0.5b", precision="fp32", device="cpu", settings=settings, tiny=True)
+    finished = sink.records[-1]
+    assert finished.kind == "run_finished" and finished.outcome == "failed"
+    assert finished.error == "RuntimeError: trace disk full"
