@@ -229,8 +229,8 @@ class Ingest:
         try:
             return self.store.write_batch(items), [i for i in items if isinstance(i, Rejected)]
         except Exception as batch_error:
-            if len(items) == 1 and isinstance(items[0], Rejected):
-                raise
+            if self.store.is_transient(batch_error) or (len(items) == 1 and isinstance(items[0], Rejected)):
+                raise  # the caller retries the whole batch; nothing is acked meanwhile
             log.warning("batch of %d failed (%s); storing one by one", len(items), batch_error)
         total = BatchOutcome()
         rejects: list[Rejected] = []
@@ -238,7 +238,8 @@ class Ingest:
             try:
                 single = self.store.write_batch([item])
             except Exception as exc:
-                if isinstance(item, Rejected):
+                # A busy or unreachable database is no reason to reject a valid message.
+                if isinstance(item, Rejected) or self.store.is_transient(exc):
                     raise
                 item = Rejected(item.topic, "store_error", f"{type(exc).__name__}: {exc}"[:500], payload)
                 single = self.store.write_batch([item])

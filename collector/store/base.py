@@ -155,6 +155,11 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def is_transient(self, error: Exception) -> bool:
+        """Whether a failed write may succeed if retried as is (database busy, locked or unreachable),
+        as opposed to a message the database refuses (which ingest rejects on its own)."""
+
     def _json_out(self, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
 

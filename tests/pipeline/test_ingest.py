@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from ctxscope.broker import MosquittoBroker
 from ctxscope.collector.ingest import Ingest, validate
 from ctxscope.collector.store import Accepted, BatchOutcome, Rejected, open_store
+from ctxscope.collector.store.sqlite import SQLiteStore
 from ctxscope.shared.codec import encode
 from ctxscope.shared.messages import CHANNEL_OF_KIND, Log, Status
 from ctxscope.shared.topics import Channel, command_topic, topic_for
@@ -172,4 +174,47 @@ def test_a_replayed_retained_status_does_not_refresh_last_seen(
             seen.append(device["last_seen_ns"])
         assert seen[0] == seen[1]
     finally:
+        store.close()
+
+
+class FlakySQLiteStore(SQLiteStore):
+    """A real SQLite store whose first writes fail the way a locked database does."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    def write_batch(self, items):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().write_batch(items)
+
+
+@pytest.mark.slow
+def test_a_busy_database_delays_messages_but_never_rejects_them(
+    mosquitto: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ctxscope.collector.ingest.STORE_RETRY_S", 0.1)
+    # two failures: the batch write and, on the old one-by-one path, the single write
+    store = FlakySQLiteStore(tmp_path / "c.db", failures=2)
+    ingest = Ingest(store, mosquitto.host, mosquitto.port, client_id="ingest_busy")
+    ingest.start()
+    assert ingest.wait_connected(10)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        publisher.publish(
+            topic_for(DEV, Channel.RESULT), encode(point_result(DEV, STREAM, 1)), qos=1
+        ).wait_for_publish(5)
+        deadline = time.monotonic() + 10
+        while ingest.counters().stored < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [r["seq"] for r in store.results(DEV)] == [1]
+        assert store.reject_counts() == []
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        ingest.stop()
         store.close()
