@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from ctxscope.agent.engine.runner import new_run_id, run_plan
 from ctxscope.agent.streaming import configure
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
@@ -54,8 +55,6 @@ class Daemon:
         self._plans: queue.Queue[AcceptedPlan] = queue.Queue(maxsize=QUEUE_LIMIT)
 
     def handle_command(self, command: Command) -> None:
-        from ctxscope.agent.engine.runner import new_run_id
-
         if command.name != "run_plan":
             self._ack(
                 command,
@@ -95,8 +94,6 @@ class Daemon:
 
     def run_until_stopped(self) -> None:
         """Run queued plans one at a time until `stopping` is set."""
-        from ctxscope.agent.engine.runner import run_plan
-
         while not self.stopping.is_set():
             try:
                 accepted = self._plans.get(timeout=0.5)

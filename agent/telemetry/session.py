@@ -148,7 +148,8 @@ class TelemetrySession:
     def summarize(self, windows: Sequence[PhaseWindow]) -> PhaseReport:
         if not windows:
             return PhaseReport()
-        self.wait_until(max(w.end_ns for w in windows))
+        if not self.wait_until(max(w.end_ns for w in windows)):
+            log.warning("telemetry samples do not yet cover the phase windows: their figures may be absent")
         summarizer = WindowSummarizer(
             ring=self.ring,
             backends=self.backends,
@@ -159,7 +160,8 @@ class TelemetrySession:
         return summarizer.report(windows)
 
     def idle_power(self, seconds: float) -> Metric | None:
-        """Mean power while the caller stays idle for `seconds`; None where no power is sampled."""
+        """Power samples taken while the caller stays idle for `seconds`, as a Metric (median and
+        spread come from its samples); None where no power is sampled."""
         start = time.monotonic_ns()
         time.sleep(seconds)
         end = time.monotonic_ns()
