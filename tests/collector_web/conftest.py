@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from ctxscope.collector.store import Accepted, open_store
 from ctxscope.collector.store.base import Store
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.hub import LiveHub
-from ctxscope.collector.web.server import WebServer
+from ctxscope.collector.web.server import Dashboard, WebServer
 from ctxscope.shared.messages import CHANNEL_OF_KIND, Message, Metric, PointResult
 from ctxscope.shared.topics import topic_for
 
@@ -145,3 +146,16 @@ def pg_store(pg_url: str) -> Iterator[Store]:
 def feed_store() -> Callable[[Store, Sequence[Message]], None]:
     """Store messages into any store as ingest would (no live hub)."""
     return lambda target, messages: feed(target, None, messages)
+
+
+@pytest.fixture
+def dashboard(broker: MosquittoBroker, tmp_path: Path) -> Iterator[Dashboard]:
+    """Ingest + store + command publisher + web server on the session's private broker."""
+    d = Dashboard(
+        f"{broker.host}:{broker.port}",
+        f"sqlite:///{tmp_path / 'c.db'}",
+        client_id=f"web_{secrets.token_hex(4)}",
+    ).start()
+    assert d.service.ingest.wait_connected(10)
+    yield d
+    d.stop()

@@ -7,13 +7,11 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from ctxscope.collector.web.server import Dashboard
 from ctxscope.shared import codec
 from ctxscope.shared.messages import CHANNEL_OF_KIND, Command, CommandAck, Message
 from ctxscope.shared.topics import Channel, subscription, topic_for
@@ -57,16 +55,6 @@ class WireDevice:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def dashboard(broker, tmp_path: Path) -> Iterator[Dashboard]:
-    d = Dashboard(
-        f"{broker.host}:{broker.port}", f"sqlite:///{tmp_path / 'c.db'}", client_id="e2e_collector"
-    ).start()
-    assert d.service.ingest.wait_connected(10)
-    yield d
-    d.stop()
 
 
 @pytest.fixture

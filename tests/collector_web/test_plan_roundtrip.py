@@ -33,16 +33,6 @@ ACK_SHOWN = """([id, accepted]) => [...document.querySelectorAll('#acks tbody tr
 
 
 @pytest.fixture
-def dashboard(broker, tmp_path: Path) -> Iterator[Dashboard]:
-    d = Dashboard(
-        f"{broker.host}:{broker.port}", f"sqlite:///{tmp_path / 'c.db'}", client_id="rt_collector"
-    ).start()
-    assert d.service.ingest.wait_connected(10)
-    yield d
-    d.stop()
-
-
-@pytest.fixture
 def agent(broker, dashboard, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     command = [
         sys.executable, "-c", "from ctxscope.cli import main; main()", "agent", "serve",
