@@ -120,3 +120,35 @@ def test_a_stopped_demo_gives_back_the_signal_handlers(
     result = CliRunner().invoke(demo_module.demo, args)
     assert "stopped (SIGTERM)" in result.output, result.output
     assert {signum: signal.getsignal(signum) for signum in stop_signals} == before
+
+
+@pytest.mark.slow
+def test_demo_on_a_machine_without_mosquitto_uses_the_embedded_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from ctxscope.demo import demo
+
+    monkeypatch.setattr("ctxscope.broker.mosquitto_binary", lambda: None)
+    port = free_port()
+    result = CliRunner().invoke(
+        demo,
+        [
+            "--broker",
+            f"127.0.0.1:{port}",
+            "--workdir",
+            str(tmp_path),
+            "--web-port",
+            "0",
+            "--headless",
+            "--until-done",
+            "--duration",
+            "540",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"127.0.0.1:{port} (embedded amqtt)" in result.output
+    assert "stopped (run finished)" in result.output
+    summary = _summary(result.output)
+    assert summary["lost"] == 0 and summary["gaps"] == 0 and summary["held"] > POINTS
