@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxscope.collector.aggregate.stats import Summary, summarize
+from ctxscope.collector.aggregate.stats import Summary, UnitMismatch, summarize
 from ctxscope.shared.messages import Metric, PointResult
 
 
@@ -47,6 +47,7 @@ class PointAggregate:
     outcomes: Counter[str] = field(default_factory=Counter)
     metrics: dict[str, Summary] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class PointAggregate:
             "outcomes": dict(self.outcomes),
             "runs": list(self.runs),
             "metrics": {name: summary.as_dict() for name, summary in sorted(self.metrics.items())},
+            "problems": list(self.problems),
         }
 
 
@@ -93,9 +95,15 @@ def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:
     aggregates = []
     for point in sorted(outcomes):
         key, context_len = point
-        metrics = {name: summarize(ms) for name, ms in samples[point].items()}
+        metrics: dict[str, Summary] = {}
+        problems: list[str] = []
+        for name, measured in samples[point].items():
+            try:
+                metrics[name] = summarize(measured)
+            except UnitMismatch as exc:  # one agent's bad units must not hide the rest of the device
+                problems.append(f"{name} left out: {exc}")
         aggregates.append(
-            PointAggregate(key, families[point], context_len, outcomes[point], metrics, runs[point])
+            PointAggregate(key, families[point], context_len, outcomes[point], metrics, runs[point], problems)
         )
     return aggregates
 

@@ -187,3 +187,15 @@ def test_max_context_reads_search_records_from_a_generator(result_factory):
     )
     (entry,) = max_context([], (r for r in [search]))
     assert (entry.searched_tokens, entry.family) == (20_000, "transformer")
+
+
+def test_a_metric_in_incompatible_units_is_left_out_with_a_reason(result_factory):
+    # e.g. an agent that sent a TTFT in GiB: the point keeps its other metrics and says why.
+    a = result_factory(run_id="r1", metrics={"ttft": ("ms", [1, 2]), "decode_per_token": ("ms", [3.0])})
+    b = result_factory(run_id="r2", metrics={"ttft": ("GiB", [1.0])})
+    (point,) = aggregate_points([a, b])
+    assert "ttft" not in point.metrics
+    assert point.metrics["decode_per_token"].median == 3.0
+    (problem,) = point.problems
+    assert problem.startswith("ttft left out: cannot pool samples in units")
+    assert point.as_dict()["problems"] == [problem]
