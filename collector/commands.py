@@ -146,7 +146,11 @@ class CommandPublisher:
         except (RuntimeError, ValueError) as exc:  # paho: connection lost, or its queue is full
             raise ConnectionError(f"command {command.command_id} was not sent: {exc}") from exc
         if not info.is_published():
-            raise ConnectionError(f"the broker did not acknowledge command {command.command_id}")
+            # paho keeps the message queued: it may still reach the device before it expires.
+            raise ConnectionError(
+                f"the broker did not acknowledge command {command.command_id} within {timeout_s:.0f} s; "
+                f"it may still be delivered until it expires in {ttl_s:.0f} s"
+            )
         return command
 
     def send_plan(self, device: str, plan: dict[str, Any], ttl_s: float = DEFAULT_TTL_S) -> Command:

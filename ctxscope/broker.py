@@ -189,7 +189,11 @@ class AmqttBroker:
         ready.wait(timeout_s)
         if self._failure is not None:
             raise BrokerError(f"amqtt failed to start on {self.host}:{self.port}: {self._failure}")
-        _wait_until_answers(self.host, self.port, timeout_s, lambda: self.running)
+        try:
+            _wait_until_answers(self.host, self.port, timeout_s, lambda: self.running)
+        except BrokerError:
+            self.stop()  # a broker that never answered is not left serving in the background
+            raise
 
     @property
     def running(self) -> bool:
