@@ -186,7 +186,14 @@ class WindowSummarizer:
         peaks = [r["power_peak_w"] for r in acc.windows if "power_peak_w" in r]
         if peaks:
             m[f"{phase}_power_peak"] = Metric(
-                unit="W", method=f"largest power sample in each window; {method}", samples=peaks
+                unit="W",
+                method=(
+                    f"largest power sample in each window; {method}"
+                    if len(self.power_backends) == 1
+                    else f"sum of each of {len(self.power_backends)} sources' largest sample in each window "
+                    f"(an upper bound of the total's peak); {method}"
+                ),
+                samples=peaks,
             )
         if acc.counter:
             names = ", ".join(b.name for b in self.counter_backends)
