@@ -148,7 +148,8 @@ class Ingest:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop taking messages, store and ack those already taken, then disconnect."""
         self._stopping.set()
-        self._writer.join(timeout_s)
+        if self._writer.is_alive():
+            self._writer.join(timeout_s)
         self._client.disconnect()
         self._client.loop_stop()
 

@@ -218,3 +218,11 @@ def test_a_busy_database_delays_messages_but_never_rejects_them(
         publisher.disconnect()
         ingest.stop()
         store.close()
+
+
+def test_stopping_an_ingest_that_never_started_is_harmless(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        Ingest(store, "127.0.0.1", 1, client_id="never_started").stop()
+    finally:
+        store.close()
