@@ -125,6 +125,7 @@ class Ingest:
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._writer = threading.Thread(target=self._write_loop, name="ctxscope-ingest-writer", daemon=True)
 
@@ -134,6 +135,7 @@ class Ingest:
         self._client.loop_start()
 
     def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until the broker has granted the subscriptions: from then on nothing sent is missed."""
         return self._connected.wait(timeout_s)
 
     @property
@@ -163,6 +165,14 @@ class Ingest:
             "collector connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present
         )
         client.subscribe([(subscription(channel), 1) for channel in DATA_CHANNELS])
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[mqtt.ReasonCode], _p: Any
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("broker %s:%s refused the collector's subscriptions: %s", self.host, self.port, refused)
+            return
         self._connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: mqtt.ReasonCode, _p: Any) -> None:
