@@ -186,10 +186,12 @@ class Link:
         log.info(
             "connected to %s:%s (birth %d)", self.config.broker_host, self.config.broker_port, self._birth
         )
-        self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
-        self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
+        # Subscribe before announcing the birth: the broker handles this connection's packets in
+        # order, so whoever sees the device online can already reach its command topic.
         if self._command_handler is not None:
             client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
+        self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
+        self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
         self._connected.set()
         self._forwarder.notify()
 
