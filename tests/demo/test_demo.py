@@ -30,6 +30,7 @@ def _summary(output: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a whole demo run on a loaded 2-core machine
 def test_demo_runs_the_plan_and_loses_nothing(tmp_path: Path) -> None:
     # A free port where nothing listens: the demo has to start its own broker there.
     port = free_port()
@@ -77,6 +78,7 @@ def test_demo_runs_the_plan_and_loses_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a whole demo run on a loaded 2-core machine
 def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
     port = free_port()
     demo = subprocess.Popen(
@@ -102,6 +104,7 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a whole demo run on a loaded 2-core machine
 def test_a_stopped_demo_gives_back_the_signal_handlers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,6 +126,7 @@ def test_a_stopped_demo_gives_back_the_signal_handlers(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a whole demo run on a loaded 2-core machine
 def test_demo_on_a_machine_without_mosquitto_uses_the_embedded_broker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
