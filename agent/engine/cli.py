@@ -150,6 +150,12 @@ def run(
 @click.option("--memory-cap", default=None, help="emulate a smaller device, e.g. 24GiB")
 @click.option("--start", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=1_048_576, show_default=True)
+@click.option(
+    "--upper-guess",
+    type=click.IntRange(min=2),
+    default=None,
+    help="length probed right after --start instead of twice it (a guess just above the limit)",
+)
 @click.option("--tolerance", type=float, default=0.01, show_default=True, help="relative gap to stop at")
 @click.option("--step", type=int, default=None, help="absolute gap to stop at (instead of --tolerance)")
 @click.option("--probe-timeout", type=float, default=120.0, show_default=True, help="seconds per probe")
@@ -164,6 +170,7 @@ def maxctx(
     memory_cap: str | None,
     start: int,
     max_tokens: int,
+    upper_guess: int | None,
     tolerance: float,
     step: int | None,
     probe_timeout: float,
@@ -175,6 +182,10 @@ def maxctx(
     """Search the longest context one prefill fits in, each probe in a fresh child process."""
     if start > max_tokens:
         raise click.BadParameter(f"--start {start} is above --max-tokens {max_tokens}", param_hint="--start")
+    if upper_guess is not None and upper_guess <= start:
+        raise click.BadParameter(
+            f"--upper-guess {upper_guess} must be above --start {start}", param_hint="--upper-guess"
+        )
     from ctxscope.agent import zoo
     from ctxscope.agent.engine import maxctx as search_mod
     from ctxscope.agent.engine.manifest import collect
@@ -186,6 +197,7 @@ def maxctx(
         raise click.ClickException(f"unknown model {model!r}; valid names: {', '.join(names)}")
     device = device or default_device()
     cap = _bytes(memory_cap)
+    spec = zoo.tiny_spec(model) if tiny else zoo.get_spec(model)
     choice = ModelChoice(
         name=model, precision=precision, device=device, tiny=tiny, prefer_native=not prefer_hf
     )
@@ -198,8 +210,10 @@ def maxctx(
         "memory_cap_bytes": cap,
         "start": start,
         "max_tokens": max_tokens,
+        "upper_guess": upper_guess,
         "tolerance": step if step is not None else tolerance,
         "probe_timeout_s": probe_timeout,
+        "ssd_int32_limit_tokens": zoo.ssd_int32_limit_tokens(spec),
         "choice": asdict(choice),
         "manifest": collect(device, precision=precision),
         "complete": False,
@@ -214,9 +228,19 @@ def maxctx(
             out.write_text(json.dumps(record, indent=1))
 
     result = search_mod.search(
-        probe, start=start, max_tokens=max_tokens, rel_tol=tolerance, step=step, on_probe=show
+        probe,
+        start=start,
+        max_tokens=max_tokens,
+        rel_tol=tolerance,
+        step=step,
+        upper_guess=upper_guess,
+        on_probe=show,
     )
     record.update(complete=True, search=result.to_dict())
     if out:
         out.write_text(json.dumps(record, indent=1))
-    click.echo(f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}")
+    summary = f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}"
+    index_limit = record["ssd_int32_limit_tokens"]
+    if result.failing_outcome == "fault" and index_limit and (result.smallest_failing or 0) > index_limit:
+        summary += f"; the fault lies past {index_limit} tokens, where mamba_ssm's SSD kernels overflow int32"
+    click.echo(summary)

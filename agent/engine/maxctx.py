@@ -52,12 +52,18 @@ def search(
     max_tokens: int = 1_048_576,
     rel_tol: float = 0.01,
     step: int | None = None,
+    upper_guess: int | None = None,
     on_probe: Callable[[Probe], None] | None = None,
 ) -> SearchResult:
     """Grow x2 from `start` until a probe fails or `max_tokens` is reached, then bisect until the
-    gap is at most `step` tokens (or `rel_tol` of the largest length that ran)."""
+    gap is at most `step` tokens (or `rel_tol` of the largest length that ran).
+
+    `upper_guess`, when given, is probed right after `start` instead of twice it: a start just below
+    the expected limit and a guess just above it leave a narrow interval to bisect."""
     if start < 1 or max_tokens < start:
         raise ValueError("need 1 <= start <= max_tokens")
+    if upper_guess is not None and upper_guess <= start:
+        raise ValueError("upper_guess must be above start")
     probes: list[Probe] = []
 
     def run(length: int) -> Probe:
@@ -78,7 +84,8 @@ def search(
         ok = length
         if length >= max_tokens:
             return SearchResult(ok, None, None, f"max_tokens={max_tokens}", probes)
-        length = min(length * 2, max_tokens)
+        grown = upper_guess if upper_guess is not None and length == start else length * 2
+        length = min(grown, max_tokens)
 
     low = ok or 0
     while True:

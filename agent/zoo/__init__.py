@@ -21,6 +21,7 @@ Public API (imports torch lazily: importing this package does no work)::
     state_bytes(spec, dtype, runtime="transformers") -> int
         # fixed conv + SSM state bytes per sequence; transformers keeps SSM states in float32,
         # mamba_ssm in the model dtype
+    ssd_int32_limit_tokens(spec) -> int | None   # longest prompt mamba_ssm's SSD kernels can index
     native_config(spec) -> dict                  # MambaConfig kwargs for mamba_ssm (pure SSM entries)
     hf_config(spec) -> transformers.PretrainedConfig
     LOADERS: dict[model_type, builder]           # the explicit registry load_model dispatches on
@@ -46,6 +47,7 @@ _EXPORTS = {
     "parameter_count": "sizes",
     "cache_bytes_per_token": "sizes",
     "state_bytes": "sizes",
+    "ssd_int32_limit_tokens": "sizes",
     "Runtime": "spec",
     "native_config": "hfconfig",
     "hf_config": "hfconfig",

@@ -16,7 +16,12 @@ def zoo_rows() -> list[dict[str, Any]]:
     import torch
 
     from ctxscope.agent.zoo.hfconfig import NATIVE_MODEL_TYPES
-    from ctxscope.agent.zoo.sizes import cache_bytes_per_token, parameter_count, state_bytes
+    from ctxscope.agent.zoo.sizes import (
+        cache_bytes_per_token,
+        parameter_count,
+        ssd_int32_limit_tokens,
+        state_bytes,
+    )
     from ctxscope.agent.zoo.spec import list_models
 
     dtype = getattr(torch, KV_DTYPE_NAME)
@@ -39,6 +44,7 @@ def zoo_rows() -> list[dict[str, Any]]:
                 "weight_bytes_bf16": parameters * dtype.itemsize,
                 "kv_cache_bytes_per_token_bf16": cache_bytes_per_token(spec, dtype),
                 "state_bytes_bf16": state_bytes(spec, dtype),
+                "ssd_int32_limit_tokens": ssd_int32_limit_tokens(spec),
             }
             if spec.model_type in NATIVE_MODEL_TYPES:
                 row["state_bytes_bf16_mamba_ssm"] = state_bytes(spec, dtype, runtime="mamba_ssm")
@@ -62,11 +68,16 @@ def _bytes(value: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _tokens(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
 @click.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 @click.option("--kernels", is_flag=True, help="Also list the kernel packages usable on this machine.")
 def models(as_json: bool, kernels: bool) -> None:
-    """List the model zoo: family, parameters, KV cache bytes/token and SSM state bytes (bf16)."""
+    """List the model zoo: family, parameters, KV cache bytes/token and SSM state bytes (bf16), and
+    the longest prompt mamba_ssm's SSD kernels can index (32-bit offsets) for Mamba-2 style mixers."""
     from ctxscope.agent.zoo.kernels import kernel_availability
 
     rows = zoo_rows()
@@ -86,6 +97,7 @@ def models(as_json: bool, kernels: bool) -> None:
         ("parameters", "right"),
         ("KV / token", "right"),
         ("SSM state", "right"),
+        ("SSD limit", "right"),
         ("availability", "left"),
     ):
         table.add_column(column, justify=justify, no_wrap=column == "name")  # type: ignore[arg-type]
@@ -95,10 +107,11 @@ def models(as_json: bool, kernels: bool) -> None:
                 _human(row["parameters"]),
                 _bytes(row["kv_cache_bytes_per_token_bf16"]),
                 _bytes(row["state_bytes_bf16"]),
+                _tokens(row["ssd_int32_limit_tokens"]),
             )
             status = "yes"
         else:
-            sizes = ("—", "—", "—")
+            sizes = ("—", "—", "—", "—")
             status = "no (below)"
         table.add_row(row["name"], row["family"], row["model_type"], *sizes, status)
     console = Console()

@@ -347,6 +347,25 @@ def cache_bytes_per_token(spec: ModelSpec, dtype: torch.dtype) -> int:
     return 2 * n_attention * kv_heads * head_dim * _itemsize(dtype)
 
 
+SSD_MODEL_TYPES = frozenset({"mamba2", "nemotron_h", "zamba2", "falcon_h1", "bamba", "granitemoehybrid"})
+INT32_MAX = 2**31 - 1
+
+
+def _ssd_dims(c: Any, model_type: str) -> tuple[int, int, int, int, int]:
+    """(heads, head dim, groups, state size, conv kernel) of one Mamba-2 (SSD) mixer."""
+    if model_type == "mamba2":
+        return c.num_heads, c.head_dim, c.n_groups, c.state_size, c.conv_kernel
+    if model_type == "nemotron_h":
+        return c.mamba_num_heads, c.mamba_head_dim, c.n_groups, c.ssm_state_size, c.conv_kernel
+    if model_type == "zamba2":
+        heads = c.n_mamba_heads
+        head_dim = int(c.mamba_expand * c.hidden_size) // heads
+        return heads, head_dim, c.mamba_ngroups, c.mamba_d_state, c.mamba_d_conv
+    heads = c.mamba_n_heads
+    inner = getattr(c, "mamba_d_ssm", None) or int(c.mamba_expand * c.hidden_size)
+    return heads, inner // heads, c.mamba_n_groups, c.mamba_d_state, c.mamba_d_conv
+
+
 def _ssm_geometry(c: Any, model_type: str) -> tuple[int, int]:
     """(conv state elements, SSM state elements) of one SSM layer, per sequence."""
     if model_type == "mamba":
@@ -354,28 +373,30 @@ def _ssm_geometry(c: Any, model_type: str) -> tuple[int, int]:
     if model_type == "jamba":
         inner = c.mamba_expand * c.hidden_size
         return inner * c.mamba_d_conv, inner * c.mamba_d_state
-    if model_type == "mamba2":
-        heads, head_dim, groups, state, kernel = (
-            c.num_heads,
-            c.head_dim,
-            c.n_groups,
-            c.state_size,
-            c.conv_kernel,
-        )
-    elif model_type == "nemotron_h":
-        heads, head_dim, groups, state = c.mamba_num_heads, c.mamba_head_dim, c.n_groups, c.ssm_state_size
-        kernel = c.conv_kernel
-    elif model_type == "zamba2":
-        heads, groups, state, kernel = c.n_mamba_heads, c.mamba_ngroups, c.mamba_d_state, c.mamba_d_conv
-        head_dim = int(c.mamba_expand * c.hidden_size) // heads
-    elif model_type == "falcon_h1":
-        heads, groups, state, kernel = c.mamba_n_heads, c.mamba_n_groups, c.mamba_d_state, c.mamba_d_conv
-        head_dim = (c.mamba_d_ssm or int(c.mamba_expand * c.hidden_size)) // heads
-    else:
-        heads, groups, state, kernel = c.mamba_n_heads, c.mamba_n_groups, c.mamba_d_state, c.mamba_d_conv
-        head_dim = int(c.mamba_expand * c.hidden_size) // heads
+    heads, head_dim, groups, state, kernel = _ssd_dims(c, model_type)
     inner = heads * head_dim
     return (inner + 2 * groups * state) * kernel, inner * state
+
+
+def ssd_in_proj_width(spec: ModelSpec) -> int | None:
+    """Output features of a Mamba-2 mixer's in_proj (z, x, B, C, dt side by side); None without one."""
+    if spec.model_type not in SSD_MODEL_TYPES:
+        return None
+    heads, head_dim, groups, state, _ = _ssd_dims(hf_config(spec), spec.model_type)
+    inner = heads * head_dim
+    return 2 * inner + 2 * groups * state + heads
+
+
+def ssd_int32_limit_tokens(spec: ModelSpec) -> int | None:
+    """Longest prompt (batch 1) whose in_proj output stays under 2**31 elements.
+
+    mamba_ssm's Triton SSD kernels read x, B, C and dt as views into the in_proj output, whose sequence
+    stride is the in_proj width, and compute element offsets in 32 bits: past this length a prefill
+    on those kernels reads out of bounds (CUDA illegal memory access). On the H200 the faults of the
+    max-context searches fell exactly past it (results/engine/README.md). None for models without SSD.
+    """
+    width = ssd_in_proj_width(spec)
+    return None if width is None else INT32_MAX // width
 
 
 def state_bytes(spec: ModelSpec, dtype: torch.dtype, runtime: Runtime = "transformers") -> int:

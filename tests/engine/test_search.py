@@ -67,3 +67,24 @@ def test_failure_kind_of_the_boundary_is_kept() -> None:
     result = search(probe, start=1000, max_tokens=100_000, rel_tol=0.01)
     assert result.failing_outcome == "oom"
     assert [p.outcome for p in result.probes][:5] == ["ok", "ok", "timeout", "ok", "oom"]
+
+
+def test_upper_guess_is_probed_right_after_the_start() -> None:
+    probe, seen = threshold_probe(75_000)
+    result = search(probe, start=73_728, upper_guess=77_824, max_tokens=1 << 20, rel_tol=0.01)
+    assert seen[:2] == [73_728, 77_824]
+    assert result.largest_ok is not None and result.largest_ok <= 75_000 < result.smallest_failing
+    assert len(seen) <= 5  # a 4096-token interval needs three bisections to reach 1%
+
+
+def test_an_upper_guess_that_fits_keeps_growing_from_it() -> None:
+    probe, seen = threshold_probe(300_000)
+    result = search(probe, start=100_000, upper_guess=150_000, max_tokens=1 << 20, rel_tol=0.01)
+    assert seen[:3] == [100_000, 150_000, 300_000]
+    assert result.largest_ok == 300_000
+
+
+def test_upper_guess_must_be_above_the_start() -> None:
+    probe, _ = threshold_probe(1000)
+    with pytest.raises(ValueError, match="upper_guess"):
+        search(probe, start=2048, upper_guess=2048)

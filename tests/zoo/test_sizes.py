@@ -13,6 +13,7 @@ from ctxscope.agent.zoo import (
     state_bytes,
     tiny_spec,
 )
+from ctxscope.agent.zoo.sizes import SSD_MODEL_TYPES, ssd_in_proj_width, ssd_int32_limit_tokens
 
 from .conftest import BUILDABLE, cache_tensor_bytes
 
@@ -126,3 +127,29 @@ def test_kinds_of_cache() -> None:
 def test_native_state_bytes_scale_with_dtype() -> None:
     spec = tiny_spec("falcon-h1-0.5b")
     assert state_bytes(spec, torch.float32, "mamba_ssm") == 2 * state_bytes(spec, torch.bfloat16, "mamba_ssm")
+
+
+SSD_ENTRIES = [name for name in BUILDABLE if get_spec(name).model_type in SSD_MODEL_TYPES]
+
+
+@pytest.mark.parametrize("name", SSD_ENTRIES)
+def test_ssd_in_proj_width_matches_the_built_mixer(name, tiny_model) -> None:
+    loaded = tiny_model(name)
+    widths = {
+        module.out_features
+        for path, module in loaded.module.named_modules()
+        if path.endswith("in_proj") and isinstance(module, torch.nn.Linear)
+    }
+    assert widths == {ssd_in_proj_width(loaded.spec)}
+
+
+def test_models_without_ssd_mixers_have_no_index_limit() -> None:
+    for name in ("qwen2.5-0.5b", "mamba-790m", "jamba-mini-1.5"):
+        assert ssd_int32_limit_tokens(get_spec(name)) is None
+
+
+def test_index_limit_is_the_longest_prompt_under_two_to_the_31_elements() -> None:
+    limit = ssd_int32_limit_tokens(get_spec("mamba2-780m"))
+    width = ssd_in_proj_width(get_spec("mamba2-780m"))
+    assert width == 2 * 3072 + 2 * 128 + 48
+    assert limit * width < 2**31 <= (limit + 1) * width
