@@ -65,56 +65,100 @@ def benchmarks(root: Path) -> None:
         )
 
 
-def _search_cell(record: dict[str, Any]) -> str:
-    if record.get("complete"):
-        search = record["search"]
-        if search["largest_ok"] is None:
-            return f"nothing fits ({search['failing_outcome']})"
-        return f"**{search['largest_ok']}** (next {search['smallest_failing']}: {search['failing_outcome']})"
-    probes = record["probes"]
-    ok = [p["context_len"] for p in probes if p["outcome"] == "ok"]
-    bad = [p for p in probes if p["outcome"] != "ok"]
-    best = max(ok) if ok else None
-    failing = min(bad, key=lambda p: p["context_len"]) if bad else None
-    text = f">= {best}" if best else "no probe ran"
-    if failing:
-        text += f", < {failing['context_len']} ({failing['outcome']})"
-    return text + " - search cut short by the device budget"
+SEARCH_FILES = (  # every max-context search run on the H200, oldest first
+    "h200-call3/maxctx_study_capped.json",
+    "h200-call5/maxctx_capped.json",
+    "h200-call6/maxctx_capped_2.json",
+    "h200-call6/maxctx_uncapped.json",
+)
+CURVE_FILES = (
+    "h200-call2/curves.jsonl",
+    "h200-call4/curves-ssm-hybrid.jsonl",
+    "h200-call7/curves-zamba2.jsonl",
+)
+TOLERANCE = 0.01
+
+
+def _pooled_probes(root: Path) -> dict[tuple[str, str, bool], list[dict[str, Any]]]:
+    """Probes of every search, pooled per (model, logits, capped): each probe is an independent child
+    process, so a search restarted from an earlier search's interval adds to the same evidence."""
+    pooled: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+    for name in SEARCH_FILES:
+        for record in json.loads((root / name).read_text()):
+            key = (record["model"], record["logits"], record["memory_cap_bytes"] is not None)
+            pooled.setdefault(key, []).extend(
+                {**probe, "precision": record["precision"], "bound": record["max_tokens"]}
+                for probe in record["probes"]
+            )
+    return pooled
+
+
+def _limit_cell(probes: list[dict[str, Any]] | None) -> str:
+    if not probes:
+        return "not run"
+    fits = [p["context_len"] for p in probes if p["outcome"] == "ok"]
+    failing = [p for p in probes if p["outcome"] != "ok"]
+    best = max(fits) if fits else None
+    first_fail = min(failing, key=lambda p: p["context_len"]) if failing else None
+    precision = f" [{probes[0]['precision']}]"
+    if first_fail is None:
+        return f">= {best} (every probe ran; bounded at {max(p['bound'] for p in probes)}){precision}"
+    if best is None:
+        return f"< {first_fail['context_len']} ({first_fail['outcome']}){precision}"
+    if best > first_fail["context_len"]:
+        return f"inconsistent: {best} ran, {first_fail['context_len']} {first_fail['outcome']}{precision}"
+    gap = (first_fail["context_len"] - best) / best
+    if gap <= TOLERANCE:
+        return f"**{best}** (next {first_fail['context_len']}: {first_fail['outcome']}){precision}"
+    return (
+        f">= {best}, < {first_fail['context_len']} ({first_fail['outcome']}; {100 * gap:.1f}% apart, "
+        f"search cut short){precision}"
+    )
 
 
 def max_context(root: Path, paper: dict[str, Any]) -> None:
     study = paper["fig5a_rtx4090_max_context_tokens"]
-    records = {r["model"]: r for r in json.loads((root / "h200-call3/maxctx_study_capped.json").read_text())}
+    pooled = _pooled_probes(root)
     print(
         "| model | study, RTX 4090 24 GB (grid, all logits) | (a) study mode on H200, 24 GiB cap "
-        "| (b) default mode, 24 GiB cap | (c) uncapped |"
+        "| (b) default mode, 24 GiB cap | (c) default mode, uncapped (139.8 GiB) |"
     )
     print("|---|---|---|---|---|")
     for model in SIX:
-        record = records.get(model)
-        cell = _search_cell(record) if record else "not run (device budget)"
-        precision = f" [{record['precision']}]" if record else ""
-        print(f"| {model} | {study.get(model, '-')} | {cell}{precision} | not run | not run |")
+        capped_last = pooled.get((model, "last", True), [])
+        # what ran under the cap runs without it: the capped successes bound the uncapped limit from below
+        uncapped = pooled.get((model, "last", False), []) + [
+            {**p, "bound": 0} for p in capped_last if p["outcome"] == "ok"
+        ]
+        cells = [
+            _limit_cell(pooled.get((model, "all", True))),
+            _limit_cell(capped_last),
+            _limit_cell(uncapped if pooled.get((model, "last", False)) else None),
+        ]
+        print(f"| {model} | {study.get(model, '-')} | " + " | ".join(cells) + " |")
 
 
 def _curves(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """Points of the curves run; points the curves run lacks are taken from the smoke run (marked)."""
+    """Points of the curves runs, per model and context length."""
     curves: dict[str, dict[int, dict[str, Any]]] = {}
-    for source, mark in (("h200-call2/curves.jsonl", ""), ("h200-call1/smoke.jsonl", " †")):
+    for source in CURVE_FILES:
         for line in (root / source).read_text().splitlines():
             record = json.loads(line)
             if record["kind"] != "result" or record["outcome"] != "ok":
                 continue
-            points = curves.setdefault(record["model"], {})
-            if record["context_len"] in points:
-                continue
             metrics = record["metrics"]
-            points[record["context_len"]] = {
+            curves.setdefault(record["model"], {})[record["context_len"]] = {
                 "ttft": metrics["ttft"]["samples"],
                 "decode": metrics["decode_per_token"]["samples"],
                 "peak": metrics["memory_peak"]["samples"],
                 "path": record["implementation"]["decode_path"],
-                "mark": mark,
+                "source": source.split("/")[0],
+                "energy": {
+                    name: metrics[name]["samples"]
+                    for name in ("prefill_energy_per_token", "decode_energy_per_token")
+                    if name in metrics
+                },
+                "energy_rel_diff": record["details"].get("observer", {}).get("prefill_energy_rel_diff"),
             }
     return curves
 
@@ -127,28 +171,43 @@ def curves_tables(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
         print("| model | " + " | ".join(f"{n // 1024}K" for n in lengths) + " |")
         print("|---|" + "---|" * len(lengths))
         for model in SIX:
-            points = curves.get(model)
-            if not points:
-                print(f"| {model} | " + " | ".join("not run" for _ in lengths) + " |")
-                continue
-            cells = [
-                _cell(points[n][metric], digits) + points[n]["mark"] if n in points else "not run"
-                for n in lengths
-            ]
+            points = curves.get(model, {})
+            cells = [_cell(points[n][metric], digits) if n in points else "not run" for n in lengths]
             print(f"| {model} | " + " | ".join(cells) + " |")
-    print("\n† from the smoke run (call 1, plan h200-smoke.toml); the other cells from the curves run.")
+    print(
+        "\nSources: "
+        + "; ".join(
+            f"{m}: " + ", ".join(sorted({p["source"] for p in points.values()}))
+            for m, points in curves.items()
+        )
+    )
     print("Decode paths: " + "; ".join(f"{m}: `{next(iter(p.values()))['path']}`" for m, p in curves.items()))
     print("\nPeak memory of the prefill, GiB:\n")
     print("| model | " + " | ".join(f"{n // 1024}K" for n in lengths) + " |")
     print("|---|" + "---|" * len(lengths))
     for model in SIX:
         points = curves.get(model, {})
-        cells = [
-            f"{points[n]['peak'][0] / 2**30:.2f}{points[n]['mark']}" if n in points else "not run"
-            for n in lengths
-        ]
+        cells = [f"{points[n]['peak'][0] / 2**30:.2f}" if n in points else "not run" for n in lengths]
         print(f"| {model} | " + " | ".join(cells) + " |")
     return curves
+
+
+def energy_table(curves: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """Energy per token from the telemetry observer (NVML, 20 Hz), where the run had it on."""
+    print("\n| model | tokens | prefill mJ/token | decode mJ/token | prefill integral vs counter |")
+    print("|---|---|---|---|---|")
+    for model in SIX:
+        for length, point in sorted(curves.get(model, {}).items()):
+            energy = point["energy"]
+            if not energy:
+                continue
+            cells = [
+                _cell([1e3 * x for x in energy[name]], 2) if name in energy else "not measured"
+                for name in ("prefill_energy_per_token", "decode_energy_per_token")
+            ]
+            diffs = point["energy_rel_diff"] or []
+            spread = ", ".join(f"{100 * d:+.2f}%" for d in diffs) if diffs else "-"
+            print(f"| {model} | {length} | {cells[0]} | {cells[1]} | {spread} |")
 
 
 def _crossover(a: dict[int, float], b: dict[int, float]) -> str:
@@ -194,6 +253,8 @@ def main() -> None:
     max_context(root, paper)
     print("\n### Curves")
     curves = curves_tables(root)
+    print("\n### Energy per token")
+    energy_table(curves)
     print("\n### Crossover lengths")
     crossovers(curves)
 
