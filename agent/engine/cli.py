@@ -240,7 +240,5 @@ def maxctx(
     if out:
         out.write_text(json.dumps(record, indent=1))
     summary = f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}"
-    index_limit = record["ssd_int32_limit_tokens"]
-    if result.failing_outcome == "fault" and index_limit and (result.smallest_failing or 0) > index_limit:
-        summary += f"; the fault lies past {index_limit} tokens, where mamba_ssm's SSD kernels overflow int32"
-    click.echo(summary)
+    note = search_mod.index_limit_note(result, record["ssd_int32_limit_tokens"])
+    click.echo(f"{summary}; {note}" if note else summary)

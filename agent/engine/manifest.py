@@ -10,20 +10,16 @@ import contextlib
 import platform
 import socket
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_PACKAGES = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "ctxscope")
-_DIST_NAMES = {"mamba_ssm": "mamba-ssm", "causal_conv1d": "causal-conv1d"}
+from ctxscope.agent.packages import KERNEL_PACKAGES, installed_version
 
 
 def package_versions() -> dict[str, str]:
-    versions: dict[str, str] = {}
-    for name in _PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(_DIST_NAMES.get(name, name))
-    return versions
+    """Versions of the kernel-relevant packages and of ctxscope; packages not installed are absent."""
+    versions = {name: installed_version(name) for name in (*KERNEL_PACKAGES, "ctxscope")}
+    return {name: version for name, version in versions.items() if version is not None}
 
 
 def git_revision() -> str | None:

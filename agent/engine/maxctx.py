@@ -102,6 +102,16 @@ def search(
     return SearchResult(ok, failing.context_len, failing.outcome, None, probes)
 
 
+def index_limit_note(result: SearchResult, index_limit: int | None) -> str | None:
+    """A note when the search ended on a fault past the zoo's int32 limit of mamba_ssm's SSD kernels
+    (`ssd_int32_limit_tokens`): then the limit is the kernels' indexing, not memory."""
+    if index_limit is None or result.failing_outcome != "fault":
+        return None
+    if result.smallest_failing is None or result.smallest_failing <= index_limit:
+        return None
+    return f"the fault lies past {index_limit} tokens, where mamba_ssm's SSD kernels overflow int32 offsets"
+
+
 def isolated_probe(
     choice: ModelChoice,
     *,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from ctxscope.agent import zoo
 from ctxscope.agent.engine import maxctx, point
 from ctxscope.agent.engine.isolation import HostMemoryWatch, Worker, is_unified_memory_device
 from ctxscope.agent.engine.manifest import collect
@@ -176,7 +177,6 @@ def run_plan(
     `should_stop` is checked before each point: when it turns true the run ends as `cancelled` after
     the point in hand. A run that breaks on an unexpected error still ends with a `failed` record.
     """
-    from ctxscope.agent import zoo
 
     device = device or default_device()
     run_id = run_id or new_run_id()
@@ -317,6 +317,9 @@ def _max_context(
     )
     label = f"{choice.name}/{choice.precision}/max-context"
     summary.max_context[label] = result
+    spec = zoo.tiny_spec(choice.name) if choice.tiny else zoo.get_spec(choice.name)
+    index_limit = zoo.ssd_int32_limit_tokens(spec)
+    note = maxctx.index_limit_note(result, index_limit)
     length = result.largest_ok or result.smallest_failing or settings.start
     metrics = {}
     if result.largest_ok is not None:
@@ -341,5 +344,11 @@ def _max_context(
         outcome="ok" if result.largest_ok is not None else (result.failing_outcome or "fault"),
         metrics=metrics,
         manifest={**manifest, "precision": choice.precision},
-        details={"kind": "max_context", "memory_cap_bytes": cap, "search": result.to_dict()},
+        details={
+            "kind": "max_context",
+            "memory_cap_bytes": cap,
+            "search": result.to_dict(),
+            "ssd_int32_limit_tokens": index_limit,
+            **({"limit_note": note} if note else {}),
+        },
     )

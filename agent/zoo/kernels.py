@@ -14,12 +14,12 @@ Read the module after the model is built, so that lazily loaded kernels are seen
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from dataclasses import dataclass, field
 from types import ModuleType
 
 import torch
 
+from ctxscope.agent.packages import KERNEL_PACKAGES, installed_version
 from ctxscope.agent.zoo.spec import ZooError
 
 # hot operation -> (package, module inside it, function) that transformers resolves for it, per SSM kind
@@ -70,7 +70,6 @@ SSM_KIND: dict[str, str | None] = {
     "granitemoehybrid": "mamba2",
 }
 
-_PACKAGES = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "flash_attn", "triton")
 
 TORCH_FALLBACK = "transformers torch fallback"
 
@@ -104,13 +103,10 @@ def _has_function(package: str, inner: str, name: str) -> bool:
 def kernel_availability() -> dict[str, str]:
     """Installed version of each kernel-relevant package, or why it is unusable; plus the CUDA device."""
     report: dict[str, str] = {}
-    for package in _PACKAGES:
+    for package in KERNEL_PACKAGES:
         error = import_error(package)
         if error is None:
-            try:
-                report[package] = importlib.metadata.version(package.replace("_", "-"))
-            except importlib.metadata.PackageNotFoundError:
-                report[package] = "importable (version unknown)"
+            report[package] = installed_version(package) or "importable (version unknown)"
         else:
             report[package] = f"unusable ({error})"
     report["cuda"] = (
