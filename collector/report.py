@@ -147,7 +147,7 @@ def device_section(view: dict[str, Any], out_dir: Path) -> str:
             m["logits"],
             m["max_ok_tokens"],
             f"{m['first_failure_tokens']} ({m['failure_outcome']})" if m["first_failure_tokens"] else None,
-            m["searched_tokens"],
+            _with_note(m["searched_tokens"], m["search_limit_note"]),
             _round(
                 fits.get((m["model"], m["precision"], m["logits"], m["implementation"]), {}).get(
                     "extrapolated_limit_tokens"
@@ -185,6 +185,10 @@ def device_section(view: dict[str, Any], out_dir: Path) -> str:
         + "<h3>Transformer / SSM crossovers (TTFT)</h3>"
         + _table(["transformer", "SSM / hybrid", "crossover (tokens)", "faster above"], crossovers)
     )
+
+
+def _with_note(value: Any, note: str | None) -> Any:
+    return f"{value}; {note}" if note else value
 
 
 def _round(value: float | None) -> int | None:

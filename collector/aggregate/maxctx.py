@@ -21,6 +21,7 @@ class MaxContext:
     failure_outcome: str | None
     searched_tokens: int | None = None  # the bisection search's largest ok length
     search_memory_cap_bytes: int | None = None
+    search_limit_note: str | None = None  # e.g. the search ended on a kernel's indexing limit, not memory
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class MaxContext:
             "failure_outcome": self.failure_outcome,
             "searched_tokens": self.searched_tokens,
             "search_memory_cap_bytes": self.search_memory_cap_bytes,
+            "search_limit_note": self.search_limit_note,
         }
 
 
@@ -38,19 +40,33 @@ def _model_key(key: SeriesKey) -> tuple[str, str, str, str]:
     return (key.device, key.model, key.precision, key.logits)
 
 
-def searches(results: Iterable[PointResult]) -> dict[tuple[str, str, str, str], tuple[int, int | None]]:
-    """(device, model, precision, logits) -> (largest ok length found, memory cap) of the latest
-    successful search; kernel paths are not part of the key since a search record states none."""
-    found: dict[tuple[str, str, str, str], tuple[int, int, int | None]] = {}
+@dataclass(frozen=True)
+class Search:
+    tokens: int
+    memory_cap_bytes: int | None
+    limit_note: str | None
+
+
+def searches(results: Iterable[PointResult]) -> dict[tuple[str, str, str, str], Search]:
+    """(device, model, precision, logits) -> the latest successful search; kernel paths are not part of
+    the key since a search record states none."""
+    found: dict[tuple[str, str, str, str], tuple[int, Search]] = {}
     for r in results:
         metric = r.metrics.get("max_context")
         if not is_search(r) or r.outcome != "ok" or metric is None:
             continue
         key = (r.device, r.model, r.precision, r.logits)
-        cap = r.details.get("memory_cap_bytes")
+        cap, note = r.details.get("memory_cap_bytes"), r.details.get("limit_note")
         if key not in found or r.ts > found[key][0]:
-            found[key] = (r.ts, int(max(metric.samples)), cap if isinstance(cap, int) else None)
-    return {k: (tokens, cap) for k, (_, tokens, cap) in found.items()}
+            found[key] = (
+                r.ts,
+                Search(
+                    int(max(metric.samples)),
+                    cap if isinstance(cap, int) else None,
+                    note if isinstance(note, str) else None,
+                ),
+            )
+    return {k: search for k, (_, search) in found.items()}
 
 
 def max_context(
@@ -79,18 +95,28 @@ def max_context(
         outcome = None
         if first is not None:
             outcome = max((o for o in first.outcomes if o != "skipped"), key=lambda o: first.outcomes[o])
-        searched, cap = found.get(_model_key(key), (None, None))
+        search = found.get(_model_key(key))
         table.append(
             MaxContext(
-                key, points[0].family, best, first.context_len if first else None, outcome, searched, cap
+                key,
+                points[0].family,
+                best,
+                first.context_len if first else None,
+                outcome,
+                search.tokens if search else None,
+                search.memory_cap_bytes if search else None,
+                search.limit_note if search else None,
             )
         )
     covered = {_model_key(m.key) for m in table}
     families = {(r.device, r.model, r.precision, r.logits): r.family for r in results if is_search(r)}
-    for (device, model, precision, logits), (searched, cap) in sorted(found.items()):
+    for (device, model, precision, logits), search in sorted(found.items()):
         if (device, model, precision, logits) not in covered:
             key = SeriesKey(device, model, precision, logits, "")
+            family = families[(device, model, precision, logits)]
             table.append(
-                MaxContext(key, families[(device, model, precision, logits)], None, None, None, searched, cap)
+                MaxContext(
+                    key, family, None, None, None, search.tokens, search.memory_cap_bytes, search.limit_note
+                )
             )
     return table

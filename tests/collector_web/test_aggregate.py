@@ -168,6 +168,18 @@ def test_max_context_search_records_fill_the_table_but_are_not_points(result_fac
     assert table["mamba2-780m"].family == "ssm"
 
 
+def test_a_search_that_ended_on_a_kernel_limit_says_so(result_factory):
+    note = "the fault lies past 333046 tokens, where mamba_ssm's SSD kernels overflow int32 offsets"
+    search = result_factory(
+        model="mamba2-780m", family="ssm", context_len=331_776,
+        metrics={"max_context": ("tokens", [331_776])},
+        details={"kind": "max_context", "memory_cap_bytes": 24 * 2**30, "limit_note": note},
+    )  # fmt: skip
+    (entry,) = max_context([], [search])
+    assert entry.as_dict()["search_limit_note"] == note
+    assert entry.as_dict()["searched_tokens"] == 331_776
+
+
 def test_compare_keeps_each_kernel_path_of_a_device(result_factory):
     native = result_factory(implementation={"scan": "mamba_ssm"}, metrics={"ttft": ("ms", [1.0])})
     fallback = result_factory(implementation={"scan": "torch"}, metrics={"ttft": ("ms", [9.0])})

@@ -200,7 +200,7 @@ const ctxscope = (() => {
         const paper = Object.entries(view.reference_max_context[m.model] || {}).map(([d, n]) => `${d}: ${n}`).join(", ");
         return [m.model, m.precision, m.logits, m.max_ok_tokens ?? "–",
           m.first_failure_tokens ? `${m.first_failure_tokens} (${m.failure_outcome})` : "–",
-          m.searched_tokens ? m.searched_tokens + (m.search_memory_cap_bytes ? ` (cap ${(m.search_memory_cap_bytes / 2 ** 30).toFixed(1)} GiB)` : "") : "–",
+          m.searched_tokens ? m.searched_tokens + (m.search_memory_cap_bytes ? ` (cap ${(m.search_memory_cap_bytes / 2 ** 30).toFixed(1)} GiB)` : "") + (m.search_limit_note ? `; ${m.search_limit_note}` : "") : "–",
           fit && fit.extrapolated_limit_tokens ? Math.round(fit.extrapolated_limit_tokens) : "–",
           fit ? fmt(fit.fit.rms_residual, fit.fit.unit) : "–", paper];
       }));
