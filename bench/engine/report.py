@@ -93,7 +93,7 @@ def _pooled_probes(root: Path) -> dict[tuple[str, str, bool], list[dict[str, Any
     return pooled
 
 
-def _limit_cell(probes: list[dict[str, Any]] | None) -> str:
+def _limit_cell(probes: list[dict[str, Any]] | None, open_interval: str = "search cut short") -> str:
     if not probes:
         return "not run"
     fits = [p["context_len"] for p in probes if p["outcome"] == "ok"]
@@ -112,7 +112,7 @@ def _limit_cell(probes: list[dict[str, Any]] | None) -> str:
         return f"**{best}** (next {first_fail['context_len']}: {first_fail['outcome']}){precision}"
     return (
         f">= {best}, < {first_fail['context_len']} ({first_fail['outcome']}; {100 * gap:.1f}% apart, "
-        f"search cut short){precision}"
+        f"{open_interval}){precision}"
     )
 
 
@@ -133,7 +133,10 @@ def max_context(root: Path, paper: dict[str, Any]) -> None:
         cells = [
             _limit_cell(pooled.get((model, "all", True))),
             _limit_cell(capped_last),
-            _limit_cell(uncapped if pooled.get((model, "last", False)) else None),
+            _limit_cell(
+                uncapped if pooled.get((model, "last", False)) else None,
+                "one uncapped probe; the lower bound is the capped search's",
+            ),
         ]
         print(f"| {model} | {study.get(model, '-')} | " + " | ".join(cells) + " |")
 
