@@ -7,12 +7,22 @@ the energy integral tracks the NVML counter under bursty load at 20, 50 and 100 
 TTFT at 4096 tokens (Qwen2.5-0.5B architecture, random weights, bf16) in blocks ordered
 A B C D D C B A ... so that drift cancels: off; NVML power+energy only at 20 Hz; every NVML metric
 plus the host at 20 Hz; every metric at 100 Hz. The sampler process's CPU time is read per block.
+
+The blocks showed that a 4K prefill switches between latency states that last a dozen prefills or
+more, which blocks cannot separate from the sampler's effect. `--paired` therefore alternates
+sampling on and off at every prefill, in one sampler process that is paused (SIGSTOP) and resumed
+(SIGCONT) in between, and reports the per-pair relative differences: a state that lasts longer than a
+pair cancels out of every difference.
+
+    python bench/telemetry/h200_overhead.py --out DIR --paired   # only the paired comparison
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -102,6 +112,50 @@ def overhead(wl: Workload, tokens: int, rounds: int, reps: int, dry_run: bool) -
     return out
 
 
+def paired_overhead(wl: Workload, tokens: int, pairs: int, mode: str, dry_run: bool) -> dict[str, Any]:
+    """TTFT with the sampler running vs paused, alternating every prefill (on-off, off-on, ...)."""
+    for _ in range(3):
+        wl.prefill(tokens)
+    backends, rate = mode_backends(mode, dry_run)
+    on: list[float] = []
+    off: list[float] = []
+    diffs: list[float] = []
+    with TelemetrySession(backends, rate_hz=rate) as session:
+        pid = session.sampler_pid
+        assert pid is not None
+        time.sleep(0.5)
+        try:
+            for i in range(pairs):
+                timed: dict[bool, float] = {}
+                for sampling in (True, False) if i % 2 == 0 else (False, True):
+                    os.kill(pid, signal.SIGCONT if sampling else signal.SIGSTOP)
+                    timed[sampling] = wl.prefill(tokens)
+                on.append(timed[True])
+                off.append(timed[False])
+                diffs.append(timed[True] / timed[False] - 1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    q1, q3 = np.percentile(diffs, [25, 75])
+    sem = statistics.stdev(diffs) / len(diffs) ** 0.5
+    return {
+        "tokens": tokens,
+        "mode": mode,
+        "rate_hz": rate,
+        "pairs": pairs,
+        "method": "per pair: TTFT with the sampler running / TTFT with it paused (SIGSTOP) - 1; "
+        "order alternates on-off, off-on",
+        "median_rel_diff": statistics.median(diffs),
+        "iqr_rel_diff": [float(q1), float(q3)],
+        "mean_rel_diff": statistics.fmean(diffs),
+        "mean_rel_diff_95ci": [statistics.fmean(diffs) - 1.96 * sem, statistics.fmean(diffs) + 1.96 * sem],
+        "median_on_s": statistics.median(on),
+        "median_off_s": statistics.median(off),
+        "rel_diffs": diffs,
+        "on_s": on,
+        "off_s": off,
+    }
+
+
 def bursty_energy(wl: Workload, rate_hz: float, scale: float) -> list[dict[str, Any]]:
     gpu = NvmlBackend(0)
     if not gpu.available():
@@ -121,14 +175,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--paired", action="store_true", help="only the per-prefill paired comparison")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     scale = 0.2 if args.dry_run else 1.0
     wl = Workload(args.dry_run)
-    results: dict[str, Any] = {"command": "python bench/telemetry/h200_overhead.py --out DIR"}
+    tokens = 256 if args.dry_run else 4096
+    if args.paired:
+        results: dict[str, Any] = {"command": "python bench/telemetry/h200_overhead.py --out DIR --paired"}
+        pairs = 20 if args.dry_run else 200
+        results["paired"] = {
+            mode: paired_overhead(wl, tokens, pairs, mode, args.dry_run)
+            for mode in ("full_20hz", "full_100hz")
+        }
+        (args.out / "h200_overhead_paired.json").write_text(json.dumps(results, indent=1))
+        for mode, entry in results["paired"].items():
+            lo, hi = entry["mean_rel_diff_95ci"]
+            print(
+                f"{mode:>11}: {entry['pairs']} pairs, median {100 * entry['median_rel_diff']:+.2f}% "
+                f"(IQR {100 * entry['iqr_rel_diff'][0]:+.2f}..{100 * entry['iqr_rel_diff'][1]:+.2f}%), "
+                f"mean {100 * entry['mean_rel_diff']:+.2f}% (95% CI {100 * lo:+.2f}..{100 * hi:+.2f}%)"
+            )
+        return
+    results = {"command": "python bench/telemetry/h200_overhead.py --out DIR"}
     results["bursty_energy"] = {str(rate): bursty_energy(wl, rate, scale) for rate in (20.0, 50.0, 100.0)}
     (args.out / "h200_overhead.json").write_text(json.dumps(results, indent=1))
-    tokens = 256 if args.dry_run else 4096
     results["ttft"] = overhead(wl, tokens, rounds=4, reps=3 if args.dry_run else 12, dry_run=args.dry_run)
     (args.out / "h200_overhead.json").write_text(json.dumps(results, indent=1))
 
