@@ -241,6 +241,10 @@ def crossovers(curves: dict[str, dict[int, dict[str, Any]]]) -> None:
                 continue
             cells = []
             for metric in ("ttft", "decode"):
+                paths = {next(iter(curves[m].values()))["path"] for m in (t, s)}
+                if metric == "decode" and len({"eager" in path for path in paths}) > 1:
+                    cells.append("not comparable: " + " vs ".join(f"`{p}`" for p in sorted(paths)))
+                    continue
                 a = {n: statistics.median(v[metric]) for n, v in curves[t].items()}
                 b = {n: statistics.median(v[metric]) for n, v in curves[s].items()}
                 cells.append(_crossover(a, b))
