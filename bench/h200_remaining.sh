@@ -7,7 +7,7 @@
 #  2. The sampler's TTFT overhead at 4K tokens, paired per prefill (results/telemetry).
 #  3. The profiled decode step and the HF+kernels Mamba2 variant (results/profiling).
 set -uo pipefail
-export PATH=/tmp/site/bin:$PATH
+export PATH=/tmp/site/bin:$PATH OUT
 repo=$PWD
 cd /tmp || exit 1
 mkdir -p "$OUT/maxctx" "$OUT/telemetry" "$OUT/prof"
