@@ -19,6 +19,8 @@ def test_json_lists_every_entry_with_computed_sizes() -> None:
     assert qwen["parameters"] == 494_032_768
     assert qwen["kv_cache_bytes_per_token_bf16"] == 12_288 and qwen["state_bytes_bf16"] == 0
     assert rows["mamba2-780m"]["kv_cache_bytes_per_token_bf16"] == 0
+    assert rows["mamba2-780m"]["ssd_int32_limit_tokens"] == 333_046
+    assert qwen["ssd_int32_limit_tokens"] is None and rows["mamba-790m"]["ssd_int32_limit_tokens"] is None
     hymba = rows["hymba-1.5b"]
     assert not hymba["available"] and "parameters" not in hymba and hymba["unavailable_reason"]
 
