@@ -240,5 +240,7 @@ def maxctx(
     if out:
         out.write_text(json.dumps(record, indent=1))
     summary = f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}"
-    note = search_mod.index_limit_note(result, record["ssd_int32_limit_tokens"])
+    note = search_mod.index_limit_note(
+        result.smallest_failing, result.failing_outcome, record["ssd_int32_limit_tokens"]
+    )
     click.echo(f"{summary}; {note}" if note else summary)

@@ -102,12 +102,10 @@ def search(
     return SearchResult(ok, failing.context_len, failing.outcome, None, probes)
 
 
-def index_limit_note(result: SearchResult, index_limit: int | None) -> str | None:
-    """A note when the search ended on a fault past the zoo's int32 limit of mamba_ssm's SSD kernels
-    (`ssd_int32_limit_tokens`): then the limit is the kernels' indexing, not memory."""
-    if index_limit is None or result.failing_outcome != "fault":
-        return None
-    if result.smallest_failing is None or result.smallest_failing <= index_limit:
+def index_limit_note(length: int | None, outcome: str | None, index_limit: int | None) -> str | None:
+    """A note when a prefill of `length` tokens faulted past the zoo's int32 limit of mamba_ssm's SSD
+    kernels (`ssd_int32_limit_tokens`): the likely cause is then the kernels' indexing, not memory."""
+    if index_limit is None or outcome != "fault" or length is None or length <= index_limit:
         return None
     return f"the fault lies past {index_limit} tokens, where mamba_ssm's SSD kernels overflow int32 offsets"
 

@@ -49,6 +49,8 @@ class _Group:
         self.plan = plan
         self.choice = choice
         self.min_window_ns = min_window_ns
+        spec = zoo.tiny_spec(choice.name) if choice.tiny else zoo.get_spec(choice.name)
+        self.index_limit = zoo.ssd_int32_limit_tokens(spec)
         self.session: point.Session | None = None
         self.worker: Worker | None = None
         self.child: dict[str, Any] = {}
@@ -276,6 +278,9 @@ def _measure_and_emit(
         report = observer.summarize(_windows(details))
         metrics.update(report.metrics)
         details["observer"] = {"flags": report.flags, **report.details}
+    note = maxctx.index_limit_note(p.context_len, reply["outcome"], group.index_limit)
+    if note:
+        details["limit_note"] = note
     return sink.emit(
         PointResult,
         run_id=run_id,
@@ -319,7 +324,7 @@ def _max_context(
     summary.max_context[label] = result
     spec = zoo.tiny_spec(choice.name) if choice.tiny else zoo.get_spec(choice.name)
     index_limit = zoo.ssd_int32_limit_tokens(spec)
-    note = maxctx.index_limit_note(result, index_limit)
+    note = maxctx.index_limit_note(result.smallest_failing, result.failing_outcome, index_limit)
     length = result.largest_ok or result.smallest_failing or settings.start
     metrics = {}
     if result.largest_ok is not None:

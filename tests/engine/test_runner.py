@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ctxscope.agent import zoo
 from ctxscope.agent.engine.runner import run_plan
 from ctxscope.agent.phases import PhaseReport, PhaseWindow
 from ctxscope.agent.records import MemorySink
@@ -103,6 +104,26 @@ def test_child_killed_mid_point_is_a_fault_and_the_sweep_goes_on(
     assert summary.points_failed == 1 and summary.points_ok == 2
     assert sink.records[-1].kind == "run_finished"
     assert isinstance(summary.results[0], PointResult)
+
+
+@pytest.mark.slow
+def test_a_fault_past_the_ssd_index_limit_is_explained(make_plan, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        zoo, "ssd_int32_limit_tokens", lambda spec: 20 if spec.model_type == "mamba2" else None
+    )
+    monkeypatch.setenv("CTXSCOPE_ENGINE_KILL_AT", "24")
+    plan = make_plan(
+        models=["mamba2-780m"],
+        context_lengths=[16, 24],
+        isolate="always",
+        decode_tokens=0,
+        point_timeout_s=120,
+    )
+    summary = run_plan(plan, MemorySink(), progress=False, device="cpu")
+    outcomes = {r.context_len: r for r in summary.results}
+    assert outcomes[16].outcome == "ok" and "limit_note" not in outcomes[16].details
+    assert outcomes[24].outcome == "fault"
+    assert "past 20 tokens" in outcomes[24].details["limit_note"]
 
 
 @pytest.mark.slow

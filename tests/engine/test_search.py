@@ -93,13 +93,14 @@ def test_upper_guess_must_be_above_the_start() -> None:
 def test_a_fault_past_the_index_limit_is_named() -> None:
     probe, _ = threshold_probe(333_000, failure="fault")
     result = search(probe, start=262_144, upper_guess=393_216, max_tokens=1 << 21, rel_tol=0.01)
-    note = index_limit_note(result, 333_046)
+    note = index_limit_note(result.smallest_failing, result.failing_outcome, 333_046)
     assert note is not None and "333046" in note
-    assert index_limit_note(result, None) is None
-    assert index_limit_note(result, 400_000) is None  # the fault came before the limit
+    assert index_limit_note(result.smallest_failing, result.failing_outcome, None) is None
+    # the fault came before the limit: something else failed
+    assert index_limit_note(result.smallest_failing, result.failing_outcome, 400_000) is None
 
 
 def test_an_out_of_memory_limit_gets_no_index_note() -> None:
     probe, _ = threshold_probe(500_000, failure="oom")
     result = search(probe, start=262_144, max_tokens=1 << 21, rel_tol=0.01)
-    assert index_limit_note(result, 333_046) is None
+    assert index_limit_note(result.smallest_failing, result.failing_outcome, 333_046) is None
