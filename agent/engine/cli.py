@@ -111,7 +111,7 @@ def run(
 ) -> None:
     """Run a sweep plan and write (or stream) its records."""
     from ctxscope.agent.engine import plan as plans
-    from ctxscope.agent.engine.runner import run_plan
+    from ctxscope.agent.engine.runner import default_device, run_plan
 
     try:
         plan = plans.load(plan_file)
@@ -124,6 +124,9 @@ def run(
             plan = plans.validate({**plan.model_dump(), **overrides})
     except plans.PlanError as exc:
         raise click.ClickException(str(exc)) from exc
+    if (device or default_device()) == "cuda":
+        for warning in plans.index_limit_warnings(plan):
+            click.echo(f"warning: {warning}", err=True)
     with contextlib.ExitStack() as stack:
         sink: RecordSink
         if broker or config_path:

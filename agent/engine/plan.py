@@ -154,3 +154,21 @@ def load(path: str | Path, *, known_models: list[str] | None = None) -> Plan:
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{path}: not valid TOML: {exc}") from exc
     return validate(raw, known_models=known_models)
+
+
+def index_limit_warnings(plan: Plan) -> list[str]:
+    """Points longer than what mamba_ssm's SSD kernels can index (they will fault on a GPU that runs
+    those kernels): one line per model, naming the limit and the lengths past it."""
+    from ctxscope.agent import zoo
+
+    warnings = []
+    for model in plan.models:
+        spec = zoo.tiny_spec(model) if plan.tiny else zoo.get_spec(model)
+        limit = zoo.ssd_int32_limit_tokens(spec)
+        past = [n for n in plan.context_lengths if limit is not None and n > limit]
+        if limit is not None and past:
+            warnings.append(
+                f"{model}: {', '.join(map(str, past))} tokens lie past {limit}, the longest prompt "
+                "mamba_ssm's SSD kernels can index with int32 offsets; on those kernels these points fault"
+            )
+    return warnings

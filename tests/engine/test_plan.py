@@ -88,3 +88,16 @@ def test_shipped_plans_validate() -> None:
     for name in names:
         loaded = plans.load(Path(str(folder.joinpath(name))))
         assert loaded.name == name.removesuffix(".toml")
+
+
+def test_points_past_the_ssd_index_limit_are_warned_about() -> None:
+    plan = plans.validate(
+        {
+            "name": "long",
+            "models": ["mamba2-780m", "qwen2.5-0.5b", "mamba-790m"],
+            "context_lengths": [262_144, 393_216, 524_288],
+        }
+    )
+    (warning,) = plans.index_limit_warnings(plan)
+    assert warning.startswith("mamba2-780m: 393216, 524288 tokens lie past 333046")
+    assert plans.index_limit_warnings(plans.validate({**plan.model_dump(), "context_lengths": [1024]})) == []
