@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from ctxscope.agent.engine.runner import new_run_id, run_plan
+from ctxscope.agent.engine.runner import default_device, new_run_id, run_plan
 from ctxscope.agent.streaming import configure
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
@@ -100,6 +100,7 @@ class Daemon:
             except queue.Empty:
                 continue
             self.link.set_status("busy", run_id=accepted.run_id, detail=f"plan {accepted.plan.name}")
+            self._warn_about_kernel_limits(accepted.plan)
             try:
                 summary = run_plan(
                     accepted.plan,
@@ -124,6 +125,16 @@ class Daemon:
             finally:
                 self.link.set_status("online")
         self._report_unstarted()
+
+    def _warn_about_kernel_limits(self, plan: Any) -> None:
+        """On a GPU, points that will fault on mamba_ssm's SSD kernels are said before the run starts."""
+        from ctxscope.agent.engine.plan import index_limit_warnings
+
+        if (self.torch_device or default_device()) != "cuda":
+            return
+        for warning in index_limit_warnings(plan):
+            log.warning("plan %s: %s", plan.name, warning)
+            self.spool.emit(Log, level="warning", logger=__name__, message=f"plan {plan.name}: {warning}")
 
     def _report_unstarted(self) -> None:
         """Accepted plans that never started are said to be dropped, not silently forgotten."""

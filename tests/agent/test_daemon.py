@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -120,6 +121,27 @@ def test_plans_still_queued_at_stop_are_reported(spool: Spool) -> None:
     daemon.run_until_stopped()
     (warning,) = [r for r in records(spool) if r.kind == "log"]
     assert warning.level == "warning" and "accepted but not started" in warning.message
+
+
+def test_on_a_gpu_points_past_the_ssd_kernel_limit_are_warned_about_first(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = Daemon(StatusLog(), spool, torch_device="cuda")  # type: ignore[arg-type]
+    ran: list[str] = []
+
+    def fake_run_plan(plan, sink, **kwargs):  # the warning must come before the run
+        ran.append(plan.name)
+        assert any(r.kind == "log" and "333046" in r.message for r in records(spool))
+        daemon.stopping.set()
+        return SimpleNamespace(points_ok=0, points_failed=0)
+
+    monkeypatch.setattr("ctxscope.agent.daemon.run_plan", fake_run_plan)
+    long_plan = 'name = "long"\nmodels = ["mamba2-780m"]\ncontext_lengths = [262144, 393216]\n'
+    daemon.handle_command(command("run_plan", {"plan": long_plan}))
+    daemon.run_until_stopped()
+    assert ran == ["long"]
+    (warning,) = [r for r in records(spool) if r.kind == "log"]
+    assert warning.level == "warning" and "393216 tokens lie past 333046" in warning.message
 
 
 @pytest.mark.slow
