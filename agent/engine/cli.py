@@ -200,7 +200,6 @@ def maxctx(
         raise click.ClickException(f"unknown model {model!r}; valid names: {', '.join(names)}")
     device = device or default_device()
     cap = _bytes(memory_cap)
-    spec = zoo.tiny_spec(model) if tiny else zoo.get_spec(model)
     choice = ModelChoice(
         name=model, precision=precision, device=device, tiny=tiny, prefer_native=not prefer_hf
     )
@@ -216,7 +215,7 @@ def maxctx(
         "upper_guess": upper_guess,
         "tolerance": step if step is not None else tolerance,
         "probe_timeout_s": probe_timeout,
-        "ssd_int32_limit_tokens": zoo.ssd_int32_limit_tokens(spec),
+        "ssd_int32_limit_tokens": zoo.ssd_int32_limit_tokens(zoo.spec_for(model, tiny=tiny)),
         "choice": asdict(choice),
         "manifest": collect(device, precision=precision),
         "complete": False,

@@ -163,10 +163,9 @@ def index_limit_warnings(plan: Plan) -> list[str]:
 
     warnings = []
     for model in plan.models:
-        spec = zoo.tiny_spec(model) if plan.tiny else zoo.get_spec(model)
-        limit = zoo.ssd_int32_limit_tokens(spec)
+        limit = zoo.ssd_int32_limit_tokens(zoo.spec_for(model, tiny=plan.tiny))
         past = [n for n in plan.context_lengths if limit is not None and n > limit]
-        if limit is not None and past:
+        if past:
             warnings.append(
                 f"{model}: {', '.join(map(str, past))} tokens lie past {limit}, the longest prompt "
                 "mamba_ssm's SSD kernels can index with int32 offsets; on those kernels these points fault"

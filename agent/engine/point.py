@@ -72,7 +72,7 @@ class Session:
 
         self.choice = choice
         self.device = torch.device(choice.device)
-        spec = zoo.tiny_spec(choice.name) if choice.tiny else zoo.get_spec(choice.name)
+        spec = zoo.spec_for(choice.name, tiny=choice.tiny)
         self.dtype = DTYPES[choice.precision]
         before = memory.allocated(self.device)
         started = time.perf_counter()

@@ -49,8 +49,7 @@ class _Group:
         self.plan = plan
         self.choice = choice
         self.min_window_ns = min_window_ns
-        spec = zoo.tiny_spec(choice.name) if choice.tiny else zoo.get_spec(choice.name)
-        self.index_limit = zoo.ssd_int32_limit_tokens(spec)
+        self.index_limit = zoo.ssd_int32_limit_tokens(zoo.spec_for(choice.name, tiny=choice.tiny))
         self.session: point.Session | None = None
         self.worker: Worker | None = None
         self.child: dict[str, Any] = {}
@@ -238,7 +237,7 @@ def run_plan(
                 if outcome == "cancelled":
                     break
                 if plan.max_context.enabled:
-                    _max_context(plan, choice, family, run_id, manifest, sink, summary)
+                    _max_context(plan, group, family, run_id, manifest, sink, summary)
     except Exception as exc:
         sink.emit(
             RunFinished,
@@ -301,7 +300,7 @@ def _measure_and_emit(
 
 def _max_context(
     plan: Plan,
-    choice: point.ModelChoice,
+    group: _Group,
     family: str,
     run_id: str,
     manifest: dict[str, Any],
@@ -309,6 +308,7 @@ def _max_context(
     summary: RunSummary,
 ) -> None:
     settings = plan.max_context
+    choice = group.choice
     cap = int(plan.memory_cap) if plan.memory_cap is not None else None
     probe = maxctx.isolated_probe(
         choice, logits=plan.logits, memory_cap_bytes=cap, timeout_s=settings.probe_timeout_s, seed=plan.seed
@@ -322,9 +322,7 @@ def _max_context(
     )
     label = f"{choice.name}/{choice.precision}/max-context"
     summary.max_context[label] = result
-    spec = zoo.tiny_spec(choice.name) if choice.tiny else zoo.get_spec(choice.name)
-    index_limit = zoo.ssd_int32_limit_tokens(spec)
-    note = maxctx.index_limit_note(result.smallest_failing, result.failing_outcome, index_limit)
+    note = maxctx.index_limit_note(result.smallest_failing, result.failing_outcome, group.index_limit)
     length = result.largest_ok or result.smallest_failing or settings.start
     metrics = {}
     if result.largest_ok is not None:
@@ -353,7 +351,7 @@ def _max_context(
             "kind": "max_context",
             "memory_cap_bytes": cap,
             "search": result.to_dict(),
-            "ssd_int32_limit_tokens": index_limit,
+            "ssd_int32_limit_tokens": group.index_limit,
             **({"limit_note": note} if note else {}),
         },
     )

@@ -9,6 +9,7 @@ Public API (imports torch lazily: importing this package does no work)::
     list_models(*, include_unavailable=True) -> list[ModelSpec]
     get_spec(name) -> ModelSpec                  # ZooError (a KeyError) naming the known entries
     tiny_spec(name_or_spec) -> ModelSpec         # same architecture shrunk for CPU tests
+    spec_for(name, *, tiny) -> ModelSpec         # tiny_spec(name) if tiny else get_spec(name)
     load_model(name_or_spec, *, device, dtype, weights=None, prefer_native=True,
                require_fast_kernels=False, attn_implementation=None) -> LoadedModel
     LoadedModel(spec, module, runtime, implementation, parameters, weight_bytes, logits_kwarg, notes)
@@ -39,6 +40,7 @@ _EXPORTS = {
     "list_models": "spec",
     "get_spec": "spec",
     "tiny_spec": "tiny",
+    "spec_for": "tiny",
     "LoadedModel": "loader",
     "load_model": "loader",
     "LOADERS": "loader",

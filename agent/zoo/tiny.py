@@ -172,3 +172,8 @@ def tiny_spec(name_or_spec: str | ModelSpec) -> ModelSpec:
         raise ZooError(f"{spec.name}: no tiny variant for model_type {spec.model_type!r}")
     config = _within_vocab(shrink(copy.deepcopy(spec.config)))
     return dataclasses.replace(spec, name=f"{spec.name}-tiny", config=config, tiny=True)
+
+
+def spec_for(name: str, *, tiny: bool) -> ModelSpec:
+    """The entry as a plan or a command names it: the shrunk variant when `tiny`, else the real one."""
+    return tiny_spec(name) if tiny else get_spec(name)
