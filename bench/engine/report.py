@@ -70,6 +70,7 @@ SEARCH_FILES = (  # every max-context search run on the H200, oldest first
     "h200-call5/maxctx_capped.json",
     "h200-call6/maxctx_capped_2.json",
     "h200-call6/maxctx_uncapped.json",
+    "h200-call8/maxctx_capped_falcon.json",
 )
 CURVE_FILES = (
     "h200-call2/curves.jsonl",
