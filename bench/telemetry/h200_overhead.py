@@ -176,17 +176,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--paired", action="store_true", help="only the per-prefill paired comparison")
+    parser.add_argument("--pairs", type=int, default=200, help="pairs per sampling mode with --paired")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     scale = 0.2 if args.dry_run else 1.0
     wl = Workload(args.dry_run)
     tokens = 256 if args.dry_run else 4096
     if args.paired:
-        results: dict[str, Any] = {"command": "python bench/telemetry/h200_overhead.py --out DIR --paired"}
-        pairs = 20 if args.dry_run else 200
+        pairs = 20 if args.dry_run else args.pairs
+        results: dict[str, Any] = {
+            "command": f"python bench/telemetry/h200_overhead.py --out DIR --paired --pairs {pairs}"
+        }
         results["paired"] = {
-            mode: paired_overhead(wl, tokens, pairs, mode, args.dry_run)
-            for mode in ("full_20hz", "full_100hz")
+            mode: paired_overhead(wl, tokens, pairs, mode, args.dry_run) for mode in MODES if mode != "off"
         }
         (args.out / "h200_overhead_paired.json").write_text(json.dumps(results, indent=1))
         for mode, entry in results["paired"].items():
