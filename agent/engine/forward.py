@@ -7,7 +7,8 @@ one greedy token at a time; they rewind to the prompt length every `window` step
 step sees the context being measured. Which decode path ran is the decoder's `path`:
 
 - `cuda_graph_static_cache`: transformers StaticCache filled from the prefill, one decode step
-  captured in a `torch.cuda.CUDAGraph` and replayed;
+  captured in a `torch.cuda.CUDAGraph` and replayed (hybrids too: their attention layers get static
+  key/value buffers, their Mamba layers keep the fixed-size conv and SSM states of the prefill);
 - `eager_static_cache`: the same step without a graph (CPU);
 - `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`);
 - `mamba_ssm_eager`: mamba_ssm's step path without graphs;
@@ -100,6 +101,7 @@ class HFEagerDecoder:
         self.cache_kwarg = _hf_cache_kwarg(module)
         output = module(input_ids=ids, use_cache=True, logits_to_keep=1)
         self.cache = _hf_cache(output)
+        self.last_logits: torch.Tensor = output.logits
         self.token = output.logits[:, -1:].argmax(-1)
         self.prompt_len = ids.shape[1]
         self.used = 0
@@ -111,6 +113,7 @@ class HFEagerDecoder:
         output = self.module(
             input_ids=self.token, use_cache=True, logits_to_keep=1, **{self.cache_kwarg: self.cache}
         )
+        self.last_logits = output.logits
         self.token = output.logits[:, -1:].argmax(-1)
 
     def rewind(self) -> None:
@@ -131,9 +134,10 @@ class HFStaticDecoder:
     """A transformers StaticCache filled from a dynamic prefill, stepped with an explicit 4D mask.
 
     The prefill runs on the default cache (so the causal kernel runs without a materialized
-    L x L mask); its keys and values are copied into a StaticCache of `prompt + window` positions.
-    The step function uses only device-side state (positions, mask, next token), so on a GPU it
-    is captured once in a CUDA graph and replayed.
+    L x L mask); its keys and values are copied into a StaticCache of `prompt + window` positions,
+    and the conv and SSM states of hybrid models' Mamba layers (fixed-size tensors that decode
+    updates in place) are handed over as they are. The step function uses only device-side state
+    (positions, mask, next token), so on a GPU it is captured once in a CUDA graph and replayed.
     """
 
     def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int, *, graph: bool) -> None:
@@ -149,15 +153,21 @@ class HFStaticDecoder:
         config: Any = module.config
         self.cache = StaticCache(config=config, max_cache_len=capacity)
         # StaticCache types its layers as a union of layer kinds; static_cache_supported() made sure
-        # that every one is a StaticLayer.
-        self.layers: list[Any] = list(self.cache.layers)
-        if len(self.layers) != len(dynamic.layers):
+        # that each one is a static attention layer, a Mamba state layer, or both.
+        if len(self.cache.layers) != len(dynamic.layers):
             raise TypeError("static and dynamic caches have different layer counts")
-        for static_layer, dynamic_layer in zip(self.layers, dynamic.layers, strict=True):
-            static_layer.lazy_initialization(dynamic_layer.keys, dynamic_layer.values)
-            static_layer.keys[:, :, : self.prompt_len].copy_(dynamic_layer.keys)
-            static_layer.values[:, :, : self.prompt_len].copy_(dynamic_layer.values)
+        self.layers: list[Any] = []  # the layers with attention, whose length rewind() resets
+        static_layer: Any
+        for static_layer, dynamic_layer in zip(self.cache.layers, dynamic.layers, strict=True):
+            if _is_attention_layer(static_layer):
+                static_layer.lazy_initialization(dynamic_layer.keys, dynamic_layer.values)
+                static_layer.keys[:, :, : self.prompt_len].copy_(dynamic_layer.keys)
+                static_layer.values[:, :, : self.prompt_len].copy_(dynamic_layer.values)
+                self.layers.append(static_layer)
+            if _is_state_layer(static_layer):
+                _hand_over_states(dynamic_layer, static_layer)
         device = ids.device
+        self.last_logits: torch.Tensor = output.logits
         self.token = output.logits[:, -1:].argmax(-1)
         del output, dynamic
         self.position = torch.full((1, 1), self.prompt_len, dtype=torch.long, device=device)
@@ -188,6 +198,8 @@ class HFStaticDecoder:
             logits_to_keep=1,
             **{self.cache_kwarg: self.cache},
         )
+        # under a graph this is the graph's output buffer, which every replay overwrites
+        self.last_logits = output.logits
         self.token.copy_(output.logits[:, -1:].argmax(-1))
         self.position.add_(1)
 
@@ -224,10 +236,48 @@ class HFStaticDecoder:
         return self.cache
 
 
-def static_cache_supported(module: torch.nn.Module) -> bool:
-    """Full-attention-only transformers models with an sdpa or eager attention backend."""
-    from transformers import StaticCache
+# The fields of transformers' linear-attention (Mamba) cache layers that hold their state.
+_STATE_FIELDS = (
+    "conv_states",
+    "recurrent_states",
+    "is_conv_states_initialized",
+    "is_recurrent_states_initialized",
+    "has_previous_state",
+    "conv_kernel_size",
+)
+
+
+def _is_attention_layer(layer: Any) -> bool:
     from transformers.cache_utils import StaticLayer
+
+    return isinstance(layer, StaticLayer)
+
+
+def _is_state_layer(layer: Any) -> bool:
+    return all(hasattr(layer, field) for field in _STATE_FIELDS)
+
+
+def _hand_over_states(source: Any, target: Any) -> None:
+    """Give a static cache layer the conv/SSM state tensors (and their flags) of a prefilled one."""
+    for field in _STATE_FIELDS:
+        setattr(target, field, dict(getattr(source, field)))
+    target.device, target.dtype = source.device, source.dtype
+
+
+def _static_layer_kinds() -> tuple[type, ...]:
+    """StaticCache layer classes the decoder fills: full attention, Mamba state, and their union
+    (the hybrids' layers; transformers 5.x names)."""
+    from transformers import cache_utils
+
+    names = ("StaticLayer", "LinearAttentionLayer", "LinearAttentionAndStaticFullAttentionLayer")
+    return tuple(getattr(cache_utils, name) for name in names if hasattr(cache_utils, name))
+
+
+def static_cache_supported(module: torch.nn.Module) -> bool:
+    """transformers models with attention whose StaticCache layers are all full attention, Mamba
+    state, or both (hybrids), with an sdpa or eager attention backend. Sliding-window layers and
+    attention-free models (no key/value layer to make static) are not."""
+    from transformers import StaticCache
 
     config: Any = module.config
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
@@ -238,7 +288,9 @@ def static_cache_supported(module: torch.nn.Module) -> bool:
         probe = StaticCache(config=config, max_cache_len=1)
     except (ValueError, TypeError, KeyError, AttributeError):
         return False
-    return all(type(layer) is StaticLayer for layer in probe.layers)
+    kinds = _static_layer_kinds()
+    layers = list(probe.layers)
+    return all(type(layer) in kinds for layer in layers) and any(map(_is_attention_layer, layers))
 
 
 # ---------------------------------------------------------------------------------------------

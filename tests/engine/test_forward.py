@@ -32,7 +32,9 @@ def _greedy_reference(module: torch.nn.Module, ids: torch.Tensor, steps: int) ->
     [
         ("qwen2.5-0.5b", "eager_static_cache"),
         ("llama3.2-1b", "eager_static_cache"),
-        ("falcon-h1-0.5b", "eager_dynamic_cache"),
+        ("falcon-h1-0.5b", "eager_static_cache"),
+        ("zamba2-1.2b", "eager_static_cache"),
+        ("mamba2-780m", "eager_dynamic_cache"),
     ],
 )
 def test_decoder_follows_greedy_generation(name: str, path: str) -> None:
@@ -66,11 +68,36 @@ def test_static_decoder_rewinds_to_the_prompt() -> None:
     assert int(decoder.token) == after_one  # same context, same next token
 
 
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "falcon-h1-0.5b", "zamba2-1.2b"])
+def test_static_decoder_steps_in_place(name: str) -> None:
+    """What a CUDA graph replays must stay where it was captured: no cache tensor of the static
+    path (attention buffers, and the hybrids' conv and SSM states) is reallocated by a step."""
+    loaded = _loaded(name)
+    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=1, device=CPU)
+    with torch.inference_mode():
+        decoder = forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
+        before = {t.data_ptr() for t in memory.tensors_in(decoder.state())}
+        states = [t.clone() for t in memory.tensors_in(decoder.state())]
+        for _ in range(6):  # wraps past the window
+            decoder.step()
+        after = {t.data_ptr() for t in memory.tensors_in(decoder.state())}
+        now = list(memory.tensors_in(decoder.state()))
+    assert after == before
+    assert any(not torch.equal(a, b) for a, b in zip(states, now, strict=True))  # the steps wrote there
+
+
+def test_static_cache_needs_attention_layers_of_supported_kinds() -> None:
+    assert forward.static_cache_supported(_loaded("falcon-h1-0.5b").module)
+    assert forward.static_cache_supported(_loaded("zamba2-1.2b").module)
+    # attention-free: nothing to make static, transformers' own cache is used
+    assert not forward.static_cache_supported(_loaded("mamba2-780m").module)
+
+
 def test_eager_decoder_keeps_the_context_bounded() -> None:
     loaded = _loaded("zamba2-1.2b")
     ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=0, device=CPU)
     with torch.inference_mode():
-        decoder = forward.make_decoder(loaded.runtime, loaded.module, ids, window=2, preference="auto")
+        decoder = forward.HFEagerDecoder(loaded.module, ids, window=2)
         start = memory.tensor_bytes(decoder.state())
         for _ in range(7):
             decoder.step()
