@@ -1,0 +1,97 @@
+"""Check: the logits of every transformers decode path against a full recompute without cache.
+
+Each path decodes from the same prompt, fed the reference's greedy tokens (teacher forcing), so all
+see one token sequence; the reference recomputes the whole sequence with `use_cache=False` at every
+step. Paths: eager on transformers' own cache, the static cache without a graph, and the static
+cache captured in a CUDA graph (GPU only).
+
+    python bench/engine/decode_agreement.py --models zamba2-1.2b,falcon-h1-0.5b --length 2048 --out agree.json
+    python bench/engine/decode_agreement.py --models zamba2-1.2b --length 32 --out /tmp/a.json --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctxscope.agent.engine import forward, point
+from ctxscope.agent.engine.manifest import collect
+
+
+def reference_logits(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """Last-position logits of the prompt and of each greedy continuation, recomputed from scratch."""
+    out = []
+    tokens = ids
+    for _ in range(steps + 1):
+        logits = module(input_ids=tokens, use_cache=False, logits_to_keep=1).logits[:, -1:].float()
+        out.append(logits)
+        tokens = torch.cat([tokens, logits.argmax(-1)], dim=1)
+    return out
+
+
+def compare(decoder: Any, reference: list[torch.Tensor], static: bool) -> list[dict[str, float | bool]]:
+    rows = []
+    for k in range(1, len(reference)):
+        fed = reference[k - 1].argmax(-1)
+        if static:
+            decoder.token.copy_(fed)
+        else:
+            decoder.token = fed.clone()
+        decoder.step()
+        got, want = decoder.last_logits[:, -1:].float(), reference[k]
+        rows.append(
+            {
+                "max_abs_diff": float((got - want).abs().max()),
+                "max_abs_logit": float(want.abs().max()),
+                "same_argmax": bool(torch.equal(got.argmax(-1), want.argmax(-1))),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="zamba2-1.2b")
+    parser.add_argument("--length", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--dry-run", action="store_true", help="tiny models on the CPU, to check the script")
+    args = parser.parse_args()
+    device = "cpu" if args.dry_run else "cuda"
+    report: dict[str, Any] = {"command": "python bench/engine/decode_agreement.py " + " ".join(sys.argv[1:])}
+    for name in args.models.split(","):
+        session = point.Session(point.ModelChoice(name, args.precision, device, tiny=args.dry_run))
+        ids = forward.synthetic_prompt(session.vocab_size, args.length, seed=0, device=session.device)
+        paths: dict[str, Any] = {}
+        with torch.inference_mode():
+            reference = reference_logits(session.module, ids, args.steps)
+            window = args.steps + 1
+            paths["eager_dynamic_cache"] = compare(
+                forward.HFEagerDecoder(session.module, ids, window), reference, False
+            )
+            for graph in (False, True) if device == "cuda" else (False,):
+                decoder = forward.HFStaticDecoder(session.module, ids, window, graph=graph)
+                paths[decoder.path] = compare(decoder, reference, True)
+                del decoder
+        report[name] = paths
+        for path, rows in paths.items():
+            worst = max(r["max_abs_diff"] for r in rows)
+            same = sum(bool(r["same_argmax"]) for r in rows)
+            scale = max(r["max_abs_logit"] for r in rows)
+            print(
+                f"{name} {path:24} max |dlogit| {worst:.3g} of |logit| {scale:.3g}, argmax {same}/{len(rows)}"
+            )
+        del session
+        point.free(torch.device(device))
+    report["manifest"] = collect(device)
+    args.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
