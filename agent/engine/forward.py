@@ -136,8 +136,9 @@ class HFStaticDecoder:
     The prefill runs on the default cache (so the causal kernel runs without a materialized
     L x L mask); its keys and values are copied into a StaticCache of `prompt + window` positions,
     and the conv and SSM states of hybrid models' Mamba layers (fixed-size tensors that decode
-    updates in place) are handed over as they are. The step function uses only device-side state
-    (positions, mask, next token), so on a GPU it is captured once in a CUDA graph and replayed.
+    updates in place) are handed over, with a copy kept so that a rewind restores them. The step
+    function uses only device-side state (positions, mask, next token), so on a GPU it is captured
+    once in a CUDA graph and replayed.
     """
 
     def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int, *, graph: bool) -> None:
@@ -157,6 +158,7 @@ class HFStaticDecoder:
         if len(self.cache.layers) != len(dynamic.layers):
             raise TypeError("static and dynamic caches have different layer counts")
         self.layers: list[Any] = []  # the layers with attention, whose length rewind() resets
+        self.states: list[torch.Tensor] = []  # Mamba conv and SSM states, which rewind() restores
         static_layer: Any
         for static_layer, dynamic_layer in zip(self.cache.layers, dynamic.layers, strict=True):
             if _is_attention_layer(static_layer):
@@ -166,6 +168,9 @@ class HFStaticDecoder:
                 self.layers.append(static_layer)
             if _is_state_layer(static_layer):
                 _hand_over_states(dynamic_layer, static_layer)
+                for field in ("conv_states", "recurrent_states"):
+                    self.states += [t for t in getattr(static_layer, field).values() if t is not None]
+        self.prompt_states = [t.clone() for t in self.states]
         device = ids.device
         self.last_logits: torch.Tensor = output.logits
         self.token = output.logits[:, -1:].argmax(-1)
@@ -227,8 +232,12 @@ class HFStaticDecoder:
         self.used += 1
 
     def rewind(self) -> None:
+        """Back to the prompt: attention lengths reset, Mamba states restored (the warm-up and
+        capture steps must not leave them advanced)."""
         for layer in self.layers:
             layer.cumulative_length.fill_(self.prompt_len)
+        for state, saved in zip(self.states, self.prompt_states, strict=True):
+            state.copy_(saved)
         self.position.fill_(self.prompt_len)
         self.used = 0
 

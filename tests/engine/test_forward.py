@@ -86,6 +86,36 @@ def test_static_decoder_steps_in_place(name: str) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(states, now, strict=True))  # the steps wrote there
 
 
+def _steps(decoder: forward.HFStaticDecoder, tokens: list[int]) -> list[torch.Tensor]:
+    """Logits of steps fed the given tokens (teacher forcing)."""
+    out = []
+    for token in tokens:
+        decoder.token.fill_(token)
+        decoder.step()
+        out.append(decoder.last_logits.clone())
+    return out
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_static_decoder_rewind_restores_mamba_states(restore: bool) -> None:
+    """Steps before a rewind (the GPU path's warm-up and capture steps) leave no trace in a hybrid's
+    Mamba states: after the rewind the decoder steps exactly like a fresh one."""
+    loaded = _loaded("zamba2-1.2b")
+    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=2, device=CPU)
+    tokens = [5, 17, 3]
+    with torch.inference_mode():
+        fresh = _steps(forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False), tokens)
+        decoder = forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
+        assert decoder.states  # the hybrid's conv and SSM states are tracked
+        if not restore:  # what a rewind of attention lengths alone would do
+            decoder.prompt_states = decoder.states
+        _steps(decoder, [9, 9, 9])
+        decoder.rewind()
+        again = _steps(decoder, tokens)
+    same = all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fresh, again, strict=True))
+    assert same is restore
+
+
 def test_static_cache_needs_attention_layers_of_supported_kinds() -> None:
     assert forward.static_cache_supported(_loaded("falcon-h1-0.5b").module)
     assert forward.static_cache_supported(_loaded("zamba2-1.2b").module)
