@@ -54,15 +54,39 @@ def benchmarks(root: Path) -> None:
         f"| same, transformers Mamba2 + mamba_ssm kernels, ms | {_cell(hf)} | native direct {_cell(native)} "
         f"| {statistics.median(hf) / statistics.median(native):.2f} |"
     )
-    rows = {(r["model"], r["preference"]): r for r in decode["rows"]}
-    for model in sorted({m for m, _ in rows}):
-        fast, eager = rows[(model, "auto")], rows[(model, "eager")]
-        print(
-            f"| {model} decode @ {decode['length']} context, {decode['precision']}, ms/token "
-            f"| `{fast['decode_path']}`: {_cell(fast['samples_ms'], 3)} "
-            f"| `{eager['decode_path']}`: {_cell(eager['samples_ms'], 3)} "
-            f"| {statistics.median(eager['samples_ms']) / statistics.median(fast['samples_ms']):.1f}x |"
-        )
+    for source in (decode, json.loads((root / HYBRID_DECODE_FILE).read_text())):
+        rows = {
+            (r["model"], r.get("length", source.get("length")), r["preference"]): r for r in source["rows"]
+        }
+        for model, length in sorted({(m, n) for m, n, _ in rows}):
+            cells = {}
+            for preference in ("auto", "eager"):
+                row = rows.get((model, length, preference), {})
+                cells[preference] = (
+                    f"`{row['decode_path']}`: {_cell(row['samples_ms'], 3)}"
+                    if "samples_ms" in row
+                    else "not run (call's time limit)"
+                )
+            fast, eager = (rows.get((model, length, p), {}).get("samples_ms") for p in ("auto", "eager"))
+            ratio = f"{statistics.median(eager) / statistics.median(fast):.1f}x" if fast and eager else "-"
+            print(
+                f"| {model} decode @ {length} context, {source['precision']}, ms/token "
+                f"| {cells['auto']} | {cells['eager']} | {ratio} |"
+            )
+
+
+def graph_decode(root: Path) -> dict[str, dict[int, list[float]]]:
+    """Decode samples on a graph-captured path, per model and length: the curves' points on such a
+    path, and the hybrids' fast-path rows of decode_paths.py."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for model, points in _curves(root).items():
+        for length, point in points.items():
+            if "eager" not in point["path"]:
+                out.setdefault(model, {})[length] = point["decode"]
+    for row in json.loads((root / HYBRID_DECODE_FILE).read_text())["rows"]:
+        if row["preference"] == "auto" and "samples_ms" in row and "eager" not in row["decode_path"]:
+            out.setdefault(row["model"], {}).setdefault(row["length"], row["samples_ms"])
+    return out
 
 
 SEARCH_FILES = (  # every max-context search run on the H200, oldest first
@@ -76,7 +100,11 @@ CURVE_FILES = (
     "h200-call2/curves.jsonl",
     "h200-call4/curves-ssm-hybrid.jsonl",
     "h200-call7/curves-zamba2.jsonl",
+    "h200-call9/curves-long.jsonl",
+    "h200-call10/curves-hybrid-long.jsonl",
+    "h200-call10/curves-mamba-long.jsonl",
 )
+HYBRID_DECODE_FILE = "h200-call10/decode_paths_hybrids.json"  # the hybrids' graph path against eager
 TOLERANCE = 0.01
 
 
@@ -167,6 +195,14 @@ def _curves(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return curves
 
 
+def _paths(points: dict[int, dict[str, Any]]) -> str:
+    """Each decode path of a model's curve with the lengths it ran at."""
+    by_path: dict[str, list[int]] = {}
+    for length, point in sorted(points.items()):
+        by_path.setdefault(point["path"], []).append(length)
+    return ", ".join(f"`{path}` ({', '.join(f'{n // 1024}K' for n in ns)})" for path, ns in by_path.items())
+
+
 def curves_tables(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
     curves = _curves(root)
     lengths = sorted({n for points in curves.values() for n in points})
@@ -185,7 +221,7 @@ def curves_tables(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
             for m, points in curves.items()
         )
     )
-    print("Decode paths: " + "; ".join(f"{m}: `{next(iter(p.values()))['path']}`" for m, p in curves.items()))
+    print("Decode paths: " + "; ".join(f"{m}: {_paths(points)}" for m, points in curves.items()))
     print("\nPeak memory of the prefill, GiB:\n")
     print("| model | " + " | ".join(f"{n // 1024}K" for n in lengths) + " |")
     print("|---|" + "---|" * len(lengths))
@@ -232,24 +268,28 @@ def _crossover(a: dict[int, float], b: dict[int, float]) -> str:
     return "not monotone"
 
 
-def crossovers(curves: dict[str, dict[int, dict[str, Any]]]) -> None:
-    print("\n| transformer | SSM / hybrid | TTFT crossover (SSM faster beyond) | decode crossover |")
+def crossovers(
+    curves: dict[str, dict[int, dict[str, Any]]], graph: dict[str, dict[int, list[float]]]
+) -> None:
+    """TTFT from the curves; decode from graph-captured paths only (eager decode measures the host)."""
+    head = (
+        "transformer",
+        "SSM / hybrid",
+        "TTFT crossover (SSM faster beyond)",
+        "decode crossover (graph paths)",
+    )
+    print("\n| " + " | ".join(head) + " |")
     print("|---|---|---|---|")
     for t in ("qwen2.5-0.5b", "llama3.2-1b"):
         for s in ("mamba-790m", "mamba2-780m", "falcon-h1-0.5b", "zamba2-1.2b"):
             if t not in curves or s not in curves:
                 print(f"| {t} | {s} | not run | not run |")
                 continue
-            cells = []
-            for metric in ("ttft", "decode"):
-                paths = {next(iter(curves[m].values()))["path"] for m in (t, s)}
-                if metric == "decode" and len({"eager" in path for path in paths}) > 1:
-                    cells.append("not comparable: " + " vs ".join(f"`{p}`" for p in sorted(paths)))
-                    continue
-                a = {n: statistics.median(v[metric]) for n, v in curves[t].items()}
-                b = {n: statistics.median(v[metric]) for n, v in curves[s].items()}
-                cells.append(_crossover(a, b))
-            print(f"| {t} | {s} | {cells[0]} | {cells[1]} |")
+            ttft_a = {n: statistics.median(v["ttft"]) for n, v in curves[t].items()}
+            ttft_b = {n: statistics.median(v["ttft"]) for n, v in curves[s].items()}
+            dec_a = {n: statistics.median(v) for n, v in graph.get(t, {}).items()}
+            dec_b = {n: statistics.median(v) for n, v in graph.get(s, {}).items()}
+            print(f"| {t} | {s} | {_crossover(ttft_a, ttft_b)} | {_crossover(dec_a, dec_b)} |")
 
 
 def main() -> None:
@@ -264,7 +304,7 @@ def main() -> None:
     print("\n### Energy per token")
     energy_table(curves)
     print("\n### Crossover lengths")
-    crossovers(curves)
+    crossovers(curves, graph_decode(root))
 
 
 if __name__ == "__main__":
