@@ -63,6 +63,17 @@ def test_recorded_prefills_show_their_architecture(model: str, classifier: Kerne
     assert not shares.unclassified
 
 
+@pytest.mark.parametrize(
+    "entry",
+    json.loads((FIXTURES / "h200_unclassified_before.json").read_text())["kernels"],
+    ids=lambda e: f"{e['model']}-{e['phase']}",
+)
+def test_kernels_a_recorded_run_left_unclassified_now_have_their_class(
+    entry: dict[str, Any], classifier: KernelClassifier
+) -> None:
+    assert classifier.by_name(entry["name"]) == entry["class"]
+
+
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("h200_trace_*.json")), ids=lambda p: p.stem)
 def test_a_recorded_trace_reads_into_kernel_passes(path: Path, classifier: KernelClassifier) -> None:
     passes = parse_trace(json.loads(path.read_text()))
