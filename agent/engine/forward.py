@@ -8,7 +8,9 @@ step sees the context being measured. Which decode path ran is the decoder's `pa
 
 - `cuda_graph_static_cache`: transformers StaticCache filled from the prefill, one decode step
   captured in a `torch.cuda.CUDAGraph` and replayed (hybrids too: their attention layers get static
-  key/value buffers, their Mamba layers keep the fixed-size conv and SSM states of the prefill);
+  key/value buffers, their Mamba layers keep the fixed-size conv and SSM states of the prefill); the
+  first replay is checked against an eager step from the same state, and a disagreement drops the
+  graph (eager static cache, with a note saying why);
 - `eager_static_cache`: the same step without a graph (CPU);
 - `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`);
 - `mamba_ssm_eager`: mamba_ssm's step path without graphs;
@@ -25,6 +27,9 @@ from typing import Any, Literal, Protocol
 import torch
 
 LogitsMode = Literal["last", "all"]
+# A graph replay may differ from the eager step it recorded by rounding only; a larger difference
+# (in units of the largest eager logit) means the capture went wrong, and the graph is not used.
+REPLAY_TOLERANCE = 0.05
 DecodePreference = Literal["auto", "eager"]
 _CACHE_OUTPUT_FIELDS = ("past_key_values", "cache", "cache_params")
 
@@ -174,6 +179,7 @@ class HFStaticDecoder:
         device = ids.device
         self.last_logits: torch.Tensor = output.logits
         self.token = output.logits[:, -1:].argmax(-1)
+        self.prompt_token = self.token.clone()  # the prefill's next token, where every window starts
         del output, dynamic
         self.position = torch.full((1, 1), self.prompt_len, dtype=torch.long, device=device)
         self.slots = torch.arange(capacity, device=device).view(1, 1, 1, capacity)
@@ -187,9 +193,11 @@ class HFStaticDecoder:
         if graph:
             try:
                 self._capture()
+                self.note = self._check_replay()
             except RuntimeError as exc:  # a step that cannot be captured still runs eagerly
-                self.graph = None
                 self.note = f"CUDA graph capture failed, eager static cache used: {type(exc).__name__}: {exc}"
+            if self.note is not None:
+                self.graph = None
                 self.rewind()
         self.path = "cuda_graph_static_cache" if self.graph is not None else "eager_static_cache"
 
@@ -203,7 +211,6 @@ class HFStaticDecoder:
             logits_to_keep=1,
             **{self.cache_kwarg: self.cache},
         )
-        # under a graph this is the graph's output buffer, which every replay overwrites
         self.last_logits = output.logits
         self.token.copy_(output.logits[:, -1:].argmax(-1))
         self.position.add_(1)
@@ -220,24 +227,47 @@ class HFStaticDecoder:
         with torch.cuda.graph(graph):
             self._forward()
         self.graph = graph
+        self.graph_logits = self.last_logits  # the graph's output buffer
         self.rewind()
+
+    def _check_replay(self) -> str | None:
+        """One replay against one eager step from the same state (the prompt's): None when they
+        agree within REPLAY_TOLERANCE, else a note saying by how much they did not."""
+        assert self.graph is not None
+        self._forward()
+        eager = self.last_logits.float().clone()
+        self.rewind()
+        self.graph.replay()
+        replayed = self.graph_logits.float()
+        self.rewind()
+        self.last_logits = self.graph_logits
+        difference = float((replayed - eager).abs().max())
+        largest = float(eager.abs().max())
+        if difference <= REPLAY_TOLERANCE * largest:
+            return None
+        return (
+            f"CUDA graph replay disagreed with an eager step from the same state (max |logit "
+            f"difference| {difference:.3g}, largest logit {largest:.3g}); eager static cache used"
+        )
 
     def step(self) -> None:
         if self.used == self.window:
             self.rewind()
         if self.graph is not None:
             self.graph.replay()
+            self.last_logits = self.graph_logits
         else:
             self._forward()
         self.used += 1
 
     def rewind(self) -> None:
-        """Back to the prompt: attention lengths reset, Mamba states restored (the warm-up and
-        capture steps must not leave them advanced)."""
+        """Back to the prompt: attention lengths reset, Mamba states and the next input token
+        restored (the warm-up and capture steps must not leave them advanced)."""
         for layer in self.layers:
             layer.cumulative_length.fill_(self.prompt_len)
         for state, saved in zip(self.states, self.prompt_states, strict=True):
             state.copy_(saved)
+        self.token.copy_(self.prompt_token)
         self.position.fill_(self.prompt_len)
         self.used = 0
 

@@ -116,6 +116,35 @@ def test_static_decoder_rewind_restores_mamba_states(restore: bool) -> None:
     assert same is restore
 
 
+class _FakeGraph:
+    """Stands in for a CUDA graph on the CPU: its replay is the eager step, off by `error`."""
+
+    def __init__(self, decoder: forward.HFStaticDecoder, error: float) -> None:
+        self.decoder, self.error = decoder, error
+
+    def replay(self) -> None:
+        self.decoder._forward()
+        self.decoder.graph_logits = self.decoder.last_logits + self.error
+
+
+@pytest.mark.parametrize("error", [0.0, 10.0])
+def test_a_graph_replay_is_checked_against_an_eager_step(error: float) -> None:
+    loaded = _loaded("zamba2-1.2b")
+    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=4, device=CPU)
+    tokens = [7, 1, 12]
+    with torch.inference_mode():
+        fresh = _steps(forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False), tokens)
+        decoder = forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
+        decoder.graph = _FakeGraph(decoder, error)  # type: ignore[assignment]
+        note = decoder._check_replay()
+        decoder.graph = None
+        after = _steps(decoder, tokens)
+    assert (note is None) == (error == 0.0)
+    assert note is None or "disagreed with an eager step" in note
+    # the check leaves the decoder at the prompt: its steps are a fresh decoder's
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fresh, after, strict=True))
+
+
 def test_static_cache_needs_attention_layers_of_supported_kinds() -> None:
     assert forward.static_cache_supported(_loaded("falcon-h1-0.5b").module)
     assert forward.static_cache_supported(_loaded("zamba2-1.2b").module)
