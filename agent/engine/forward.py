@@ -27,11 +27,11 @@ from typing import Any, Literal, Protocol
 import torch
 
 LogitsMode = Literal["last", "all"]
+DecodePreference = Literal["auto", "eager"]
+_CACHE_OUTPUT_FIELDS = ("past_key_values", "cache", "cache_params")
 # A graph replay may differ from the eager step it recorded by rounding only; a larger difference
 # (in units of the largest eager logit) means the capture went wrong, and the graph is not used.
 REPLAY_TOLERANCE = 0.05
-DecodePreference = Literal["auto", "eager"]
-_CACHE_OUTPUT_FIELDS = ("past_key_values", "cache", "cache_params")
 
 
 @dataclass

@@ -75,11 +75,13 @@ def benchmarks(root: Path) -> None:
             )
 
 
-def graph_decode(root: Path) -> dict[str, dict[int, list[float]]]:
+def graph_decode(
+    root: Path, curves: dict[str, dict[int, dict[str, Any]]]
+) -> dict[str, dict[int, list[float]]]:
     """Decode samples on a graph-captured path, per model and length: the curves' points on such a
     path, and the hybrids' fast-path rows of decode_paths.py."""
     out: dict[str, dict[int, list[float]]] = {}
-    for model, points in _curves(root).items():
+    for model, points in curves.items():
         for length, point in points.items():
             if "eager" not in point["path"]:
                 out.setdefault(model, {})[length] = point["decode"]
@@ -304,7 +306,7 @@ def main() -> None:
     print("\n### Energy per token")
     energy_table(curves)
     print("\n### Crossover lengths")
-    crossovers(curves, graph_decode(root))
+    crossovers(curves, graph_decode(root, curves))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ sampling on and off at every prefill, in one sampler process that is paused (SIG
 pair cancels out of every difference.
 
     python bench/telemetry/h200_overhead.py --out DIR --paired   # only the paired comparison
+    python bench/telemetry/h200_overhead.py --out DIR --summary DIR/h200_overhead_paired.json
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import time
@@ -171,13 +173,36 @@ def bursty_energy(wl: Workload, rate_hz: float, scale: float) -> list[dict[str, 
     ]
 
 
+def median_bootstrap_ci(diffs: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of the median (resampling with replacement, seed 0)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(diffs, k=len(diffs))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples)]
+
+
+def print_paired(results: dict[str, Any]) -> None:
+    for mode, entry in results["paired"].items():
+        lo, hi = entry["mean_rel_diff_95ci"]
+        mlo, mhi = median_bootstrap_ci(entry["rel_diffs"])
+        print(
+            f"{mode:>11}: {entry['pairs']} pairs, median {100 * entry['median_rel_diff']:+.2f}% "
+            f"(bootstrap 95% CI {100 * mlo:+.2f}..{100 * mhi:+.2f}%; "
+            f"IQR {100 * entry['iqr_rel_diff'][0]:+.2f}..{100 * entry['iqr_rel_diff'][1]:+.2f}%), "
+            f"mean {100 * entry['mean_rel_diff']:+.2f}% (95% CI {100 * lo:+.2f}..{100 * hi:+.2f}%)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--paired", action="store_true", help="only the per-prefill paired comparison")
     parser.add_argument("--pairs", type=int, default=200, help="pairs per sampling mode with --paired")
+    parser.add_argument("--summary", type=Path, help="print the summary of a saved paired JSON and exit")
     args = parser.parse_args()
+    if args.summary:
+        print_paired(json.loads(args.summary.read_text()))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     scale = 0.2 if args.dry_run else 1.0
     wl = Workload(args.dry_run)
@@ -191,13 +216,7 @@ def main() -> None:
             mode: paired_overhead(wl, tokens, pairs, mode, args.dry_run) for mode in MODES if mode != "off"
         }
         (args.out / "h200_overhead_paired.json").write_text(json.dumps(results, indent=1))
-        for mode, entry in results["paired"].items():
-            lo, hi = entry["mean_rel_diff_95ci"]
-            print(
-                f"{mode:>11}: {entry['pairs']} pairs, median {100 * entry['median_rel_diff']:+.2f}% "
-                f"(IQR {100 * entry['iqr_rel_diff'][0]:+.2f}..{100 * entry['iqr_rel_diff'][1]:+.2f}%), "
-                f"mean {100 * entry['mean_rel_diff']:+.2f}% (95% CI {100 * lo:+.2f}..{100 * hi:+.2f}%)"
-            )
+        print_paired(results)
         return
     results = {"command": "python bench/telemetry/h200_overhead.py --out DIR"}
     results["bursty_energy"] = {str(rate): bursty_energy(wl, rate, scale) for rate in (20.0, 50.0, 100.0)}

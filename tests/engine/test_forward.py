@@ -96,24 +96,35 @@ def _steps(decoder: forward.HFStaticDecoder, tokens: list[int]) -> list[torch.Te
     return out
 
 
+def _fresh_steps_and_decoder(
+    seed: int, tokens: list[int]
+) -> tuple[list[torch.Tensor], forward.HFStaticDecoder]:
+    """On one Zamba2 prompt: the step logits of a fresh static decoder fed `tokens`, and a second
+    static decoder, untouched, to compare with it."""
+    loaded = _loaded("zamba2-1.2b")
+    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=seed, device=CPU)
+    fresh = _steps(forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False), tokens)
+    return fresh, forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
+
+
+def _same_logits(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b, strict=True))
+
+
 @pytest.mark.parametrize("restore", [True, False])
 def test_static_decoder_rewind_restores_mamba_states(restore: bool) -> None:
     """Steps before a rewind (the GPU path's warm-up and capture steps) leave no trace in a hybrid's
     Mamba states: after the rewind the decoder steps exactly like a fresh one."""
-    loaded = _loaded("zamba2-1.2b")
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=2, device=CPU)
     tokens = [5, 17, 3]
     with torch.inference_mode():
-        fresh = _steps(forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False), tokens)
-        decoder = forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
+        fresh, decoder = _fresh_steps_and_decoder(2, tokens)
         assert decoder.states  # the hybrid's conv and SSM states are tracked
         if not restore:  # what a rewind of attention lengths alone would do
             decoder.prompt_states = decoder.states
         _steps(decoder, [9, 9, 9])
         decoder.rewind()
         again = _steps(decoder, tokens)
-    same = all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fresh, again, strict=True))
-    assert same is restore
+    assert _same_logits(fresh, again) is restore
 
 
 class _FakeGraph:
@@ -129,12 +140,9 @@ class _FakeGraph:
 
 @pytest.mark.parametrize("error", [0.0, 10.0])
 def test_a_graph_replay_is_checked_against_an_eager_step(error: float) -> None:
-    loaded = _loaded("zamba2-1.2b")
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=4, device=CPU)
     tokens = [7, 1, 12]
     with torch.inference_mode():
-        fresh = _steps(forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False), tokens)
-        decoder = forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
+        fresh, decoder = _fresh_steps_and_decoder(4, tokens)
         decoder.graph = _FakeGraph(decoder, error)  # type: ignore[assignment]
         note = decoder._check_replay()
         decoder.graph = None
@@ -142,7 +150,7 @@ def test_a_graph_replay_is_checked_against_an_eager_step(error: float) -> None:
     assert (note is None) == (error == 0.0)
     assert note is None or "disagreed with an eager step" in note
     # the check leaves the decoder at the prompt: its steps are a fresh decoder's
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fresh, after, strict=True))
+    assert _same_logits(fresh, after)
 
 
 def test_static_cache_needs_attention_layers_of_supported_kinds() -> None:
