@@ -78,9 +78,14 @@ def main() -> None:
             for graph in (False, True) if device == "cuda" else (False,):
                 decoder = forward.HFStaticDecoder(session.module, ids, window, graph=graph)
                 paths[decoder.path] = compare(decoder, reference, True)
+                if decoder.note is not None:
+                    paths[decoder.path + "_note"] = decoder.note
                 del decoder
         report[name] = paths
         for path, rows in paths.items():
+            if isinstance(rows, str):
+                print(f"{name} {path}: {rows}")
+                continue
             worst = max(r["max_abs_diff"] for r in rows)
             same = sum(bool(r["same_argmax"]) for r in rows)
             scale = max(r["max_abs_logit"] for r in rows)
