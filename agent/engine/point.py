@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ctxscope.agent.engine import forward, memory
+from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
 from ctxscope.shared.messages import Metric
 
@@ -197,6 +198,9 @@ def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutco
 
         if settings.decode_tokens > 0:
             _measure_decode(session, settings, ids, timer, outcome, loops)
+    tuned = autotune_choices()
+    if tuned:  # the Triton configs this point's kernels ran with (chosen by timing, per process)
+        outcome.details["triton_autotune"] = tuned
     return outcome, loops
 
 

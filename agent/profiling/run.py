@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ctxscope.agent.engine import forward
+from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, Timer, measure
 from ctxscope.agent.engine.point import Session, classify, error_text, free
 from ctxscope.agent.profiling.profile import PhaseProfile, profile_phase
@@ -60,6 +61,7 @@ class PointProfile:
     failed: dict[str, str] = field(default_factory=dict)
     outcome: str = "ok"
     error: str | None = None
+    autotune: list[dict[str, Any]] = field(default_factory=list)
 
     def details(self) -> dict[str, Any]:
         details: dict[str, Any] = {
@@ -68,6 +70,8 @@ class PointProfile:
         }
         if self.failed:
             details["failed_phases"] = dict(self.failed)
+        if self.autotune:
+            details["triton_autotune"] = self.autotune
         return details
 
 
@@ -89,6 +93,7 @@ def profile_session(
             except Exception as exc:  # a failed phase is a result too; the next phase or length goes on
                 point.failed[phase] = f"{classify(exc)}: {error_text(exc)}"
             free(session.device)
+        point.autotune = autotune_choices()
         first = settings.phases[0]
         if first in point.failed:
             point.outcome, _, point.error = point.failed[first].partition(": ")
