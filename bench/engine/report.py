@@ -36,7 +36,6 @@ def _cell(samples: list[float], digits: int = 1) -> str:
 
 def benchmarks(root: Path) -> None:
     prefill = json.loads((root / "h200-call1/prefill_vs_native.json").read_text())
-    decode = json.loads((root / "h200-call1/decode_paths.json").read_text())
     print("| benchmark | through the agent | reference in the same run | ratio |")
     print("|---|---|---|---|")
     agent = prefill["agent_ttft_ms"]["samples_ms"]
@@ -54,11 +53,10 @@ def benchmarks(root: Path) -> None:
         f"| same, transformers Mamba2 + mamba_ssm kernels, ms | {_cell(hf)} | native direct {_cell(native)} "
         f"| {statistics.median(hf) / statistics.median(native):.2f} |"
     )
-    for source in (decode, json.loads((root / HYBRID_DECODE_FILE).read_text())):
-        rows = {
-            (r["model"], r.get("length", source.get("length")), r["preference"]): r for r in source["rows"]
-        }
+    for names in (("h200-call1/decode_paths.json",), HYBRID_DECODE_FILES):
+        rows = _decode_rows(root, names)
         for model, length in sorted({(m, n) for m, n, _ in rows}):
+            precision = next(r["precision"] for (m, n, _), r in rows.items() if (m, n) == (model, length))
             cells = {}
             for preference in ("auto", "eager"):
                 row = rows.get((model, length, preference), {})
@@ -70,9 +68,22 @@ def benchmarks(root: Path) -> None:
             fast, eager = (rows.get((model, length, p), {}).get("samples_ms") for p in ("auto", "eager"))
             ratio = f"{statistics.median(eager) / statistics.median(fast):.1f}x" if fast and eager else "-"
             print(
-                f"| {model} decode @ {length} context, {source['precision']}, ms/token "
+                f"| {model} decode @ {length} context, {precision}, ms/token "
                 f"| {cells['auto']} | {cells['eager']} | {ratio} |"
             )
+
+
+def _decode_rows(root: Path, names: tuple[str, ...]) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """decode_paths.py rows by (model, length, preference), each with its file's precision; a later
+    file's row replaces an earlier one (call 10's Zamba2 graph rows ran before the static decoder
+    restored its states, call 12's after)."""
+    rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for name in names:
+        source = json.loads((root / name).read_text())
+        for row in source["rows"]:
+            length = row.get("length", source.get("length"))
+            rows[(row["model"], length, row["preference"])] = {**row, "precision": source["precision"]}
+    return rows
 
 
 def graph_decode(
@@ -85,7 +96,7 @@ def graph_decode(
         for length, point in points.items():
             if "eager" not in point["path"]:
                 out.setdefault(model, {})[length] = point["decode"]
-    for row in json.loads((root / HYBRID_DECODE_FILE).read_text())["rows"]:
+    for row in _decode_rows(root, HYBRID_DECODE_FILES).values():
         if row["preference"] == "auto" and "samples_ms" in row and "eager" not in row["decode_path"]:
             out.setdefault(row["model"], {}).setdefault(row["length"], row["samples_ms"])
     return out
@@ -105,8 +116,14 @@ CURVE_FILES = (
     "h200-call9/curves-long.jsonl",
     "h200-call10/curves-hybrid-long.jsonl",
     "h200-call10/curves-mamba-long.jsonl",
+    "h200-call12/curves-long.jsonl",
+    "h200-call13/curves-graph.jsonl",
+    "h200-call14/curves-long.jsonl",
 )
-HYBRID_DECODE_FILE = "h200-call10/decode_paths_hybrids.json"  # the hybrids' graph path against eager
+HYBRID_DECODE_FILES = (  # the hybrids' graph path against eager, oldest first
+    "h200-call10/decode_paths_hybrids.json",
+    "h200-call12/decode_paths_zamba2.json",
+)
 TOLERANCE = 0.01
 
 

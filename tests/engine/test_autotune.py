@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,7 @@ def _install(monkeypatch: pytest.MonkeyPatch, *tuners: StandInAutotuner) -> None
         module = types.ModuleType(name)
         for index, tuner in enumerate(tuners):
             setattr(module, f"kernel_{index}", tuner)
-        monkeypatch.setitem(__import__("sys").modules, name, module)
+        monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(autotune, "triton_autotuner_type", lambda: StandInAutotuner)
 
 
@@ -83,17 +84,20 @@ def test_nothing_to_record_without_triton(monkeypatch: pytest.MonkeyPatch) -> No
     assert autotune.autotune_choices() == []
 
 
-def _measure(monkeypatch: pytest.MonkeyPatch) -> point.PointOutcome:
-    session = point.Session(point.ModelChoice(name="mamba2-130m", precision="fp32", device="cpu", tiny=True))
+def _session() -> point.Session:
+    return point.Session(point.ModelChoice(name="mamba2-130m", precision="fp32", device="cpu", tiny=True))
+
+
+def _measure() -> point.PointOutcome:
     policy = point.LoopPolicy(warmups=0, min_reps=1, max_reps=1, min_time_s=0.0)
-    outcome, _ = point.measure_point(session, point.PointSettings(context_len=8, decode_tokens=0, policy=policy))
-    return outcome
+    settings = point.PointSettings(context_len=8, decode_tokens=0, policy=policy)
+    return point.measure_point(_session(), settings)[0]
 
 
 def test_a_result_carries_the_choices_in_force(monkeypatch: pytest.MonkeyPatch) -> None:
     tuned = StandInAutotuner(_chunk_scan_fwd_kernel, {(64,): StandInConfig({"BLOCK_SIZE_M": 32})})
     _install(monkeypatch, tuned)
-    outcome = _measure(monkeypatch)
+    outcome = _measure()
     assert outcome.details["triton_autotune"] == [
         {
             "kernel": f"{__name__}._chunk_scan_fwd_kernel",
@@ -105,4 +109,14 @@ def test_a_result_carries_the_choices_in_force(monkeypatch: pytest.MonkeyPatch) 
 
 def test_no_tuned_kernel_no_autotune_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     _install(monkeypatch, StandInAutotuner(_chunk_scan_fwd_kernel))
-    assert "triton_autotune" not in _measure(monkeypatch).details
+    assert "triton_autotune" not in _measure().details
+
+
+def test_a_profile_point_carries_the_choices_in_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctxscope.agent.profiling.run import ProfileSettings, profile_session
+
+    tuned = StandInAutotuner(_chunk_scan_fwd_kernel, {(64,): StandInConfig({"BLOCK_SIZE_M": 32})})
+    _install(monkeypatch, tuned)
+    settings = ProfileSettings(lengths=(16,), iterations=1, timed_policy=None)
+    (profiled,) = profile_session(_session(), settings, None)
+    assert [c["config"]["BLOCK_SIZE_M"] for c in profiled.details()["triton_autotune"]] == [32]
