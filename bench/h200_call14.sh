@@ -5,7 +5,7 @@
 #     first mamba_ssm process also compiles and autotunes its Triton kernels).
 #  2. Native Mamba2-130m profiled once more, with Triton's autotuning printed, to check the choices
 #     that every record now carries (details.triton_autotune) against Triton's own log.
-#  3. Qwen2.5-0.5B at 512K tokens (cut from call 13 at 230 s: one prefill takes about 40 s there).
+#  3. Qwen2.5-0.5B at 512K tokens (cut from call 13 at 230 s; its prefills there run for tens of seconds).
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
 repo=$PWD

@@ -9,6 +9,7 @@ with different configs at different speeds (results/profiling saw one process ru
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Any
 
@@ -28,8 +29,12 @@ def _plain(value: Any) -> Any:
 
 
 def _kernel_name(autotuner: Any) -> str:
-    function = autotuner.base_fn
-    return f"{function.__module__}.{function.__name__}"
+    """The kernel's Python function by module and name, unwrapped as Triton does it itself:
+    Autotuner -> (Heuristics ->) JITFunction -> function, each holding the next in `fn`."""
+    function = autotuner
+    while not inspect.isfunction(function) and getattr(function, "fn", None) is not None:
+        function = function.fn
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__name__', type(function).__name__)}"
 
 
 def autotune_choices(autotuner_type: type | None = None) -> list[dict[str, Any]]:

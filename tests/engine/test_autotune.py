@@ -26,11 +26,18 @@ class StandInConfig:
 
 @dataclass
 class StandInAutotuner:
-    """triton.runtime.autotuner.Autotuner's part that the record reads: the innermost Python
-    function and the cache of chosen configs by key."""
+    """triton.runtime.autotuner.Autotuner's part that the record reads: the wrapped kernel (here
+    a Heuristics-like layer around the Python function) and the cache of chosen configs by key."""
 
-    base_fn: Any
+    fn: Any
     cache: dict[tuple[Any, ...], StandInConfig] = field(default_factory=dict)
+
+
+@dataclass
+class StandInWrapper:
+    """A layer between the autotuner and the function, as triton.heuristics and JITFunction are."""
+
+    fn: Any
 
 
 class StandInDtype:
@@ -55,7 +62,7 @@ def _install(monkeypatch: pytest.MonkeyPatch, *tuners: StandInAutotuner) -> None
 
 def test_each_choice_is_named_once_with_its_key_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
     tuned = StandInAutotuner(
-        _chunk_scan_fwd_kernel,
+        StandInWrapper(StandInWrapper(_chunk_scan_fwd_kernel)),
         {
             (256, 64, StandInDtype()): StandInConfig({"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64}, 4, 3),
             (256, 128, StandInDtype()): StandInConfig({"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 32}, 8, 2),
