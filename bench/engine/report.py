@@ -9,6 +9,7 @@ Everything printed is read from the result files; what they do not hold is print
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import math
@@ -18,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 SIX = ("qwen2.5-0.5b", "llama3.2-1b", "mamba-790m", "mamba2-780m", "falcon-h1-0.5b", "zamba2-1.2b")
+
+
+def _read_text(path: Path) -> str:
+    """A results file, gzip-compressed where its name ends in .gz (the large JSON-lines files)."""
+    return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
 
 
 def _pct(samples: list[float], q: float) -> float:
@@ -111,14 +117,14 @@ SEARCH_FILES = (  # every max-context search run on the H200, oldest first
 )
 CURVE_FILES = (
     "h200-call2/curves.jsonl",
-    "h200-call4/curves-ssm-hybrid.jsonl",
-    "h200-call7/curves-zamba2.jsonl",
-    "h200-call9/curves-long.jsonl",
-    "h200-call10/curves-hybrid-long.jsonl",
-    "h200-call10/curves-mamba-long.jsonl",
-    "h200-call12/curves-long.jsonl",
-    "h200-call13/curves-graph.jsonl",
-    "h200-call14/curves-long.jsonl",
+    "h200-call4/curves-ssm-hybrid.jsonl.gz",
+    "h200-call7/curves-zamba2.jsonl.gz",
+    "h200-call9/curves-long.jsonl.gz",
+    "h200-call10/curves-hybrid-long.jsonl.gz",
+    "h200-call10/curves-mamba-long.jsonl.gz",
+    "h200-call12/curves-long.jsonl.gz",
+    "h200-call13/curves-graph.jsonl.gz",
+    "h200-call14/curves-long.jsonl.gz",
 )
 HYBRID_DECODE_FILES = (  # the hybrids' graph path against eager, oldest first
     "h200-call10/decode_paths_hybrids.json",
@@ -193,7 +199,7 @@ def _curves(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
     """Points of the curves runs, per model and context length."""
     curves: dict[str, dict[int, dict[str, Any]]] = {}
     for source in CURVE_FILES:
-        for line in (root / source).read_text().splitlines():
+        for line in _read_text(root / source).splitlines():
             record = json.loads(line)
             if record["kind"] != "result" or record["outcome"] != "ok":
                 continue

@@ -1,12 +1,13 @@
 """Markdown tables from profiling records: operator shares beside the study's, and prefill roofline.
 
-    python bench/profiling/shares_table.py results/profiling/h200_records.jsonl \
+    python bench/profiling/shares_table.py results/profiling/h200_records.jsonl.gz \
         --reference ../shared/reference/ssm-scope-paper.json > table.md
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 from pathlib import Path
@@ -27,7 +28,8 @@ CLASSES = (
 
 
 def _results(path: Path) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [r for r in rows if r.get("kind") == "result"]
 
 

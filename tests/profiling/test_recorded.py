@@ -1,12 +1,13 @@
 """The classifier and the trace reader on kernels recorded from real H200 runs (see results/profiling).
 
 `fixtures/h200_kernels.json` holds, per model, every kernel name of one profiled 4K-token prefill
-with its module label, count and device time; `fixtures/h200_trace_*.json` one real Chrome trace
-reduced to the events and fields the reader uses.
+with its module label, count and device time; `fixtures/h200_trace_*.json.gz` one real Chrome trace
+reduced to the events and fields the reader uses (gzip-compressed).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,9 @@ def test_kernels_a_recorded_run_left_unclassified_now_have_their_class(
     assert classifier.by_name(entry["name"]) == entry["class"]
 
 
-@pytest.mark.parametrize("path", sorted(FIXTURES.glob("h200_trace_*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("h200_trace_*.json.gz")), ids=lambda p: p.name)
 def test_a_recorded_trace_reads_into_kernel_passes(path: Path, classifier: KernelClassifier) -> None:
-    passes = parse_trace(json.loads(path.read_text()))
+    passes = parse_trace(json.loads(gzip.decompress(path.read_bytes())))
     assert passes
     for p in passes:
         assert p.source == "cuda_kernels"
