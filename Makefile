@@ -1,20 +1,20 @@
 # Two commands do all the set-up on a fresh clone:
 #   make demo   the collector with a local agent streaming live (no GPU, broker or database needed)
 #   make test   the whole test suite (installs mosquitto and chromium when missing and run as root)
-# PyTorch is installed first and pinned, so that no multi-GB CUDA build is pulled in by accident on
-# a CPU machine. On a GPU machine, install the torch build you want into .venv first: it is kept.
+# Every package comes from the committed lock (requirements/dev.txt, hash-checked), except torch: it is
+# installed first and pinned, so that no multi-GB CUDA build is pulled in by accident on a CPU machine.
+# On a GPU machine, install the torch build you want into .venv first: it is kept.
 
 VENV ?= .venv
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 # e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu where no CPU wheel of torch is at hand.
 TORCH_INDEX ?=
-EXTRAS ?= agent,collector,dev,postgres
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ctxscope-installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup lock clean
 
 demo: $(STAMP)
 	$(BIN)/ctxscope demo
@@ -31,13 +31,20 @@ lint: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || \
-		$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+		$(BIN)/python -m pip install --quiet --no-deps $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# Refresh requirements/*.txt from pyproject.toml's ranges (after changing a range, or to take newer
+# releases on purpose), then `make test` and commit both.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet "uv>=0.9,<1"
+	UV=$(BIN)/uv bash scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -26,9 +26,10 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from ctxscope.agent.zoo.hfcache import hf_cache, hf_cache_kwarg
+
 LogitsMode = Literal["last", "all"]
 DecodePreference = Literal["auto", "eager"]
-_CACHE_OUTPUT_FIELDS = ("past_key_values", "cache", "cache_params")
 # A graph replay may differ from the eager step it recorded by rounding only; a larger difference
 # (in units of the largest eager logit) means the capture went wrong, and the graph is not used.
 REPLAY_TOLERANCE = 0.05
@@ -74,25 +75,9 @@ def keep_count(mode: LogitsMode) -> int:
 # Hugging Face transformers
 
 
-def _hf_cache(output: Any) -> Any:
-    for name in _CACHE_OUTPUT_FIELDS:
-        value = getattr(output, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _hf_cache_kwarg(module: torch.nn.Module) -> str:
-    params = inspect.signature(module.forward).parameters
-    for name in ("cache_params", "past_key_values", "cache"):
-        if name in params:
-            return name
-    raise TypeError(f"{type(module).__name__}.forward takes no cache argument")
-
-
 def hf_prefill(module: torch.nn.Module, ids: torch.Tensor, mode: LogitsMode) -> PrefillOutput:
     output = module(input_ids=ids, use_cache=True, logits_to_keep=keep_count(mode))
-    return PrefillOutput(output.logits, _hf_cache(output))
+    return PrefillOutput(output.logits, hf_cache(output))
 
 
 class HFEagerDecoder:
@@ -103,9 +88,9 @@ class HFEagerDecoder:
     def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int) -> None:
         self.module = module
         self.window = window
-        self.cache_kwarg = _hf_cache_kwarg(module)
+        self.cache_kwarg = hf_cache_kwarg(module)
         output = module(input_ids=ids, use_cache=True, logits_to_keep=1)
-        self.cache = _hf_cache(output)
+        self.cache = hf_cache(output)
         self.last_logits: torch.Tensor = output.logits
         self.token = output.logits[:, -1:].argmax(-1)
         self.prompt_len = ids.shape[1]
@@ -151,11 +136,11 @@ class HFStaticDecoder:
 
         self.module = module
         self.window = window
-        self.cache_kwarg = _hf_cache_kwarg(module)
+        self.cache_kwarg = hf_cache_kwarg(module)
         self.prompt_len = ids.shape[1]
         capacity = self.prompt_len + window
         output = module(input_ids=ids, use_cache=True, logits_to_keep=1)
-        dynamic = _hf_cache(output)
+        dynamic = hf_cache(output)
         config: Any = module.config
         self.cache = StaticCache(config=config, max_cache_len=capacity)
         # StaticCache types its layers as a union of layer kinds; static_cache_supported() made sure

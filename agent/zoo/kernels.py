@@ -1,58 +1,71 @@
 """Which implementation runs the hot operations: native mamba_ssm, transformers with the mamba_ssm /
-causal_conv1d kernels, or transformers' pure-PyTorch fallback.
+causal_conv1d kernels, or transformers' pure-PyTorch fallback, decided from evidence of the call.
 
-transformers has bound these kernels in three ways, all read here from the modeling module itself:
-- 5.24 (this layout's first release not checked): each kernel function is wrapped when the module is
-  imported; the wrapper holds the package kernel when that package imports, else the torch reference
-  (`is_new_implementation` in its closure);
-- from 5.3 (seen in 5.5): the mixer's `__init__` lazy-loads the kernels into module globals (None when
-  absent) and sets `is_fast_path_available`; the forward takes the kernels only for CUDA tensors;
-- older: the same globals and flag, set at import.
-Read the module after the model is built, so that lazily loaded kernels are seen.
+After a model is built, `observed_plan` runs a short probe on it (an 8-token prefill with a cache, then
+one decode step) while `CallEvidence` watches which kernel-package functions are entered. An operation is
+recorded as a kernel only when that kernel was called; otherwise as the torch fallback, with what was not
+called listed in `missing`. Reading which names a modeling module bound proved wrong twice (transformers
+5.24 wrapped the kernels at import; 5.25 with the `kernels` package swaps in modules whose closures say
+nothing), so nothing here reads transformers' internals.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
+from typing import Literal
 
 import torch
 
 from ctxscope.agent.packages import KERNEL_PACKAGES, installed_version
-from ctxscope.agent.zoo.spec import ZooError
+from ctxscope.agent.zoo.calls import CallEvidence
+from ctxscope.agent.zoo.hfcache import hf_cache, hf_cache_kwarg
+from ctxscope.agent.zoo.spec import Runtime, ZooError
 
-# hot operation -> (package, module inside it, function) that transformers resolves for it, per SSM kind
-_OPS: dict[str, dict[str, tuple[tuple[str, str, str], ...]]] = {
-    "mamba1": {
-        "ssm_scan": (("mamba_ssm", "ops.selective_scan_interface", "selective_scan_fn"),),
-        "conv1d": (("causal_conv1d", "", "causal_conv1d_fn"),),
-        "ssm_step": (
-            ("mamba_ssm", "ops.triton.selective_state_update", "selective_state_update"),
-            ("causal_conv1d", "", "causal_conv1d_update"),
-        ),
-    },
-    "mamba2": {
-        "ssm_scan": (("mamba_ssm", "ops.triton.ssd_combined", "mamba_chunk_scan_combined"),),
-        "conv1d": (("causal_conv1d", "", "causal_conv1d_fn"),),
-        "ssm_step": (
-            ("mamba_ssm", "ops.triton.selective_state_update", "selective_state_update"),
-            ("causal_conv1d", "", "causal_conv1d_update"),
-        ),
-    },
+Phase = Literal["prefill", "step"]
+PHASES: tuple[Phase, Phase] = ("prefill", "step")
+PROBE_TOKENS = 8
+_WATCHED = ("mamba_ssm", "causal_conv1d")
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One kernel an operation needs: the package, the file its entry points live in (None: any file of
+    the package or its C extension), the entry point named when it is missing, and what runs when called."""
+
+    package: str
+    file: str | None
+    entry: str
+    label: str
+
+
+_SCAN_FILES = {"mamba1": "ops/selective_scan_interface.py", "mamba2": "ops/triton/ssd_combined.py"}
+# scan entry points, most fused first: the label names the outermost one that was called
+_SCAN_LABELS = {
+    "mamba_split_conv1d_scan_combined": "mamba_ssm mamba_split_conv1d_scan_combined (triton SSD)",
+    "mamba_inner_fn": "mamba_ssm mamba_inner_fn (fused conv + selective_scan_cuda)",
+    "mamba_chunk_scan_combined": "mamba_ssm mamba_chunk_scan_combined (triton SSD)",
+    "selective_scan_fn": "mamba_ssm selective_scan_fn (selective_scan_cuda)",
 }
-_LABELS = {
-    "mamba1": {
-        "ssm_scan": "mamba_ssm selective_scan_cuda",
-        "conv1d": "causal_conv1d cuda",
-        "ssm_step": "mamba_ssm triton selective_state_update + causal_conv1d_update",
-    },
-    "mamba2": {
-        "ssm_scan": "mamba_ssm triton SSD chunk scan",
-        "conv1d": "causal_conv1d cuda",
-        "ssm_step": "mamba_ssm triton selective_state_update + causal_conv1d_update",
-    },
-}
+_CONV = _Part("causal_conv1d", None, "causal_conv1d_fn", "causal_conv1d cuda")
+_STEP = (
+    _Part(
+        "mamba_ssm",
+        "ops/triton/selective_state_update.py",
+        "selective_state_update",
+        "mamba_ssm triton selective_state_update",
+    ),
+    _Part("causal_conv1d", None, "causal_conv1d_update", "causal_conv1d_update"),
+)
+_SCAN_ENTRY = {"mamba1": "selective_scan_fn", "mamba2": "mamba_chunk_scan_combined"}
+
+
+def _rules(kind: str) -> dict[str, tuple[Phase, tuple[_Part, ...]]]:
+    """Operation -> (the probe phase that runs it, the kernels it needs)."""
+    scan = _Part("mamba_ssm", _SCAN_FILES[kind], _SCAN_ENTRY[kind], "")
+    return {"ssm_scan": ("prefill", (scan,)), "conv1d": ("prefill", (_CONV,)), "ssm_step": ("step", _STEP)}
+
 
 # model_type -> the SSM mixer it uses (None: no SSM layers)
 SSM_KIND: dict[str, str | None] = {
@@ -93,13 +106,6 @@ def import_error(module: str) -> str | None:
     return None
 
 
-def _has_function(package: str, inner: str, name: str) -> bool:
-    module = f"{package}.{inner}" if inner else package
-    if import_error(module) is not None:
-        return False
-    return callable(getattr(importlib.import_module(module), name, None))
-
-
 def kernel_availability() -> dict[str, str]:
     """Installed version of each kernel-relevant package, or why it is unusable; plus the CUDA device."""
     report: dict[str, str] = {}
@@ -117,93 +123,92 @@ def kernel_availability() -> dict[str, str]:
     return report
 
 
-def _modeling_module(model_type: str) -> ModuleType:
-    return importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+def _label(part: _Part, evidence: CallEvidence) -> str:
+    if part.file in _SCAN_FILES.values():
+        called = evidence.functions(part.package, part.file or "")
+        return next((label for name, label in _SCAN_LABELS.items() if name in called), part.entry)
+    return part.label
 
 
-def resolved_functions(model_type: str) -> dict[str, bool]:
-    """Kernel function name -> whether the imported modeling module bound the package kernel (True) or its
-    torch reference (False), read from the wrappers transformers 5.24 puts around those functions."""
-    resolved: dict[str, bool] = {}
-    for value in vars(_modeling_module(model_type)).values():
-        code = getattr(value, "__code__", None)
-        if code is None or not {"func_name", "is_new_implementation"} <= set(code.co_freevars):
-            continue
-        cells = dict(zip(code.co_freevars, (cell.cell_contents for cell in value.__closure__), strict=True))
-        resolved[cells["func_name"]] = bool(cells["is_new_implementation"])
-    return resolved
+def plan_from_evidence(
+    kind: str, evidence: dict[Phase, CallEvidence], runtime: Runtime, device: torch.device
+) -> KernelPlan:
+    """The implementation of each SSM operation, from what the probe's phases called."""
+    implementation: dict[str, str] = {}
+    missing: set[str] = set()
+    suffix = " (transformers)" if runtime == "transformers" else ""
+    for op, (phase, parts) in _rules(kind).items():
+        seen = evidence[phase]
+        called = [part for part in parts if seen.entered(part.package, part.file)]
+        missing.update(f"{part.package}.{part.entry}" for part in parts if part not in called)
+        if not called:
+            implementation[op] = TORCH_FALLBACK
+        else:
+            labels = [_label(p, seen) if p in called else f"torch {p.entry} fallback" for p in parts]
+            implementation[op] = " + ".join(labels) + suffix
+    if missing and device.type != "cuda":
+        missing.add("CUDA device")
+    return KernelPlan(implementation, sorted(missing))
 
 
-def _bound(module: ModuleType, resolved: dict[str, bool], package: str, inner: str, name: str) -> bool:
-    """Whether the modeling module will call the package's kernel `name`."""
-    if name in resolved:
-        return resolved[name]
-    if name in vars(module):  # a module global: the kernel itself, or None when it could not be loaded
-        return vars(module)[name] is not None
-    return _has_function(package, inner, name)
+def _probe_transformers(module: torch.nn.Module, ids: torch.Tensor) -> tuple[Callable[[], object], ...]:
+    state: dict[str, object] = {}
+
+    def prefill() -> None:
+        output = module(input_ids=ids, use_cache=True, logits_to_keep=1)
+        state["cache"] = hf_cache(output)
+        state["token"] = output.logits[:, -1:].argmax(-1)
+
+    def step() -> None:
+        cache = {hf_cache_kwarg(module): state["cache"]}
+        module(input_ids=state["token"], use_cache=True, logits_to_keep=1, **cache)
+
+    return prefill, step
 
 
-def transformers_plan(model_type: str, device: torch.device) -> KernelPlan:
-    """What transformers will run for the SSM operations of `model_type` on `device` (read it after building
-    the model: some transformers versions load the kernels in the mixer's constructor)."""
+def _probe_native(module: torch.nn.Module, ids: torch.Tensor) -> tuple[Callable[[], object], ...]:
+    from mamba_ssm.utils.generation import InferenceParams
+
+    params = InferenceParams(max_seqlen=ids.shape[1] + 1, max_batch_size=1)
+    state: dict[str, torch.Tensor] = {}
+
+    def prefill() -> None:
+        state["token"] = module(ids, inference_params=params, num_last_tokens=1).logits[:, -1:].argmax(-1)
+        params.seqlen_offset += ids.shape[1]
+
+    def step() -> None:
+        position = torch.full((1, 1), ids.shape[1], dtype=torch.long, device=ids.device)
+        module(state["token"], position_ids=position, inference_params=params, num_last_tokens=1)
+
+    return prefill, step
+
+
+def observed_plan(
+    module: torch.nn.Module, model_type: str, runtime: Runtime, device: torch.device
+) -> KernelPlan:
+    """What the built model runs for its SSM operations, observed in a short prefill + decode step.
+
+    Token ids 1..8 (no random draw, so the caller's RNG state is untouched); attention-only models are
+    not probed (they have no SSM operations).
+    """
     if model_type not in SSM_KIND:
         raise ZooError(f"no kernel rules for model_type {model_type!r}")
     kind = SSM_KIND[model_type]
     if kind is None:
         return KernelPlan({})
-    module = _modeling_module(model_type)
-    resolved = resolved_functions(model_type)
-    flag = vars(module).get("is_fast_path_available")  # all-or-nothing switch of the older layouts
-    on_cuda = device.type == "cuda"
-    implementation: dict[str, str] = {}
-    missing: set[str] = set()
-    for op, functions in _OPS[kind].items():
-        absent = [
-            f"{pkg}.{name}"
-            for pkg, inner, name in functions
-            if not _bound(module, resolved, pkg, inner, name)
-        ]
-        if flag is not None and not flag and not absent:
-            absent = ["mamba_ssm + causal_conv1d (is_fast_path_available is False)"]
-        label = f"{_LABELS[kind][op]} (transformers)"
-        if absent:
-            implementation[op] = TORCH_FALLBACK
-            missing.update(absent)
-        elif on_cuda:
-            implementation[op] = label
-        elif flag is not None:
-            implementation[op] = TORCH_FALLBACK  # these layouts take the kernels only for CUDA tensors
-            missing.add("CUDA device")
-        else:
-            # transformers 5.24 would hand non-CUDA tensors to CUDA/Triton kernels: not a path that runs
-            implementation[op] = f"{label} on {device.type}: unsupported"
-            missing.add("CUDA device")
-    return KernelPlan(implementation, sorted(missing))
+    ids = torch.arange(1, PROBE_TOKENS + 1, device=device).unsqueeze(0)
+    phases = (_probe_native if runtime == "mamba_ssm" else _probe_transformers)(module, ids)
+    evidence: dict[Phase, CallEvidence] = {}
+    with torch.inference_mode():
+        for phase, run in zip(PHASES, phases, strict=True):
+            with CallEvidence(_WATCHED) as seen:
+                run()
+            evidence[phase] = seen
+    return plan_from_evidence(kind, evidence, runtime, device)
 
 
-def native_plan(model_type: str) -> KernelPlan:
-    """What mamba_ssm's MambaLMHeadModel runs (on CUDA) for a pure Mamba / Mamba-2 model."""
-    conv = _has_function("causal_conv1d", "", "causal_conv1d_fn")
-    missing = [] if conv else ["causal_conv1d.causal_conv1d_fn"]
-    if model_type == "mamba":
-        scan = (
-            "mamba_ssm mamba_inner_fn (fused conv + selective_scan_cuda)"
-            if conv
-            else "mamba_ssm selective_scan_cuda"
-        )
-    elif model_type == "mamba2":
-        scan = (
-            "mamba_ssm mamba_split_conv1d_scan_combined (triton SSD)"
-            if conv
-            else "mamba_ssm mamba_chunk_scan_combined (triton SSD)"
-        )
-    else:
-        raise ZooError(f"model_type {model_type!r} has no native mamba_ssm build")
-    return KernelPlan(
-        {
-            "ssm_scan": scan,
-            "conv1d": "causal_conv1d cuda" if conv else "torch conv1d",
-            "ssm_step": "mamba_ssm triton selective_state_update",
-        },
-        missing,
-    )
+def causal_conv1d_usable() -> bool:
+    """Whether causal_conv1d imports with its `causal_conv1d_fn` (mamba_ssm's fused Mamba-2 path needs it)."""
+    if import_error("causal_conv1d") is not None:
+        return False
+    return callable(getattr(importlib.import_module("causal_conv1d"), "causal_conv1d_fn", None))

@@ -1,7 +1,8 @@
 """Build a zoo entry as a runnable torch module: an explicit registry from config `model_type` to a builder.
 
 Random weights by default (latency, memory and energy do not depend on weight values); real weights only
-from a local path. Every load states who runs the forward and which implementation each hot operation takes.
+from a local path. Every load states who runs the forward and which implementation each hot operation
+takes, observed in a short probe forward of the built model (kernels.observed_plan).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from ctxscope.agent.zoo.hfconfig import NATIVE_MODEL_TYPES, hf_config, native_co
 from ctxscope.agent.zoo.kernels import (
     KernelPathError,
     KernelPlan,
+    causal_conv1d_usable,
     import_error,
-    native_plan,
-    transformers_plan,
+    observed_plan,
 )
 from ctxscope.agent.zoo.spec import ModelSpec, Runtime, ZooError, get_spec
 
@@ -119,8 +120,7 @@ def build_transformers(spec: ModelSpec, request: LoadRequest, notes: list[str] |
         )  # device_map would need accelerate, not an agent dependency
         loader = "transformers AutoModelForCausalLM.from_pretrained (local weights)"
     module.eval()
-    # read after building: some transformers versions load the SSM kernels in the mixer's constructor
-    plan = transformers_plan(spec.model_type, request.device)
+    plan = observed_plan(module, spec.model_type, "transformers", request.device)
     _check_fast(spec, plan, request.require_fast_kernels)
     implementation = {**plan.implementation, "loader": loader}
     if spec.model_type not in NATIVE_MODEL_TYPES:
@@ -146,10 +146,8 @@ def build_native(spec: ModelSpec, request: LoadRequest) -> LoadedModel:
     from mamba_ssm.models.config_mamba import MambaConfig
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
-    plan = native_plan(spec.model_type)
-    _check_fast(spec, plan, request.require_fast_kernels)
     kwargs = native_config(spec)
-    if spec.model_type == "mamba2" and plan.implementation["conv1d"] == "torch conv1d":
+    if spec.model_type == "mamba2" and not causal_conv1d_usable():
         # the memory-efficient Mamba-2 path always calls causal_conv1d; without it take the unfused path
         kwargs["ssm_cfg"] = {**kwargs["ssm_cfg"], "use_mem_eff_path": False}
     module = MambaLMHeadModel(MambaConfig(**kwargs), device=request.device, dtype=request.dtype)
@@ -163,6 +161,8 @@ def build_native(spec: ModelSpec, request: LoadRequest) -> LoadedModel:
         )
         loader = "mamba_ssm MambaLMHeadModel + load_state_dict (local weights)"
     module.eval()
+    plan = observed_plan(module, spec.model_type, "mamba_ssm", request.device)
+    _check_fast(spec, plan, request.require_fast_kernels)
     parameters, weight_bytes = _sizes(module)
     implementation = {**plan.implementation, "loader": loader}
     return LoadedModel(spec, module, "mamba_ssm", implementation, parameters, weight_bytes, "num_last_tokens")

@@ -181,7 +181,10 @@ def test_logits_modes_and_tensor_bytes() -> None:
         every = forward.prefill(loaded.runtime, loaded.module, ids, "all")
     assert last.logits.shape[1] == 1 and every.logits.shape[1] == 20
     # the SSM state does not grow with the prompt and matches the zoo's analytic size
-    assert memory.tensor_bytes(last.cache) == zoo.state_bytes(loaded.spec, torch.float32)
+    assert memory.cache_bytes(last.cache) == zoo.state_bytes(loaded.spec, torch.float32)
+    # what is left out is integer bookkeeping: a length counter per layer at most (transformers >= 5.25)
+    bookkeeping = memory.tensor_bytes(last.cache) - memory.cache_bytes(last.cache)
+    assert bookkeeping in (0, 8 * loaded.spec.config["n_layer"])
 
 
 def test_tensor_bytes_counts_shared_storage_once() -> None:

@@ -1,4 +1,5 @@
-"""A plain, non-editable `pip install .` into a fresh virtual environment gives a working `ctxscope`."""
+"""A plain, non-editable `pip install .` into a fresh virtual environment, its dependencies held to the
+committed lock, gives a working `ctxscope`."""
 
 from __future__ import annotations
 
@@ -34,8 +35,13 @@ def test_plain_install_in_a_fresh_venv(tmp_path: Path) -> None:
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     python = env_dir / "bin" / "python"
     _copy_source_tree(tmp_path / "src")
+    # as a device installs it: the agent's lock (hash-checked; torch is the platform's own, absent here),
+    # then the package without resolving anything more
+    lock = tmp_path / "src" / "requirements" / "agent.txt"
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--require-hashes", "--no-deps", "-r", str(lock)], check=True, timeout=900)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(tmp_path / "src")], check=True, timeout=900
+        [*pip, "--no-deps", "--no-build-isolation", str(tmp_path / "src")], check=True, timeout=900
     )
 
     cli = env_dir / "bin" / "ctxscope"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from ctxscope.agent.engine import memory
 from ctxscope.agent.zoo import LoadedModel, list_models, load_model, tiny_spec
 
 BUILDABLE = [spec.name for spec in list_models(include_unavailable=False)]
@@ -27,13 +28,6 @@ def tiny_model() -> Callable[[str], LoadedModel]:
 
 
 def cache_tensor_bytes(cache: Any) -> int:
-    """Bytes of the floating-point tensors a transformers cache holds (keys, values, conv and SSM states)."""
-    seen: set[int] = set()
-    total = 0
-    for layer in cache.layers:
-        for value in vars(layer).values():
-            for tensor in value.values() if isinstance(value, dict) else [value]:
-                if torch.is_tensor(tensor) and tensor.is_floating_point() and id(tensor) not in seen:
-                    seen.add(id(tensor))
-                    total += tensor.numel() * tensor.element_size()
-    return total
+    """Bytes of the floating-point tensors a transformers cache holds (keys, values, conv and SSM states),
+    whatever the cache class of this transformers version."""
+    return memory.cache_bytes(cache)

@@ -1,67 +1,83 @@
-"""Kernel-path detection with the kernels absent (this machine) and with kernel packages importable."""
+"""Kernel-path records come from evidence of the call: a kernel is named only when the probe saw it run."""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import json
+import os
+import subprocess
 import sys
 import textwrap
-import types
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
-from ctxscope.agent.zoo import ZooError, kernel_availability
-from ctxscope.agent.zoo.kernels import (
-    SSM_KIND,
-    TORCH_FALLBACK,
-    native_plan,
-    resolved_functions,
-    transformers_plan,
-)
+from ctxscope.agent.zoo import KernelPathError, ZooError, kernel_availability, load_model, tiny_spec
+from ctxscope.agent.zoo.calls import CallEvidence
+from ctxscope.agent.zoo.kernels import SSM_KIND, TORCH_FALLBACK, observed_plan, plan_from_evidence
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-SSM_TYPES = sorted(t for t, kind in SSM_KIND.items() if kind)
 FAKE_PACKAGES = ("causal_conv1d", "mamba_ssm")
+# Stand-ins for the kernel packages, with their entry points in the files the real packages use.
+FAKE_FILES = {
+    "causal_conv1d/__init__.py": """
+        def causal_conv1d_fn(*args, **kwargs):
+            return None
+        def causal_conv1d_update(*args, **kwargs):
+            return None
+    """,
+    "mamba_ssm/__init__.py": "",
+    "mamba_ssm/ops/__init__.py": "",
+    "mamba_ssm/ops/triton/__init__.py": "",
+    "mamba_ssm/ops/selective_scan_interface.py": """
+        def selective_scan_fn(*args, **kwargs):
+            return None
+        def mamba_inner_fn(*args, **kwargs):
+            return None
+    """,
+    "mamba_ssm/ops/triton/ssd_combined.py": """
+        def mamba_chunk_scan_combined(*args, **kwargs):
+            return None
+        def mamba_split_conv1d_scan_combined(*args, **kwargs):
+            return None
+    """,
+    "mamba_ssm/ops/triton/selective_state_update.py": """
+        def selective_state_update(*args, **kwargs):
+            return None
+    """,
+}
 
 
-def _write(root: Path, relative: str, source: str) -> None:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(source))
+def write_fake_kernels(root: Path) -> None:
+    for relative, source in FAKE_FILES.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
 
 
 @pytest.fixture
-def importable_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Packages named like the kernel packages, exposing the functions transformers and mamba_ssm look up."""
-    for model_type in SSM_TYPES:  # bind every modeling module first, as a real process would have
-        importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
-    functions = "def causal_conv1d_fn(x, weight, bias=None, activation=None):\n    return x\n"
-    functions += (
-        "def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):\n    return x\n"
-    )
-    _write(tmp_path, "causal_conv1d/__init__.py", functions)
-    _write(tmp_path, "mamba_ssm/__init__.py", "")
-    _write(tmp_path, "mamba_ssm/ops/__init__.py", "")
-    _write(tmp_path, "mamba_ssm/ops/triton/__init__.py", "")
-    _write(
-        tmp_path,
-        "mamba_ssm/ops/selective_scan_interface.py",
-        "def selective_scan_fn(*args):\n    return None\n",
-    )
-    _write(
-        tmp_path,
-        "mamba_ssm/ops/triton/ssd_combined.py",
-        "def mamba_chunk_scan_combined(*args):\n    return None\n",
-    )
-    _write(tmp_path, "mamba_ssm/ops/triton/selective_state_update.py",
-           "def selective_state_update(*args):\n    return None\n")  # fmt: skip
+def fake_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, ModuleType]]:
+    """The stand-in packages importable in this process; yields their modules by short name."""
+    write_fake_kernels(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    yield
+    yield {
+        "conv": importlib.import_module("causal_conv1d"),
+        "scan1": importlib.import_module("mamba_ssm.ops.selective_scan_interface"),
+        "ssd": importlib.import_module("mamba_ssm.ops.triton.ssd_combined"),
+        "step": importlib.import_module("mamba_ssm.ops.triton.selective_state_update"),
+    }
     for name in [m for m in sys.modules if m.split(".")[0] in FAKE_PACKAGES]:
         del sys.modules[name]
+
+
+def _evidence(*calls: object) -> CallEvidence:
+    with CallEvidence(FAKE_PACKAGES) as seen:
+        for call in calls:
+            call()  # type: ignore[operator]
+    return seen
 
 
 @pytest.mark.skipif(
@@ -84,81 +100,168 @@ def test_availability_on_this_machine() -> None:
     assert report["cuda"] == "not available"
 
 
-def test_availability_sees_an_importable_package(importable_kernels) -> None:
+def test_availability_sees_an_importable_package(fake_kernels) -> None:
     assert kernel_availability()["causal_conv1d"] == "importable (version unknown)"
 
 
-@pytest.mark.parametrize("model_type", SSM_TYPES)
-@pytest.mark.parametrize("device", [CPU, CUDA], ids=["cpu", "cuda"])
-def test_without_kernels_every_ssm_op_falls_back(model_type, device) -> None:
-    plan = transformers_plan(model_type, device)
+def test_call_evidence_names_package_file_and_function(fake_kernels) -> None:
+    seen = _evidence(fake_kernels["ssd"].mamba_chunk_scan_combined, fake_kernels["conv"].causal_conv1d_fn)
+    assert seen.entered("mamba_ssm", "ops/triton/ssd_combined.py")
+    assert seen.functions("mamba_ssm", "ops/triton/ssd_combined.py") == {"mamba_chunk_scan_combined"}
+    assert seen.entered("causal_conv1d") and not seen.entered("mamba_ssm", "ops/selective_scan_interface.py")
+    assert not _evidence(lambda: torch.ones(2).sum()).calls  # torch alone is no kernel evidence
+
+
+def test_every_op_called_is_named_as_its_kernel(fake_kernels) -> None:
+    prefill = _evidence(fake_kernels["ssd"].mamba_chunk_scan_combined, fake_kernels["conv"].causal_conv1d_fn)
+    step = _evidence(fake_kernels["step"].selective_state_update, fake_kernels["conv"].causal_conv1d_update)
+    plan = plan_from_evidence("mamba2", {"prefill": prefill, "step": step}, "transformers", CUDA)
+    assert plan.missing == []
+    assert plan.implementation == {
+        "ssm_scan": "mamba_ssm mamba_chunk_scan_combined (triton SSD) (transformers)",
+        "conv1d": "causal_conv1d cuda (transformers)",
+        "ssm_step": "mamba_ssm triton selective_state_update + causal_conv1d_update (transformers)",
+    }
+
+
+def test_a_kernel_not_called_is_never_named(fake_kernels) -> None:
+    # both packages import, the scan kernel ran, the conv kernel and the step kernels did not
+    prefill = _evidence(fake_kernels["scan1"].mamba_inner_fn)
+    step = _evidence(fake_kernels["step"].selective_state_update)
+    plan = plan_from_evidence("mamba1", {"prefill": prefill, "step": step}, "mamba_ssm", CUDA)
+    assert plan.implementation["ssm_scan"] == "mamba_ssm mamba_inner_fn (fused conv + selective_scan_cuda)"
+    assert plan.implementation["conv1d"] == TORCH_FALLBACK
+    assert plan.implementation["ssm_step"] == (
+        "mamba_ssm triton selective_state_update + torch causal_conv1d_update fallback"
+    )
+    assert plan.missing == ["causal_conv1d.causal_conv1d_fn", "causal_conv1d.causal_conv1d_update"]
+
+
+def test_the_fused_scan_is_named_before_its_parts(fake_kernels) -> None:
+    ssd = fake_kernels["ssd"]
+    prefill = _evidence(ssd.mamba_split_conv1d_scan_combined, ssd.mamba_chunk_scan_combined)
+    plan = plan_from_evidence("mamba2", {"prefill": prefill, "step": _evidence()}, "mamba_ssm", CUDA)
+    assert plan.implementation["ssm_scan"] == "mamba_ssm mamba_split_conv1d_scan_combined (triton SSD)"
+
+
+@pytest.mark.parametrize("model_type", sorted(t for t, kind in SSM_KIND.items() if kind))
+def test_on_cpu_without_kernels_every_ssm_op_is_the_fallback(model_type, tiny_model) -> None:
+    names = {"mamba": "mamba-130m", "mamba2": "mamba2-130m", "falcon_h1": "falcon-h1-0.5b",
+             "zamba2": "zamba2-1.2b", "bamba": "bamba-9b", "nemotron_h": "nemotron-h-8b",
+             "granitemoehybrid": "granite-4.0-h-micro", "jamba": "jamba-mini-1.5"}  # fmt: skip
+    loaded = tiny_model(names[model_type])
+    plan = observed_plan(loaded.module, model_type, "transformers", CPU)
     assert set(plan.implementation) == {"ssm_scan", "conv1d", "ssm_step"}
     assert set(plan.implementation.values()) == {TORCH_FALLBACK}
-    assert "causal_conv1d.causal_conv1d_fn" in plan.missing
-    assert any(m.startswith("mamba_ssm.") for m in plan.missing)
-    assert "CUDA device" not in plan.missing
+    assert "causal_conv1d.causal_conv1d_fn" in plan.missing and "CUDA device" in plan.missing
 
 
 @pytest.mark.parametrize("model_type", ["qwen2", "llama", "phi3", "gpt_neo"])
 def test_attention_only_models_have_no_ssm_plan(model_type) -> None:
-    assert transformers_plan(model_type, CUDA).implementation == {}
+    assert observed_plan(torch.nn.Identity(), model_type, "transformers", CUDA).implementation == {}
 
 
 def test_unknown_model_type_is_refused() -> None:
     with pytest.raises(ZooError):
-        transformers_plan("rwkv", CPU)
+        observed_plan(torch.nn.Identity(), "rwkv", "transformers", CPU)
 
 
-def test_detection_follows_what_the_modeling_module_bound(importable_kernels) -> None:
-    # the packages import now, but transformers bound its torch references when the module was imported
-    assert resolved_functions("mamba2") == dict.fromkeys(resolved_functions("mamba2"), False)
-    assert transformers_plan("mamba2", CUDA).implementation["ssm_scan"] == TORCH_FALLBACK
+def test_a_kernel_called_inside_the_forward_is_recorded(fake_kernels, monkeypatch) -> None:
+    """The probe watches the real forward: a mixer that enters the kernel packages is recorded as such."""
+    from transformers.models.mamba2 import modeling_mamba2
+
+    original = modeling_mamba2.Mamba2Mixer.forward
+
+    def forward_through_kernels(self, hidden_states, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if hidden_states.shape[1] > 1:
+            fake_kernels["ssd"].mamba_chunk_scan_combined()
+            fake_kernels["conv"].causal_conv1d_fn()
+        else:
+            fake_kernels["step"].selective_state_update()
+            fake_kernels["conv"].causal_conv1d_update()
+        return original(self, hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_mamba2.Mamba2Mixer, "forward", forward_through_kernels)
+    loaded = load_model(
+        tiny_spec("mamba2-130m"), device="cpu", dtype=torch.float32, require_fast_kernels=True
+    )
+    assert (
+        loaded.implementation["ssm_scan"] == "mamba_ssm mamba_chunk_scan_combined (triton SSD) (transformers)"
+    )
+    assert loaded.implementation["ssm_step"].startswith("mamba_ssm triton selective_state_update")
 
 
-def _kernel(*args: object) -> None:
-    return None
+# A working causal_conv1d stand-in (torch inside) that logs each call to the file named in FAKE_KERNEL_LOG:
+# the log is evidence that does not come from the detector under test.
+LOGGING_CONV = """
+import os
+import torch
+import torch.nn.functional as F
 
 
-def _lazy_loading_layout(monkeypatch: pytest.MonkeyPatch, *, kernels: bool) -> None:
-    """The modeling module as transformers 5.3-5.5 leaves it after building a model: kernel globals
-    (None when the package was missing) and the `is_fast_path_available` switch."""
-    module = types.ModuleType("transformers.models.mamba2.modeling_mamba2")
-    for name in (
-        "causal_conv1d_fn",
-        "causal_conv1d_update",
-        "selective_state_update",
-        "mamba_chunk_scan_combined",
-    ):
-        setattr(module, name, _kernel if kernels else None)
-    module.is_fast_path_available = kernels  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, module.__name__, module)
+def _log(name):
+    with open(os.environ["FAKE_KERNEL_LOG"], "a") as log:
+        log.write(name + "\\n")
 
 
-def test_lazy_loading_layout_with_kernels(monkeypatch) -> None:
-    _lazy_loading_layout(monkeypatch, kernels=True)
-    on_cuda = transformers_plan("mamba2", CUDA)
-    assert on_cuda.missing == []
-    assert on_cuda.implementation["ssm_scan"] == "mamba_ssm triton SSD chunk scan (transformers)"
-    on_cpu = transformers_plan("mamba2", CPU)
-    assert on_cpu.implementation["ssm_scan"] == TORCH_FALLBACK and on_cpu.missing == ["CUDA device"]
+def _act(out, activation):
+    return F.silu(out) if activation in ("silu", "swish") else out
 
 
-def test_lazy_loading_layout_without_kernels(monkeypatch) -> None:
-    _lazy_loading_layout(monkeypatch, kernels=False)
-    plan = transformers_plan("mamba2", CUDA)
-    assert set(plan.implementation.values()) == {TORCH_FALLBACK}
-    assert "mamba_ssm.mamba_chunk_scan_combined" in plan.missing
+def causal_conv1d_fn(x, weight, bias=None, activation=None, **kwargs):
+    _log("causal_conv1d_fn")
+    pad = weight.shape[-1] - 1
+    out = F.conv1d(x.to(weight.dtype), weight.unsqueeze(1), bias, padding=pad, groups=x.shape[1])
+    return _act(out[..., : x.shape[-1]], activation).to(x.dtype)
 
 
-def test_native_plan_without_causal_conv1d() -> None:
-    plan = native_plan("mamba2")
-    assert plan.implementation["conv1d"] == "torch conv1d"
-    assert plan.missing == ["causal_conv1d.causal_conv1d_fn"]
-    assert "mamba_chunk_scan_combined" in plan.implementation["ssm_scan"]
+def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, **kwargs):
+    _log("causal_conv1d_update")
+    squeeze = x.dim() == 2
+    x = x.unsqueeze(-1) if squeeze else x
+    full = torch.cat([conv_state, x.to(conv_state.dtype)], dim=-1)
+    conv_state.copy_(full[..., -conv_state.shape[-1] :])
+    out = _act(F.conv1d(full.to(weight.dtype), weight.unsqueeze(1), bias, groups=x.shape[1]), activation)
+    out = out[..., -x.shape[-1] :].to(x.dtype)
+    return out.squeeze(-1) if squeeze else out
+"""
+_FRESH_PROCESS = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from ctxscope.agent.zoo import load_model, tiny_spec
+loaded = load_model(tiny_spec(sys.argv[2]), device="cpu", dtype=torch.float32)
+print(json.dumps(loaded.implementation))
+"""
 
 
-def test_native_plan_with_causal_conv1d(importable_kernels) -> None:
-    assert native_plan("mamba").implementation["ssm_scan"].startswith("mamba_ssm mamba_inner_fn")
-    plan = native_plan("mamba2")
-    assert plan.missing == [] and plan.implementation["conv1d"] == "causal_conv1d cuda"
-    assert "mamba_split_conv1d_scan_combined" in plan.implementation["ssm_scan"]
+@pytest.mark.parametrize("name", ["mamba-130m", "mamba2-130m", "zamba2-1.2b", "falcon-h1-0.5b"])
+def test_the_record_agrees_with_a_log_kept_by_the_kernel_itself(name, tmp_path) -> None:
+    """causal_conv1d importable before transformers binds anything, as on a GPU host. Whether this
+    transformers version calls it on CPU tensors (5.20 does, 5.25 does not) is not assumed: the record must
+    name the conv kernels exactly when the package's own log says they ran, and the scan never (no
+    mamba_ssm). Breaking the detection (naming a kernel because its package imports) fails this test."""
+    (tmp_path / "causal_conv1d").mkdir()
+    (tmp_path / "causal_conv1d" / "__init__.py").write_text(LOGGING_CONV)
+    log = tmp_path / "calls.log"
+    log.touch()
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "FAKE_KERNEL_LOG": str(log)}
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, str(tmp_path), name],
+        capture_output=True, text=True, timeout=240, env=env, check=True,
+    )  # fmt: skip
+    implementation = json.loads(out.stdout.strip().splitlines()[-1])
+    called = set(log.read_text().split())
+    assert implementation["ssm_scan"] == TORCH_FALLBACK
+    assert ("causal_conv1d" in implementation["conv1d"]) == ("causal_conv1d_fn" in called), (
+        called,
+        implementation,
+    )
+    assert ("causal_conv1d_update (" in implementation["ssm_step"]) == ("causal_conv1d_update" in called), (
+        called,
+        implementation,
+    )
+
+
+def test_require_fast_kernels_names_what_was_not_called() -> None:
+    with pytest.raises(KernelPathError, match=r"CUDA device, causal_conv1d\.causal_conv1d_fn"):
+        load_model(tiny_spec("mamba2-130m"), device="cpu", dtype=torch.float32, require_fast_kernels=True)

@@ -13,6 +13,7 @@ from ctxscope.agent.zoo import (
     state_bytes,
     tiny_spec,
 )
+from ctxscope.agent.zoo.hfcache import hf_cache
 from ctxscope.agent.zoo.sizes import SSD_MODEL_TYPES, ssd_in_proj_width, ssd_int32_limit_tokens
 
 from .conftest import BUILDABLE, cache_tensor_bytes
@@ -107,7 +108,7 @@ def _measured_cache(module: torch.nn.Module) -> tuple[int, int]:
     for tokens in (5, 9):
         with torch.no_grad():
             out = module(torch.randint(0, 500, (1, tokens)), use_cache=True, logits_to_keep=1)
-        held[tokens] = cache_tensor_bytes(out.past_key_values)
+        held[tokens] = cache_tensor_bytes(hf_cache(out))
     per_token = (held[9] - held[5]) // 4
     return per_token, held[5] - 5 * per_token
 
