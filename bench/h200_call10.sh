@@ -13,7 +13,7 @@ cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >"$OUT/gpu.txt"
 timeout 180 python3 "$repo/bench/engine/decode_paths.py" --models falcon-h1-0.5b,zamba2-1.2b \
   --lengths 4096,16384,131072 --decode-tokens 32 --out "$OUT/decode_paths_hybrids.json" 2>>"$OUT/curves.err"
-plans="$repo/agent/engine/plans"
+plans="$repo/bench/engine/plans"
 for plan in falcon-256k zamba2-240k; do
   timeout "$([ $plan = falcon-256k ] && echo 90 || echo 130)" ctxscope agent run "$plans/h200-curves-$plan.toml" \
     --out "/tmp/$plan.jsonl" --no-progress 2>>"$OUT/curves.err" | tail -3

@@ -8,7 +8,7 @@ set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
 repo=$PWD
 cd /tmp || exit 1
-plans="$repo/agent/engine/plans"
+plans="$repo/bench/engine/plans"
 timeout 330 ctxscope agent run "$plans/h200-curves-hybrid-graph.toml" --out /tmp/hybrid-graph.jsonl \
   --no-progress 2>>"$OUT/curves.err" | tail -14
 timeout 230 ctxscope agent run "$plans/h200-curves-qwen-512k.toml" --out /tmp/qwen-512k.jsonl \

@@ -10,7 +10,7 @@ export PATH=/tmp/site/bin:$PATH OUT
 repo=$PWD
 cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >"$OUT/gpu.txt"
-timeout 230 ctxscope agent run "$repo/agent/engine/plans/h200-curves-falcon-512k.toml" \
+timeout 230 ctxscope agent run "$repo/bench/engine/plans/h200-curves-falcon-512k.toml" \
   --out "$OUT/curves-falcon-512k.jsonl" --no-progress 2>>"$OUT/curves.err" | tail -3
 TRITON_PRINT_AUTOTUNING=1 timeout 130 python3 "$repo/bench/profiling/h200_operator_shares.py" \
   --out /tmp/prof_d --models mamba2-130m --lengths 1024,16384 --budget-s 120 >/tmp/prof_d.log 2>&1

@@ -13,7 +13,7 @@ export PATH=/tmp/site/bin:$PATH OUT
 repo=$PWD
 cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >"$OUT/gpu.txt"
-plans="$repo/agent/engine/plans"
+plans="$repo/bench/engine/plans"
 timeout 280 ctxscope agent run "$plans/h200-curves-256k.toml" --out /tmp/c256.jsonl --no-progress 2>>"$OUT/curves.err" | tail -6
 timeout 80 ctxscope agent run "$plans/h200-curves-mamba2-320k.toml" --out /tmp/c320.jsonl --no-progress 2>>"$OUT/curves.err" | tail -3
 cat /tmp/c256.jsonl /tmp/c320.jsonl >"$OUT/curves-long.jsonl"

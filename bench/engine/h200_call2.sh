@@ -6,7 +6,7 @@
 # in /tmp/site; writes under $OUT.
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH
-timeout 180 ctxscope agent run agent/engine/plans/h200-curves.toml --out "$OUT/curves.jsonl" --no-progress \
+timeout 180 ctxscope agent run bench/engine/plans/h200-curves.toml --out "$OUT/curves.jsonl" --no-progress \
   2>"$OUT/curves.err" | tail -34
 mkdir -p /tmp/mx
 timeout 300 xargs -P 5 -L 1 -a bench/engine/maxctx_jobs.txt bash -c \

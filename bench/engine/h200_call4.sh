@@ -11,7 +11,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,t
 timeout 200 python3 "$repo/bench/profiling/h200_operator_shares.py" --out "$OUT/prof" \
   --models zamba2-1.2b --budget-s 180 >"$OUT/prof.log" 2>&1
 echo "profiling exit $?"
-timeout 330 ctxscope agent run "$repo/agent/engine/plans/h200-curves-ssm-hybrid.toml" \
+timeout 330 ctxscope agent run "$repo/bench/engine/plans/h200-curves-ssm-hybrid.toml" \
   --out "$OUT/curves-ssm-hybrid.jsonl" --no-progress 2>"$OUT/curves.err" | tail -20
 echo "curves exit ${PIPESTATUS[0]}"
 tail -5 "$OUT/curves.err"

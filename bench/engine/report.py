@@ -10,13 +10,14 @@ Everything printed is read from the result files; what they do not hold is print
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import math
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from ctxscope.collector.aggregate.crossover import crossings
 
 SIX = ("qwen2.5-0.5b", "llama3.2-1b", "mamba-790m", "mamba2-780m", "falcon-h1-0.5b", "zamba2-1.2b")
 
@@ -276,19 +277,19 @@ def energy_table(curves: dict[str, dict[int, dict[str, Any]]]) -> None:
 
 
 def _crossover(a: dict[int, float], b: dict[int, float]) -> str:
-    """Where b becomes faster than a, interpolated in log-log between the bracketing lengths."""
+    """Where b becomes faster than a: the collector's crossings (log-log interpolation), formatted."""
     lengths = sorted(set(a) & set(b))
     if len(lengths) < 2:
         return "not run (fewer than two common lengths)"
-    for lo, hi in itertools.pairwise(lengths):
-        d_lo, d_hi = math.log(a[lo] / b[lo]), math.log(a[hi] / b[hi])
-        if d_lo < 0 <= d_hi:
-            t = -d_lo / (d_hi - d_lo)
-            x = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
-            return f"~{x / 1024:.0f}K (between {lo // 1024}K and {hi // 1024}K)"
-    if lengths and all(a[n] > b[n] for n in lengths):
+    found = [c for c in crossings(lengths, [a[n] / b[n] for n in lengths]) if c.faster_above == "other"]
+    if found:
+        x = found[0].length_tokens
+        lo = max(n for n in lengths if n <= x)
+        hi = min(n for n in lengths if n >= x)
+        return f"~{x / 1024:.0f}K (between {lo // 1024}K and {hi // 1024}K)"
+    if all(a[n] > b[n] for n in lengths):
         return f"faster at every measured length ({lengths[0] // 1024}K-{lengths[-1] // 1024}K)"
-    if lengths and all(a[n] <= b[n] for n in lengths):
+    if all(a[n] <= b[n] for n in lengths):
         return f"no crossover up to {lengths[-1] // 1024}K"
     return "not monotone"
 

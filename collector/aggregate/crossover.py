@@ -1,9 +1,10 @@
 """Crossover lengths between a Transformer and an SSM/hybrid on one device.
 
 The TTFT ratio r(L) = ttft_transformer / ttft_other is taken at the lengths both were measured at
-(medians of the pooled samples); where r crosses 1 the crossover length is interpolated linearly in
-log-length: between lengths L0 and L1 with ratios r0 and r1, L* = exp(x0 + (1 - r0)/(r1 - r0) (x1 - x0)),
-x = ln L.
+(medians of the pooled samples); where r crosses 1 the crossover length is interpolated in log-log
+(latency curves are close to power laws there): between lengths L0 and L1 with ratios r0 and r1,
+L* = exp(x0 - y0 (x1 - x0) / (y1 - y0)), x = ln L, y = ln r. The dashboard, the report and the results
+tables of bench/ all take their crossovers from here.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Crossover:
 
 def crossings(lengths: Sequence[int], ratios: Sequence[float]) -> list[Crossing]:
     """Where ratio = transformer/other passes from one side of 1 to the other, interpolated linearly in
-    ln(length); a length measured exactly at parity on the way is the crossing itself, and a ratio
+    (ln length, ln ratio); a length measured exactly at parity on the way is the crossing itself, and a ratio
     that touches 1 (or starts or ends there) without changing side is no crossing."""
     found: list[Crossing] = []
     sides = [(i, r > 1) for i, r in enumerate(ratios) if r != 1]
@@ -62,9 +63,9 @@ def crossings(lengths: Sequence[int], ratios: Sequence[float]) -> list[Crossing]
         if j > i + 1:
             length: float = lengths[i + 1]  # the first length measured at parity
         else:
-            r0, r1 = ratios[i], ratios[j]
+            y0, y1 = math.log(ratios[i]), math.log(ratios[j])
             x0, x1 = math.log(lengths[i]), math.log(lengths[j])
-            length = math.exp(x0 + (1 - r0) / (r1 - r0) * (x1 - x0))
+            length = math.exp(x0 - y0 * (x1 - x0) / (y1 - y0))
         found.append(Crossing(length, "other" if above_after else "transformer"))
     return found
 

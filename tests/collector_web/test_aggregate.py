@@ -63,10 +63,12 @@ def test_max_context_and_first_failure(result_factory):
     assert entry.failure_outcome == "oom"
 
 
-def test_crossing_interpolates_in_log_length():
-    # Ratio 0.5 at 1024 and 2.0 at 4096: linear in ln L, 1 is reached a third of the way: 1024 * 4^(1/3).
+def test_crossing_interpolates_in_log_log():
+    # Ratio 0.5 at 1024 and 2.0 at 4096: ln r goes -ln 2 -> +ln 2, so 0 is reached halfway in ln L: 2048.
     (c,) = crossings([1024, 4096], [0.5, 2.0])
-    assert c.length_tokens == pytest.approx(1024 * 4 ** (1 / 3))
+    assert c.length_tokens == pytest.approx(2048)
+    # 0.5 -> 4.0: ln r reaches 0 a third of the way: 1024 * 4^(1/3)
+    assert crossings([1024, 4096], [0.5, 4.0])[0].length_tokens == pytest.approx(1024 * 4 ** (1 / 3))
     assert c.faster_above == "other"
     assert crossings([1024, 4096], [0.5, 0.9]) == []
 

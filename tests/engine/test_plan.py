@@ -82,9 +82,13 @@ def test_toml_errors_are_plan_errors(tmp_path: Path) -> None:
 
 
 def test_shipped_plans_validate() -> None:
+    """The plans in the package are offered on every device's plan form: a CPU smoke plan, one per Orin
+    board and one for a 24 GB desktop GPU; experiments of one machine live under bench/."""
     folder = resources.files("ctxscope.agent.engine").joinpath("plans")
     names = sorted(f.name for f in folder.iterdir() if f.name.endswith(".toml"))
-    assert "cpu-smoke.toml" in names
+    assert names == sorted(
+        f"{n}.toml" for n in ("cpu-smoke", "orin-nano-8gb", "orin-nx-16gb", "agx-orin-64gb", "desktop-24gb")
+    )
     for name in names:
         loaded = plans.load(Path(str(folder.joinpath(name))))
         assert loaded.name == name.removesuffix(".toml")
@@ -101,3 +105,8 @@ def test_points_past_the_ssd_index_limit_are_warned_about() -> None:
     (warning,) = plans.index_limit_warnings(plan)
     assert warning.startswith("mamba2-780m: 393216, 524288 tokens lie past 333046")
     assert plans.index_limit_warnings(plans.validate({**plan.model_dump(), "context_lengths": [1024]})) == []
+
+
+def test_bench_plans_stay_valid() -> None:
+    for path in sorted((Path(__file__).resolve().parents[2] / "bench" / "engine" / "plans").glob("*.toml")):
+        assert plans.load(path).name == path.stem
