@@ -229,6 +229,10 @@ class Log(Envelope):
 # Commands (collector -> agent) and their acknowledgements
 
 
+# The longest a command may stay valid: agents refuse one whose expires_at lies further ahead.
+MAX_COMMAND_TTL_S = 3600.0
+
+
 class Command(Envelope):
     """A command for the device in `device`, sent on `cmd/<name>`; never retained, and ignored by
     the agent once `expires_at` (wall clock, ns) has passed."""

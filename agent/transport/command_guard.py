@@ -14,16 +14,15 @@ import threading
 import time
 from pathlib import Path
 
-from ctxscope.shared.messages import Command
+from ctxscope.shared.messages import MAX_COMMAND_TTL_S, Command
 
-MAX_TTL_S = 3600.0  # a command may not claim to stay valid longer than this
 CLOCK_SKEW_S = 60.0  # tolerated difference between the collector's and the device's clocks
 
 
 class CommandGuard:
     """`admit(command, retained)` returns None for a command to run, else the reason it is refused."""
 
-    def __init__(self, database: Path, max_ttl_s: float = MAX_TTL_S) -> None:
+    def __init__(self, database: Path, max_ttl_s: float = MAX_COMMAND_TTL_S) -> None:
         self.max_ttl_ns = int(max_ttl_s * 1e9)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(database), check_same_thread=False, isolation_level=None, timeout=30)
