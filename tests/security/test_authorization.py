@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from pathlib import Path
 
@@ -266,16 +267,24 @@ def store_state(store: Store, device: str) -> str | None:
 
 
 def test_a_revoked_device_is_shut_out(secure_broker: SecureBroker, tmp_path: Path) -> None:
+    """Revoke removes the password and reloads the broker: the live connection ends, none is allowed."""
     site = secure_broker.site
     site.enroll("dev-c", tmp_path / "bundle-c", HOST, secure_broker.port)
     secure_broker.bundles["dev-c"] = tmp_path / "bundle-c"
     access = secure_broker.device_access("dev-c")
-    time.sleep(0.5)  # the SIGHUP from enroll is handled asynchronously
-    client, reason = connect(secure_broker.port, access)
-    stop_client(client)
-    assert reason is not None and not reason.is_failure
+    deadline = time.monotonic() + 5  # the broker handles the SIGHUP from enroll asynchronously
+    while True:
+        live, reason = connect(secure_broker.port, access)
+        if reason is not None and not reason.is_failure:
+            break
+        stop_client(live)
+        assert time.monotonic() < deadline, f"the enrolled device was refused: {reason}"
+        time.sleep(0.2)
+    dropped = threading.Event()
+    live.on_disconnect = lambda *_args: dropped.set()
     assert site.revoke("dev-c")  # the broker's pid file is there: it was told to reload
-    time.sleep(0.5)
+    assert dropped.wait(5), "the revoked device's connection stayed open"
+    stop_client(live)
     client, reason = connect(secure_broker.port, access)
     stop_client(client)
     assert reason is not None and reason.is_failure
