@@ -104,4 +104,3 @@ def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 def write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-

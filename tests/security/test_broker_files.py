@@ -59,7 +59,9 @@ def test_acl_confines_devices_by_pattern_and_names_the_service_identities() -> N
 def test_a_remote_broker_without_credentials_and_tls_is_refused(command: object, tmp_path: Path) -> None:
     args = ["--broker", "192.0.2.10:1883"]
     args += (
-        ["--no-web", "--store", f"sqlite:///{tmp_path / 'c.sqlite'}"] if command is run else ["dev-a", "cpu-smoke"]
+        ["--no-web", "--store", f"sqlite:///{tmp_path / 'c.sqlite'}"]
+        if command is run
+        else ["dev-a", "cpu-smoke"]
     )
     result = CliRunner().invoke(command, args)  # type: ignore[arg-type]
     assert result.exit_code != 0
