@@ -26,7 +26,7 @@ from ctxscope.collector.security.broker_config import COLLECTOR_USER, OPERATOR_U
 from ctxscope.collector.store import Store, open_store
 from ctxscope.shared.broker_access import BrokerAccess
 from ctxscope.shared.codec import encode
-from ctxscope.shared.messages import Command, PointResult, Status
+from ctxscope.shared.messages import MAX_BIRTH, Command, PointResult, Status
 from ctxscope.shared.topics import Channel, command_topic, subscription, topic_for
 from tests.pipeline.conftest import result_fields, wait_for
 
@@ -200,7 +200,7 @@ def test_replayed_expired_far_future_and_retained_commands_are_not_run(
 
 def test_forged_records_and_status_lose_nothing(secure_broker: SecureBroker, tmp_path: Path) -> None:
     """The issue's attack: A learns B's stream and publishes records at B's next sequence numbers
-    (and a retained status with the largest birth) before B sends its real ones. B is a device
+    (and a retained offline status with the largest valid birth) before B sends its real ones. B is a device
     enrolled for this test: its birth counter starts with a fresh spool and a fresh broker topic."""
     secure_broker.bundles[V] = secure_broker.site.enroll(
         V, tmp_path / "bundle", HOST, secure_broker.port
@@ -221,7 +221,7 @@ def test_forged_records_and_status_lose_nothing(secure_broker: SecureBroker, tmp
         )
         for s in range(1, 51)
     ]
-    pin = Status(device=V, stream=stream, seq=0, ts=time.time_ns(), state="offline", birth=2**63 - 1)
+    pin = Status(device=V, stream=stream, seq=0, ts=time.time_ns(), state="offline", birth=MAX_BIRTH)
     try:
         ingest.start()
         assert ingest.wait_connected(10)
@@ -288,3 +288,35 @@ def test_a_revoked_device_is_shut_out(secure_broker: SecureBroker, tmp_path: Pat
     client, reason = connect(secure_broker.port, access)
     stop_client(client)
     assert reason is not None and reason.is_failure
+
+
+def test_the_collector_session_cannot_be_taken_over_by_its_client_id(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    """The broker uses the user name as client id: a device asking for the collector's id gets its
+    own, and the collector's persistent session is neither kicked nor wiped."""
+    store = open_store(f"sqlite:///{tmp_path / 'collector.sqlite'}")
+    collector = secure_broker.site.access(COLLECTOR_USER)
+    ingest = Ingest(
+        store, HOST, secure_broker.port, COLLECTOR_USER, username=collector.username,
+        password=collector.password, tls=True, tls_ca=str(collector.ca_file),
+    )  # fmt: skip
+    thieves: list[mqtt.Client] = []
+    try:
+        ingest.start()
+        assert ingest.wait_connected(10)
+        for _ in range(3):
+            thief, reason = connect(
+                secure_broker.port, secure_broker.device_access(A), client_id=COLLECTOR_USER
+            )
+            assert reason is not None and not reason.is_failure
+            thieves.append(thief)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            assert ingest.connected, "the collector lost its connection to a client using its id"
+            time.sleep(0.05)
+    finally:
+        for thief in thieves:
+            stop_client(thief)
+        ingest.stop()
+        store.close()
