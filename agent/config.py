@@ -75,7 +75,9 @@ class AgentConfig(BaseModel):
         if self.tls_ca is not None and not self.tls:
             raise ValueError("tls_ca is set but tls is off")
         try:
-            require_secure(self.broker_host, self.access(), "the agent")
+            require_secure(
+                self.broker_host, self.access(), "the agent", "`insecure = true` or CTXSCOPE_INSECURE=1"
+            )
         except InsecureBroker as exc:
             raise ValueError(str(exc)) from exc
         return self

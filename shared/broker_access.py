@@ -58,8 +58,9 @@ class BrokerAccess:
         return replace(self, username=self.username + COMMAND_USER_SUFFIX)
 
 
-def require_secure(host: str, access: BrokerAccess, who: str) -> None:
-    """Raise InsecureBroker if `who` would talk to a non-loopback broker without credentials and TLS."""
+def require_secure(host: str, access: BrokerAccess, who: str, override: str = "--insecure") -> None:
+    """Raise InsecureBroker if `who` would talk to a non-loopback broker without credentials and TLS;
+    `override` names how the user says `insecure` where `who` is configured."""
     if access.insecure or is_loopback(host):
         return
     missing = [
@@ -75,5 +76,5 @@ def require_secure(host: str, access: BrokerAccess, who: str) -> None:
         raise InsecureBroker(
             f"{who} refuses to connect to broker {host!r} without {', '.join(missing)}: a broker outside "
             "loopback needs credentials and TLS (`ctxscope collector enroll` makes them). "
-            "To connect anyway, on a network you trust, set insecure explicitly."
+            f"To connect anyway, on a network you trust, use {override}."
         )
