@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from click.testing import CliRunner
 
 from ctxscope.agent.config import AgentConfig
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
-from ctxscope.collector.commands import CommandPublisher
+from ctxscope.collector.commands import CommandPublisher, send_plan
 from ctxscope.collector.ingest import Ingest
 from ctxscope.collector.security.broker_check import accepts_anonymous, check_broker
 from ctxscope.collector.security.broker_config import COLLECTOR_USER, OPERATOR_USER
@@ -320,3 +324,31 @@ def test_the_collector_session_cannot_be_taken_over_by_its_client_id(
             stop_client(thief)
         ingest.stop()
         store.close()
+
+
+def test_collector_run_with_the_site_identity_passes_the_broker_check(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    """`collector run --site --require-safe-broker` connects over TLS as the collector, finding
+    nothing unsafe in the site's broker; the operator's `send-plan` reaches the broker too."""
+    command = [
+        sys.executable, "-c", "from ctxscope.cli import main; main()", "collector", "run",
+        "--broker", f"{HOST}:{secure_broker.port}", "--site", str(secure_broker.site.root),
+        "--require-safe-broker", "--no-web", "--store", f"sqlite:///{tmp_path / 'c.sqlite'}",
+    ]  # fmt: skip
+    log = tmp_path / "collector.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(
+                lambda: b"collector connected" in log.read_bytes() or process.poll() is not None, 60, "run"
+            )
+            broker = ["--broker", f"{HOST}:{secure_broker.port}", "--site", str(secure_broker.site.root)]
+            sent = CliRunner().invoke(send_plan, [B, "cpu-smoke", *broker, "--wait", "0"])
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+    text = log.read_text()
+    assert "collector connected" in text and "UNSAFE BROKER" not in text, text
+    assert process.returncode == 0, text
+    assert sent.exit_code == 0 and "sent cmd-" in sent.output, sent.output
