@@ -44,12 +44,15 @@ class CommandGuard:
                 f"expires {(command.expires_at - now) / 1e9:.0f} s from now; at most "
                 f"{self.max_ttl_ns / 1e9:.0f} s (+{CLOCK_SKEW_S:.0f} s clock skew) is accepted"
             )
-        with self._lock:
-            self._db.execute("DELETE FROM commands_seen WHERE expires_at < ?", (now,))
-            inserted = self._db.execute(
-                "INSERT OR IGNORE INTO commands_seen VALUES (?, ?, ?)",
-                (command.command_id, command.expires_at, now),
-            ).rowcount
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM commands_seen WHERE expires_at < ?", (now,))
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO commands_seen VALUES (?, ?, ?)",
+                    (command.command_id, command.expires_at, now),
+                ).rowcount
+        except sqlite3.Error as exc:  # fail closed: a command whose id cannot be recorded could run twice
+            return f"the agent cannot record command ids ({exc}); not run"
         if not inserted:
             return f"command id {command.command_id} was already received once (a replay)"
         return None
