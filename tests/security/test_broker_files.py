@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,14 @@ def test_require_safe_broker_refuses_an_anonymous_stock_broker(tmp_path: Path) -
         assert "cannot verify the broker's queue limits" in unverified.output
     finally:
         broker.stop()
+
+
+def test_every_test_that_docs_security_cites_exists() -> None:
+    doc = (REPO / "docs" / "security.md").read_text()
+    cited = set(re.findall(r"\b(test_[a-z0-9_]+)\b", doc))
+    defined = {
+        name
+        for path in (REPO / "tests").rglob("test_*.py")
+        for name in re.findall(r"^def (test_[a-z0-9_]+)", path.read_text(), flags=re.M)
+    }
+    assert cited and cited <= defined, f"docs/security.md cites missing tests: {sorted(cited - defined)}"
