@@ -182,7 +182,8 @@ class Site:
         validate_device_id(device)
         self._require_initialized()
         if device not in self.users():
-            raise SiteError(f"device {device!r} is not enrolled in {self.root}")
+            enrolled = ", ".join(self.devices()) or "none"
+            raise SiteError(f"device {device!r} is not enrolled in {self.root} (enrolled: {enrolled})")
         self._passwd_tool("-D", str(self.passwd), device)
         return self.reload_broker()
 
