@@ -20,7 +20,6 @@ from ctxscope.shared.broker_access import BrokerAccess, InsecureBroker, require_
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
-ACCESS_PARAMS = ("site_dir", "username", "password", "ca_file", "tls", "insecure")
 
 
 def access_options(func: F) -> F:
