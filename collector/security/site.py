@@ -80,7 +80,10 @@ class Site:
     def init(self, hostnames: list[str], port: int = TLS_PORT) -> None:
         """Create the CA, the broker's certificate, the ACL, the collector and operator identities and
         a host mosquitto.conf. Refuses to overwrite an existing site."""
-        from ctxscope.collector.security import pki  # `cryptography` is needed to set up, not to connect
+        try:  # `cryptography` is needed to set a site up, not to connect
+            from ctxscope.collector.security import pki
+        except ImportError as exc:
+            raise SiteError(f"setting up a site needs {exc.name}: pip install 'ctxscope[collector]'") from exc
 
         if self.initialized:
             raise SiteError(f"{self.root} already holds a site; enroll and revoke devices in it")
