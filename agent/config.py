@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ctxscope.compat import tomllib
 from ctxscope.paths import state_dir
+from ctxscope.shared.broker_access import BrokerAccess, InsecureBroker, require_secure
 from ctxscope.shared.ids import InvalidIdentifier, device_id_from_hostname, validate_device_id
 
 ENV_PREFIX = "CTXSCOPE_"
@@ -26,6 +27,8 @@ ENV_FIELDS = {
     "USERNAME": "username",
     "PASSWORD": "password",
     "TLS": "tls",
+    "TLS_CA": "tls_ca",
+    "INSECURE": "insecure",
     "KEEPALIVE_S": "keepalive_s",
     "SPOOL_PATH": "spool_path",
     "SPOOL_MAX_ROWS": "spool_max_rows",
@@ -48,6 +51,10 @@ class AgentConfig(BaseModel):
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    tls_ca: Path | None = Field(default=None, description="the broker's CA certificate (default: system CAs)")
+    insecure: bool = Field(
+        default=False, description="allow a non-loopback broker without credentials and TLS"
+    )
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     spool_path: Path | None = Field(default=None, description="default: <state dir>/spool-<device>.sqlite")
     spool_max_rows: int = Field(default=200_000, ge=100)
@@ -65,7 +72,18 @@ class AgentConfig(BaseModel):
     def _credentials_pair(self) -> AgentConfig:
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
+        if self.tls_ca is not None and not self.tls:
+            raise ValueError("tls_ca is set but tls is off")
+        try:
+            require_secure(
+                self.broker_host, self.access(), "the agent", "`insecure = true` or CTXSCOPE_INSECURE=1"
+            )
+        except InsecureBroker as exc:
+            raise ValueError(str(exc)) from exc
         return self
+
+    def access(self) -> BrokerAccess:
+        return BrokerAccess(self.username, self.password, self.tls, self.tls_ca, self.insecure)
 
     def resolved_spool_path(self) -> Path:
         return self.spool_path or state_dir() / f"spool-{self.device}.sqlite"

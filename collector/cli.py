@@ -15,6 +15,8 @@ COMMANDS = {
     "watch": ("ctxscope.collector.watch", "watch", "Live terminal view of devices, runs and results."),
     "send-plan": ("ctxscope.collector.commands", "send_plan", "Send a run plan to a device."),
     "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),
+    "enroll": ("ctxscope.collector.security.cli", "enroll", "Give a device broker credentials and a bundle."),
+    "revoke": ("ctxscope.collector.security.cli", "revoke", "Remove a device's broker credentials."),
 }
 
 

@@ -17,12 +17,15 @@ import click
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ctxscope.collector.security.broker_config import OPERATOR_USER
+from ctxscope.collector.security.options import access_options, resolve_access
 from ctxscope.collector.service import parse_broker
 from ctxscope.collector.web.plans import shipped
 from ctxscope.compat import tomllib
 from ctxscope.shared import codec
+from ctxscope.shared.broker_access import BrokerAccess
 from ctxscope.shared.ids import InvalidIdentifier, new_stream_id, validate_device_id
-from ctxscope.shared.messages import Command, CommandAck
+from ctxscope.shared.messages import MAX_COMMAND_TTL_S, Command, CommandAck
 from ctxscope.shared.topics import Channel, command_topic, subscription
 
 RUN_PLAN = "run_plan"
@@ -63,9 +66,7 @@ def read_plan(plan: str) -> str:
 class CommandPublisher:
     """One MQTT connection that publishes commands and collects their acks (for the web and the CLI)."""
 
-    def __init__(
-        self, host: str, port: int, username: str | None = None, password: str | None = None
-    ) -> None:
+    def __init__(self, host: str, port: int, access: BrokerAccess | None = None) -> None:
         self.stream = new_stream_id()
         self._seq = 0
         self._lock = threading.Lock()
@@ -76,8 +77,7 @@ class CommandPublisher:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"ctxscope_cmd_{self.stream}", protocol=mqtt.MQTTv311
         )
-        if username is not None:
-            self._client.username_pw_set(username, password)
+        (access or BrokerAccess()).apply(self._client)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -118,6 +118,8 @@ class CommandPublisher:
     ) -> Command:
         """Publish a command (QoS 1, not retained, expiring); returns it once the broker has it."""
         validate_device_id(device)
+        if not 0 < ttl_s <= MAX_COMMAND_TTL_S:
+            raise ValueError(f"ttl_s {ttl_s} is outside (0, {MAX_COMMAND_TTL_S:.0f}] s: agents refuse it")
         if not self.wait_connected(timeout_s):
             raise ConnectionError("not connected to the broker")
         with self._lock:
@@ -175,12 +177,11 @@ class CommandPublisher:
 @click.argument("device")
 @click.argument("plan")
 @click.option("--broker", default="127.0.0.1:1883", show_default=True, help="MQTT broker as HOST:PORT.")
-@click.option("--username", envvar="CTXSCOPE_USERNAME", default=None, help="MQTT user name.")
-@click.option("--password", envvar="CTXSCOPE_PASSWORD", default=None, help="MQTT password.")
+@access_options
 @click.option(
     "--ttl",
     "ttl_s",
-    type=float,
+    type=click.FloatRange(1.0, MAX_COMMAND_TTL_S),
     default=DEFAULT_TTL_S,
     show_default=True,
     help="Seconds until the command expires.",
@@ -197,10 +198,9 @@ def send_plan(
     device: str,
     plan: str,
     broker: str,
-    username: str | None,
-    password: str | None,
     ttl_s: float,
     wait_s: float,
+    **access_params: Any,
 ) -> None:
     """Send PLAN (a TOML file, or the name of a plan shipped with ctxscope) to DEVICE and report whether
     the device accepted it."""
@@ -210,7 +210,8 @@ def send_plan(
         body = parse_plan(read_plan(plan))
     except (InvalidIdentifier, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    publisher = CommandPublisher(host, port, username, password)
+    access = resolve_access(host, OPERATOR_USER, "send-plan", access_params)
+    publisher = CommandPublisher(host, port, access)
     try:
         try:
             command = publisher.send_plan(device, body, ttl_s)

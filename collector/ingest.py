@@ -93,6 +93,7 @@ class Ingest:
         username: str | None = None,
         password: str | None = None,
         tls: bool = False,
+        tls_ca: str | None = None,
         batch_max: int = 500,
         on_commit: CommitCallback | None = None,
     ) -> None:
@@ -121,7 +122,7 @@ class Ingest:
         if username is not None:
             self._client.username_pw_set(username, password)
         if tls:
-            self._client.tls_set()
+            self._client.tls_set(ca_certs=tls_ca)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -11,13 +11,18 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from ctxscope.collector.ingest import DEFAULT_CLIENT_ID, CommitCallback, Ingest, IngestCounters
+from ctxscope.collector.security.broker_config import COLLECTOR_USER
+from ctxscope.collector.security.options import access_options, enforce_safe_broker, resolve_access
 from ctxscope.collector.store import Store, open_store
 from ctxscope.paths import state_dir
+from ctxscope.shared.broker_access import BrokerAccess
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +58,24 @@ def build_service(
     store_url: str,
     client_id: str = DEFAULT_CLIENT_ID,
     on_commit: CommitCallback | None = None,
+    access: BrokerAccess | None = None,
 ) -> CollectorService:
     host, port = parse_broker(broker)
+    access = access or BrokerAccess()
     store = open_store(store_url)
     try:
-        return CollectorService(store, Ingest(store, host, port, client_id, on_commit=on_commit))
+        ingest = Ingest(
+            store,
+            host,
+            port,
+            client_id,
+            username=access.username,
+            password=access.password,
+            tls=access.tls,
+            tls_ca=str(access.ca_file) if access.ca_file else None,
+            on_commit=on_commit,
+        )
+        return CollectorService(store, ingest)
     except ValueError:
         store.close()
         raise
@@ -79,10 +97,39 @@ def build_service(
     help="serve the dashboard on HOST:PORT (needs the `collector` extra); 0.0.0.0 exposes it to the network",
 )
 @click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
-def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bool) -> None:
+@access_options
+@click.option(
+    "--broker-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="the broker's mosquitto.conf, checked for settings that drop records (default with --site: "
+    "the site's)",
+)
+@click.option(
+    "--require-safe-broker",
+    is_flag=True,
+    help="refuse to start when the broker accepts anonymous clients or its settings can drop records "
+    "or cannot be verified (default: warn)",
+)
+def run(
+    broker: str,
+    store_url: str | None,
+    client_id: str,
+    web: str,
+    no_web: bool,
+    broker_config: Path | None,
+    require_safe_broker: bool,
+    **access_params: Any,
+) -> None:
     """Ingest records from the broker into the store (and serve the dashboard) until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = store_url or default_store_url()
+    try:
+        host, port = parse_broker(broker)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    access = resolve_access(host, COLLECTOR_USER, "the collector", access_params)
+    enforce_safe_broker(host, port, access, broker_config, access_params["site_dir"], require_safe_broker)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -93,7 +140,7 @@ def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bo
     signal.signal(signal.SIGINT, request_stop)
     try:
         if no_web:
-            service = build_service(broker, url, client_id)
+            service = build_service(broker, url, client_id, access=access)
             service.start()
             click.echo(f"collector: broker {broker}, store {url} (Ctrl-C stops)", err=True)
             stop.wait()
@@ -102,7 +149,7 @@ def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bo
             from ctxscope.collector.web.server import Dashboard
 
             web_host, web_port = parse_broker(web)
-            dashboard = Dashboard(broker, url, web_host, web_port, client_id).start()
+            dashboard = Dashboard(broker, url, web_host, web_port, client_id, access).start()
             click.echo(
                 f"collector: broker {broker}, store {url}, dashboard {dashboard.web.url}/ (Ctrl-C stops)",
                 err=True,

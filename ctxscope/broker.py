@@ -1,9 +1,10 @@
 """MQTT broker helpers: probe a broker, run a private mosquitto, or an embedded amqtt fallback.
 
-`ensure_broker()` gives the demo and tests a broker without setup: a broker already answering at the
-address is used as is; otherwise a private mosquitto (loopback only, anonymous, persistent sessions
-in a temporary directory) is started when its binary exists, else the pure-Python amqtt broker runs
-in a background thread (MQTT 3.1.1 only, ~4x slower: a zero-install fallback, not for production).
+`start_private_broker()` gives the demo and tests a broker of their own without setup: a private
+mosquitto (loopback only, anonymous, persistent sessions in a temporary directory, no queue limit)
+when its binary exists, else the pure-Python amqtt broker in a background thread (MQTT 3.1.1 only,
+~4x slower: a zero-install fallback, not for production). `ensure_broker()` is for an address the
+user named: a broker answering there is used as is, else a private one is started on that port.
 """
 
 from __future__ import annotations
@@ -233,6 +234,12 @@ def ensure_broker(host: str = LOOPBACK, port: int = 1883, workdir: Path | None =
         raise BrokerError(
             f"no MQTT broker answers at {host}:{port}, and brokers are started on loopback only"
         )
+    return start_private_broker(port, workdir)
+
+
+def start_private_broker(port: int | None = None, workdir: Path | None = None) -> BrokerHandle:
+    """Start mosquitto (or amqtt) on a loopback port (default: a free one), never reusing another."""
+    port = port or free_port()
     if mosquitto_binary() is not None:
         own_dir = workdir is None
         directory = workdir or Path(tempfile.mkdtemp(prefix="ctxscope-mosquitto-"))

@@ -1,12 +1,13 @@
 """`ctxscope demo`: a broker, the collector (store + dashboard) and one local agent, live.
 
-Needs no GPU, broker or database server: it uses a broker already answering on the address, else
-starts mosquitto (or the embedded amqtt) on loopback; stores into SQLite; starts `ctxscope agent
-serve` as a child process; sends it the demo plan through the collector, as a user would from the
-dashboard; and shows devices, the run's progress and results as they arrive. Ctrl-C (or
-`--duration`) stops the agent first, which publishes `offline` and flushes its spool, then lets the
-collector drain, then stops the collector and the broker it started: nothing is lost, and the
-summary proves it from the agent's spool and the collector's store.
+Needs no GPU, broker or database server: it starts its own mosquitto (or the embedded amqtt) on a
+free loopback port, or uses the broker named with --broker (starting one there if none answers);
+stores into SQLite; starts `ctxscope agent serve` as a child process; sends it the demo plan
+through the collector, as a user would from the dashboard; and shows devices, the run's progress
+and results as they arrive. Ctrl-C (or `--duration`) stops the agent first, which publishes
+`offline` and flushes its spool, then lets the collector drain, then stops the collector and the
+broker it started: nothing is lost, and the summary proves it from the agent's spool and the
+collector's store.
 """
 
 from __future__ import annotations
@@ -83,9 +84,9 @@ def _drain(store: Store, device: str, stream: str, expected: int, timeout_s: flo
 @click.command("demo")
 @click.option(
     "--broker",
-    default="127.0.0.1:1883",
-    show_default=True,
-    help="HOST:PORT; used if a broker answers there, else one is started on that loopback port",
+    default=None,
+    help="HOST:PORT of a broker to use (one is started there if none answers on a loopback address); "
+    "default: a private broker on a free loopback port, never one found running",
 )
 @click.option(
     "--workdir",
@@ -109,18 +110,22 @@ def _drain(store: Store, device: str, stream: str, expected: int, timeout_s: flo
 @click.option("--until-done", is_flag=True, help="stop once the demo plan's run has finished")
 @click.option("--headless", is_flag=True, help="no live view: print one line per result, then a summary")
 def demo(
-    broker: str, workdir: Path | None, web_port: int, duration: float | None, until_done: bool, headless: bool
+    broker: str | None,
+    workdir: Path | None,
+    web_port: int,
+    duration: float | None,
+    until_done: bool,
+    headless: bool,
 ) -> None:
     """Broker + collector + a local agent, live in the terminal (Ctrl-C stops everything cleanly)."""
-    from ctxscope.broker import BrokerError, ensure_broker
+    from ctxscope.broker import BrokerError, ensure_broker, start_private_broker
     from ctxscope.collector.web.server import Dashboard
 
     console = Console(stderr=headless, soft_wrap=headless)
     workdir = workdir or state_dir() / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
-    host, port = parse_broker(broker)
     try:
-        handle = ensure_broker(host, port)
+        handle = ensure_broker(*parse_broker(broker)) if broker else start_private_broker()
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"[bold]ctxscope demo[/]: {handle.describe()}")

@@ -4,6 +4,8 @@
 #
 # PyTorch for Jetson comes from NVIDIA (JetPack wheels), not from PyPI: install it system-wide first
 # (the agent's virtual environment sees system packages), or set TORCH_WHEEL=/path/to/torch.whl.
+# BUNDLE=/path/to/bundle installs the device's enrollment bundle (`ctxscope collector enroll DEVICE
+# --out bundle/` on the collector: agent.toml with the device's credentials, and the site's CA).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +38,10 @@ fi
 "$prefix/venv/bin/python" -m pip install --quiet "$repo[agent,jetson]"
 
 install -d -m 0755 /etc/ctxscope
+if [ -n "${BUNDLE:-}" ]; then
+  install -m 0640 -g ctxscope "$BUNDLE/agent.toml" "$config"
+  install -m 0644 "$BUNDLE/ca.crt" /etc/ctxscope/ca.crt
+fi
 [ -e "$config" ] || install -m 0640 -g ctxscope "$here/agent.example.toml" "$config"
 install -m 0644 "$here/ctxscope-agent.service" /etc/systemd/system/ctxscope-agent.service
 systemctl daemon-reload

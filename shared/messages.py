@@ -80,12 +80,18 @@ class Metric(_Model):
 # ---------------------------------------------------------------------------------------------
 # Device state
 
+# A birth counts the agent's connections (persisted in its spool): 2^31 is ~68 years of one
+# reconnect per second. The bound refuses absurd births, such as 2^63-1 sent to pin a device
+# offline; who may publish a device's state at all is the broker's ACL (docs/security.md).
+MAX_BIRTH = 2**31 - 1
+Birth = Annotated[int, Field(ge=0, le=MAX_BIRTH)]
+
 
 class DeviceMeta(Envelope):
     """Birth message: who the device is and what it can measure. Retained on `meta`."""
 
     kind: Literal["meta"] = "meta"
-    birth: NonNegativeInt = Field(description="per-connection counter; a newer birth wins")
+    birth: Birth = Field(description="per-connection counter; a newer birth wins")
     agent_version: str
     hostname: str
     platform: dict[str, str] = Field(default_factory=dict)
@@ -102,7 +108,7 @@ class Status(Envelope):
 
     kind: Literal["status"] = "status"
     state: Literal["online", "busy", "offline"]
-    birth: NonNegativeInt
+    birth: Birth
     run_id: Identifier | None = None
     detail: str | None = None
     backlog: NonNegativeInt | None = Field(default=None, description="spooled records not yet acked")
@@ -227,6 +233,10 @@ class Log(Envelope):
 
 # ---------------------------------------------------------------------------------------------
 # Commands (collector -> agent) and their acknowledgements
+
+
+# The longest a command may stay valid: agents refuse one whose expires_at lies further ahead.
+MAX_COMMAND_TTL_S = 3600.0
 
 
 class Command(Envelope):

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,6 +20,11 @@ from ctxscope.agent.engine.loop import LoopPolicy
 from ctxscope.compat import tomllib
 
 Precision = Literal["bf16", "fp16", "fp32"]
+# Bounds on what a plan may ask for: plans arrive over the network, and a plan far past any device
+# (a 10^12-token context, a million models) is refused with its reason instead of being attempted.
+MAX_CONTEXT_TOKENS = 1 << 24  # 16,777,216 tokens: 16x the longest context the zoo's models were trained on
+MAX_LIST_LEN = 256
+MAX_TIMEOUT_S = 86_400.0
 
 
 class PlanError(ValueError):
@@ -30,11 +35,11 @@ class MaxContextPlan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
-    start: int = Field(default=1024, ge=1)
-    max_tokens: int = Field(default=1_048_576, ge=1)
+    start: int = Field(default=1024, ge=1, le=MAX_CONTEXT_TOKENS)
+    max_tokens: int = Field(default=1_048_576, ge=1, le=MAX_CONTEXT_TOKENS)
     rel_tol: float = Field(default=0.01, gt=0, lt=1)
-    step: int | None = Field(default=None, ge=1)
-    probe_timeout_s: float = Field(default=120.0, gt=0)
+    step: int | None = Field(default=None, ge=1, le=MAX_CONTEXT_TOKENS)
+    probe_timeout_s: float = Field(default=120.0, gt=0, le=MAX_TIMEOUT_S)
 
 
 class Plan(BaseModel):
@@ -43,28 +48,28 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64)
-    models: list[str] = Field(min_length=1)
-    context_lengths: list[int] = Field(min_length=1)
-    precisions: list[Precision] = Field(default=["bf16"], min_length=1)
+    models: list[Annotated[str, Field(max_length=128)]] = Field(min_length=1, max_length=MAX_LIST_LEN)
+    context_lengths: list[int] = Field(min_length=1, max_length=MAX_LIST_LEN)
+    precisions: list[Precision] = Field(default=["bf16"], min_length=1, max_length=3)
     logits: Literal["last", "all"] = "last"
     tiny: bool = Field(default=False, description="use the zoo's shrunk configs (CPU tests, smoke runs)")
     prefer_native: bool = True
     require_fast_kernels: bool = False
-    warmups: int = Field(default=2, ge=0)
-    min_reps: int = Field(default=5, ge=1)
-    max_reps: int = Field(default=100, ge=1)
-    min_time_s: float = Field(default=0.2, ge=0)
-    max_time_s: float = Field(default=30.0, gt=0)
+    warmups: int = Field(default=2, ge=0, le=1000)
+    min_reps: int = Field(default=5, ge=1, le=100_000)
+    max_reps: int = Field(default=100, ge=1, le=100_000)
+    min_time_s: float = Field(default=0.2, ge=0, le=MAX_TIMEOUT_S)
+    max_time_s: float = Field(default=30.0, gt=0, le=MAX_TIMEOUT_S)
     stable_rel: float = Field(default=0.02, gt=0, lt=1)
-    decode_tokens: int = Field(default=32, ge=0, description="0 skips decode")
+    decode_tokens: int = Field(default=32, ge=0, le=MAX_CONTEXT_TOKENS, description="0 skips decode")
     decode: Literal["auto", "eager"] = "auto"
     memory_cap: ByteSize | None = None
-    point_timeout_s: float = Field(default=600.0, gt=0)
+    point_timeout_s: float = Field(default=600.0, gt=0, le=MAX_TIMEOUT_S)
     isolate: Literal["always", "never", "auto"] = "auto"
     isolate_from: int = Field(
         default=16384, ge=1, description="with isolate=auto: child processes from this length"
     )
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     max_context: MaxContextPlan = MaxContextPlan()
 
     @field_validator("context_lengths")
@@ -72,6 +77,8 @@ class Plan(BaseModel):
     def _positive_sorted(cls, lengths: list[int]) -> list[int]:
         if any(n < 1 for n in lengths):
             raise ValueError("context lengths must be >= 1")
+        if any(n > MAX_CONTEXT_TOKENS for n in lengths):
+            raise ValueError(f"context lengths must be <= {MAX_CONTEXT_TOKENS:,} tokens")
         return sorted(set(lengths))
 
     @model_validator(mode="after")

@@ -2,9 +2,11 @@
 
 paho-mqtt 2.x (callback API v2) speaking MQTT 3.1.1, so the embedded amqtt broker works too. The
 client id is the device id. `connect_async()` + `loop_start()` retry the first connect and reconnect
-by themselves. Before every connection attempt the birth counter (persisted in the spool) goes up and
-the will is re-armed with it: paho reads the will when it builds each CONNECT packet, so a will set
-between connections is honoured, and the collector can ignore a late will older than a newer birth.
+by themselves. Credentials and TLS come from the configuration (`AgentConfig.access()`); commands
+pass the CommandGuard before the handler sees them. Before every connection attempt the birth
+counter (persisted in the spool) goes up and the will is re-armed with it: paho reads the will when
+it builds each CONNECT packet, so a will set between connections is honoured, and the collector can
+ignore a late will older than a newer birth.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -20,10 +21,11 @@ import paho.mqtt.client as mqtt
 
 from ctxscope import __version__
 from ctxscope.agent.config import AgentConfig
+from ctxscope.agent.transport.command_guard import CommandGuard
 from ctxscope.agent.transport.forwarder import Forwarder
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.shared.codec import DecodeError, decode, encode
-from ctxscope.shared.messages import Command, DeviceMeta, Status
+from ctxscope.shared.messages import Command, CommandAck, DeviceMeta, Status
 from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscription, topic_for
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class Link:
         self._birth = 0
         self._connected = threading.Event()
         self._command_handler: CommandHandler | None = None
+        self._guard = CommandGuard(spool.path)
         self._client = self._build_client()
         self._forwarder = Forwarder(self._client, spool, self._connected.is_set, window)
 
@@ -57,10 +60,7 @@ class Link:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        if self.config.username is not None:
-            client.username_pw_set(self.config.username, self.config.password)
-        if self.config.tls:
-            client.tls_set()
+        self.config.access().apply(client)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
@@ -104,6 +104,7 @@ class Link:
         self._forwarder.stop()
         self._client.disconnect()
         self._client.loop_stop()
+        self._guard.close()
         return flushed
 
     # -- state ----------------------------------------------------------------------------------
@@ -132,7 +133,8 @@ class Link:
     # -- commands -------------------------------------------------------------------------------
 
     def on_command(self, handler: CommandHandler) -> None:
-        """Call `handler` (on paho's thread: keep it short) for each unexpired command to this device."""
+        """Call `handler` (on paho's thread: keep it short) for each command to this device that the
+        CommandGuard admits; a refused one is answered with a CommandAck that says why."""
         self._command_handler = handler
         if self.connected:
             self._client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
@@ -152,10 +154,11 @@ class Link:
                 "ignoring command %s: addressed to %s/%s", command.command_id, command.device, command.name
             )
             return
-        if command.expires_at < time.time_ns():
-            late_s = (time.time_ns() - command.expires_at) / 1e9
-            log.warning(
-                "dropping command %s (%s): expired %.1f s ago", command.command_id, command.name, late_s
+        refusal = self._guard.admit(command, retained=msg.retain)
+        if refusal is not None:
+            log.warning("refused command %s (%s): %s", command.command_id, command.name, refusal)
+            self.spool.emit(
+                CommandAck, command_id=command.command_id, name=command.name, accepted=False, reason=refusal
             )
             return
         if self._command_handler is None:

@@ -18,6 +18,7 @@ from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
 from ctxscope.collector.service import build_service, parse_broker
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.hub import LiveHub
+from ctxscope.shared.broker_access import BrokerAccess
 
 
 class WebServer:
@@ -62,10 +63,14 @@ class Dashboard:
         host: str = "127.0.0.1",
         port: int = 0,
         client_id: str = DEFAULT_CLIENT_ID,
+        access: BrokerAccess | None = None,
     ) -> None:
         self.hub = LiveHub()
-        self.service = build_service(broker, store_url, client_id, on_commit=self.hub.on_commit)
-        self.commands = CommandPublisher(*parse_broker(broker))
+        access = access or BrokerAccess()
+        self.service = build_service(
+            broker, store_url, client_id, on_commit=self.hub.on_commit, access=access
+        )
+        self.commands = CommandPublisher(*parse_broker(broker), access=access.for_commands())
         self.web = WebServer(create_app(self.service.store, self.hub, self.commands), host, port)
 
     def start(self) -> Dashboard:

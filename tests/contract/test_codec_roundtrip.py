@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ctxscope.shared.codec import MAX_MESSAGE_BYTES, DecodeError, decode, encode
 from ctxscope.shared.messages import (
     CHANNEL_OF_KIND,
+    MAX_BIRTH,
     MESSAGE_ADAPTER,
     Command,
     CommandAck,
@@ -72,11 +73,12 @@ def telemetry_batches(draw: st.DrawFn) -> TelemetryBatch:
     )
 
 
+births = st.integers(0, MAX_BIRTH)
 messages = st.one_of(
     st.builds(
         DeviceMeta,
         **envelope(),
-        birth=u63,
+        birth=births,
         agent_version=names,
         hostname=names,
         platform=st.dictionaries(names, names, max_size=3),
@@ -86,7 +88,7 @@ messages = st.one_of(
         Status,
         **envelope(),
         state=st.sampled_from(["online", "busy", "offline"]),
-        birth=u63,
+        birth=births,
         backlog=st.none() | u63,
     ),
     telemetry_batches(),
@@ -192,6 +194,20 @@ def test_unknown_fields_are_ignored_within_a_version() -> None:
     raw = msgpack.unpackb(encode(status), raw=False)
     raw["added_in_a_later_minor_release"] = {"x": 1}
     assert decode(msgpack.packb(raw, use_bin_type=True)) == status
+
+
+@pytest.mark.parametrize("kind", ["status", "meta"])
+def test_a_birth_past_the_bound_is_refused(kind: str) -> None:
+    """A retained state with birth 2^63-1 could otherwise outrank every real birth for good."""
+    status = Status(device="dev-1", stream="0123456789abcdef", seq=3, ts=1, state="offline", birth=2)
+    raw = msgpack.unpackb(encode(status), raw=False)
+    if kind == "meta":
+        raw.update(kind="meta", agent_version="1", hostname="h")
+    raw["birth"] = 2**63 - 1
+    with pytest.raises(DecodeError, match="birth"):
+        decode(msgpack.packb(raw, use_bin_type=True))
+    raw["birth"] = MAX_BIRTH
+    assert decode(msgpack.packb(raw, use_bin_type=True)).birth == MAX_BIRTH  # type: ignore[union-attr]
 
 
 def test_other_schema_versions_are_refused() -> None:

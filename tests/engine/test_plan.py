@@ -31,6 +31,11 @@ def test_unknown_model_lists_the_valid_names() -> None:
         ({"memory_cap": "lots"}, "memory_cap"),
         ({"logits": "some"}, "logits"),
         ({"models": []}, "models"),
+        ({"context_lengths": [10**12]}, "context lengths must be <= 16,777,216 tokens"),
+        ({"context_lengths": list(range(1, 1000))}, "context_lengths: List should have at most 256 items"),
+        ({"max_context": {"max_tokens": 10**12}}, "max_context.max_tokens"),
+        ({"point_timeout_s": 1e9}, "point_timeout_s: Input should be less than or equal to 86400"),
+        ({"seed": 2**70}, "seed"),
     ],
 )
 def test_bad_input_is_named(change: dict, fragment: str) -> None:

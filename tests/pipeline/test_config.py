@@ -21,7 +21,8 @@ def test_defaults_derive_device_and_spool_path(monkeypatch: pytest.MonkeyPatch, 
 def test_toml_then_environment(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text('device = "jetson-7"\nbroker_host = "collector.lan"\nbroker_port = 8883\ntls = true\n')
-    config = load_config(path, environ={"CTXSCOPE_BROKER_PORT": "1884", "CTXSCOPE_USERNAME": "jetson-7"})
+    env = {"CTXSCOPE_BROKER_PORT": "1884", "CTXSCOPE_USERNAME": "jetson-7", "CTXSCOPE_PASSWORD": "pw"}
+    config = load_config(path, environ=env)
     assert (config.device, config.broker_host, config.broker_port) == ("jetson-7", "collector.lan", 1884)
     assert (config.tls, config.username) == (True, "jetson-7")
 
@@ -35,6 +36,9 @@ def test_toml_then_environment(tmp_path: Path) -> None:
         ('password = "x"', {}, "a password needs a username"),
         ("brokr_host = 'typo'", {}, "brokr_host: Extra inputs are not permitted"),
         ("device = ", {}, "is not valid TOML"),
+        ('broker_host = "10.0.0.5"', {}, "without a username, a password, TLS"),
+        ('broker_host = "c.lan"\nusername = "a"\npassword = "b"', {}, "without TLS"),
+        ('tls_ca = "/ca.crt"', {}, "tls_ca is set but tls is off"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
@@ -56,3 +60,16 @@ def test_config_is_immutable() -> None:
     config = AgentConfig(device="a-1")
     with pytest.raises(ValueError, match="frozen"):
         config.device = "b-2"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "localhost", "::1"])
+def test_loopback_broker_needs_no_credentials(host: str) -> None:
+    assert AgentConfig(device="a-1", broker_host=host).access().username is None
+
+
+def test_insecure_is_explicit(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('broker_host = "collector.lan"\n')
+    with pytest.raises(ConfigError, match="refuses to connect"):
+        load_config(path, environ={})
+    assert load_config(path, environ={"CTXSCOPE_INSECURE": "true"}).insecure

@@ -115,7 +115,7 @@ def test_commands_are_delivered_unless_expired(
             command = received.get(timeout=5)
         assert (command.command_id, command.args) == ("fresh", {"plan": "p"})
         assert received.empty()
-        assert "dropping command stale (run): expired" in caplog.text
+        assert "refused command stale (run): expired" in caplog.text
         assert "ignoring command misaddressed" in caplog.text
     finally:
         sender.loop_stop()

@@ -1,0 +1,62 @@
+"""Which commands the agent may run: fresh, bounded in time, never retained, each id at most once.
+
+Who may send a command is the broker's job (its ACL lets only the collector and operator identities
+write `cmd/` topics, over TLS); this guard covers what an authorized sender's message can still get
+wrong or what a recorded one can be replayed for. The ids already admitted live in a table of the
+spool's SQLite database, so a replay after a restart is refused too. A row is kept until its command
+has expired (then the expiry alone refuses a replay), which bounds the table by the command rate.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from ctxscope.shared.messages import MAX_COMMAND_TTL_S, Command
+
+CLOCK_SKEW_S = 60.0  # tolerated difference between the collector's and the device's clocks
+
+
+class CommandGuard:
+    """`admit(command, retained)` returns None for a command to run, else the reason it is refused."""
+
+    def __init__(self, database: Path, max_ttl_s: float = MAX_COMMAND_TTL_S) -> None:
+        self.max_ttl_ns = int(max_ttl_s * 1e9)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(database), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS commands_seen"
+            " (command_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, seen_at INTEGER NOT NULL)"
+        )
+
+    def admit(self, command: Command, retained: bool, now_ns: int | None = None) -> str | None:
+        now = time.time_ns() if now_ns is None else now_ns
+        if retained:
+            return "a retained command is never run (commands are sent once, not stored by the broker)"
+        if command.expires_at < now:
+            return f"expired {(now - command.expires_at) / 1e9:.1f} s ago"
+        horizon = self.max_ttl_ns + int(CLOCK_SKEW_S * 1e9)
+        if command.expires_at - now > horizon:
+            return (
+                f"expires {(command.expires_at - now) / 1e9:.0f} s from now; at most "
+                f"{self.max_ttl_ns / 1e9:.0f} s (+{CLOCK_SKEW_S:.0f} s clock skew) is accepted"
+            )
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM commands_seen WHERE expires_at < ?", (now,))
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO commands_seen VALUES (?, ?, ?)",
+                    (command.command_id, command.expires_at, now),
+                ).rowcount
+        except sqlite3.Error as exc:  # fail closed: a command whose id cannot be recorded could run twice
+            return f"the agent cannot record command ids ({exc}); not run"
+        if not inserted:
+            return f"command id {command.command_id} was already received once (a replay)"
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

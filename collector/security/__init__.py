@@ -1,0 +1,1 @@
+"""Site security: the project CA, broker credentials and ACL, device enrollment, broker checks."""

@@ -1,0 +1,90 @@
+"""Broker access options shared by the collector's commands: identity, TLS, and the safety check.
+
+`--site DIR` takes the identity (collector or operator) and CA from a site made by `enroll`;
+`--username/--password/--ca-file` name them one by one (for a collector on another host). A broker
+outside loopback without credentials and TLS is refused unless `--insecure` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ctxscope.collector.security.broker_check import check_broker
+from ctxscope.collector.security.site import Site, SiteError
+from ctxscope.shared.broker_access import BrokerAccess, InsecureBroker, require_secure
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def access_options(func: F) -> F:
+    """Add --site, --username, --password, --ca-file, --tls and --insecure to a click command."""
+    options = [
+        click.option(
+            "--site",
+            "site_dir",
+            type=click.Path(file_okay=False, exists=True, path_type=Path),
+            default=None,
+            help="use the identity and CA of this site (made by `ctxscope collector enroll`)",
+        ),
+        click.option("--username", envvar="CTXSCOPE_USERNAME", default=None, help="MQTT user name."),
+        click.option("--password", envvar="CTXSCOPE_PASSWORD", default=None, help="MQTT password."),
+        click.option(
+            "--ca-file",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            default=None,
+            help="CA certificate of the broker (implies --tls)",
+        ),
+        click.option("--tls", is_flag=True, help="TLS with the system's CAs"),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            help="allow a broker outside loopback without credentials and TLS (trusted networks only)",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def resolve_access(host: str, user: str, who: str, params: dict[str, Any]) -> BrokerAccess:
+    """The BrokerAccess that the options say; raise ClickException when it is unusable or unsafe."""
+    site_dir: Path | None = params["site_dir"]
+    try:
+        if site_dir is not None:
+            access = Site(site_dir).access(user)
+        else:
+            ca_file: Path | None = params["ca_file"]
+            access = BrokerAccess(
+                username=params["username"],
+                password=params["password"],
+                tls=params["tls"] or ca_file is not None,
+                ca_file=ca_file,
+            )
+        access = BrokerAccess(
+            access.username, access.password, access.tls, access.ca_file, params["insecure"]
+        )
+        require_secure(host, access, who)
+    except (SiteError, InsecureBroker) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return access
+
+
+def enforce_safe_broker(
+    host: str, port: int, access: BrokerAccess, config: Path | None, site_dir: Path | None, require: bool
+) -> None:
+    """Warn loudly about an unsafe or unverifiable broker; with `require`, refuse to start."""
+    if config is None and site_dir is not None:
+        config = Site(site_dir).broker_dir / "mosquitto.conf"
+    problems = check_broker(host, port, access, config)
+    for problem in problems:
+        log.warning("UNSAFE BROKER: %s", problem)
+    if problems and require:
+        raise click.ClickException(
+            "refusing to ingest from an unsafe broker (--require-safe-broker):\n  " + "\n  ".join(problems)
+        )

@@ -1,0 +1,230 @@
+"""A site's security files: CA, broker certificate, password file, ACL, identities; enroll and revoke.
+
+Layout of a site directory (default `<state dir>/site`):
+
+    ca.key, ca.crt               the project CA (the key never leaves this directory)
+    identities/<user>.password   the collector's and the operator's MQTT passwords (owner-only)
+    broker/                      what the broker reads (mount it as /mosquitto/config in compose):
+        mosquitto.conf           for a host install (compose ships docker/mosquitto.conf)
+        ca.crt, server.crt, server.key, passwd, acl
+
+Passwords are random (32 bytes, URL-safe) and stored hashed in `broker/passwd` by `mosquitto_passwd`;
+a device's password exists in clear only in its enrollment bundle. Revoking removes the device from
+the password file; the broker applies both on SIGHUP (sent when `broker/mosquitto.pid` names a live
+process, as for a host install that uses the written mosquitto.conf).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctxscope.collector.security.broker_config import (
+    COLLECTOR_USER,
+    OPERATOR_USER,
+    TLS_PORT,
+    BrokerPaths,
+    render_acl,
+    render_mosquitto_conf,
+)
+from ctxscope.shared.broker_access import COMMAND_USER_SUFFIX, BrokerAccess
+from ctxscope.shared.ids import validate_device_id
+
+
+class SiteError(RuntimeError):
+    """A site operation that cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    device: str
+    bundle: Path
+    broker_reloaded: bool
+
+
+def default_hostnames() -> list[str]:
+    """Names the broker certificate covers by default: this host, loopback, and compose's `broker`."""
+    names = [socket.getfqdn(), socket.gethostname(), "localhost", "127.0.0.1", "::1", "broker"]
+    return [n for n in dict.fromkeys(names) if n]
+
+
+def _passwd_binary() -> str:
+    found = shutil.which("mosquitto_passwd") or next(
+        (p for p in ("/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd") if Path(p).is_file()),
+        None,
+    )
+    if found is None:
+        raise SiteError("mosquitto_passwd is not installed (Debian/Ubuntu: apt install mosquitto)")
+    return found
+
+
+class Site:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.broker_dir = root / "broker"
+        self.passwd = self.broker_dir / "passwd"
+        self.ca_cert = root / "ca.crt"
+
+    @property
+    def initialized(self) -> bool:
+        return (self.root / "ca.key").is_file() and self.passwd.is_file()
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def init(self, hostnames: list[str], port: int = TLS_PORT) -> None:
+        """Create the CA, the broker's certificate, the ACL, the collector and operator identities and
+        a host mosquitto.conf. Refuses to overwrite an existing site."""
+        try:  # `cryptography` is needed to set a site up, not to connect
+            from ctxscope.collector.security import pki
+        except ImportError as exc:
+            raise SiteError(f"setting up a site needs {exc.name}: pip install 'ctxscope[collector]'") from exc
+
+        if self.initialized:
+            raise SiteError(f"{self.root} already holds a site; enroll and revoke devices in it")
+        self.broker_dir.mkdir(parents=True, exist_ok=True)
+        (self.root / "identities").mkdir(exist_ok=True)
+        (self.root / "data").mkdir(exist_ok=True)
+        os.chmod(self.root, 0o700)
+        ca_key, ca_cert = pki.new_ca(f"ctxscope CA {secrets.token_hex(4)}")
+        pki.write_key(self.root / "ca.key", ca_key)
+        pki.write_cert(self.ca_cert, ca_cert)
+        pki.write_cert(self.broker_dir / "ca.crt", ca_cert)
+        server_key, server_cert = pki.new_server_cert(ca_key, ca_cert, hostnames)
+        pki.write_key(self.broker_dir / "server.key", server_key)
+        pki.write_cert(self.broker_dir / "server.crt", server_cert)
+        (self.broker_dir / "acl").write_text(render_acl())
+        write_secret(self.passwd, b"")
+        collector_password = self._new_identity(COLLECTOR_USER)
+        self._set_password(COLLECTOR_USER + COMMAND_USER_SUFFIX, collector_password)
+        self._new_identity(OPERATOR_USER)
+        self.write_broker_conf(port)
+
+    def write_broker_conf(self, port: int = TLS_PORT, bind: str = "0.0.0.0") -> Path:
+        """The host install's mosquitto.conf, pointing at this site's files."""
+        paths = BrokerPaths(
+            config_dir=str(self.broker_dir),
+            data_dir=str(self.root / "data"),
+            log_file=str(self.root / "data" / "mosquitto.log"),
+            pid_file=str(self.broker_dir / "mosquitto.pid"),
+        )
+        conf = self.broker_dir / "mosquitto.conf"
+        conf.write_text(render_mosquitto_conf(paths, port, bind))
+        return conf
+
+    def _new_identity(self, user: str) -> str:
+        password = secrets.token_urlsafe(32)
+        write_secret(self.root / "identities" / f"{user}.password", password.encode())
+        self._set_password(user, password)
+        return password
+
+    def _set_password(self, user: str, password: str) -> None:
+        # -b puts the password on the command line, visible in the process list for the moment the
+        # tool runs on this (the collector's) host; mosquitto_passwd 2.0 has no stdin batch mode.
+        self._passwd_tool("-b", str(self.passwd), user, password)
+
+    def _passwd_tool(self, *args: str) -> None:
+        result = subprocess.run([_passwd_binary(), *args], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SiteError(f"mosquitto_passwd failed: {(result.stderr or result.stdout).strip()}")
+
+    # -- identities -----------------------------------------------------------------------------
+
+    def users(self) -> set[str]:
+        if not self.passwd.is_file():
+            return set()
+        lines = self.passwd.read_text().splitlines()
+        return {line.split(":", 1)[0] for line in lines if ":" in line}
+
+    def devices(self) -> list[str]:
+        return sorted(u for u in self.users() if not u.startswith("ctxscope_"))
+
+    def access(self, user: str) -> BrokerAccess:
+        """Credentials of the collector or operator identity, trusting the site's CA."""
+        path = self.root / "identities" / f"{user}.password"
+        try:
+            password = path.read_text().strip()
+        except OSError as exc:
+            raise SiteError(f"no identity {user!r} in site {self.root}: {exc.strerror}") from exc
+        return BrokerAccess(username=user, password=password, tls=True, ca_file=self.ca_cert)
+
+    def enroll(
+        self,
+        device: str,
+        out: Path,
+        broker_host: str,
+        broker_port: int = TLS_PORT,
+        device_dir: str = "/etc/ctxscope",
+    ) -> Enrollment:
+        """Give `device` a password and write its bundle (agent.toml + ca.crt) into `out`."""
+        validate_device_id(device)
+        self._require_initialized()
+        if device in self.users():
+            raise SiteError(
+                f"device {device!r} is already enrolled; revoke it first to issue new credentials"
+            )
+        if out.exists() and any(out.iterdir()):
+            raise SiteError(f"{out} is not empty; choose a new folder for the bundle")
+        password = secrets.token_urlsafe(32)
+        out.mkdir(parents=True, exist_ok=True)
+        os.chmod(out, 0o700)
+        shutil.copyfile(self.ca_cert, out / "ca.crt")
+        write_secret(
+            out / "agent.toml", agent_toml(device, password, broker_host, broker_port, device_dir).encode()
+        )
+        self._set_password(device, password)
+        return Enrollment(device, out, self.reload_broker())
+
+    def revoke(self, device: str) -> bool:
+        """Remove the device's credentials; returns whether a running broker was told to reload."""
+        validate_device_id(device)
+        self._require_initialized()
+        if device not in self.users():
+            enrolled = ", ".join(self.devices()) or "none"
+            raise SiteError(f"device {device!r} is not enrolled in {self.root} (enrolled: {enrolled})")
+        self._passwd_tool("-D", str(self.passwd), device)
+        return self.reload_broker()
+
+    def reload_broker(self) -> bool:
+        """SIGHUP the broker named by broker/mosquitto.pid, if it runs: it rereads passwd and acl."""
+        try:
+            pid = int((self.broker_dir / "mosquitto.pid").read_text().strip())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _require_initialized(self) -> None:
+        if not self.initialized:
+            raise SiteError(f"{self.root} holds no site yet: `ctxscope collector enroll` creates one")
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a file created owner-only (never world-readable, not even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def agent_toml(device: str, password: str, broker_host: str, broker_port: int, device_dir: str) -> str:
+    """The agent configuration of an enrolled device (TOML strings quoted by repr-safe rules)."""
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return (
+        f"# ctxscope agent configuration for {device}, written by `ctxscope collector enroll`.\n"
+        f"# Copy this folder to {device_dir}/ on the device (keep agent.toml readable by the agent only).\n"
+        f"device = {quoted(device)}\n"
+        f"broker_host = {quoted(broker_host)}\n"
+        f"broker_port = {broker_port}\n"
+        f"username = {quoted(device)}\n"
+        f"password = {quoted(password)}\n"
+        "tls = true\n"
+        f"tls_ca = {quoted(device_dir.rstrip('/') + '/ca.crt')}\n"
+    )

@@ -1,0 +1,59 @@
+"""`ctxscope collector enroll` and `revoke`: the site, the bundle, and clear refusals."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from click.testing import CliRunner
+from cryptography import x509
+
+from ctxscope.agent.config import load_config
+from ctxscope.collector.security.cli import enroll, revoke
+from ctxscope.collector.security.site import Site
+
+
+def invoke(command: object, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(command, list(args))  # type: ignore[arg-type]
+    return result.exit_code, result.output
+
+
+def test_enroll_makes_a_site_and_a_bundle_the_agent_loads(tmp_path: Path) -> None:
+    site_dir, bundle = tmp_path / "site", tmp_path / "bundle"
+    code, out = invoke(
+        enroll, "orin-01", "--out", str(bundle), "--broker-host", "collector.lan", "--site", str(site_dir)
+    )
+    assert code == 0, out
+    config = load_config(bundle / "agent.toml", environ={})
+    assert (config.device, config.username, config.broker_host, config.broker_port) == (
+        "orin-01", "orin-01", "collector.lan", 8883,
+    )  # fmt: skip
+    assert config.tls and config.tls_ca == Path("/etc/ctxscope/ca.crt") and config.password
+    assert stat.S_IMODE((bundle / "agent.toml").stat().st_mode) == 0o600
+    assert stat.S_IMODE((site_dir / "ca.key").stat().st_mode) == 0o600
+    assert (bundle / "ca.crt").read_bytes() == (site_dir / "ca.crt").read_bytes()
+    server = x509.load_pem_x509_certificate((site_dir / "broker" / "server.crt").read_bytes())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"collector.lan", "broker", "localhost"} <= set(names.get_values_for_type(x509.DNSName))
+    site = Site(site_dir)
+    assert site.devices() == ["orin-01"]
+    assert {"ctxscope_collector", "ctxscope_collector_cmd", "ctxscope_operator"} <= site.users()
+    assert config.password not in (site_dir / "broker" / "passwd").read_text()  # stored hashed
+
+
+def test_enroll_and_revoke_refuse_clearly(tmp_path: Path) -> None:
+    site = ["--site", str(tmp_path / "site")]
+    assert invoke(enroll, "dev-1", "--out", str(tmp_path / "b1"), *site)[0] == 0
+    code, out = invoke(enroll, "dev-1", "--out", str(tmp_path / "b2"), *site)
+    assert code != 0 and "already enrolled; revoke it first" in out
+    code, out = invoke(enroll, "dev-2", "--out", str(tmp_path / "b1"), *site)
+    assert code != 0 and "is not empty" in out
+    code, out = invoke(enroll, "Bad_Id", "--out", str(tmp_path / "b3"), *site)
+    assert code != 0 and "device id 'Bad_Id' is invalid" in out
+    code, out = invoke(revoke, "dev-1", *site)
+    assert code == 0 and "revoked dev-1" in out and "kill -HUP" in out
+    assert Site(tmp_path / "site").devices() == []
+    code, out = invoke(revoke, "dev-1", *site)
+    assert code != 0 and "not enrolled" in out
+    code, out = invoke(revoke, "dev-9", "--site", str(tmp_path / "empty"))
+    assert code != 0 and "holds no site yet" in out
