@@ -17,10 +17,10 @@ import click
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ctxscope.collector.plans import shipped
 from ctxscope.collector.security.broker_config import OPERATOR_USER
 from ctxscope.collector.security.options import access_options, resolve_access
-from ctxscope.collector.service import parse_broker
-from ctxscope.collector.web.plans import shipped
+from ctxscope.collector.settings import parse_broker
 from ctxscope.compat import tomllib
 from ctxscope.shared import codec
 from ctxscope.shared.broker_access import BrokerAccess

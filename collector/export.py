@@ -17,7 +17,7 @@ import click
 
 from ctxscope.collector.aggregate.points import aggregate_points
 from ctxscope.collector.aggregate.stats import summarize
-from ctxscope.collector.service import default_store_url
+from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.store import StoreURLError, open_store
 from ctxscope.collector.web.source import FleetSource
 from ctxscope.collector.web.views import point_results

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from ctxscope.collector.export import FORMATS, ExportError, export_tables
-from ctxscope.collector.service import default_store_url
+from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.store import StoreURLError, open_store
 from ctxscope.collector.web import views
 from ctxscope.collector.web.figures import ENERGY_UNIT, PEAK_MEMORY, TITLES, memory_parts, names_with_unit

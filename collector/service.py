@@ -20,8 +20,8 @@ import click
 from ctxscope.collector.ingest import DEFAULT_CLIENT_ID, CommitCallback, Ingest, IngestCounters
 from ctxscope.collector.security.broker_config import COLLECTOR_USER
 from ctxscope.collector.security.options import access_options, enforce_safe_broker, resolve_access
+from ctxscope.collector.settings import default_store_url, parse_broker
 from ctxscope.collector.store import Store, open_store
-from ctxscope.paths import state_dir
 from ctxscope.shared.broker_access import BrokerAccess
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,6 @@ class CollectorService:
         self.ingest.stop()
         self.store.close()
         return self.ingest.counters()
-
-
-def parse_broker(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"broker address {address!r} is not HOST:PORT")
-    return host, int(port)
-
-
-def default_store_url() -> str:
-    return f"sqlite:///{state_dir() / 'collector.sqlite'}"
 
 
 def build_service(

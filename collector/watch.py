@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ctxscope.collector.aggregate.stats import summarize
-from ctxscope.collector.service import default_store_url
+from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.store import Store, StoreURLError, open_store
 from ctxscope.collector.web import views
 from ctxscope.shared.messages import Metric

@@ -29,7 +29,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ctxscope.agent.transport.spool import Spool
-from ctxscope.collector.service import parse_broker
+from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.store import Store
 from ctxscope.collector.watch import frame
 from ctxscope.compat import tomllib

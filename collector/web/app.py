@@ -28,8 +28,9 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from ctxscope.collector import plans
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
-from ctxscope.collector.web import figures, plans, views
+from ctxscope.collector.web import figures, views
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.source import FleetSource
 from ctxscope.shared.ids import DEVICE_ID_PATTERN

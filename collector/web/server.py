@@ -15,7 +15,8 @@ import uvicorn
 
 from ctxscope.collector.commands import CommandPublisher
 from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
-from ctxscope.collector.service import build_service, parse_broker
+from ctxscope.collector.service import build_service
+from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.shared.broker_access import BrokerAccess
