@@ -141,7 +141,10 @@ def test_send_plan_cli_reports_acceptance_and_refusal(broker, agent, tmp_path: P
     assert shipped.exit_code == 0, shipped.output
     assert agent.received[-1][0].args["plan"]["name"] == "cpu-smoke"
     unknown = runner.invoke(send_plan, ["orin-7", "no-such-plan", "--broker", address])
-    assert unknown.exit_code == 1 and "neither a plan file nor a shipped plan (cpu-smoke" in unknown.output
+    assert (
+        unknown.exit_code == 1
+        and "neither a plan file nor a shipped plan (agx-orin-64gb, cpu-smoke" in unknown.output
+    )
 
 
 def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
