@@ -8,7 +8,7 @@ from ctxscope.lazycli import LazyGroup
 
 COMMANDS = {
     "run": (
-        "ctxscope.collector.service",
+        "ctxscope.collector.run",
         "run",
         "Ingest records from the broker into the store (and serve the web UI).",
     ),

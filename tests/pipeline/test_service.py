@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from ctxscope.broker import MosquittoBroker, free_port
-from ctxscope.collector.service import build_service, run
+from ctxscope.collector.run import run
+from ctxscope.collector.service import build_service
 from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.store import StoreURLError, open_store
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from ctxscope.broker import MosquittoBroker, mosquitto_binary
 from ctxscope.collector.commands import send_plan
+from ctxscope.collector.run import run
 from ctxscope.collector.security.broker_check import conf_problems, parse_conf
 from ctxscope.collector.security.broker_config import COMPOSE_PATHS, render_acl, render_mosquitto_conf
-from ctxscope.collector.service import run
 
 REPO = Path(__file__).resolve().parents[2]
 

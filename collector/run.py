@@ -1,0 +1,107 @@
+"""`ctxscope collector run`: ingest records from the broker into the store, and serve the dashboard,
+until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
+from ctxscope.collector.security.broker_config import COLLECTOR_USER
+from ctxscope.collector.security.options import access_options, enforce_safe_broker, resolve_access
+from ctxscope.collector.service import build_service
+from ctxscope.collector.settings import default_store_url, parse_broker
+
+log = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option("--broker", default="127.0.0.1:1883", show_default=True, help="MQTT broker as HOST:PORT.")
+@click.option("--store", "store_url", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB.")
+@click.option(
+    "--client-id",
+    default=DEFAULT_CLIENT_ID,
+    show_default=True,
+    help="MQTT client id naming the persistent session: keep it stable across restarts, and not a device id.",
+)
+@click.option(
+    "--web",
+    default="127.0.0.1:8321",
+    show_default=True,
+    help="serve the dashboard on HOST:PORT (needs the `collector` extra); 0.0.0.0 exposes it to the network",
+)
+@click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
+@access_options
+@click.option(
+    "--broker-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="the broker's mosquitto.conf, checked for settings that drop records (default with --site: "
+    "the site's)",
+)
+@click.option(
+    "--require-safe-broker",
+    is_flag=True,
+    help="refuse to start when the broker accepts anonymous clients or its settings can drop records "
+    "or cannot be verified (default: warn)",
+)
+def run(
+    broker: str,
+    store_url: str | None,
+    client_id: str,
+    web: str,
+    no_web: bool,
+    broker_config: Path | None,
+    require_safe_broker: bool,
+    **access_params: Any,
+) -> None:
+    """Ingest records from the broker into the store (and serve the dashboard) until Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = store_url or default_store_url()
+    try:
+        host, port = parse_broker(broker)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    access = resolve_access(host, COLLECTOR_USER, "the collector", access_params)
+    enforce_safe_broker(host, port, access, broker_config, access_params["site_dir"], require_safe_broker)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        if no_web:
+            service = build_service(broker, url, client_id, access=access)
+            service.start()
+            click.echo(f"collector: broker {broker}, store {url} (Ctrl-C stops)", err=True)
+            stop.wait()
+            counters = service.stop()
+        else:
+            from ctxscope.collector.web.server import Dashboard
+
+            web_host, web_port = parse_broker(web)
+            dashboard = Dashboard(broker, url, web_host, web_port, client_id, access).start()
+            click.echo(
+                f"collector: broker {broker}, store {url}, dashboard {dashboard.web.url}/ (Ctrl-C stops)",
+                err=True,
+            )
+            stop.wait()
+            dashboard.stop()
+            counters = dashboard.service.ingest.counters()
+    except (ValueError, RuntimeError) as exc:  # bad address, store URL or client id; web port in use
+        raise click.ClickException(str(exc)) from exc
+    rejected = sum(counters.rejected.values())
+    click.echo(
+        f"collector stopped: {counters.received} received, {counters.stored} stored, "
+        f"{counters.duplicates} duplicates, {rejected} rejected",
+        err=True,
+    )
