@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from ctxscope.shared.codec import shorten
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -31,9 +33,17 @@ class RateLimitedLog:
         self._windows: dict[str, tuple[float, int, int]] = {}
 
     def log(
-        self, level: int, key: str, msg: str, *args: object, exc_info: bool = False, now: float | None = None
+        self,
+        level: int,
+        key: str,
+        msg: str,
+        *args: object,
+        exc_info: bool = False,
+        now: float | None = None,
+        stacklevel: int = 2,
     ) -> bool:
-        """Log unless `key` is over its budget; returns whether the line was written."""
+        """Log unless `key` is over its budget; returns whether the line was written. `stacklevel`
+        names the caller in the record, as in `logging`."""
         now = time.monotonic() if now is None else now
         with self._lock:
             start, written, held = self._windows.get(key, (now, 0, 0))
@@ -45,14 +55,14 @@ class RateLimitedLog:
                 self._windows[key] = (start, written, held + 1)
                 return False
             self._windows[key] = (start, written + 1, held)
-        self.logger.log(level, msg, *args, exc_info=exc_info)
+        self.logger.log(level, msg, *args, exc_info=exc_info, stacklevel=stacklevel)
         return True
 
     def warning(self, key: str, msg: str, *args: object) -> bool:
-        return self.log(logging.WARNING, key, msg, *args)
+        return self.log(logging.WARNING, key, msg, *args, stacklevel=3)
 
     def exception(self, key: str, msg: str, *args: object) -> bool:
-        return self.log(logging.ERROR, key, msg, *args, exc_info=True)
+        return self.log(logging.ERROR, key, msg, *args, exc_info=True, stacklevel=3)
 
 
 def guard(
@@ -66,7 +76,7 @@ def guard(
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                limiter.exception(what, "%s failed: %s: %s", what, type(exc).__name__, exc)
+                limiter.exception(what, "%s failed: %s", what, shorten(repr(exc)))
                 if on_error is not None:
                     try:
                         on_error(exc)
