@@ -14,11 +14,12 @@ import argparse
 import json
 import random
 import resource
+import signal
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from ctxscope.collector.store import open_store
 from ctxscope.shared.messages import Command
 
 AGENT_DEVICE = "fz-agent"
+PUBLISH_WINDOW = 200
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> None:
@@ -74,6 +76,7 @@ def run(
     handled: list[Command] = []
     link.on_command(handled.append)
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    publisher.max_inflight_messages_set(PUBLISH_WINDOW)
     cpu_before = time.process_time()
     ingest.start()
     link.start()
@@ -84,8 +87,12 @@ def run(
         publisher.connect(broker.host, broker.port)
         publisher.loop_start()
         started = time.monotonic()
+        # paho's own queue of unacknowledged publishes slows down as it grows: keep it short
+        pending: deque[mqtt.MQTTMessageInfo] = deque()
         for case in [*to_agent, *to_collector]:
-            publisher.publish(case.topic, case.payload, qos=1)
+            pending.append(publisher.publish(case.topic, case.payload, qos=1))
+            if len(pending) > PUBLISH_WINDOW:
+                pending.popleft().wait_for_publish(30)
         # besides the fuzz, the collector receives the agent's own birth (status and meta)
         taken = lambda: (c := ingest.counters()).received - c.state_applied - c.state_stale  # noqa: E731
         _wait(lambda: taken() >= len(to_collector), timeout_s, "the collector to take every message")
@@ -184,6 +191,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the broker is stopped too
     with tempfile.TemporaryDirectory(prefix="ctxscope-fuzz-") as tmp:
         broker = MosquittoBroker(Path(tmp) / "broker")
         broker.start()
