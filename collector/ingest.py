@@ -244,7 +244,9 @@ class Ingest:
                 if not self._commit(batch):
                     return  # stopping while the store fails: the un-acked batch will be redelivered
             except Exception as exc:  # a bug here must not end ingest; the batch comes back on reconnect
-                self._log.exception("writer", "ingest writer: a batch of %d failed: %r", len(batch), exc)
+                self._log.exception(
+                    "writer", "ingest writer: a batch of %d failed: %s", len(batch), shorten(repr(exc))
+                )
 
     def _commit(self, batch: list[mqtt.MQTTMessage]) -> bool:
         payloads = [bytes(m.payload) for m in batch]

@@ -160,11 +160,6 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    @abstractmethod
-    def is_transient(self, error: Exception) -> bool:
-        """Whether a failed write may succeed if retried as is (database busy, locked or unreachable),
-        as opposed to a message the database refuses (which ingest rejects on its own)."""
-
     def _json_in(self, value: Any) -> str:
         """A JSON column's text; backends whose JSON type refuses some text override it."""
         return _to_json(value)

@@ -73,9 +73,6 @@ class PostgresStore(Store):
     def _begin(self, conn: psycopg.Connection) -> None:
         """psycopg opens a transaction at the first statement of a non-autocommit connection."""
 
-    def is_transient(self, error: Exception) -> bool:
-        return isinstance(error, psycopg.OperationalError)  # connection lost, server shutting down
-
     def close(self) -> None:
         with self._write_lock, self._read_lock:
             self._write_conn.close()

@@ -36,9 +36,6 @@ class SQLiteStore(Store):
     def _begin(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
 
-    def is_transient(self, error: Exception) -> bool:
-        return isinstance(error, sqlite3.OperationalError)  # locked, busy, disk I/O
-
     def close(self) -> None:
         with self._write_lock, self._read_lock:
             self._write_conn.close()
