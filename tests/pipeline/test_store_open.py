@@ -11,22 +11,30 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ctxscope.collector.service import run
+from ctxscope.cli import main
 from ctxscope.collector.store import StoreOpenError, open_store
 
+COMMANDS = {
+    "run": ["collector", "run", "--no-web", "--broker", "127.0.0.1:1"],
+    "export": ["collector", "export", "--out", "{tmp}/out"],
+    "report": ["report", "--out", "{tmp}/report"],
+}
 
-def one_line_error(store_url: str) -> str:
-    result = CliRunner().invoke(run, ["--no-web", "--broker", "127.0.0.1:1", "--store", store_url])
-    assert result.exit_code == 1
+
+def one_line_error(store_url: str, command: str = "run", tmp: Path = Path(".")) -> str:
+    args = [a.format(tmp=tmp) for a in COMMANDS[command]]
+    result = CliRunner().invoke(main, [*args, "--store", store_url])
+    assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     (line,) = result.output.strip().splitlines()
     return line
 
 
-def test_a_damaged_sqlite_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_damaged_sqlite_file(tmp_path: Path, command: str) -> None:
     db = tmp_path / "c.db"
     db.write_bytes(b"this is not a database " * 100)
-    line = one_line_error(f"sqlite:///{db}")
+    line = one_line_error(f"sqlite:///{db}", command, tmp_path)
     assert line == f"Error: cannot open the SQLite store {db}: file is not a database"
 
 
