@@ -29,11 +29,15 @@ from ctxscope.agent.streaming import configure
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.compat import tomllib
+from ctxscope.ratelog import RateLimitedLog
+from ctxscope.shared.codec import shorten
 from ctxscope.shared.messages import Command, CommandAck, Log
 
 log = logging.getLogger(__name__)
+_log = RateLimitedLog(log)
 COMMANDS = ("run_plan",)
 QUEUE_LIMIT = 16
+ACK_REASON_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ class Daemon:
         except ValueError as exc:
             self._ack(command, accepted=False, reason=str(exc))
             return
+        except Exception as exc:  # a checker bug: refuse this plan with a reason, keep serving
+            _log.exception("plan check", "checking the plan of command %s failed", command.command_id)
+            self._ack(command, accepted=False, reason=f"the plan could not be checked: {type(exc).__name__}")
+            return
         if self.stopping.is_set():
             self._ack(command, accepted=False, reason="the agent is shutting down")
             return
@@ -81,6 +89,8 @@ class Daemon:
     def _ack(
         self, command: Command, *, accepted: bool, reason: str | None = None, run_id: str | None = None
     ) -> None:
+        # A refusal's reason may quote the input (a plan's validation error): never echo it whole.
+        reason = shorten(reason, ACK_REASON_CHARS) if reason is not None else None
         self.spool.emit(
             CommandAck,
             command_id=command.command_id,
@@ -90,41 +100,50 @@ class Daemon:
             run_id=run_id,
         )
         if not accepted:
-            log.warning("refused command %s (%s): %s", command.command_id, command.name, reason)
+            _log.warning("refused", "refused command %s (%s): %s", command.command_id, command.name, reason)
 
     def run_until_stopped(self) -> None:
-        """Run queued plans one at a time until `stopping` is set."""
+        """Run queued plans one at a time until `stopping` is set; nothing a plan does ends this loop."""
         while not self.stopping.is_set():
             try:
                 accepted = self._plans.get(timeout=0.5)
             except queue.Empty:
                 continue
-            self.link.set_status("busy", run_id=accepted.run_id, detail=f"plan {accepted.plan.name}")
-            self._warn_about_kernel_limits(accepted.plan)
             try:
-                summary = run_plan(
-                    accepted.plan,
-                    self.spool,
-                    observer=self.observer,
-                    progress=False,
-                    device=self.torch_device,
-                    should_stop=self.stopping.is_set,
-                    run_id=accepted.run_id,
-                )
-                log.info(
-                    "plan %s finished: %d ok, %d failed",
-                    accepted.plan.name,
-                    summary.points_ok,
-                    summary.points_failed,
-                )
-            except Exception as exc:  # a broken plan run must not take the daemon down with it
-                log.exception("plan %s failed", accepted.plan.name)
-                self.spool.emit(
-                    Log, level="error", logger=__name__, message=f"plan {accepted.plan.name} failed: {exc!r}"
-                )
-            finally:
-                self.link.set_status("online")
+                self._run(accepted)
+            except Exception as exc:  # e.g. the status or the spool failed around the run
+                _log.exception("run loop", "plan %s: %s", accepted.plan.name, shorten(repr(exc)))
         self._report_unstarted()
+
+    def _run(self, accepted: AcceptedPlan) -> None:
+        self.link.set_status("busy", run_id=accepted.run_id, detail=f"plan {accepted.plan.name}")
+        try:
+            self._warn_about_kernel_limits(accepted.plan)
+            summary = run_plan(
+                accepted.plan,
+                self.spool,
+                observer=self.observer,
+                progress=False,
+                device=self.torch_device,
+                should_stop=self.stopping.is_set,
+                run_id=accepted.run_id,
+            )
+            log.info(
+                "plan %s finished: %d ok, %d failed",
+                accepted.plan.name,
+                summary.points_ok,
+                summary.points_failed,
+            )
+        except Exception as exc:  # a broken plan run must not take the daemon down with it
+            log.exception("plan %s failed", accepted.plan.name)
+            self.spool.emit(
+                Log,
+                level="error",
+                logger=__name__,
+                message=shorten(f"plan {accepted.plan.name} failed: {exc!r}", 4096),
+            )
+        finally:
+            self.link.set_status("online")
 
     def _warn_about_kernel_limits(self, plan: Any) -> None:
         """On a GPU, points that will fault on mamba_ssm's SSD kernels are said before the run starts."""

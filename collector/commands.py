@@ -7,6 +7,7 @@ on its `run` channel, which `send-plan` waits for and prints (accepted, or the r
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -22,12 +23,14 @@ from ctxscope.collector.security.broker_config import OPERATOR_USER
 from ctxscope.collector.security.options import access_options, resolve_access
 from ctxscope.collector.settings import parse_broker
 from ctxscope.compat import tomllib
+from ctxscope.ratelog import RateLimitedLog
 from ctxscope.shared import codec
 from ctxscope.shared.broker_access import BrokerAccess
 from ctxscope.shared.ids import InvalidIdentifier, new_stream_id, validate_device_id
 from ctxscope.shared.messages import MAX_COMMAND_TTL_S, Command, CommandAck
 from ctxscope.shared.topics import Channel, command_topic, subscription
 
+_log = RateLimitedLog(logging.getLogger(__name__))
 RUN_PLAN = "run_plan"
 DEFAULT_TTL_S = 600.0
 MAX_PLAN_BYTES = 256 * 1024
@@ -81,6 +84,7 @@ class CommandPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.suppress_exceptions = True  # a callback bug is logged by paho, never ends its thread
         self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
 
@@ -99,6 +103,9 @@ class CommandPublisher:
         try:
             record = codec.decode(message.payload)
         except codec.DecodeError:
+            return
+        except Exception:  # whatever the bytes, paho's thread must live on
+            _log.exception("on_message", "command publisher: a message on its acks topic failed")
             return
         if isinstance(record, CommandAck):
             with self._ack_event:

@@ -18,7 +18,7 @@ import click
 from ctxscope.collector.aggregate.points import aggregate_points
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.store import StoreURLError, open_store
+from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
 from ctxscope.collector.web.source import FleetSource
 from ctxscope.collector.web.views import point_results
 from ctxscope.shared.messages import PointResult
@@ -139,7 +139,7 @@ def export(store_url: str | None, out_dir: Path, formats: tuple[str, ...], devic
     """Export stored results (per point and aggregated) to CSV or Parquet."""
     try:
         store = open_store(store_url or default_store_url())
-    except StoreURLError as exc:
+    except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         for path in export_tables(store, out_dir, formats, devices):

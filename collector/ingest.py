@@ -3,16 +3,22 @@
 The session survives collector restarts (MQTT 3.1.1 `clean_session=False`, fixed client id) and
 messages are acknowledged manually, only after the transaction that stores them has committed: a
 collector that crashes gets every un-acknowledged message again, and the store's (device, stream,
-seq) key turns the redelivered ones into counted duplicates. A message that fails validation is
-counted in `rejects` with its reason and acknowledged; it never stops ingest and is never half-written.
+seq) key turns the redelivered ones into counted duplicates.
+
+Bad data and a failing store are told apart. A message that fails validation (or whose validation
+raises anything at all) is counted in `rejects` with its reason and acknowledged, so it is never
+redelivered; it never stops ingest and is never half-written. A store that raises, whatever the
+exception, gets the same batch again with backoff, and nothing is acknowledged until it commits: the
+failure shows in the counters, the log (rate-limited) and `health()`, which the dashboard shows.
+The inbox between paho's thread and the writer is bounded (see `inbox.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +26,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from ctxscope.collector.inbox import Inbox
 from ctxscope.collector.store import Accepted, BatchOutcome, Rejected, Store
-from ctxscope.shared.codec import DecodeError, decode
+from ctxscope.ratelog import RateLimitedLog
+from ctxscope.shared.codec import DecodeError, decode, shorten
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 from ctxscope.shared.messages import CHANNEL_OF_KIND
 from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscription
@@ -29,6 +37,8 @@ from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscript
 log = logging.getLogger(__name__)
 DATA_CHANNELS = tuple(c for c in Channel if c is not Channel.CMD)
 STORE_RETRY_S = 1.0
+STORE_RETRY_MAX_S = 30.0
+BATCH_MAX_BYTES = 16 * 1024**2
 
 # Not a valid device id (it has '_'), so no device can connect with it and take over the session.
 DEFAULT_CLIENT_ID = "ctxscope_collector"
@@ -47,6 +57,7 @@ class IngestCounters:
     state_stale: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+    store_errors: int = 0  # failed batch writes (each retried, nothing acknowledged meanwhile)
 
     def add(self, outcome: BatchOutcome, reasons: Sequence[str]) -> None:
         self.stored += outcome.stored
@@ -55,6 +66,14 @@ class IngestCounters:
         self.state_stale += outcome.state_stale
         self.rejected.update(reasons)
         self.batches += 1
+
+
+@dataclass(frozen=True)
+class StoreFailure:
+    """The store has been failing since `since_ns` (wall clock); `last_error` is its latest error."""
+
+    since_ns: int
+    last_error: str
 
 
 def validate(topic: str, payload: bytes) -> Accepted | Rejected:
@@ -95,6 +114,7 @@ class Ingest:
         tls: bool = False,
         tls_ca: str | None = None,
         batch_max: int = 500,
+        inbox: Inbox[mqtt.MQTTMessage] | None = None,
         on_commit: CommitCallback | None = None,
     ) -> None:
         if DEVICE_ID_PATTERN.fullmatch(client_id):
@@ -109,7 +129,9 @@ class Ingest:
         self.on_commit = on_commit
         self._counters = IngestCounters()
         self._counters_lock = threading.Lock()
-        self._inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._inbox: Inbox[mqtt.MQTTMessage] = inbox or Inbox()
+        self._store_failure: StoreFailure | None = None
+        self._log = RateLimitedLog(log)
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._client = mqtt.Client(
@@ -148,6 +170,27 @@ class Ingest:
         with self._counters_lock:
             return dataclasses.replace(self._counters, rejected=Counter(self._counters.rejected))
 
+    def health(self) -> dict[str, Any]:
+        """JSON-ready state for the dashboard: connection, store failure (if any), inbox fill, counters."""
+        inbox = self._inbox.stats()
+        with self._counters_lock:
+            failure = self._store_failure
+            counters = self._counters
+            return {
+                "connected": self.connected,
+                "store_failing": failure is not None,
+                "store_failing_since_ns": failure.since_ns if failure else None,
+                "store_error": failure.last_error if failure else None,
+                "store_errors": counters.store_errors,
+                "received": counters.received,
+                "stored": counters.stored,
+                "duplicates": counters.duplicates,
+                "rejected": dict(counters.rejected),
+                "inbox_messages": inbox.messages,
+                "inbox_bytes": inbox.bytes,
+                "inbox_full_waits": inbox.full_waits,
+            }
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop taking messages, store and ack those already taken, then disconnect."""
         self._stopping.set()
@@ -182,47 +225,47 @@ class Ingest:
             log.warning("collector lost the broker (%s); reconnecting", reason)
 
     def _on_message(self, _client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        # Blocks while the inbox is full: paho stops reading and the broker keeps the rest queued.
         # After stop() begins, leave new messages un-acked: the broker keeps them for the next session.
-        if not self._stopping.is_set():
-            self._inbox.put(message)
+        size = len(message.payload)
+        while not self._stopping.is_set():
+            if self._inbox.put(message, size, timeout_s=0.5):
+                return
 
     # -- the writer thread ----------------------------------------------------------------------
 
     def _write_loop(self) -> None:
         while True:
-            try:
-                first = self._inbox.get(timeout=0.1)
-            except queue.Empty:
+            batch = self._inbox.take(self.batch_max, BATCH_MAX_BYTES, timeout_s=0.1)
+            if not batch:
                 if self._stopping.is_set():
                     return
                 continue
-            batch = [first]
-            while len(batch) < self.batch_max:
-                try:
-                    batch.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
-            if not self._commit(batch):
-                return  # stopping while the store fails: the un-acked batch will be redelivered
+            try:
+                if not self._commit(batch):
+                    return  # stopping while the store fails: the un-acked batch will be redelivered
+            except Exception as exc:  # a bug here must not end ingest; the batch comes back on reconnect
+                self._log.exception(
+                    "writer", "ingest writer: a batch of %d failed: %s", len(batch), shorten(repr(exc))
+                )
 
     def _commit(self, batch: list[mqtt.MQTTMessage]) -> bool:
         payloads = [bytes(m.payload) for m in batch]
-        items = [
-            _retained(validate(m.topic, payload), m.retain)
-            for m, payload in zip(batch, payloads, strict=True)
-        ]
-        while True:
-            try:
-                outcome, rejects = self._store_items(items, payloads)
-                break
-            except Exception:
-                log.exception("store failed; retrying the batch of %d in %.0f s", len(items), STORE_RETRY_S)
-                if self._stopping.wait(STORE_RETRY_S):
-                    return False
+        items = [self._checked(m, payload) for m, payload in zip(batch, payloads, strict=True)]
+        outcome = self._store_until_it_works(items)
+        if outcome is None:
+            return False
         for m in batch:
             self._client.ack(m.mid, m.qos)
+        rejects = [item for item in items if isinstance(item, Rejected)]
         for reject in rejects:
-            log.warning("rejected a message on %s: %s (%s)", reject.topic, reject.reason, reject.detail)
+            self._log.warning(
+                f"reject {reject.reason}",
+                "rejected a message on %s: %s (%s)",
+                reject.topic,
+                reject.reason,
+                reject.detail,
+            )
         with self._counters_lock:
             self._counters.received += len(batch)
             self._counters.add(outcome, [r.reason for r in rejects])
@@ -230,45 +273,60 @@ class Ingest:
             try:
                 self.on_commit(outcome)
             except Exception:
-                log.exception("on_commit callback failed")
+                self._log.exception("on_commit", "on_commit callback failed")
         return True
 
-    def _store_items(
-        self, items: list[Accepted | Rejected], payloads: list[bytes]
-    ) -> tuple[BatchOutcome, list[Rejected]]:
-        """One transaction for the batch; if it fails, store item by item so one bad message (say, a
-        string PostgreSQL cannot hold) is rejected alone instead of blocking the others."""
+    def _checked(self, message: mqtt.MQTTMessage, payload: bytes) -> Accepted | Rejected:
+        """Validate one message; an unexpected error rejects it (and only it) as `internal_error`."""
+        topic = _topic_of(message)
         try:
-            return self.store.write_batch(items), [i for i in items if isinstance(i, Rejected)]
-        except Exception as batch_error:
-            if self.store.is_transient(batch_error) or (len(items) == 1 and isinstance(items[0], Rejected)):
-                raise  # the caller retries the whole batch; nothing is acked meanwhile
-            log.warning("batch of %d failed (%s); storing one by one", len(items), batch_error)
-        total = BatchOutcome()
-        rejects: list[Rejected] = []
-        for item, payload in zip(items, payloads, strict=True):
+            return _retained(validate(topic, payload), message.retain)
+        except Exception as exc:
+            self._log.exception("validate", "validating a message on %s failed", topic)
+            return Rejected(topic, "internal_error", shorten(f"{type(exc).__name__}: {exc}"), payload)
+
+    def _store_until_it_works(self, items: list[Accepted | Rejected]) -> BatchOutcome | None:
+        """Write the batch, retrying with backoff for as long as the store fails; None if stopped.
+
+        Any exception from the store means the store is failing, not the data: every message here was
+        validated, and a valid message is one the store can hold. Nothing is acknowledged meanwhile, and
+        the failure is visible in the counters, the log and `health()`.
+        """
+        delay = STORE_RETRY_S
+        while True:
             try:
-                single = self.store.write_batch([item])
+                outcome = self.store.write_batch(items)
             except Exception as exc:
-                # A busy or unreachable database is no reason to reject a valid message.
-                if isinstance(item, Rejected) or self.store.is_transient(exc):
-                    raise
-                item = Rejected(item.topic, "store_error", f"{type(exc).__name__}: {exc}"[:500], payload)
-                single = self.store.write_batch([item])
-            if isinstance(item, Rejected):
-                rejects.append(item)
-            _merge(total, single)
-        return total, rejects
+                self._store_failed(exc, len(items), delay)
+                if self._stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
+                continue
+            if self._store_failure is not None:
+                with self._counters_lock:
+                    self._store_failure = None
+                log.warning("the store works again; the held batch of %d is stored", len(items))
+            return outcome
+
+    def _store_failed(self, error: Exception, size: int, delay: float) -> None:
+        detail = shorten(f"{type(error).__name__}: {error}")
+        with self._counters_lock:
+            self._counters.store_errors += 1
+            if self._store_failure is None:
+                self._store_failure = StoreFailure(time.time_ns(), detail)
+            else:
+                self._store_failure = dataclasses.replace(self._store_failure, last_error=detail)
+        self._log.warning(
+            "store", "store failed (%s); %d messages held un-acked, retry in %.0f s", detail, size, delay
+        )
+
+
+def _topic_of(message: mqtt.MQTTMessage) -> str:
+    try:
+        return message.topic
+    except UnicodeDecodeError:  # paho decodes the topic on access; brokers should refuse such topics
+        return bytes(message._topic).decode("utf-8", "replace")
 
 
 def _retained(item: Accepted | Rejected, retained: bool) -> Accepted | Rejected:
     return dataclasses.replace(item, retained=True) if retained and isinstance(item, Accepted) else item
-
-
-def _merge(total: BatchOutcome, part: BatchOutcome) -> None:
-    total.stored += part.stored
-    total.duplicates += part.duplicates
-    total.state_applied += part.state_applied
-    total.state_stale += part.state_stale
-    total.rejected += part.rejected
-    total.devices |= part.devices

@@ -18,7 +18,7 @@ import click
 
 from ctxscope.collector.export import FORMATS, ExportError, export_tables
 from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.store import StoreURLError, open_store
+from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
 from ctxscope.collector.web import views
 from ctxscope.collector.web.figures import ENERGY_UNIT, PEAK_MEMORY, TITLES, memory_parts, names_with_unit
 from ctxscope.collector.web.source import FleetSource
@@ -231,7 +231,7 @@ def report(store_url: str | None, out_dir: Path, formats: tuple[str, ...]) -> No
     """Static HTML report with PNG figures (TTFT, memory, energy, operator shares) and exports."""
     try:
         store = open_store(store_url or default_store_url())
-    except StoreURLError as exc:
+    except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         click.echo(str(build_report(store, out_dir, formats)))

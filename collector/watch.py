@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.store import Store, StoreURLError, open_store
+from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
 from ctxscope.collector.web import views
 from ctxscope.shared.messages import Metric
 
@@ -103,7 +103,7 @@ def watch(store_url: str | None, interval: float, once: bool) -> None:
     """Live terminal view of devices, runs and latest results."""
     try:
         store = open_store(store_url or default_store_url())
-    except StoreURLError as exc:
+    except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     console = Console()
     try:

@@ -23,6 +23,7 @@ DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN.pattern)]
 StreamId = Annotated[str, Field(pattern=STREAM_ID_PATTERN.pattern)]
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 NonNegativeInt = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class _Model(BaseModel):
@@ -147,7 +148,7 @@ class TelemetryBatch(Envelope):
     kind: Literal["telemetry"] = "telemetry"
     source: Identifier
     clock: Literal["monotonic"] = "monotonic"
-    mono_to_wall_ns: int
+    mono_to_wall_ns: Int64
     t_ns: bytes
     channels: dict[Identifier, TelemetryChannel]
 
@@ -213,7 +214,7 @@ class PointResult(Envelope):
     point_id: Identifier
     model: Identifier
     family: Identifier
-    context_len: Annotated[int, Field(ge=1)]
+    context_len: Annotated[int, Field(ge=1, le=2**63 - 1)]
     precision: Identifier
     logits: Literal["last", "all"] = "last"
     outcome: Outcome

@@ -16,8 +16,10 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from ctxscope.agent.transport.spool import Spool
+from ctxscope.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+_log = RateLimitedLog(log)
 IDLE_POLL_S = 0.1
 
 
@@ -76,7 +78,7 @@ class Forwarder:
             try:
                 busy = self._reap() | self._send()
             except Exception:  # keep forwarding after an unexpected error; the spool still has the records
-                log.exception("forwarder iteration failed")
+                _log.exception("iteration", "forwarder iteration failed")
                 busy = False
             if not busy:
                 self._wake.wait(IDLE_POLL_S)

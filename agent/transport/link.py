@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -24,13 +25,24 @@ from ctxscope.agent.config import AgentConfig
 from ctxscope.agent.transport.command_guard import CommandGuard
 from ctxscope.agent.transport.forwarder import Forwarder
 from ctxscope.agent.transport.spool import Spool
-from ctxscope.shared.codec import DecodeError, decode, encode
+from ctxscope.ratelog import RateLimitedLog, guard
+from ctxscope.shared.codec import DecodeError, decode, encode, shorten
 from ctxscope.shared.messages import Command, CommandAck, DeviceMeta, Status
 from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscription, topic_for
 
 log = logging.getLogger(__name__)
+_log = RateLimitedLog(log)
 LiveState = Literal["online", "busy"]
 CommandHandler = Callable[[Command], None]
+
+
+def _guarded(what: str) -> Any:
+    """A paho callback that logs (rate-limited) instead of raising into paho's network thread."""
+    return guard(_log, f"link {what}")
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    return bytes(msg._topic).decode("utf-8", "replace")
 
 
 class Link:
@@ -50,6 +62,8 @@ class Link:
         self._connected = threading.Event()
         self._command_handler: CommandHandler | None = None
         self._guard = CommandGuard(spool.path)
+        self._rejected: Counter[str] = Counter()
+        self._rejected_lock = threading.Lock()
         self._client = self._build_client()
         self._forwarder = Forwarder(self._client, spool, self._connected.is_set, window)
 
@@ -67,6 +81,8 @@ class Link:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        # Every callback is guarded; should one still raise, paho logs it instead of ending its thread.
+        client.suppress_exceptions = True
         return client
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -139,42 +155,74 @@ class Link:
         if self.connected:
             self._client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
 
+    def rejected(self) -> Counter[str]:
+        """Messages this link ignored, by reason (a snapshot)."""
+        with self._rejected_lock:
+            return Counter(self._rejected)
+
+    @_guarded("on_message")
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            reason = self._take_command(msg)
+        except Exception as exc:  # whatever the bytes, paho's thread must live on: reject this one only
+            _log.exception("internal_error", "a message on %s failed: %s", _topic_of(msg), shorten(repr(exc)))
+            reason = "internal_error"
+        if reason is not None:
+            with self._rejected_lock:
+                self._rejected[reason] += 1
+
+    def _take_command(self, msg: mqtt.MQTTMessage) -> str | None:
+        """Check one message and hand a command to the handler; the reason it was ignored, or None."""
         try:
             topic = parse_topic(msg.topic)
             command = decode(msg.payload)
-        except (InvalidTopic, DecodeError) as exc:
-            log.warning("ignoring message on %s: %s", msg.topic, exc)
-            return
+        except InvalidTopic as exc:
+            _log.warning("bad_topic", "ignoring message: %s", shorten(str(exc)))
+            return "bad_topic"
+        except DecodeError as exc:
+            _log.warning(exc.reason, "ignoring message on %s: %s", msg.topic, exc)
+            return exc.reason
         if not isinstance(command, Command) or topic.channel is not Channel.CMD:
-            log.warning("ignoring a %s message on %s: only commands are expected", command.kind, msg.topic)
-            return
-        if command.device != self.config.device or command.name != topic.command:
-            log.warning(
-                "ignoring command %s: addressed to %s/%s", command.command_id, command.device, command.name
+            _log.warning(
+                "not_a_command", "ignoring a %s message on %s: only commands go here", command.kind, msg.topic
             )
-            return
+            return "not_a_command"
+        if command.device != self.config.device or command.name != topic.command:
+            _log.warning(
+                "misaddressed",
+                "ignoring command %s: addressed to %s/%s",
+                command.command_id,
+                command.device,
+                command.name,
+            )
+            return "misaddressed"
         refusal = self._guard.admit(command, retained=msg.retain)
         if refusal is not None:
-            log.warning("refused command %s (%s): %s", command.command_id, command.name, refusal)
+            _log.warning("refused", "refused command %s (%s): %s", command.command_id, command.name, refusal)
             self.spool.emit(
                 CommandAck, command_id=command.command_id, name=command.name, accepted=False, reason=refusal
             )
-            return
+            return "refused"
         if self._command_handler is None:
-            return
+            return "no_handler"
         try:
             self._command_handler(command)
         except Exception:  # raised into paho, it would end the network thread: no reconnects, no forwarding
-            log.exception("command %s (%s) failed in its handler", command.command_id, command.name)
+            _log.exception(
+                "handler_failed", "command %s (%s) failed in its handler", command.command_id, command.name
+            )
+            return "handler_failed"
+        return None
 
     # -- paho callbacks (paho's network thread) -------------------------------------------------
 
+    @_guarded("on_pre_connect")
     def _on_pre_connect(self, client: mqtt.Client, _userdata: Any) -> None:
         self._birth = self.spool.next_birth()
         will = self.spool.state_message(Status, state="offline", birth=self._birth, detail="connection lost")
         client.will_set(topic_for(self.config.device, Channel.STATUS), encode(will), qos=1, retain=True)
 
+    @_guarded("on_connect")
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode, _props: Any
     ) -> None:
@@ -191,13 +239,16 @@ class Link:
         )
         # Subscribe before announcing the birth: the broker handles this connection's packets in
         # order, so whoever sees the device online can already reach its command topic.
-        if self._command_handler is not None:
-            client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
-        self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
-        self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
-        self._connected.set()
-        self._forwarder.notify()
+        try:
+            if self._command_handler is not None:
+                client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
+            self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
+            self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
+        finally:  # whatever failed above, the spool must still drain over this connection
+            self._connected.set()
+            self._forwarder.notify()
 
+    @_guarded("on_disconnect")
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode, _props: Any
     ) -> None:
@@ -205,5 +256,6 @@ class Link:
         if reason.is_failure:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
+    @_guarded("on_publish")
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
         self._forwarder.on_puback(mid)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctxscope.collector.store.base import Accepted, BatchOutcome, Gap, Rejected, Store, TelemetrySeries
+from ctxscope.collector.store.base import (
+    Accepted,
+    BatchOutcome,
+    Gap,
+    Rejected,
+    Store,
+    StoreOpenError,
+    TelemetrySeries,
+)
 
 __all__ = [
     "Accepted",
@@ -12,6 +20,7 @@ __all__ = [
     "Gap",
     "Rejected",
     "Store",
+    "StoreOpenError",
     "StoreURLError",
     "TelemetrySeries",
     "open_store",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -31,6 +32,10 @@ from ctxscope.shared.messages import (
     Status,
     TelemetryBatch,
 )
+
+
+class StoreOpenError(RuntimeError):
+    """A store that cannot be opened (unreachable, damaged, read-only); the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -155,10 +160,9 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    @abstractmethod
-    def is_transient(self, error: Exception) -> bool:
-        """Whether a failed write may succeed if retried as is (database busy, locked or unreachable),
-        as opposed to a message the database refuses (which ingest rejects on its own)."""
+    def _json_in(self, value: Any) -> str:
+        """A JSON column's text; backends whose JSON type refuses some text override it."""
+        return _to_json(value)
 
     def _json_out(self, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
@@ -241,7 +245,7 @@ class Store(ABC):
         outcome.stored += 1
 
     def _apply_state(self, cur: Any, msg: Status | DeviceMeta) -> bool:
-        body = _to_json(msg.model_dump(mode="python"))
+        body = self._json_in(msg.model_dump(mode="python"))
         if isinstance(msg, Status):
             cur.execute(
                 self._sql(
@@ -268,14 +272,15 @@ class Store(ABC):
                 (
                     *key, msg.run_id, msg.point_id, msg.model, msg.family, msg.context_len, msg.precision,
                     msg.logits, msg.outcome, msg.error,
-                    _to_json({name: m.model_dump() for name, m in msg.metrics.items()}),
-                    _to_json(msg.implementation), _to_json(msg.manifest), _to_json(msg.details),
+                    self._json_in({name: m.model_dump() for name, m in msg.metrics.items()}),
+                    self._json_in(msg.implementation), self._json_in(msg.manifest),
+                    self._json_in(msg.details),
                 ),
             )  # fmt: skip
         elif isinstance(msg, TelemetryBatch):
             t = msg.timestamps()
             wall = (
-                (int(t.min()) + msg.mono_to_wall_ns, int(t.max()) + msg.mono_to_wall_ns)
+                (_int64(int(t.min()) + msg.mono_to_wall_ns), _int64(int(t.max()) + msg.mono_to_wall_ns))
                 if len(t)
                 else (None, None)
             )
@@ -297,8 +302,8 @@ class Store(ABC):
                     " total_points = excluded.total_points, manifest = excluded.manifest,"
                     " started_ts = excluded.started_ts"
                 ),
-                (msg.device, msg.run_id, _to_json(msg.plan), msg.plan_hash, msg.total_points,
-                 _to_json(msg.manifest), msg.ts),
+                (msg.device, msg.run_id, self._json_in(msg.plan), msg.plan_hash, msg.total_points,
+                 self._json_in(msg.manifest), msg.ts),
             )  # fmt: skip
         elif isinstance(msg, RunProgress):
             cur.execute(
@@ -451,7 +456,28 @@ class Store(ABC):
 
 
 def _to_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
+    """Compact JSON; JSON has no NaN or infinity, so a non-finite number in a free-form field (a
+    result's details, a manifest) is stored as null rather than refusing the whole record."""
+    try:
+        return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), default=_json_default, separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    # Recursion is bounded: decoded messages are at most shared.codec.MAX_DEPTH deep.
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _int64(value: int) -> int:
+    """Clamp a derived time (timestamp + offset) into a BIGINT column's range."""
+    return max(-(2**63), min(2**63 - 1, value))
 
 
 def _json_default(value: Any) -> Any:

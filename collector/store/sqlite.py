@@ -5,19 +5,22 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ctxscope.collector.store.base import Store
+from ctxscope.collector.store.base import Store, StoreOpenError
 
 
 class SQLiteStore(Store):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_conn = self._connect()
-        # FULL: a batch is acknowledged to the broker only after commit, so the commit must be durable.
-        self._write_conn.execute("PRAGMA synchronous=FULL")
-        self._create_schema()
-        self._read_conn = self._connect()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_conn = self._connect()
+            # FULL: a batch is acknowledged to the broker only after commit, so the commit must be durable.
+            self._write_conn.execute("PRAGMA synchronous=FULL")
+            self._create_schema()
+            self._read_conn = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreOpenError(f"cannot open the SQLite store {path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -32,9 +35,6 @@ class SQLiteStore(Store):
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
-
-    def is_transient(self, error: Exception) -> bool:
-        return isinstance(error, sqlite3.OperationalError)  # locked, busy, disk I/O
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:

@@ -8,6 +8,7 @@
 /api/events[?device=<id>]  server-sent events: `changed` per device after each ingest commit
 POST /api/devices/<id>/plans  {"plan_toml" | "shipped", "ttl_s"} -> 202 {"command_id"}
 /api/plans                 plans shipped with ctxscope
+/api/ingest                ingest health: connected, store failing (the fleet page's banner), inbox
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import html
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from importlib import resources
@@ -61,8 +62,14 @@ def _known_device(source: FleetSource, device: str) -> None:
         raise HTTPException(404, f"unknown device {device!r}")
 
 
-def create_app(store: FleetSource, hub: LiveHub, commands: CommandPublisher | None = None) -> FastAPI:
-    """The dashboard over `store`, live through `hub`; plans go out through `commands` when given."""
+def create_app(
+    store: FleetSource,
+    hub: LiveHub,
+    commands: CommandPublisher | None = None,
+    ingest_health: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
+    """The dashboard over `store`, live through `hub`; plans go out through `commands` when given;
+    `ingest_health` (the collector's `Ingest.health`) feeds /api/ingest and the fleet page's banner."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,7 +107,17 @@ def create_app(store: FleetSource, hub: LiveHub, commands: CommandPublisher | No
 
     @app.get("/api/fleet")
     def fleet_json(devices: str = "") -> dict[str, Any]:
-        return views.fleet(store, channels, _csv(devices))
+        view = views.fleet(store, channels, _csv(devices))
+        if ingest_health is not None:
+            view["ingest"] = ingest_health()
+        return view
+
+    @app.get("/api/ingest")
+    def ingest_json() -> dict[str, Any]:
+        """Whether ingest is connected and storing; `store_failing` raises the fleet page's banner."""
+        if ingest_health is None:
+            return {"available": False, "store_failing": False}
+        return {"available": True, **ingest_health()}
 
     @app.get("/api/fleet/{device}")
     def device_live_json(device: str) -> dict[str, Any]:

@@ -72,7 +72,8 @@ class Dashboard:
             broker, store_url, client_id, on_commit=self.hub.on_commit, access=access
         )
         self.commands = CommandPublisher(*parse_broker(broker), access=access.for_commands())
-        self.web = WebServer(create_app(self.service.store, self.hub, self.commands), host, port)
+        app = create_app(self.service.store, self.hub, self.commands, self.service.ingest.health)
+        self.web = WebServer(app, host, port)
 
     def start(self) -> Dashboard:
         """Start the web server, then ingest; on failure (e.g. a busy port) release what was opened."""

@@ -168,6 +168,19 @@ const ctxscope = (() => {
     });
     setInterval(() => { for (const entry of devices.values()) entry.cells.seen.textContent = age(entry.lastSeenNs); }, 1000);
     load().catch(console.warn);
+    // A failing store commits nothing, so no event would say so: ask the ingest's health instead.
+    async function checkIngest() {
+      const banner = document.getElementById("ingest-banner");
+      const h = await getJson("/api/ingest");
+      banner.hidden = !h.store_failing;
+      if (h.store_failing) {
+        banner.textContent = `Ingest paused: the store has been failing since ${age(h.store_failing_since_ns)} ` +
+          `(${h.store_errors} failed writes; nothing is acknowledged, the broker keeps the records). ` +
+          `Last error: ${h.store_error}`;
+      }
+    }
+    setInterval(() => checkIngest().catch(console.warn), 5000);
+    checkIngest().catch(console.warn);
   }
 
   // ---------------------------------------------------------------------------------- device

@@ -1,0 +1,114 @@
+"""A failing store is visible: /api/ingest and /api/fleet say so, and the fleet page shows a banner
+(in headless Chromium) that goes away once the store works again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ctxscope.broker import MosquittoBroker
+from ctxscope.collector.ingest import Ingest
+from ctxscope.collector.store import BatchOutcome
+from ctxscope.collector.store.sqlite import SQLiteStore
+from ctxscope.collector.web.app import create_app
+from ctxscope.collector.web.hub import LiveHub
+from ctxscope.collector.web.server import WebServer
+from ctxscope.shared.codec import encode
+from ctxscope.shared.messages import Log
+from ctxscope.shared.topics import Channel, topic_for
+
+pytestmark = pytest.mark.slow
+
+
+class FailingStore(SQLiteStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.healed = threading.Event()
+
+    def write_batch(self, items: Any) -> BatchOutcome:
+        if not self.healed.is_set():
+            raise OSError("read-only file system")
+        return super().write_batch(items)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for(predicate: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def failing(
+    broker: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FailingStore, Ingest, WebServer]]:
+    monkeypatch.setattr("ctxscope.collector.ingest.STORE_RETRY_S", 0.2)
+    monkeypatch.setattr("ctxscope.collector.ingest.STORE_RETRY_MAX_S", 0.2)
+    store = FailingStore(tmp_path / "c.db")
+    ingest = Ingest(store, broker.host, broker.port, client_id="banner_c")
+    ingest.start()
+    assert ingest.wait_connected(10)
+    server = WebServer(create_app(store, LiveHub(), None, ingest.health)).start()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    log = Log(device="dev-1", stream="00000000000000aa", seq=1, ts=1, level="info", message="m")
+    client.publish(topic_for("dev-1", Channel.LOG), encode(log), qos=1).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+    try:
+        yield store, ingest, server
+    finally:
+        server.stop()
+        ingest.stop()
+        store.close()
+
+
+def test_the_api_says_when_the_store_fails(failing: tuple[FailingStore, Ingest, WebServer]) -> None:
+    store, ingest, server = failing
+    wait_for(lambda: get_json(server.url + "/api/ingest")["store_failing"], 10)
+    health = get_json(server.url + "/api/ingest")
+    assert health["available"] and health["store_errors"] >= 1
+    assert "read-only file system" in health["store_error"]
+    assert get_json(server.url + "/api/fleet")["ingest"]["store_failing"]
+    store.healed.set()
+    wait_for(lambda: not get_json(server.url + "/api/ingest")["store_failing"], 10)
+    assert ingest.counters().stored == 1
+
+
+@pytest.mark.browser
+def test_the_fleet_page_shows_a_banner_while_the_store_fails(
+    failing: tuple[FailingStore, Ingest, WebServer],
+) -> None:
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    store, _ingest, server = failing
+    wait_for(lambda: get_json(server.url + "/api/ingest")["store_failing"], 10)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            banner = page.locator("#ingest-banner")
+            banner.wait_for(state="visible", timeout=10_000)
+            assert "Ingest paused" in banner.inner_text() and "read-only file system" in banner.inner_text()
+            store.healed.set()
+            banner.wait_for(state="hidden", timeout=15_000)
+        finally:
+            browser.close()
