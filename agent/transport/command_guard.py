@@ -13,10 +13,22 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from ctxscope.shared.messages import MAX_COMMAND_TTL_S, Command
 
 CLOCK_SKEW_S = 60.0  # tolerated difference between the collector's and the device's clocks
+
+
+class Refusal(NamedTuple):
+    """Why a command is not run: a kind from a fixed set (counted and rate-limited by it) and the text
+    that goes back to the sender."""
+
+    kind: Literal["retained", "expired", "far_future", "unrecorded", "replay"]
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class CommandGuard:
@@ -32,17 +44,21 @@ class CommandGuard:
             " (command_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, seen_at INTEGER NOT NULL)"
         )
 
-    def admit(self, command: Command, retained: bool, now_ns: int | None = None) -> str | None:
+    def admit(self, command: Command, retained: bool, now_ns: int | None = None) -> Refusal | None:
         now = time.time_ns() if now_ns is None else now_ns
         if retained:
-            return "a retained command is never run (commands are sent once, not stored by the broker)"
+            return Refusal(
+                "retained",
+                "a retained command is never run (commands are sent once, not stored by the broker)",
+            )
         if command.expires_at < now:
-            return f"expired {(now - command.expires_at) / 1e9:.1f} s ago"
+            return Refusal("expired", f"expired {(now - command.expires_at) / 1e9:.1f} s ago")
         horizon = self.max_ttl_ns + int(CLOCK_SKEW_S * 1e9)
         if command.expires_at - now > horizon:
-            return (
+            return Refusal(
+                "far_future",
                 f"expires {(command.expires_at - now) / 1e9:.0f} s from now; at most "
-                f"{self.max_ttl_ns / 1e9:.0f} s (+{CLOCK_SKEW_S:.0f} s clock skew) is accepted"
+                f"{self.max_ttl_ns / 1e9:.0f} s (+{CLOCK_SKEW_S:.0f} s clock skew) is accepted",
             )
         try:
             with self._lock:
@@ -52,9 +68,9 @@ class CommandGuard:
                     (command.command_id, command.expires_at, now),
                 ).rowcount
         except sqlite3.Error as exc:  # fail closed: a command whose id cannot be recorded could run twice
-            return f"the agent cannot record command ids ({exc}); not run"
+            return Refusal("unrecorded", f"the agent cannot record command ids ({exc}); not run")
         if not inserted:
-            return f"command id {command.command_id} was already received once (a replay)"
+            return Refusal("replay", f"command id {command.command_id} was already received once (a replay)")
         return None
 
     def close(self) -> None:

@@ -198,11 +198,21 @@ class Link:
             return "misaddressed"
         refusal = self._guard.admit(command, retained=msg.retain)
         if refusal is not None:
-            _log.warning("refused", "refused command %s (%s): %s", command.command_id, command.name, refusal)
-            self.spool.emit(
-                CommandAck, command_id=command.command_id, name=command.name, accepted=False, reason=refusal
+            _log.warning(
+                f"refused_{refusal.kind}",
+                "refused command %s (%s): %s",
+                command.command_id,
+                command.name,
+                refusal.reason,
             )
-            return "refused"
+            self.spool.emit(
+                CommandAck,
+                command_id=command.command_id,
+                name=command.name,
+                accepted=False,
+                reason=refusal.reason,
+            )
+            return f"refused_{refusal.kind}"
         if self._command_handler is None:
             return "no_handler"
         try:

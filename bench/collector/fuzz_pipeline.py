@@ -95,9 +95,11 @@ def run(
                 pending.popleft().wait_for_publish(30)
         # besides the fuzz, the collector receives the agent's own birth (status and meta)
         taken = lambda: (c := ingest.counters()).received - c.state_applied - c.state_stale  # noqa: E731
-        _wait(lambda: taken() >= len(to_collector), timeout_s, "the collector to take every message")
         agent_seen = lambda: len(handled) + sum(link.rejected().values())  # noqa: E731
         _wait(lambda: agent_seen() >= len(to_agent), timeout_s, "the agent to take every message")
+        # and the agent's acks of the commands it refused, which it sends to the collector
+        acks = sum(n for r, n in link.rejected().items() if r.startswith("refused_"))
+        _wait(lambda: taken() >= len(to_collector) + acks, timeout_s, "the collector to take every message")
         elapsed = time.monotonic() - started
         counters = ingest.counters()
         stored_rejects: Counter[str] = Counter()
@@ -108,8 +110,10 @@ def run(
                 store.record_seqs(device, stream) == list(range(1, gen._seq[device] + 1))
                 for device, stream in gen._stream.items()
             )
-            and store.record_count() == records
+            and store.record_count() - store.record_count(AGENT_DEVICE) == records
         )
+        # the agent answers each refused command with a CommandAck record, which reaches the store too
+        agent_acks = store.record_count(AGENT_DEVICE)
         return {
             "seed": seed,
             "messages": len(to_collector) + len(to_agent),
@@ -117,12 +121,13 @@ def run(
                 "sent": len(to_collector),
                 "expected": dict(Counter(c.expect for c in to_collector)),
                 "received": taken(),
-                "stored": counters.stored,
+                "stored": counters.stored - agent_acks,
+                "agent_acks_stored": agent_acks,
                 "duplicates": counters.duplicates,
                 "rejected": dict(counters.rejected),
                 "rejects_in_store": dict(stored_rejects),
                 "store_errors": counters.store_errors,
-                "records_in_store": store.record_count(),
+                "records_in_store": store.record_count() - agent_acks,
                 "exactly_once": exactly_once,
                 "connected_after": ingest.connected,
                 "writer_alive_after": ingest._writer.is_alive(),
@@ -175,6 +180,9 @@ def check(report: dict[str, Any]) -> list[str]:
     for reason, n in agent["expected"].items():
         if reason not in (VALID, ANY_REJECT) and agent["rejected"].get(reason, 0) < n:
             problems.append(f"agent: {n} {reason} sent, {agent['rejected'].get(reason, 0)} counted")
+    refused = sum(n for r, n in agent["rejected"].items() if r.startswith("refused_"))
+    if collector["agent_acks_stored"] != refused:
+        problems.append("agent: not every refused command's ack reached the store")
     if not (collector["connected_after"] and collector["writer_alive_after"] and agent["connected_after"]):
         problems.append("the collector or the agent is not alive and connected afterwards")
     return problems

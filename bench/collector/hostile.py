@@ -5,7 +5,8 @@ reject it with one named reason, or reject it with any reason (`ANY_REJECT`: ran
 hostile kinds are the ones a stranger on the broker can send: random bytes, nesting up to msgpack's
 limit, oversized arrays and container bombs, NaN, 2^64 integers, versions that only look like 1,
 messages on the wrong channel, forged and malformed ids, binary map keys, truncated and padded
-messages, unknown kinds; for the agent also misaddressed, expired and non-command messages.
+messages, unknown kinds; for the agent also misaddressed, expired (refused by the command guard) and
+non-command messages.
 """
 
 from __future__ import annotations
@@ -253,7 +254,9 @@ class Hostile:
                 wrong_name = self.command(device, "other", expires_in_s=live, seq=seq)
                 yield Case(topic, encode(wrong_name), "misaddressed")
             elif roll < 0.76:
-                yield Case(topic, encode(self.command(device, name, expires_in_s=1, seq=seq)), "expired")
+                yield Case(
+                    topic, encode(self.command(device, name, expires_in_s=1, seq=seq)), "refused_expired"
+                )
             elif roll < 0.83:
                 body = {
                     **self.command(device, name, expires_in_s=live, seq=seq).model_dump(),

@@ -49,7 +49,7 @@ def test_a_refusal_does_not_echo_a_megabyte_of_input(spool: Spool) -> None:
     huge = "m" * 1_000_000
     daemon.handle_command(command("big", {"plan": {"name": "x", "models": [huge], "context_lengths": [16]}}))
     (ack,) = acks(spool)
-    assert not ack.accepted and huge[:100] in ack.reason
+    assert not ack.accepted
     assert len(ack.reason) < ACK_REASON_CHARS + 40
     assert spool.stats().backlog_bytes < 10_000
 
