@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from ctxscope.collector.store import BatchOutcome
+from ctxscope.collector.store.sqlite import SQLiteStore
 
 PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -25,3 +31,23 @@ def pg_url() -> Iterator[str]:
     finally:
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
         admin.close()
+
+
+class FailingStore(SQLiteStore):
+    """A real SQLite store whose writes raise `error` (not a sqlite3 error) until `healed` is set."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        super().__init__(path)
+        self.error = error
+        self.healed = threading.Event()
+
+    def write_batch(self, items: Any) -> BatchOutcome:
+        if not self.healed.is_set():
+            raise self.error
+        return super().write_batch(items)
+
+
+@pytest.fixture
+def failing_store() -> Callable[[Path, Exception], FailingStore]:
+    """Builds a FailingStore: `failing_store(path, error)`."""
+    return FailingStore

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,8 +16,6 @@ import pytest
 
 from ctxscope.broker import MosquittoBroker
 from ctxscope.collector.ingest import Ingest
-from ctxscope.collector.store import BatchOutcome
-from ctxscope.collector.store.sqlite import SQLiteStore
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.server import WebServer
@@ -27,17 +24,6 @@ from ctxscope.shared.messages import Log
 from ctxscope.shared.topics import Channel, topic_for
 
 pytestmark = pytest.mark.slow
-
-
-class FailingStore(SQLiteStore):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.healed = threading.Event()
-
-    def write_batch(self, items: Any) -> BatchOutcome:
-        if not self.healed.is_set():
-            raise OSError("read-only file system")
-        return super().write_batch(items)
 
 
 def get_json(url: str) -> Any:
@@ -54,11 +40,11 @@ def wait_for(predicate: Any, timeout_s: float) -> None:
 
 @pytest.fixture
 def failing(
-    broker: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[FailingStore, Ingest, WebServer]]:
+    broker: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_store: Any
+) -> Iterator[tuple[Any, Ingest, WebServer]]:
     monkeypatch.setattr("ctxscope.collector.ingest.STORE_RETRY_S", 0.2)
     monkeypatch.setattr("ctxscope.collector.ingest.STORE_RETRY_MAX_S", 0.2)
-    store = FailingStore(tmp_path / "c.db")
+    store = failing_store(tmp_path / "c.db", OSError("read-only file system"))
     ingest = Ingest(store, broker.host, broker.port, client_id="banner_c")
     ingest.start()
     assert ingest.wait_connected(10)
@@ -78,7 +64,7 @@ def failing(
         store.close()
 
 
-def test_the_api_says_when_the_store_fails(failing: tuple[FailingStore, Ingest, WebServer]) -> None:
+def test_the_api_says_when_the_store_fails(failing: tuple[Any, Ingest, WebServer]) -> None:
     store, ingest, server = failing
     wait_for(lambda: get_json(server.url + "/api/ingest")["store_failing"], 10)
     health = get_json(server.url + "/api/ingest")
@@ -92,7 +78,7 @@ def test_the_api_says_when_the_store_fails(failing: tuple[FailingStore, Ingest, 
 
 @pytest.mark.browser
 def test_the_fleet_page_shows_a_banner_while_the_store_fails(
-    failing: tuple[FailingStore, Ingest, WebServer],
+    failing: tuple[Any, Ingest, WebServer],
 ) -> None:
     playwright_sync = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")

@@ -22,8 +22,7 @@ from ctxscope.agent.transport.spool import Spool
 from ctxscope.broker import MosquittoBroker
 from ctxscope.collector.commands import CommandPublisher
 from ctxscope.collector.ingest import Ingest
-from ctxscope.collector.store import BatchOutcome, Store, open_store
-from ctxscope.collector.store.sqlite import SQLiteStore
+from ctxscope.collector.store import Store, open_store
 from ctxscope.shared import codec
 from ctxscope.shared.codec import encode
 from ctxscope.shared.messages import Command, CommandAck, PointResult
@@ -147,25 +146,16 @@ def test_an_exception_in_the_writer_loop_does_not_end_it(
     store.close()
 
 
-class FailingStore(SQLiteStore):
-    """A real SQLite store whose writes raise (not a sqlite3 error) until `healed` is set."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.healed = threading.Event()
-
-    def write_batch(self, items: Any) -> BatchOutcome:
-        if not self.healed.is_set():
-            raise RuntimeError("database disk image is malformed")
-        return super().write_batch(items)
-
-
 def test_a_failing_store_acknowledges_nothing_says_so_and_loses_nothing(
-    mosquitto: MosquittoBroker, publisher: mqtt.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mosquitto: MosquittoBroker,
+    publisher: mqtt.Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing_store: Any,
 ) -> None:
     monkeypatch.setattr("ctxscope.collector.ingest.STORE_RETRY_S", 0.1)
     monkeypatch.setattr("ctxscope.collector.ingest.STORE_RETRY_MAX_S", 0.4)
-    store = FailingStore(tmp_path / "c.db")
+    store = failing_store(tmp_path / "c.db", RuntimeError("database disk image is malformed"))
     ingest = started_ingest(store, mosquitto, "failing_c")
     try:
         for seq in range(1, 101):
@@ -186,11 +176,15 @@ def test_a_failing_store_acknowledges_nothing_says_so_and_loses_nothing(
 
 
 def test_a_failing_store_at_a_collector_restart_loses_nothing(
-    mosquitto: MosquittoBroker, publisher: mqtt.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mosquitto: MosquittoBroker,
+    publisher: mqtt.Client,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing_store: Any,
 ) -> None:
     """Stopped while its store fails, the collector leaves the held batch to the broker's session."""
     monkeypatch.setattr("ctxscope.collector.ingest.STORE_RETRY_S", 0.1)
-    failing = FailingStore(tmp_path / "c.db")
+    failing = failing_store(tmp_path / "c.db", RuntimeError("database disk image is malformed"))
     ingest = started_ingest(failing, mosquitto, "restart_c")
     for seq in range(1, 31):
         publish(publisher, RESULT_TOPIC, encode(point_result(DEV, STREAM, seq)))
