@@ -11,7 +11,7 @@ FROM ${TORCH_IMAGE}-devel AS kernels
 # sm_80 (A100), sm_86 (RTX 30), sm_89 (RTX 40/L4/L40), sm_90 (H100/H200); add 8.7 for an Orin build.
 ARG TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
 ARG MAMBA_SSM_VERSION=2.3.2.post1
-ARG CAUSAL_CONV1D_VERSION=1.5.0.post8
+ARG CAUSAL_CONV1D_VERSION=1.7.0
 ENV PIP_NO_CACHE_DIR=1 MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE MAX_JOBS=8 \
     TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}
 # Built against the image's torch, without build isolation so pip cannot swap torch for another build.

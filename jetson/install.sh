@@ -148,6 +148,10 @@ write_config() {
       install -m 0600 "$file" "$etc_dir/$(basename "$file")"
       chown ctxscope:ctxscope "$etc_dir/$(basename "$file")"
     done
+    # The service and `agent status` (run as root) must agree on the spool, hence on the state file.
+    if ! grep -q '^spool_path' "$config" && ! grep -q '^\[' "$config"; then
+      echo 'spool_path = "/var/lib/ctxscope/spool.sqlite"' >>"$config"
+    fi
     echo "copied the enrollment bundle into $etc_dir"
   elif [ ! -e "$config" ]; then
     [ -n "$device" ] || device=$(derive_device_id)

@@ -205,8 +205,12 @@ def test_bundle_and_uninstall(fake_board: dict[str, Path], tmp_path: Path) -> No
     result = _run_install(fake_board, "--bundle", str(bundle))
     assert result.returncode == 0, result.stdout + result.stderr
     etc = fake_board["root"] / "etc/ctxscope"
-    for name in ("agent.toml", "ca.crt", "password"):
+    for name in ("ca.crt", "password"):
         assert (etc / name).read_text() == (bundle / name).read_text()
+    config = tomllib.loads((etc / "agent.toml").read_text())
+    assert config["device"] == "orin-lab-7"
+    assert config["spool_path"] == "/var/lib/ctxscope/spool.sqlite"
+    for name in ("agent.toml", "ca.crt", "password"):
         assert (etc / name).stat().st_mode & 0o777 == 0o600
     assert "systemctl restart ctxscope-agent.service" in (fake_board["root"] / "commands.log").read_text()
 
