@@ -20,6 +20,11 @@ COMMANDS = {
         "profile",
         "Operator shares from device time, with roofline.",
     ),
+    "status": (
+        "ctxscope.agent.localstate",
+        "status",
+        "The local agent's state: connected, spool depth, last error.",
+    ),
     "serve": (
         "ctxscope.agent.daemon",
         "serve",

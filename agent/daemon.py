@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from ctxscope.agent.engine.runner import default_device, new_run_id, run_plan
+from ctxscope.agent.localstate import StateWriter, state_path
 from ctxscope.agent.streaming import configure
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
@@ -273,6 +274,17 @@ def serve(
 
     link.on_command(daemon.handle_command)
     link.start()
+    state = StateWriter(
+        state_path(config),
+        lambda: {
+            "device": config.device,
+            "broker": f"{config.broker_host}:{config.broker_port}",
+            "connected": link.connected,
+            "spool_depth": outbox.backlog(),
+            "last_error": link.last_error,
+        },
+    )
+    state.start()
     log.info(
         "agent %s: broker %s:%d, spool %s (stream %s)",
         config.device,
@@ -290,6 +302,7 @@ def serve(
         if telemetry is not None:
             telemetry.stop()
         flushed = link.close(flush_timeout_s=15.0)
+        state.stop()
         log.info(
             "stopped after %.1f s; spool %s (%d records left for the next start)",
             time.monotonic() - started,

@@ -1,18 +1,41 @@
-# ctxscope agent for desktop/server NVIDIA GPUs. Build from the repository root:
+# ctxscope agent for desktop/server NVIDIA GPUs (CUDA 12.6, torch 2.6, mamba-ssm/causal-conv1d kernels).
+# Build from the repository root (the kernel stage compiles for TORCH_CUDA_ARCH_LIST, ~20 min):
 #   docker build -f docker/agent-cuda.Dockerfile -t ctxscope-agent:cuda .
-# Run with the GPU and a broker address:
+# Run with the GPU and a broker address (or mount an enrollment bundle at /etc/ctxscope):
 #   docker run --gpus all -e CTXSCOPE_BROKER_HOST=collector -e CTXSCOPE_DEVICE=rtx4090-a \
 #     -v ctxscope-spool:/var/lib/ctxscope ctxscope-agent:cuda
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-devel
+# docker/agent-cuda-steps.sh follows the same steps without a container engine.
+ARG TORCH_IMAGE=pytorch/pytorch:2.6.0-cuda12.6-cudnn9
 
+FROM ${TORCH_IMAGE}-devel AS kernels
+# sm_80 (A100), sm_86 (RTX 30), sm_89 (RTX 40/L4/L40), sm_90 (H100/H200); add 8.7 for an Orin build.
+ARG TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
+ARG MAMBA_SSM_VERSION=2.3.2.post1
+ARG CAUSAL_CONV1D_VERSION=1.7.0
+ENV PIP_NO_CACHE_DIR=1 MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE MAX_JOBS=8 \
+    TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}
+# Built against the image's torch, without build isolation so pip cannot swap torch for another build.
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels \
+      "causal-conv1d==${CAUSAL_CONV1D_VERSION}" "mamba-ssm==${MAMBA_SSM_VERSION}"
+
+FROM ${TORCH_IMAGE}-runtime
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 CTXSCOPE_SPOOL_PATH=/var/lib/ctxscope/spool.sqlite
 WORKDIR /src
+COPY requirements/agent.txt requirements/agent.txt
+# Everything but torch comes from the hashed lock; --no-deps keeps the image's torch.
+RUN pip install --require-hashes --no-deps -r requirements/agent.txt
+COPY --from=kernels /wheels /wheels
+RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 COPY pyproject.toml setup.py README.md ./
 COPY ctxscope ctxscope
 COPY agent agent
 COPY shared shared
 COPY collector collector
-# The SSM kernels compile against the image's torch and CUDA (several minutes).
-RUN pip install ".[agent]" && MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation ".[cuda]"
+RUN pip install --no-deps . \
+    && python -c "import torch, mamba_ssm, causal_conv1d; \
+assert tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 6), torch.__version__" \
+    && useradd --system --uid 10001 --home-dir /var/lib/ctxscope ctxscope \
+    && install -d -o 10001 -g ctxscope /var/lib/ctxscope
+USER 10001
 VOLUME /var/lib/ctxscope
 ENTRYPOINT ["ctxscope", "agent", "serve"]

@@ -1,19 +1,36 @@
-# ctxscope agent for Jetson Orin (JetPack 6 / L4T r36). Build on the board from the repository root:
+# ctxscope agent for Jetson Orin (JetPack 6 / L4T r36.4, CUDA 12.6, Python 3.10). Build on the board
+# (or on an arm64 host with the NVIDIA container runtime) from the repository root:
 #   docker build -f docker/agent-jetson.Dockerfile -t ctxscope-agent:jetson .
 # Run with the NVIDIA runtime and jtop's socket so power and thermals can be read:
 #   docker run --runtime nvidia -v /run/jtop.sock:/run/jtop.sock \
 #     -e CTXSCOPE_BROKER_HOST=collector.local -e CTXSCOPE_DEVICE=orin-nx-01 \
 #     -v ctxscope-spool:/var/lib/ctxscope ctxscope-agent:jetson
-FROM nvcr.io/nvidia/l4t-pytorch:r36.2.0-pth2.2-py3
+# torch >= 2.6 for JetPack 6 comes from NVIDIA's jetson-ai-lab index (CUDA 12.6 builds for sm_87);
+# mamba-ssm and causal-conv1d are not built here: the engine records its torch fallback for SSM layers
+# (see jetson/README.md for building the kernels on the board).
+FROM nvcr.io/nvidia/l4t-jetpack:r36.4.0
 
+ARG TORCH_INDEX=https://pypi.jetson-ai-lab.io/jp6/cu126
+ARG TORCH_VERSION=2.8.0
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 CTXSCOPE_SPOOL_PATH=/var/lib/ctxscope/spool.sqlite
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3-pip python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+RUN python3 -m pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
+    && python3 -c "import torch; assert torch.version.cuda, 'not a CUDA build'; print(torch.__version__)"
 WORKDIR /src
+COPY requirements/agent.txt requirements/agent.txt
+# Everything but torch comes from the hashed lock; --no-deps keeps the torch installed above.
+RUN python3 -m pip install --require-hashes --no-deps -r requirements/agent.txt
 COPY pyproject.toml setup.py README.md ./
 COPY ctxscope ctxscope
 COPY agent agent
 COPY shared shared
 COPY collector collector
-# torch comes from the L4T image; install the rest without replacing it.
-RUN pip install ".[jetson]" "transformers>=5.17" nvidia-ml-py
+RUN python3 -m pip install --no-deps . \
+    && useradd --system --uid 10001 --home-dir /var/lib/ctxscope ctxscope \
+    && install -d -o 10001 -g ctxscope /var/lib/ctxscope
+USER 10001
 VOLUME /var/lib/ctxscope
 ENTRYPOINT ["ctxscope", "agent", "serve"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs (or updates) the ctxscope agent on a Jetson Orin board as a systemd service.
-# Supported: JetPack 6 (L4T r36, Ubuntu 22.04, Python 3.10); see jetson/README.md for the rest.
+# Installs (or updates) the ctxscope agent as a systemd service on a Jetson Orin board (JetPack 6: L4T
+# r36, Ubuntu 22.04, Python 3.10) or a desktop/server GPU host; jetson/README.md has the platform matrix.
 #
 #   sudo bash jetson/install.sh [--bundle DIR] [--device-id ID] [--uninstall]
 #
@@ -14,8 +14,8 @@
 # --bundle DIR   the device's enrollment bundle (`ctxscope collector enroll DEVICE --out DIR` on the
 #                collector: agent.toml with the device's credentials, and the site's ca.crt); the
 #                service starts only once a bundle or an edited config is in place
-# --device-id ID the fleet id (a-z, 0-9, '-'; at most 32); default: derived from the module's serial
-#                number, else from /etc/machine-id, so two boards never share one
+# --device-id ID the fleet id (a-z, 0-9, '-'; at most 32); default: jetson-/gpu- and 12 characters of
+#                the module's serial number, else of /etc/machine-id, so two hosts never share one
 # --uninstall    stops and removes the service, the virtual environment and the service user; keeps
 #                the config and the spool (remove /etc/ctxscope and /var/lib/ctxscope by hand)
 #
@@ -69,9 +69,12 @@ fi
 
 # --- the board --------------------------------------------------------------------------------
 release=$ROOT/etc/nv_tegra_release
-[ -e "$release" ] || die "$release not found: this is not a Jetson (desktop GPUs: see docker/ and README.md)"
-l4t=$(sed -n 's/^# R\([0-9]*\).*/\1/p' "$release")
-[ "${l4t:-0}" -ge 36 ] || die "L4T r${l4t:-?} found: JetPack 5 and older are supported through the container image only (jetson/README.md)"
+platform=gpu  # a desktop or server GPU host: the same service, torch from its CUDA build
+if [ -e "$release" ]; then
+  platform=jetson
+  l4t=$(sed -n 's/^# R\([0-9]*\).*/\1/p' "$release")
+  [ "${l4t:-0}" -ge 36 ] || die "L4T r${l4t:-?} found: JetPack 5 and older are not supported (jetson/README.md says why)"
+fi
 
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
   [ -z "$ROOT" ] || die "$PYTHON cannot create virtual environments"
@@ -109,10 +112,10 @@ say "environment ready: torch $after"
 derive_id() {
   local serial machine
   serial=$(tr -d '\0' 2>/dev/null <"$ROOT/proc/device-tree/serial-number" | tr '[:upper:]' '[:lower:]' | tr -cd 'a-z0-9' || true)
-  if [ -n "$serial" ]; then echo "jetson-${serial: -12}"; return; fi
+  if [ -n "$serial" ]; then echo "$platform-${serial: -12}"; return; fi
   machine=$(tr -cd 'a-f0-9' 2>/dev/null <"$ROOT/etc/machine-id" || true)
   [ -n "$machine" ] || die "no module serial and no /etc/machine-id: give --device-id"
-  echo "jetson-${machine:0:12}"
+  echo "$platform-${machine:0:12}"
 }
 install -d -m 0755 "$confdir"
 configured=0

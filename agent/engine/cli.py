@@ -109,7 +109,14 @@ def run(
     config_path: Path | None,
     telemetry_rate_hz: float,
 ) -> None:
-    """Run a sweep plan and write (or stream) its records."""
+    """Run a sweep plan and write (or stream) its records.
+
+    \b
+    Exit status:
+      0  every point of the plan succeeded
+      1  the plan was refused, or at least one point failed (its record says why)
+      2  bad command-line usage
+    """
     from ctxscope.agent.engine import plan as plans
     from ctxscope.agent.engine.runner import default_device, run_plan
 
@@ -144,6 +151,8 @@ def run(
     click.echo(
         f"run {summary.run_id}: {summary.points_ok} ok, {summary.points_failed} failed; plan {plan.hash[:12]}"
     )
+    if summary.points_failed:
+        raise SystemExit(1)
 
 
 @click.command()

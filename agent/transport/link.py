@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
@@ -32,6 +34,10 @@ from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscript
 
 log = logging.getLogger(__name__)
 _log = RateLimitedLog(log)
+
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+FAILURE_LOG_EVERY_S = 60.0  # a broker that stays away is logged once a minute, or when the reason changes
 LiveState = Literal["online", "busy"]
 CommandHandler = Callable[[Command], None]
 
@@ -64,6 +70,9 @@ class Link:
         self._guard = CommandGuard(spool.path)
         self._rejected: Counter[str] = Counter()
         self._rejected_lock = threading.Lock()
+        self.last_error: str | None = None
+        self._failures = 0
+        self._failure_logged: tuple[str, float] | None = None
         self._client = self._build_client()
         self._forwarder = Forwarder(self._client, spool, self._connected.is_set, window)
 
@@ -75,8 +84,9 @@ class Link:
             clean_session=True,
         )
         self.config.access().apply(client)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         client.on_pre_connect = self._on_pre_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -237,13 +247,9 @@ class Link:
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode, _props: Any
     ) -> None:
         if reason.is_failure:
-            log.warning(
-                "broker %s:%s refused the connection: %s",
-                self.config.broker_host,
-                self.config.broker_port,
-                reason,
-            )
+            self._connection_failed(f"refused by the broker: {reason}")
             return
+        self._failures, self._failure_logged, self.last_error = 0, None, None
         log.info(
             "connected to %s:%s (birth %d)", self.config.broker_host, self.config.broker_port, self._birth
         )
@@ -264,7 +270,32 @@ class Link:
     ) -> None:
         self._connected.clear()
         if reason.is_failure:
+            self.last_error = f"disconnected: {reason}"
             log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    @_guarded("on_connect_fail")
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        # paho calls this inside the `except OSError` around its connect: the exception is the reason.
+        error = sys.exc_info()[1]
+        self._connection_failed(f"{type(error).__name__}: {error}" if error else "connection failed")
+
+    def _connection_failed(self, reason: str) -> None:
+        """Record why the broker is unreachable; log it with the next retry, at most once a minute."""
+        self._failures += 1
+        self.last_error = reason
+        retry_s = min(RECONNECT_MIN_S * 2 ** (self._failures - 1), RECONNECT_MAX_S)
+        now = time.monotonic()
+        last = self._failure_logged
+        if last is None or last[0] != reason or now - last[1] >= FAILURE_LOG_EVERY_S:
+            self._failure_logged = (reason, now)
+            log.warning(
+                "cannot reach broker %s:%s (%s); attempt %d, next retry in %d s",
+                self.config.broker_host,
+                self.config.broker_port,
+                reason,
+                self._failures,
+                retry_s,
+            )
 
     @_guarded("on_publish")
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:

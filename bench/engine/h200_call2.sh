@@ -9,6 +9,7 @@ export PATH=/tmp/site/bin:$PATH
 timeout 180 ctxscope agent run bench/engine/plans/h200-curves.toml --out "$OUT/curves.jsonl" --no-progress \
   2>"$OUT/curves.err" | tail -34
 mkdir -p /tmp/mx
+# shellcheck disable=SC2016  # the single-quoted script expands its own positional arguments
 timeout 300 xargs -P 5 -L 1 -a bench/engine/maxctx_jobs.txt bash -c \
   'ctxscope agent maxctx "$0" --precision "$1" --logits "$2" --memory-cap 24GiB --start 16384 --max-tokens 524288 \
    --tolerance 0.02 --probe-timeout 90 --out "/tmp/mx/$0_$2.json" 2>>/tmp/mx/log.txt'

@@ -11,6 +11,7 @@ jobs=$PWD/bench/engine/maxctx_capped_jobs.txt
 merge=$PWD/bench/engine/merge_maxctx.py
 cd /tmp || exit 1
 mkdir -p /tmp/mx5
+# shellcheck disable=SC2016  # the single-quoted script expands its own positional arguments
 timeout "${MAXCTX_BUDGET_S:-500}" xargs -P 5 -L 1 -a "$jobs" bash -c \
   'ctxscope agent maxctx "$0" --precision "$1" --logits "$2" --memory-cap 24GiB --start "$3" \
    --upper-guess "$4" --max-tokens "$5" --tolerance 0.01 --probe-timeout 150 \

@@ -9,6 +9,7 @@ export PATH=/tmp/site/bin:$PATH
 repo=$PWD
 cd /tmp || exit 1
 mkdir -p /tmp/mx6 /tmp/mxu
+# shellcheck disable=SC2016  # the single-quoted script expands its own positional arguments
 timeout 240 xargs -P 5 -L 1 -a "$repo/bench/engine/maxctx_capped_jobs_2.txt" bash -c \
   'ctxscope agent maxctx "$0" --precision "$1" --logits "$2" --memory-cap 24GiB --start "$3" \
    --upper-guess "$4" --max-tokens "$5" --tolerance 0.01 --probe-timeout 150 \
@@ -20,6 +21,7 @@ probe() {  # exactly one uncapped probe: --start = --max-tokens, and no bisectio
     --step 100000000 --probe-timeout 120 --out "/tmp/mxu/$1.json" 2>>/tmp/mxu/log.txt
 }
 export -f probe
+# shellcheck disable=SC2016  # the single-quoted script expands its own positional arguments
 timeout 200 bash -c 'while read -r m1 n1 m2 n2; do
   probe "$m1" "$n1" & probe "$m2" "$n2" & wait
 done <'"$repo/bench/engine/maxctx_uncapped_pairs.txt"
