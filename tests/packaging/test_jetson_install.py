@@ -129,7 +129,7 @@ def test_an_enrollment_bundle_configures_and_starts(tmp_path: Path) -> None:
     [
         (
             {"release": "R35 (release), REVISION: 4.1"},
-            "JetPack 5 and older are supported through the container",
+            "JetPack 5 and older are not supported",
         ),
         ({"torch": "2.5.0a0+872d972e41.nv24.08"}, "older than 2.6"),
         ({"cuda": False}, "does not see CUDA"),
