@@ -15,6 +15,7 @@ COMMANDS = {
     "watch": ("ctxscope.collector.watch", "watch", "Live terminal view of devices, runs and results."),
     "send-plan": ("ctxscope.collector.commands", "send_plan", "Send a run plan to a device."),
     "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),
+    "passwd": ("ctxscope.collector.web.auth", "passwd", "Add a dashboard user or change their password."),
 }
 
 

@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -79,7 +80,34 @@ def build_service(
     help="serve the dashboard on HOST:PORT (needs the `collector` extra); 0.0.0.0 exposes it to the network",
 )
 @click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
-def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bool) -> None:
+@click.option(
+    "--web-credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CTXSCOPE_WEB_CREDENTIALS",
+    default=None,
+    help="dashboard login: file of users and scrypt hashes (`ctxscope collector passwd`); "
+    "required unless the dashboard listens on loopback [env CTXSCOPE_WEB_CREDENTIALS]",
+)
+@click.option(
+    "--web-allowed-host",
+    "web_allowed_hosts",
+    multiple=True,
+    help="another host name the dashboard answers to (repeatable); loopback, the bind address and "
+    "this machine's names always are",
+)
+@click.option("--web-insecure", is_flag=True, help="serve beyond loopback without a login (not advised)")
+@click.option("--web-secure-cookie", is_flag=True, help="mark the session cookie Secure (behind a TLS proxy)")
+def run(
+    broker: str,
+    store_url: str | None,
+    client_id: str,
+    web: str,
+    no_web: bool,
+    web_credentials: Path | None,
+    web_allowed_hosts: tuple[str, ...],
+    web_insecure: bool,
+    web_secure_cookie: bool,
+) -> None:
     """Ingest records from the broker into the store (and serve the dashboard) until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = store_url or default_store_url()
@@ -99,10 +127,14 @@ def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bo
             stop.wait()
             counters = service.stop()
         else:
+            from ctxscope.collector.web.security import web_security
             from ctxscope.collector.web.server import Dashboard
 
             web_host, web_port = parse_broker(web)
-            dashboard = Dashboard(broker, url, web_host, web_port, client_id).start()
+            security = web_security(
+                web_host, web_credentials, web_allowed_hosts, web_insecure, web_secure_cookie
+            )
+            dashboard = Dashboard(broker, url, web_host, web_port, client_id, security).start()
             click.echo(
                 f"collector: broker {broker}, store {url}, dashboard {dashboard.web.url}/ (Ctrl-C stops)",
                 err=True,

@@ -18,6 +18,7 @@ from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
 from ctxscope.collector.service import build_service, parse_broker
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.hub import LiveHub
+from ctxscope.collector.web.security import WebSecurity
 
 
 class WebServer:
@@ -62,11 +63,12 @@ class Dashboard:
         host: str = "127.0.0.1",
         port: int = 0,
         client_id: str = DEFAULT_CLIENT_ID,
+        security: WebSecurity | None = None,
     ) -> None:
         self.hub = LiveHub()
         self.service = build_service(broker, store_url, client_id, on_commit=self.hub.on_commit)
         self.commands = CommandPublisher(*parse_broker(broker))
-        self.web = WebServer(create_app(self.service.store, self.hub, self.commands), host, port)
+        self.web = WebServer(create_app(self.service.store, self.hub, self.commands, security), host, port)
 
     def start(self) -> Dashboard:
         """Start the web server, then ingest; on failure (e.g. a busy port) release what was opened."""
