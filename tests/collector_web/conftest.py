@@ -205,11 +205,13 @@ class WebClient:
         return status, body
 
     def post_json(
-        self, path: str, body: dict[str, Any], csrf: str | None = None
+        self, path: str, body: dict[str, Any], csrf: str | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any]]:
         token = self.csrf if csrf is None else csrf
         status, _, answer = self.request(
-            path, json.dumps(body).encode(), {"content-type": "application/json", "x-csrf-token": token}
+            path,
+            json.dumps(body).encode(),
+            {"content-type": "application/json", "x-csrf-token": token, **(headers or {})},
         )
         return status, json.loads(answer)
 
