@@ -44,7 +44,7 @@ HEADERS = {
     ),
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # no-referrer would make form posts say `Origin: null`
     "cross-origin-opener-policy": "same-origin",
 }
 

@@ -129,7 +129,7 @@ def test_every_answer_carries_the_security_headers(served, web_client):
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-eval" not in csp
         assert lower["x-content-type-options"] == "nosniff"
         assert lower["x-frame-options"] == "DENY"
-        assert lower["referrer-policy"] == "no-referrer"
+        assert lower["referrer-policy"] == "same-origin"
 
 
 def test_the_session_cookie_is_httponly_and_samesite_strict(served, web_client):
