@@ -220,11 +220,12 @@ def test_login_then_the_plan_form_sends_with_its_csrf_token(store, hub, page, fe
         p.click("button[type=submit]")
         p.wait_for_url(server.url + "/devices/orin-1")
         p.wait_for_selector("#live.on")
+        console.errors.clear()  # the login page's own 401s are behind us
         p.fill("#plan-text", 'name = "smoke"\nmodels = ["qwen2.5-0.5b"]\ncontext_lengths = [32]\n')
         p.click("#plan-form button")
         p.wait_for_function("() => document.getElementById('plan-result').textContent.startsWith('refused')")
         # Past the CSRF check: refused only because this collector has no broker.
         assert "no broker connection" in p.locator("#plan-result").inner_text()
-        assert console.errors == [] or all("503" in e for e in console.errors)
+        assert len(console.errors) == 1 and "503" in console.errors[0]
     finally:
         server.stop()
