@@ -30,6 +30,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.web import figures, plans, views
@@ -40,6 +41,7 @@ from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 KEEPALIVE_S = 15.0
 MAX_FORM_BYTES = 4096
+LOGIN_FAILURE_DELAY_S = 1.0
 
 
 class PlanRequest(BaseModel):
@@ -123,7 +125,8 @@ def create_app(
         if security.credentials is None:
             return RedirectResponse(target, 303)
         user = form.get("username", "")
-        if not security.credentials.check(user, form.get("password", "")):
+        if not await run_in_threadpool(security.credentials.check, user, form.get("password", "")):
+            await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
             return HTMLResponse(_login_page(request, target, "wrong user or password"), 401)
         sessions.drop(request.cookies.get(COOKIE))  # a fresh id after login: no session fixation
         response = RedirectResponse(target, 303)

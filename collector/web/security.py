@@ -109,27 +109,40 @@ class Session:
 
 
 class Sessions:
-    """Session id -> Session, bounded: the least recently used goes first."""
+    """Session id -> Session. Anonymous sessions (any page view makes one) are bounded, the least
+    recently used dropped first; they never push out logged-in sessions, which only a login makes."""
 
     def __init__(self) -> None:
-        self._by_id: OrderedDict[str, Session] = OrderedDict()
+        self._anonymous: OrderedDict[str, Session] = OrderedDict()
+        self._users: dict[str, Session] = {}
 
     def get(self, session_id: str | None) -> Session | None:
-        session = self._by_id.get(session_id or "")
-        if session is None or session.expires < time.monotonic():
+        key = session_id or ""
+        session = self._users.get(key) or self._anonymous.get(key)
+        if session is None:
             return None
-        self._by_id.move_to_end(session_id or "")
+        if session.expires < time.monotonic():
+            self.drop(key)
+            return None
+        if key in self._anonymous:
+            self._anonymous.move_to_end(key)
         return session
 
     def add(self, session: Session) -> str:
         session_id = secrets.token_urlsafe(32)
-        self._by_id[session_id] = session
-        while len(self._by_id) > MAX_SESSIONS:
-            self._by_id.popitem(last=False)
+        if session.user is None:
+            self._anonymous[session_id] = session
+            while len(self._anonymous) > MAX_SESSIONS:
+                self._anonymous.popitem(last=False)
+        else:
+            now = time.monotonic()
+            self._users = {k: v for k, v in self._users.items() if v.expires >= now}
+            self._users[session_id] = session
         return session_id
 
     def drop(self, session_id: str | None) -> None:
-        self._by_id.pop(session_id or "", None)
+        self._anonymous.pop(session_id or "", None)
+        self._users.pop(session_id or "", None)
 
 
 def host_of(value: str) -> str:

@@ -18,7 +18,7 @@ from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
 from ctxscope.collector.service import build_service, parse_broker
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.hub import LiveHub
-from ctxscope.collector.web.security import WebSecurity
+from ctxscope.collector.web.security import WebSecurity, allowed_hosts_for, check_bind
 
 
 class WebServer:
@@ -54,7 +54,8 @@ class WebServer:
 
 
 class Dashboard:
-    """Ingest + store + command publisher + web server, started and stopped as one."""
+    """Ingest + store + command publisher + web server, started and stopped as one. Without
+    `security` the dashboard is open and so binds only to loopback (ValueError otherwise)."""
 
     def __init__(
         self,
@@ -65,6 +66,9 @@ class Dashboard:
         client_id: str = DEFAULT_CLIENT_ID,
         security: WebSecurity | None = None,
     ) -> None:
+        if security is None:  # open only where only this machine can reach it
+            check_bind(host, None, insecure=False)
+            security = WebSecurity(allowed_hosts=allowed_hosts_for(host))
         self.hub = LiveHub()
         self.service = build_service(broker, store_url, client_id, on_commit=self.hub.on_commit)
         self.commands = CommandPublisher(*parse_broker(broker))

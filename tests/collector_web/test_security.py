@@ -20,10 +20,18 @@ from click.testing import CliRunner
 
 from ctxscope.collector.commands import CommandPublisher
 from ctxscope.collector.service import run
+from ctxscope.collector.web import security as security_module
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.auth import Credentials, CredentialsError, passwd, verify_password
-from ctxscope.collector.web.security import COOKIE, WebSecurity, allowed_hosts_for, check_bind
-from ctxscope.collector.web.server import WebServer
+from ctxscope.collector.web.security import (
+    COOKIE,
+    Session,
+    Sessions,
+    WebSecurity,
+    allowed_hosts_for,
+    check_bind,
+)
+from ctxscope.collector.web.server import Dashboard, WebServer
 from ctxscope.shared.topics import Channel, subscription
 
 PLAN = 'name = "smoke"\nmodels = ["qwen2.5-0.5b"]\ncontext_lengths = [32]\n'
@@ -215,6 +223,21 @@ def test_a_non_loopback_bind_needs_credentials_or_an_explicit_flag(credentials_f
         "0.0.0.0", ("dash.example",)
     )
     assert "0.0.0.0" not in allowed_hosts_for("0.0.0.0")
+
+
+def test_an_open_dashboard_object_binds_only_to_loopback(tmp_path: Path):
+    with pytest.raises(ValueError, match="without a login"):
+        Dashboard("127.0.0.1:1", f"sqlite:///{tmp_path / 'c.db'}", host="0.0.0.0")
+    assert not (tmp_path / "c.db").exists()  # refused before anything was opened
+
+
+def test_anonymous_page_views_cannot_push_out_a_logged_in_session(monkeypatch):
+    monkeypatch.setattr(security_module, "MAX_SESSIONS", 3)
+    sessions = Sessions()
+    alice = sessions.add(Session(user="alice"))
+    anonymous = [sessions.add(Session()) for _ in range(10)]
+    assert sessions.get(alice) is not None
+    assert [sessions.get(a) is not None for a in anonymous] == [False] * 7 + [True] * 3
 
 
 def test_collector_run_refuses_an_open_dashboard_on_the_network(tmp_path: Path):
