@@ -148,7 +148,10 @@ class Sessions:
 def host_of(value: str) -> str:
     """The host name of a Host header or an Origin, lower case, without port or brackets."""
     netloc = value if "://" in value else f"//{value}"
-    return (urlsplit(netloc).hostname or "").lower()
+    try:
+        return (urlsplit(netloc).hostname or "").lower()
+    except ValueError:  # a malformed bracketed IPv6 address or port
+        return ""
 
 
 def refusal(request: Request, security: WebSecurity, session: Session | None) -> Response | None:

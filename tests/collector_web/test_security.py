@@ -30,6 +30,7 @@ from ctxscope.collector.web.security import (
     WebSecurity,
     allowed_hosts_for,
     check_bind,
+    host_of,
 )
 from ctxscope.collector.web.server import Dashboard, WebServer
 from ctxscope.shared.topics import Channel, subscription
@@ -223,6 +224,12 @@ def test_a_non_loopback_bind_needs_credentials_or_an_explicit_flag(credentials_f
         "0.0.0.0", ("dash.example",)
     )
     assert "0.0.0.0" not in allowed_hosts_for("0.0.0.0")
+    assert [host_of(h) for h in ("[::1]:8321", "LocalHost:1", "[::1", "http://a.example:9")] == [
+        "::1",
+        "localhost",
+        "",
+        "a.example",
+    ]
 
 
 def test_an_open_dashboard_object_binds_only_to_loopback(tmp_path: Path):
