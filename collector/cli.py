@@ -17,6 +17,7 @@ COMMANDS = {
     "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),
     "enroll": ("ctxscope.collector.security.cli", "enroll", "Give a device broker credentials and a bundle."),
     "revoke": ("ctxscope.collector.security.cli", "revoke", "Remove a device's broker credentials."),
+    "passwd": ("ctxscope.collector.web.auth", "passwd", "Add a dashboard user or change their password."),
 }
 
 

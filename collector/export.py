@@ -24,6 +24,7 @@ from ctxscope.collector.web.views import point_results
 from ctxscope.shared.messages import PointResult
 
 FORMATS = ("csv", "parquet")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ExportError(RuntimeError):
@@ -94,15 +95,23 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return list(columns)
 
 
+def csv_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (it starts with = + - @, a tab or a
+    carriage return: OWASP's list) gets a leading apostrophe; numbers and other text pass unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 def write_table(rows: Sequence[dict[str, Any]], path: Path, fmt: str) -> Path:
     """Write rows (missing values stay empty/null, never 0) as `path` with the format's suffix."""
     target = path.with_suffix(f".{fmt}")
     columns = _columns(rows)
     if fmt == "csv":
         with target.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
+            writer = csv.writer(f)
+            writer.writerow([csv_cell(c) for c in columns])
+            writer.writerows([csv_cell(row.get(c, "")) for c in columns] for row in rows)
         return target
     try:
         import pyarrow as pa

@@ -8,7 +8,9 @@ matplotlib (Agg backend, no display needed).
 
 from __future__ import annotations
 
+import hashlib
 import html
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +24,8 @@ from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
 from ctxscope.collector.web import views
 from ctxscope.collector.web.figures import ENERGY_UNIT, PEAK_MEMORY, TITLES, memory_parts, names_with_unit
 from ctxscope.collector.web.source import FleetSource
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 class ReportError(RuntimeError):
@@ -120,6 +124,17 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def file_stem(*parts: str) -> str:
+    """A file name stem from device-supplied names that stays one plain name inside the out dir:
+    anything but letters, digits, `_`, `.` and `-` becomes `_`, no leading dot, and a short hash of
+    the original when it had to change, so that two names never share a file."""
+    original = "-".join(parts)
+    stem = _UNSAFE.sub("_", original).lstrip(".") or "_"
+    if stem != original:
+        stem += "-" + hashlib.sha256(original.encode("utf-8")).hexdigest()[:8]
+    return stem
+
+
 def device_section(view: dict[str, Any], out_dir: Path) -> str:
     device = view["summary"]["device"]
     ch = view["characterization"]
@@ -133,10 +148,10 @@ def device_section(view: dict[str, Any], out_dir: Path) -> str:
     charts += [([name], name, name.replace("_", " ")) for name in names_with_unit(points, ENERGY_UNIT)]
     images = []
     for metrics, stem, title in charts:
-        png = metric_png(points, metrics, f"{device}: {title}", out_dir / f"{device}-{stem}.png")
+        png = metric_png(points, metrics, f"{device}: {title}", out_dir / f"{file_stem(device, stem)}.png")
         if png is not None:
             images.append(png.name)
-    shares = shares_png(view["operator_shares"], out_dir / f"{device}-operator-shares.png")
+    shares = shares_png(view["operator_shares"], out_dir / f"{file_stem(device, 'operator-shares')}.png")
     if shares is not None:
         images.append(shares.name)
     fits = {(f["model"], f["precision"], f["logits"], f["implementation"]): f for f in ch["memory_fits"]}

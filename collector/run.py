@@ -37,6 +37,23 @@ log = logging.getLogger(__name__)
     help="serve the dashboard on HOST:PORT (needs the `collector` extra); 0.0.0.0 exposes it to the network",
 )
 @click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
+@click.option(
+    "--web-credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CTXSCOPE_WEB_CREDENTIALS",
+    default=None,
+    help="dashboard login: file of users and scrypt hashes (`ctxscope collector passwd`); "
+    "required unless the dashboard listens on loopback [env CTXSCOPE_WEB_CREDENTIALS]",
+)
+@click.option(
+    "--web-allowed-host",
+    "web_allowed_hosts",
+    multiple=True,
+    help="another host name the dashboard answers to (repeatable); loopback, the bind address and "
+    "this machine's names always are",
+)
+@click.option("--web-insecure", is_flag=True, help="serve beyond loopback without a login (not advised)")
+@click.option("--web-secure-cookie", is_flag=True, help="mark the session cookie Secure (behind a TLS proxy)")
 @access_options
 @click.option(
     "--broker-config",
@@ -57,6 +74,10 @@ def run(
     client_id: str,
     web: str,
     no_web: bool,
+    web_credentials: Path | None,
+    web_allowed_hosts: tuple[str, ...],
+    web_insecure: bool,
+    web_secure_cookie: bool,
     broker_config: Path | None,
     require_safe_broker: bool,
     **access_params: Any,
@@ -86,10 +107,14 @@ def run(
             stop.wait()
             counters = service.stop()
         else:
+            from ctxscope.collector.web.security import web_security
             from ctxscope.collector.web.server import Dashboard
 
             web_host, web_port = parse_broker(web)
-            dashboard = Dashboard(broker, url, web_host, web_port, client_id, access).start()
+            security = web_security(
+                web_host, web_credentials, web_allowed_hosts, web_insecure, web_secure_cookie
+            )
+            dashboard = Dashboard(broker, url, web_host, web_port, client_id, access, security).start()
             click.echo(
                 f"collector: broker {broker}, store {url}, dashboard {dashboard.web.url}/ (Ctrl-C stops)",
                 err=True,

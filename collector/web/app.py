@@ -9,6 +9,7 @@
 POST /api/devices/<id>/plans  {"plan_toml" | "shipped", "ttl_s"} -> 202 {"command_id"}
 /api/plans                 plans shipped with ctxscope
 /api/ingest                ingest health: connected, store failing (the fleet page's banner), inbox
+/login, POST /login, POST /logout   when credentials are configured (see `security`)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,20 +25,25 @@ from functools import cache
 from importlib import resources
 from string import Template
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from ctxscope.collector import plans
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.web import figures, views
 from ctxscope.collector.web.hub import LiveHub
+from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
 from ctxscope.collector.web.source import FleetSource
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 KEEPALIVE_S = 15.0
+MAX_FORM_BYTES = 4096
+LOGIN_FAILURE_DELAY_S = 1.0
 
 
 class PlanRequest(BaseModel):
@@ -67,9 +74,13 @@ def create_app(
     hub: LiveHub,
     commands: CommandPublisher | None = None,
     ingest_health: Callable[[], dict[str, Any]] | None = None,
+    security: WebSecurity | None = None,
 ) -> FastAPI:
     """The dashboard over `store`, live through `hub`; plans go out through `commands` when given;
-    `ingest_health` (the collector's `Ingest.health`) feeds /api/ingest and the fleet page's banner."""
+    `ingest_health` (the collector's `Ingest.health`) feeds /api/ingest and the fleet page's banner;
+    access as `security` says (default: open, loopback host names only)."""
+    security = security or WebSecurity()
+    sessions = Sessions()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,6 +88,7 @@ def create_app(
         yield
 
     app = FastAPI(title="ctxscope collector", lifespan=lifespan)
+    app.middleware("http")(middleware(security, sessions))
     channels = views.ChannelCache()
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
@@ -91,17 +103,47 @@ def create_app(
     # ---------------------------------------------------------------- pages (render their twins)
 
     @app.get("/", response_class=HTMLResponse)
-    def fleet_page() -> str:
-        return _page("fleet.html").substitute()
+    def fleet_page(request: Request) -> str:
+        return _page("fleet.html").substitute(csrf=_csrf(request))
 
     @app.get("/devices/{device}", response_class=HTMLResponse)
-    def device_page(device: str) -> str:
+    def device_page(device: str, request: Request) -> str:
         _known_device(store, device)
-        return _page("device.html").substitute(device=html.escape(device))
+        return _page("device.html").substitute(device=html.escape(device), csrf=_csrf(request))
 
     @app.get("/compare", response_class=HTMLResponse)
-    def compare_page() -> str:
-        return _page("compare.html").substitute()
+    def compare_page(request: Request) -> str:
+        return _page("compare.html").substitute(csrf=_csrf(request))
+
+    # ---------------------------------------------------------------- login
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request, next: str = "/") -> str:
+        return _login_page(request, _local_path(next), "")
+
+    @app.post("/login", response_model=None)
+    async def login(request: Request) -> Response:
+        form = await _form(request)
+        target = _local_path(form.get("next", "/"))
+        session = _form_session(request, sessions, form)
+        if security.credentials is None:
+            return RedirectResponse(target, 303)
+        user = form.get("username", "")
+        if not await run_in_threadpool(security.credentials.check, user, form.get("password", "")):
+            await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
+            return HTMLResponse(_login_page(request, target, "wrong user or password"), 401)
+        sessions.drop(request.cookies.get(COOKIE))  # a fresh id after login: no session fixation
+        response = RedirectResponse(target, 303)
+        set_cookie(response, request, security, sessions.add(Session(csrf=session.csrf, user=user)))
+        return response
+
+    @app.post("/logout", response_model=None)
+    async def logout(request: Request) -> Response:
+        _form_session(request, sessions, await _form(request))
+        sessions.drop(request.cookies.get(COOKIE))
+        response = RedirectResponse("/login" if security.credentials else "/", 303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
 
     # ---------------------------------------------------------------- JSON twins
 
@@ -191,6 +233,37 @@ def create_app(
         )
 
     return app
+
+
+def _csrf(request: Request) -> str:
+    session: Session = request.state.session
+    return html.escape(session.csrf)
+
+
+def _login_page(request: Request, target: str, error: str) -> str:
+    return _page("login.html").substitute(
+        csrf=_csrf(request), next=html.escape(target), error=html.escape(error)
+    )
+
+
+def _local_path(target: str) -> str:
+    """A redirect target on this site only (a path, never `//host` or a URL)."""
+    return target if target.startswith("/") and not target.startswith(("//", "/\\")) else "/"
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise HTTPException(413, "form too large")
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+def _form_session(request: Request, sessions: Sessions, form: dict[str, str]) -> Session:
+    """The session whose CSRF token the form carries; 403 otherwise."""
+    session = sessions.get(request.cookies.get(COOKIE))
+    if session is None or not secrets.compare_digest(form.get("csrf_token", ""), session.csrf):
+        raise HTTPException(403, "missing or wrong CSRF token (reload the page)")
+    return session
 
 
 def _csv(value: str) -> list[str]:

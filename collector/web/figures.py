@@ -6,6 +6,7 @@ as error bars; the figures are plain plotly JSON that the pages hand to plotly.j
 
 from __future__ import annotations
 
+import html
 import json
 from collections import defaultdict
 from typing import Any
@@ -26,6 +27,8 @@ ANALYTIC_SUFFIX = "_analytic"
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 HOVER = "%{x} tokens: %{y:.4g} %{customdata[1]} (n=%{customdata[0]})<br>%{customdata[2]}"
 MEMORY_UNIT = "MiB"
+# Trace keys whose strings plotly.js renders as its HTML subset: names, category labels, hover data.
+TRACE_TEXT = ("name", "x", "y", "text", "hovertext", "customdata", "legendgroup")
 
 
 def _layout(title: str, unit: str, log_y: bool = True) -> dict[str, Any]:
@@ -40,7 +43,36 @@ def _layout(title: str, unit: str, log_y: bool = True) -> dict[str, Any]:
 
 
 def _plain(fig: go.Figure) -> dict[str, Any]:
-    return json.loads(pio.to_json(fig, validate=False))
+    """The figure as plain JSON, every text that plotly.js would render as markup escaped."""
+    plain: dict[str, Any] = json.loads(pio.to_json(fig, validate=False))
+    plain["data"] = [
+        {key: _escaped(value) if key in TRACE_TEXT else value for key, value in trace.items()}
+        for trace in plain.get("data", [])
+    ]
+    plain["layout"] = _escaped_titles(plain.get("layout", {}))
+    return plain
+
+
+def _escaped(value: Any) -> Any:
+    """Strings (in lists, at any depth) HTML-escaped: plotly.js renders `<a href>`, `<span style>`
+    and the like in names, labels and hover text, and shows entities as the characters they name."""
+    if isinstance(value, str):
+        return html.escape(value, quote=False)
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
+def _escaped_titles(layout: dict[str, Any]) -> dict[str, Any]:
+    """Every `text` in the layout (figure and axis titles) escaped; the rest as it was."""
+    return {
+        key: _escaped(value)
+        if key == "text"
+        else _escaped_titles(value)
+        if isinstance(value, dict)
+        else value
+        for key, value in layout.items()
+    }
 
 
 def _series_traces(points: list[dict[str, Any]], metric: str) -> list[go.Scatter]:

@@ -19,6 +19,7 @@ from ctxscope.collector.service import build_service
 from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.hub import LiveHub
+from ctxscope.collector.web.security import WebSecurity, allowed_hosts_for, check_bind
 from ctxscope.shared.broker_access import BrokerAccess
 
 
@@ -55,7 +56,8 @@ class WebServer:
 
 
 class Dashboard:
-    """Ingest + store + command publisher + web server, started and stopped as one."""
+    """Ingest + store + command publisher + web server, started and stopped as one. Without
+    `security` the dashboard is open and so binds only to loopback (ValueError otherwise)."""
 
     def __init__(
         self,
@@ -65,14 +67,18 @@ class Dashboard:
         port: int = 0,
         client_id: str = DEFAULT_CLIENT_ID,
         access: BrokerAccess | None = None,
+        security: WebSecurity | None = None,
     ) -> None:
+        if security is None:  # open only where only this machine can reach it
+            check_bind(host, None, insecure=False)
+            security = WebSecurity(allowed_hosts=allowed_hosts_for(host))
         self.hub = LiveHub()
         access = access or BrokerAccess()
         self.service = build_service(
             broker, store_url, client_id, on_commit=self.hub.on_commit, access=access
         )
         self.commands = CommandPublisher(*parse_broker(broker), access=access.for_commands())
-        app = create_app(self.service.store, self.hub, self.commands, self.service.ingest.health)
+        app = create_app(self.service.store, self.hub, self.commands, self.service.ingest.health, security)
         self.web = WebServer(app, host, port)
 
     def start(self) -> Dashboard:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import importlib.util
 import itertools
+import json
+import re
 import secrets
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,3 +165,69 @@ def dashboard(broker: MosquittoBroker, tmp_path: Path) -> Iterator[Dashboard]:
     assert d.service.ingest.wait_connected(10)
     yield d
     d.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# A client that holds the dashboard's session cookie and sends its CSRF token, as the pages do.
+
+
+class WebClient:
+    """urllib with a cookie jar: `page()` opens a page (and its session), `post_json()` sends the
+    page's CSRF token in X-CSRF-Token; `headers` go with every request (Host, Origin...)."""
+
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
+        self.base_url = base_url
+        self.headers = headers or {}
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        self.csrf = ""
+
+    def request(
+        self, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        request = urllib.request.Request(
+            self.base_url + path, data=data, headers={**self.headers, **(headers or {})}
+        )
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+    def page(self, path: str = "/") -> tuple[int, str]:
+        status, _, body = self.request(path, headers={"accept": "text/html"})
+        found = re.search(r'<meta name="csrf-token" content="([^"]+)">', body) or re.search(
+            r'name="csrf_token" value="([^"]+)"', body
+        )
+        if found:
+            self.csrf = found.group(1)
+        return status, body
+
+    def post_json(
+        self, path: str, body: dict[str, Any], csrf: str | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        token = self.csrf if csrf is None else csrf
+        status, _, answer = self.request(
+            path,
+            json.dumps(body).encode(),
+            {"content-type": "application/json", "x-csrf-token": token, **(headers or {})},
+        )
+        return status, json.loads(answer)
+
+    def login(self, user: str, password: str) -> tuple[int, str]:
+        self.page("/login")
+        form = urllib.parse.urlencode(
+            {"username": user, "password": password, "csrf_token": self.csrf, "next": "/"}
+        )
+        status, _, body = self.request(
+            "/login",
+            form.encode(),
+            {"content-type": "application/x-www-form-urlencoded", "accept": "text/html"},
+        )
+        return status, body
+
+
+@pytest.fixture
+def web_client() -> Callable[..., WebClient]:
+    return WebClient

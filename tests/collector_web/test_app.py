@@ -124,16 +124,12 @@ def test_plotly_js_is_served_locally(served):
     assert get(served.url + "/static/app.js")[0] == 200
 
 
-def test_sending_a_plan_without_a_broker_is_refused_clearly(served, fleet_of_two):
-    request = urllib.request.Request(
-        served.url + "/api/devices/orin-1/plans",
-        data=json.dumps({"plan_toml": "x = 1"}).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(request, timeout=10)
-    assert err.value.code == 503
-    assert "no broker" in json.loads(err.value.read())["detail"]
+def test_sending_a_plan_without_a_broker_is_refused_clearly(served, fleet_of_two, web_client):
+    client = web_client(served.url)
+    client.page("/devices/orin-1")
+    status, answer = client.post_json("/api/devices/orin-1/plans", {"plan_toml": "x = 1"})
+    assert status == 503
+    assert "no broker" in answer["detail"]
 
 
 def read_sse_batch(response: http.client.HTTPResponse, timeout_s: float) -> dict[str, Any]:

@@ -166,3 +166,66 @@ def test_compare_page_renders_both_devices(served, page, two_devices):
     p.wait_for_function("() => !document.querySelector('#compare-table thead').textContent.includes('rtx-1')")
     shot(p, "compare")
     assert console.errors == []
+
+
+HOSTILE_MODEL = (
+    '<a href="javascript:pwned=1">m</a><span style="font-size:90px">b</span><img src=x onerror=pwned=2>'
+)
+
+
+def test_device_supplied_markup_is_shown_as_text_in_charts_and_tables(served, page, feeder, result_factory):
+    p, console = page
+    feeder(
+        [
+            result_factory(
+                model=model,
+                context_len=n,
+                metrics={"ttft": ("ms", [1.0 + n / 1e4]), "prefill_energy_per_token": ("J/token", [0.5])},
+                implementation={"attention": '<a href="javascript:pwned=3">sdpa</a>'},
+            )
+            for model in (HOSTILE_MODEL, "qwen2.5-0.5b")  # two curves: plotly draws a legend
+            for n in (1024, 2048)
+        ]
+    )
+    p.goto(served.url + "/devices/orin-1")
+    p.wait_for_selector("#chart-ttft .main-svg")
+    p.wait_for_selector("#maxctx tbody tr")
+    legend = p.locator("#chart-ttft .legendtext")
+    assert f"{HOSTILE_MODEL} bf16" in legend.all_text_contents()
+    charts = p.locator("#charts")
+    assert charts.locator("a").count() == 0
+    assert charts.locator("[style*='font-size: 90px'], [style*='font-size:90px']").count() == 0
+    assert HOSTILE_MODEL in p.locator("#maxctx tbody").inner_text()
+    assert p.evaluate("() => window.pwned") is None
+    shot(p, "hostile-names")
+    assert console.errors == []
+
+
+def test_login_then_the_plan_form_sends_with_its_csrf_token(store, hub, page, feeder, simfleet, tmp_path):
+    from ctxscope.collector.web.app import create_app
+    from ctxscope.collector.web.auth import Credentials, hash_password
+    from ctxscope.collector.web.security import WebSecurity
+    from ctxscope.collector.web.server import WebServer
+
+    feeder([simfleet.SimDevice("orin-1").meta()])
+    users = tmp_path / "users"
+    users.write_text(f"alice:{hash_password('a long passphrase')}\n")
+    security = WebSecurity(credentials=Credentials.load(users))
+    server = WebServer(create_app(store, hub, None, security)).start()
+    try:
+        p, console = page
+        p.goto(server.url + "/devices/orin-1")
+        p.fill("input[name=username]", "alice")
+        p.fill("input[name=password]", "a long passphrase")
+        p.click("button[type=submit]")
+        p.wait_for_url(server.url + "/devices/orin-1")
+        p.wait_for_selector("#live.on")
+        console.errors.clear()  # the login page's own 401s are behind us
+        p.fill("#plan-text", 'name = "smoke"\nmodels = ["qwen2.5-0.5b"]\ncontext_lengths = [32]\n')
+        p.click("#plan-form button")
+        p.wait_for_function("() => document.getElementById('plan-result').textContent.startsWith('refused')")
+        # Past the CSRF check: refused only because this collector has no broker.
+        assert "no broker connection" in p.locator("#plan-result").inner_text()
+        assert len(console.errors) == 1 and "503" in console.errors[0]
+    finally:
+        server.stop()

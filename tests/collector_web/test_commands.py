@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,33 +144,25 @@ def test_send_plan_cli_reports_acceptance_and_refusal(broker, agent, tmp_path: P
     )
 
 
-def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_web_plan_api_publishes_and_refuses_bad_plans_with_reason(
-    broker, agent, store, hub, simfleet, feeder
+    broker, agent, store, hub, simfleet, feeder, web_client
 ):
     feeder([simfleet.SimDevice("orin-7").meta()])
     publisher = CommandPublisher(broker.host, broker.port)
     server = WebServer(create_app(store, hub, publisher)).start()
+    client = web_client(server.url)
+    client.page("/devices/orin-7")
+    post = client.post_json
     try:
-        status, answer = post(server.url + "/api/devices/orin-7/plans", {"plan_toml": PLAN, "ttl_s": 30})
+        status, answer = post("/api/devices/orin-7/plans", {"plan_toml": PLAN, "ttl_s": 30})
         assert status == 202, answer
         assert publisher.wait_ack(answer["command_id"], 5) is not None
         assert agent.received[-1][0].command_id == answer["command_id"]
-        status, answer = post(server.url + "/api/devices/orin-7/plans", {"plan_toml": "models = ["})
+        status, answer = post("/api/devices/orin-7/plans", {"plan_toml": "models = ["})
         assert status == 400 and "not valid TOML" in answer["detail"]
-        status, answer = post(server.url + "/api/devices/orin-7/plans", {"shipped": "no-such-plan"})
+        status, answer = post("/api/devices/orin-7/plans", {"shipped": "no-such-plan"})
         assert status == 400 and "no shipped plan" in answer["detail"]
-        assert post(server.url + "/api/devices/ghost/plans", {"plan_toml": PLAN})[0] == 404
+        assert post("/api/devices/ghost/plans", {"plan_toml": PLAN})[0] == 404
     finally:
         server.stop()
         publisher.close()

@@ -3,14 +3,12 @@ its results appear on the page; a bad plan is refused by the agent with its reas
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,17 +66,15 @@ def wait_for_run(dashboard: Dashboard, timeout_s: float) -> None:
     assert run["outcome"] == "completed", run
 
 
-def post_plan(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{url}/api/devices/{DEVICE}/plans",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+def post_plan(client: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """Post as the page does: with the session's CSRF token."""
+    client.page(f"/devices/{DEVICE}")
+    status, answer = client.post_json(f"/api/devices/{DEVICE}/plans", body)
+    assert status == 202, answer
+    return answer
 
 
-def test_plan_from_the_page_runs_on_agent_serve_and_results_appear(dashboard, agent):
+def test_plan_from_the_page_runs_on_agent_serve_and_results_appear(dashboard, agent, web_client):
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed")
     with playwright_sync.sync_playwright() as p:
@@ -112,7 +108,7 @@ def test_plan_from_the_page_runs_on_agent_serve_and_results_appear(dashboard, ag
         )
         # A plan naming a model the zoo lacks is refused by the agent, and the reason reaches the page.
         refused = post_plan(
-            dashboard.web.url,
+            web_client(dashboard.web.url),
             {"plan_toml": 'name = "bad"\nmodels = ["no-such-model"]\ncontext_lengths = [32]\n'},
         )
         page.wait_for_function(ACK_SHOWN, arg=[refused["command_id"], "no"], timeout=30_000)

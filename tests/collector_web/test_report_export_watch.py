@@ -92,3 +92,51 @@ def test_watch_marks_a_stale_device_without_a_status(simfleet, feeder, store, mo
     console.print(frame(store))
     line = next(x for x in console.export_text().splitlines() if "bare-1" in x)
     assert "(stale)" in line
+
+
+HOSTILE_METRIC = '../../=HYPERLINK("http://x")/e'
+
+
+@pytest.fixture
+def hostile(feeder, store, result_factory) -> str:
+    """Results whose device-supplied names are spreadsheet formulas and paths out of the out dir."""
+    feeder(
+        [
+            result_factory(
+                model=model,
+                context_len=n,
+                metrics={"ttft": ("ms", [1.0 + n / 1e4]), HOSTILE_METRIC: ("J/token", [0.5])},
+            )
+            for model in ("=cmd|' /C calc'!A0", "@SUM(1+1)")
+            for n in (1024, 2048)
+        ]
+    )
+    return f"sqlite:///{store.path}"
+
+
+def test_csv_export_neutralises_formulas(hostile, tmp_path: Path):
+    out = tmp_path / "export"
+    result = CliRunner().invoke(export, ["--store", hostile, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with (out / "results.csv").open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    cells = header + [cell for row in rows for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert {r[header.index("model")] for r in rows} == {"'=cmd|' /C calc'!A0", "'@SUM(1+1)"}
+    assert any(h.startswith("../../=HYPERLINK") for h in header)  # no formula prefix: left as it was
+    assert float(rows[0][header.index("context_len")]) > 0  # numbers stay numbers
+
+
+def test_report_keeps_hostile_metric_names_inside_the_out_dir(hostile, tmp_path: Path):
+    pytest.importorskip("matplotlib", reason="PNG figures need matplotlib")
+    out = tmp_path / "deep" / "report"
+    result = CliRunner().invoke(report, ["--store", hostile, "--out", str(out), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert all(p.parts[:2] == ("deep", "report") for p in written if not p.name.startswith("collector.db")), (
+        written
+    )
+    pngs = [p.name for p in out.glob("*.png")]
+    energy = [name for name in pngs if "HYPERLINK" in name]
+    assert len(energy) == 1 and "/" not in energy[0] and not energy[0].startswith(".")
+    assert energy[0] in (out / "index.html").read_text()

@@ -252,7 +252,8 @@ const ctxscope = (() => {
       const out = document.getElementById("plan-result");
       out.textContent = "sending…";
       const response = await fetch(`/api/devices/${device}/plans`, {
-        method: "POST", headers: { "content-type": "application/json" },
+        method: "POST",
+        headers: { "content-type": "application/json", "x-csrf-token": document.querySelector('meta[name="csrf-token"]').content },
         body: JSON.stringify({ plan_toml: document.getElementById("plan-text").value }),
       });
       const answer = await response.json();
@@ -332,3 +333,8 @@ const ctxscope = (() => {
 
   return { fleetPage, devicePage, comparePage, state };
 })();
+// No inline scripts (the Content-Security-Policy forbids them): the page names itself in data-page.
+document.addEventListener("DOMContentLoaded", () => {
+  const start = { fleet: ctxscope.fleetPage, device: ctxscope.devicePage, compare: ctxscope.comparePage }[document.body.dataset.page];
+  if (start) start();
+});
