@@ -78,7 +78,9 @@ class Dashboard:
             broker, store_url, client_id, on_commit=self.hub.on_commit, access=access
         )
         self.commands = CommandPublisher(*parse_broker(broker), access=access.for_commands())
-        app = create_app(self.service.store, self.hub, self.commands, self.service.ingest.health, security)
+        app = create_app(
+            self.service.store, self.hub, self.commands, self.service.ingest.health, security=security
+        )
         self.web = WebServer(app, host, port)
 
     def start(self) -> Dashboard:

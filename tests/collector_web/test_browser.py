@@ -211,7 +211,7 @@ def test_login_then_the_plan_form_sends_with_its_csrf_token(store, hub, page, fe
     users = tmp_path / "users"
     users.write_text(f"alice:{hash_password('a long passphrase')}\n")
     security = WebSecurity(credentials=Credentials.load(users))
-    server = WebServer(create_app(store, hub, None, security)).start()
+    server = WebServer(create_app(store, hub, None, security=security)).start()
     try:
         p, console = page
         p.goto(server.url + "/devices/orin-1")

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from ctxscope.collector.commands import CommandPublisher
-from ctxscope.collector.service import run
+from ctxscope.collector.run import run
 from ctxscope.collector.web import security as security_module
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.auth import Credentials, CredentialsError, passwd, verify_password
@@ -176,7 +176,7 @@ def test_with_credentials_everything_but_the_login_page_needs_a_login(
     store, hub, credentials_file, web_client
 ):
     security = WebSecurity(credentials=Credentials.load(credentials_file))
-    server = WebServer(create_app(store, hub, None, security)).start()
+    server = WebServer(create_app(store, hub, None, security=security)).start()
     try:
         client = web_client(server.url)
         for path in ("/api/fleet", "/api/events", "/static/app.js", "/static/plotly.min.js"):
