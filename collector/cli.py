@@ -14,6 +14,11 @@ COMMANDS = {
     ),
     "watch": ("ctxscope.collector.watch", "watch", "Live terminal view of devices, runs and results."),
     "send-plan": ("ctxscope.collector.commands", "send_plan", "Send a run plan to a device."),
+    "import": (
+        "ctxscope.collector.importer",
+        "import_command",
+        "Import JSON-lines record files (plain or gzip) into the store.",
+    ),
     "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),
 }
 
