@@ -16,6 +16,7 @@ from rich.table import Table
 
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.service import default_store_url
+from ctxscope.collector.shrunk import labelled_results
 from ctxscope.collector.store import Store, StoreURLError, open_store
 from ctxscope.collector.web import views
 from ctxscope.shared.messages import Metric
@@ -78,7 +79,7 @@ def frame(store: Store) -> Group:
     for column in ("device", "run", "model", "precision", "context", "outcome", "TTFT", "peak memory"):
         results.add_column(column)
     latest = sorted(
-        (row for d in fleet["devices"] for row in store.results(d["device"])[-LATEST_RESULTS:]),
+        (row for d in fleet["devices"] for row in labelled_results(store, d["device"])[-LATEST_RESULTS:]),
         key=lambda r: r["ts"],
     )[-LATEST_RESULTS:]
     for r in reversed(latest):
