@@ -47,6 +47,7 @@ class IngestCounters:
     state_stale: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+    store_errors: int = 0
 
     def add(self, outcome: BatchOutcome, reasons: Sequence[str]) -> None:
         self.stored += outcome.stored
@@ -142,6 +143,11 @@ class Ingest:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def backlog(self) -> int:
+        """Messages taken from the broker and not yet stored."""
+        return self._inbox.qsize()
+
     def counters(self) -> IngestCounters:
         """A snapshot of the counters."""
         with self._counters_lock:
@@ -216,6 +222,8 @@ class Ingest:
                 break
             except Exception:
                 log.exception("store failed; retrying the batch of %d in %.0f s", len(items), STORE_RETRY_S)
+                with self._counters_lock:
+                    self._counters.store_errors += 1
                 if self._stopping.wait(STORE_RETRY_S):
                     return False
         for m in batch:

@@ -8,6 +8,8 @@
 /api/events[?device=<id>]  server-sent events: `changed` per device after each ingest commit
 POST /api/devices/<id>/plans  {"plan_toml" | "shipped", "ttl_s"} -> 202 {"command_id"}
 /api/plans                 plans shipped with ctxscope
+/metrics                   Prometheus metrics (ingest counters and backlog, per-device state, power)
+/healthz, /readyz          liveness; readiness (store answers, broker subscriptions held): 200 or 503
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from string import Template
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from ctxscope.collector import observability
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
+from ctxscope.collector.observability import IngestState
 from ctxscope.collector.web import figures, plans, views
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.source import FleetSource
@@ -60,8 +65,14 @@ def _known_device(source: FleetSource, device: str) -> None:
         raise HTTPException(404, f"unknown device {device!r}")
 
 
-def create_app(store: FleetSource, hub: LiveHub, commands: CommandPublisher | None = None) -> FastAPI:
-    """The dashboard over `store`, live through `hub`; plans go out through `commands` when given."""
+def create_app(
+    store: FleetSource,
+    hub: LiveHub,
+    commands: CommandPublisher | None = None,
+    ingest: IngestState | None = None,
+) -> FastAPI:
+    """The dashboard over `store`, live through `hub`; plans go out through `commands` when given;
+    `/metrics` and `/readyz` report on `ingest` when this process ingests."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -145,6 +156,23 @@ def create_app(store: FleetSource, hub: LiveHub, commands: CommandPublisher | No
         except ConnectionError as exc:
             raise HTTPException(503, str(exc)) from exc
         return {"command_id": command.command_id, "device": device, "expires_at": command.expires_at}
+
+    # ---------------------------------------------------------------- operations
+
+    metrics_registry = observability.registry(store, lambda: ingest)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        readiness = observability.ready(store, ingest)
+        return JSONResponse(readiness.as_dict(), status_code=200 if readiness.ready else 503)
 
     # ---------------------------------------------------------------- live events
 

@@ -66,7 +66,9 @@ class Dashboard:
         self.hub = LiveHub()
         self.service = build_service(broker, store_url, client_id, on_commit=self.hub.on_commit)
         self.commands = CommandPublisher(*parse_broker(broker))
-        self.web = WebServer(create_app(self.service.store, self.hub, self.commands), host, port)
+        self.web = WebServer(
+            create_app(self.service.store, self.hub, self.commands, self.service.ingest), host, port
+        )
 
     def start(self) -> Dashboard:
         """Start the web server, then ingest; on failure (e.g. a busy port) release what was opened."""
