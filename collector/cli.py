@@ -19,6 +19,11 @@ COMMANDS = {
         "import_command",
         "Import JSON-lines record files (plain or gzip) into the store.",
     ),
+    "prune": (
+        "ctxscope.collector.store.retention",
+        "prune",
+        "Roll up old raw telemetry and delete it (retention policy).",
+    ),
     "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),
 }
 

@@ -79,10 +79,31 @@ def build_service(
     help="serve the dashboard on HOST:PORT (needs the `collector` extra); 0.0.0.0 exposes it to the network",
 )
 @click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
-def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bool) -> None:
+@click.option(
+    "--raw-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="keep raw telemetry this many days, then keep --rollup-s rollups (checked hourly)",
+)
+@click.option("--rollup-s", type=click.IntRange(min=1), default=60, show_default=True, help="rollup width")
+@click.option("--keep-raw", is_flag=True, help="never prune raw telemetry")
+def run(
+    broker: str,
+    store_url: str | None,
+    client_id: str,
+    web: str,
+    no_web: bool,
+    raw_days: float,
+    rollup_s: int,
+    keep_raw: bool,
+) -> None:
     """Ingest records from the broker into the store (and serve the dashboard) until Ctrl-C or SIGTERM."""
+    from ctxscope.collector.store.retention import RetentionLoop, RetentionPolicy
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = store_url or default_store_url()
+    policy = RetentionPolicy(raw_days, rollup_s)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -95,19 +116,25 @@ def run(broker: str, store_url: str | None, client_id: str, web: str, no_web: bo
         if no_web:
             service = build_service(broker, url, client_id)
             service.start()
+            retention = None if keep_raw else RetentionLoop(service.store, policy).start()
             click.echo(f"collector: broker {broker}, store {url} (Ctrl-C stops)", err=True)
             stop.wait()
+            if retention is not None:
+                retention.stop()
             counters = service.stop()
         else:
             from ctxscope.collector.web.server import Dashboard
 
             web_host, web_port = parse_broker(web)
             dashboard = Dashboard(broker, url, web_host, web_port, client_id).start()
+            retention = None if keep_raw else RetentionLoop(dashboard.service.store, policy).start()
             click.echo(
                 f"collector: broker {broker}, store {url}, dashboard {dashboard.web.url}/ (Ctrl-C stops)",
                 err=True,
             )
             stop.wait()
+            if retention is not None:
+                retention.stop()
             dashboard.stop()
             counters = dashboard.service.ingest.counters()
     except (ValueError, RuntimeError) as exc:  # bad address, store URL or client id; web port in use
