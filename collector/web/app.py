@@ -8,6 +8,8 @@
 /api/events[?device=<id>]  server-sent events: `changed` per device after each ingest commit
 POST /api/devices/<id>/plans  {"plan_toml" | "shipped", "ttl_s"} -> 202 {"command_id"}
 /api/plans                 plans shipped with ctxscope
+/api/devices/<id>/trace    power and temperature trace (device page)
+/api/fleet/traces          the same, small, per device (fleet page sparklines)
 /metrics                   Prometheus metrics (ingest counters and backlog, per-device state, power)
 /healthz, /readyz          liveness; readiness (store answers, broker subscriptions held): 200 or 503
 """
@@ -34,7 +36,7 @@ from pydantic import BaseModel, Field
 from ctxscope.collector import observability
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.observability import IngestState
-from ctxscope.collector.web import figures, plans, views
+from ctxscope.collector.web import figures, plans, traces, views
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.source import FleetSource
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
@@ -90,6 +92,8 @@ def create_app(
 
     # After the plotly route: a mount answers every path under its prefix.
     app.mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static")
+    # Before /api/fleet/{device}, which would otherwise take /api/fleet/traces for a device's path.
+    app.include_router(traces.router(store))
 
     # ---------------------------------------------------------------- pages (render their twins)
 
