@@ -53,3 +53,12 @@ def test_import_summary_as_json_keeps_stdout_clean(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["stored"] == 4  # stdout is the JSON alone; logs went to stderr
+
+
+def test_watch_prints_the_fleet_as_json(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'c.db'}"
+    records = Path(__file__).resolve().parents[2] / "results/profiling/h200_autotune_check.jsonl"
+    assert _run("collector", "import", "-q", "--store", store, str(records)).returncode == 0
+    done = _run("collector", "watch", "--json", "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert [d["device"] for d in json.loads(done.stdout)["devices"]] == ["h200"]
