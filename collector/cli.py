@@ -14,6 +14,16 @@ COMMANDS = {
     ),
     "watch": ("ctxscope.collector.watch", "watch", "Live terminal view of devices, runs and results."),
     "send-plan": ("ctxscope.collector.commands", "send_plan", "Send a run plan to a device."),
+    "import": (
+        "ctxscope.collector.importer",
+        "import_command",
+        "Import JSON-lines record files (plain or gzip) into the store.",
+    ),
+    "prune": (
+        "ctxscope.collector.store.retention",
+        "prune",
+        "Roll up old raw telemetry and delete it (retention policy).",
+    ),
     "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),
     "enroll": ("ctxscope.collector.security.cli", "enroll", "Give a device broker credentials and a bundle."),
     "revoke": ("ctxscope.collector.security.cli", "revoke", "Remove a device's broker credentials."),

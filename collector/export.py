@@ -18,9 +18,9 @@ import click
 from ctxscope.collector.aggregate.points import aggregate_points
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.settings import default_store_url
+from ctxscope.collector.shrunk import labelled_point_results
 from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
 from ctxscope.collector.web.source import FleetSource
-from ctxscope.collector.web.views import point_results
 from ctxscope.shared.messages import PointResult
 
 FORMATS = ("csv", "parquet")
@@ -128,7 +128,7 @@ def export_tables(
 ) -> list[Path]:
     """Write the results and aggregates tables of the chosen devices (all when none) in each format."""
     chosen = list(devices) or [d["device"] for d in source.devices()]
-    results = [r for d in chosen for r in point_results(source.results(d))]
+    results = [r for d in chosen for r in labelled_point_results(source, d)]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:

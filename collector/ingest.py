@@ -165,6 +165,11 @@ class Ingest:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def backlog(self) -> int:
+        """Messages taken from the broker and not yet stored."""
+        return self._inbox.stats().messages
+
     def counters(self) -> IngestCounters:
         """A snapshot of the counters."""
         with self._counters_lock:

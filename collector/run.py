@@ -54,6 +54,15 @@ log = logging.getLogger(__name__)
 )
 @click.option("--web-insecure", is_flag=True, help="serve beyond loopback without a login (not advised)")
 @click.option("--web-secure-cookie", is_flag=True, help="mark the session cookie Secure (behind a TLS proxy)")
+@click.option(
+    "--raw-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="keep raw telemetry this many days, then keep --rollup-s rollups (checked hourly)",
+)
+@click.option("--rollup-s", type=click.IntRange(min=1), default=60, show_default=True, help="rollup width")
+@click.option("--keep-raw", is_flag=True, help="never prune raw telemetry")
 @access_options
 @click.option(
     "--broker-config",
@@ -78,13 +87,19 @@ def run(
     web_allowed_hosts: tuple[str, ...],
     web_insecure: bool,
     web_secure_cookie: bool,
+    raw_days: float,
+    rollup_s: int,
+    keep_raw: bool,
     broker_config: Path | None,
     require_safe_broker: bool,
     **access_params: Any,
 ) -> None:
     """Ingest records from the broker into the store (and serve the dashboard) until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ctxscope.collector.store.retention import RetentionLoop, RetentionPolicy
+
     url = store_url or default_store_url()
+    policy = RetentionPolicy(raw_days, rollup_s)
     try:
         host, port = parse_broker(broker)
     except ValueError as exc:
@@ -103,8 +118,11 @@ def run(
         if no_web:
             service = build_service(broker, url, client_id, access=access)
             service.start()
+            retention = None if keep_raw else RetentionLoop(service.store, policy).start()
             click.echo(f"collector: broker {broker}, store {url} (Ctrl-C stops)", err=True)
             stop.wait()
+            if retention is not None:
+                retention.stop()
             counters = service.stop()
         else:
             from ctxscope.collector.web.security import web_security
@@ -115,11 +133,14 @@ def run(
                 web_host, web_credentials, web_allowed_hosts, web_insecure, web_secure_cookie
             )
             dashboard = Dashboard(broker, url, web_host, web_port, client_id, access, security).start()
+            retention = None if keep_raw else RetentionLoop(dashboard.service.store, policy).start()
             click.echo(
                 f"collector: broker {broker}, store {url}, dashboard {dashboard.web.url}/ (Ctrl-C stops)",
                 err=True,
             )
             stop.wait()
+            if retention is not None:
+                retention.stop()
             dashboard.stop()
             counters = dashboard.service.ingest.counters()
     except (ValueError, RuntimeError) as exc:  # bad address, store URL or client id; web port in use

@@ -6,6 +6,7 @@ every `--interval` seconds; `--once` prints a single frame and exits.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.settings import default_store_url
+from ctxscope.collector.shrunk import labelled_results
 from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
 from ctxscope.collector.web import views
 from ctxscope.shared.messages import Metric
@@ -78,7 +80,7 @@ def frame(store: Store) -> Group:
     for column in ("device", "run", "model", "precision", "context", "outcome", "TTFT", "peak memory"):
         results.add_column(column)
     latest = sorted(
-        (row for d in fleet["devices"] for row in store.results(d["device"])[-LATEST_RESULTS:]),
+        (row for d in fleet["devices"] for row in labelled_results(store, d["device"])[-LATEST_RESULTS:]),
         key=lambda r: r["ts"],
     )[-LATEST_RESULTS:]
     for r in reversed(latest):
@@ -99,7 +101,13 @@ def frame(store: Store) -> Group:
 @click.option("--store", "store_url", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
 @click.option("--once", is_flag=True, help="Print one frame and exit.")
-def watch(store_url: str | None, interval: float, once: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the fleet (devices, live values, runs) as JSON once and exit.",
+)
+def watch(store_url: str | None, interval: float, once: bool, as_json: bool) -> None:
     """Live terminal view of devices, runs and latest results."""
     try:
         store = open_store(store_url or default_store_url())
@@ -107,6 +115,9 @@ def watch(store_url: str | None, interval: float, once: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     console = Console()
     try:
+        if as_json:
+            click.echo(json.dumps(views.fleet(store), indent=2))
+            return
         if once:
             console.print(frame(store))
             return

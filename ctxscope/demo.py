@@ -29,7 +29,14 @@ from rich.live import Live
 from rich.text import Text
 
 from ctxscope.agent.transport.spool import Spool
+from ctxscope.collector.reference_device import (
+    REFERENCE_DESCRIPTION,
+    REFERENCE_DEVICE,
+    checkout_results,
+    import_reference,
+)
 from ctxscope.collector.settings import parse_broker
+from ctxscope.collector.shrunk import labelled_results
 from ctxscope.collector.store import Store
 from ctxscope.collector.watch import frame
 from ctxscope.compat import tomllib
@@ -58,6 +65,19 @@ def _agent_command(broker: str, spool: Path) -> list[str]:
         "--torch-device",
         "cpu",
     ]
+
+
+def _import_reference(console: Console, store: Store) -> None:
+    """Put the committed H200 characterization beside the live agent, labelled as the reference."""
+    results = checkout_results()
+    if results is None:
+        console.print("reference: no results/ folder here (not a checkout); only the live agent is shown")
+        return
+    summary = import_reference(store, results)
+    console.print(
+        f"reference: {REFERENCE_DEVICE} = {REFERENCE_DESCRIPTION}; "
+        f"{summary.stored} records stored, {summary.duplicates} already present, {summary.bad_lines} bad"
+    )
 
 
 def _wait_online(store: Store, timeout_s: float, agent: subprocess.Popen[bytes]) -> None:
@@ -109,6 +129,12 @@ def _drain(store: Store, device: str, stream: str, expected: int, timeout_s: flo
 )
 @click.option("--until-done", is_flag=True, help="stop once the demo plan's run has finished")
 @click.option("--headless", is_flag=True, help="no live view: print one line per result, then a summary")
+@click.option(
+    "--reference/--no-reference",
+    default=True,
+    show_default=True,
+    help="also import the committed H200 results (a checkout's results/) as the device h200-reference",
+)
 def demo(
     broker: str | None,
     workdir: Path | None,
@@ -116,6 +142,7 @@ def demo(
     duration: float | None,
     until_done: bool,
     headless: bool,
+    reference: bool,
 ) -> None:
     """Broker + collector + a local agent, live in the terminal (Ctrl-C stops everything cleanly)."""
     from ctxscope.broker import BrokerError, ensure_broker, start_private_broker
@@ -133,6 +160,8 @@ def demo(
     dashboard = Dashboard(handle.address, f"sqlite:///{workdir / 'collector.sqlite'}", port=web_port).start()
     store = dashboard.service.store
     console.print(f"collector: store {workdir / 'collector.sqlite'}, dashboard {dashboard.web.url}/")
+    if reference:
+        _import_reference(console, store)
 
     spool_path = workdir / "agent-spool.sqlite"
     agent_log = (workdir / "agent.log").open("ab")
@@ -214,7 +243,7 @@ def _show(
     if headless:
         seen: set[str] = set()
         while True:
-            for row in store.results(DEMO_DEVICE):
+            for row in labelled_results(store, DEMO_DEVICE):
                 key = f"{row['run_id']}/{row['point_id']}"
                 if key not in seen:
                     seen.add(key)

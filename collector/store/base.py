@@ -175,6 +175,9 @@ class Store(ABC):
             for statement in ddl.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+        from ctxscope.collector.store.migrations import migrate
+
+        migrate(self, time.time_ns())
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:

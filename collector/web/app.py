@@ -10,6 +10,10 @@ POST /api/devices/<id>/plans  {"plan_toml" | "shipped", "ttl_s"} -> 202 {"comman
 /api/plans                 plans shipped with ctxscope
 /api/ingest                ingest health: connected, store failing (the fleet page's banner), inbox
 /login, POST /login, POST /logout   when credentials are configured (see `security`)
+/api/devices/<id>/trace    power and temperature trace (device page)
+/api/fleet/traces          the same, small, per device (fleet page sparklines)
+/metrics                   Prometheus metrics (ingest counters and backlog, per-device state, power)
+/healthz, /readyz          liveness; readiness (store answers, broker subscriptions held): 200 or 503
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ctxscope.collector import plans
+from ctxscope.collector import observability, plans
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
-from ctxscope.collector.web import figures, views
+from ctxscope.collector.observability import IngestState
+from ctxscope.collector.web import figures, traces, views
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
 from ctxscope.collector.web.source import FleetSource
@@ -75,10 +81,12 @@ def create_app(
     commands: CommandPublisher | None = None,
     ingest_health: Callable[[], dict[str, Any]] | None = None,
     security: WebSecurity | None = None,
+    ingest: IngestState | None = None,
 ) -> FastAPI:
     """The dashboard over `store`, live through `hub`; plans go out through `commands` when given;
     `ingest_health` (the collector's `Ingest.health`) feeds /api/ingest and the fleet page's banner;
-    access as `security` says (default: open, loopback host names only)."""
+    access as `security` says (default: open, loopback host names only); `/metrics` and `/readyz`
+    report on `ingest` when this process ingests."""
     security = security or WebSecurity()
     sessions = Sessions()
 
@@ -99,6 +107,8 @@ def create_app(
 
     # After the plotly route: a mount answers every path under its prefix.
     app.mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static")
+    # Before /api/fleet/{device}, which would otherwise take /api/fleet/traces for a device's path.
+    app.include_router(traces.router(store))
 
     # ---------------------------------------------------------------- pages (render their twins)
 
@@ -205,6 +215,23 @@ def create_app(
         except ConnectionError as exc:
             raise HTTPException(503, str(exc)) from exc
         return {"command_id": command.command_id, "device": device, "expires_at": command.expires_at}
+
+    # ---------------------------------------------------------------- operations
+
+    metrics_registry = observability.registry(store, lambda: ingest)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        readiness = observability.ready(store, ingest)
+        return JSONResponse(readiness.as_dict(), status_code=200 if readiness.ready else 503)
 
     # ---------------------------------------------------------------- live events
 

@@ -14,6 +14,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from ctxscope.collector.shrunk import is_shrunk_label
 from ctxscope.collector.web.reference import overlay
 
 TITLES = {
@@ -138,8 +139,10 @@ def metric_figure(
     units = {p["metrics"][metric]["unit"] for p in points if metric in p["metrics"]}
     unit = units.pop() if len(units) == 1 else ""
     fig = go.Figure(_series_traces(points, metric), layout=_layout(title, unit))
-    if with_reference and unit:
-        fig.add_traces(_reference_traces(metric, unit, {p["model"] for p in points}))
+    models = {p["model"] for p in points}
+    # Shrunk models are no stand-ins for the real ones: the paper's figures never sit beside them alone.
+    if with_reference and unit and not (models and all(is_shrunk_label(m) for m in models)):
+        fig.add_traces(_reference_traces(metric, unit, models))
     return _plain(fig)
 
 

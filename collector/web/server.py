@@ -79,7 +79,12 @@ class Dashboard:
         )
         self.commands = CommandPublisher(*parse_broker(broker), access=access.for_commands())
         app = create_app(
-            self.service.store, self.hub, self.commands, self.service.ingest.health, security=security
+            self.service.store,
+            self.hub,
+            self.commands,
+            self.service.ingest.health,
+            security=security,
+            ingest=self.service.ingest,
         )
         self.web = WebServer(app, host, port)
 

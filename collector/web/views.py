@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ctxscope.collector.aggregate.characterize import characterize, compare
+from ctxscope.collector.shrunk import is_shrunk_label, labelled_point_results
 from ctxscope.collector.web.reference import max_context as reference_max_context
 from ctxscope.collector.web.source import FleetSource
 from ctxscope.shared.messages import PointResult
@@ -218,7 +219,7 @@ def device(
     """The device page: liveness, meta, characterization, runs, operator shares and command acks."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     row = _device_row(source, device_id)
-    results = point_results(source.results(device_id))
+    results = labelled_point_results(source, device_id)
     meta = row.get("meta") or {}
     capacity = memory_capacity_mib(meta)
     return {
@@ -232,7 +233,9 @@ def device(
         "logs": _problems(source, device_id),
         "result_count": len(results),
         "reference_max_context": {
-            model: reference_max_context(model) for model in sorted({r.model for r in results})
+            model: reference_max_context(model)
+            for model in sorted({r.model for r in results})
+            if not is_shrunk_label(model)
         },
     }
 
@@ -243,7 +246,9 @@ def comparison(
     """The compare page: one metric's summaries per device for each model and length."""
     known = [r["device"] for r in source.devices()]
     chosen = [d for d in (devices or known) if d in known]
-    results = [r for d in chosen for r in point_results(source.results(d)) if not models or r.model in models]
+    results = [
+        r for d in chosen for r in labelled_point_results(source, d) if not models or r.model in models
+    ]
     return {
         "generated_ns": time.time_ns() if now_ns is None else now_ns,
         "metric": metric,

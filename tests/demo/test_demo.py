@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ctxscope.broker import free_port
-from ctxscope.collector.store import open_store
+from ctxscope.collector.store import Store, open_store
+from ctxscope.collector.web import views
 
 DEMO = [sys.executable, "-c", "from ctxscope.cli import main; main()", "demo"]
 POINTS = 8  # demo_plan.toml: 2 models x 4 context lengths
@@ -57,6 +59,11 @@ def test_demo_runs_the_plan_and_loses_nothing(tmp_path: Path) -> None:
     assert f"127.0.0.1:{port} (private mosquitto)" in output or "(embedded amqtt)" in output
     assert "stopped (run finished)" in output
     assert len(re.findall(r"^result .*: ok, ttft", output, re.M)) == POINTS, output
+    # The live CPU agent measures shrunk models, and says so on every line.
+    assert len(re.findall(r"^result [a-z0-9.-]+ \(shrunk\) @ ", output, re.M)) == POINTS, output
+    assert re.search(
+        r"reference: h200-reference = .*H200.*; \d{4,} records stored, 0 already present, 0 bad", output
+    )
     summary = _summary(output)
     assert summary["lost"] == 0 and summary["gaps"] == 0
     assert summary["held"] == summary["written"] - summary["spooled"] > POINTS
@@ -73,8 +80,30 @@ def test_demo_runs_the_plan_and_loses_nothing(tmp_path: Path) -> None:
         assert [run["outcome"] for run in store.runs("demo-local")] == ["completed"]
         assert store.telemetry_channels("demo-local"), "host telemetry was not streamed"
         assert [d["state"] for d in store.devices() if d["device"] == "demo-local"] == ["offline"]
+        _reference_beside_live(store)
     finally:
         store.close()
+
+
+def _reference_beside_live(store: Store) -> None:
+    """The fleet shows the H200 reference beside the live agent; the paper's figures sit only beside
+    real model sizes, never beside the shrunk CPU models."""
+    fleet = views.fleet(store)
+    assert {d["device"] for d in fleet["devices"]} == {"demo-local", "h200-reference"}
+    live = views.device(store, "demo-local")
+    live_models = {p["model"] for p in _curves(live)}
+    assert live_models == {"qwen2.5-0.5b (shrunk)", "mamba2-130m (shrunk)"}, live_models
+    assert live["reference_max_context"] == {}
+    reference = views.device(store, "h200-reference")
+    reference_models = {p["model"] for p in _curves(reference)}
+    assert {"qwen2.5-0.5b", "mamba2-780m"} <= reference_models, reference_models
+    assert not any("shrunk" in m for m in reference_models)
+    assert reference["reference_max_context"], "real models get the paper's figures beside them"
+
+
+def _curves(view: dict[str, Any]) -> list[dict[str, Any]]:
+    points: list[dict[str, Any]] = view["characterization"]["points"]
+    return points
 
 
 @pytest.mark.slow

@@ -337,4 +337,8 @@ const ctxscope = (() => {
 document.addEventListener("DOMContentLoaded", () => {
   const start = { fleet: ctxscope.fleetPage, device: ctxscope.devicePage, compare: ctxscope.comparePage }[document.body.dataset.page];
   if (start) start();
+  if (typeof ctxscopeTraces !== "undefined") {  // live power and temperature traces (traces.js)
+    if (document.body.dataset.page === "fleet") ctxscopeTraces.fleetSparklines(300);
+    if (document.body.dataset.page === "device") ctxscopeTraces.devicePowerTrace(document.body.dataset.device, 600);
+  }
 });

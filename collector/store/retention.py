@@ -1,0 +1,231 @@
+"""Telemetry retention: raw samples for N days, per-bucket rollups (mean, min, max, count) after.
+
+Raw telemetry is about 0.1 GB per device per day. `apply_retention` takes every telemetry batch
+that ended before the cutoff, folds its samples into fixed time buckets per (device, source,
+channel) in `telemetry_rollups`, and deletes the raw batch, in chunks of one transaction each, so
+a crash leaves each chunk either rolled up and deleted or untouched. Rollups of a bucket split
+across two passes merge exactly (counts add, means weight by count). The `records` rows stay: they
+are the (device, stream, seq) keys that keep a late redelivery of a pruned batch from being stored
+again. Results, runs and logs are never pruned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import numpy as np
+
+from ctxscope.collector.store.base import Store
+
+log = logging.getLogger(__name__)
+NS_PER_S = 1_000_000_000
+CHUNK_BATCHES = 200
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Keep raw telemetry `raw_days`; after that, `rollup_s`-second rollups (kept indefinitely)."""
+
+    raw_days: float = 7.0
+    rollup_s: int = 60
+
+    def __post_init__(self) -> None:
+        if self.raw_days < 0:
+            raise ValueError(f"raw_days must be >= 0, not {self.raw_days}")
+        if self.rollup_s < 1:
+            raise ValueError(f"rollup_s must be >= 1 second, not {self.rollup_s}")
+
+    def cutoff_ns(self, now_ns: int) -> int:
+        return now_ns - int(self.raw_days * 86400 * NS_PER_S)
+
+
+@dataclass
+class RetentionOutcome:
+    batches_pruned: int = 0
+    samples_rolled_up: int = 0
+    buckets_written: int = 0
+
+
+@dataclass
+class _Bucket:
+    unit: str
+    n: int
+    total: float
+    low: float
+    high: float
+
+
+UPSERT = (
+    "INSERT INTO telemetry_rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (device, source, channel, bucket_ns) DO UPDATE SET"
+    " mean = (telemetry_rollups.mean * telemetry_rollups.n + excluded.mean * excluded.n)"
+    " / (telemetry_rollups.n + excluded.n),"
+    " n = telemetry_rollups.n + excluded.n,"
+    " min = CASE WHEN excluded.min < telemetry_rollups.min THEN excluded.min ELSE telemetry_rollups.min END,"
+    " max = CASE WHEN excluded.max > telemetry_rollups.max THEN excluded.max ELSE telemetry_rollups.max END"
+)
+
+
+def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = None) -> RetentionOutcome:
+    """Roll up and delete raw telemetry older than the policy's cutoff; return what was done."""
+    cutoff = policy.cutoff_ns(time.time_ns() if now_ns is None else now_ns)
+    outcome = RetentionOutcome()
+    while True:
+        with store._transaction() as cur:
+            cur.execute(
+                store._sql(
+                    "SELECT device, stream, seq, source, mono_to_wall_ns, t_ns FROM telemetry"
+                    f" WHERE wall_end_ns < ? ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}"
+                ),
+                (cutoff,),
+            )
+            batches = cur.fetchall()
+            if not batches:
+                return outcome
+            buckets: dict[tuple[str, str, str, int], _Bucket] = {}
+            for device, stream, seq, source, mono_to_wall, t_ns in batches:
+                wall = np.frombuffer(bytes(t_ns), dtype="<i8") + int(mono_to_wall)
+                cur.execute(
+                    store._sql(
+                        "SELECT channel, unit, dtype, data FROM telemetry_channels"
+                        " WHERE device = ? AND stream = ? AND seq = ?"
+                    ),
+                    (device, stream, seq),
+                )
+                for channel, unit, dtype, data in cur.fetchall():
+                    values = np.frombuffer(bytes(data), dtype=f"<{dtype}").astype(np.float64)
+                    outcome.samples_rolled_up += len(values)
+                    _fold(buckets, (device, source, channel), unit, wall, values, policy.rollup_s)
+                for table in ("telemetry_channels", "telemetry"):
+                    cur.execute(
+                        store._sql(f"DELETE FROM {table} WHERE device = ? AND stream = ? AND seq = ?"),
+                        (device, stream, seq),
+                    )
+            for (device, source, channel, bucket_ns), b in buckets.items():
+                cur.execute(
+                    store._sql(UPSERT),
+                    (
+                        device,
+                        source,
+                        channel,
+                        b.unit,
+                        bucket_ns,
+                        policy.rollup_s,
+                        b.n,
+                        b.total / b.n,
+                        b.low,
+                        b.high,
+                    ),
+                )
+            outcome.batches_pruned += len(batches)
+            outcome.buckets_written += len(buckets)
+
+
+def _fold(
+    buckets: dict[tuple[str, str, str, int], _Bucket],
+    series: tuple[str, str, str],
+    unit: str,
+    wall: np.ndarray,
+    values: np.ndarray,
+    rollup_s: int,
+) -> None:
+    width = rollup_s * NS_PER_S
+    starts = (wall // width) * width
+    grouped: dict[int, list[float]] = defaultdict(list)
+    for start, value in zip(starts.tolist(), values.tolist(), strict=True):
+        grouped[start].append(value)
+    for start, vals in grouped.items():
+        key = (*series, start)
+        b = buckets.get(key)
+        if b is None:
+            buckets[key] = _Bucket(unit, len(vals), sum(vals), min(vals), max(vals))
+        else:
+            b.n += len(vals)
+            b.total += sum(vals)
+            b.low = min(b.low, *vals)
+            b.high = max(b.high, *vals)
+
+
+def rollups(store: Store, device: str, channel: str | None = None) -> list[dict[str, Any]]:
+    """A device's rollups (of one channel, or all), oldest first."""
+    where, params = (
+        ("device = ?", [device]) if channel is None else ("device = ? AND channel = ?", [device, channel])
+    )
+    return store._query(f"SELECT * FROM telemetry_rollups WHERE {where} ORDER BY channel, bucket_ns", params)
+
+
+class RetentionLoop:
+    """Applies a policy now and then every `interval_s` in a background thread, until stopped.
+    A failed pass is logged and retried at the next interval; it never stops ingest."""
+
+    def __init__(self, store: Store, policy: RetentionPolicy, interval_s: float = 3600.0) -> None:
+        self.store = store
+        self.policy = policy
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ctxscope-retention", daemon=True)
+
+    def start(self) -> RetentionLoop:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                outcome = apply_retention(self.store, self.policy)
+                if outcome.batches_pruned:
+                    log.info(
+                        "retention: %d telemetry batches older than %g days rolled up into %d buckets",
+                        outcome.batches_pruned,
+                        self.policy.raw_days,
+                        outcome.buckets_written,
+                    )
+            except Exception:
+                log.exception("retention pass failed; retrying in %.0f s", self.interval_s)
+            self._stop.wait(self.interval_s)
+
+
+@click.command("prune")
+@click.option("--store", "store_url", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB.")
+@click.option(
+    "--raw-days", type=float, default=7.0, show_default=True, help="keep raw telemetry this many days."
+)
+@click.option(
+    "--rollup-s", type=int, default=60, show_default=True, help="rollup bucket width in seconds after that."
+)
+@click.option("--json", "as_json", is_flag=True, help="print what was done as JSON.")
+def prune(store_url: str | None, raw_days: float, rollup_s: int, as_json: bool) -> None:
+    """Roll up raw telemetry older than --raw-days into --rollup-s buckets (mean, min, max, count) and
+    delete the raw samples. Results, runs and logs are never pruned. `collector run --raw-days` does
+    the same every hour."""
+    from ctxscope.collector.service import default_store_url
+    from ctxscope.collector.store import open_store
+
+    try:
+        policy = RetentionPolicy(raw_days, rollup_s)
+        store = open_store(store_url or default_store_url())
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        outcome = apply_retention(store, policy)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(outcome)))
+    else:
+        click.echo(
+            f"pruned {outcome.batches_pruned} telemetry batches ({outcome.samples_rolled_up} samples) "
+            f"older than {raw_days:g} days into {outcome.buckets_written} {rollup_s} s rollups"
+        )

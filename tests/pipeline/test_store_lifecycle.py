@@ -1,0 +1,179 @@
+"""A store that lives for years: schema migrations from the first release, and telemetry retention."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ctxscope.collector.store import Accepted, Store, open_store
+from ctxscope.collector.store.migrations import LATEST, SchemaTooNew, applied_versions, migrate
+from ctxscope.collector.store.retention import RetentionPolicy, apply_retention, rollups
+from ctxscope.shared.messages import TelemetryBatch, TelemetryChannel
+from ctxscope.shared.topics import Channel, topic_for
+
+# The schema of the first release, as its store/base.py created it (frozen here: this is what stores
+# in the field hold).
+FIRST_RELEASE_DDL = """
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY, state TEXT, birth BIGINT, status {json}, meta {json}, meta_birth BIGINT,
+    first_seen_ns BIGINT NOT NULL, last_seen_ns BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,
+    ts BIGINT NOT NULL, received_ns BIGINT NOT NULL, PRIMARY KEY (device, stream, seq));
+CREATE TABLE IF NOT EXISTS runs (
+    device TEXT NOT NULL, run_id TEXT NOT NULL, plan {json}, plan_hash TEXT, total_points BIGINT,
+    manifest {json}, started_ts BIGINT, done BIGINT, total BIGINT, point TEXT, progress_seq BIGINT,
+    outcome TEXT, points_ok BIGINT, points_failed BIGINT, error TEXT, finished_ts BIGINT,
+    PRIMARY KEY (device, run_id));
+CREATE TABLE IF NOT EXISTS results (
+    device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL,
+    run_id TEXT NOT NULL, point_id TEXT NOT NULL, model TEXT NOT NULL, family TEXT NOT NULL,
+    context_len BIGINT NOT NULL, precision TEXT NOT NULL, logits TEXT NOT NULL, outcome TEXT NOT NULL,
+    error TEXT, metrics {json} NOT NULL, implementation {json} NOT NULL, manifest {json} NOT NULL,
+    details {json} NOT NULL, PRIMARY KEY (device, stream, seq));
+CREATE INDEX IF NOT EXISTS results_by_run ON results (device, run_id);
+CREATE TABLE IF NOT EXISTS telemetry (
+    device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL,
+    source TEXT NOT NULL, n BIGINT NOT NULL, mono_to_wall_ns BIGINT NOT NULL,
+    wall_start_ns BIGINT, wall_end_ns BIGINT, t_ns {blob} NOT NULL, PRIMARY KEY (device, stream, seq));
+CREATE INDEX IF NOT EXISTS telemetry_by_time ON telemetry (device, wall_end_ns);
+CREATE TABLE IF NOT EXISTS telemetry_channels (
+    device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, channel TEXT NOT NULL,
+    unit TEXT NOT NULL, dtype TEXT NOT NULL, data {blob} NOT NULL,
+    PRIMARY KEY (device, stream, seq, channel));
+CREATE TABLE IF NOT EXISTS logs (
+    device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL,
+    level TEXT NOT NULL, logger TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (device, stream, seq));
+CREATE TABLE IF NOT EXISTS command_acks (
+    device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL,
+    command_id TEXT NOT NULL, name TEXT NOT NULL, accepted {bool} NOT NULL, reason TEXT, run_id TEXT,
+    PRIMARY KEY (device, stream, seq));
+CREATE TABLE IF NOT EXISTS rejects (
+    reason TEXT NOT NULL, topic TEXT NOT NULL, count BIGINT NOT NULL, last_detail TEXT NOT NULL,
+    last_example {blob} NOT NULL, last_ns BIGINT NOT NULL, PRIMARY KEY (reason, topic))
+"""
+STREAM = "00000000000000b1"
+NS = 1_000_000_000
+DAY_NS = 86400 * NS
+
+
+def _first_release_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Build a store with the first release's schema and one device's log line; return its URL."""
+    rows = [
+        "INSERT INTO devices VALUES ('orin-1', 'offline', 1, NULL, NULL, NULL, 5, 6)",
+        "INSERT INTO records VALUES ('orin-1', '" + STREAM + "', 1, 'log', 7, 8)",
+        "INSERT INTO logs VALUES ('orin-1', '" + STREAM + "', 1, 7, 'WARNING', 'agent', 'written by 0.1')",
+    ]
+    if backend == "sqlite":
+        path = tmp_path / "old.db"
+        conn = sqlite3.connect(path)
+        conn.executescript(FIRST_RELEASE_DDL.format(json="TEXT", blob="BLOB", bool="INTEGER") + ";")
+        for row in rows:
+            conn.execute(row)
+        conn.commit()
+        conn.close()
+        return f"sqlite:///{path}"
+    import psycopg
+
+    url = str(request.getfixturevalue("pg_url"))
+    with psycopg.connect(url) as pg:
+        for statement in FIRST_RELEASE_DDL.format(json="JSONB", blob="BYTEA", bool="INTEGER").split(";"):
+            if statement.strip():
+                pg.execute(statement)
+        for row in rows:
+            pg.execute(row)
+    return url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_first_release_store_upgrades_at_open(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = _first_release_store(backend, tmp_path, request)
+    store = open_store(url)
+    try:
+        assert applied_versions(store) == list(range(1, LATEST + 1))
+        # The old data is intact and readable through the new code.
+        assert [log["message"] for log in store.logs("orin-1")] == ["written by 0.1"]
+        assert store.record_count("orin-1") == 1
+        assert rollups(store, "orin-1") == []  # the table of migration 2 exists
+        assert migrate(store, 0) == []  # applying again does nothing
+    finally:
+        store.close()
+    store = open_store(url)  # reopening neither fails nor re-applies
+    try:
+        assert applied_versions(store) == list(range(1, LATEST + 1))
+        with store._transaction() as cur:
+            cur.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', 0)")
+    finally:
+        store.close()
+    with pytest.raises(SchemaTooNew, match="schema version 999"):
+        open_store(url)
+
+
+def _batch(seq: int, wall_start_ns: int, offsets_s: list[float], power: list[float]) -> TelemetryBatch:
+    mono0 = 10**12
+    t = np.asarray([mono0 + int(o * NS) for o in offsets_s], dtype="<i8")
+    return TelemetryBatch(
+        device="orin-1",
+        stream=STREAM,
+        seq=seq,
+        ts=int(t[-1]),
+        source="nvml",
+        mono_to_wall_ns=wall_start_ns - mono0,
+        t_ns=t.tobytes(),
+        channels={
+            "power_w": TelemetryChannel(unit="W", dtype="f4", data=np.asarray(power, "<f4").tobytes()),
+            "temp_gpu_c": TelemetryChannel(
+                unit="C", dtype="f4", data=np.full(len(power), 50.0, "<f4").tobytes()
+            ),
+        },
+    )
+
+
+def _write(store: Store, *batches: TelemetryBatch) -> Any:
+    return store.write_batch([Accepted(topic_for("orin-1", Channel.TELEMETRY), b) for b in batches])
+
+
+def test_retention_rolls_up_old_telemetry_and_keeps_recent(store: Store) -> None:
+    now = 1_800_000_000 * NS
+    w0 = ((now - 10 * DAY_NS) // (60 * NS)) * 60 * NS  # a minute boundary ten days ago
+    a = _batch(1, w0, [float(i) for i in range(10)], [float(v) for v in range(1, 11)])  # 0..9 s
+    b = _batch(2, w0, [30.0 + 5 * i for i in range(10)], [float(v) for v in range(100, 110)])  # 30..75 s
+    recent = _batch(3, now - DAY_NS, [0.0, 1.0], [7.0, 9.0])
+    _write(store, a, b, recent)
+    policy = RetentionPolicy(raw_days=7, rollup_s=60)
+
+    # First pass: only batch a is older than the cutoff.
+    first = apply_retention(store, policy, now_ns=w0 + 20 * NS + 7 * DAY_NS)
+    assert (first.batches_pruned, first.samples_rolled_up) == (1, 20)
+    # Second pass: batch b, whose first bucket merges with a's.
+    second = apply_retention(store, policy, now_ns=now)
+    assert second.batches_pruned == 1
+    power = {r["bucket_ns"]: r for r in rollups(store, "orin-1", "power_w")}
+    assert sorted(power) == [w0, w0 + 60 * NS]
+    first_minute = list(range(1, 11)) + list(range(100, 106))  # a, then b's samples at 30..55 s
+    assert power[w0]["n"] == len(first_minute)
+    assert power[w0]["mean"] == pytest.approx(np.mean(first_minute))
+    assert (power[w0]["min"], power[w0]["max"]) == (1.0, 105.0)
+    assert (power[w0 + 60 * NS]["n"], power[w0 + 60 * NS]["mean"]) == (4, pytest.approx(107.5))
+    assert all(r["unit"] == "W" and r["bucket_s"] == 60 for r in power.values())
+    assert [r["mean"] for r in rollups(store, "orin-1", "temp_gpu_c")] == [50.0, 50.0]
+
+    # The recent batch is still raw; pruned batches are gone, and their keys still stop a redelivery.
+    latest = store.latest_telemetry("orin-1", "nvml", "power_w", 3600.0)
+    assert latest is not None and latest.values.tolist() == [7.0, 9.0]
+    assert store.latest_telemetry("orin-1", "nvml", "power_w", 20 * 86400.0).values.tolist() == [7.0, 9.0]
+    assert _write(store, a).duplicates == 1
+    assert apply_retention(store, policy, now_ns=now).batches_pruned == 0
+
+
+def test_retention_policy_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="raw_days"):
+        RetentionPolicy(raw_days=-1)
+    with pytest.raises(ValueError, match="rollup_s"):
+        RetentionPolicy(rollup_s=0)
