@@ -20,6 +20,11 @@ COMMANDS = {
         "profile",
         "Operator shares from device time, with roofline.",
     ),
+    "calibrate": (
+        "ctxscope.agent.calibrate.cli",
+        "calibrate",
+        "Measure the operating point and kernel-family rates, for prediction.",
+    ),
     "serve": (
         "ctxscope.agent.daemon",
         "serve",
