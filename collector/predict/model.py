@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxscope.collector.predict.inputs import DeviceRates, SourcePoint, family_of
+from ctxscope.collector.predict.inputs import DeviceRates, PredictionInputError, SourcePoint, family_of
 
 # Band factor by how the family's source and target rates are known (PREDICTION.md, design notes):
 BAND_BOTH_MEASURED = 1.25  # per-family calibrated: +-15-25%
@@ -96,9 +96,8 @@ def predict_point(point: SourcePoint, source: DeviceRates, target: DeviceRates) 
     for cls, ct in point.classes.items():
         family = family_of(cls, point.scan)
         if family not in source.rates or family not in target.rates:
-            raise ValueError(
-                f"no {family} rate for {source.device if family not in source.rates else target.device}"
-            )
+            side = source.device if family not in source.rates else target.device
+            raise PredictionInputError(f"no {family} rate for {side} (not calibrated, no peak table entry)")
         factor = source.rates[family].value / target.rates[family].value
         if floors:
             assert source.launch_floor_ms is not None and target.launch_floor_ms is not None
