@@ -61,6 +61,7 @@ class DeviceRates:
 
     device: str
     rates: dict[str, Rate] = field(default_factory=dict)
+    peaks: dict[str, Rate] = field(default_factory=dict)  # the peak table's entry, where known
     launch_floor_ms: float | None = None
     host_per_op_ms: float | None = None
     reference: bool = False  # CPU reference figures: not a GPU's kernels
@@ -106,7 +107,7 @@ def rates_from_peaks(key: str) -> DeviceRates:
         )
         for family, peak in PEAK_OF_FAMILY.items()
     }
-    return DeviceRates(device=key, rates=rates)
+    return DeviceRates(device=key, rates=rates, peaks=dict(rates))
 
 
 def rates_from_calibration(
@@ -119,7 +120,7 @@ def rates_from_calibration(
         raise PredictionInputError("no calibration run in these records")
     run = max(runs, key=lambda r: r.get("ts", 0))
     base = rates_from_peaks(fallback) if fallback else DeviceRates(device=str(run.get("device")))
-    out = DeviceRates(device=str(run.get("device")), rates=dict(base.rates))
+    out = DeviceRates(device=str(run.get("device")), rates=dict(base.rates), peaks=dict(base.peaks))
     out.operating_point = dict(run.get("manifest", {}).get("operating_point", {}))
     for r in records:
         if r.get("kind") != "result" or r.get("run_id") != run["run_id"] or r.get("outcome") != "ok":

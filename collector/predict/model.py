@@ -4,13 +4,14 @@ Per class c of a profiled point with device time t_c over k_c kernels:
 
     t'_c = k_c * floor' + max(0, t_c - k_c * floor) * rate_f(source) / rate_f(target)
 
-where f is the class's kernel family and the floor term applies only when both launch floors were
-measured. Device time is the sum of t'_c. Host time, when the source was host-bound (device busy
-below 90% of its timed latency) and both host costs per eager op were measured, is the source
-latency scaled by the ratio of host costs; the prediction is the larger of the two. Without a
-target host cost, a point whose source was host-bound is only a lower bound.
+where f is the class's kernel family (both rates calibrated, else both stated peaks) and the floor
+term applies only when both launch floors were measured. Device time is the sum of t'_c. Host time,
+when the source was host-bound (device busy below 90% of its timed latency) and both host costs per
+eager op were measured, is the source latency scaled by the ratio of host costs; the prediction is
+the larger of the two. Without a target host cost, a point whose source was host-bound is only a
+lower bound.
 
-The band is multiplicative per class, by how the family's two rates are known, combined by
+The band is multiplicative per class (1.25 with both rates calibrated, 2 otherwise), combined by
 predicted share: exp(sum_c share_c * ln b_c). No constant here is fitted to measured latencies.
 """
 
@@ -21,11 +22,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxscope.collector.predict.inputs import DeviceRates, PredictionInputError, SourcePoint, family_of
+from ctxscope.collector.predict.inputs import DeviceRates, PredictionInputError, Rate, SourcePoint, family_of
 
 # Band factor by how the family's source and target rates are known (PREDICTION.md, design notes):
 BAND_BOTH_MEASURED = 1.25  # per-family calibrated: +-15-25%
-BAND_ONE_MEASURED = 1.5  # operating point / one side measured: +-30-50%
 BAND_ASSUMED = 2.0  # from stated peaks only: about x/÷2
 BAND_HOST = 1.3  # host time scaled by measured host costs
 HOST_BOUND_BUSY = 0.9  # source busy fraction below which the source counts as host-bound
@@ -80,13 +80,16 @@ class OutsideMeasuredRange(ValueError):
     """A length outside the lengths the source measured: no extrapolation."""
 
 
-def _class_band(source: DeviceRates, target: DeviceRates, family: str) -> tuple[float, str]:
-    measured = [r.rates[family].status == "measured" for r in (source, target) if family in r.rates]
-    if len(measured) == 2 and all(measured):
-        return BAND_BOTH_MEASURED, "measured"
-    if any(measured):
-        return BAND_ONE_MEASURED, "assumed"
-    return BAND_ASSUMED, "assumed"
+def family_rates(source: DeviceRates, target: DeviceRates, family: str) -> tuple[Rate, Rate, float, str]:
+    """The two rates a class is scaled by, its band and status. Both measured: the calibrations.
+    Otherwise a measured (achieved) rate against an assumed (stated peak) one would mix two bases, so
+    both sides' stated peaks are used where the peak table has them; all of that is assumed."""
+    s, t = source.rates[family], target.rates[family]
+    if s.status == "measured" and t.status == "measured":
+        return s, t, BAND_BOTH_MEASURED, "measured"
+    if s.status != t.status and family in source.peaks and family in target.peaks:
+        s, t = source.peaks[family], target.peaks[family]
+    return s, t, BAND_ASSUMED, "assumed"
 
 
 def predict_point(point: SourcePoint, source: DeviceRates, target: DeviceRates) -> Prediction:
@@ -98,14 +101,14 @@ def predict_point(point: SourcePoint, source: DeviceRates, target: DeviceRates) 
         if family not in source.rates or family not in target.rates:
             side = source.device if family not in source.rates else target.device
             raise PredictionInputError(f"no {family} rate for {side} (not calibrated, no peak table entry)")
-        factor = source.rates[family].value / target.rates[family].value
+        s_rate, t_rate, band, status = family_rates(source, target, family)
+        factor = s_rate.value / t_rate.value
         if floors:
             assert source.launch_floor_ms is not None and target.launch_floor_ms is not None
             work = max(0.0, ct.time_ms - ct.kernels * source.launch_floor_ms)
             t = ct.kernels * target.launch_floor_ms + work * factor
         else:
             t = ct.time_ms * factor
-        band, status = _class_band(source, target, family)
         classes.append(ClassPrediction(cls, family, ct.time_ms, t, factor, band, status))
     device = sum(c.target_ms for c in classes)
     log_band = sum(c.target_ms * math.log(c.band) for c in classes) / device if device > 0 else 0.0

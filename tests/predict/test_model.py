@@ -73,9 +73,23 @@ def test_band_combines_by_predicted_share() -> None:
     target = rates("t", 100, 100)
     target.rates["stream"] = Rate(100, "GB/s", "assumed", "peak")
     p = predict_point(point(), source, target)
-    # shares 60/180 (measured both: 1.25) and 120/180 (one side assumed: 1.5)
-    expected = math.exp((60 * math.log(1.25) + 120 * math.log(1.5)) / 180)
+    # gemm 60 of 180 ms with both rates measured (1.25), elementwise 120 of 180 ms half assumed (2.0)
+    expected = math.exp((60 * math.log(BAND_BOTH_MEASURED) + 120 * math.log(BAND_ASSUMED)) / 180)
     assert p.high_ms == pytest.approx(180 * expected)
+    assert [c.status for c in p.classes] == ["measured", "assumed"]
+
+
+def test_measured_against_assumed_uses_both_peaks() -> None:
+    source = rates("s", 500, 2000)  # achieved rates, measured
+    source.peaks = {
+        "gemm": Rate(1000, "TFLOP/s", "assumed", "peak"),
+        "stream": Rate(4000, "GB/s", "assumed", "p"),
+    }
+    target = rates_from_peaks("jetson-orin-nano-8gb")
+    p = predict_point(point(), source, target)
+    # peak / peak on both families: gemm 1000 / 10.2, stream 4000 / 68
+    assert [c.factor for c in p.classes] == pytest.approx([1000 / 10.2, 4000 / 68])
+    assert {c.status for c in p.classes} == {"assumed"}
 
 
 def test_host_bound_source_without_target_host_cost_is_a_lower_bound() -> None:
