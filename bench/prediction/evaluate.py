@@ -37,7 +37,7 @@ from ctxscope.collector.predict.model import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-PROFILES = ("results/profiling/h200_records.jsonl.gz",)
+PROFILES = ("results/profiling/h200_records.jsonl.gz", "results/profiling/h200_records_session3.jsonl.gz")
 ENGINE = ("results/engine/h200-call2/curves.jsonl", "results/engine/h200-call4/curves-ssm-hybrid.jsonl.gz")
 REFERENCE = "results/prediction/ssm_scope_reference.json"
 
@@ -77,27 +77,32 @@ def measured_sets(reference: dict[str, Any]) -> list[tuple[str, str, str, dict[s
         ),
         ("RTX 4090: forward under profiler", "rtx-4090", "prefill", prof["rtx4090"], "all"),
         ("RTX 4090: TTFT (Fig. 6b)", "rtx-4090", "prefill", reference["fig6b_rtx4090_ttft_ms"], "all"),
+        ("RTX 4090: TPOT (Fig. 1)", "rtx-4090", "decode", _ms(reference["fig1_rtx4090"]["tpot_s"]), "last"),
     ]
 
 
-def engine_ttft() -> dict[str, dict[str, float]]:
+def _ms(seconds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {model: {n: 1e3 * v for n, v in lengths.items()} for model, lengths in seconds.items()}
+
+
+def engine_medians(metric: str) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name in ENGINE:
         for r in read_jsonl(ROOT / name):
-            if r.get("kind") == "result" and r.get("outcome") == "ok" and "ttft" in r.get("metrics", {}):
+            if r.get("kind") == "result" and r.get("outcome") == "ok" and metric in r.get("metrics", {}):
                 out.setdefault(r["model"], {})[str(r["context_len"])] = statistics.median(
-                    r["metrics"]["ttft"]["samples"]
+                    r["metrics"][metric]["samples"]
                 )
     return out
 
 
 def curves(
-    points: list[SourcePoint], source: DeviceRates, target: DeviceRates
+    points: list[SourcePoint], source: DeviceRates, target: DeviceRates, phase: str
 ) -> dict[str, list[Prediction]]:
-    """Prefill curve per model (the native runtime where a model has two)."""
+    """The phase's curve per model (the native runtime where a model has two)."""
     by_model: dict[str, list[SourcePoint]] = {}
     for p in points:
-        if p.phase == "prefill":
+        if p.phase == phase:
             by_model.setdefault(f"{p.model}|{p.runtime}", []).append(p)
     out: dict[str, list[Prediction]] = {}
     for key in sorted(by_model):
@@ -117,11 +122,20 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     source = rates("h200-sxm", calib_paths)
     reference = json.loads((ROOT / REFERENCE).read_text())
     sets = measured_sets(reference)
-    sets.append(("H200 (self): engine TTFT", "h200-sxm", "prefill", engine_ttft(), "last"))
+    sets.append(("H200 (self): engine TTFT", "h200-sxm", "prefill", engine_medians("ttft"), "last"))
+    sets.append(
+        (
+            "H200 (self): engine decode per token",
+            "h200-sxm",
+            "decode",
+            engine_medians("decode_per_token"),
+            "last",
+        )
+    )
     rows: list[dict[str, Any]] = []
-    for set_name, key, _phase, measured, logits in sets:
+    for set_name, key, phase, measured, logits in sets:
         target = source if key == "h200-sxm" else rates(key, calib_paths)
-        model_curves = curves(points, source, target)
+        model_curves = curves(points, source, target, phase)
         for model, lengths in measured.items():
             for length_s, value in lengths.items():
                 row: dict[str, Any] = {
