@@ -54,7 +54,9 @@ def _metrics(fig: Figure) -> dict[str, Any]:
 def calibrate_run(
     sink: RecordSink, *, device: str, budget_s: float = 100.0, tiny: bool = False
 ) -> list[Figure]:
-    """Measures every figure within `budget_s` (each benchmark gets an equal share) and emits the records."""
+    """Measures every figure and emits the records. Each benchmark's repetitions get an equal share of
+    `budget_s`; set-up, warm-ups and compilation (Triton autotuning of the SSD scan) come on top and
+    show in each result's `details.wall_s`."""
     from ctxscope.agent.engine.manifest import collect
     from ctxscope.agent.profiling.cli import device_description
     from ctxscope.shared.messages import PointResult, RunFinished, RunStarted
@@ -76,8 +78,8 @@ def calibrate_run(
     )
     timer = Timer(device, budget_s / len(BENCHMARKS))
     figures: list[Figure] = []
-    started = time.monotonic()
     for bench in BENCHMARKS:
+        bench_start = time.monotonic()
         try:
             fig = bench(device, sizes, timer)
         except Exception as exc:  # one failing benchmark is recorded, the others still run
@@ -112,7 +114,8 @@ def calibrate_run(
                     "flops": fig.flops,
                     "bytes": fig.bytes,
                     "median_ms": statistics.median(fig.samples_ms) if ok else None,
-                }
+                },
+                "wall_s": time.monotonic() - bench_start,
             },
         )
     measured = sum(f.absent is None for f in figures)
@@ -122,6 +125,6 @@ def calibrate_run(
         outcome="completed",
         points_ok=measured,
         points_failed=0,
-        error=None if time.monotonic() - started < 2 * budget_s else "over budget",
+        error=None,
     )
     return figures
