@@ -5,8 +5,9 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-build-isolation --target /tmp/site \
 #     .device-wheels/*.whl . && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && bash bench/h200_calibrate.sh
 # Repetitions take at most 60 s; a fresh machine adds Triton's autotuning of the SSD scan on top
-# (up to about a minute). Writes $OUT/calibration.jsonl (run start with the operating point, one result per figure, run end),
-# $OUT/calibration.txt (the printed table) and $OUT/gpu.txt. Feed the JSON lines to
+# (up to about a minute). Writes $OUT/calibration.jsonl (run start with the operating point, one
+# result per figure, run end), $OUT/calibration.txt (the printed table) and $OUT/gpu.txt. Feed the
+# JSON lines to
 #   python bench/prediction/evaluate.py --source-calibration calibration.jsonl
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
