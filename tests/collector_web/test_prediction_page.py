@@ -113,6 +113,8 @@ def test_calibrated_only_device_page_shows_predicted_curves_and_bands(
     assert "measured" in assumptions and "assumed" in assumptions
     assert "×" in page.locator("#chart-predicted-classes").inner_text()
     assert "calibrated" in page.locator("#prediction-note").inner_text()
+    host = page.locator("#prediction-host").inner_text()
+    assert "qwen2.5-0.5b prefill up to" in host and "not calibrated on both" in host
     # the device's own points arrive: predicted and measured side by side
     feeder([result_factory(device=TARGET, context_len=4096, metrics={"ttft": ("ms", [900.0, 910.0])})])
     page.reload()

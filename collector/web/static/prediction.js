@@ -25,6 +25,11 @@ const ctxscopePrediction = (() => {
     const target = view.target.calibrated ? "calibrated" : "uncalibrated: target rates assumed from the peak table";
     document.getElementById("prediction-note").textContent =
       `from ${view.source_device}'s profiles; ${target}; only within the source's measured lengths`;
+    const bound = view.curves.filter((c) => c.host_bound_up_to !== null)
+      .map((c) => `${c.model} ${c.phase} up to ${c.host_bound_up_to} tokens`);
+    document.getElementById("prediction-host").textContent = bound.length
+      ? `Host-bound on the source (${view.target.host_per_op_ms === null || view.source.host_per_op_ms === null ? "lower bounds: host cost not calibrated on both" : "host time scaled by the calibrated host costs"}): ${bound.join("; ")}`
+      : "No host-bound lengths.";
     const charts = document.getElementById("prediction-charts");
     for (const [name, figure] of Object.entries(view.figures)) {
       let div = document.getElementById("chart-" + name);
