@@ -25,6 +25,11 @@ COMMANDS = {
         "status",
         "The local agent's state: connected, spool depth, last error.",
     ),
+    "calibrate": (
+        "ctxscope.agent.calibrate.cli",
+        "calibrate",
+        "Measure the operating point and kernel-family rates, for prediction.",
+    ),
     "serve": (
         "ctxscope.agent.daemon",
         "serve",

@@ -4,6 +4,7 @@
 /devices/<id>              device page     /api/devices/<id>            characterization, runs, acks
                                            /api/devices/<id>/figures    plotly figures [?reference=1]
                                            /api/fleet/<id>              one device's live values
+                                           /api/devices/<id>/prediction predicted curves [?source=<id>]
 /compare                   compare page    /api/compare?devices=&models=&metric=
 /api/events[?device=<id>]  server-sent events: `changed` per device after each ingest commit
 POST /api/devices/<id>/plans  {"plan_toml" | "shipped", "ttl_s"} -> 202 {"command_id"}
@@ -186,6 +187,21 @@ def create_app(
         _known_device(store, device)
         view = views.device(store, device, channels)
         return {"generated_ns": view["generated_ns"], "figures": figures.device_figures(view, reference)}
+
+    @app.get("/api/devices/{device}/prediction")
+    def device_prediction(device: str, source: str | None = None) -> dict[str, Any]:
+        from ctxscope.collector.predict.fleet import prediction_view
+        from ctxscope.collector.predict.inputs import PredictionInputError
+        from ctxscope.collector.web.prediction import prediction_figures
+
+        _known_device(store, device)
+        if source is not None:
+            _known_device(store, source)
+        try:
+            view = prediction_view(store, device, source)
+        except PredictionInputError as exc:
+            return {"device": device, "available": False, "reason": str(exc)}
+        return {**view, "available": True, "figures": prediction_figures(view)}
 
     @app.get("/api/compare")
     def compare_json(devices: str = "", models: str = "", metric: str = "ttft") -> dict[str, Any]:

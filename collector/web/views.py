@@ -23,8 +23,9 @@ RECENT_LOGS = 50
 
 
 def point_results(rows: Iterable[dict[str, Any]]) -> list[PointResult]:
-    """Store rows of the results table as contract records."""
-    return [PointResult.model_validate(row) for row in rows]
+    """Store rows of the results table as contract records; calibration figures (`agent calibrate`)
+    are not characterization points and are left out (prediction reads them)."""
+    return [PointResult.model_validate(row) for row in rows if row.get("family") != "calibration"]
 
 
 class ChannelCache:

@@ -341,4 +341,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (document.body.dataset.page === "fleet") ctxscopeTraces.fleetSparklines(300);
     if (document.body.dataset.page === "device") ctxscopeTraces.devicePowerTrace(document.body.dataset.device, 600);
   }
+  if (typeof ctxscopePrediction !== "undefined" && document.body.dataset.page === "device") {
+    ctxscopePrediction.load(document.body.dataset.device);  // predicted curves (prediction.js)
+  }
 });

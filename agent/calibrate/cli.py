@@ -1,0 +1,69 @@
+"""`ctxscope agent calibrate`: the target's operating point and one microbenchmark per kernel family,
+written as JSON lines (`--out`) or streamed to a broker (`--broker` / `--config`) like `agent run`."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import statistics
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="default: cuda when present")
+@click.option(
+    "--budget-s",
+    type=click.FloatRange(min=1.0, max=120.0),
+    default=90.0,
+    show_default=True,
+    help="time for all benchmarks together (each gets an equal share; at most 2 minutes)",
+)
+@click.option("--tiny", is_flag=True, help="tiny problem sizes (tests)")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
+)
+@click.option("--broker", default=None, help="HOST:PORT: stream the records through the spool to this broker")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="agent TOML (device id, broker, spool); implies streaming to its broker",
+)
+def calibrate(
+    device: str | None,
+    budget_s: float,
+    tiny: bool,
+    out: Path | None,
+    broker: str | None,
+    config_path: Path | None,
+) -> None:
+    """Measure this device's operating point and kernel-family rates for prediction."""
+    from ctxscope.agent.calibrate.run import calibrate_run
+    from ctxscope.agent.engine.cli import JsonLinesSink
+    from ctxscope.agent.engine.runner import default_device
+    from ctxscope.agent.records import RecordSink
+    from ctxscope.agent.streaming import streaming_sink
+    from ctxscope.shared.ids import device_id_from_hostname
+
+    device = device or default_device()
+    with contextlib.ExitStack() as stack:
+        sink: RecordSink
+        if broker or config_path:
+            sink = stack.enter_context(streaming_sink(config_path, broker))
+        else:
+            stream = stack.enter_context(out.open("a")) if out else None
+            sink = JsonLinesSink(stream, device_id_from_hostname(socket.gethostname()))
+        figures = calibrate_run(sink, device=device, budget_s=budget_s, tiny=tiny)
+    for fig in figures:
+        if fig.absent:
+            click.echo(f"{fig.name:16s} absent: {fig.absent}")
+            continue
+        median = statistics.median(fig.samples_ms)
+        rate = fig.rate(median)
+        spread = f"{min(fig.samples_ms):.4g}..{max(fig.samples_ms):.4g}"
+        extra = f"  {rate[1]:.4g} {rate[0]}" if rate else ""
+        label = " (reference)" if fig.reference else ""
+        click.echo(f"{fig.name:16s} {median:.4g} ms [{spread}] x{len(fig.samples_ms)}{extra}{label}")

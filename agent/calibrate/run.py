@@ -1,0 +1,130 @@
+"""Runs the calibration and emits it as records: a run start with the operating point in its
+manifest, one `result` per figure (family `calibration`), a run end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+import uuid
+from typing import Any
+
+from ctxscope.agent.calibrate.bench import BENCHMARKS, Figure, Sizes, Timer
+from ctxscope.agent.records import RecordSink
+
+FAMILY = "calibration"
+
+
+def operating_point(device: str) -> dict[str, Any]:
+    """Clocks, power and temperatures now, from the telemetry backends the device offers."""
+    from ctxscope.agent.telemetry.detect import detect_backends
+
+    point: dict[str, Any] = {}
+    for backend in detect_backends():
+        try:
+            backend.open()
+            try:
+                sample = backend.read()
+            finally:
+                backend.close()
+        except Exception as exc:  # a backend that fails to read is reported, not fatal
+            point[backend.name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+            continue
+        point[backend.name] = {"info": backend.info(), "now": sample, "units": backend.metrics()}
+    return point
+
+
+def _metrics(fig: Figure) -> dict[str, Any]:
+    spread = "min..max of the samples"
+    metrics: dict[str, Any] = {
+        "calibration_time": {"unit": "ms", "method": fig.method, "samples": fig.samples_ms},
+    }
+    rates = [fig.rate(s) for s in fig.samples_ms if s > 0]
+    if rates and rates[0] is not None:
+        unit = rates[0][0]
+        metrics["calibration_rate"] = {
+            "unit": unit,
+            "method": f"analytic work / time of each repetition ({spread} in the samples)",
+            "samples": [r[1] for r in rates if r is not None],
+        }
+    return metrics
+
+
+def calibrate_run(
+    sink: RecordSink, *, device: str, budget_s: float = 100.0, tiny: bool = False
+) -> list[Figure]:
+    """Measures every figure and emits the records. Each benchmark's repetitions get an equal share of
+    `budget_s`; set-up, warm-ups and compilation (Triton autotuning of the SSD scan) come on top and
+    show in each result's `details.wall_s`."""
+    from ctxscope.agent.engine.manifest import collect
+    from ctxscope.agent.profiling.cli import device_description
+    from ctxscope.shared.messages import PointResult, RunFinished, RunStarted
+
+    sizes = Sizes.for_device(device, tiny=tiny)
+    plan = {"calibrate": {"device": device, "budget_s": budget_s, "tiny": tiny, "sizes": sizes.__dict__}}
+    plan_hash = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+    run_id = f"calibrate-{uuid.uuid4().hex[:12]}"
+    manifest = collect(device, plan_hash=plan_hash, precision="bf16" if device.startswith("cuda") else "fp32")
+    manifest["device_description"] = device_description(device)
+    manifest["operating_point"] = operating_point(device)
+    sink.emit(
+        RunStarted,
+        run_id=run_id,
+        plan=plan,
+        plan_hash=plan_hash,
+        total_points=len(BENCHMARKS),
+        manifest=manifest,
+    )
+    timer = Timer(device, budget_s / len(BENCHMARKS))
+    figures: list[Figure] = []
+    for bench in BENCHMARKS:
+        bench_start = time.monotonic()
+        try:
+            fig = bench(device, sizes, timer)
+        except Exception as exc:  # one failing benchmark is recorded, the others still run
+            fig = Figure(
+                bench.__name__,
+                bench.__name__,
+                1,
+                "failed",
+                "",
+                False,
+                absent=f"{type(exc).__name__}: {exc}"[:400],
+            )
+        figures.append(fig)
+        ok = fig.absent is None and bool(fig.samples_ms)
+        sink.emit(
+            PointResult,
+            run_id=run_id,
+            point_id=f"calib-{fig.name.replace('_', '-')}",
+            model=f"calib-{fig.name.replace('_', '-')}",
+            family=FAMILY,
+            context_len=max(1, fig.size),
+            precision=manifest["precision"],
+            outcome="ok" if ok else "skipped",
+            error=fig.absent,
+            metrics=_metrics(fig) if ok else {},
+            implementation={fig.family: fig.implementation} if fig.implementation else {},
+            details={
+                "calibration": {
+                    "name": fig.name,
+                    "family": fig.family,
+                    "reference": fig.reference,
+                    "flops": fig.flops,
+                    "bytes": fig.bytes,
+                    "median_ms": statistics.median(fig.samples_ms) if ok else None,
+                },
+                "wall_s": time.monotonic() - bench_start,
+            },
+        )
+    measured = sum(f.absent is None for f in figures)
+    sink.emit(
+        RunFinished,
+        run_id=run_id,
+        outcome="completed",
+        points_ok=measured,
+        points_failed=0,
+        error=None,
+    )
+    return figures

@@ -1,0 +1,218 @@
+"""The prediction view of one device, from the collector store: which measured device serves as the
+source, both devices' rates, the predicted curves with bands, the assumptions with their status, and
+the device's own measured points beside the predictions once they exist."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ctxscope.collector.predict.inputs import (
+    DeviceRates,
+    PredictionInputError,
+    SourcePoint,
+    peak_table,
+    rates_from_calibration,
+    rates_from_peaks,
+    source_points,
+)
+from ctxscope.collector.predict.model import OutsideMeasuredRange, Prediction, at_length, predict_curve
+
+CALIBRATION_FAMILY = "calibration"
+METRIC_OF_PHASE = {"prefill": "ttft", "decode": "decode_per_token"}
+
+
+class Store(Protocol):
+    def devices(self) -> list[dict[str, Any]]: ...
+
+    def results(self, device: str, run_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def runs(self, device: str | None = None) -> list[dict[str, Any]]: ...
+
+
+def _records(store: Store, device: str) -> list[dict[str, Any]]:
+    """A device's runs and results in wire form (with `kind`), as the predictor's readers take them."""
+    runs = [
+        {**r, "kind": "run_started", "ts": r.get("started_ts") or 0, "plan": r.get("plan") or {}}
+        for r in store.runs(device)
+    ]
+    return runs + [{**r, "kind": "result"} for r in store.results(device)]
+
+
+def peaks_key_for(description: str) -> str | None:
+    for key, entry in peak_table().items():
+        if re.search(entry["match"], description):
+            return key
+    return None
+
+
+def device_rates(device: str, records: list[dict[str, Any]]) -> DeviceRates:
+    """Calibrated rates where the device has a calibration (peak table for families it lacks), else the
+    peak table entry that its manifests name or match, all assumed."""
+    runs = [r for r in records if r["kind"] == "run_started"]
+    key: str | None = None
+    for run in runs:
+        manifest = run.get("manifest") or {}
+        key = key or manifest.get("device_peaks")
+        description = manifest.get("device_description") or (manifest.get("gpu") or {}).get("name")
+        if not key and description:
+            key = peaks_key_for(str(description))
+    if any("calibrate" in r["plan"] for r in runs):
+        return rates_from_calibration(records, fallback=key)
+    if key is None:
+        raise PredictionInputError(f"{device} has no calibration and no peak table entry")
+    return rates_from_peaks(key)
+
+
+def _source_device(store: Store, target: str, wanted: str | None) -> tuple[str, list[SourcePoint]]:
+    candidates = [wanted] if wanted else [d["device"] for d in store.devices() if d["device"] != target]
+    for device in candidates:
+        points = source_points({**r, "kind": "result"} for r in store.results(device))
+        if points:
+            return device, points
+    raise PredictionInputError(
+        "no measured device with profiled points (ctxscope agent profile) to predict from"
+    )
+
+
+def _rates_json(rates: DeviceRates) -> dict[str, Any]:
+    return {
+        "device": rates.device,
+        "calibrated": rates.calibrated,
+        "reference": rates.reference,
+        "rates": {
+            k: {"value": v.value, "unit": v.unit, "status": v.status, "how": v.how}
+            for k, v in rates.rates.items()
+        },
+        "launch_floor_ms": rates.launch_floor_ms,
+        "host_per_op_ms": rates.host_per_op_ms,
+    }
+
+
+def assumptions(source: DeviceRates, target: DeviceRates, points: list[SourcePoint]) -> list[dict[str, str]]:
+    """Every input of the prediction with whether it was measured or assumed."""
+    out: list[dict[str, str]] = []
+    for family in sorted(set(source.rates) & set(target.rates)):
+        for side, rates in (("source", source), ("target", target)):
+            r = rates.rates[family]
+            out.append(
+                {
+                    "what": f"{side} {family} rate",
+                    "value": f"{r.value:.4g} {r.unit}",
+                    "status": r.status,
+                    "how": r.how,
+                }
+            )
+    for side, rates in (("source", source), ("target", target)):
+        for what, value in (
+            ("launch floor", rates.launch_floor_ms),
+            ("host cost per eager op", rates.host_per_op_ms),
+        ):
+            out.append(
+                {
+                    "what": f"{side} {what}",
+                    "value": "unknown" if value is None else f"{value * 1e3:.3g} µs",
+                    "status": "measured" if value is not None else "assumed",
+                    "how": "calibration"
+                    if value is not None
+                    else "not calibrated: floors left out; host-bound points are lower bounds",
+                }
+            )
+    if target.reference:
+        out.append(
+            {
+                "what": "target calibration",
+                "value": "CPU reference kernels",
+                "status": "measured",
+                "how": "torch reference versions on the CPU, not GPU kernels",
+            }
+        )
+    logits = sorted({p.logits for p in points})
+    out.append(
+        {
+            "what": "logits",
+            "value": ", ".join(logits),
+            "status": "measured",
+            "how": "as the source profiled them",
+        }
+    )
+    return out
+
+
+def measured_points(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, float]]:
+    """The device's own medians per (model, phase) and length, from non-calibration results."""
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    for r in records:
+        if r["kind"] != "result" or r.get("family") == CALIBRATION_FAMILY or r.get("outcome") != "ok":
+            continue
+        for phase, metric in METRIC_OF_PHASE.items():
+            m = (r.get("metrics") or {}).get(metric)
+            if m:
+                out.setdefault((r["model"], phase), {})[int(r["context_len"])] = statistics.median(
+                    m["samples"]
+                )
+    return out
+
+
+def prediction_view(store: Store, device: str, source_device: str | None = None) -> dict[str, Any]:
+    target_records = _records(store, device)
+    target = device_rates(device, target_records)
+    source_name, points = _source_device(store, device, source_device)
+    source = device_rates(source_name, _records(store, source_name))
+    groups: dict[tuple[str, str, str], list[SourcePoint]] = {}
+    for p in points:
+        groups.setdefault((p.model, p.phase, p.runtime), []).append(p)
+    measured = measured_points(target_records)
+    curves = []
+    unpredicted = []
+    for (model, phase, runtime), group in sorted(groups.items()):
+        try:
+            curve = predict_curve(group, source, target)
+        except PredictionInputError as exc:
+            unpredicted.append({"model": model, "phase": phase, "runtime": runtime, "reason": str(exc)})
+            continue
+        bound = [p.context_len for p in curve if p.host_bound or p.lower_bound]
+        curves.append(
+            {
+                "model": model,
+                "phase": phase,
+                "metric": METRIC_OF_PHASE.get(phase, phase),
+                "runtime": runtime,
+                "measured_range": [curve[0].context_len, curve[-1].context_len],
+                "host_bound_up_to": max(bound) if bound else None,
+                "points": [p.to_json() for p in curve],
+                "comparison": _comparison(curve, measured.get((model, phase), {})),
+            }
+        )
+    return {
+        "device": device,
+        "source_device": source_name,
+        "source": _rates_json(source),
+        "target": _rates_json(target),
+        "assumptions": assumptions(source, target, points),
+        "curves": curves,
+        "unpredicted": unpredicted,
+    }
+
+
+def _comparison(curve: list[Prediction], measured: Mapping[int, float]) -> list[dict[str, Any]]:
+    rows = []
+    for length, value in sorted(measured.items()):
+        row: dict[str, Any] = {"context_len": length, "measured_ms": value}
+        try:
+            p = at_length(curve, length)
+        except OutsideMeasuredRange as exc:
+            row["note"] = str(exc)
+        else:
+            row.update(
+                predicted_ms=p.latency_ms,
+                low_ms=p.low_ms,
+                high_ms=p.high_ms,
+                error=p.latency_ms / value - 1,
+                in_band=value >= p.low_ms and (p.high_ms is None or value <= p.high_ms),
+                lower_bound=p.lower_bound,
+            )
+        rows.append(row)
+    return rows

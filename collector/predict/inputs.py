@@ -1,0 +1,202 @@
+"""What prediction reads: per-class device time of a measured device's profiled points, and a
+device's rates per kernel family (from its calibration records, or assumed from the peak table)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+Status = Literal["measured", "assumed"]
+
+# Kernel family of each profiler class; the family's rate scales the class.
+CLASS_FAMILY: dict[str, str] = {
+    "gemm": "gemm",
+    "lm_head": "gemm",
+    "attention": "attention",
+    "conv1d": "stream",
+    "elementwise": "stream",
+    "norm": "stream",
+    "rotary": "stream",
+    "memcpy_memset": "stream",
+    "other": "stream",
+}
+SCAN_FAMILIES = ("selective_scan", "ssd_scan")
+# Rate unit per family: bigger is faster for every one of them.
+FAMILY_UNIT = {
+    "gemm": "TFLOP/s",
+    "attention": "TFLOP/s",
+    "ssd_scan": "TFLOP/s",
+    "stream": "GB/s",
+    "selective_scan": "GB/s",
+}
+# Which peak stands in for a family when the device was not calibrated.
+PEAK_OF_FAMILY = {
+    "gemm": "bf16_tflops",
+    "attention": "bf16_tflops",
+    "ssd_scan": "bf16_tflops",
+    "stream": "memory_gb_s",
+    "selective_scan": "memory_gb_s",
+}
+
+
+class PredictionInputError(ValueError):
+    """Records that cannot serve as a source or a target."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    value: float
+    unit: str
+    status: Status
+    how: str
+
+
+@dataclass
+class DeviceRates:
+    """A device's rate per kernel family, its launch floor and host cost per eager op (ms)."""
+
+    device: str
+    rates: dict[str, Rate] = field(default_factory=dict)
+    peaks: dict[str, Rate] = field(default_factory=dict)  # the peak table's entry, where known
+    launch_floor_ms: float | None = None
+    host_per_op_ms: float | None = None
+    reference: bool = False  # CPU reference figures: not a GPU's kernels
+    operating_point: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def calibrated(self) -> bool:
+        return any(r.status == "measured" for r in self.rates.values())
+
+
+def scan_family(model: str, implementation: Mapping[str, str]) -> str:
+    """Selective scan (Mamba-1) or SSD chunk scan (Mamba-2 and the hybrids built on it)."""
+    text = " ".join(implementation.values()).lower()
+    if "selective_scan" in text and "chunk" not in text:
+        return "selective_scan"
+    if "chunk" in text or "ssd" in text or "mamba2" in model or "falcon" in model or "zamba" in model:
+        return "ssd_scan"
+    return "selective_scan"
+
+
+def family_of(cls: str, scan: str) -> str:
+    return scan if cls == "ssm_scan" else CLASS_FAMILY.get(cls, "stream")
+
+
+def peak_table() -> dict[str, dict[str, Any]]:
+    text = resources.files("ctxscope.agent.profiling").joinpath("peaks.json").read_text()
+    devices: dict[str, dict[str, Any]] = json.loads(text)["devices"]
+    return devices
+
+
+def rates_from_peaks(key: str) -> DeviceRates:
+    """Every family assumed to run at the device's stated peak; floors unknown."""
+    table = peak_table()
+    if key not in table:
+        raise PredictionInputError(f"no peak table entry {key!r}; known: {', '.join(table)}")
+    entry = table[key]
+    rates = {
+        family: Rate(
+            float(entry[peak]),
+            FAMILY_UNIT[family],
+            "assumed",
+            f"stated peak {peak} of {key} ({entry['source'][:80]})",
+        )
+        for family, peak in PEAK_OF_FAMILY.items()
+    }
+    return DeviceRates(device=key, rates=rates, peaks=dict(rates))
+
+
+def rates_from_calibration(
+    records: Iterable[Mapping[str, Any]], *, fallback: str | None = None
+) -> DeviceRates:
+    """Rates from one device's latest calibration run; families it lacks come from `fallback`'s peaks."""
+    records = list(records)
+    runs = [r for r in records if r.get("kind") == "run_started" and "calibrate" in r.get("plan", {})]
+    if not runs:
+        raise PredictionInputError("no calibration run in these records")
+    run = max(runs, key=lambda r: r.get("ts", 0))
+    base = rates_from_peaks(fallback) if fallback else DeviceRates(device=str(run.get("device")))
+    out = DeviceRates(device=str(run.get("device")), rates=dict(base.rates), peaks=dict(base.peaks))
+    out.operating_point = dict(run.get("manifest", {}).get("operating_point", {}))
+    for r in records:
+        if r.get("kind") != "result" or r.get("run_id") != run["run_id"] or r.get("outcome") != "ok":
+            continue
+        info = r.get("details", {}).get("calibration", {})
+        metrics = r.get("metrics", {})
+        name = info.get("name")
+        out.reference = out.reference or bool(info.get("reference"))
+        if name == "launch_floor":
+            out.launch_floor_ms = statistics.median(metrics["calibration_time"]["samples"])
+        elif name == "host_per_op":
+            out.host_per_op_ms = statistics.median(metrics["calibration_time"]["samples"])
+        elif "calibration_rate" in metrics:
+            family = str(info.get("family"))
+            rate = metrics["calibration_rate"]
+            samples = rate["samples"]
+            out.rates[family] = Rate(
+                statistics.median(samples),
+                rate["unit"],
+                "measured",
+                f"{name}: median of {len(samples)} ({min(samples):.4g}..{max(samples):.4g})",
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class ClassTime:
+    time_ms: float  # device time per pass
+    kernels: float  # kernels per pass
+
+
+@dataclass(frozen=True)
+class SourcePoint:
+    """One profiled point of the measured device."""
+
+    model: str
+    phase: str
+    context_len: int
+    runtime: str
+    scan: str
+    classes: dict[str, ClassTime]
+    latency_ms: float  # timed pass (CUDA events), median
+    logits: str
+
+    @property
+    def device_ms(self) -> float:
+        return sum(c.time_ms for c in self.classes.values())
+
+
+def source_points(records: Iterable[Mapping[str, Any]]) -> list[SourcePoint]:
+    """Profiled points (results with `details.operators` and a timed latency), one per model, phase,
+    runtime and length; a later record of the same point replaces an earlier one."""
+    found: dict[tuple[str, str, str, int], SourcePoint] = {}
+    for r in records:
+        if r.get("kind") != "result" or r.get("outcome") != "ok":
+            continue
+        operators = r.get("details", {}).get("operators", {})
+        for phase, ops in operators.items():
+            latency = r.get("metrics", {}).get(f"profile_{phase}_latency")
+            if latency is None or not ops.get("classes"):
+                continue
+            passes = max(1, int(ops.get("passes", 1)))
+            implementation = r.get("implementation", {})
+            runtime = str(implementation.get("runtime", "unknown"))
+            point = SourcePoint(
+                model=r["model"],
+                phase=phase,
+                context_len=int(r["context_len"]),
+                runtime=runtime,
+                scan=scan_family(r["model"], implementation),
+                classes={
+                    cls: ClassTime(float(v["time_ms"]) / passes, float(v["kernels"]) / passes)
+                    for cls, v in ops["classes"].items()
+                },
+                latency_ms=statistics.median(latency["samples"]),
+                logits=str(r.get("logits", "last")),
+            )
+            found[(point.model, phase, runtime, point.context_len)] = point
+    return sorted(found.values(), key=lambda p: (p.model, p.phase, p.runtime, p.context_len))
