@@ -50,6 +50,11 @@ class Plan(BaseModel):
     tiny: bool = Field(default=False, description="use the zoo's shrunk configs (CPU tests, smoke runs)")
     prefer_native: bool = True
     require_fast_kernels: bool = False
+    attention: Literal["sdpa-gqa", "transformers-sdpa"] | None = Field(
+        default=None,
+        description="attention path: SDPA with native GQA on a calibrated backend, or transformers' "
+        "default; unset, sdpa-gqa, and transformers-sdpa for the study's mode (logits='all')",
+    )
     warmups: int = Field(default=2, ge=0)
     min_reps: int = Field(default=5, ge=1)
     max_reps: int = Field(default=100, ge=1)
@@ -81,6 +86,12 @@ class Plan(BaseModel):
         if self.max_context.max_tokens < self.max_context.start:
             raise ValueError("max_context.max_tokens < max_context.start")
         return self
+
+    @property
+    def attention_mode(self) -> Literal["sdpa-gqa", "transformers-sdpa"]:
+        if self.attention is not None:
+            return self.attention
+        return "transformers-sdpa" if self.logits == "all" else "sdpa-gqa"
 
     @property
     def policy(self) -> LoopPolicy:

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward, memory
+from ctxscope.agent.engine import attention, forward, memory
+from ctxscope.agent.engine.attention import AttentionMode
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
 from ctxscope.shared.messages import Metric
@@ -27,6 +28,9 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # or raise an emulated out-of-memory error when the prefill's tensors exceed this many bytes.
 KILL_AT_ENV = "CTXSCOPE_ENGINE_KILL_AT"
 BYTE_BUDGET_ENV = "CTXSCOPE_ENGINE_BYTE_BUDGET"
+# cached positions at which the attention backends are timed (on CPU only their correctness matters)
+CALIBRATION_LENGTH = 4096
+CPU_CALIBRATION_LENGTH = 64
 
 
 class EmulatedOutOfMemory(MemoryError):
@@ -43,6 +47,7 @@ class ModelChoice:
     tiny: bool = False
     prefer_native: bool = True
     require_fast_kernels: bool = False
+    attention: AttentionMode = "sdpa-gqa"
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Session:
             dtype=self.dtype,
             prefer_native=choice.prefer_native,
             require_fast_kernels=choice.require_fast_kernels,
+            attn_implementation=attention.attn_implementation(choice.attention, spec.model_type),
         )
         self.load_s = time.perf_counter() - started
         after = memory.allocated(self.device)
@@ -96,13 +102,27 @@ class Session:
         self.cache_bytes_per_token = zoo.cache_bytes_per_token(self.spec, self.dtype)
         # transformers keeps SSM states in float32, mamba_ssm in the model dtype
         self.state_bytes = zoo.state_bytes(self.spec, self.dtype, runtime=self.loaded.runtime)
+        self.attention_record = self._calibrate_attention()
+
+    def _calibrate_attention(self) -> dict[str, str]:
+        """With the sdpa-gqa path: pick its SDPA backends at this model's shape, and say which."""
+        if self.loaded.module.config._attn_implementation != attention.ATTENTION_NAME:
+            return {"attention_mode": self.choice.attention}
+        shape = attention.model_shape(self.module)
+        if shape is None:
+            raise RuntimeError(
+                f"{self.spec.name}: {attention.ATTENTION_NAME} set but no attention layer found"
+            )
+        length = CALIBRATION_LENGTH if self.device.type == "cuda" else CPU_CALIBRATION_LENGTH
+        choice = attention.calibrate(shape, self.dtype, self.device, length=length)
+        return {"attention_mode": self.choice.attention, **choice.record()}
 
     @property
     def runtime(self) -> str:
         return self.loaded.runtime
 
     def implementation(self) -> dict[str, str]:
-        return {"runtime": self.loaded.runtime, **self.loaded.implementation}
+        return {"runtime": self.loaded.runtime, **self.loaded.implementation, **self.attention_record}
 
 
 def _check_hooks(context_len: int, footprint_bytes: int) -> None:

@@ -212,6 +212,7 @@ def run_plan(
                     tiny=plan.tiny,
                     prefer_native=plan.prefer_native,
                     require_fast_kernels=plan.require_fast_kernels,
+                    attention=plan.attention_mode,
                 )
                 group = _Group(plan, choice, min_window_ns)
                 try:
