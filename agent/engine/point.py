@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import attention, forward, memory
+from ctxscope.agent.engine import attention, bandwidth, forward, memory
 from ctxscope.agent.engine.attention import AttentionMode
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
@@ -103,6 +103,8 @@ class Session:
         # transformers keeps SSM states in float32, mamba_ssm in the model dtype
         self.state_bytes = zoo.state_bytes(self.spec, self.dtype, runtime=self.loaded.runtime)
         self.attention_record = self._calibrate_attention()
+        self.bandwidth = bandwidth.measure(self.device)  # before any cache exists; its buffers freed
+        free(self.device)
 
     def _calibrate_attention(self) -> dict[str, str]:
         """With the sdpa-gqa path: pick its SDPA backends at this model's shape, and say which."""
@@ -224,6 +226,36 @@ def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutco
     return outcome, loops
 
 
+def _floor_metrics(session: Session, context_len: int, result: LoopResult) -> dict[str, Metric]:
+    """What a decode step must read, the time that takes at the measured bandwidth, and the fraction
+    of that floor each decode sample reached."""
+    read = bandwidth.decode_bytes_per_token(
+        session.loaded.weight_bytes, session.cache_bytes_per_token, session.state_bytes, context_len
+    )
+    floor_ms = read / session.bandwidth.bytes_per_s * 1e3
+    return {
+        "decode_bytes_per_token": Metric(
+            unit="B",
+            method="analytic: weights + KV cache bytes/token x context + recurrent state (zoo), each "
+            "read once per token",
+            samples=[float(read)],
+        ),
+        "memory_bandwidth": Metric(
+            unit="B/s", method=session.bandwidth.method, samples=[session.bandwidth.bytes_per_s]
+        ),
+        "decode_floor": Metric(
+            unit="ms",
+            method="decode_bytes_per_token / memory_bandwidth: one token at the bandwidth bound",
+            samples=[floor_ms],
+        ),
+        "decode_floor_fraction": Metric(
+            unit="ratio",
+            method="decode_floor / decode_per_token, one per decode sample (1 = at the floor)",
+            samples=[floor_ms / (s / 1e6) for s in result.samples_ns],
+        ),
+    }
+
+
 def _measure_decode(
     session: Session,
     settings: PointSettings,
@@ -272,6 +304,7 @@ def _measure_decode(
         f"{timer.method}; {decoder.path}; window of {result.inner} greedy steps at context "
         f"{settings.context_len} (rewound every {decoder.window}), per token",
     )
+    outcome.metrics.update(_floor_metrics(session, settings.context_len, result))
     outcome.metrics["memory_decode_state"] = Metric(
         unit="B",
         method="storage bytes of the decode cache/state tensors",
