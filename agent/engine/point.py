@@ -212,8 +212,9 @@ def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutco
             min_window_ns=settings.min_window_ns,
         )
         loops.append(ttft)
+        sample = ttft.sample_phrase("one prefill", "prefills")
         outcome.metrics["ttft"] = _metric_ms(
-            ttft, f"{timer.method}; one prefill of {settings.context_len} random tokens, batch 1"
+            ttft, f"{timer.method}; {sample} of {settings.context_len} random tokens, batch 1"
         )
         outcome.details["ttft_loop"] = _loop_details(ttft)
         free(device)
@@ -301,7 +302,8 @@ def _measure_decode(
     loops.append(result)
     outcome.metrics["decode_per_token"] = _metric_ms(
         result,
-        f"{timer.method}; {decoder.path}; window of {result.inner} greedy steps at context "
+        f"{timer.method}; {decoder.path}; "
+        f"{result.sample_phrase('one greedy step', 'greedy steps')} at context "
         f"{settings.context_len} (rewound every {decoder.window}), per token",
     )
     outcome.metrics.update(_floor_metrics(session, settings.context_len, result))
