@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from ctxscope.agent import zoo
-from ctxscope.agent.engine import maxctx, point
+from ctxscope.agent.engine import idle, maxctx, point
 from ctxscope.agent.engine.isolation import HostMemoryWatch, Worker, is_unified_memory_device
 from ctxscope.agent.engine.manifest import collect
 from ctxscope.agent.engine.plan import Plan, PlanPoint
@@ -193,6 +193,7 @@ def run_plan(
         manifest=manifest,
     )
     min_window_ns = observer.min_window_ns if observer is not None else 0
+    idle_power = idle.measure_idle(observer) if observer is not None else None  # before any work
     groups: dict[tuple[str, str], list[PlanPoint]] = {}
     for p in points:
         groups.setdefault((p.model, p.precision), []).append(p)
@@ -224,7 +225,9 @@ def run_plan(
                         if bar is not None:
                             bar.update(bar.task_ids[0], description=p.label)
                         summary.results.append(
-                            _measure_and_emit(plan, group, p, family, run_id, manifest, sink, observer)
+                            _measure_and_emit(
+                                plan, group, p, family, run_id, manifest, sink, observer, idle_power
+                            )
                         )
                         if summary.results[-1].outcome == "ok":
                             summary.points_ok += 1
@@ -268,8 +271,9 @@ def _measure_and_emit(
     manifest: dict[str, Any],
     sink: RecordSink,
     observer: PhaseObserver | None,
+    idle_power: Metric | None = None,
 ) -> PointResult:
-    """Measure one point, add the observer's figures, and emit its result."""
+    """Measure one point, add the observer's figures (and energy above idle), and emit its result."""
     reply = group.run(p.context_len)
     details = dict(reply.get("details") or {})
     details["wall_s"] = reply.get("wall_s")
@@ -278,6 +282,9 @@ def _measure_and_emit(
         report = observer.summarize(_windows(details))
         metrics.update(report.metrics)
         details["observer"] = {"flags": report.flags, **report.details}
+        if idle_power is not None:
+            metrics["idle_power"] = idle_power
+            metrics.update(idle.above_idle(report.details, idle_power))
     note = maxctx.index_limit_note(p.context_len, reply["outcome"], group.index_limit)
     if note:
         details["limit_note"] = note

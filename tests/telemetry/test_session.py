@@ -70,6 +70,16 @@ def test_energy_is_per_run_when_a_window_holds_several(nx_session):
     )
 
 
+def test_constant_power_leaves_nothing_above_idle(nx_session):
+    from ctxscope.agent.engine.idle import above_idle
+
+    idle_power = nx_session.idle_power(0.5)
+    assert idle_power.median == pytest.approx(NX_VDD_IN_W)
+    report = nx_session.summarize([_window("prefill", 1.2, tokens=4096)])
+    extra = above_idle(report.details, idle_power)["prefill_energy_above_idle"].samples[0]
+    assert extra == pytest.approx(0.0, abs=1e-6)
+
+
 def test_short_window_is_flagged_undersampled(nx_session):
     report = nx_session.summarize([_window("decode", 0.3, tokens=1)])
     assert report.flags["decode_undersampled"] is True
