@@ -69,6 +69,13 @@ class Plan(BaseModel):
     isolate_from: int = Field(
         default=16384, ge=1, description="with isolate=auto: child processes from this length"
     )
+    spread_processes: int = Field(
+        default=3,
+        ge=1,
+        description="points at or below spread_below are measured in this many fresh processes "
+        "(not with isolate='never'); their samples pool, the record carries the spread within and between",
+    )
+    spread_below: int = Field(default=16384, ge=0)
     seed: int = 0
     max_context: MaxContextPlan = MaxContextPlan()
 
@@ -86,6 +93,12 @@ class Plan(BaseModel):
         if self.max_context.max_tokens < self.max_context.start:
             raise ValueError("max_context.max_tokens < max_context.start")
         return self
+
+    def spread_over(self, length: int) -> int:
+        """How many fresh processes measure a point of `length` tokens."""
+        if self.isolate == "never" or length > self.spread_below:
+            return 1
+        return self.spread_processes
 
     @property
     def attention_mode(self) -> Literal["sdpa-gqa", "transformers-sdpa"]:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from ctxscope.agent import zoo
-from ctxscope.agent.engine import idle, maxctx, point
+from ctxscope.agent.engine import idle, maxctx, point, spread
 from ctxscope.agent.engine.isolation import HostMemoryWatch, Worker, is_unified_memory_device
 from ctxscope.agent.engine.manifest import collect
 from ctxscope.agent.engine.plan import Plan, PlanPoint
@@ -66,9 +66,28 @@ class _Group:
         )
 
     def run(self, length: int) -> dict[str, Any]:
+        processes = self.plan.spread_over(length)
+        if processes > 1:
+            return self._spread(length, processes)
         if self.plan.isolated(length):
             return self._isolated(length)
         return self._in_process(length)
+
+    def _spread(self, length: int, processes: int) -> dict[str, Any]:
+        """The point measured in `processes` fresh worker processes, pooled (spread.pool)."""
+        replies = []
+        for _ in range(processes):
+            if self.worker is not None:  # a fresh process each time: load, calibration, caches anew
+                self.worker.close()
+                self.worker = None
+            reply = self._isolated(length)
+            if reply["outcome"] != "ok":
+                return reply
+            replies.append(reply)
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+        return spread.pool(replies)
 
     def _in_process(self, length: int) -> dict[str, Any]:
         started = time.monotonic()
