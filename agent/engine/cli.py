@@ -79,6 +79,12 @@ def _table(results: list[Any]) -> None:
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="default: cuda when present")
 @click.option("--require-fast-kernels", is_flag=True, help="fail instead of falling back to slow kernels")
 @click.option("--logits", type=click.Choice(["last", "all"]), default=None, help="override the plan's logits")
+@click.option(
+    "--attention",
+    type=click.Choice(["sdpa-gqa", "transformers-sdpa"]),
+    default=None,
+    help="override the plan's attention path",
+)
 @click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
 @click.option(
     "--broker",
@@ -104,6 +110,7 @@ def run(
     device: str | None,
     require_fast_kernels: bool,
     logits: str | None,
+    attention: str | None,
     no_progress: bool,
     broker: str | None,
     config_path: Path | None,
@@ -127,6 +134,8 @@ def run(
             overrides["logits"] = logits
         if require_fast_kernels:
             overrides["require_fast_kernels"] = True
+        if attention:
+            overrides["attention"] = attention
         if overrides:
             plan = plans.validate({**plan.model_dump(), **overrides})
     except plans.PlanError as exc:
@@ -210,7 +219,12 @@ def maxctx(
     device = device or default_device()
     cap = _bytes(memory_cap)
     choice = ModelChoice(
-        name=model, precision=precision, device=device, tiny=tiny, prefer_native=not prefer_hf
+        name=model,
+        precision=precision,
+        device=device,
+        tiny=tiny,
+        prefer_native=not prefer_hf,
+        attention="transformers-sdpa" if logits == "all" else "sdpa-gqa",  # the study's mode: its path
     )
     probe = search_mod.isolated_probe(choice, logits=logits, memory_cap_bytes=cap, timeout_s=probe_timeout)
 

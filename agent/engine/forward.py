@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from ctxscope.agent.engine.attention import ATTENTION_NAME
 from ctxscope.agent.zoo.hfcache import hf_cache, hf_cache_kwarg
 
 LogitsMode = Literal["last", "all"]
@@ -299,12 +300,12 @@ def _static_layer_kinds() -> tuple[type, ...]:
 
 def static_cache_supported(module: torch.nn.Module) -> bool:
     """transformers models with attention whose StaticCache layers are all full attention, Mamba
-    state, or both (hybrids), with an sdpa or eager attention backend. Sliding-window layers and
+    state, or both (hybrids), with an sdpa, eager or sdpa-gqa attention backend. Sliding-window layers and
     attention-free models (no key/value layer to make static) are not."""
     from transformers import StaticCache
 
     config: Any = module.config
-    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager", ATTENTION_NAME):
         return False
     if not {"past_key_values", "cache"} & set(inspect.signature(module.forward).parameters):
         return False

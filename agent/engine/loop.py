@@ -53,6 +53,15 @@ class LoopResult:
     def median_ns(self) -> float:
         return float(statistics.median(self.samples_ns))
 
+    def sample_phrase(self, one: str, many: str) -> str:
+        """What one sample is, from the windows' repetition counts: `one` when every window ran the
+        phase once, else "mean of k back-to-back <many>" with the k each window held."""
+        counts = sorted({w.repetitions for w in self.windows})
+        if counts == [1]:
+            return one
+        ks = "/".join(map(str, counts))
+        return f"mean of {ks} back-to-back {many} (one window each)"
+
 
 class Timer:
     """Device-accurate elapsed time: CUDA events on a GPU, perf_counter_ns on a CPU."""

@@ -7,6 +7,7 @@ Every field is what could be read; a field that could not be read is absent, nev
 from __future__ import annotations
 
 import contextlib
+import json
 import platform
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ctxscope.agent.packages import KERNEL_PACKAGES, installed_version
+
+BUILD_INFO = "_build_info.json"  # written by setup.py at build time
 
 
 def package_versions() -> dict[str, str]:
@@ -23,14 +26,39 @@ def package_versions() -> dict[str, str]:
 
 
 def git_revision() -> str | None:
+    """HEAD of the checkout this code runs from, else the revision stamped into the package at build."""
     here = Path(__file__).resolve().parent
     try:
         done = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
+        done = None
+    if done is not None and done.returncode == 0 and done.stdout.strip():
+        return done.stdout.strip()
+    return build_revision()
+
+
+def build_revision(stamp: Path | None = None) -> str | None:
+    """The revision setup.py stamped into `ctxscope/_build_info.json`, None when absent."""
+    stamp = stamp or Path(__file__).resolve().parents[2] / "ctxscope" / BUILD_INFO
+    if not stamp.is_file():
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    try:
+        value = json.loads(stamp.read_text()).get("git_revision")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def attention_libraries() -> dict[str, str]:
+    """cuDNN's version as torch sees it (absent where cuDNN is not available)."""
+    import torch
+
+    if not torch.backends.cudnn.is_available():
+        return {}
+    version = torch.backends.cudnn.version()
+    return {} if not version else {"cudnn": str(version)}
 
 
 def _nvml(index: int) -> dict[str, Any]:
@@ -87,7 +115,7 @@ def collect(device: str, *, plan_hash: str | None = None, precision: str | None 
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "packages": package_versions(),
+        "packages": {**package_versions(), **attention_libraries()},
         "device": device,
     }
     if torch.version.cuda:

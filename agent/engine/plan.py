@@ -55,6 +55,11 @@ class Plan(BaseModel):
     tiny: bool = Field(default=False, description="use the zoo's shrunk configs (CPU tests, smoke runs)")
     prefer_native: bool = True
     require_fast_kernels: bool = False
+    attention: Literal["sdpa-gqa", "transformers-sdpa"] | None = Field(
+        default=None,
+        description="attention path: SDPA with native GQA on a calibrated backend, or transformers' "
+        "default; unset, sdpa-gqa, and transformers-sdpa for the study's mode (logits='all')",
+    )
     warmups: int = Field(default=2, ge=0, le=1000)
     min_reps: int = Field(default=5, ge=1, le=100_000)
     max_reps: int = Field(default=100, ge=1, le=100_000)
@@ -69,6 +74,14 @@ class Plan(BaseModel):
     isolate_from: int = Field(
         default=16384, ge=1, description="with isolate=auto: child processes from this length"
     )
+    spread_processes: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description="points at or below spread_below are measured in this many fresh processes "
+        "(not with isolate='never'); their samples pool, the record carries the spread within and between",
+    )
+    spread_below: int = Field(default=16384, ge=0, le=2**24)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     max_context: MaxContextPlan = MaxContextPlan()
 
@@ -88,6 +101,18 @@ class Plan(BaseModel):
         if self.max_context.max_tokens < self.max_context.start:
             raise ValueError("max_context.max_tokens < max_context.start")
         return self
+
+    def spread_over(self, length: int) -> int:
+        """How many fresh processes measure a point of `length` tokens."""
+        if self.isolate == "never" or length > self.spread_below:
+            return 1
+        return self.spread_processes
+
+    @property
+    def attention_mode(self) -> Literal["sdpa-gqa", "transformers-sdpa"]:
+        if self.attention is not None:
+            return self.attention
+        return "transformers-sdpa" if self.logits == "all" else "sdpa-gqa"
 
     @property
     def policy(self) -> LoopPolicy:

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward, memory
+from ctxscope.agent.engine import attention, bandwidth, forward, memory
+from ctxscope.agent.engine.attention import AttentionMode
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
 from ctxscope.shared.messages import Metric
@@ -27,6 +28,9 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # or raise an emulated out-of-memory error when the prefill's tensors exceed this many bytes.
 KILL_AT_ENV = "CTXSCOPE_ENGINE_KILL_AT"
 BYTE_BUDGET_ENV = "CTXSCOPE_ENGINE_BYTE_BUDGET"
+# cached positions at which the attention backends are timed (on CPU only their correctness matters)
+CALIBRATION_LENGTH = 4096
+CPU_CALIBRATION_LENGTH = 64
 
 
 class EmulatedOutOfMemory(MemoryError):
@@ -43,6 +47,7 @@ class ModelChoice:
     tiny: bool = False
     prefer_native: bool = True
     require_fast_kernels: bool = False
+    attention: AttentionMode = "sdpa-gqa"
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Session:
             dtype=self.dtype,
             prefer_native=choice.prefer_native,
             require_fast_kernels=choice.require_fast_kernels,
+            attn_implementation=attention.attn_implementation(choice.attention, spec.model_type),
         )
         self.load_s = time.perf_counter() - started
         after = memory.allocated(self.device)
@@ -96,13 +102,29 @@ class Session:
         self.cache_bytes_per_token = zoo.cache_bytes_per_token(self.spec, self.dtype)
         # transformers keeps SSM states in float32, mamba_ssm in the model dtype
         self.state_bytes = zoo.state_bytes(self.spec, self.dtype, runtime=self.loaded.runtime)
+        self.attention_record = self._calibrate_attention()
+        self.bandwidth = bandwidth.measure(self.device)  # before any cache exists; its buffers freed
+        free(self.device)
+
+    def _calibrate_attention(self) -> dict[str, str]:
+        """With the sdpa-gqa path: pick its SDPA backends at this model's shape, and say which."""
+        if self.loaded.module.config._attn_implementation != attention.ATTENTION_NAME:
+            return {"attention_mode": self.choice.attention}
+        shape = attention.model_shape(self.module)
+        if shape is None:
+            raise RuntimeError(
+                f"{self.spec.name}: {attention.ATTENTION_NAME} set but no attention layer found"
+            )
+        length = CALIBRATION_LENGTH if self.device.type == "cuda" else CPU_CALIBRATION_LENGTH
+        choice = attention.calibrate(shape, self.dtype, self.device, length=length)
+        return {"attention_mode": self.choice.attention, **choice.record()}
 
     @property
     def runtime(self) -> str:
         return self.loaded.runtime
 
     def implementation(self) -> dict[str, str]:
-        return {"runtime": self.loaded.runtime, **self.loaded.implementation}
+        return {"runtime": self.loaded.runtime, **self.loaded.implementation, **self.attention_record}
 
 
 def _check_hooks(context_len: int, footprint_bytes: int) -> None:
@@ -190,8 +212,9 @@ def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutco
             min_window_ns=settings.min_window_ns,
         )
         loops.append(ttft)
+        sample = ttft.sample_phrase("one prefill", "prefills")
         outcome.metrics["ttft"] = _metric_ms(
-            ttft, f"{timer.method}; one prefill of {settings.context_len} random tokens, batch 1"
+            ttft, f"{timer.method}; {sample} of {settings.context_len} random tokens, batch 1"
         )
         outcome.details["ttft_loop"] = _loop_details(ttft)
         free(device)
@@ -202,6 +225,36 @@ def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutco
     if tuned:  # the Triton configs this point's kernels ran with (chosen by timing, per process)
         outcome.details["triton_autotune"] = tuned
     return outcome, loops
+
+
+def _floor_metrics(session: Session, context_len: int, result: LoopResult) -> dict[str, Metric]:
+    """What a decode step must read, the time that takes at the measured bandwidth, and the fraction
+    of that floor each decode sample reached."""
+    read = bandwidth.decode_bytes_per_token(
+        session.loaded.weight_bytes, session.cache_bytes_per_token, session.state_bytes, context_len
+    )
+    floor_ms = read / session.bandwidth.bytes_per_s * 1e3
+    return {
+        "decode_bytes_per_token": Metric(
+            unit="B",
+            method="analytic: weights + KV cache bytes/token x context + recurrent state (zoo), each "
+            "read once per token",
+            samples=[float(read)],
+        ),
+        "memory_bandwidth": Metric(
+            unit="B/s", method=session.bandwidth.method, samples=[session.bandwidth.bytes_per_s]
+        ),
+        "decode_floor": Metric(
+            unit="ms",
+            method="decode_bytes_per_token / memory_bandwidth: one token at the bandwidth bound",
+            samples=[floor_ms],
+        ),
+        "decode_floor_fraction": Metric(
+            unit="ratio",
+            method="decode_floor / decode_per_token, one per decode sample (1 = at the floor)",
+            samples=[floor_ms / (s / 1e6) for s in result.samples_ns],
+        ),
+    }
 
 
 def _measure_decode(
@@ -249,9 +302,11 @@ def _measure_decode(
     loops.append(result)
     outcome.metrics["decode_per_token"] = _metric_ms(
         result,
-        f"{timer.method}; {decoder.path}; window of {result.inner} greedy steps at context "
+        f"{timer.method}; {decoder.path}; "
+        f"{result.sample_phrase('one greedy step', 'greedy steps')} at context "
         f"{settings.context_len} (rewound every {decoder.window}), per token",
     )
+    outcome.metrics.update(_floor_metrics(session, settings.context_len, result))
     outcome.metrics["memory_decode_state"] = Metric(
         unit="B",
         method="storage bytes of the floating-point decode cache/state tensors (integer counters left out)",

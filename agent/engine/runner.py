@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from ctxscope.agent import zoo
-from ctxscope.agent.engine import maxctx, point
+from ctxscope.agent.engine import idle, maxctx, point, spread
 from ctxscope.agent.engine.isolation import HostMemoryWatch, Worker, is_unified_memory_device
 from ctxscope.agent.engine.manifest import collect
 from ctxscope.agent.engine.plan import Plan, PlanPoint
@@ -66,9 +66,28 @@ class _Group:
         )
 
     def run(self, length: int) -> dict[str, Any]:
+        processes = self.plan.spread_over(length)
+        if processes > 1:
+            return self._spread(length, processes)
         if self.plan.isolated(length):
             return self._isolated(length)
         return self._in_process(length)
+
+    def _spread(self, length: int, processes: int) -> dict[str, Any]:
+        """The point measured in `processes` fresh worker processes, pooled (spread.pool)."""
+        replies = []
+        for _ in range(processes):
+            if self.worker is not None:  # a fresh process each time: load, calibration, caches anew
+                self.worker.close()
+                self.worker = None
+            reply = self._isolated(length)
+            if reply["outcome"] != "ok":
+                return reply
+            replies.append(reply)
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+        return spread.pool(replies)
 
     def _in_process(self, length: int) -> dict[str, Any]:
         started = time.monotonic()
@@ -193,6 +212,7 @@ def run_plan(
         manifest=manifest,
     )
     min_window_ns = observer.min_window_ns if observer is not None else 0
+    idle_power = idle.measure_idle(observer) if observer is not None else None  # before any work
     groups: dict[tuple[str, str], list[PlanPoint]] = {}
     for p in points:
         groups.setdefault((p.model, p.precision), []).append(p)
@@ -212,6 +232,7 @@ def run_plan(
                     tiny=plan.tiny,
                     prefer_native=plan.prefer_native,
                     require_fast_kernels=plan.require_fast_kernels,
+                    attention=plan.attention_mode,
                 )
                 group = _Group(plan, choice, min_window_ns)
                 try:
@@ -223,7 +244,9 @@ def run_plan(
                         if bar is not None:
                             bar.update(bar.task_ids[0], description=p.label)
                         summary.results.append(
-                            _measure_and_emit(plan, group, p, family, run_id, manifest, sink, observer)
+                            _measure_and_emit(
+                                plan, group, p, family, run_id, manifest, sink, observer, idle_power
+                            )
                         )
                         if summary.results[-1].outcome == "ok":
                             summary.points_ok += 1
@@ -267,8 +290,9 @@ def _measure_and_emit(
     manifest: dict[str, Any],
     sink: RecordSink,
     observer: PhaseObserver | None,
+    idle_power: Metric | None = None,
 ) -> PointResult:
-    """Measure one point, add the observer's figures, and emit its result."""
+    """Measure one point, add the observer's figures (and energy above idle), and emit its result."""
     reply = group.run(p.context_len)
     details = dict(reply.get("details") or {})
     details["wall_s"] = reply.get("wall_s")
@@ -277,6 +301,9 @@ def _measure_and_emit(
         report = observer.summarize(_windows(details))
         metrics.update(report.metrics)
         details["observer"] = {"flags": report.flags, **report.details}
+        if idle_power is not None:
+            metrics["idle_power"] = idle_power
+            metrics.update(idle.above_idle(report.details, idle_power))
     note = maxctx.index_limit_note(p.context_len, reply["outcome"], group.index_limit)
     if note:
         details["limit_note"] = note

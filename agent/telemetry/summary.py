@@ -1,7 +1,8 @@
 """Phase windows -> metrics: energy, J/token, power, temperatures, clocks, throttling, counter check.
 
 Per phase name `p` (all windows of that phase in one Metric, one sample per window):
-`p_energy` (J), `p_energy_per_token` (J/token), `p_power_mean` and `p_power_peak` (W),
+`p_energy` (J, of one run of the phase: a window of k back-to-back runs is divided by k),
+`p_energy_per_token` (J/token), `p_power_mean` and `p_power_peak` (W),
 `p_temp_max_<sensor>` (C), `p_clock_gpu_min` (MHz) and, where a hardware counter exists,
 `p_energy_counter` (J) with the relative difference to the integral in details. Flags per phase:
 `p_throttle_power_cap`, `p_throttle_thermal`, `p_throttle_hw_slowdown` (engaged in any sample),
@@ -36,6 +37,14 @@ def _power_method(backends: Sequence[Backend], rates: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
+def _per_run(phase: str, repetitions: set[int]) -> str:
+    """How a window's energy became one sample: itself, or divided by the runs it held."""
+    if repetitions <= {1}:
+        return f"; one {phase} per window"
+    ks = "/".join(map(str, sorted(repetitions)))
+    return f" / the window's repetitions: energy of one {phase} (windows of {ks} back-to-back runs)"
+
+
 @dataclass
 class _Acc:
     """Per-phase collections, one entry per window."""
@@ -48,6 +57,7 @@ class _Acc:
     clock_min: list[float] = field(default_factory=list)
     flags: dict[str, bool] = field(default_factory=dict)
     windows: list[dict[str, Any]] = field(default_factory=list)
+    repetitions: set[int] = field(default_factory=set)
 
 
 class WindowSummarizer:
@@ -90,13 +100,14 @@ class WindowSummarizer:
         }
         energy = self._energy(w, record)
         if energy is not None and w.end_ns > w.start_ns:
-            acc.energy.append(energy)
+            acc.energy.append(energy / w.repetitions)  # one run of the phase, not the whole window
+            acc.repetitions.add(w.repetitions)
             acc.power_mean.append(energy / w.duration_s)
             if w.tokens > 0:
                 acc.per_token.append(energy / w.tokens)
         counter = self._counter(w)
         if counter is not None:
-            acc.counter.append(counter)
+            acc.counter.append(counter / w.repetitions)
             record["energy_counter_j"] = counter
             if energy is not None and counter > 0:
                 record["energy_rel_diff"] = (energy - counter) / counter
@@ -174,8 +185,9 @@ class WindowSummarizer:
     def _metrics(self, phase: str, acc: _Acc, method: str, report: PhaseReport) -> None:
         m = report.metrics
         integral = f"trapezoid integral of power over each {phase} window ({method})"
+        per_run = _per_run(phase, acc.repetitions)
         if acc.energy:
-            m[f"{phase}_energy"] = Metric(unit="J", method=integral, samples=acc.energy)
+            m[f"{phase}_energy"] = Metric(unit="J", method=f"{integral}{per_run}", samples=acc.energy)
             m[f"{phase}_power_mean"] = Metric(
                 unit="W", method=f"window energy / window duration; {method}", samples=acc.power_mean
             )
@@ -199,7 +211,8 @@ class WindowSummarizer:
             names = ", ".join(b.name for b in self.counter_backends)
             m[f"{phase}_energy_counter"] = Metric(
                 unit="J",
-                method=f"hardware energy counter delta over each window ({names}), cross-checks the integral",
+                method=f"hardware energy counter delta over each window ({names}){per_run}, cross-checks "
+                "the integral",
                 samples=acc.counter,
             )
         for sensor, values in acc.temps.items():

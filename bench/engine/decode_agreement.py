@@ -1,17 +1,21 @@
 """Check: the logits of every transformers decode path against a full recompute without cache.
 
 Each path decodes from the same prompt, fed the reference's greedy tokens (teacher forcing), so all
-see one token sequence; the reference recomputes the whole sequence with `use_cache=False` at every
-step. Paths: eager on transformers' own cache, the static cache without a graph, and the static
-cache captured in a CUDA graph (GPU only).
+see one token sequence; the reference recomputes the whole sequence with `use_cache=False` and eager
+attention at every step. Paths: eager on transformers' own cache, the static cache without a graph,
+and the static cache captured in a CUDA graph (GPU only); each under every attention mode asked for
+(`sdpa-gqa`: SDPA with native GQA on the calibrated backend; `transformers-sdpa`: transformers'
+default).
 
     python bench/engine/decode_agreement.py --models zamba2-1.2b,falcon-h1-0.5b --length 2048 --out agree.json
     python bench/engine/decode_agreement.py --models zamba2-1.2b --length 32 --out /tmp/a.json --dry-run
+    python bench/engine/decode_agreement.py --models qwen2.5-0.5b --attention sdpa-gqa --out agree.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -24,7 +28,17 @@ from ctxscope.agent.engine.manifest import collect
 
 
 def reference_logits(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> list[torch.Tensor]:
-    """Last-position logits of the prompt and of each greedy continuation, recomputed from scratch."""
+    """Last-position logits of the prompt and of each greedy continuation, recomputed from scratch
+    with transformers' eager attention (plain matmul and softmax, no SDPA kernel)."""
+    chosen = module.config._attn_implementation
+    module.set_attn_implementation("eager")
+    try:
+        return _recompute(module, ids, steps)
+    finally:
+        module.set_attn_implementation(chosen)
+
+
+def _recompute(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> list[torch.Tensor]:
     out = []
     tokens = ids
     for _ in range(steps + 1):
@@ -61,12 +75,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--attention", default="sdpa-gqa,transformers-sdpa", help="comma-separated modes")
     parser.add_argument("--dry-run", action="store_true", help="tiny models on the CPU, to check the script")
     args = parser.parse_args()
     device = "cpu" if args.dry_run else "cuda"
     report: dict[str, Any] = {"command": "python bench/engine/decode_agreement.py " + " ".join(sys.argv[1:])}
-    for name in args.models.split(","):
-        session = point.Session(point.ModelChoice(name, args.precision, device, tiny=args.dry_run))
+    for name, mode in itertools.product(args.models.split(","), args.attention.split(",")):
+        choice = point.ModelChoice(name, args.precision, device, tiny=args.dry_run, attention=mode)
+        session = point.Session(choice)
         ids = forward.synthetic_prompt(session.vocab_size, args.length, seed=0, device=session.device)
         paths: dict[str, Any] = {}
         with torch.inference_mode():
@@ -81,16 +97,20 @@ def main() -> None:
                 if decoder.note is not None:
                     paths[decoder.path + "_note"] = decoder.note
                 del decoder
-        report[name] = paths
+        paths["implementation"] = session.implementation()
+        report[f"{name} {mode}"] = paths
         for path, rows in paths.items():
+            if isinstance(rows, dict):
+                continue
             if isinstance(rows, str):
-                print(f"{name} {path}: {rows}")
+                print(f"{name} {mode} {path}: {rows}")
                 continue
             worst = max(r["max_abs_diff"] for r in rows)
             same = sum(bool(r["same_argmax"]) for r in rows)
             scale = max(r["max_abs_logit"] for r in rows)
             print(
-                f"{name} {path:24} max |dlogit| {worst:.3g} of |logit| {scale:.3g}, argmax {same}/{len(rows)}"
+                f"{name} {mode} {path:24} max |dlogit| {worst:.3g} of |logit| {scale:.3g}, "
+                f"argmax {same}/{len(rows)}"
             )
         del session
         point.free(torch.device(device))

@@ -21,6 +21,7 @@ TITLES = {
     "ttft": "Time to first token (prefill)",
     "decode_per_token": "Decode time per token",
     "memory_peak": "Peak memory",
+    "decode_floor_fraction": "Decode: fraction of the memory-bandwidth floor (1 = at the floor)",
 }
 ENERGY_UNIT = "J/token"
 PEAK_MEMORY = "memory_peak"
@@ -172,14 +173,16 @@ def names_with_unit(points: list[dict[str, Any]], unit: str) -> list[str]:
 
 
 def device_figures(view: dict[str, Any], with_reference: bool = False) -> dict[str, dict[str, Any]]:
-    """Figures of a device page: TTFT, decode, each memory metric, energy per token, operator shares."""
+    """Figures of a device page: TTFT, decode and its floor fraction, each memory metric, energy per
+    token, operator shares."""
     points = view["characterization"]["points"]
     figures = {
         metric: metric_figure(points, metric, TITLES[metric], with_reference)
         for metric in ("ttft", "decode_per_token")
     }
-    if any(PEAK_MEMORY in p["metrics"] for p in points):
-        figures[PEAK_MEMORY] = metric_figure(points, PEAK_MEMORY, TITLES[PEAK_MEMORY], with_reference)
+    for metric in ("decode_floor_fraction", PEAK_MEMORY):
+        if any(metric in p["metrics"] for p in points):
+            figures[metric] = metric_figure(points, metric, TITLES[metric], with_reference)
     parts = memory_parts(points)
     if parts:
         figures["memory_split"] = split_figure(points, parts)

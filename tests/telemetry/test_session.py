@@ -58,6 +58,28 @@ def test_energy_power_temperature_per_phase(nx_session):
     assert windows[0]["power_samples"] >= 20
 
 
+def test_energy_is_per_run_when_a_window_holds_several(nx_session):
+    start = time.monotonic_ns()
+    time.sleep(1.2)
+    window = PhaseWindow("prefill", start, time.monotonic_ns(), tokens=2 * 4096, repetitions=2)
+    m = nx_session.summarize([window]).metrics
+    assert m["prefill_energy"].samples[0] == pytest.approx(NX_VDD_IN_W * window.duration_s / 2, rel=1e-6)
+    assert "/ the window's repetitions: energy of one prefill (windows of 2 " in m["prefill_energy"].method
+    assert m["prefill_energy_per_token"].samples[0] == pytest.approx(
+        NX_VDD_IN_W * window.duration_s / (2 * 4096), rel=1e-6
+    )
+
+
+def test_constant_power_leaves_nothing_above_idle(nx_session):
+    from ctxscope.agent.engine.idle import above_idle
+
+    idle_power = nx_session.idle_power(0.5)
+    assert idle_power.median == pytest.approx(NX_VDD_IN_W)
+    report = nx_session.summarize([_window("prefill", 1.2, tokens=4096)])
+    extra = above_idle(report.details, idle_power)["prefill_energy_above_idle"].samples[0]
+    assert extra == pytest.approx(0.0, abs=1e-6)
+
+
 def test_short_window_is_flagged_undersampled(nx_session):
     report = nx_session.summarize([_window("decode", 0.3, tokens=1)])
     assert report.flags["decode_undersampled"] is True

@@ -1,0 +1,45 @@
+"""Points measured in several fresh processes pool their samples and carry the spread between them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ctxscope.agent.engine import spread
+from ctxscope.agent.engine.plan import validate
+from ctxscope.shared.messages import Metric
+
+
+def _reply(ttft: list[float]) -> dict[str, Any]:
+    windows = [{"start_ns": i, "end_ns": i + 1, "tokens": 16, "repetitions": 1} for i in range(len(ttft))]
+    return {
+        "outcome": "ok",
+        "metrics": {
+            "ttft": Metric(unit="ms", method="cuda events; one prefill", samples=ttft),
+            "memory_weights": Metric(unit="B", method="allocated", samples=[1.0]),
+        },
+        "implementation": {},
+        "details": {"ttft_loop": {"inner": 1, "windows": windows}},
+        "wall_s": 2.0,
+    }
+
+
+def test_pool_keeps_every_sample_and_the_spread_between_processes() -> None:
+    pooled = spread.pool([_reply([10.0, 10.0, 10.0]), _reply([12.0, 12.0, 12.0]), _reply([11.0, 11.0, 11.0])])
+    ttft = pooled["metrics"]["ttft"]
+    assert ttft.n == 9 and ttft.method.endswith("pooled from 3 fresh processes")
+    info = pooled["details"]["process_spread"]["ttft"]
+    assert info["process_medians"] == [10.0, 12.0, 11.0]
+    assert info["between_rel_range"] == pytest.approx(2.0 / 11.0)
+    assert info["within_rel_iqr"] == [0.0, 0.0, 0.0]
+    assert pooled["details"]["processes"] == 3
+    assert len(pooled["details"]["ttft_loop"]["windows"]) == 9
+    assert pooled["wall_s"] == 6.0
+
+
+def test_plan_spreads_short_points_only() -> None:
+    plan = validate({"name": "p", "models": ["qwen2.5-0.5b"], "context_lengths": [4096, 16384, 65536]})
+    assert [plan.spread_over(n) for n in (4096, 16384, 65536)] == [3, 3, 1]
+    never = validate({"name": "p", "models": ["qwen2.5-0.5b"], "context_lengths": [4096], "isolate": "never"})
+    assert never.spread_over(4096) == 1
