@@ -5,7 +5,7 @@
 # under $OUT, and the lead copies $OUT/* to results/engine/fair/.
 #  1. decode_agreement: Qwen2.5-0.5B and Zamba2-1.2B at 4K, both attention paths, every decode path
 #     (max |logit difference| and argmax agreement against an eager-attention full recompute).
-#  2. agent/engine/plans/h200-fair.toml (Qwen2.5-0.5B and Llama-3.2-1B at 4K and 64K) on sdpa-gqa,
+#  2. bench/engine/plans/h200-fair.toml (Qwen2.5-0.5B and Llama-3.2-1B at 4K and 64K) on sdpa-gqa,
 #     then on transformers-sdpa: decode ms/token, bytes read per token, floor and fraction of it.
 # Targets: Qwen <= 1.5 ms/token at 4K and <= 2.5 ms/token at 64K; Llama <= 3 ms/token at 64K.
 set -uo pipefail
@@ -17,7 +17,7 @@ echo "bash bench/h200_fair.sh  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || 
 timeout 120 python3 "$repo/bench/engine/decode_agreement.py" --models qwen2.5-0.5b,zamba2-1.2b --length 4096 \
   --attention sdpa-gqa,transformers-sdpa --out "$OUT/agreement-4k.json" 2>"$OUT/agreement.err" | tee "$OUT/agreement.txt"
 for attention in sdpa-gqa transformers-sdpa; do
-  timeout 210 ctxscope agent run "$repo/agent/engine/plans/h200-fair.toml" --attention "$attention" \
+  timeout 210 ctxscope agent run "$repo/bench/engine/plans/h200-fair.toml" --attention "$attention" \
     --out "$OUT/fair-$attention.jsonl" --no-progress 2>>"$OUT/fair.err" | tail -2
 done
 python3 - "$OUT" <<'PY'
