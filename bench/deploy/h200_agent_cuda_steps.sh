@@ -11,7 +11,7 @@ VENV=$venv KERNEL_WHEELS=.device-wheels WHEELS=.device-wheels OFFLINE=1 \
   LOCK_PACKAGES="pydantic pydantic-core annotated-types typing-inspection paho-mqtt" \
   bash docker/agent-cuda-steps.sh >"$OUT/steps.log" 2>&1
 echo "steps: rc=$?"; tail -4 "$OUT/steps.log"
-timeout 400 "$venv/bin/ctxscope" agent run bench/deploy/agent-cuda-check.toml --require-fast-kernels \
+timeout 150 "$venv/bin/ctxscope" agent run bench/deploy/agent-cuda-check.toml --require-fast-kernels \
   --out "$OUT/run.jsonl" --no-progress 2>"$OUT/run.err" | tail -8
 echo "run: rc=${PIPESTATUS[0]}"
 "$venv/bin/python" - "$OUT/run.jsonl" <<'PY'
