@@ -52,6 +52,13 @@ fi
 
 echo "== 2. venv, lock, kernels, project"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV"
+# In the image torch is in the system site-packages, which --system-site-packages shows. A host whose
+# torch lives in a virtual environment of its own (as on some GPU servers) is not seen that way: make
+# that torch's folder visible to the new venv, which is what the image's base layer provides.
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  torch_site=$("$PYTHON" -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+  echo "$torch_site" >"$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/host-torch.pth"
+fi
 lock=$LOCK
 if [ -n "${LOCK_PACKAGES:-}" ]; then
   lock=$kernels/lock-subset.txt

@@ -108,7 +108,8 @@ class Session:
 
     def _calibrate_attention(self) -> dict[str, str]:
         """With the sdpa-gqa path: pick its SDPA backends at this model's shape, and say which."""
-        if self.loaded.module.config._attn_implementation != attention.ATTENTION_NAME:
+        # native mamba_ssm models have no transformers attention setting (and no attention layers)
+        if getattr(self.loaded.module.config, "_attn_implementation", None) != attention.ATTENTION_NAME:
             return {"attention_mode": self.choice.attention}
         shape = attention.model_shape(self.module)
         if shape is None:
