@@ -256,7 +256,7 @@ def import_command(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ctxscope.collector.service import default_store_url
+    from ctxscope.collector.settings import default_store_url
     from ctxscope.collector.store import open_store
 
     url = store_url or default_store_url()

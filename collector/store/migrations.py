@@ -10,11 +10,25 @@ of them applies it. A store newer than this code (a version it does not know) is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ctxscope.collector.store.base import Store
+
+class Store(Protocol):
+    """What a migration needs of a store (base.Store provides it; base imports this module)."""
+
+    placeholder: str
+    json_type: str
+    blob_type: str
+    bool_type: str
+
+    def _transaction(self) -> AbstractContextManager[Any]: ...
+
+    def _sql(self, statement: str) -> str: ...
+
+    def _query(self, statement: str, params: Sequence[Any] = ...) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,7 @@ def prune(store_url: str | None, raw_days: float, rollup_s: int, as_json: bool) 
     """Roll up raw telemetry older than --raw-days into --rollup-s buckets (mean, min, max, count) and
     delete the raw samples. Results, runs and logs are never pruned. `collector run --raw-days` does
     the same every hour."""
-    from ctxscope.collector.service import default_store_url
+    from ctxscope.collector.settings import default_store_url
     from ctxscope.collector.store import open_store
 
     try:
