@@ -33,6 +33,7 @@ ENV_FIELDS = {
     "SPOOL_PATH": "spool_path",
     "SPOOL_MAX_ROWS": "spool_max_rows",
     "SPOOL_MAX_BYTES": "spool_max_bytes",
+    "REPLAY_S": "replay_s",
 }
 
 
@@ -59,6 +60,14 @@ class AgentConfig(BaseModel):
     spool_path: Path | None = Field(default=None, description="default: <state dir>/spool-<device>.sqlite")
     spool_max_rows: int = Field(default=200_000, ge=100)
     spool_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    replay_s: int = Field(
+        default=120,
+        ge=0,
+        le=3600,
+        description="after a lost connection, re-send what the broker acknowledged this many seconds before"
+        " it: a crashed broker loses the queue changes since its last autosave (allowed up to 60 s) and"
+        " the loss is noticed up to two keepalives late",
+    )
 
     @field_validator("device")
     @classmethod

@@ -253,7 +253,7 @@ def serve(
 
     from ctxscope.agent.telemetry.session import TelemetrySession
 
-    outbox = Spool(config.resolved_spool_path(), config.device, config.spool_max_rows, config.spool_max_bytes)
+    outbox = Spool.for_config(config)
     telemetry = TelemetrySession(rate_hz=telemetry_rate_hz, sink=outbox) if telemetry_rate_hz > 0 else None
     if telemetry is not None:
         telemetry.start()

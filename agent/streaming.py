@@ -55,7 +55,7 @@ def streaming_sink(
     command or daemon that opens it; the command says so.
     """
     config = configure(config_path, broker=broker)
-    spool = Spool(config.resolved_spool_path(), config.device, config.spool_max_rows, config.spool_max_bytes)
+    spool = Spool.for_config(config)
     try:
         link = Link(config, spool)
         link.start()

@@ -86,8 +86,11 @@ def _wait_until_answers(host: str, port: int, timeout_s: float, alive: Callable[
 class MosquittoBroker:
     """A private mosquitto on a loopback port, with sessions persisted in `workdir` across restarts."""
 
-    def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, binary: str | None = None, autosave_interval_s: int = 1
+    ) -> None:
         self.workdir = workdir
+        self.autosave_interval_s = autosave_interval_s
         self.host = LOOPBACK
         self.port = port or free_port()
         self.binary = binary or mosquitto_binary()
@@ -106,7 +109,7 @@ class MosquittoBroker:
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
-            "autosave_interval 1\n"
+            f"autosave_interval {self.autosave_interval_s}\n"
             # Started as root, mosquitto drops privileges to this user: keep the one that owns workdir.
             f"user {getpass.getuser()}\n"
             # A collector that is down must not lose its queued records (the default keeps 1000).

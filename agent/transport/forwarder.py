@@ -3,7 +3,9 @@
 At most `window` records are in flight (mosquitto's default receive maximum is 20). A record leaves
 the spool only once its PUBACK has arrived. While the connection is down paho keeps the in-flight
 records in memory and resends them after the reconnect (with the DUP flag); after a process restart
-the spool itself still holds everything that was not acknowledged, and sends it again.
+the spool itself still holds everything that was not acknowledged, and sends it again. A replay
+(`request_replay`, after a lost connection) makes recently acknowledged records pending again; they
+are sent once more, and the collector counts them as duplicates.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Forwarder:
         # that is never held around publish(), so the two threads cannot deadlock.
         self._acked_mids: set[int] = set()
         self._acked_lock = threading.Lock()
-        self._last_sent_seq = 0
+        self._cursor = 0  # the last seq sent; records above it are the next to go
+        self._replay_since_ns: int | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ctxscope-forwarder", daemon=True)
@@ -55,6 +58,13 @@ class Forwarder:
         """Record a PUBACK (called from paho's `on_publish`); mids of other publishes are ignored."""
         with self._acked_lock:
             self._acked_mids.add(mid)
+        self._wake.set()
+
+    def request_replay(self, since_ns: int) -> None:
+        """Re-send records the broker acknowledged at or after `since_ns` (from any thread)."""
+        with self._acked_lock:
+            pending = self._replay_since_ns
+            self._replay_since_ns = since_ns if pending is None else min(pending, since_ns)
         self._wake.set()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -76,7 +86,7 @@ class Forwarder:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = self._reap() | self._send()
+                busy = self._reap() | self._replay() | self._send()
             except Exception:  # keep forwarding after an unexpected error; the spool still has the records
                 _log.exception("iteration", "forwarder iteration failed")
                 busy = False
@@ -94,11 +104,28 @@ class Forwarder:
             self._spool.ack(seq)
         return bool(seqs)
 
+    def _replay(self) -> bool:
+        with self._acked_lock:
+            since_ns, self._replay_since_ns = self._replay_since_ns, None
+        if since_ns is None:
+            return False
+        replayed = self._spool.replay_since(since_ns)
+        if replayed:
+            log.info(
+                "re-sending %d records the broker acknowledged in the %.0f s before the connection was lost",
+                replayed,
+                (time.time_ns() - since_ns) / 1e9,
+            )
+            self._cursor = 0  # the replayed records lie below the cursor; in-flight ones are skipped
+        return bool(replayed)
+
     def _send(self) -> bool:
         room = self._window - len(self._inflight)
         if room <= 0 or not self._is_connected():
             return False
-        records = self._spool.oldest(room, after_seq=self._last_sent_seq)
+        in_flight = set(self._inflight.values())
+        candidates = self._spool.oldest(room + len(in_flight), after_seq=self._cursor)
+        records = [r for r in candidates if r.seq not in in_flight][:room]
         for record in records:
             info = self._client.publish(record.topic, record.payload, qos=1)
             # NO_CONN: paho queued it and sends it after the reconnect; any other error: retry later.
@@ -108,5 +135,5 @@ class Forwarder:
                 )
                 return False
             self._inflight[info.mid] = record.seq
-            self._last_sent_seq = record.seq
+            self._cursor = record.seq
         return bool(records)

@@ -73,6 +73,9 @@ class Link:
         self.last_error: str | None = None
         self._failures = 0
         self._failure_logged: tuple[str, float] | None = None
+        # Every connection first replays what the broker acknowledged shortly before the last one was
+        # lost (for the first connection: before this process started; see Spool).
+        self._replay_from_ns: int | None = time.time_ns() - spool.keep_acked_ns
         self._client = self._build_client()
         self._forwarder = Forwarder(self._client, spool, self._connected.is_set, window)
 
@@ -261,6 +264,9 @@ class Link:
             self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
             self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
         finally:  # whatever failed above, the spool must still drain over this connection
+            if self._replay_from_ns is not None:
+                self._forwarder.request_replay(self._replay_from_ns)
+                self._replay_from_ns = None
             self._connected.set()
             self._forwarder.notify()
 
@@ -268,6 +274,8 @@ class Link:
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode, _props: Any
     ) -> None:
+        if self._connected.is_set() and self._replay_from_ns is None:
+            self._replay_from_ns = time.time_ns() - self.spool.keep_acked_ns
         self._connected.clear()
         if reason.is_failure:
             self.last_error = f"disconnected: {reason}"

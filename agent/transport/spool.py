@@ -1,9 +1,13 @@
 """SQLite (WAL) outbox of encoded records: the agent's durable RecordSink.
 
 The spool owns the stream identity: a random stream id created with the database and a `seq` that
-keeps counting across restarts. Records wait here until the broker acknowledges them. The spool is
-bounded: when full it drops the oldest droppable records (telemetry, logs) and counts them; results
-and run records are never dropped, the spool grows past its bound instead and reports back-pressure.
+keeps counting across restarts. Records wait here until the broker acknowledges them; an
+acknowledged record is kept `keep_acked_s` longer, because a broker that crashes loses the queue
+changes it made since its last autosave: after a lost connection the link replays what the broker
+acknowledged in that window (`replay_since`), and the collector's idempotent key drops the
+duplicates. The spool is bounded (acknowledged rows do not count): when full it drops the oldest
+droppable records (telemetry, logs) and counts them; results and run records are never dropped,
+the spool grows past its bound instead and reports back-pressure.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ctxscope.agent.config import AgentConfig
 from ctxscope.shared.codec import MAX_MESSAGE_BYTES, encode
 from ctxscope.shared.ids import new_stream_id, validate_device_id
 from ctxscope.shared.messages import CHANNEL_OF_KIND, DROPPABLE_KINDS, STATE_KINDS, Envelope
 from ctxscope.shared.topics import topic_for
 
 M = TypeVar("M", bound=Envelope)
+PRUNE_EVERY_NS = 1_000_000_000  # acknowledged rows past keep_acked_s are deleted at most once a second
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -32,10 +38,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     droppable INTEGER NOT NULL,
-    size_bytes INTEGER NOT NULL
+    size_bytes INTEGER NOT NULL,
+    acked_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_droppable ON outbox (droppable, seq);
 """
+# Run after _SCHEMA: a spool made before acknowledged rows were kept gains the column first.
+_PENDING_INDEX = "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (acked_ns, seq)"
 
 
 class RecordTooLarge(ValueError):
@@ -63,12 +72,19 @@ class Spool:
     """A thread-safe outbox for one device; `emit()` is the RecordSink entry point."""
 
     def __init__(
-        self, path: Path, device: str, max_rows: int = 200_000, max_bytes: int = 512 * 1024**2
+        self,
+        path: Path,
+        device: str,
+        max_rows: int = 200_000,
+        max_bytes: int = 512 * 1024**2,
+        keep_acked_s: float = 120.0,
     ) -> None:
         self.device = validate_device_id(device)
         self.path = path
         self.max_rows = max_rows
         self.max_bytes = max_bytes
+        self.keep_acked_ns = int(keep_acked_s * 1e9)
+        self._pruned_ns = 0
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -79,6 +95,10 @@ class Spool:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+            if "acked_ns" not in columns:
+                self._db.execute("ALTER TABLE outbox ADD COLUMN acked_ns INTEGER")
+            self._db.execute(_PENDING_INDEX)
             self._db.execute(
                 "INSERT OR IGNORE INTO spool_state VALUES ('stream', ?), ('next_seq', '1'), ('birth', '0'),"
                 " ('device', ?), ('dropped', '0')",
@@ -90,6 +110,17 @@ class Spool:
             raise ValueError(f"spool {path} belongs to device {stored_device!r}, not {self.device!r}")
         self.stream = self._state("stream")
         self._count_backlog()
+
+    @classmethod
+    def for_config(cls, config: AgentConfig) -> Spool:
+        """The spool the agent's configuration describes (path, bounds, replay window)."""
+        return cls(
+            config.resolved_spool_path(),
+            config.device,
+            config.spool_max_rows,
+            config.spool_max_bytes,
+            config.replay_s,
+        )
 
     # -- RecordSink -----------------------------------------------------------------------------
 
@@ -119,7 +150,7 @@ class Spool:
             self._set_state("next_seq", seq + 1)
             if self._make_room(len(payload), droppable):
                 self._db.execute(
-                    "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, NULL)",
                     (seq, kind, topic, payload, int(droppable), len(payload)),
                 )
                 self._rows += 1
@@ -137,20 +168,44 @@ class Spool:
     # -- forwarding -----------------------------------------------------------------------------
 
     def oldest(self, n: int, after_seq: int = 0) -> list[SpooledRecord]:
+        """Up to `n` records not yet acknowledged, oldest first, with seq above `after_seq`."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, kind, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, kind, topic, payload FROM outbox WHERE acked_ns IS NULL AND seq > ?"
+                " ORDER BY seq LIMIT ?",
                 (after_seq, n),
             ).fetchall()
         return [SpooledRecord(int(s), k, t, bytes(p)) for s, k, t, p in rows]
 
     def ack(self, seq: int) -> None:
-        """Forget a record the broker has acknowledged (no-op if it is already gone)."""
+        """Mark a record the broker has acknowledged (no-op if it is already acknowledged or gone).
+
+        It leaves the backlog now and the database `keep_acked_s` later."""
+        now = time.time_ns()
         with self._lock:
-            row = self._db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size_bytes", (seq,)).fetchone()
+            row = self._db.execute(
+                "UPDATE outbox SET acked_ns = ? WHERE seq = ? AND acked_ns IS NULL RETURNING size_bytes",
+                (now, seq),
+            ).fetchone()
             if row is not None:
                 self._rows -= 1
                 self._bytes -= int(row[0])
+            if now - self._pruned_ns >= PRUNE_EVERY_NS:
+                self._pruned_ns = now
+                expired = now - self.keep_acked_ns
+                self._db.execute("DELETE FROM outbox WHERE acked_ns IS NOT NULL AND acked_ns < ?", (expired,))
+
+    def replay_since(self, since_ns: int) -> int:
+        """Make records acknowledged at or after `since_ns` (wall clock) pending again; how many.
+
+        Called after a lost connection: what the broker acknowledged shortly before it went away may
+        have died with it (queued for the collector, not yet autosaved)."""
+        with self._lock, self._transaction():
+            replayed = self._db.execute(
+                "UPDATE outbox SET acked_ns = NULL WHERE acked_ns IS NOT NULL AND acked_ns >= ?", (since_ns,)
+            ).rowcount
+            self._count_backlog()
+        return int(replayed)
 
     def backlog(self) -> int:
         with self._lock:
@@ -192,7 +247,8 @@ class Spool:
         while self._exceeds(1, size):
             row = self._db.execute(
                 "DELETE FROM outbox WHERE seq = "
-                "(SELECT seq FROM outbox WHERE droppable = 1 ORDER BY seq LIMIT 1) RETURNING size_bytes"
+                "(SELECT seq FROM outbox WHERE droppable = 1 AND acked_ns IS NULL ORDER BY seq LIMIT 1)"
+                " RETURNING size_bytes"
             ).fetchone()
             if row is None:
                 if droppable:
@@ -211,7 +267,9 @@ class Spool:
         return True
 
     def _count_backlog(self) -> None:
-        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM outbox").fetchone()
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM outbox WHERE acked_ns IS NULL"
+        ).fetchone()
         self._rows, self._bytes = int(row[0]), int(row[1])
 
     def _count_drops(self, n: int) -> None:

@@ -100,9 +100,10 @@ def test_plan_from_the_page_runs_on_agent_serve_and_results_appear(dashboard, ag
         page.wait_for_function(
             "() => document.querySelectorAll('#maxctx tbody tr').length === 3", timeout=10_000
         )
-        # The charts are redrawn after the tables: wait for the curves of the transformer and the SSM.
+        # The charts are redrawn after the tables: wait for the curves of the transformer and the SSM,
+        # named as the shrunk variants that cpu-smoke (tiny = true) measures.
         page.wait_for_function(
-            """() => ['qwen2.5-0.5b fp32', 'mamba2-780m fp32'].every(name => [
+            """() => ['qwen2.5-0.5b (shrunk) fp32', 'mamba2-780m (shrunk) fp32'].every(name => [
                 ...document.querySelectorAll('#chart-ttft .legendtext')].some(t => t.textContent == name))""",
             timeout=10_000,
         )

@@ -19,7 +19,7 @@ import pytest
 from ctxscope.agent.config import AgentConfig
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
-from ctxscope.broker import MosquittoBroker
+from ctxscope.broker import MosquittoBroker, mosquitto_binary
 from ctxscope.collector.commands import CommandPublisher
 from ctxscope.collector.ingest import Ingest
 from ctxscope.collector.store import Store, open_store
@@ -350,6 +350,43 @@ def produce(spool: Spool, total: int, pace_s: float) -> threading.Thread:
     return thread
 
 
+def test_records_queued_but_never_autosaved_survive_a_broker_crash(tmp_path: Path) -> None:
+    """The collector is away, the broker holds 100 acknowledged records for it in memory only (no
+    autosave for an hour) and is killed: the agent's replay after the reconnect brings all of them."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    broker = MosquittoBroker(tmp_path / "broker", autosave_interval_s=3600)
+    broker.start()
+    device, total = "stream-q", 100
+    store = open_store(f"sqlite:///{tmp_path / 'collector.db'}")
+    link: Link | None = None
+    try:
+        started_ingest(store, broker, "crash_c").stop()  # the persistent session, saved by a clean restart
+        broker.restart()
+        link, spool = streaming_link(broker, tmp_path, device)
+        for i in range(total):
+            spool.emit(PointResult, **result_fields(i))
+        assert link.flush(30), "the broker did not acknowledge every record"
+        assert broker._process is not None
+        broker._process.send_signal(signal.SIGKILL)
+        broker._process.wait()
+        broker.start()
+        wait_for(lambda: link is not None and link.connected, 30, "the agent's reconnect")
+        assert link.flush(30), f"spool still holds {spool.backlog()} records"
+        ingest = started_ingest(store, broker, "crash_c")
+        try:
+            wait_for(lambda: store.record_count(device) == total, 30, "every record after the crash")
+            assert_exactly(store, device, spool.stream, total)
+            assert ingest.counters().rejected == {}
+        finally:
+            ingest.stop()
+    finally:
+        if link is not None:
+            link.close(5)
+        store.close()
+        broker.stop()
+
+
 def test_collector_sigkill_mid_stream_loses_and_duplicates_nothing(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
@@ -386,10 +423,15 @@ def test_collector_sigkill_mid_stream_loses_and_duplicates_nothing(
 def test_broker_sigkill_mid_stream_loses_and_duplicates_nothing(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
-    """mosquitto killed without warning (persistence on, autosave every second), restarted on its port."""
+    """mosquitto killed without warning (persistence on, autosave every second), restarted on its port.
+
+    What the broker acknowledged and had not delivered nor autosaved dies with it (more of it the
+    further the collector lags); the agent re-sends what was acknowledged shortly before the lost
+    connection, and the collector drops what it already had."""
     device, total = "stream-b", 600
     store = open_store(f"sqlite:///{tmp_path / 'collector.db'}")
     ingest = started_ingest(store, mosquitto, "broker_kill_c")
+    time.sleep(2.5)  # an autosave holds the collector's subscription; a younger session dies with the broker
     link, spool = streaming_link(mosquitto, tmp_path, device)
     try:
         producer = produce(spool, total, 0.005)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +132,54 @@ def test_concurrent_emit_and_ack(tmp_path: Path) -> None:
     forwarder.join()
     assert sorted(acked) == list(range(1, 3 * per_thread + 1))
     assert spool.backlog() == 0
+
+
+def test_acknowledged_records_leave_the_backlog_and_can_be_replayed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV, keep_acked_s=60)
+    for i in range(5):
+        spool.emit(PointResult, **result_fields(i))
+    before = time.time_ns()
+    for seq in (1, 2, 3):
+        spool.ack(seq)
+    assert spool.backlog() == 2
+    assert [r.seq for r in spool.oldest(10)] == [4, 5]
+    spool.ack(3)  # a second PUBACK of the same record changes nothing
+    assert spool.backlog() == 2
+    assert spool.replay_since(time.time_ns() + 1) == 0
+    assert spool.replay_since(before) == 3
+    assert [r.seq for r in spool.oldest(10)] == [1, 2, 3, 4, 5]
+    assert spool.stats().backlog == 5
+
+
+def test_acknowledged_records_are_deleted_after_the_replay_window(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, DEV, keep_acked_s=0)
+    for i in range(3):
+        spool.emit(PointResult, **result_fields(i))
+    spool.ack(1)
+    spool.ack(2)  # within a second of the first prune: kept until the next one
+    time.sleep(1.05)
+    spool.ack(3)
+    spool.close()
+    with sqlite3.connect(path) as db:
+        # 1 and 2 went with the prune at the third PUBACK; 3 waits for the next one.
+        assert db.execute("SELECT seq FROM outbox").fetchall() == [(3,)]
+
+
+def test_a_spool_from_before_the_replay_window_is_upgraded(tmp_path: Path) -> None:
+    """A spool file of an older agent (no acked_ns column) opens with its pending records intact."""
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, DEV)
+    for i in range(2):
+        spool.emit(PointResult, **result_fields(i))
+    spool.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX outbox_pending")
+        db.execute("ALTER TABLE outbox DROP COLUMN acked_ns")
+    reopened = Spool(path, DEV)
+    assert reopened.backlog() == 2
+    reopened.ack(1)
+    assert [r.seq for r in reopened.oldest(10)] == [2]
 
 
 def test_an_invalid_record_consumes_no_seq(tmp_path: Path) -> None:
