@@ -1,0 +1,148 @@
+"""Benchmark: where a graph-replayed decode step spends its time, and what compiling the step saves.
+
+For each model at one context: the engine's decode step (`decode = "auto"`, the CUDA graph over a
+static cache) timed by CUDA events over back-to-back replays; one eager step profiled with
+torch.profiler (kernel launches per step, summed kernel time, the kernels that take most); then the
+same model with its forward compiled by torch.compile (inductor, no cudagraphs of its own: the
+engine captures the graph) timed the same way and checked against the eager step from the same
+state (max |logit difference|, argmax).
+
+    python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctxscope.agent.engine import forward, point
+
+
+def replay_ms(decoder: Any, steps: int, repeats: int) -> list[float]:
+    """Per-token milliseconds of `repeats` runs of `steps` back-to-back steps (CUDA events)."""
+    samples = []
+    for _ in range(repeats):
+        decoder.rewind()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            decoder.step()
+        end.record()
+        torch.cuda.synchronize()
+        samples.append(start.elapsed_time(end) / steps)
+    return samples
+
+
+def kernel_profile(decoder: Any, top: int) -> dict[str, Any]:
+    """One eager step under torch.profiler: kernel count, summed kernel time, the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    decoder.rewind()
+    decoder._forward()  # warm
+    decoder.rewind()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        wall = time.perf_counter()
+        decoder._forward()
+        torch.cuda.synchronize()
+        wall_ms = (time.perf_counter() - wall) * 1e3
+    by_name: dict[str, list[float]] = defaultdict(list)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            by_name[event.name].append(event.device_time / 1e3)
+    total = sum(sum(v) for v in by_name.values())
+    ranked = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:top]
+    return {
+        "kernels_per_step": sum(len(v) for v in by_name.values()),
+        "kernel_ms_per_step": total,
+        "eager_wall_ms_under_profiler": wall_ms,
+        "top": [{"kernel": name[:120], "count": len(v), "ms": sum(v)} for name, v in ranked],
+    }
+
+
+def agreement(fast: Any, eager: Any) -> dict[str, float | bool]:
+    """The fast decoder's first step against the eager decoder's, from the same prompt state."""
+    fast.rewind()
+    eager.rewind()
+    fast.step()
+    eager.step()
+    a, b = fast.last_logits.float(), eager.last_logits.float()
+    return {
+        "max_abs_diff": float((a - b).abs().max()),
+        "max_abs_logit": float(b.abs().max()),
+        "same_argmax": bool(torch.equal(a.argmax(-1), b.argmax(-1))),
+    }
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(samples, n=4)
+    return {"median_ms": statistics.median(samples), "iqr_ms": q[2] - q[0], "n": len(samples)}
+
+
+def measure(name: str, length: int, steps: int, repeats: int, compiled: bool) -> dict[str, Any]:
+    session = point.Session(point.ModelChoice(name, "bf16", "cuda"))
+    ids = forward.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
+    row: dict[str, Any] = {"model": name, "context_len": length}
+    with torch.inference_mode():
+        eager = forward.HFStaticDecoder(session.module, ids, steps, graph=False)
+        row["profile"] = kernel_profile(eager, top=12)
+        fast: Any = forward.make_decoder(session.runtime, session.module, ids, steps, "auto")
+        row["graph"] = {"path": fast.path, **summary(replay_ms(fast, steps, repeats))}
+        del fast
+        if compiled:
+            # Prefill eagerly, then compile the one-token step only and capture it as the engine does.
+            compiled_decoder = forward.HFStaticDecoder(session.module, ids, steps, graph=False)
+            started = time.perf_counter()
+            session.module.forward = torch.compile(session.module.forward, dynamic=False)  # type: ignore[method-assign]
+            compiled_decoder._capture()
+            note = compiled_decoder._check_replay()
+            row["compiled"] = {
+                "path": "compiled cuda graph" if note is None else "replay check failed",
+                "note": note,
+                "compile_and_capture_s": time.perf_counter() - started,
+                **summary(replay_ms(compiled_decoder, steps, repeats)),
+                "agreement_with_eager": agreement(compiled_decoder, eager),
+            }
+            del compiled_decoder
+        del eager
+    point.free(session.device)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="qwen2.5-0.5b")
+    parser.add_argument("--length", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=64, help="back-to-back steps per timed sample")
+    parser.add_argument("--repeats", type=int, default=20, help="timed samples per path")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    rows = []
+    for name in args.models.split(","):
+        row = measure(name, args.length, args.steps, args.repeats, not args.no_compile)
+        rows.append(row)
+        profile = row["profile"]
+        line = (
+            f"{name} @ {args.length}: graph {row['graph']['median_ms']:.3f} ms/token; eager step "
+            f"{profile['kernels_per_step']} kernels, {profile['kernel_ms_per_step']:.3f} ms of kernel time"
+        )
+        if "compiled" in row:
+            c = row["compiled"]
+            line += (
+                f"; compiled {c['median_ms']:.3f} ms/token ({c['path']}), "
+                f"max |dlogit| {c['agreement_with_eager']['max_abs_diff']:.3g}"
+            )
+        print(line, flush=True)
+        args.out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
