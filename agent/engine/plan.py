@@ -67,7 +67,12 @@ class Plan(BaseModel):
     max_time_s: float = Field(default=30.0, gt=0, le=MAX_TIMEOUT_S)
     stable_rel: float = Field(default=0.02, gt=0, lt=1)
     decode_tokens: int = Field(default=32, ge=0, le=MAX_CONTEXT_TOKENS, description="0 skips decode")
-    decode: Literal["auto", "eager"] = "auto"
+    decode: Literal["auto", "graph", "eager"] = Field(
+        default="auto",
+        description="auto: the fastest path (on a GPU, the compiled step in a CUDA graph; compiling costs"
+        " seconds to a minute per point); graph: the uncompiled step in a CUDA graph; eager: one forward"
+        " per token on transformers' default cache",
+    )
     memory_cap: ByteSize | None = None
     point_timeout_s: float = Field(default=600.0, gt=0, le=MAX_TIMEOUT_S)
     isolate: Literal["always", "never", "auto"] = "auto"
