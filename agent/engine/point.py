@@ -277,7 +277,7 @@ def _measure_decode(
         outcome.implementation["decode_path"] = decoder.path
         graph_breaks = getattr(decoder, "graph_breaks", None)
         if graph_breaks is not None:
-            outcome.implementation["decode_graph_breaks"] = graph_breaks
+            outcome.implementation["decode_graph_breaks"] = str(graph_breaks)
         note = getattr(decoder, "note", None)
         if note:
             outcome.details["decode_note"] = note[:2000]
