@@ -153,6 +153,48 @@ def test_a_graph_replay_is_checked_against_an_eager_step(error: float) -> None:
     assert _same_logits(fresh, after)
 
 
+@pytest.mark.parametrize(
+    ("compiled_problem", "plain_error", "path", "in_note"),
+    [
+        (None, 0.0, "compiled_cuda_graph_static_cache", None),
+        ("wrong", 0.0, "cuda_graph_static_cache", "compiled_cuda_graph_static_cache replay disagreed"),
+        ("raises", 0.0, "cuda_graph_static_cache", "compiled_cuda_graph_static_cache failed: RuntimeError"),
+        ("wrong", 10.0, "eager_static_cache", "cuda_graph_static_cache replay disagreed"),
+    ],
+)
+def test_the_compiled_step_falls_back_to_the_plain_graph_then_eager_with_a_note(
+    compiled_problem: str | None, plain_error: float, path: str, in_note: str | None
+) -> None:
+    """The capture order on a GPU, with the capture faked on the CPU: compiled step, plain step, eager."""
+    tokens = [7, 1, 12]
+    with torch.inference_mode():
+        fresh, decoder = _fresh_steps_and_decoder(4, tokens)
+        module = decoder.module
+
+        def compiled() -> object:
+            if compiled_problem == "raises":
+                raise RuntimeError("no working triton installation")
+            return lambda **kwargs: module(**kwargs)
+
+        def capture() -> None:
+            if decoder._step_forward is module:
+                error = plain_error
+            else:
+                error = 10.0 if compiled_problem == "wrong" else 0.0
+            decoder.graph = _FakeGraph(decoder, error)  # type: ignore[assignment]
+
+        decoder._compiled_forward = compiled  # type: ignore[method-assign]
+        decoder._capture = capture  # type: ignore[method-assign]
+        decoder._capture_best(compile_step=True)
+        assert decoder.path == path
+        assert (decoder.note is None) == (in_note is None)
+        assert in_note is None or (in_note in decoder.note and decoder.note.endswith(f"{path} used"))
+        decoder.graph = None  # step eagerly from here: the fake graph only stands in for the capture
+        decoder._step_forward = module
+        after = _steps(decoder, tokens)
+    assert _same_logits(fresh, after)
+
+
 def test_static_cache_needs_attention_layers_of_supported_kinds() -> None:
     assert forward.static_cache_supported(_loaded("falcon-h1-0.5b").module)
     assert forward.static_cache_supported(_loaded("zamba2-1.2b").module)
