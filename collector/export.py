@@ -17,10 +17,10 @@ import click
 
 from ctxscope.collector.aggregate.points import aggregate_points
 from ctxscope.collector.aggregate.stats import summarize
+from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.shrunk import labelled_point_results
 from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
-from ctxscope.collector.web.source import FleetSource
 from ctxscope.shared.messages import PointResult
 
 FORMATS = ("csv", "parquet")

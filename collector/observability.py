@@ -20,8 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ctxscope.collector.ingest import IngestCounters
-from ctxscope.collector.web import views
-from ctxscope.collector.web.source import FleetSource
+from ctxscope.collector.readmodel import views
+from ctxscope.collector.readmodel.source import FleetSource
 
 PREFIX = "ctxscope_collector"
 

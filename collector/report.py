@@ -19,11 +19,17 @@ from typing import Any
 import click
 
 from ctxscope.collector.export import FORMATS, ExportError, export_tables
+from ctxscope.collector.readmodel import views
+from ctxscope.collector.readmodel.figures import (
+    ENERGY_UNIT,
+    PEAK_MEMORY,
+    TITLES,
+    memory_parts,
+    names_with_unit,
+)
+from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
-from ctxscope.collector.web import views
-from ctxscope.collector.web.figures import ENERGY_UNIT, PEAK_MEMORY, TITLES, memory_parts, names_with_unit
-from ctxscope.collector.web.source import FleetSource
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

@@ -16,10 +16,10 @@ from rich.live import Live
 from rich.table import Table
 
 from ctxscope.collector.aggregate.stats import summarize
+from ctxscope.collector.readmodel import views
 from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.shrunk import labelled_results
 from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
-from ctxscope.collector.web import views
 from ctxscope.shared.messages import Metric
 
 LATEST_RESULTS = 12

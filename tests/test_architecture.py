@@ -1,5 +1,6 @@
 """The import graph keeps the rooms apart: agent and collector meet only in shared/, shared/ depends on
-neither, the light agent path never loads the web stack, and no modules import each other in a circle.
+neither, the light agent path never loads the web stack, the collector's read model never imports its
+web app, and no modules import each other in a circle.
 
 Imports are read from the source (module level and inside functions alike), so a lazy import that
 closes a circle counts too.
@@ -73,6 +74,20 @@ def test_shared_depends_on_neither_side() -> None:
         if _room(t) != "shared"
     )
     assert leaving == []
+
+
+def test_the_read_model_never_imports_the_web_app() -> None:
+    """collector.web renders the read model (views, figures, traces); the read model, which the report
+    and the terminal view also use, does not depend on the web app."""
+    reaching = sorted(
+        (m, t)
+        for m, targets in GRAPH.items()
+        if m.startswith("ctxscope.collector.readmodel")
+        for t in targets
+        if t.startswith("ctxscope.collector.web")
+    )
+    assert reaching == []
+    assert any(t.startswith("ctxscope.collector.readmodel") for t in GRAPH["ctxscope.collector.web.app"])
 
 
 def test_no_import_cycles() -> None:

@@ -42,10 +42,10 @@ from starlette.concurrency import run_in_threadpool
 from ctxscope.collector import observability, plans
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.observability import IngestState
-from ctxscope.collector.web import figures, traces, views
+from ctxscope.collector.readmodel import figures, traces, views
+from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
-from ctxscope.collector.web.source import FleetSource
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 KEEPALIVE_S = 15.0
@@ -192,7 +192,7 @@ def create_app(
     def device_prediction(device: str, source: str | None = None) -> dict[str, Any]:
         from ctxscope.collector.predict.fleet import prediction_view
         from ctxscope.collector.predict.inputs import PredictionInputError
-        from ctxscope.collector.web.prediction import prediction_figures
+        from ctxscope.collector.readmodel.prediction import prediction_figures
 
         _known_device(store, device)
         if source is not None:

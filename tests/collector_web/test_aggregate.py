@@ -12,7 +12,7 @@ from ctxscope.collector.aggregate.fit import fit_quadratic
 from ctxscope.collector.aggregate.maxctx import max_context
 from ctxscope.collector.aggregate.points import aggregate_points
 from ctxscope.collector.aggregate.stats import UnitMismatch, summarize
-from ctxscope.collector.web.figures import compare_figure
+from ctxscope.collector.readmodel.figures import compare_figure
 from ctxscope.shared.messages import Metric
 
 

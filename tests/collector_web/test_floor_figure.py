@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctxscope.collector.web.figures import device_figures
+from ctxscope.collector.readmodel.figures import device_figures
 
 
 def _point(length: int, metrics: dict[str, float], unit: str) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from ctxscope.collector.export import export
+from ctxscope.collector.readmodel import views
 from ctxscope.collector.report import report
 from ctxscope.collector.watch import frame, watch
-from ctxscope.collector.web import views
 
 
 @pytest.fixture

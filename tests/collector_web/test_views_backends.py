@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctxscope.collector.web import views
+from ctxscope.collector.readmodel import views
 
 
 def _without_clock(value: Any) -> Any:

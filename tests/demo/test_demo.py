@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from ctxscope.broker import free_port
+from ctxscope.collector.readmodel import views
 from ctxscope.collector.store import Store, open_store
-from ctxscope.collector.web import views
 
 DEMO = [sys.executable, "-c", "from ctxscope.cli import main; main()", "demo"]
 POINTS = 8  # demo_plan.toml: 2 models x 4 context lengths

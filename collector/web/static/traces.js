@@ -1,5 +1,5 @@
 // Power and temperature traces: a sparkline per device on the fleet page, a live trace on the device
-// page. Reads /api/fleet/traces and /api/devices/<id>/trace (see collector/web/traces.py), redraws
+// page. Reads /api/fleet/traces and /api/devices/<id>/trace (see collector/readmodel/traces.py), redraws
 // every REFRESH_MS while the page is visible. Plotly is served locally (/static/plotly.min.js).
 (function () {
   "use strict";

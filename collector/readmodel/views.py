@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ctxscope.collector.aggregate.characterize import characterize, compare
+from ctxscope.collector.readmodel.reference import max_context as reference_max_context
+from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.shrunk import is_shrunk_label, labelled_point_results
-from ctxscope.collector.web.reference import max_context as reference_max_context
-from ctxscope.collector.web.source import FleetSource
 from ctxscope.shared.messages import PointResult
 
 ONLINE_STATES = frozenset({"online", "busy"})

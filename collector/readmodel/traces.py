@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
-from ctxscope.collector.web.source import FleetSource
+from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 POWER = "power_w"

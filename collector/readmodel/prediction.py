@@ -8,7 +8,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from ctxscope.collector.web.figures import _layout, _plain
+from ctxscope.collector.readmodel.figures import _layout, _plain
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 TITLES = {"ttft": "Predicted time to first token", "decode_per_token": "Predicted decode time per token"}

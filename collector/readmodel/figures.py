@@ -14,8 +14,8 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from ctxscope.collector.readmodel.reference import overlay
 from ctxscope.collector.shrunk import is_shrunk_label
-from ctxscope.collector.web.reference import overlay
 
 TITLES = {
     "ttft": "Time to first token (prefill)",
