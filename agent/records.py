@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TextIO, TypeVar
 
 from ctxscope.shared.ids import new_stream_id, validate_device_id
 from ctxscope.shared.messages import Envelope
@@ -48,3 +48,18 @@ class MemorySink:
     def of_kind(self, kind: str) -> list[Envelope]:
         with self._lock:
             return [r for r in self.records if getattr(r, "kind", None) == kind]
+
+
+class JsonLinesSink(MemorySink):
+    """Stamps records like a memory sink, keeps none, and appends each to a JSON-lines file."""
+
+    def __init__(self, stream: TextIO | None, device: str) -> None:
+        super().__init__(device=device, keep=False)
+        self.out = stream
+
+    def emit(self, message_cls: type[M], **fields: Any) -> M:
+        record = super().emit(message_cls, **fields)
+        if self.out is not None:
+            self.out.write(record.model_dump_json() + "\n")
+            self.out.flush()
+        return record

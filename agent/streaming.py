@@ -1,12 +1,14 @@
 """A record sink that streams to the collector: the spool plus the MQTT link, opened and closed as one.
 
-Used by one-shot commands (`ctxscope agent run`); the daemon keeps its own link open for its life.
+Used by one-shot commands (`ctxscope agent run`, `maxctx`, `calibrate`, `profile`) through
+`command_sink`; the daemon keeps its own link open for its life.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,10 @@ from typing import Any
 import click
 
 from ctxscope.agent.config import AgentConfig, ConfigError, load_config
+from ctxscope.agent.records import JsonLinesSink, RecordSink
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
+from ctxscope.shared.ids import device_id_from_hostname
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +78,14 @@ def streaming_sink(
                 f"they stay in {config.resolved_spool_path()} and are sent by the next agent run or serve",
                 err=True,
             )
+
+
+def command_sink(
+    stack: contextlib.ExitStack[bool | None], out: Path | None, broker: str | None, config_path: Path | None
+) -> RecordSink:
+    """The sink of a one-shot command: the collector when a broker or a configuration is named, else
+    the JSON-lines file `out` (appended to), else nowhere (the command prints its table)."""
+    if broker or config_path:
+        return stack.enter_context(streaming_sink(config_path, broker))
+    stream = stack.enter_context(out.open("a")) if out else None
+    return JsonLinesSink(stream, device_id_from_hostname(socket.gethostname()))

@@ -4,7 +4,6 @@ written as JSON lines (`--out`) or streamed to a broker (`--broker` / `--config`
 from __future__ import annotations
 
 import contextlib
-import socket
 import statistics
 from pathlib import Path
 
@@ -42,20 +41,12 @@ def calibrate(
 ) -> None:
     """Measure this device's operating point and kernel-family rates for prediction."""
     from ctxscope.agent.calibrate.run import calibrate_run
-    from ctxscope.agent.engine.cli import JsonLinesSink
     from ctxscope.agent.engine.runner import default_device
-    from ctxscope.agent.records import RecordSink
-    from ctxscope.agent.streaming import streaming_sink
-    from ctxscope.shared.ids import device_id_from_hostname
+    from ctxscope.agent.streaming import command_sink
 
     device = device or default_device()
     with contextlib.ExitStack() as stack:
-        sink: RecordSink
-        if broker or config_path:
-            sink = stack.enter_context(streaming_sink(config_path, broker))
-        else:
-            stream = stack.enter_context(out.open("a")) if out else None
-            sink = JsonLinesSink(stream, device_id_from_hostname(socket.gethostname()))
+        sink = command_sink(stack, out, broker, config_path)
         figures = calibrate_run(sink, device=device, budget_s=budget_s, tiny=tiny)
     for fig in figures:
         if fig.absent:

@@ -6,35 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from ctxscope.agent.records import M, MemorySink, RecordSink
-from ctxscope.agent.streaming import streaming_sink
-from ctxscope.shared.ids import device_id_from_hostname
+from ctxscope.agent.streaming import command_sink
 
 _BYTES = TypeAdapter(ByteSize)
-
-
-class JsonLinesSink(MemorySink):
-    """Stamps records like a memory sink, keeps none, and appends each to a JSON-lines file."""
-
-    def __init__(self, stream: TextIO | None, device: str) -> None:
-        super().__init__(device=device, keep=False)
-        self.out = stream
-
-    def emit(self, message_cls: type[M], **fields: Any) -> M:
-        record = super().emit(message_cls, **fields)
-        if self.out is not None:
-            self.out.write(record.model_dump_json() + "\n")
-            self.out.flush()
-        return record
 
 
 def _bytes(value: str | None) -> int | None:
@@ -144,12 +126,7 @@ def run(
         for warning in plans.index_limit_warnings(plan):
             click.echo(f"warning: {warning}", err=True)
     with contextlib.ExitStack() as stack:
-        sink: RecordSink
-        if broker or config_path:
-            sink = stack.enter_context(streaming_sink(config_path, broker))
-        else:
-            stream = stack.enter_context(out.open("a")) if out else None
-            sink = JsonLinesSink(stream, device_id_from_hostname(socket.gethostname()))
+        sink = command_sink(stack, out, broker, config_path)
         observer = None
         if telemetry_rate_hz > 0:
             from ctxscope.agent.telemetry.session import TelemetrySession

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 import click
 
 from ctxscope.agent.records import RecordSink
-from ctxscope.shared.ids import device_id_from_hostname
 
 
 def _length(text: str) -> int:
@@ -218,9 +216,9 @@ def profile(
 ) -> None:
     """Operator shares of device time per context length, with roofline figures."""
     from ctxscope.agent import zoo
-    from ctxscope.agent.engine.cli import JsonLinesSink
     from ctxscope.agent.engine.runner import default_device
     from ctxscope.agent.profiling.run import TIMED_POLICY, ProfileSettings
+    from ctxscope.agent.streaming import command_sink
 
     try:
         zoo.get_spec(model)
@@ -238,8 +236,8 @@ def profile(
         trace_dir=trace_dir,
     )
     device = device or default_device()
-    with out.open("a") if out else contextlib.nullcontext(None) as stream:
-        sink = JsonLinesSink(stream, device_id_from_hostname(socket.gethostname()))
+    with contextlib.ExitStack() as stack:
+        sink = command_sink(stack, out, None, None)
         try:
             points = profile_run(
                 sink,

@@ -33,10 +33,10 @@ MODULE_PREFIX = "ctxscope::module::"
 def child(
     model: str, hf: bool, out: Path, lengths: tuple[int, ...], keep_trace: bool, dry_run: bool, decode: bool
 ) -> None:
-    from ctxscope.agent.engine.cli import JsonLinesSink
     from ctxscope.agent.engine.loop import LoopPolicy
     from ctxscope.agent.profiling.cli import profile_run
     from ctxscope.agent.profiling.run import ProfileSettings
+    from ctxscope.agent.records import JsonLinesSink
 
     policy = LoopPolicy(warmups=0, min_reps=3, max_reps=5, min_time_s=0.0, max_time_s=1.5)
     prefill = ProfileSettings(

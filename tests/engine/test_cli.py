@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ctxscope.agent.cli import agent
-from ctxscope.agent.engine.cli import JsonLinesSink
+from ctxscope.agent.records import JsonLinesSink
 from ctxscope.shared.messages import MESSAGE_ADAPTER, RunProgress
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxscope.agent.calibrate.run import calibrate_run
-from ctxscope.agent.engine.cli import JsonLinesSink
+from ctxscope.agent.records import JsonLinesSink
 
 ROOT = Path(__file__).resolve().parents[2]
 
