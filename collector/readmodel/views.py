@@ -68,6 +68,23 @@ def live_telemetry(source: FleetSource, device: str, cache: ChannelCache | None 
     return {"channels": channels, **headline(channels)}
 
 
+def stored_live(live: dict[str, Any]) -> dict[str, Any]:
+    """`live_telemetry`'s shape from a device row's `live` column (kept by the store at ingest), so
+    the fleet view costs no telemetry query per device; of a channel sent by two sources, the newer."""
+    channels: dict[str, dict[str, Any]] = {}
+    for source, entry in sorted(live.items()):
+        for name, channel in entry.get("channels", {}).items():
+            if channel.get("value") is None or channels.get(name, {}).get("wall_ns", -1) >= entry["wall_ns"]:
+                continue
+            channels[name] = {
+                "source": source,
+                "unit": channel["unit"],
+                "value": float(channel["value"]),
+                "wall_ns": int(entry["wall_ns"]),
+            }
+    return {"channels": channels, **headline(channels)}
+
+
 def headline(channels: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Power and hottest temperature from channel values, present only when measured."""
     out: dict[str, float] = {}
@@ -107,6 +124,10 @@ def device_summary(
     status = row.get("status") or {}
     meta = row.get("meta") or {}
     age_s = (now_ns - row["last_seen_ns"]) / 1e9
+    # the live column, kept at ingest; a store written before it (or a device without telemetry
+    # since) is read back from the telemetry tables
+    live = row.get("live")
+    telemetry = stored_live(live) if live else live_telemetry(source, row["device"], cache)
     return {
         "device": row["device"],
         "state": row.get("state"),
@@ -119,7 +140,7 @@ def device_summary(
         "backlog": status.get("backlog"),
         "hostname": meta.get("hostname"),
         "accelerators": meta.get("accelerators", []),
-        "telemetry": live_telemetry(source, row["device"], cache),
+        "telemetry": telemetry,
     }
 
 

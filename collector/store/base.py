@@ -68,6 +68,43 @@ class BatchOutcome:
     devices: set[str] = field(default_factory=set)
 
 
+class LiveValues:
+    """The newest sample of each telemetry source of each device within one batch."""
+
+    def __init__(self) -> None:
+        self.by_device: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def add(self, msg: TelemetryBatch) -> None:
+        t = msg.timestamps()
+        if not len(t):
+            return
+        newest = int(np.argmax(t))
+        wall_ns = int(t[newest]) + msg.mono_to_wall_ns
+        sources = self.by_device.setdefault(msg.device, {})
+        if sources.get(msg.source, {}).get("wall_ns", -1) >= wall_ns:
+            return
+        channels = {}
+        for name, channel in msg.channels.items():
+            values = channel.values()
+            if newest < len(values):
+                value = float(values[newest])
+                channels[name] = {"unit": channel.unit, "value": value if math.isfinite(value) else None}
+        sources[msg.source] = {"wall_ns": wall_ns, "channels": channels}
+
+    def merged(self, stored: dict[str, Any], device: str) -> dict[str, Any]:
+        """`stored` (a device's live column) with this batch's newer sources replacing older ones."""
+        out = dict(stored)
+        for source, entry in self.by_device[device].items():
+            if out.get(source, {}).get("wall_ns", -1) < entry["wall_ns"]:
+                out[source] = entry
+        return out
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 @dataclass(frozen=True)
 class Gap:
     """Seqs `first`..`last` (inclusive) of a stream that never arrived."""
@@ -201,14 +238,29 @@ class Store(ABC):
         """Store a batch in one transaction: every item is stored (or counted) or none is."""
         outcome = BatchOutcome()
         now = time.time_ns()
+        live = LiveValues()
         with self._transaction() as cur:
             for item in items:
                 if isinstance(item, Rejected):
                     self._write_reject(cur, item, now)
                     outcome.rejected += 1
                 else:
-                    self._write_message(cur, item.message, now, outcome, item.retained)
+                    self._write_message(cur, item.message, now, outcome, item.retained, live)
+            self._write_live(cur, live)
         return outcome
+
+    def _write_live(self, cur: Any, live: LiveValues) -> None:
+        """Merge the batch's newest telemetry values into each device's `live` column: one read and
+        one update per device per batch, on the row that the batch already updated (last_seen)."""
+        for devices in _chunks(sorted(live.by_device), 500):
+            marks = ", ".join("?" * len(devices))
+            cur.execute(self._sql(f"SELECT device, live FROM devices WHERE device IN ({marks})"), devices)
+            stored = {row[0]: self._json_out(row[1]) for row in cur.fetchall()}
+            updates = []
+            for device in devices:
+                merged = live.merged(stored.get(device) or {}, device)
+                updates.append((self._json_in(merged), device))
+            cur.executemany(self._sql("UPDATE devices SET live = ? WHERE device = ?"), updates)
 
     def _write_reject(self, cur: Any, item: Rejected, now: int) -> None:
         cur.execute(
@@ -220,7 +272,9 @@ class Store(ABC):
             (item.reason, item.topic, item.detail, item.payload[:REJECT_EXAMPLE_BYTES], now),
         )
 
-    def _write_message(self, cur: Any, msg: Message, now: int, outcome: BatchOutcome, retained: bool) -> None:
+    def _write_message(
+        self, cur: Any, msg: Message, now: int, outcome: BatchOutcome, retained: bool, live: LiveValues
+    ) -> None:
         # A replayed retained message (every collector restart) must not make a silent device look seen.
         seen = "NOTHING" if retained else "UPDATE SET last_seen_ns = excluded.last_seen_ns"
         cur.execute(
@@ -245,6 +299,8 @@ class Store(ABC):
             outcome.duplicates += 1
             return
         self._write_typed(cur, msg)
+        if isinstance(msg, TelemetryBatch):
+            live.add(msg)
         outcome.stored += 1
 
     def _apply_state(self, cur: Any, msg: Status | DeviceMeta) -> bool:
@@ -353,10 +409,13 @@ class Store(ABC):
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def devices(self) -> list[dict[str, Any]]:
+        """Every device with its state, meta and `live` telemetry (source -> its newest batch's wall
+        time and the newest value of each channel; None before its first batch under this schema)."""
         rows = self._query("SELECT * FROM devices ORDER BY device")
         for row in rows:
             row["status"] = self._json_out(row["status"])
             row["meta"] = self._json_out(row["meta"])
+            row["live"] = self._json_out(row["live"])
         return rows
 
     def record_count(self, device: str | None = None) -> int:

@@ -53,6 +53,11 @@ MIGRATIONS = (
         CREATE INDEX IF NOT EXISTS telemetry_by_age ON telemetry (wall_end_ns)
         """,
     ),
+    Migration(
+        3,
+        "devices.live: the newest value of each telemetry channel, kept with the device for the fleet view",
+        "ALTER TABLE devices ADD COLUMN live {json}",
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 # An arbitrary constant naming ctxscope's migration lock among PostgreSQL advisory locks.

@@ -1,0 +1,61 @@
+"""The devices' `live` column (the newest value of each telemetry channel, kept at ingest) gives the
+fleet view what reading the telemetry tables gives, on both backends, whatever order batches come in."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from ctxscope.collector.readmodel import views
+from ctxscope.collector.store import open_store
+from ctxscope.shared.messages import TelemetryBatch, TelemetryChannel
+
+
+def batch(dev, source: str, start_ns: int, power: list[float], temp: float | None = None) -> TelemetryBatch:
+    t = np.asarray([start_ns + i * 100_000_000 for i in range(len(power))], dtype="<i8")
+    channels = {"power_w": TelemetryChannel(unit="W", dtype="f4", data=np.asarray(power, "<f4").tobytes())}
+    if temp is not None:
+        channels["temp_gpu_c"] = TelemetryChannel(
+            unit="C", dtype="f4", data=np.full(len(power), temp, "<f4").tobytes()
+        )
+    return TelemetryBatch(
+        **dev.envelope(), source=source, mono_to_wall_ns=10**18, t_ns=t.tobytes(), channels=channels
+    )
+
+
+def test_the_live_column_matches_the_telemetry_tables(store, pg_store, simfleet, feed_store):
+    dev = simfleet.SimDevice("orin-1")
+    newer = batch(dev, "jtop", 2_000_000_000, [5.0, 6.0, 7.5], temp=51.0)
+    older = batch(dev, "jtop", 1_000_000_000, [9.0, 9.5])  # arrives after the newer one
+    other = batch(dev, "host", 1_500_000_000, [3.0])  # a second source, older than jtop's newest
+    for target in (store, pg_store):
+        feed_store(target, [dev.meta(), newer])
+        feed_store(target, [older, other])
+        (row,) = target.devices()
+        kept = views.stored_live(row["live"])
+        assert kept == views.live_telemetry(target, "orin-1")
+        assert kept["power_w"] == 7.5 and kept["temperature_c"] == 51.0
+        assert kept["channels"]["power_w"]["wall_ns"] == 10**18 + 2_200_000_000
+        assert set(row["live"]) == {"jtop", "host"}
+        # the fleet view uses the column
+        assert views.fleet(target)["devices"][0]["telemetry"] == kept
+
+
+def test_a_store_from_before_the_column_still_shows_live_values(tmp_path: Path, simfleet, feed_store) -> None:
+    """Devices whose telemetry came before the upgrade (no live value yet) are read from the tables."""
+    path = tmp_path / "c.db"
+    store = open_store(f"sqlite:///{path}")
+    dev = simfleet.SimDevice("orin-1")
+    feed_store(store, [dev.meta(), batch(dev, "jtop", 1_000_000_000, [4.0, 4.5])])
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE devices SET live = NULL")
+    reopened = open_store(f"sqlite:///{path}")
+    try:
+        shown = views.fleet(reopened)["devices"][0]["telemetry"]
+        assert shown["power_w"] == 4.5
+        assert shown == views.live_telemetry(reopened, "orin-1")
+    finally:
+        reopened.close()
