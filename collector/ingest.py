@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -36,6 +37,9 @@ from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscript
 
 log = logging.getLogger(__name__)
 DATA_CHANNELS = tuple(c for c in Channel if c is not Channel.CMD)
+# Retained state (status, meta) goes to every collector; a shared subscription would not get it.
+STATE_CHANNELS = frozenset({Channel.STATUS, Channel.META})
+SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STORE_RETRY_S = 1.0
 STORE_RETRY_MAX_S = 30.0
 BATCH_MAX_BYTES = 16 * 1024**2
@@ -116,7 +120,10 @@ class Ingest:
         batch_max: int = 500,
         inbox: Inbox[mqtt.MQTTMessage] | None = None,
         on_commit: CommitCallback | None = None,
+        share_group: str | None = None,
     ) -> None:
+        if share_group is not None and not SHARE_GROUP.fullmatch(share_group):
+            raise ValueError(f"share group {share_group!r}: use 1-64 of A-Z, a-z, 0-9, '_' and '-'")
         if DEVICE_ID_PATTERN.fullmatch(client_id):
             raise ValueError(
                 f"collector client id {client_id!r} is also a valid device id, so a device could take over"
@@ -127,6 +134,7 @@ class Ingest:
         self.port = port
         self.batch_max = batch_max
         self.on_commit = on_commit
+        self.share_group = share_group
         self._counters = IngestCounters()
         self._counters_lock = threading.Lock()
         self._inbox: Inbox[mqtt.MQTTMessage] = inbox or Inbox()
@@ -213,7 +221,15 @@ class Ingest:
         log.info(
             "collector connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present
         )
-        client.subscribe([(subscription(channel), 1) for channel in DATA_CHANNELS])
+        client.subscribe([(self._filter(channel), 1) for channel in DATA_CHANNELS])
+
+    def _filter(self, channel: Channel) -> str:
+        """The channel's topic filter; with a share group, records are split between the group's
+        collectors (`$share/GROUP/...`) while every collector still gets the retained state."""
+        plain = subscription(channel)
+        if self.share_group is None or channel in STATE_CHANNELS:
+            return plain
+        return f"$share/{self.share_group}/{plain}"
 
     def _on_subscribe(
         self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[mqtt.ReasonCode], _p: Any

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="serve the dashboard on HOST:PORT (needs the `collector` extra); 0.0.0.0 exposes it to the network",
 )
+@click.option(
+    "--share-group",
+    default=None,
+    help="ingest through the MQTT shared subscription $share/NAME/...: several collectors (each its own "
+    "--client-id, one PostgreSQL --store) split the fleet's records; each still gets every device's state",
+)
 @click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
 @click.option(
     "--web-credentials",
@@ -81,6 +87,7 @@ def run(
     broker: str,
     store_url: str | None,
     client_id: str,
+    share_group: str | None,
     web: str,
     no_web: bool,
     web_credentials: Path | None,
@@ -116,7 +123,7 @@ def run(
     signal.signal(signal.SIGINT, request_stop)
     try:
         if no_web:
-            service = build_service(broker, url, client_id, access=access)
+            service = build_service(broker, url, client_id, access=access, share_group=share_group)
             service.start()
             retention = None if keep_raw else RetentionLoop(service.store, policy).start()
             click.echo(f"collector: broker {broker}, store {url} (Ctrl-C stops)", err=True)
@@ -132,7 +139,9 @@ def run(
             security = web_security(
                 web_host, web_credentials, web_allowed_hosts, web_insecure, web_secure_cookie
             )
-            dashboard = Dashboard(broker, url, web_host, web_port, client_id, access, security).start()
+            dashboard = Dashboard(
+                broker, url, web_host, web_port, client_id, access, security, share_group=share_group
+            ).start()
             retention = None if keep_raw else RetentionLoop(dashboard.service.store, policy).start()
             click.echo(
                 f"collector: broker {broker}, store {url}, dashboard {dashboard.web.url}/ (Ctrl-C stops)",

@@ -36,6 +36,7 @@ def build_service(
     client_id: str = DEFAULT_CLIENT_ID,
     on_commit: CommitCallback | None = None,
     access: BrokerAccess | None = None,
+    share_group: str | None = None,
 ) -> CollectorService:
     host, port = parse_broker(broker)
     access = access or BrokerAccess()
@@ -51,6 +52,7 @@ def build_service(
             tls=access.tls,
             tls_ca=str(access.ca_file) if access.ca_file else None,
             on_commit=on_commit,
+            share_group=share_group,
         )
         return CollectorService(store, ingest)
     except ValueError:

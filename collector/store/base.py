@@ -251,10 +251,12 @@ class Store(ABC):
 
     def _write_live(self, cur: Any, live: LiveValues) -> None:
         """Merge the batch's newest telemetry values into each device's `live` column: one read and
-        one update per device per batch, on the row that the batch already updated (last_seen)."""
+        one update per device per batch, on the row that the batch already updated (last_seen). On
+        PostgreSQL the rows are locked first: collectors sharing a subscription may merge at once."""
+        lock = " FOR UPDATE" if self.placeholder == "%s" else ""
         for devices in _chunks(sorted(live.by_device), 500):
             marks = ", ".join("?" * len(devices))
-            cur.execute(self._sql(f"SELECT device, live FROM devices WHERE device IN ({marks})"), devices)
+            cur.execute(self._sql(f"SELECT device, live FROM devices WHERE device IN ({marks}){lock}"), devices)
             stored = {row[0]: self._json_out(row[1]) for row in cur.fetchall()}
             updates = []
             for device in devices:

@@ -68,6 +68,7 @@ class Dashboard:
         client_id: str = DEFAULT_CLIENT_ID,
         access: BrokerAccess | None = None,
         security: WebSecurity | None = None,
+        share_group: str | None = None,
     ) -> None:
         if security is None:  # open only where only this machine can reach it
             check_bind(host, None, insecure=False)
@@ -75,7 +76,7 @@ class Dashboard:
         self.hub = LiveHub()
         access = access or BrokerAccess()
         self.service = build_service(
-            broker, store_url, client_id, on_commit=self.hub.on_commit, access=access
+            broker, store_url, client_id, on_commit=self.hub.on_commit, access=access, share_group=share_group
         )
         self.commands = CommandPublisher(*parse_broker(broker), access=access.for_commands())
         app = create_app(
