@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="MQTT connections the load shares")
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--duration", type=float, default=60.0)
-    parser.add_argument("--drain", type=float, default=60.0, help="seconds allowed to catch up after the load")
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds to catch up after the load")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -139,12 +139,9 @@ def main() -> None:
             time.sleep(2.0)
         io1, bytes1 = proc.io_counters().write_bytes, store_bytes(db)
         poller.stop.set()
-        lags = np.array(
-            reader.execute(
-                "SELECT received_ns - ts FROM records WHERE ts BETWEEN ? AND ?", (window_start_ns, window_end_ns)
-            ).fetchall(),
-            dtype=float,
-        ).ravel()
+        window = (window_start_ns, window_end_ns)
+        lag_rows = reader.execute("SELECT received_ns - ts FROM records WHERE ts BETWEEN ? AND ?", window)
+        lags = np.array(lag_rows.fetchall(), dtype=float).ravel()
         total_stored = reader.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         reader.close()
         window_s = (window_end_ns - window_start_ns) / 1e9
@@ -174,7 +171,8 @@ def main() -> None:
         print(
             f"{args.devices} devices: stored {report['stored_in_window_per_s']:.0f}/s of "
             f"{report['expected_per_s']:.0f}/s; lag p50 {lag.get('p50', float('nan')):.3f} s, "
-            f"p99 {lag.get('p99', float('nan')):.3f} s; /api/fleet p95 {fleet.get('p95', float('nan')):.0f} ms "
+            f"p99 {lag.get('p99', float('nan')):.3f} s; "
+            f"/api/fleet p95 {fleet.get('p95', float('nan')):.0f} ms "
             f"({fleet['devices_in_answer']} devices); RSS {report['collector_rss_mib_max']:.0f} MiB; "
             f"disk {report['disk_written_per_record_bytes'] / 1e3:.1f} KB/record vs store "
             f"{report['store_growth_per_record_bytes'] / 1e3:.2f} KB/record; CPU p95 "

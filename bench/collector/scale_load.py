@@ -54,7 +54,8 @@ def run_connection(
             counts[index] += 1
             if (tick + i) % RESULT_EVERY == 0:
                 n = 1024 * (1 + tick % 16)
-                publish(client, dev.result("scale", "qwen2.5-0.5b", "transformer", n, 0.01 * n, 1000 + 0.3 * n))
+                result = dev.result("scale", "qwen2.5-0.5b", "transformer", n, 0.01 * n, 1000 + 0.3 * n)
+                publish(client, result)
                 counts[index] += 1
         tick += 1
     client.disconnect()

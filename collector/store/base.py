@@ -256,7 +256,8 @@ class Store(ABC):
         lock = " FOR UPDATE" if self.placeholder == "%s" else ""
         for devices in _chunks(sorted(live.by_device), 500):
             marks = ", ".join("?" * len(devices))
-            cur.execute(self._sql(f"SELECT device, live FROM devices WHERE device IN ({marks}){lock}"), devices)
+            query = f"SELECT device, live FROM devices WHERE device IN ({marks}){lock}"
+            cur.execute(self._sql(query), devices)
             stored = {row[0]: self._json_out(row[1]) for row in cur.fetchall()}
             updates = []
             for device in devices:
