@@ -94,7 +94,8 @@ def describe(state: dict[str, Any], now: float) -> tuple[bool, list[str]]:
 )
 @click.option("--device", help="device id (default: from the config, else the host name)")
 @click.option("--spool", type=click.Path(dir_okay=False, path_type=Path), help="spool database path")
-def status(config_path: Path | None, device: str | None, spool: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the state file and the verdict as JSON.")
+def status(config_path: Path | None, device: str | None, spool: Path | None, as_json: bool) -> None:
     """Show the local agent's state: running, connected, spool depth, last error.
 
     Exit status: 0 running and connected to the broker; 1 running but not connected, stopped, or not
@@ -108,5 +109,9 @@ def status(config_path: Path | None, device: str | None, spool: Path | None) -> 
         click.echo(f"no agent state at {path}: has `ctxscope agent serve` run with this config?", err=True)
         raise SystemExit(2) from None
     healthy, lines = describe(state, time.time())
-    click.echo("\n".join(lines))
+    if as_json:
+        verdict = {"state_file": str(path), "healthy": healthy, "summary": lines, "state": state}
+        click.echo(json.dumps(verdict))
+    else:
+        click.echo("\n".join(lines))
     raise SystemExit(0 if healthy else 1)

@@ -144,15 +144,18 @@ def export_tables(
     "--format", "formats", type=click.Choice(FORMATS), multiple=True, default=("csv",), show_default=True
 )
 @click.option("--device", "devices", multiple=True, help="Only these devices (repeatable); default: all.")
-def export(store_url: str | None, out_dir: Path, formats: tuple[str, ...], devices: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the files written as JSON.")
+def export(
+    store_url: str | None, out_dir: Path, formats: tuple[str, ...], devices: tuple[str, ...], as_json: bool
+) -> None:
     """Export stored results (per point and aggregated) to CSV or Parquet."""
     try:
         store = open_store(store_url or default_store_url())
     except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        for path in export_tables(store, out_dir, formats, devices):
-            click.echo(str(path))
+        paths = export_tables(store, out_dir, formats, devices)
+        click.echo(json.dumps({"files": [str(p) for p in paths]}) if as_json else "\n".join(map(str, paths)))
     except ExportError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

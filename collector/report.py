@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import re
 import time
 from collections import defaultdict
@@ -248,14 +249,20 @@ def build_report(source: FleetSource, out_dir: Path, formats: tuple[str, ...] = 
 @click.option(
     "--format", "formats", type=click.Choice(FORMATS), multiple=True, default=FORMATS, show_default=True
 )
-def report(store_url: str | None, out_dir: Path, formats: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the index and every file written as JSON.")
+def report(store_url: str | None, out_dir: Path, formats: tuple[str, ...], as_json: bool) -> None:
     """Static HTML report with PNG figures (TTFT, memory, energy, operator shares) and exports."""
     try:
         store = open_store(store_url or default_store_url())
     except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        click.echo(str(build_report(store, out_dir, formats)))
+        index = build_report(store, out_dir, formats)
+        if as_json:
+            files = sorted(str(p) for p in out_dir.rglob("*") if p.is_file())
+            click.echo(json.dumps({"index": str(index), "files": files}))
+        else:
+            click.echo(str(index))
     except ReportError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

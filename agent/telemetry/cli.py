@@ -25,9 +25,10 @@ from ctxscope.agent.telemetry.session import TelemetrySession
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the samples here as JSON."
 )
-def telemetry(seconds: float, rate_hz: float, output: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the samples as JSON (the table goes to stderr).")
+def telemetry(seconds: float, rate_hz: float, output: Path | None, as_json: bool) -> None:
     """Detect telemetry backends and sample them."""
-    console = Console()
+    console = Console(stderr=as_json)
     backends = detect_backends(rate_hz)
     for backend in backends:
         facts = ", ".join(f"{k}={v}" for k, v in backend.info().items())
@@ -79,6 +80,9 @@ def telemetry(seconds: float, rate_hz: float, output: Path | None) -> None:
     console.print(table)
     for error in session.errors:
         console.print(f"[yellow]warning[/yellow]: {error}")
+    samples = {"clock": "monotonic", "rate_hz": rate_hz, "sources": dump}
     if output is not None:
-        output.write_text(json.dumps({"clock": "monotonic", "rate_hz": rate_hz, "sources": dump}, indent=1))
+        output.write_text(json.dumps(samples, indent=1))
         console.print(f"samples written to {output}")
+    if as_json:
+        click.echo(json.dumps(samples))

@@ -61,6 +61,10 @@ def test_serve_logs_an_unreachable_broker_and_status_shows_it(tmp_path: Path) ->
     assert "ConnectionRefusedError" in status.output
     state = json.loads((tmp_path / "spool.state.json").read_text())
     assert state["spool_depth"] >= 0 and state["running"] is False
+    as_json = CliRunner().invoke(agent, ["status", "--json", *common])
+    assert as_json.exit_code == 1
+    verdict = json.loads(as_json.stdout)
+    assert verdict["healthy"] is False and verdict["state"] == state
 
 
 def test_status_of_a_running_connected_agent_and_a_hung_one(tmp_path: Path) -> None:

@@ -62,3 +62,22 @@ def test_watch_prints_the_fleet_as_json(tmp_path: Path) -> None:
     done = _run("collector", "watch", "--json", "--store", store)
     assert done.returncode == 0, done.stderr
     assert [d["device"] for d in json.loads(done.stdout)["devices"]] == ["h200"]
+
+
+def test_report_export_telemetry_and_status_print_json(tmp_path: Path) -> None:
+    """Every listing and report command has --json, and its stdout is that JSON alone."""
+    store = f"sqlite:///{tmp_path / 'c.db'}"
+    records = Path(__file__).resolve().parents[2] / "results/profiling/h200_autotune_check.jsonl"
+    assert _run("collector", "import", "-q", "--store", store, str(records)).returncode == 0
+    exported = _run("collector", "export", "--json", "--store", store, "--out", str(tmp_path / "x"))
+    assert exported.returncode == 0, exported.stderr
+    assert all(Path(f).is_file() for f in json.loads(exported.stdout)["files"])
+    reported = _run("report", "--json", "--format", "csv", "--store", store, "--out", str(tmp_path / "r"))
+    assert reported.returncode == 0, reported.stderr
+    answer = json.loads(reported.stdout)
+    assert answer["index"].endswith("index.html") and answer["index"] in answer["files"]
+    sampled = _run("agent", "telemetry", "--json", "--seconds", "0.3", "--rate-hz", "10")
+    assert sampled.returncode == 0, sampled.stderr
+    assert json.loads(sampled.stdout)["clock"] == "monotonic"
+    missing = _run("agent", "status", "--json", "--device", "nobody-1", "--spool", str(tmp_path / "s.db"))
+    assert missing.returncode == 2 and missing.stdout == ""  # no state file: said on stderr
