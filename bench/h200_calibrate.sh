@@ -14,5 +14,5 @@ export PATH=/tmp/site/bin:$PATH OUT
 cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.limit,temperature.gpu \
   --format=csv >"$OUT/gpu.txt"
-timeout 240 ctxscope agent calibrate --device cuda --budget-s 60 --out "$OUT/calibration.jsonl" \
+timeout 240 ctxscope agent calibrate --torch-device cuda --budget-s 60 --out "$OUT/calibration.jsonl" \
   2>"$OUT/calibration.err" | tee "$OUT/calibration.txt"

@@ -25,7 +25,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,t
 cd /tmp || exit 1
 PYTHONPATH=/tmp/site-newest PATH=/tmp/site-newest/bin:$PATH timeout 170 ctxscope agent run \
   "$repo/bench/engine/plans/h200-newest.toml" --out "$OUT/points_newest.jsonl" --no-progress 2>"$OUT/points.err" | tail -2
-PYTHONPATH=/tmp/site-image PATH=/tmp/site-image/bin:$PATH timeout 170 ctxscope agent calibrate --device cuda \
+PYTHONPATH=/tmp/site-image PATH=/tmp/site-image/bin:$PATH timeout 170 ctxscope agent calibrate --torch-device cuda \
   --budget-s 60 --out "$OUT/calibration.jsonl" 2>"$OUT/calibration.err" | tail -12
 cd "$repo" || exit 1
 timeout 200 bash bench/deploy/h200_agent_cuda_steps.sh 2>&1 | tail -12

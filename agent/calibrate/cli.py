@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 
+from ctxscope.agent.cliopts import torch_device_option
+
 
 @click.command()
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="default: cuda when present")
+@torch_device_option
 @click.option(
     "--budget-s",
     type=click.FloatRange(min=1.0, max=120.0),

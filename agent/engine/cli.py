@@ -14,6 +14,7 @@ from typing import Any
 import click
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
+from ctxscope.agent.cliopts import torch_device_option
 from ctxscope.agent.streaming import command_sink
 
 _BYTES = TypeAdapter(ByteSize)
@@ -58,7 +59,7 @@ def _table(results: list[Any]) -> None:
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
 )
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="default: cuda when present")
+@torch_device_option
 @click.option("--require-fast-kernels", is_flag=True, help="fail instead of falling back to slow kernels")
 @click.option("--logits", type=click.Choice(["last", "all"]), default=None, help="override the plan's logits")
 @click.option(
@@ -157,7 +158,7 @@ def run(
 @click.option("--tolerance", type=float, default=0.01, show_default=True, help="relative gap to stop at")
 @click.option("--step", type=int, default=None, help="absolute gap to stop at (instead of --tolerance)")
 @click.option("--probe-timeout", type=float, default=120.0, show_default=True, help="seconds per probe")
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None)
+@torch_device_option
 @click.option("--tiny", is_flag=True, help="the zoo's shrunk config (tests)")
 @click.option("--hf", "prefer_hf", is_flag=True, help="transformers even where native mamba_ssm exists")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write the search as JSON here")

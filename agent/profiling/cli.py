@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from ctxscope.agent.cliopts import torch_device_option
 from ctxscope.agent.records import RecordSink
 
 
@@ -189,7 +190,7 @@ def print_table(model: str, points: list[Any]) -> None:
     default=None,
     help="keep each pass's Chrome/Perfetto trace here (stays on the device; the result names the file)",
 )
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="default: cuda when present")
+@torch_device_option
 @click.option(
     "--peaks", "peaks_key", default=None, help="peak table entry to use instead of detecting the device"
 )

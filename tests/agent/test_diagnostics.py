@@ -26,7 +26,7 @@ def test_run_exits_non_zero_when_a_point_failed(tmp_path: Path) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text(FAILING_PLAN)
     result = CliRunner().invoke(
-        agent, ["run", str(plan), "--device", "cpu", "--no-progress", "--telemetry-rate-hz", "0"]
+        agent, ["run", str(plan), "--torch-device", "cpu", "--no-progress", "--telemetry-rate-hz", "0"]
     )
     assert "0 ok, 1 failed" in result.output
     assert result.exit_code == 1

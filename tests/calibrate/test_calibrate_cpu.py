@@ -14,7 +14,7 @@ from ctxscope.shared.messages import MESSAGE_ADAPTER
 def test_calibrate_cpu_writes_records(tmp_path: Path) -> None:
     out = tmp_path / "calibration.jsonl"
     result = CliRunner().invoke(
-        agent, ["calibrate", "--device", "cpu", "--tiny", "--budget-s", "5", "--out", str(out)]
+        agent, ["calibrate", "--torch-device", "cpu", "--tiny", "--budget-s", "5", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     records = [MESSAGE_ADAPTER.validate_python(json.loads(line)) for line in out.read_text().splitlines()]

@@ -22,7 +22,7 @@ def test_run_writes_records_and_a_table(tmp_path: Path) -> None:
     )
     out = tmp_path / "records.jsonl"
     result = CliRunner().invoke(
-        agent, ["run", str(plan), "--out", str(out), "--device", "cpu", "--no-progress"]
+        agent, ["run", str(plan), "--out", str(out), "--torch-device", "cpu", "--no-progress"]
     )
     assert result.exit_code == 0, result.output
     assert "1 ok, 0 failed" in result.output
@@ -38,7 +38,7 @@ def test_run_writes_records_and_a_table(tmp_path: Path) -> None:
 def test_run_reports_plan_errors(tmp_path: Path) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text('name = "bad"\nmodels = ["nope"]\ncontext_lengths = [16]\n')
-    result = CliRunner().invoke(agent, ["run", str(plan), "--device", "cpu"])
+    result = CliRunner().invoke(agent, ["run", str(plan), "--torch-device", "cpu"])
     assert result.exit_code != 0
     assert "unknown model(s) nope; valid names:" in result.output
 
@@ -47,7 +47,7 @@ def test_maxctx_rejects_unknown_models_and_bad_caps() -> None:
     result = CliRunner().invoke(agent, ["maxctx", "nope"])
     assert result.exit_code != 0 and "valid names:" in result.output
     result = CliRunner().invoke(
-        agent, ["maxctx", "qwen2.5-0.5b", "--memory-cap", "plenty", "--device", "cpu"]
+        agent, ["maxctx", "qwen2.5-0.5b", "--memory-cap", "plenty", "--torch-device", "cpu"]
     )
     assert result.exit_code != 0 and "not a size" in result.output
 

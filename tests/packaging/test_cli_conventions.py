@@ -81,3 +81,13 @@ def test_report_export_telemetry_and_status_print_json(tmp_path: Path) -> None:
     assert json.loads(sampled.stdout)["clock"] == "monotonic"
     missing = _run("agent", "status", "--json", "--device", "nobody-1", "--spool", str(tmp_path / "s.db"))
     assert missing.returncode == 2 and missing.stdout == ""  # no state file: said on stderr
+
+
+def test_torch_device_and_device_id_are_not_confused() -> None:
+    """`--torch-device` is cuda/cpu in the measuring commands; their old `--device cpu` is refused by name."""
+    for command in (["agent", "run", "plan.toml"], ["agent", "maxctx", "m"], ["agent", "calibrate"],
+                    ["agent", "profile", "m"]):  # fmt: skip
+        refused = _run(*command, "--device", "cpu")
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert "use --torch-device cpu" in refused.stderr, (command, refused.stderr)
+        assert "--torch-device" in _run(*command[:2], "-h").stdout

@@ -30,7 +30,8 @@ def test_calibration_reaches_the_store(mosquitto: MosquittoBroker, store: Store,
     try:
         assert ingest.wait_connected(10)
         result = CliRunner().invoke(
-            agent, ["calibrate", "--device", "cpu", "--tiny", "--budget-s", "3", "--config", str(config)]
+            agent,
+            ["calibrate", "--torch-device", "cpu", "--tiny", "--budget-s", "3", "--config", str(config)],
         )
         assert result.exit_code == 0, result.output
         wait_for(lambda: len(store.results(device)) == 7, 20, "seven calibration results in the store")

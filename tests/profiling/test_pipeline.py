@@ -67,7 +67,7 @@ def test_the_profile_command_streams_valid_results(model: str, tmp_path: Path) -
     args = [
         model,
         "--tiny",
-        "--device",
+        "--torch-device",
         "cpu",
         "--lengths",
         "32,64",
@@ -99,7 +99,7 @@ def test_the_profile_command_streams_valid_results(model: str, tmp_path: Path) -
 
 
 def test_an_unknown_model_is_a_usage_error() -> None:
-    result = CliRunner().invoke(profile, ["no-such-model", "--device", "cpu"])
+    result = CliRunner().invoke(profile, ["no-such-model", "--torch-device", "cpu"])
     assert result.exit_code != 0
     assert "no-such-model" in result.output
 
