@@ -87,12 +87,17 @@ class MosquittoBroker:
     """A private mosquitto on a loopback port, with sessions persisted in `workdir` across restarts."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, binary: str | None = None, autosave_interval_s: int = 1
+        self,
+        workdir: Path,
+        port: int | None = None,
+        binary: str | None = None,
+        autosave_interval_s: int = 1,
+        host: str = LOOPBACK,
     ) -> None:
         self.workdir = workdir
         self.autosave_interval_s = autosave_interval_s
-        self.host = LOOPBACK
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_port(host)
         self.binary = binary or mosquitto_binary()
         if self.binary is None:
             raise BrokerError("mosquitto is not installed")

@@ -19,13 +19,22 @@ from ctxscope.shared.messages import RunProgress
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--spool", type=Path, required=True)
     parser.add_argument("--device", required=True)
     parser.add_argument("--total", type=int, required=True)
     parser.add_argument("--rate-hz", type=float, required=True)
+    parser.add_argument("--flush-timeout-s", type=float, default=20.0)
     args = parser.parse_args()
-    config = AgentConfig(device=args.device, broker_port=args.port, spool_path=args.spool, keepalive_s=5)
+    config = AgentConfig(
+        device=args.device,
+        broker_host=args.host,
+        broker_port=args.port,
+        spool_path=args.spool,
+        keepalive_s=5,
+        insecure=args.host != "127.0.0.1",  # a test broker on a private veth link, no TLS
+    )
     spool = Spool(config.resolved_spool_path(), config.device)
     link = Link(config, spool)
     link.start()
@@ -33,7 +42,9 @@ def main() -> int:
         spool.emit(RunProgress, run_id="crash-test", done=seq + 1, total=args.total)
         print(seq + 1, flush=True)
         time.sleep(1 / args.rate_hz)
-    flushed = link.close(flush_timeout_s=20)
+    # like a daemon that stays up: a link still down at the end gets time to come back first
+    link.wait_connected(args.flush_timeout_s)
+    flushed = link.close(flush_timeout_s=args.flush_timeout_s)
     print("flushed" if flushed else "not flushed", flush=True)
     return 0 if flushed else 1
 
