@@ -178,10 +178,11 @@ def print_table(model: str, points: list[Any]) -> None:
 @click.option("--iterations", type=int, default=3, show_default=True, help="profiled passes per point")
 @click.option(
     "--decode-path",
-    type=click.Choice(["eager", "auto"]),
+    type=click.Choice(["eager", "graph", "auto"]),
     default="eager",
     show_default=True,
-    help="eager keeps module labels (a CUDA graph replay runs no Python hooks)",
+    help="eager keeps module labels (a CUDA graph replay runs no Python hooks); graph: the step in a CUDA "
+    "graph; auto: the engine's fastest path (on a GPU, the compiled step: fused kernels)",
 )
 @click.option("--no-timed", is_flag=True, help="skip the timed pass; roofline over device busy time only")
 @click.option(
