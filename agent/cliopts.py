@@ -8,6 +8,7 @@ with the new name rather than read as something else.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -33,4 +34,29 @@ def torch_device_option(command: F) -> F:
         type=click.Choice(["cuda", "cpu"]),
         default=None,
         help="where tensors run (default: cuda when present)",
+    )(command)
+
+
+def config_option(help_text: str) -> Callable[[F], F]:
+    """`--config FILE` (the agent's TOML) as the parameter `config_path`."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help=help_text,
+    )
+
+
+def identity_options(command: F) -> F:
+    """`--config`, `--device` (the fleet's device id) and `--spool`: which agent a command is about."""
+    command = click.option(
+        "--spool", type=click.Path(dir_okay=False, path_type=Path), help="spool database path"
+    )(command)
+    command = click.option("--device", help="device id (default: from the config, else the host name)")(
+        command
+    )
+    return config_option(
+        "the agent's TOML file (see jetson/agent.example.toml; the service's is /etc/ctxscope/agent.toml); "
+        "CTXSCOPE_* variables override it"
     )(command)

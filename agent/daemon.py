@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from ctxscope.agent.cliopts import identity_options
 from ctxscope.agent.engine.runner import default_device, new_run_id, run_plan
 from ctxscope.agent.localstate import StateWriter, state_path
 from ctxscope.agent.streaming import configure
@@ -218,15 +219,8 @@ def device_meta(telemetry: dict[str, list[str]]) -> dict[str, Any]:
 
 
 @click.command("serve")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="agent TOML file (see jetson/agent.example.toml); CTXSCOPE_* variables override it",
-)
-@click.option("--device", help="device id (default: from the config, else the host name)")
+@identity_options
 @click.option("--broker", help="HOST:PORT of the MQTT broker (default: from the config, 127.0.0.1:1883)")
-@click.option("--spool", type=click.Path(dir_okay=False, path_type=Path), help="spool database path")
 @click.option(
     "--telemetry-rate-hz",
     default=20.0,

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from ctxscope.agent.cliopts import identity_options
 from ctxscope.agent.config import AgentConfig
 from ctxscope.agent.streaming import configure
 
@@ -86,14 +87,7 @@ def describe(state: dict[str, Any], now: float) -> tuple[bool, list[str]]:
 
 
 @click.command("status")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="the agent's TOML file (the service's: /etc/ctxscope/agent.toml)",
-)
-@click.option("--device", help="device id (default: from the config, else the host name)")
-@click.option("--spool", type=click.Path(dir_okay=False, path_type=Path), help="spool database path")
+@identity_options
 @click.option("--json", "as_json", is_flag=True, help="print the state file and the verdict as JSON.")
 def status(config_path: Path | None, device: str | None, spool: Path | None, as_json: bool) -> None:
     """Show the local agent's state: running, connected, spool depth, last error.

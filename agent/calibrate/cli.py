@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ctxscope.agent.cliopts import torch_device_option
+from ctxscope.agent.cliopts import config_option, torch_device_option
 
 
 @click.command()
@@ -26,13 +26,7 @@ from ctxscope.agent.cliopts import torch_device_option
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
 )
 @click.option("--broker", default=None, help="HOST:PORT: stream the records through the spool to this broker")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="agent TOML (device id, broker, spool); implies streaming to its broker",
-)
+@config_option("agent TOML (device id, broker, spool); implies streaming to its broker")
 def calibrate(
     device: str | None,
     budget_s: float,

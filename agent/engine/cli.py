@@ -14,7 +14,7 @@ from typing import Any
 import click
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from ctxscope.agent.cliopts import torch_device_option
+from ctxscope.agent.cliopts import config_option, torch_device_option
 from ctxscope.agent.streaming import command_sink
 
 _BYTES = TypeAdapter(ByteSize)
@@ -74,12 +74,7 @@ def _table(results: list[Any]) -> None:
     default=None,
     help="HOST:PORT: stream the records through the spool to this broker (else: --out / stdout table)",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="agent TOML (device id, broker, spool); implies streaming to its broker",
-)
+@config_option("agent TOML (device id, broker, spool); implies streaming to its broker")
 @click.option(
     "--telemetry-rate-hz",
     default=20.0,
