@@ -58,7 +58,7 @@ def calibrate_run(
     `budget_s`; set-up, warm-ups and compilation (Triton autotuning of the SSD scan) come on top and
     show in each result's `details.wall_s`."""
     from ctxscope.agent.engine.manifest import collect
-    from ctxscope.agent.profiling.cli import device_description
+    from ctxscope.agent.profiling.roofline import device_description
     from ctxscope.shared.messages import PointResult, RunFinished, RunStarted
 
     sizes = Sizes.for_device(device, tiny=tiny)

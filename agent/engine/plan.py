@@ -42,6 +42,19 @@ class MaxContextPlan(BaseModel):
     probe_timeout_s: float = Field(default=120.0, gt=0, le=MAX_TIMEOUT_S)
 
 
+class ProfilePlan(BaseModel):
+    """Operator profiles of each model after its points: shares of device time per operator class,
+    with roofline figures, at each of `context_lengths` (default: the plan's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phases: list[Literal["prefill", "decode"]] = Field(default=[], max_length=2, description="empty: none")
+    context_lengths: list[Annotated[int, Field(ge=1, le=MAX_CONTEXT_TOKENS)]] | None = Field(
+        default=None, max_length=MAX_LIST_LEN
+    )
+    iterations: int = Field(default=1, ge=1, le=20, description="profiled passes per phase and length")
+
+
 class Plan(BaseModel):
     """What to measure, and how hard to try."""
 
@@ -89,6 +102,7 @@ class Plan(BaseModel):
     spread_below: int = Field(default=16384, ge=0, le=2**24)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     max_context: MaxContextPlan = MaxContextPlan()
+    profile: ProfilePlan = ProfilePlan()
 
     @field_validator("context_lengths")
     @classmethod
@@ -106,6 +120,13 @@ class Plan(BaseModel):
         if self.max_context.max_tokens < self.max_context.start:
             raise ValueError("max_context.max_tokens < max_context.start")
         return self
+
+    @property
+    def profile_lengths(self) -> list[int]:
+        """The lengths profiled per model and precision (none when no phase is asked for)."""
+        if not self.profile.phases:
+            return []
+        return sorted(set(self.profile.context_lengths or self.context_lengths))
 
     def spread_over(self, length: int) -> int:
         """How many fresh processes measure a point of `length` tokens."""

@@ -108,12 +108,13 @@ class _Group:
             "wall_s": time.monotonic() - started,
         }
 
-    def _isolated(self, length: int) -> dict[str, Any]:
+    def _loaded_worker(self) -> tuple[Worker | None, dict[str, Any]]:
+        """The worker with the model loaded (started and loaded when needed), or None and the failed
+        load's reply."""
         if self.session is not None:
             device = self.session.device
             self.session = None
             point.free(device)
-        timeout = self.plan.point_timeout_s
         if self.worker is None or not self.worker.alive:
             if self.worker is not None:
                 self.worker.close()
@@ -121,16 +122,47 @@ class _Group:
             self.worker = Worker(host_watch=watch)
             cap = int(self.plan.memory_cap) if self.plan.memory_cap is not None else None
             loaded = self.worker.request(
-                {"op": "load", "choice": asdict(self.choice), "memory_cap_bytes": cap}, timeout
+                {"op": "load", "choice": asdict(self.choice), "memory_cap_bytes": cap},
+                self.plan.point_timeout_s,
             )
             if loaded["outcome"] != "ok":
                 self.worker.close()
                 self.worker = None
-                return loaded
+                return None, loaded
             self.child = {"load_s": loaded["load_s"], **loaded["cap"]}
+        return self.worker, {}
+
+    def profile(self) -> dict[str, Any]:
+        """Operator profiles at the plan's profile lengths: {"outcome", "results": [fields...]}, in a
+        worker unless the plan says isolate = "never"."""
+        plan = self.plan
+        lengths, phases = plan.profile_lengths, list(plan.profile.phases)
+        if plan.isolate == "never":
+            from ctxscope.agent.profiling.run import plan_profile_fields
+
+            try:
+                if self.session is None:
+                    self.session = point.Session(self.choice)
+                fields = plan_profile_fields(
+                    self.session, phases, lengths, plan.logits, plan.profile.iterations
+                )
+            except Exception as exc:  # recorded; the run goes on
+                return {"outcome": point.classify(exc), "error": point.error_text(exc)}
+            return {"outcome": "ok", "results": fields}
+        worker, failed = self._loaded_worker()
+        if worker is None:
+            return failed
+        job = {"op": "profile", "phases": phases, "lengths": lengths, "logits": plan.logits,
+               "iterations": plan.profile.iterations}  # fmt: skip
+        return worker.request(job, plan.point_timeout_s * len(lengths) * len(phases))
+
+    def _isolated(self, length: int) -> dict[str, Any]:
+        worker, failed = self._loaded_worker()
+        if worker is None:
+            return failed
         settings = self.settings(length)
         job = {"op": "point", "settings": {**asdict(settings), "policy": asdict(settings.policy)}}
-        reply = self.worker.request(job, timeout)
+        reply = worker.request(job, self.plan.point_timeout_s)
         if "metrics" in reply:
             reply["metrics"] = {k: Metric.model_validate(v) for k, v in reply["metrics"].items()}
         reply["details"] = {**(reply.get("details") or {}), "child_process": self.child}
@@ -202,24 +234,26 @@ def run_plan(
     run_id = run_id or new_run_id()
     manifest = collect(device, plan_hash=plan.hash)
     points = list(plan.points())
+    groups: dict[tuple[str, str], list[PlanPoint]] = {}
+    for p in points:
+        groups.setdefault((p.model, p.precision), []).append(p)
+    # every result counts: the measured points and each model's profiled lengths
+    total = len(points) + len(groups) * len(plan.profile_lengths)
     summary = RunSummary(run_id, plan.hash)
     sink.emit(
         RunStarted,
         run_id=run_id,
         plan=plan.model_dump(mode="json"),
         plan_hash=plan.hash,
-        total_points=len(points),
+        total_points=total,
         manifest=manifest,
     )
     min_window_ns = observer.min_window_ns if observer is not None else 0
     idle_power = idle.measure_idle(observer) if observer is not None else None  # before any work
-    groups: dict[tuple[str, str], list[PlanPoint]] = {}
-    for p in points:
-        groups.setdefault((p.model, p.precision), []).append(p)
     done = 0
     outcome: Literal["completed", "cancelled"] = "completed"
     try:
-        with _progress(progress, len(points)) as bar:
+        with _progress(progress, total) as bar:
             for (model, precision), members in groups.items():
                 if should_stop():
                     outcome = "cancelled"
@@ -240,7 +274,7 @@ def run_plan(
                         if should_stop():
                             outcome = "cancelled"
                             break
-                        sink.emit(RunProgress, run_id=run_id, done=done, total=len(points), point=p.label)
+                        sink.emit(RunProgress, run_id=run_id, done=done, total=total, point=p.label)
                         if bar is not None:
                             bar.update(bar.task_ids[0], description=p.label)
                         summary.results.append(
@@ -255,6 +289,13 @@ def run_plan(
                         done += 1
                         if bar is not None:
                             bar.advance(bar.task_ids[0])
+                    if outcome != "cancelled" and plan.profile_lengths:
+                        label = f"{model}/{precision}/profile"
+                        sink.emit(RunProgress, run_id=run_id, done=done, total=total, point=label)
+                        _profile(group, family, run_id, manifest, sink, summary)
+                        done += len(plan.profile_lengths)
+                        if bar is not None:
+                            bar.advance(bar.task_ids[0], len(plan.profile_lengths))
                 finally:
                     group.close()
                 if outcome == "cancelled":
@@ -323,6 +364,34 @@ def _measure_and_emit(
         manifest={**manifest, "precision": p.precision},
         details=details,
     )
+
+
+def _profile(
+    group: _Group,
+    family: str,
+    run_id: str,
+    manifest: dict[str, Any],
+    sink: RecordSink,
+    summary: RunSummary,
+) -> None:
+    """The model's operator profiles as results of this run, one per profiled length; when the
+    profiling failed as a whole, each length's result is that failure (the run goes on)."""
+    choice = group.choice
+    reply = group.profile()
+    records = reply.get("results") if reply["outcome"] == "ok" else None
+    if records is None:
+        failure = {"family": family, "precision": choice.precision, "logits": group.plan.logits}
+        failure |= {"outcome": reply["outcome"], "error": reply.get("error"), "details": {"kind": "profile"}}
+        records = [{**failure, "context_len": length} for length in group.plan.profile_lengths]
+    for fields in records:
+        # named as the plan names the model (a tiny plan's records carry the real name, see shrunk)
+        label = f"{choice.name}/{choice.precision}/{fields['context_len']}/profile"
+        fields |= {"run_id": run_id, "point_id": label, "model": choice.name}
+        result = sink.emit(PointResult, **fields, manifest={**manifest, "precision": choice.precision})
+        if result.outcome == "ok":
+            summary.points_ok += 1
+        else:
+            summary.points_failed += 1
 
 
 def _max_context(

@@ -2,8 +2,9 @@
 
 Protocol: one JSON job per line on stdin, one JSON reply per job on stdout on a line that starts
 with `REPLY_MARK` (libraries may print other lines). The first job loads the model; later jobs
-measure points or probe one context length. After a fault (anything but out-of-memory) the worker
-replies and exits, since a CUDA error may have poisoned its context. Keep this module's imports
+measure points, probe one context length, or profile the model's operators at given lengths. After
+a fault (anything but out-of-memory) the worker replies and exits, since a CUDA error may have
+poisoned its context. Keep this module's imports
 light: the parent's rich/pydantic stack is not needed here beyond the Metric schema.
 """
 
@@ -87,6 +88,13 @@ def handle(job: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
             if session.device.type == "cuda"
             else None,
         }
+    if op == "profile":
+        from ctxscope.agent.profiling.run import plan_profile_fields
+
+        fields = plan_profile_fields(
+            session, job["phases"], job["lengths"], job["logits"], int(job["iterations"])
+        )
+        return {"outcome": "ok", "results": fields}
     raise ValueError(f"unknown job {op!r}")
 
 

@@ -38,18 +38,6 @@ def _lengths(value: str) -> tuple[int, ...]:
     return lengths
 
 
-def device_description(device: str) -> str:
-    """What the peak table matches against: the Jetson model from the device tree, else the GPU name."""
-    model = Path("/proc/device-tree/model")
-    if model.exists():
-        return model.read_text(errors="replace").rstrip("\x00\n")
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_name(torch.device(device))
-    return "cpu"
-
-
 def profile_run(
     sink: RecordSink,
     *,
@@ -64,7 +52,7 @@ def profile_run(
     """Loads the model, profiles every length and emits the records; returns the points."""
     from ctxscope.agent.engine.manifest import collect
     from ctxscope.agent.engine.point import ModelChoice, Session
-    from ctxscope.agent.profiling.roofline import find_peaks, peaks_by_key
+    from ctxscope.agent.profiling.roofline import device_description, find_peaks, peaks_by_key
     from ctxscope.agent.profiling.run import emit_point, profile_session
     from ctxscope.shared.messages import RunFinished, RunStarted
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 from ctxscope.agent.profiling.shapes import ArchShape, Attention, Block, Linear, Mamba1, Mamba2, Mlp
@@ -161,6 +162,18 @@ def _peak_table() -> dict[str, Any]:
 def peaks_by_key(key: str) -> Peaks:
     entry = _peak_table()[key]
     return Peaks(key, entry["bf16_tflops"], entry["fp32_tflops"], entry["memory_gb_s"], entry["source"])
+
+
+def device_description(device: str) -> str:
+    """What the peak table matches against: the Jetson model from the device tree, else the GPU name."""
+    model = Path("/proc/device-tree/model")
+    if model.exists():
+        return model.read_text(errors="replace").rstrip("\x00\n")
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
 
 
 def find_peaks(description: str) -> Peaks | None:

@@ -65,6 +65,7 @@ class PointProfile:
 
     def details(self) -> dict[str, Any]:
         details: dict[str, Any] = {
+            "kind": "profile",
             "operators": {name: p.profile.to_details() for name, p in self.phases.items()},
             "roofline": {name: p.roofline for name, p in self.phases.items()},
         }
@@ -228,3 +229,29 @@ def emit_point(
         manifest=dict(manifest or {}),
         details=point.details(),
     )
+
+
+ENVELOPE_FIELDS = frozenset({"v", "kind", "device", "stream", "seq", "ts"})
+
+
+def plan_profile_fields(
+    session: Session, phases: list[Phase], lengths: list[int], logits: forward.LogitsMode, iterations: int
+) -> list[dict[str, Any]]:
+    """A plan's operator profiles of one model: each length's result record as JSON-ready fields,
+    without the envelope, run id or manifest, which the plan's run adds (the engine's worker returns
+    them to its parent this way). Eager decode, so that kernels keep their module labels."""
+    from ctxscope.agent.profiling.roofline import device_description, find_peaks
+    from ctxscope.agent.records import MemorySink
+
+    settings = ProfileSettings(
+        lengths=tuple(lengths), phases=tuple(phases), logits=logits, iterations=iterations
+    )
+    peaks = find_peaks(device_description(str(session.device)))
+    stamp = MemorySink(keep=False)
+    out = []
+    for point in profile_session(session, settings, peaks):
+        record = emit_point(stamp, session, point, run_id="plan", logits=settings.logits)
+        fields = record.model_dump(mode="json", exclude=set(ENVELOPE_FIELDS))
+        del fields["run_id"], fields["manifest"]
+        out.append(fields)
+    return out

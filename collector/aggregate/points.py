@@ -67,6 +67,7 @@ def series_key(result: PointResult) -> SeriesKey:
 
 
 SEARCH_KIND = "max_context"
+PROFILE_KIND = "profile"
 
 
 def is_search(result: PointResult) -> bool:
@@ -74,15 +75,21 @@ def is_search(result: PointResult) -> bool:
     return result.details.get("kind") == SEARCH_KIND
 
 
+def is_profile(result: PointResult) -> bool:
+    """An operator profile's record: shares of device time under the profiler, not a curve point
+    (the operator-shares view reads it)."""
+    return result.details.get("kind") == PROFILE_KIND
+
+
 def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:
     """One aggregate per (series, context length), sorted by series then length; maximum-context
-    search records are left out (see `maxctx`)."""
+    search records (see `maxctx`) and operator profiles are left out."""
     outcomes: dict[tuple[SeriesKey, int], Counter[str]] = defaultdict(Counter)
     samples: dict[tuple[SeriesKey, int], dict[str, list[Metric]]] = defaultdict(lambda: defaultdict(list))
     families: dict[tuple[SeriesKey, int], str] = {}
     runs: dict[tuple[SeriesKey, int], list[str]] = defaultdict(list)
     for result in results:
-        if is_search(result):
+        if is_search(result) or is_profile(result):
             continue
         point = (series_key(result), result.context_len)
         outcomes[point][result.outcome] += 1

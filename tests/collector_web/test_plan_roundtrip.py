@@ -92,7 +92,8 @@ def test_plan_from_the_page_runs_on_agent_serve_and_results_appear(dashboard, ag
             "() => document.getElementById('plan-result').textContent.startsWith('sent cmd-')"
         )
         page.wait_for_function(ACK_SHOWN, arg=[None, "yes"], timeout=30_000)
-        # Three models x two lengths measured on CPU; the page reloads as progress moves.
+        # Three models x two lengths measured on CPU, then profiles and searches; the page reloads as
+        # progress moves.
         wait_for_run(dashboard, timeout_s=180)
         page.wait_for_function(
             "() => document.querySelector('#runs tbody').textContent.includes('completed')", timeout=10_000
@@ -107,6 +108,10 @@ def test_plan_from_the_page_runs_on_agent_serve_and_results_appear(dashboard, ag
                 ...document.querySelectorAll('#chart-ttft .legendtext')].some(t => t.textContent == name))""",
             timeout=10_000,
         )
+        # Each model's operator shares and its maximum-context search (64 -> 128 tokens, a lower bound).
+        page.wait_for_selector("#chart-operator_shares .main-svg", timeout=10_000)
+        searched = page.locator("#maxctx tbody tr").all_inner_texts()
+        assert all("128" in row for row in searched), searched
         # A plan naming a model the zoo lacks is refused by the agent, and the reason reaches the page.
         refused = post_plan(
             web_client(dashboard.web.url),

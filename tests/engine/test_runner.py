@@ -145,6 +145,66 @@ def test_max_context_search_is_a_record(make_plan, monkeypatch: pytest.MonkeyPat
     assert summary.max_context["qwen2.5-0.5b/fp32/max-context"].largest_ok == 128
 
 
+@pytest.mark.parametrize("isolate", ["never", "always"])
+def test_a_plan_asks_for_operator_profiles(make_plan, isolate: str) -> None:
+    """Profiles come after each model's points, under the run's id, with operator shares: in this
+    process, or in the worker that measured the points."""
+    plan = make_plan(
+        models=["qwen2.5-0.5b", "mamba2-780m"],
+        context_lengths=[32],
+        decode_tokens=0,
+        isolate=isolate,
+        spread_processes=1,
+        profile={"phases": ["prefill", "decode"], "context_lengths": [32, 64]},
+    )
+    sink = MemorySink()
+    summary = run_plan(plan, sink, progress=False, device="cpu")
+    started = sink.records[0]
+    assert started.total_points == 2 + 4  # the points and the profiled lengths
+    progress = [r.point for r in sink.of_kind("run_progress")]
+    assert progress == ["qwen2.5-0.5b/fp32/32", "qwen2.5-0.5b/fp32/profile", "mamba2-780m/fp32/32",
+                        "mamba2-780m/fp32/profile"]  # fmt: skip
+    profiles = [r for r in sink.of_kind("result") if r.point_id.endswith("/profile")]
+    assert [(r.model, r.context_len) for r in profiles] == [
+        ("qwen2.5-0.5b", 32), ("qwen2.5-0.5b", 64), ("mamba2-780m", 32), ("mamba2-780m", 64)
+    ]  # fmt: skip
+    for record in profiles:
+        assert record.run_id == started.run_id and record.outcome == "ok", record.error
+        assert set(record.details["operators"]) == {"prefill", "decode"}
+        shares = record.details["operators"]["prefill"]["classes"]
+        assert 99.0 <= sum(c["share_pct"] for c in shares.values()) <= 101.0
+        assert record.metrics["profile_prefill_device_time"].unit == "ms"
+        assert record.manifest["plan_hash"] == plan.hash
+    assert summary.points_ok == 2 + 4 and sink.records[-1].points_ok == 6
+
+
+def test_a_profile_that_fails_is_a_failed_result_per_length(
+    make_plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctxscope.agent.profiling import run as profiling
+
+    def broken(*_args: object) -> list[dict[str, object]]:
+        raise RuntimeError("the profiler broke")
+
+    monkeypatch.setattr(profiling, "plan_profile_fields", broken)
+    plan = make_plan(decode_tokens=0, profile={"phases": ["prefill"], "context_lengths": [32, 64]})
+    sink = MemorySink()
+    summary = run_plan(plan, sink, progress=False, device="cpu")
+    failed = [r for r in sink.of_kind("result") if r.point_id.endswith("/profile")]
+    assert [(r.context_len, r.outcome) for r in failed] == [(32, "fault"), (64, "fault")]
+    assert all("the profiler broke" in (r.error or "") for r in failed)
+    assert summary.points_ok == 1 and summary.points_failed == 2
+    assert sink.records[-1].outcome == "completed"
+
+
+def test_a_plan_without_profile_phases_profiles_nothing(make_plan) -> None:
+    plan = make_plan(profile={"context_lengths": [32]})
+    assert plan.profile_lengths == []
+    sink = MemorySink()
+    run_plan(plan, sink, progress=False, device="cpu")
+    assert not [r for r in sink.of_kind("result") if r.point_id.endswith("/profile")]
+
+
 def test_required_fast_kernels_turn_a_fallback_into_a_recorded_failure(make_plan) -> None:
     plan = make_plan(models=["mamba2-780m", "qwen2.5-0.5b"], require_fast_kernels=True, decode_tokens=0)
     summary = run_plan(plan, MemorySink(), progress=False, device="cpu")
