@@ -54,3 +54,20 @@ def test_device_trace_follows_live_telemetry(served: Any, page: Any, simfleet: A
         p.wait_for_function(f"() => {POINTS}[0].x.length > {before} + 20", timeout=10000)
     assert max(p.evaluate(f"{POINTS}[0].y")) > 10.0  # the streamer's power rises
     assert console.errors == []
+
+
+def test_a_device_without_telemetry_shows_a_note_not_empty_axes(
+    served: Any,
+    page: Any,  # noqa: F811
+    simfleet: Any,
+    feeder: Any,
+) -> None:
+    quiet = simfleet.SimDevice("quiet-1")
+    feeder([quiet.meta(), quiet.status("online")])
+    p, console = page
+    p.goto(served.url + "/devices/quiet-1")
+    p.wait_for_function(
+        "() => document.getElementById('power-trace-note').textContent.startsWith('no power or temperature')"
+    )
+    assert p.evaluate("document.getElementById('power-trace').hidden") is True
+    assert console.errors == []

@@ -55,7 +55,8 @@
       const trace = await getJson("/api/devices/" + encodeURIComponent(device) + "/trace?seconds=" + (seconds || 600));
       const data = lines(trace, false);
       note.textContent = data.length ? "" : "no power or temperature telemetry from this device yet";
-      Plotly.react(div, data, layout(false), CONFIG);
+      div.hidden = !data.length; // no empty axes with an invented time range
+      if (data.length) Plotly.react(div, data, layout(false), CONFIG);
     });
   }
 
