@@ -34,18 +34,11 @@ from typing import Any
 
 import numpy as np
 import psutil
+from bench_live import percentiles
 
 from ctxscope.broker import MosquittoBroker
 
 HERE = Path(__file__).resolve().parent
-
-
-def percentiles(values: list[float] | np.ndarray, scale: float = 1.0) -> dict[str, float | int]:
-    a = np.asarray(values, dtype=float) * scale
-    if not a.size:
-        return {"n": 0}
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"n": int(a.size), "p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(a.max())}
 
 
 def store_bytes(db: Path) -> int:
@@ -157,7 +150,7 @@ def main() -> None:
             "stored_total": total_stored,
             "stored_in_window_per_s": stored_window / window_s,
             "expected_per_s": args.devices * 1.1,
-            "ingest_lag_s": percentiles(lags, 1e-9),
+            "ingest_lag_s": percentiles(list(lags * 1e-9)),
             "api_fleet_ms": percentiles(poller.times_ms) | {"devices_in_answer": poller.devices_seen},
             "collector_cpu_pct": percentiles(cpu),
             "collector_rss_mib_max": max(rss) / 2**20,

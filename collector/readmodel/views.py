@@ -207,7 +207,7 @@ class UnknownDevice(LookupError):
 
 
 def _device_row(source: FleetSource, device_id: str) -> dict[str, Any]:
-    row = next((r for r in source.devices() if r["device"] == device_id), None)
+    row = source.device(device_id)
     if row is None:
         raise UnknownDevice(device_id)
     return row

@@ -414,12 +414,17 @@ class Store(ABC):
     def devices(self) -> list[dict[str, Any]]:
         """Every device with its state, meta and `live` telemetry (source -> its newest batch's wall
         time and the newest value of each channel; None before its first batch under this schema)."""
-        rows = self._query("SELECT * FROM devices ORDER BY device")
-        for row in rows:
-            row["status"] = self._json_out(row["status"])
-            row["meta"] = self._json_out(row["meta"])
-            row["live"] = self._json_out(row["live"])
-        return rows
+        return [self._device_row(row) for row in self._query("SELECT * FROM devices ORDER BY device")]
+
+    def device(self, device: str) -> dict[str, Any] | None:
+        """One device's row as `devices()` gives it, or None when the store has never seen it."""
+        rows = self._query("SELECT * FROM devices WHERE device = ?", (device,))
+        return self._device_row(rows[0]) if rows else None
+
+    def _device_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        for column in ("status", "meta", "live"):
+            row[column] = self._json_out(row[column])
+        return row
 
     def record_count(self, device: str | None = None) -> int:
         if device is None:
