@@ -141,7 +141,12 @@ def run(
 @click.argument("model")
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16")
 @click.option("--logits", type=click.Choice(["last", "all"]), default="last")
-@click.option("--memory-cap", default=None, help="emulate a smaller device, e.g. 24GiB")
+@click.option(
+    "--memory-cap",
+    default=None,
+    help="emulate a smaller device: the process's whole device memory, CUDA context included, "
+    "e.g. 24563MiB (an RTX 4090's total)",
+)
 @click.option("--start", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=1_048_576, show_default=True)
 @click.option(

@@ -24,6 +24,18 @@ class Probe:
     wall_s: float
     peak_bytes: int | None = None
     error: str | None = None
+    memory: dict[str, Any] = field(default_factory=dict)
+    """The probe's memory breakdown (weights, cache, logits, allocator, outside it) and the cap applied."""
+
+
+_MEMORY_KEYS = (
+    "weights_bytes",
+    "cache_bytes",
+    "logits_bytes",
+    "allocator_reserved_bytes",
+    "outside_allocator_bytes",
+    "outside_allocator_method",
+)
 
 
 @dataclass
@@ -132,6 +144,11 @@ def isolated_probe(
             reply = worker.request(
                 {"op": "probe", "context_len": length, "logits": logits, "seed": seed}, timeout_s
             )
-        return Probe(length, reply["outcome"], reply["wall_s"], reply.get("peak_bytes"), reply.get("error"))
+        memory = {k: reply[k] for k in _MEMORY_KEYS if reply.get(k) is not None}
+        if loaded.get("cap"):
+            memory["cap"] = loaded["cap"]
+        return Probe(
+            length, reply["outcome"], reply["wall_s"], reply.get("peak_bytes"), reply.get("error"), memory
+        )
 
     return probe

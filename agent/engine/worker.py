@@ -24,16 +24,26 @@ def _reply(payload: dict[str, Any], stream: Any) -> None:
 
 
 def _apply_memory_cap(device: str, cap_bytes: int | None) -> dict[str, Any]:
+    """The cap counts the process's whole device memory (`devicemem`), as a smaller card would."""
     import torch
+
+    from ctxscope.agent.engine import devicemem
 
     if cap_bytes is None or not device.startswith("cuda"):
         return {}
     index = torch.device(device).index
-    index = torch.cuda.current_device() if index is None else index  # the call needs an index
-    total = torch.cuda.get_device_properties(index).total_memory
-    fraction = min(cap_bytes / total, 1.0)
-    torch.cuda.set_per_process_memory_fraction(fraction, index)
-    return {"memory_cap_bytes": cap_bytes, "memory_fraction": fraction, "device_total_bytes": total}
+    index = torch.cuda.current_device() if index is None else index  # the calls need an index
+    return devicemem.apply_process_cap(index, cap_bytes)
+
+
+def _outside_allocator(device: Any) -> dict[str, Any]:
+    """What the process held outside PyTorch's allocator after a probe (CUDA context, libraries)."""
+    if device.type != "cuda":
+        return {}
+    from ctxscope.agent.engine import devicemem
+
+    outside = devicemem.outside_allocator(device.index if device.index is not None else 0)
+    return {"outside_allocator_bytes": outside.bytes, "outside_allocator_method": outside.method}
 
 
 def _settings(raw: dict[str, Any]) -> Any:
@@ -51,9 +61,11 @@ def handle(job: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
 
     op = job["op"]
     if op == "load":
-        cap = _apply_memory_cap(job["choice"]["device"], job.get("memory_cap_bytes"))
+        _apply_memory_cap(job["choice"]["device"], job.get("memory_cap_bytes"))
         session = point.Session(point.ModelChoice(**job["choice"]))
         state["session"] = session
+        # measured again now that the model ran once at load time: kernel images load lazily
+        cap = _apply_memory_cap(job["choice"]["device"], job.get("memory_cap_bytes"))
         return {
             "outcome": "ok",
             "load_s": session.load_s,
@@ -87,6 +99,7 @@ def handle(job: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
             "allocator_reserved_bytes": torch.cuda.max_memory_reserved()
             if session.device.type == "cuda"
             else None,
+            **_outside_allocator(session.device),
         }
     if op == "profile":
         from ctxscope.agent.profiling.run import plan_profile_fields

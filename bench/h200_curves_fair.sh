@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# H200: the six study models' curves on the fair path (plan bench/engine/plans/h200-curves-fair.toml),
+# one `ctxscope agent run` per model so that each has its own time limit. Run from the repository root
+# after the device README's install line (kernel, pydantic and paho-mqtt wheels carried); writes under
+# $OUT (copied to results/engine/curves-fair/).
+#   bash bench/h200_curves_fair.sh "qwen2.5-0.5b:110 llama3.2-1b:100"     # model:seconds ...
+set -uo pipefail
+export PATH=/tmp/site/bin:$PATH OUT
+repo=$PWD
+cd /tmp || exit 1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
+echo "bash bench/h200_curves_fair.sh \"$1\"  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
+for entry in $1; do
+  model=${entry%%:*} limit=${entry##*:}
+  # LENGTHS="131072" runs only those lengths of the plan
+  sed -e "s/^models = .*/models = [\"$model\"]/" \
+    ${LENGTHS:+-e "s/^context_lengths = .*/context_lengths = [${LENGTHS// /, }]/"} \
+    "$repo/bench/engine/plans/h200-curves-fair.toml" >"/tmp/plan-$model.toml"
+  started=$SECONDS
+  timeout "$limit" ctxscope agent run "/tmp/plan-$model.toml" --out "$OUT/curves-$model.jsonl" --no-progress \
+    2>"$OUT/curves-$model.err" | tail -1
+  echo "$model: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s (limit $limit s)"
+done
+python3 - "$OUT" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+med = lambda m, k: sorted(m[k]["samples"])[len(m[k]["samples"]) // 2] if k in m else float("nan")
+print(f"{'model':15} {'ctx':>7} {'TTFT ms':>9} {'ms/token':>9} {'floor':>7} {'x floor':>7}  decode path / breaks")
+for path in sorted(out.glob("curves-*.jsonl")):
+    for line in path.read_text().splitlines():
+        res = json.loads(line)
+        if res.get("kind") != "result" or res.get("details", {}).get("kind") == "profile":
+            continue
+        m, impl = res.get("metrics", {}), res.get("implementation", {})
+        if res.get("outcome") != "ok":
+            print(f"{res.get('model', '?'):15} {res.get('context_len', 0):>7} {res.get('outcome')}")
+            continue
+        ttft, dec, floor = med(m, "ttft"), med(m, "decode_per_token"), med(m, "decode_floor")
+        print(f"{res.get('model', '?'):15} {res.get('context_len', 0):>7} {ttft:9.1f} {dec:9.3f} {floor:7.3f} "
+              f"{dec / floor if floor == floor and floor else float('nan'):7.2f}  {impl.get('decode_path', '-')} "
+              f"{impl.get('decode_graph_breaks', '-')} {str(res.get('details', {}).get('decode_note', ''))[:120]}")
+PY
+# the device returns at most 8 files: one archive of the records
+cd "$OUT" && tar czf curves-fair.tgz ./curves-*.jsonl ./curves-*.err && rm -f ./curves-*.jsonl ./curves-*.err
