@@ -9,19 +9,24 @@ set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
 repo=$PWD
 cd /tmp || exit 1
-echo "bash bench/h200_study_4090.sh  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
-# model  start  upper-guess  study-length  seconds: brackets from the allocator-only searches (75776,
-# 73216, 156672, 93184 tokens), which the counted context can only lower
-for job in "qwen2.5-0.5b 65536 76288 57344 90" "llama3.2-1b 65536 73728 65536 90" \
-           "falcon-h1-0.5b 131072 157696 163840 100" "zamba2-1.2b 81920 93696 49152 100"; do
-  read -r -a job_fields <<<"$job"; set -- "${job_fields[@]}"
+echo "bash bench/h200_study_4090.sh ${1:+\"$1\"}  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
+# Jobs "model:start:upper-guess:study-length:seconds" (default below); start 0 skips the search,
+# study-length 0 the equal-length probe. The default brackets come from the allocator-only searches
+# (75776, 73216, 156672, 93184 tokens), which counting the context can only lower.
+jobs=${1:-"qwen2.5-0.5b:65536:76288:57344:90 llama3.2-1b:65536:73728:65536:90 falcon-h1-0.5b:131072:157696:163840:100 zamba2-1.2b:81920:93696:49152:100"}
+for job in $jobs; do
+  IFS=: read -r model start upper equal limit <<<"$job"
   started=$SECONDS
-  timeout "$5" ctxscope agent maxctx "$1" --logits all --precision bf16 --memory-cap 24563MiB \
-    --start "$2" --upper-guess "$3" --max-tokens 262144 --tolerance 0.01 --probe-timeout 60 \
-    --out "$OUT/study-$1.json" 2>>"$OUT/study.err" | tail -1
-  echo "$1: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
-  timeout 30 ctxscope agent maxctx "$1" --logits all --precision bf16 --start "$4" --max-tokens "$4" \
-    --probe-timeout 28 --out "$OUT/equal-$1.json" 2>>"$OUT/study.err" | tail -1
+  if [ "$start" != 0 ]; then
+    timeout "$limit" ctxscope agent maxctx "$model" --logits all --precision bf16 --memory-cap 24563MiB \
+      --start "$start" --upper-guess "$upper" --max-tokens 262144 --tolerance 0.01 --probe-timeout 90 \
+      --out "$OUT/study-$model-$start.json" 2>>"$OUT/study.err" | tail -1
+    echo "$model: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
+  fi
+  if [ "$equal" != 0 ]; then
+    timeout 100 ctxscope agent maxctx "$model" --logits all --precision bf16 --start "$equal" \
+      --max-tokens "$equal" --probe-timeout 95 --out "$OUT/equal-$model.json" 2>>"$OUT/study.err" | tail -1
+  fi
 done
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib

@@ -132,6 +132,9 @@ HYBRID_DECODE_FILES = (  # the hybrids' graph path against eager, oldest first
     "h200-call12/decode_paths_zamba2.json",
 )
 TOLERANCE = 0.01
+FAIR_FILES = (  # points on the fair path: sdpa-gqa attention, compiled decode step; curves-fair/* too
+    "compiled/fair-compiled.jsonl.gz",
+)
 
 
 def _pooled_probes(root: Path) -> dict[tuple[str, str, bool], list[dict[str, Any]]]:
@@ -318,6 +321,49 @@ def crossovers(
             print(f"| {t} | {s} | {_crossover(ttft_a, ttft_b)} | {_crossover(dec_a, dec_b)} |")
 
 
+def fair_decode(root: Path) -> dict[str, dict[int, list[float]]]:
+    """Decode samples on the fair path per model and length: the compiled static-cache step with
+    sdpa-gqa attention (Transformers, hybrids) and native mamba_ssm graphs (SSMs)."""
+    sources = [root / name for name in FAIR_FILES] + sorted((root / "curves-fair").glob("curves-*.jsonl.gz"))
+    out: dict[str, dict[int, list[float]]] = {}
+    for source in sources:
+        for line in _read_text(source).splitlines():
+            record = json.loads(line)
+            if record["kind"] != "result" or record["outcome"] != "ok":
+                continue
+            if "decode_per_token" not in record["metrics"]:
+                continue
+            path = record["implementation"].get("decode_path", "")
+            if path.startswith("compiled") or path.startswith("mamba_ssm"):
+                out.setdefault(record["model"], {})[record["context_len"]] = record["metrics"][
+                    "decode_per_token"
+                ]["samples"]
+    return out
+
+
+def fair_crossovers(
+    graph: dict[str, dict[int, list[float]]], fair: dict[str, dict[int, list[float]]]
+) -> None:
+    """Decode crossovers before (transformers' attention, uncompiled graph) and after (fair path).
+    An SSM's decode path did not change (native mamba_ssm graph): its earlier points stand beside its
+    new ones; a hybrid's did (attention and compile), so only its fair points count."""
+    print("\n| transformer | SSM / hybrid | before | after (fair path) |")
+    print("|---|---|---|---|")
+    for t in ("qwen2.5-0.5b", "llama3.2-1b"):
+        for s in ("mamba-790m", "mamba2-780m", "falcon-h1-0.5b", "zamba2-1.2b"):
+            before_a = {n: statistics.median(v) for n, v in graph.get(t, {}).items()}
+            before_b = {n: statistics.median(v) for n, v in graph.get(s, {}).items()}
+            after_a = {n: statistics.median(v) for n, v in fair.get(t, {}).items()}
+            after_b = {n: statistics.median(v) for n, v in fair.get(s, {}).items()}
+            if s.startswith("mamba"):
+                after_b = {**before_b, **after_b}
+            print(f"| {t} | {s} | {_crossover(before_a, before_b)} | {_crossover(after_a, after_b)} |")
+    print("\nFair-path decode, ms/token (median):\n")
+    for model, points in sorted(fair.items()):
+        cells = ", ".join(f"{n // 1024}K {statistics.median(v):.3f}" for n, v in sorted(points.items()))
+        print(f"- {model}: {cells}")
+
+
 def main() -> None:
     root, paper_path = Path(sys.argv[1]), Path(sys.argv[2])
     paper = json.loads(paper_path.read_text())
@@ -330,7 +376,10 @@ def main() -> None:
     print("\n### Energy per token")
     energy_table(curves)
     print("\n### Crossover lengths")
-    crossovers(curves, graph_decode(root, curves))
+    graph = graph_decode(root, curves)
+    crossovers(curves, graph)
+    print("\n### Decode crossovers on the fair path")
+    fair_crossovers(graph, fair_decode(root))
 
 
 if __name__ == "__main__":
