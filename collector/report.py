@@ -1,9 +1,11 @@
-"""`ctxscope report`: a static HTML report with PNG figures and CSV/Parquet exports.
+"""`ctxscope report`: a static HTML report with the dashboard's figures and CSV/Parquet exports.
 
-Per device: TTFT, decode time per token, peak memory (each memory split) and energy per token
-against context length (medians of pooled raw samples, interquartile bars), operator shares, and
-the tables of the dashboard (maximum context, crossovers, memory fits). PNGs are drawn with
-matplotlib (Agg backend, no display needed).
+Per device: the device page's plotly figures (TTFT, decode per token and its floor fraction, peak
+memory and its split, energy per token, operator shares: `readmodel.figures.device_figures`, medians of
+pooled raw samples with interquartile bars), and the tables of the dashboard (maximum context,
+crossovers). The page draws them with the plotly.js of the installed plotly package, written beside it,
+so the report opens offline. `--png` also writes each figure as a PNG through kaleido, which drives a
+headless Chrome or Chromium (no network needed once one is installed).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import html
 import json
 import re
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -21,105 +22,40 @@ import click
 
 from ctxscope.collector.export import FORMATS, ExportError, export_tables
 from ctxscope.collector.readmodel import views
-from ctxscope.collector.readmodel.figures import (
-    ENERGY_UNIT,
-    PEAK_MEMORY,
-    TITLES,
-    memory_parts,
-    names_with_unit,
-)
+from ctxscope.collector.readmodel.figures import device_figures
 from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+PLOTLY_JS = "plotly.min.js"
+PNG_SIZE = {"width": 800, "height": 500}
 
 
 class ReportError(RuntimeError):
-    """A report that cannot be drawn (matplotlib missing)."""
+    """A report that cannot be drawn (kaleido or its browser missing for --png)."""
 
 
-def _pyplot() -> Any:
+def _script_json(value: Any) -> str:
+    """JSON safe inside a <script> element: no `</script>` or `<!--` can end or bend it."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def write_pngs(figures: dict[Path, dict[str, Any]]) -> None:
+    """Every figure as a PNG, in one headless browser session."""
+    if not figures:
+        return
     try:
-        import matplotlib
-    except ImportError as exc:
-        raise ReportError("PNG figures need matplotlib (pip install matplotlib)") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def metric_png(points: list[dict[str, Any]], metrics: list[str], title: str, path: Path) -> Path | None:
-    """Medians against context, one line per series (and metric) with IQR bars; None when no point has
-    any of the metrics."""
-    series: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-    paths: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-    for p in points:
-        paths[(p["model"], p["precision"], p["logits"])].add(p["implementation"])
-    for p in points:
-        for metric in metrics:
-            if metric not in p["metrics"]:
-                continue
-            label = f"{p['model']} {p['precision']}" + (
-                "" if p["logits"] == "last" else f" logits={p['logits']}"
-            )
-            if len(paths[(p["model"], p["precision"], p["logits"])]) > 1:
-                label += f" [{p['implementation']}]"  # kernel paths never pool: one line each
-            if len(metrics) > 1:
-                label += f": {metric.removeprefix('memory_')}"
-            series[label].append((p["context_len"], p["metrics"][metric]))
-    if not series:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    unit = ""
-    for label, rows in sorted(series.items()):
-        rows.sort(key=lambda r: int(r[0]))
-        stats = [r[1] for r in rows]
-        unit = stats[0]["unit"]
-        ax.errorbar(
-            [r[0] for r in rows],
-            [s["median"] for s in stats],
-            yerr=[[s["median"] - s["p25"] for s in stats], [s["p75"] - s["median"] for s in stats]],
-            marker="o",
-            capsize=3,
-            label=label,
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel(unit)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def shares_png(shares: list[dict[str, Any]], path: Path) -> Path | None:
-    """Stacked bars of operator shares (percent of device time), one bar per profiled point."""
-    if not shares:
-        return None
-    plt = _pyplot()
-    labels = [f"{s['model']}\n{s['precision']} {s['context_len']} {s['phase']}" for s in shares]
-    classes = sorted({cls for s in shares for cls in s["share_pct"]})
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(shares)), 4.5), dpi=110)
-    bottom = [0.0] * len(shares)
-    for cls in classes:
-        values = [s["share_pct"].get(cls, 0.0) for s in shares]
-        ax.bar(labels, values, bottom=bottom, label=cls)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_ylabel("% of device time")
-    ax.set_ylim(0, 100)
-    ax.set_title("Operator shares")
-    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        import plotly.io as pio
+    except ImportError as exc:  # pragma: no cover - plotly is a collector dependency
+        raise ReportError(f"PNG figures need plotly: {exc}") from exc
+    try:
+        pio.write_images(list(figures.values()), list(figures), format="png", **PNG_SIZE)
+    except Exception as exc:  # kaleido reports a missing package or browser with several types
+        raise ReportError(
+            "PNG figures need kaleido and a Chrome or Chromium it can start "
+            f"(pip install kaleido; apt-get install chromium): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -142,25 +78,20 @@ def file_stem(*parts: str) -> str:
     return stem
 
 
-def device_section(view: dict[str, Any], out_dir: Path) -> str:
+def device_section(view: dict[str, Any], out_dir: Path, pngs: dict[Path, dict[str, Any]]) -> str:
+    """The device's figures and tables; the figures that --png should write are added to `pngs`."""
     device = view["summary"]["device"]
     ch = view["characterization"]
-    points = ch["points"]
-    charts = [
-        (["ttft"], "ttft", TITLES["ttft"]),
-        (["decode_per_token"], "decode_per_token", TITLES["decode_per_token"]),
-        ([PEAK_MEMORY], PEAK_MEMORY, TITLES[PEAK_MEMORY]),
-        (memory_parts(points), "memory_split", "Memory split"),
-    ]
-    charts += [([name], name, name.replace("_", " ")) for name in names_with_unit(points, ENERGY_UNIT)]
-    images = []
-    for metrics, stem, title in charts:
-        png = metric_png(points, metrics, f"{device}: {title}", out_dir / f"{file_stem(device, stem)}.png")
-        if png is not None:
-            images.append(png.name)
-    shares = shares_png(view["operator_shares"], out_dir / f"{file_stem(device, 'operator-shares')}.png")
-    if shares is not None:
-        images.append(shares.name)
+    divs = []
+    for name, figure in device_figures(view).items():
+        stem = file_stem(device, name)
+        figure = _titled(figure, device)
+        pngs[out_dir / f"{stem}.png"] = figure
+        divs.append(
+            f'<div class="fig" id="{html.escape(stem)}"></div>'
+            f"<script>Plotly.newPlot({_script_json(stem)}, {_script_json(figure['data'])}, "
+            f"{_script_json(figure['layout'])}, {{responsive: true}});</script>"
+        )
     fits = {(f["model"], f["precision"], f["logits"], f["implementation"]): f for f in ch["memory_fits"]}
     maxctx = [
         [
@@ -187,10 +118,9 @@ def device_section(view: dict[str, Any], out_dir: Path) -> str:
         ]
         for c in ch["crossovers"]
     ]
-    figures = "".join(f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' for name in images)
     return (
         f"<h2>{html.escape(device)}</h2><p>{view['result_count']} results</p>"
-        f'<div class="figs">{figures}</div>'
+        f'<div class="figs">{"".join(divs)}</div>'
         "<h3>Maximum context</h3>"
         + _table(
             [
@@ -209,6 +139,13 @@ def device_section(view: dict[str, Any], out_dir: Path) -> str:
     )
 
 
+def _titled(figure: dict[str, Any], device: str) -> dict[str, Any]:
+    """The figure with the device named in its title (escaped: plotly.js renders markup in titles)."""
+    title = figure["layout"].get("title", {}).get("text", "")
+    text = f"{html.escape(device, quote=False)}: {title}"
+    return {**figure, "layout": {**figure["layout"], "title": {"text": text}}}
+
+
 def _with_note(value: Any, note: str | None) -> Any:
     return f"{value}; {note}" if note else value
 
@@ -217,24 +154,39 @@ def _round(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def build_report(source: FleetSource, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> Path:
-    """Write index.html, the PNGs and the exports into `out_dir`; returns the HTML's path."""
+def build_report(
+    source: FleetSource, out_dir: Path, formats: tuple[str, ...] = FORMATS, png: bool = False
+) -> Path:
+    """Write index.html, plotly.min.js, the exports and (with `png`) a PNG per figure into `out_dir`;
+    returns the HTML's path."""
+    from plotly.offline import get_plotlyjs
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = [device_section(views.device(source, d["device"]), out_dir) for d in source.devices()]
+    pngs: dict[Path, dict[str, Any]] = {}
+    sections = [device_section(views.device(source, d["device"]), out_dir, pngs) for d in source.devices()]
+    if png:
+        write_pngs(pngs)
     exports = []
     for fmt in formats:
         try:
             exports += export_tables(source, out_dir, [fmt])
         except ExportError as exc:
             sections.append(f"<p>{fmt}: not written: {html.escape(str(exc))}</p>")
+    (out_dir / PLOTLY_JS).write_text(get_plotlyjs(), encoding="utf-8")
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     links = " · ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>' for p in exports)
+    images = (
+        " · ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>' for p in pngs) if png else ""
+    )
     page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ctxscope report</title><style>'
-        "body{font-family:system-ui,sans-serif;margin:1rem 2rem}img{max-width:48%;margin:0.5%}"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ctxscope report</title>'
+        f'<script src="{PLOTLY_JS}"></script><style>'
+        "body{font-family:system-ui,sans-serif;margin:1rem 2rem}.figs{display:flex;flex-wrap:wrap}"
+        ".fig{width:48%;min-width:420px;height:420px;margin:0.5%}"
         "table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:2px 8px;text-align:left}"
         f"</style></head><body><h1>ctxscope report</h1><p>generated {generated}"
         f"; medians of pooled raw samples with interquartile bars.</p><p>exports: {links or 'none'}</p>"
+        + (f"<p>PNG figures: {images or 'none'}</p>" if png else "")
         + "".join(sections)
         + "</body></html>"
     )
@@ -249,15 +201,21 @@ def build_report(source: FleetSource, out_dir: Path, formats: tuple[str, ...] = 
 @click.option(
     "--format", "formats", type=click.Choice(FORMATS), multiple=True, default=FORMATS, show_default=True
 )
+@click.option(
+    "--png",
+    is_flag=True,
+    help="also write every figure as a PNG (needs kaleido and a Chrome or Chromium; works offline).",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the index and every file written as JSON.")
-def report(store_url: str | None, out_dir: Path, formats: tuple[str, ...], as_json: bool) -> None:
-    """Static HTML report with PNG figures (TTFT, memory, energy, operator shares) and exports."""
+def report(store_url: str | None, out_dir: Path, formats: tuple[str, ...], png: bool, as_json: bool) -> None:
+    """Static HTML report with the dashboard's figures (TTFT, decode, memory, energy, operator shares),
+    its tables and exports; it opens offline."""
     try:
         store = open_store(store_url or default_store_url())
     except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        index = build_report(store, out_dir, formats)
+        index = build_report(store, out_dir, formats, png)
         if as_json:
             files = sorted(str(p) for p in out_dir.rglob("*") if p.is_file())
             click.echo(json.dumps({"index": str(index), "files": files}))

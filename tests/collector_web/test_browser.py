@@ -229,3 +229,19 @@ def test_login_then_the_plan_form_sends_with_its_csrf_token(store, hub, page, fe
         assert len(console.errors) == 1 and "503" in console.errors[0]
     finally:
         server.stop()
+
+
+def test_the_report_draws_every_figure_offline(store, page, two_devices, tmp_path):
+    """`ctxscope report`'s page in the browser from disk: its own plotly.js, every figure drawn."""
+    from ctxscope.collector.report import build_report
+
+    p, console = page
+    p.route("http*://**", lambda route: route.abort())  # offline: nothing but the files beside it
+    index = build_report(store, tmp_path / "report", formats=("csv",))
+    p.goto(index.as_uri())
+    figures = p.locator(".fig").count()
+    assert figures >= 10  # two devices' TTFT, decode, memory, energy, shares...
+    p.wait_for_function(f"() => document.querySelectorAll('.fig .main-svg').length >= {figures}")
+    assert "orin-1: Time to first token" in p.locator("#orin-1-ttft").inner_text()
+    shot(p, "report")
+    assert console.errors == []

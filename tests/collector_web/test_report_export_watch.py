@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,27 +53,73 @@ def test_parquet_export_round_trips(stored, tmp_path: Path):
     assert next(r for r in table if r["outcome"] == "oom")["ttft_median"] is None
 
 
-def test_report_writes_html_with_png_figures(stored, tmp_path: Path):
-    pytest.importorskip("matplotlib", reason="PNG figures need matplotlib")
+FIGURES = (
+    "ttft",
+    "decode_per_token",
+    "memory_peak",
+    "memory_split",
+    "prefill_energy_per_token",
+    "operator_shares",
+)
+
+
+def _plots(page: str) -> dict[str, list]:
+    """Each embedded figure's traces, by its element id, read back from the page's script JSON."""
+    calls = re.findall(r"Plotly\.newPlot\((\"[^\"]+\"), (\[.*?\]), (\{.*?\}), \{responsive: true\}\);", page)
+    return {json.loads(div): json.loads(data) for div, data, _ in calls}
+
+
+def test_report_embeds_the_dashboards_figures_and_opens_offline(stored, tmp_path: Path):
     out = tmp_path / "report"
     result = CliRunner().invoke(report, ["--store", stored, "--out", str(out), "--format", "csv"])
     assert result.exit_code == 0, result.output
     page = (out / "index.html").read_text()
-    for name in (
-        "orin-1-ttft.png",
-        "orin-1-decode_per_token.png",
-        "orin-1-memory_peak.png",
-        "orin-1-memory_split.png",
-        "orin-1-prefill_energy_per_token.png",
-        "orin-1-operator-shares.png",
-    ):
-        assert name in page
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plots = _plots(page)
+    assert set(plots) == {f"orin-1-{name}" for name in FIGURES}
+    # the device page's figures, trace for trace
+    from ctxscope.collector.readmodel.figures import device_figures
+    from ctxscope.collector.store import open_store
+
+    store = open_store(stored)
+    try:
+        expected = device_figures(views.device(store, "orin-1"))
+    finally:
+        store.close()
+    assert {name: figure["data"] for name, figure in expected.items()} == {
+        name: plots[f"orin-1-{name}"] for name in FIGURES
+    }
+    assert '<script src="plotly.min.js">' in page and (out / "plotly.min.js").stat().st_size > 1_000_000
+    assert not list(out.glob("*.png"))  # PNGs only when asked for
     assert "131072 (oom)" in page  # first failure above the longest ok length
     maxctx = page.split("<h3>Maximum context</h3>")[1].split("</table>")[0]
     header, *rows = maxctx.split("<tr>")[1:]
     assert rows and all(row.count("<td>") == header.count("<th>") for row in rows)
     assert 'href="results.csv"' in page
+
+
+@pytest.mark.browser
+def test_report_png_writes_every_figure_through_a_headless_browser(stored, tmp_path: Path):
+    pytest.importorskip("kaleido", reason="PNG figures need kaleido")
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(report, ["--store", stored, "--out", str(out), "--format", "csv", "--png"])
+    assert result.exit_code == 0, result.output
+    for name in FIGURES:
+        png = out / f"orin-1-{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 10_000  # a drawn figure, not an empty canvas
+        assert png.name in (out / "index.html").read_text()
+
+
+def test_report_png_without_a_browser_fails_with_the_reason(stored, tmp_path: Path, monkeypatch):
+    pytest.importorskip("kaleido", reason="PNG figures need kaleido")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-browsers-here"))
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chromium"))
+    out = tmp_path / "report"
+    result = CliRunner().invoke(report, ["--store", stored, "--out", str(out), "--format", "csv", "--png"])
+    assert result.exit_code == 1
+    assert "PNG figures need kaleido and a Chrome or Chromium" in result.output
 
 
 def test_watch_once_prints_devices_runs_and_results(stored):
@@ -128,7 +175,6 @@ def test_csv_export_neutralises_formulas(hostile, tmp_path: Path):
 
 
 def test_report_keeps_hostile_metric_names_inside_the_out_dir(hostile, tmp_path: Path):
-    pytest.importorskip("matplotlib", reason="PNG figures need matplotlib")
     out = tmp_path / "deep" / "report"
     result = CliRunner().invoke(report, ["--store", hostile, "--out", str(out), "--format", "csv"])
     assert result.exit_code == 0, result.output
@@ -136,7 +182,8 @@ def test_report_keeps_hostile_metric_names_inside_the_out_dir(hostile, tmp_path:
     assert all(p.parts[:2] == ("deep", "report") for p in written if not p.name.startswith("collector.db")), (
         written
     )
-    pngs = [p.name for p in out.glob("*.png")]
-    energy = [name for name in pngs if "HYPERLINK" in name]
+    page = (out / "index.html").read_text()
+    energy = [div for div in _plots(page) if "HYPERLINK" in div]
     assert len(energy) == 1 and "/" not in energy[0] and not energy[0].startswith(".")
-    assert energy[0] in (out / "index.html").read_text()
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    assert scripts and not any("<" in script for script in scripts)  # nothing can close or bend them
