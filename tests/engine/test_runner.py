@@ -186,7 +186,7 @@ def test_a_profile_that_fails_is_a_failed_result_per_length(
     def broken(*_args: object) -> list[dict[str, object]]:
         raise RuntimeError("the profiler broke")
 
-    monkeypatch.setattr(profiling, "plan_profile_fields", broken)
+    monkeypatch.setattr(profiling, "plan_profile", broken)
     plan = make_plan(decode_tokens=0, profile={"phases": ["prefill"], "context_lengths": [32, 64]})
     sink = MemorySink()
     summary = run_plan(plan, sink, progress=False, device="cpu")
