@@ -219,6 +219,7 @@ def maxctx(
     with contextlib.ExitStack() as stack:
         sink = command_sink(stack, out, broker, config_path)
         with RunRecorder(sink, plan=plan, total=1, torch_device=device, precision=precision) as run:
+            run.progress(f"{model}/{precision}/max-context")
             family = zoo.get_spec(model).family
             record, result = search_mod.record_search(run, choice, family, settings, on_probe=show)
     summary = f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}"

@@ -177,10 +177,8 @@ def record_search(
     env: dict[str, str] | None = None,
     on_probe: Callable[[Probe], None] | None = None,
 ) -> tuple[PointResult, SearchResult]:
-    """Search `choice`'s max context as one step of `run`, and emit its result: the length found as a
-    `max_context` metric in tokens, the probes in `details.search`."""
-    label = f"{choice.name}/{choice.precision}/max-context"
-    run.progress(label)
+    """Search `choice`'s max context as one step of `run` (announced by the caller), and emit its
+    result: the length found as a `max_context` metric in tokens, the probes in `details.search`."""
     probe = isolated_probe(
         choice,
         logits=settings.logits,
@@ -206,7 +204,7 @@ def record_search(
             unit="tokens", method=settings.method(result.bounded_by), samples=[float(result.largest_ok)]
         )
     record = run.result(
-        point_id=label,
+        point_id=f"{choice.name}/{choice.precision}/max-context",
         model=choice.name,
         family=family,
         context_len=result.largest_ok or result.smallest_failing or settings.start,

@@ -193,6 +193,14 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
         yield bar
 
 
+def _show(bar: Any, run: RunRecorder, label: str | None) -> None:
+    """The next step starts (announced to the sink, shown on the bar), or, with no label, all are done."""
+    if label is not None:
+        run.progress(label)
+    if bar is not None:
+        bar.update(bar.task_ids[0], completed=run.done, **({"description": label} if label else {}))
+
+
 def run_plan(
     plan: Plan,
     sink: RecordSink,
@@ -225,9 +233,6 @@ def run_plan(
     with recorder, _progress(progress, total) as bar:
         idle_power = idle.measure_idle(observer) if observer is not None else None  # before any work
         for (model, precision), members in groups.items():
-            if should_stop():
-                recorder.cancel()
-                break
             family = zoo.get_spec(model).family
             choice = point.ModelChoice(
                 name=model,
@@ -244,24 +249,19 @@ def run_plan(
                     if should_stop():
                         recorder.cancel()
                         break
-                    recorder.progress(p.label)
-                    if bar is not None:
-                        bar.update(bar.task_ids[0], description=p.label)
+                    _show(bar, recorder, p.label)
                     _measure_and_emit(recorder, group, p, family, observer, idle_power)
-                    if bar is not None:
-                        bar.advance(bar.task_ids[0])
-                else:
-                    if plan.profile_lengths:
-                        recorder.progress(f"{model}/{precision}/profile")
-                        _profile(recorder, group, family)
-                        if bar is not None:
-                            bar.advance(bar.task_ids[0], len(plan.profile_lengths))
+                if not recorder.cancelled and plan.profile_lengths:
+                    _show(bar, recorder, f"{model}/{precision}/profile")
+                    _profile(recorder, group, family)
             finally:
                 group.close()
             if recorder.cancelled:
                 break
             if plan.max_context.enabled:
+                _show(bar, recorder, f"{model}/{precision}/max-context")
                 searches.update(_max_context(recorder, plan, group, family))
+        _show(bar, recorder, None)
     return RunSummary(
         recorder.run_id,
         recorder.plan_hash,
@@ -319,8 +319,12 @@ def _profile(run: RunRecorder, group: _Group, family: str) -> None:
 
     profiled = group.profile()
     if isinstance(profiled, Failure):
-        failure = {"outcome": profiled.outcome, "error": profiled.error, "details": {"kind": "profile"}}
-        profiled = [ProfiledLength(context_len=n, **failure) for n in group.plan.profile_lengths]
+        profiled = [
+            ProfiledLength(
+                context_len=n, outcome=profiled.outcome, error=profiled.error, details={"kind": "profile"}
+            )
+            for n in group.plan.profile_lengths
+        ]
     for length in profiled:
         emit_profiled(run, group.choice, family, group.plan.logits, length)
 
