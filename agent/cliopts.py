@@ -1,4 +1,4 @@
-"""Options the agent's measuring commands share.
+"""Options the agent's measuring commands share: the torch device, and where records go.
 
 `--torch-device` is where tensors run (cuda or cpu); `--device` names the fleet's device id in
 `agent serve` and `agent status`. The measuring commands once took `--device cuda|cpu`: it is refused
@@ -59,4 +59,19 @@ def identity_options(command: F) -> F:
     return config_option(
         "the agent's TOML file (see jetson/agent.example.toml; the service's is /etc/ctxscope/agent.toml); "
         "CTXSCOPE_* variables override it"
+    )(command)
+
+
+def record_options(command: F) -> F:
+    """Where a measuring command's records go: `--out FILE` (JSON lines, appended), `--broker HOST:PORT`
+    or `--config FILE` (through the spool to the collector), as the parameters `out`, `broker` and
+    `config_path` (see `streaming.command_sink`)."""
+    command = config_option("agent TOML (device id, broker, spool); implies streaming to its broker")(command)
+    command = click.option(
+        "--broker",
+        default=None,
+        help="HOST:PORT: stream the records through the spool to this broker (else: --out / stdout table)",
+    )(command)
+    return click.option(
+        "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
     )(command)

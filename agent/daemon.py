@@ -25,7 +25,8 @@ from typing import Any
 import click
 
 from ctxscope.agent.cliopts import identity_options
-from ctxscope.agent.engine.runner import default_device, new_run_id, run_plan
+from ctxscope.agent.engine.recorder import new_run_id
+from ctxscope.agent.engine.runner import default_device, run_plan
 from ctxscope.agent.localstate import StateWriter, state_path
 from ctxscope.agent.streaming import configure
 from ctxscope.agent.transport.link import Link

@@ -10,6 +10,8 @@ export PATH=/tmp/site/bin:$PATH OUT
 repo=$PWD
 cd /tmp || exit 1
 echo "bash bench/h200_study_4090.sh ${1:+\"$1\"}  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
+# (The committed results/engine/study-4090/*.json were written by the CLI's earlier one-document --out;
+# it now writes the run's records as JSON lines, which this summary reads.)
 # Jobs "model:start:upper-guess:study-length:seconds" (default below); start 0 skips the search,
 # study-length 0 the equal-length probe. The default brackets come from the allocator-only searches
 # (75776, 73216, 156672, 93184 tokens), which counting the context can only lower.
@@ -20,26 +22,29 @@ for job in $jobs; do
   if [ "$start" != 0 ]; then
     timeout "$limit" ctxscope agent maxctx "$model" --logits all --precision bf16 --memory-cap 24563MiB \
       --start "$start" --upper-guess "$upper" --max-tokens 262144 --tolerance 0.01 --probe-timeout 90 \
-      --out "$OUT/study-$model-$start.json" 2>>"$OUT/study.err" | tail -1
+      --out "$OUT/study-$model-$start.jsonl" 2>>"$OUT/study.err" | tail -1
     echo "$model: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
   fi
   if [ "$equal" != 0 ]; then
     timeout 100 ctxscope agent maxctx "$model" --logits all --precision bf16 --start "$equal" \
-      --max-tokens "$equal" --probe-timeout 95 --out "$OUT/equal-$model.json" 2>>"$OUT/study.err" | tail -1
+      --max-tokens "$equal" --probe-timeout 95 --out "$OUT/equal-$model.jsonl" 2>>"$OUT/study.err" | tail -1
   fi
 done
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 print(f"{'model':15} {'length':>7} {'outcome':8} {'peak GiB':>8} {'weights':>7} {'cache':>7} {'logits':>7} {'outside':>7}")
-for path in sorted(out.glob("*.json")):
-    rec = json.loads(path.read_text())
-    for p in rec.get("probes", []):
-        m = p.get("memory", {})
-        gib = lambda k: f"{m[k] / 2**30:7.2f}" if k in m else "      -"
-        peak = f"{p['peak_bytes'] / 2**30:8.2f}" if p.get("peak_bytes") else "       -"
-        print(f"{path.stem:22} {p['context_len']:>7} {p['outcome']:8} {peak} {gib('weights_bytes')} "
-              f"{gib('cache_bytes')} {gib('logits_bytes')} {gib('outside_allocator_bytes')}")
+for path in sorted(out.glob("*.jsonl")):
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") != "result" or rec.get("details", {}).get("kind") != "max_context":
+            continue
+        for p in rec["details"]["search"]["probes"]:
+            m = p.get("memory", {})
+            gib = lambda k: f"{m[k] / 2**30:7.2f}" if k in m else "      -"
+            peak = f"{p['peak_bytes'] / 2**30:8.2f}" if p.get("peak_bytes") else "       -"
+            print(f"{path.stem:22} {p['context_len']:>7} {p['outcome']:8} {peak} {gib('weights_bytes')} "
+                  f"{gib('cache_bytes')} {gib('logits_bytes')} {gib('outside_allocator_bytes')}")
 PY
 # the device returns at most 8 files: one archive
-cd "$OUT" && tar czf study-4090.tgz ./*.json study.err command.txt && rm -f ./*.json study.err
+cd "$OUT" && tar czf study-4090.tgz ./*.jsonl study.err command.txt && rm -f ./*.jsonl study.err

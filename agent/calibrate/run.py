@@ -1,16 +1,14 @@
-"""Runs the calibration and emits it as records: a run start with the operating point in its
-manifest, one `result` per figure (family `calibration`), a run end."""
+"""Runs the calibration and records it as a run (`engine/recorder.py`): a run start with the operating
+point in its manifest, one `result` per figure (family `calibration`), a run end."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 import time
-import uuid
 from typing import Any
 
 from ctxscope.agent.calibrate.bench import BENCHMARKS, Figure, Sizes, Timer
+from ctxscope.agent.engine.recorder import RunRecorder
 from ctxscope.agent.records import RecordSink
 
 FAMILY = "calibration"
@@ -57,74 +55,60 @@ def calibrate_run(
     """Measures every figure and emits the records. Each benchmark's repetitions get an equal share of
     `budget_s`; set-up, warm-ups and compilation (Triton autotuning of the SSD scan) come on top and
     show in each result's `details.wall_s`."""
-    from ctxscope.agent.engine.manifest import collect
     from ctxscope.agent.profiling.roofline import device_description
-    from ctxscope.shared.messages import PointResult, RunFinished, RunStarted
 
     sizes = Sizes.for_device(device, tiny=tiny)
     plan = {"calibrate": {"device": device, "budget_s": budget_s, "tiny": tiny, "sizes": sizes.__dict__}}
-    plan_hash = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
-    run_id = f"calibrate-{uuid.uuid4().hex[:12]}"
-    manifest = collect(device, plan_hash=plan_hash, precision="bf16" if device.startswith("cuda") else "fp32")
-    manifest["device_description"] = device_description(device)
-    manifest["operating_point"] = operating_point(device)
-    sink.emit(
-        RunStarted,
-        run_id=run_id,
-        plan=plan,
-        plan_hash=plan_hash,
-        total_points=len(BENCHMARKS),
-        manifest=manifest,
+    precision = "bf16" if device.startswith("cuda") else "fp32"
+    extra = {"device_description": device_description(device), "operating_point": operating_point(device)}
+    recorder = RunRecorder(
+        sink, plan=plan, total=len(BENCHMARKS), torch_device=device, precision=precision, manifest_extra=extra
     )
     timer = Timer(device, budget_s / len(BENCHMARKS))
     figures: list[Figure] = []
-    for bench in BENCHMARKS:
-        bench_start = time.monotonic()
-        try:
-            fig = bench(device, sizes, timer)
-        except Exception as exc:  # one failing benchmark is recorded, the others still run
-            fig = Figure(
-                bench.__name__,
-                bench.__name__,
-                1,
-                "failed",
-                "",
-                False,
-                absent=f"{type(exc).__name__}: {exc}"[:400],
-            )
-        figures.append(fig)
-        ok = fig.absent is None and bool(fig.samples_ms)
-        sink.emit(
-            PointResult,
-            run_id=run_id,
-            point_id=f"calib-{fig.name.replace('_', '-')}",
-            model=f"calib-{fig.name.replace('_', '-')}",
-            family=FAMILY,
-            context_len=max(1, fig.size),
-            precision=manifest["precision"],
-            outcome="ok" if ok else "skipped",
-            error=fig.absent,
-            metrics=_metrics(fig) if ok else {},
-            implementation={fig.family: fig.implementation} if fig.implementation else {},
-            details={
-                "calibration": {
-                    "name": fig.name,
-                    "family": fig.family,
-                    "reference": fig.reference,
-                    "flops": fig.flops,
-                    "bytes": fig.bytes,
-                    "median_ms": statistics.median(fig.samples_ms) if ok else None,
-                },
-                "wall_s": time.monotonic() - bench_start,
-            },
-        )
-    measured = sum(f.absent is None for f in figures)
-    sink.emit(
-        RunFinished,
-        run_id=run_id,
-        outcome="completed",
-        points_ok=measured,
-        points_failed=0,
-        error=None,
-    )
+    with recorder as run:
+        for bench in BENCHMARKS:
+            run.progress(f"calib-{bench.__name__}")
+            figures.append(_emit(run, bench, device, sizes, timer, precision))
     return figures
+
+
+def _emit(run: RunRecorder, bench: Any, device: str, sizes: Sizes, timer: Timer, precision: str) -> Figure:
+    """Run one benchmark and emit its figure as a result (a failing benchmark is recorded as skipped)."""
+    bench_start = time.monotonic()
+    try:
+        fig = bench(device, sizes, timer)
+    except Exception as exc:  # one failing benchmark is recorded, the others still run
+        fig = Figure(
+            bench.__name__,
+            bench.__name__,
+            1,
+            "failed",
+            "",
+            False,
+            absent=f"{type(exc).__name__}: {exc}"[:400],
+        )
+    ok = fig.absent is None and bool(fig.samples_ms)
+    run.result(
+        point_id=f"calib-{fig.name.replace('_', '-')}",
+        model=f"calib-{fig.name.replace('_', '-')}",
+        family=FAMILY,
+        context_len=max(1, fig.size),
+        precision=precision,
+        outcome="ok" if ok else "skipped",
+        error=fig.absent,
+        metrics=_metrics(fig) if ok else {},
+        implementation={fig.family: fig.implementation} if fig.implementation else {},
+        details={
+            "calibration": {
+                "name": fig.name,
+                "family": fig.family,
+                "reference": fig.reference,
+                "flops": fig.flops,
+                "bytes": fig.bytes,
+                "median_ms": statistics.median(fig.samples_ms) if ok else None,
+            },
+            "wall_s": time.monotonic() - bench_start,
+        },
+    )
+    return fig

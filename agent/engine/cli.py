@@ -1,20 +1,20 @@
 """`ctxscope agent run PLAN.toml` and `ctxscope agent maxctx MODEL`: thin click commands over the
-runner and the max-context search. Without a broker, records go to a JSON-lines file.
+runner and the max-context search, each recorded as a run (`recorder.py`). Without a broker, records
+go to a JSON-lines file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from ctxscope.agent.cliopts import config_option, torch_device_option
+from ctxscope.agent.cliopts import record_options, torch_device_option
 from ctxscope.agent.streaming import command_sink
 
 _BYTES = TypeAdapter(ByteSize)
@@ -56,9 +56,7 @@ def _table(results: list[Any]) -> None:
 
 @click.command()
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
-)
+@record_options
 @torch_device_option
 @click.option("--require-fast-kernels", is_flag=True, help="fail instead of falling back to slow kernels")
 @click.option("--logits", type=click.Choice(["last", "all"]), default=None, help="override the plan's logits")
@@ -70,12 +68,6 @@ def _table(results: list[Any]) -> None:
 )
 @click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
 @click.option(
-    "--broker",
-    default=None,
-    help="HOST:PORT: stream the records through the spool to this broker (else: --out / stdout table)",
-)
-@config_option("agent TOML (device id, broker, spool); implies streaming to its broker")
-@click.option(
     "--telemetry-rate-hz",
     default=20.0,
     show_default=True,
@@ -85,13 +77,13 @@ def _table(results: list[Any]) -> None:
 def run(
     plan_file: Path,
     out: Path | None,
+    broker: str | None,
+    config_path: Path | None,
     device: str | None,
     require_fast_kernels: bool,
     logits: str | None,
     attention: str | None,
     no_progress: bool,
-    broker: str | None,
-    config_path: Path | None,
     telemetry_rate_hz: float,
 ) -> None:
     """Run a sweep plan and write (or stream) its records.
@@ -161,11 +153,11 @@ def run(
 @torch_device_option
 @click.option("--tiny", is_flag=True, help="the zoo's shrunk config (tests)")
 @click.option("--hf", "prefer_hf", is_flag=True, help="transformers even where native mamba_ssm exists")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write the search as JSON here")
+@record_options
 def maxctx(
     model: str,
     precision: str,
-    logits: str,
+    logits: Literal["last", "all"],
     memory_cap: str | None,
     start: int,
     max_tokens: int,
@@ -177,6 +169,8 @@ def maxctx(
     tiny: bool,
     prefer_hf: bool,
     out: Path | None,
+    broker: str | None,
+    config_path: Path | None,
 ) -> None:
     """Search the longest context one prefill fits in, each probe in a fresh child process."""
     if start > max_tokens:
@@ -187,15 +181,24 @@ def maxctx(
         )
     from ctxscope.agent import zoo
     from ctxscope.agent.engine import maxctx as search_mod
-    from ctxscope.agent.engine.manifest import collect
     from ctxscope.agent.engine.point import ModelChoice
+    from ctxscope.agent.engine.recorder import RunRecorder
     from ctxscope.agent.engine.runner import default_device
 
     names = [spec.name for spec in zoo.list_models(include_unavailable=False)]
     if model not in names:
         raise click.ClickException(f"unknown model {model!r}; valid names: {', '.join(names)}")
     device = device or default_device()
-    cap = _bytes(memory_cap)
+    settings = search_mod.SearchSettings(
+        start=start,
+        max_tokens=max_tokens,
+        rel_tol=tolerance,
+        step=step,
+        upper_guess=upper_guess,
+        probe_timeout_s=probe_timeout,
+        memory_cap_bytes=_bytes(memory_cap),
+        logits=logits,
+    )
     choice = ModelChoice(
         name=model,
         precision=precision,
@@ -204,46 +207,26 @@ def maxctx(
         prefer_native=not prefer_hf,
         attention="transformers-sdpa" if logits == "all" else "sdpa-gqa",  # the study's mode: its path
     )
-    probe = search_mod.isolated_probe(choice, logits=logits, memory_cap_bytes=cap, timeout_s=probe_timeout)
-
-    record: dict[str, Any] = {
-        "model": model,
-        "precision": precision,
+    plan = {
+        "name": f"max context {model}",
+        "models": [model],
+        "precisions": [precision],
         "logits": logits,
-        "memory_cap_bytes": cap,
-        "start": start,
-        "max_tokens": max_tokens,
-        "upper_guess": upper_guess,
-        "tolerance": step if step is not None else tolerance,
-        "probe_timeout_s": probe_timeout,
-        "ssd_int32_limit_tokens": zoo.ssd_int32_limit_tokens(zoo.spec_for(model, tiny=tiny)),
-        "choice": asdict(choice),
-        "manifest": collect(device, precision=precision),
-        "complete": False,
-        "probes": [],
+        "tiny": tiny,
+        "prefer_native": not prefer_hf,
+        "max_context": {"enabled": True, **asdict(settings)},
     }
 
     def show(p: search_mod.Probe) -> None:
         peak = f"{p.peak_bytes / 2**30:.2f} GiB" if p.peak_bytes else "-"
         click.echo(f"  {model} {p.context_len:>9} {p.outcome:<8} {p.wall_s:6.1f} s  peak {peak}", err=True)
-        record["probes"].append(asdict(p))
-        if out:  # written after every probe, so a search cut short still leaves what it learned
-            out.write_text(json.dumps(record, indent=1))
 
-    result = search_mod.search(
-        probe,
-        start=start,
-        max_tokens=max_tokens,
-        rel_tol=tolerance,
-        step=step,
-        upper_guess=upper_guess,
-        on_probe=show,
-    )
-    record.update(complete=True, search=result.to_dict())
-    if out:
-        out.write_text(json.dumps(record, indent=1))
+    with contextlib.ExitStack() as stack:
+        sink = command_sink(stack, out, broker, config_path)
+        with RunRecorder(sink, plan=plan, total=1, torch_device=device, precision=precision) as run:
+            run.progress(f"{model}/{precision}/max-context")
+            family = zoo.get_spec(model).family
+            record, result = search_mod.record_search(run, choice, family, settings, on_probe=show)
     summary = f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}"
-    note = search_mod.index_limit_note(
-        result.smallest_failing, result.failing_outcome, record["ssd_int32_limit_tokens"]
-    )
-    click.echo(f"{summary}; {note}" if note else summary)
+    note = record.details.get("limit_note")
+    click.echo(f"run {run.run_id}: {summary}; {note}" if note else f"run {run.run_id}: {summary}")

@@ -1,9 +1,10 @@
 """Parent side of the child processes that run points and probes.
 
-A `Worker` starts `python -m ctxscope.agent.engine.worker`, sends it JSON jobs and waits for each
-reply with a timeout. Outcomes: the child's own reply (ok / oom / fault), `timeout` (the child is
-killed), or `fault` when the child dies (by a signal or an exit code) without replying, with the
-tail of its stderr as the error text. On unified-memory devices (Jetson) the Linux OOM killer may
+A `Worker` starts `python -m ctxscope.agent.engine.worker`, sends it typed jobs (`protocol.py`) and
+waits for each outcome with a timeout. Outcomes: the child's own (its job's success, or oom / fault),
+`timeout` (the child is killed), `fault` when the child dies (by a signal or an exit code) without
+replying, with the tail of its stderr as the error text, or `fault` when its reply is malformed
+(the child, in a state nobody knows, is killed). On unified-memory devices (Jetson) the Linux OOM killer may
 act before CUDA reports out of memory: there a SIGKILL, or swap that grows beyond a limit while a
 job runs, counts as `oom` with its reason.
 """
@@ -11,7 +12,6 @@ job runs, counts as `oom` with its reason.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import signal
@@ -22,11 +22,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import psutil
 
-from ctxscope.agent.engine.worker import REPLY_MARK
+from ctxscope.agent.engine.outcome import Failure
+from ctxscope.agent.engine.protocol import REPLY_MARK, Job, MalformedReply, R, read_reply
 
 _STDERR_TAIL_BYTES = 4000
 _POLL_S = 0.2
@@ -45,7 +46,10 @@ class HostMemoryWatch:
 
 
 class Worker:
-    """One child process; `request` sends a job and returns its reply as a dict with `outcome`."""
+    """One child process; `request` sends a job and returns its outcome: the expected success or a
+    Failure."""
+
+    argv: ClassVar[list[str]] = [sys.executable, "-m", "ctxscope.agent.engine.worker"]
 
     def __init__(
         self, *, env: dict[str, str] | None = None, host_watch: HostMemoryWatch | None = None
@@ -60,7 +64,7 @@ class Worker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctxscope.agent.engine.worker"],
+            self.argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -84,14 +88,15 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def request(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def request(self, job: Job, expected: type[R], timeout_s: float) -> R | Failure:
+        """Send `job` and wait for its outcome, whose success is `expected`."""
         if self.proc is None:
             self.start()
         assert self.proc is not None and self.proc.stdin is not None
         started = time.monotonic()
         swap_start = psutil.swap_memory().used if self.host_watch else 0
         try:
-            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.write(job.model_dump_json() + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
             return self._died(started)
@@ -102,45 +107,45 @@ class Worker:
                 elapsed = time.monotonic() - started
                 if elapsed > timeout_s:
                     self.kill()
-                    return {
-                        "outcome": "timeout",
-                        "error": f"no reply within {timeout_s:g} s",
-                        "wall_s": elapsed,
-                    }
+                    return Failure(
+                        outcome="timeout", error=f"no reply within {timeout_s:g} s", wall_s=elapsed
+                    )
                 if self.host_watch is not None:
                     grown = psutil.swap_memory().used - swap_start
                     limit = self.host_watch.swap_growth_limit_bytes
                     if grown > limit:
                         self.kill()
-                        return {
-                            "outcome": "oom",
-                            "error": f"swap grew by {grown} B (> {limit} B) on unified memory",
-                            "wall_s": elapsed,
-                        }
+                        error = f"swap grew by {grown} B (> {limit} B) on unified memory"
+                        return Failure(outcome="oom", error=error, wall_s=elapsed)
                 continue
             if line is None:
                 return self._died(started)
-            reply: dict[str, Any] = json.loads(line)
-            reply["wall_s"] = time.monotonic() - started
-            if reply.get("outcome") not in ("ok", "oom"):
+            try:
+                reply = read_reply(line, expected)
+            except MalformedReply as exc:  # a child that says what nobody expects is in an unknown state
+                self.kill()
+                return Failure(outcome="fault", error=str(exc), wall_s=time.monotonic() - started)
+            reply.wall_s = time.monotonic() - started
+            if isinstance(reply, Failure) and reply.outcome != "oom":
                 # the child exits after replying a fault: wait for it, so `alive` is false at once and the
                 # next job goes to a fresh worker instead of to this one on its way out
                 self._reap()
             return reply
 
-    def _died(self, started: float) -> dict[str, Any]:
+    def _died(self, started: float) -> Failure:
         assert self.proc is not None
         code = self.proc.wait()
         tail = self.stderr_tail()
+        wall_s = time.monotonic() - started
         if code < 0:
             name = signal.Signals(-code).name
             if -code == signal.SIGKILL and self.unified:
-                outcome, what = "oom", f"killed by {name} (the Linux OOM killer on unified memory)"
-            else:
-                outcome, what = "fault", f"child died by {name}"
+                what = f"killed by {name} (the Linux OOM killer on unified memory)"
+                return Failure(outcome="oom", error=f"{what}; stderr: {tail}", wall_s=wall_s)
+            what = f"child died by {name}"
         else:
-            outcome, what = "fault", f"child exited with code {code}"
-        return {"outcome": outcome, "error": f"{what}; stderr: {tail}", "wall_s": time.monotonic() - started}
+            what = f"child exited with code {code}"
+        return Failure(outcome="fault", error=f"{what}; stderr: {tail}", wall_s=wall_s)
 
     def stderr_tail(self) -> str:
         self._stderr.flush()

@@ -3,7 +3,8 @@ fixed step). Each probe is one prefill in a fresh child process (model loaded th
 memory cap), so an out-of-memory error, a CUDA fault or a hang cannot spoil the next probe.
 
 The result names the largest length that ran, the smallest that did not and its outcome, or
-says that the search was bounded by `max_tokens` when every probe up to it ran.
+says that the search was bounded by `max_tokens` when every probe up to it ran. `record_search`
+runs a search as one result of a run (`agent maxctx`, or a plan's `[max_context]`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from ctxscope.agent import zoo
 from ctxscope.agent.engine.isolation import HostMemoryWatch, Worker, is_unified_memory_device
+from ctxscope.agent.engine.outcome import Failure, Loaded, Probed
 from ctxscope.agent.engine.point import ModelChoice
+from ctxscope.agent.engine.protocol import LoadJob, ProbeJob
+from ctxscope.agent.engine.recorder import RunRecorder
+from ctxscope.shared.messages import Metric, PointResult
 
 
 @dataclass
@@ -28,7 +34,7 @@ class Probe:
     """The probe's memory breakdown (weights, cache, logits, allocator, outside it) and the cap applied."""
 
 
-_MEMORY_KEYS = (
+_MEMORY_FIELDS = (
     "weights_bytes",
     "cache_bytes",
     "logits_bytes",
@@ -125,7 +131,7 @@ def index_limit_note(length: int | None, outcome: str | None, index_limit: int |
 def isolated_probe(
     choice: ModelChoice,
     *,
-    logits: str,
+    logits: Literal["last", "all"],
     memory_cap_bytes: int | None,
     timeout_s: float,
     env: dict[str, str] | None = None,
@@ -137,18 +143,95 @@ def isolated_probe(
     def probe(length: int) -> Probe:
         with Worker(env=env, host_watch=watch) as worker:
             loaded = worker.request(
-                {"op": "load", "choice": asdict(choice), "memory_cap_bytes": memory_cap_bytes}, timeout_s
+                LoadJob(choice=choice, memory_cap_bytes=memory_cap_bytes), Loaded, timeout_s
             )
-            if loaded["outcome"] != "ok":
-                return Probe(length, loaded["outcome"], loaded["wall_s"], error=loaded.get("error"))
-            reply = worker.request(
-                {"op": "probe", "context_len": length, "logits": logits, "seed": seed}, timeout_s
-            )
-        memory = {k: reply[k] for k in _MEMORY_KEYS if reply.get(k) is not None}
-        if loaded.get("cap"):
-            memory["cap"] = loaded["cap"]
-        return Probe(
-            length, reply["outcome"], reply["wall_s"], reply.get("peak_bytes"), reply.get("error"), memory
-        )
+            if isinstance(loaded, Failure):
+                return Probe(length, loaded.outcome, loaded.wall_s, error=loaded.error)
+            probed = worker.request(ProbeJob(context_len=length, logits=logits, seed=seed), Probed, timeout_s)
+        if isinstance(probed, Failure):
+            return Probe(length, probed.outcome, probed.wall_s, error=probed.error)
+        fields = probed.model_dump(include=set(_MEMORY_FIELDS), exclude_none=True)
+        memory: dict[str, Any] = {**fields, **({"cap": loaded.cap} if loaded.cap else {})}
+        return Probe(length, probed.outcome, probed.wall_s, probed.peak_bytes, memory=memory)
 
     return probe
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How one search runs: its bounds and stopping gap, each probe's logits, cap, timeout and seed."""
+
+    start: int = 1024
+    max_tokens: int = 1_048_576
+    rel_tol: float = 0.01
+    step: int | None = None
+    upper_guess: int | None = None
+    probe_timeout_s: float = 120.0
+    memory_cap_bytes: int | None = None
+    logits: Literal["last", "all"] = "last"
+    seed: int = 0
+
+    def method(self, bounded_by: str | None) -> str:
+        tolerance = f"{self.step} tokens" if self.step else f"{self.rel_tol:.1%}"
+        guess = f" (then {self.upper_guess})" if self.upper_guess is not None else ""
+        # a search stopped by max_tokens found no limit: its figure is a lower bound
+        bound = f"; lower bound, {bounded_by}" if bounded_by else ""
+        return (
+            f"grow x2 from {self.start}{guess}, bisect to {tolerance}; each probe one prefill "
+            f"(logits={self.logits}) in a fresh child process; cap={self.memory_cap_bytes} B{bound}"
+        )
+
+
+def record_search(
+    run: RunRecorder,
+    choice: ModelChoice,
+    family: str,
+    settings: SearchSettings,
+    *,
+    env: dict[str, str] | None = None,
+    on_probe: Callable[[Probe], None] | None = None,
+) -> tuple[PointResult, SearchResult]:
+    """Search `choice`'s max context as one step of `run` (announced by the caller), and emit its
+    result: the length found as a `max_context` metric in tokens, the probes in `details.search`."""
+    probe = isolated_probe(
+        choice,
+        logits=settings.logits,
+        memory_cap_bytes=settings.memory_cap_bytes,
+        timeout_s=settings.probe_timeout_s,
+        env=env,
+        seed=settings.seed,
+    )
+    result = search(
+        probe,
+        start=settings.start,
+        max_tokens=settings.max_tokens,
+        rel_tol=settings.rel_tol,
+        step=settings.step,
+        upper_guess=settings.upper_guess,
+        on_probe=on_probe,
+    )
+    index_limit = zoo.ssd_int32_limit_tokens(zoo.spec_for(choice.name, tiny=choice.tiny))
+    note = index_limit_note(result.smallest_failing, result.failing_outcome, index_limit)
+    metrics = {}
+    if result.largest_ok is not None:
+        metrics["max_context"] = Metric(
+            unit="tokens", method=settings.method(result.bounded_by), samples=[float(result.largest_ok)]
+        )
+    record = run.result(
+        point_id=f"{choice.name}/{choice.precision}/max-context",
+        model=choice.name,
+        family=family,
+        context_len=result.largest_ok or result.smallest_failing or settings.start,
+        precision=choice.precision,
+        logits=settings.logits,
+        outcome="ok" if result.largest_ok is not None else (result.failing_outcome or "fault"),
+        metrics=metrics,
+        details={
+            "kind": "max_context",
+            "memory_cap_bytes": settings.memory_cap_bytes,
+            "search": result.to_dict(),
+            "ssd_int32_limit_tokens": index_limit,
+            **({"limit_note": note} if note else {}),
+        },
+    )
+    return record, result

@@ -7,8 +7,6 @@ fall back to a default.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ctxscope.agent.engine.loop import LoopPolicy
+from ctxscope.agent.engine.recorder import plan_hash
 from ctxscope.compat import tomllib
 
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -151,12 +150,9 @@ class Plan(BaseModel):
             stable_rel=self.stable_rel,
         )
 
-    def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return plan_hash(self.model_dump(mode="json"))
 
     def isolated(self, context_len: int) -> bool:
         """Whether a point runs in a child process; a memory cap always needs one."""

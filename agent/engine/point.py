@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
 import torch
 
@@ -21,6 +21,7 @@ from ctxscope.agent.engine import attention, bandwidth, forward, memory
 from ctxscope.agent.engine.attention import AttentionMode
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
+from ctxscope.agent.engine.outcome import Measured, Phase, PhaseLoop
 from ctxscope.shared.messages import Metric
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -59,15 +60,6 @@ class PointSettings:
     policy: LoopPolicy = field(default_factory=LoopPolicy)
     seed: int = 0
     min_window_ns: int = 0
-
-
-@dataclass
-class PointOutcome:
-    outcome: str
-    error: str | None = None
-    metrics: dict[str, Metric] = field(default_factory=dict)
-    implementation: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Session:
@@ -164,29 +156,21 @@ def _metric_ms(result: LoopResult, method: str) -> Metric:
     return Metric(unit="ms", method=method, samples=[s / 1e6 for s in result.samples_ns])
 
 
-def _loop_details(result: LoopResult) -> dict[str, Any]:
-    return {
-        "stop_reason": result.stop_reason,
-        "inner": result.inner,
-        "windows": [
-            {"start_ns": w.start_ns, "end_ns": w.end_ns, "tokens": w.tokens, "repetitions": w.repetitions}
-            for w in result.windows
-        ],
-    }
+def _loop(phase: Phase, result: LoopResult) -> PhaseLoop:
+    return PhaseLoop(phase=phase, stop_reason=result.stop_reason, inner=result.inner, windows=result.windows)
 
 
-def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutcome, list[LoopResult]]:
+def measure_point(session: Session, settings: PointSettings) -> Measured:
     """Measure one point; raises on out-of-memory or faults (the caller classifies them)."""
     device = session.device
     timer = Timer(device)
     ids = forward.synthetic_prompt(
         session.vocab_size, settings.context_len, seed=settings.seed, device=device
     )
-    outcome = PointOutcome("ok", implementation=session.implementation())
+    outcome = Measured(implementation=session.implementation())
     outcome.implementation["prefill"] = f"{session.runtime} forward, logits={settings.logits}"
     if session.loaded.notes:  # e.g. why native mamba_ssm was not used: a fallback is never silent
         outcome.details["load_notes"] = list(session.loaded.notes)
-    loops: list[LoopResult] = []
     with torch.inference_mode():
         split = prefill_memory(session, ids, settings.logits)
         positions = 1 if settings.logits == "last" else settings.context_len
@@ -212,20 +196,19 @@ def measure_point(session: Session, settings: PointSettings) -> tuple[PointOutco
             policy=settings.policy,
             min_window_ns=settings.min_window_ns,
         )
-        loops.append(ttft)
+        outcome.loops.append(_loop("prefill", ttft))
         sample = ttft.sample_phrase("one prefill", "prefills")
         outcome.metrics["ttft"] = _metric_ms(
             ttft, f"{timer.method}; {sample} of {settings.context_len} random tokens, batch 1"
         )
-        outcome.details["ttft_loop"] = _loop_details(ttft)
         free(device)
 
         if settings.decode_tokens > 0:
-            _measure_decode(session, settings, ids, timer, outcome, loops)
+            _measure_decode(session, settings, ids, timer, outcome)
     tuned = autotune_choices()
     if tuned:  # the Triton configs this point's kernels ran with (chosen by timing, per process)
         outcome.details["triton_autotune"] = tuned
-    return outcome, loops
+    return outcome
 
 
 def _floor_metrics(session: Session, context_len: int, result: LoopResult) -> dict[str, Metric]:
@@ -263,8 +246,7 @@ def _measure_decode(
     settings: PointSettings,
     ids: torch.Tensor,
     timer: Timer,
-    outcome: PointOutcome,
-    loops: list[LoopResult],
+    outcome: Measured,
 ) -> None:
     device = session.device
     memory.reset_peak(device)
@@ -303,7 +285,7 @@ def _measure_decode(
         free(device)
         return
     assert decoder is not None
-    loops.append(result)
+    outcome.loops.append(_loop("decode", result))
     outcome.metrics["decode_per_token"] = _metric_ms(
         result,
         f"{timer.method}; {decoder.path}; "
@@ -323,7 +305,6 @@ def _measure_decode(
             samples=[float(setup_peak)],
         )
     outcome.details["decode_outcome"] = "ok"
-    outcome.details["decode_loop"] = _loop_details(result)
     del decoder
     free(device)
 
@@ -333,7 +314,7 @@ def _short(exc: BaseException, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def classify(exc: BaseException) -> str:
+def classify(exc: BaseException) -> Literal["oom", "fault"]:
     """Outcome of an exception raised by a point or probe: `oom` by type, anything else `fault`."""
     if isinstance(exc, (torch.cuda.OutOfMemoryError, EmulatedOutOfMemory)):
         return "oom"

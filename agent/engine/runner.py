@@ -1,31 +1,34 @@
-"""Runs a plan: every point measured (in this process or a child), every record through the sink.
+"""Runs a plan: every point measured (in this process or a child), every record through the run's
+recorder (`recorder.py`).
 
 Records, in order: RunStarted (plan, hash, manifest), then per point a RunProgress and a
-PointResult, then per model and precision a max-context PointResult when the plan asks for the
-search, and RunFinished. A point that fails (oom, fault, timeout) is recorded and the sweep goes
-on; a worker that died or hung is replaced for the next point.
+PointResult; per model and precision, when the plan asks for them, its operator profiles (one
+RunProgress, one PointResult per length) and its max-context search (one RunProgress, one
+PointResult); then RunFinished. A point that fails (oom, fault, timeout) is recorded and the sweep
+goes on; a worker that died or hung is replaced for the next point.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ctxscope.agent import zoo
 from ctxscope.agent.engine import idle, maxctx, point, spread
 from ctxscope.agent.engine.isolation import HostMemoryWatch, Worker, is_unified_memory_device
-from ctxscope.agent.engine.manifest import collect
+from ctxscope.agent.engine.outcome import Failure, Loaded, Measured, Profiled, ProfiledLength
 from ctxscope.agent.engine.plan import Plan, PlanPoint
-from ctxscope.agent.phases import PhaseObserver, PhaseWindow
+from ctxscope.agent.engine.protocol import LoadJob, PointJob, ProfileJob
+from ctxscope.agent.engine.recorder import RunRecorder
+from ctxscope.agent.phases import PhaseObserver
 from ctxscope.agent.records import RecordSink
-from ctxscope.shared.messages import Metric, PointResult, RunFinished, RunProgress, RunStarted
+from ctxscope.shared.messages import Metric, PointResult
 
 
 @dataclass
@@ -40,6 +43,9 @@ class RunSummary:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+Ran = tuple[Measured | Failure, dict[str, Any]]  # a point's outcome, and the worker's load figures
 
 
 class _Group:
@@ -65,52 +71,49 @@ class _Group:
             min_window_ns=self.min_window_ns,
         )
 
-    def run(self, length: int) -> dict[str, Any]:
+    def run(self, length: int) -> Ran:
         processes = self.plan.spread_over(length)
         if processes > 1:
             return self._spread(length, processes)
         if self.plan.isolated(length):
             return self._isolated(length)
-        return self._in_process(length)
+        return self._in_process(length), {}
 
-    def _spread(self, length: int, processes: int) -> dict[str, Any]:
+    def _spread(self, length: int, processes: int) -> Ran:
         """The point measured in `processes` fresh worker processes, pooled (spread.pool)."""
-        replies = []
+        measured: list[Measured] = []
+        child: dict[str, Any] = {}
         for _ in range(processes):
             if self.worker is not None:  # a fresh process each time: load, calibration, caches anew
                 self.worker.close()
                 self.worker = None
-            reply = self._isolated(length)
-            if reply["outcome"] != "ok":
-                return reply
-            replies.append(reply)
+            outcome, loaded = self._isolated(length)
+            if isinstance(outcome, Failure):
+                return outcome, loaded
+            measured.append(outcome)
+            child = child or loaded
         if self.worker is not None:
             self.worker.close()
             self.worker = None
-        return spread.pool(replies)
+        return spread.pool(measured), child
 
-    def _in_process(self, length: int) -> dict[str, Any]:
+    def _in_process(self, length: int) -> Measured | Failure:
         started = time.monotonic()
         try:
             if self.session is None:
                 self.session = point.Session(self.choice)
-            outcome, _ = point.measure_point(self.session, self.settings(length))
+            measured = point.measure_point(self.session, self.settings(length))
         except Exception as exc:  # recorded as the point's outcome; the sweep goes on
-            kind = point.classify(exc)
             if self.session is not None:
                 point.free(self.session.device)
-            return {"outcome": kind, "error": point.error_text(exc), "wall_s": time.monotonic() - started}
-        return {
-            "outcome": outcome.outcome,
-            "metrics": outcome.metrics,
-            "implementation": outcome.implementation,
-            "details": outcome.details,
-            "wall_s": time.monotonic() - started,
-        }
+            return Failure(
+                outcome=point.classify(exc), error=point.error_text(exc), wall_s=time.monotonic() - started
+            )
+        measured.wall_s = time.monotonic() - started
+        return measured
 
-    def _loaded_worker(self) -> tuple[Worker | None, dict[str, Any]]:
-        """The worker with the model loaded (started and loaded when needed), or None and the failed
-        load's reply."""
+    def _loaded_worker(self) -> Worker | Failure:
+        """The worker with the model loaded (started and loaded when needed), or the failed load."""
         if self.session is not None:
             device = self.session.device
             self.session = None
@@ -122,51 +125,45 @@ class _Group:
             self.worker = Worker(host_watch=watch)
             cap = int(self.plan.memory_cap) if self.plan.memory_cap is not None else None
             loaded = self.worker.request(
-                {"op": "load", "choice": asdict(self.choice), "memory_cap_bytes": cap},
-                self.plan.point_timeout_s,
+                LoadJob(choice=self.choice, memory_cap_bytes=cap), Loaded, self.plan.point_timeout_s
             )
-            if loaded["outcome"] != "ok":
+            if isinstance(loaded, Failure):
                 self.worker.close()
                 self.worker = None
-                return None, loaded
-            self.child = {"load_s": loaded["load_s"], **loaded["cap"]}
-        return self.worker, {}
+                return loaded
+            self.child = {"load_s": loaded.load_s, **loaded.cap}
+        return self.worker
 
-    def profile(self) -> dict[str, Any]:
-        """Operator profiles at the plan's profile lengths: {"outcome", "results": [fields...]}, in a
-        worker unless the plan says isolate = "never"."""
+    def profile(self) -> list[ProfiledLength] | Failure:
+        """Operator profiles at the plan's profile lengths, in a worker unless the plan says
+        isolate = "never"."""
         plan = self.plan
         lengths, phases = plan.profile_lengths, list(plan.profile.phases)
         if plan.isolate == "never":
-            from ctxscope.agent.profiling.run import plan_profile_fields
+            from ctxscope.agent.profiling.run import plan_profile
 
             try:
                 if self.session is None:
                     self.session = point.Session(self.choice)
-                fields = plan_profile_fields(
-                    self.session, phases, lengths, plan.logits, plan.profile.iterations
-                )
+                return plan_profile(self.session, phases, lengths, plan.logits, plan.profile.iterations)
             except Exception as exc:  # recorded; the run goes on
-                return {"outcome": point.classify(exc), "error": point.error_text(exc)}
-            return {"outcome": "ok", "results": fields}
-        worker, failed = self._loaded_worker()
-        if worker is None:
-            return failed
-        job = {"op": "profile", "phases": phases, "lengths": lengths, "logits": plan.logits,
-               "iterations": plan.profile.iterations}  # fmt: skip
-        return worker.request(job, plan.point_timeout_s * len(lengths) * len(phases))
+                return Failure(outcome=point.classify(exc), error=point.error_text(exc))
+        worker = self._loaded_worker()
+        if isinstance(worker, Failure):
+            return worker
+        job = ProfileJob(
+            phases=phases, lengths=lengths, logits=plan.logits, iterations=plan.profile.iterations
+        )
+        profiled = worker.request(job, Profiled, plan.point_timeout_s * len(lengths) * len(phases))
+        return profiled if isinstance(profiled, Failure) else profiled.results
 
-    def _isolated(self, length: int) -> dict[str, Any]:
-        worker, failed = self._loaded_worker()
-        if worker is None:
-            return failed
-        settings = self.settings(length)
-        job = {"op": "point", "settings": {**asdict(settings), "policy": asdict(settings.policy)}}
-        reply = worker.request(job, self.plan.point_timeout_s)
-        if "metrics" in reply:
-            reply["metrics"] = {k: Metric.model_validate(v) for k, v in reply["metrics"].items()}
-        reply["details"] = {**(reply.get("details") or {}), "child_process": self.child}
-        return reply
+    def _isolated(self, length: int) -> Ran:
+        worker = self._loaded_worker()
+        if isinstance(worker, Failure):
+            return worker, {}
+        return worker.request(
+            PointJob(settings=self.settings(length)), Measured, self.plan.point_timeout_s
+        ), self.child
 
     def close(self) -> None:
         if self.worker is not None:
@@ -175,19 +172,6 @@ class _Group:
             device = self.session.device
             self.session = None
             point.free(device)
-
-
-def _windows(details: dict[str, Any]) -> list[PhaseWindow]:
-    windows = []
-    for phase in ("ttft", "decode"):
-        loop = details.get(f"{phase}_loop")
-        if loop:
-            name = "prefill" if phase == "ttft" else "decode"
-            windows += [
-                PhaseWindow(name, w["start_ns"], w["end_ns"], w["tokens"], w["repetitions"])
-                for w in loop["windows"]
-            ]
-    return windows
 
 
 @contextlib.contextmanager
@@ -209,9 +193,12 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
         yield bar
 
 
-def new_run_id() -> str:
-    """A run id that sorts by start time and is unique enough across a fleet: run-<UTC time>-<hex>."""
-    return f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+def _show(bar: Any, run: RunRecorder, label: str | None) -> None:
+    """The next step starts (announced to the sink, shown on the bar), or, with no label, all are done."""
+    if label is not None:
+        run.progress(label)
+    if bar is not None:
+        bar.update(bar.task_ids[0], completed=run.done, **({"description": label} if label else {}))
 
 
 def run_plan(
@@ -231,223 +218,129 @@ def run_plan(
     """
 
     device = device or default_device()
-    run_id = run_id or new_run_id()
-    manifest = collect(device, plan_hash=plan.hash)
     points = list(plan.points())
     groups: dict[tuple[str, str], list[PlanPoint]] = {}
     for p in points:
         groups.setdefault((p.model, p.precision), []).append(p)
-    # every result counts: the measured points and each model's profiled lengths
-    total = len(points) + len(groups) * len(plan.profile_lengths)
-    summary = RunSummary(run_id, plan.hash)
-    sink.emit(
-        RunStarted,
-        run_id=run_id,
-        plan=plan.model_dump(mode="json"),
-        plan_hash=plan.hash,
-        total_points=total,
-        manifest=manifest,
+    # every result counts: the measured points, each model's profiled lengths and its max-context search
+    per_group = len(plan.profile_lengths) + (1 if plan.max_context.enabled else 0)
+    total = len(points) + len(groups) * per_group
+    recorder = RunRecorder(
+        sink, plan=plan.model_dump(mode="json"), total=total, torch_device=device, run_id=run_id
     )
+    searches: dict[str, maxctx.SearchResult] = {}
     min_window_ns = observer.min_window_ns if observer is not None else 0
-    idle_power = idle.measure_idle(observer) if observer is not None else None  # before any work
-    done = 0
-    outcome: Literal["completed", "cancelled"] = "completed"
-    try:
-        with _progress(progress, total) as bar:
-            for (model, precision), members in groups.items():
-                if should_stop():
-                    outcome = "cancelled"
-                    break
-                family = zoo.get_spec(model).family
-                choice = point.ModelChoice(
-                    name=model,
-                    precision=precision,
-                    device=device,
-                    tiny=plan.tiny,
-                    prefer_native=plan.prefer_native,
-                    require_fast_kernels=plan.require_fast_kernels,
-                    attention=plan.attention_mode,
-                )
-                group = _Group(plan, choice, min_window_ns)
-                try:
-                    for p in members:
-                        if should_stop():
-                            outcome = "cancelled"
-                            break
-                        sink.emit(RunProgress, run_id=run_id, done=done, total=total, point=p.label)
-                        if bar is not None:
-                            bar.update(bar.task_ids[0], description=p.label)
-                        summary.results.append(
-                            _measure_and_emit(
-                                plan, group, p, family, run_id, manifest, sink, observer, idle_power
-                            )
-                        )
-                        if summary.results[-1].outcome == "ok":
-                            summary.points_ok += 1
-                        else:
-                            summary.points_failed += 1
-                        done += 1
-                        if bar is not None:
-                            bar.advance(bar.task_ids[0])
-                    if outcome != "cancelled" and plan.profile_lengths:
-                        label = f"{model}/{precision}/profile"
-                        sink.emit(RunProgress, run_id=run_id, done=done, total=total, point=label)
-                        _profile(group, family, run_id, manifest, sink, summary)
-                        done += len(plan.profile_lengths)
-                        if bar is not None:
-                            bar.advance(bar.task_ids[0], len(plan.profile_lengths))
-                finally:
-                    group.close()
-                if outcome == "cancelled":
-                    break
-                if plan.max_context.enabled:
-                    _max_context(plan, group, family, run_id, manifest, sink, summary)
-    except Exception as exc:
-        sink.emit(
-            RunFinished,
-            run_id=run_id,
-            outcome="failed",
-            points_ok=summary.points_ok,
-            points_failed=summary.points_failed,
-            error=f"{type(exc).__name__}: {exc}",
-        )
-        raise
-    sink.emit(
-        RunFinished,
-        run_id=run_id,
-        outcome=outcome,
-        points_ok=summary.points_ok,
-        points_failed=summary.points_failed,
+    with recorder, _progress(progress, total) as bar:
+        idle_power = idle.measure_idle(observer) if observer is not None else None  # before any work
+        for (model, precision), members in groups.items():
+            family = zoo.get_spec(model).family
+            choice = point.ModelChoice(
+                name=model,
+                precision=precision,
+                device=device,
+                tiny=plan.tiny,
+                prefer_native=plan.prefer_native,
+                require_fast_kernels=plan.require_fast_kernels,
+                attention=plan.attention_mode,
+            )
+            group = _Group(plan, choice, min_window_ns)
+            try:
+                for p in members:
+                    if should_stop():
+                        recorder.cancel()
+                        break
+                    _show(bar, recorder, p.label)
+                    _measure_and_emit(recorder, group, p, family, observer, idle_power)
+                if not recorder.cancelled and plan.profile_lengths:
+                    _show(bar, recorder, f"{model}/{precision}/profile")
+                    _profile(recorder, group, family)
+            finally:
+                group.close()
+            if recorder.cancelled:
+                break
+            if plan.max_context.enabled:
+                _show(bar, recorder, f"{model}/{precision}/max-context")
+                searches.update(_max_context(recorder, plan, group, family))
+        _show(bar, recorder, None)
+    return RunSummary(
+        recorder.run_id,
+        recorder.plan_hash,
+        recorder.points_ok,
+        recorder.points_failed,
+        recorder.results,
+        searches,
     )
-    return summary
 
 
 def _measure_and_emit(
-    plan: Plan,
+    run: RunRecorder,
     group: _Group,
     p: PlanPoint,
     family: str,
-    run_id: str,
-    manifest: dict[str, Any],
-    sink: RecordSink,
     observer: PhaseObserver | None,
     idle_power: Metric | None = None,
 ) -> PointResult:
     """Measure one point, add the observer's figures (and energy above idle), and emit its result."""
-    reply = group.run(p.context_len)
-    details = dict(reply.get("details") or {})
-    details["wall_s"] = reply.get("wall_s")
-    metrics = dict(reply.get("metrics") or {})
-    if observer is not None and reply["outcome"] == "ok":
-        report = observer.summarize(_windows(details))
+    outcome, child = group.run(p.context_len)
+    measured = outcome if isinstance(outcome, Measured) else Measured()
+    details, metrics = measured.record_details(), dict(measured.metrics)
+    if isinstance(outcome, Measured) and observer is not None:
+        report = observer.summarize(outcome.windows)
         metrics.update(report.metrics)
         details["observer"] = {"flags": report.flags, **report.details}
         if idle_power is not None:
             metrics["idle_power"] = idle_power
             metrics.update(idle.above_idle(report.details, idle_power))
-    note = maxctx.index_limit_note(p.context_len, reply["outcome"], group.index_limit)
+    if child:
+        details["child_process"] = child
+    details["wall_s"] = outcome.wall_s
+    note = maxctx.index_limit_note(p.context_len, outcome.outcome, group.index_limit)
     if note:
         details["limit_note"] = note
-    return sink.emit(
-        PointResult,
-        run_id=run_id,
+    return run.result(
         point_id=p.label,
         model=p.model,
         family=family,
         context_len=p.context_len,
         precision=p.precision,
-        logits=plan.logits,
-        outcome=reply["outcome"],
-        error=reply.get("error"),
+        logits=group.plan.logits,
+        outcome=outcome.outcome,
+        error=outcome.error if isinstance(outcome, Failure) else None,
         metrics=metrics,
-        implementation=reply.get("implementation") or {},
-        manifest={**manifest, "precision": p.precision},
+        implementation=measured.implementation,
         details=details,
     )
 
 
-def _profile(
-    group: _Group,
-    family: str,
-    run_id: str,
-    manifest: dict[str, Any],
-    sink: RecordSink,
-    summary: RunSummary,
-) -> None:
+def _profile(run: RunRecorder, group: _Group, family: str) -> None:
     """The model's operator profiles as results of this run, one per profiled length; when the
     profiling failed as a whole, each length's result is that failure (the run goes on)."""
-    choice = group.choice
-    reply = group.profile()
-    records = reply.get("results") if reply["outcome"] == "ok" else None
-    if records is None:
-        failure = {"family": family, "precision": choice.precision, "logits": group.plan.logits}
-        failure |= {"outcome": reply["outcome"], "error": reply.get("error"), "details": {"kind": "profile"}}
-        records = [{**failure, "context_len": length} for length in group.plan.profile_lengths]
-    for fields in records:
-        # named as the plan names the model (a tiny plan's records carry the real name, see shrunk)
-        label = f"{choice.name}/{choice.precision}/{fields['context_len']}/profile"
-        fields |= {"run_id": run_id, "point_id": label, "model": choice.name}
-        result = sink.emit(PointResult, **fields, manifest={**manifest, "precision": choice.precision})
-        if result.outcome == "ok":
-            summary.points_ok += 1
-        else:
-            summary.points_failed += 1
+    from ctxscope.agent.profiling.run import emit_profiled
+
+    profiled = group.profile()
+    if isinstance(profiled, Failure):
+        profiled = [
+            ProfiledLength(
+                context_len=n, outcome=profiled.outcome, error=profiled.error, details={"kind": "profile"}
+            )
+            for n in group.plan.profile_lengths
+        ]
+    for length in profiled:
+        emit_profiled(run, group.choice, family, group.plan.logits, length)
 
 
-def _max_context(
-    plan: Plan,
-    group: _Group,
-    family: str,
-    run_id: str,
-    manifest: dict[str, Any],
-    sink: RecordSink,
-    summary: RunSummary,
-) -> None:
+def _max_context(run: RunRecorder, plan: Plan, group: _Group, family: str) -> dict[str, maxctx.SearchResult]:
+    """The model's max-context search, emitted as one result; returned under its point id."""
     settings = plan.max_context
-    choice = group.choice
-    cap = int(plan.memory_cap) if plan.memory_cap is not None else None
-    probe = maxctx.isolated_probe(
-        choice, logits=plan.logits, memory_cap_bytes=cap, timeout_s=settings.probe_timeout_s, seed=plan.seed
-    )
-    result = maxctx.search(
-        probe,
+    search = maxctx.SearchSettings(
         start=settings.start,
         max_tokens=settings.max_tokens,
         rel_tol=settings.rel_tol,
         step=settings.step,
-    )
-    label = f"{choice.name}/{choice.precision}/max-context"
-    summary.max_context[label] = result
-    note = maxctx.index_limit_note(result.smallest_failing, result.failing_outcome, group.index_limit)
-    length = result.largest_ok or result.smallest_failing or settings.start
-    metrics = {}
-    if result.largest_ok is not None:
-        tolerance = f"{settings.step} tokens" if settings.step else f"{settings.rel_tol:.1%}"
-        # a search stopped by max_tokens found no limit: its figure is a lower bound
-        bound = f"; lower bound, {result.bounded_by}" if result.bounded_by else ""
-        metrics["max_context"] = Metric(
-            unit="tokens",
-            method=f"grow x2 from {settings.start}, bisect to {tolerance}; each probe one prefill "
-            f"(logits={plan.logits}) in a fresh child process; cap={cap} B{bound}",
-            samples=[float(result.largest_ok)],
-        )
-    sink.emit(
-        PointResult,
-        run_id=run_id,
-        point_id=label,
-        model=choice.name,
-        family=family,
-        context_len=length,
-        precision=choice.precision,
+        probe_timeout_s=settings.probe_timeout_s,
+        memory_cap_bytes=int(plan.memory_cap) if plan.memory_cap is not None else None,
         logits=plan.logits,
-        outcome="ok" if result.largest_ok is not None else (result.failing_outcome or "fault"),
-        metrics=metrics,
-        manifest={**manifest, "precision": choice.precision},
-        details={
-            "kind": "max_context",
-            "memory_cap_bytes": cap,
-            "search": result.to_dict(),
-            "ssd_int32_limit_tokens": group.index_limit,
-            **({"limit_note": note} if note else {}),
-        },
+        seed=plan.seed,
     )
+    record, result = maxctx.record_search(run, group.choice, family, search)
+    return {record.point_id: result}

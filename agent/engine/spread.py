@@ -11,32 +11,32 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ctxscope.agent.engine.outcome import Measured, PhaseLoop
 from ctxscope.shared.messages import Metric
 
-TIMED = ("ttft", "decode_per_token")
-LOOPS = {"ttft": "ttft_loop", "decode_per_token": "decode_loop"}
+TIMED = {"ttft": "prefill", "decode_per_token": "decode"}
 
 
 def _relative_iqr(metric: Metric) -> float:
     return metric.iqr / metric.median if metric.median else 0.0
 
 
-def pool(replies: list[dict[str, Any]]) -> dict[str, Any]:
-    """Merge ok worker replies of one point: timed metrics pool their samples (method extended),
-    their loops' windows concatenate (for energy), other figures are the first process's."""
-    first = replies[0]
-    metrics = dict(first["metrics"])
-    details = dict(first["details"])
+def pool(measured: list[Measured]) -> Measured:
+    """Merge the outcomes of one point: timed metrics pool their samples (method extended), their
+    loops' windows concatenate (for energy), other figures are the first process's."""
+    first = measured[0]
+    metrics = dict(first.metrics)
+    loops = {loop.phase: loop for loop in first.loops}
     spreads: dict[str, Any] = {}
-    for name in TIMED:
-        per_process = [r["metrics"][name] for r in replies if name in r.get("metrics", {})]
-        if len(per_process) != len(replies):
+    for name, phase in TIMED.items():
+        per_process = [m.metrics[name] for m in measured if name in m.metrics]
+        if len(per_process) != len(measured):
             continue
         medians = [m.median for m in per_process]
         center = statistics.median(medians)
         metrics[name] = Metric(
             unit=per_process[0].unit,
-            method=f"{per_process[0].method}; pooled from {len(replies)} fresh processes",
+            method=f"{per_process[0].method}; pooled from {len(measured)} fresh processes",
             samples=[s for m in per_process for s in m.samples],
         )
         spreads[name] = {
@@ -44,17 +44,17 @@ def pool(replies: list[dict[str, Any]]) -> dict[str, Any]:
             "within_rel_iqr": [_relative_iqr(m) for m in per_process],
             "between_rel_range": (max(medians) - min(medians)) / center if center else 0.0,
         }
-        loop = LOOPS[name]
-        if all(loop in r["details"] for r in replies):
-            details[loop] = {
-                **first["details"][loop],
-                "windows": [w for r in replies for w in r["details"][loop]["windows"]],
-            }
-    details["processes"] = len(replies)
-    details["process_spread"] = spreads
-    return {
-        **first,
-        "metrics": metrics,
-        "details": details,
-        "wall_s": sum(r.get("wall_s") or 0.0 for r in replies),
-    }
+        same_phase = [loop for m in measured for loop in m.loops if loop.phase == phase]
+        if len(same_phase) == len(measured):
+            windows = [w for loop in same_phase for w in loop.windows]
+            loops[phase] = PhaseLoop(
+                phase=phase, stop_reason=same_phase[0].stop_reason, inner=same_phase[0].inner, windows=windows
+            )
+    return first.model_copy(
+        update={
+            "metrics": metrics,
+            "details": {**first.details, "processes": len(measured), "process_spread": spreads},
+            "loops": list(loops.values()),
+            "wall_s": sum(m.wall_s for m in measured),
+        }
+    )

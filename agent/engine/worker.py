@@ -1,29 +1,28 @@
 """The child process that runs points and probes: `python -m ctxscope.agent.engine.worker`.
 
-Protocol: one JSON job per line on stdin, one JSON reply per job on stdout on a line that starts
-with `REPLY_MARK` (libraries may print other lines). The first job loads the model; later jobs
-measure points, probe one context length, or profile the model's operators at given lengths. After
-a fault (anything but out-of-memory) the worker replies and exits, since a CUDA error may have
-poisoned its context. Keep this module's imports
-light: the parent's rich/pydantic stack is not needed here beyond the Metric schema.
+It reads typed jobs (`protocol.py`) one per line and answers each with its typed outcome. The first
+job loads the model; later jobs measure points, probe one context length, or profile the model's
+operators at given lengths. After a fault (anything but out-of-memory), a malformed job included,
+the worker replies and exits, since a CUDA error may have poisoned its context.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
-REPLY_MARK = "@@ctxscope-engine@@ "
+from ctxscope.agent.engine import point
+from ctxscope.agent.engine.outcome import Failure, Loaded, Measured, Probed, Profiled
+from ctxscope.agent.engine.protocol import REPLY_MARK, Job, LoadJob, PointJob, ProbeJob, read_job
 
 
-def _reply(payload: dict[str, Any], stream: Any) -> None:
-    stream.write(REPLY_MARK + json.dumps(payload) + "\n")
+def _reply(outcome: Failure | Loaded | Measured | Probed | Profiled, stream: TextIO) -> None:
+    stream.write(REPLY_MARK + outcome.model_dump_json() + "\n")
     stream.flush()
 
 
-def _apply_memory_cap(device: str, cap_bytes: int | None) -> dict[str, Any]:
+def _apply_memory_cap(device: str, cap_bytes: int | None) -> dict[str, int | float | str]:
     """The cap counts the process's whole device memory (`devicemem`), as a smaller card would."""
     import torch
 
@@ -46,69 +45,45 @@ def _outside_allocator(device: Any) -> dict[str, Any]:
     return {"outside_allocator_bytes": outside.bytes, "outside_allocator_method": outside.method}
 
 
-def _settings(raw: dict[str, Any]) -> Any:
-    from ctxscope.agent.engine.loop import LoopPolicy
-    from ctxscope.agent.engine.point import PointSettings
-
-    return PointSettings(**{**raw, "policy": LoopPolicy(**raw["policy"])})
-
-
-def handle(job: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """Run one job; exceptions propagate to the caller, which classifies them."""
+def _probe(session: point.Session, job: ProbeJob) -> Probed:
     import torch
 
-    from ctxscope.agent.engine import forward, point
+    from ctxscope.agent.engine import forward
 
-    op = job["op"]
-    if op == "load":
-        _apply_memory_cap(job["choice"]["device"], job.get("memory_cap_bytes"))
-        session = point.Session(point.ModelChoice(**job["choice"]))
+    ids = forward.synthetic_prompt(session.vocab_size, job.context_len, seed=job.seed, device=session.device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        split = point.prefill_memory(session, ids, job.logits)
+    return Probed(
+        duration_s=time.perf_counter() - started,
+        peak_bytes=split.peak_bytes,
+        cache_bytes=split.cache_bytes,
+        logits_bytes=split.logits_bytes,
+        weights_bytes=split.weights_bytes,
+        allocator_reserved_bytes=torch.cuda.max_memory_reserved() if session.device.type == "cuda" else None,
+        **_outside_allocator(session.device),
+    )
+
+
+def handle(job: Job, state: dict[str, Any]) -> Loaded | Measured | Probed | Profiled:
+    """Run one job; exceptions propagate to the caller, which classifies them."""
+    if isinstance(job, LoadJob):
+        _apply_memory_cap(job.choice.device, job.memory_cap_bytes)
+        session = point.Session(job.choice)
         state["session"] = session
         # measured again now that the model ran once at load time: kernel images load lazily
-        cap = _apply_memory_cap(job["choice"]["device"], job.get("memory_cap_bytes"))
-        return {
-            "outcome": "ok",
-            "load_s": session.load_s,
-            "cap": cap,
-            "implementation": session.implementation(),
-        }
+        cap = _apply_memory_cap(job.choice.device, job.memory_cap_bytes)
+        return Loaded(load_s=session.load_s, cap=cap, implementation=session.implementation())
+    if "session" not in state:
+        raise RuntimeError(f"a {job.op} job before any model was loaded")
     session = state["session"]
-    if op == "point":
-        outcome, _ = point.measure_point(session, _settings(job["settings"]))
-        return {
-            "outcome": outcome.outcome,
-            "metrics": {k: m.model_dump() for k, m in outcome.metrics.items()},
-            "implementation": outcome.implementation,
-            "details": outcome.details,
-        }
-    if op == "probe":
-        length = int(job["context_len"])
-        ids = forward.synthetic_prompt(
-            session.vocab_size, length, seed=job.get("seed", 0), device=session.device
-        )
-        started = time.perf_counter()
-        with torch.inference_mode():
-            split = point.prefill_memory(session, ids, job["logits"])
-        return {
-            "outcome": "ok",
-            "duration_s": time.perf_counter() - started,
-            "peak_bytes": split.peak_bytes,
-            "cache_bytes": split.cache_bytes,
-            "logits_bytes": split.logits_bytes,
-            "weights_bytes": split.weights_bytes,
-            "allocator_reserved_bytes": torch.cuda.max_memory_reserved()
-            if session.device.type == "cuda"
-            else None,
-            **_outside_allocator(session.device),
-        }
-    if op == "profile":
-        from ctxscope.agent.profiling.run import plan_profile_fields
+    if isinstance(job, PointJob):
+        return point.measure_point(session, job.settings)
+    if isinstance(job, ProbeJob):
+        return _probe(session, job)
+    from ctxscope.agent.profiling.run import plan_profile
 
-        fields = plan_profile_fields(
-            session, job["phases"], job["lengths"], job["logits"], int(job["iterations"])
-        )
-        return {"outcome": "ok", "results": fields}
-    raise ValueError(f"unknown job {op!r}")
+    return Profiled(results=plan_profile(session, job.phases, job.lengths, job.logits, job.iterations))
 
 
 def main() -> int:
@@ -119,19 +94,16 @@ def main() -> int:
     for line in sys.stdin:
         if not line.strip():
             continue
-        job = json.loads(line)
         try:
-            reply = handle(job, state)
+            reply = handle(read_job(line), state)
         except BaseException as exc:  # every failure becomes a reply; the parent decides what it means
-            from ctxscope.agent.engine.point import classify, error_text, free
-
-            kind = classify(exc)
-            _reply({"outcome": kind, "error": error_text(exc)}, out)
+            kind = point.classify(exc)
+            _reply(Failure(outcome=kind, error=point.error_text(exc)), out)
             if kind != "oom":
                 return 1
             session = state.get("session")
             if session is not None:
-                free(session.device)
+                point.free(session.device)
             continue
         _reply(reply, out)
     return 0

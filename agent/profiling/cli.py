@@ -1,23 +1,20 @@
 """`ctxscope agent profile MODEL`: operator shares from device time, with roofline, per context length.
 
-Prints a share table (percent of device time, with milliseconds) and writes the records (run start,
-one result per length, run end) as JSON lines when `--out` is given; the same records go to the
-collector through whatever sink the caller passes to `profile_run`.
+Prints a share table (percent of device time, with milliseconds) and records a run like `agent run`
+(`engine/recorder.py`): run start with the manifest, one result per length, run end; written as JSON
+lines (`--out`) or streamed to the collector (`--broker` / `--config`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ctxscope.agent.cliopts import torch_device_option
+from ctxscope.agent.cliopts import record_options, torch_device_option
 from ctxscope.agent.records import RecordSink
 
 
@@ -49,61 +46,45 @@ def profile_run(
     prefer_native: bool = True,
     peaks_key: str | None = None,
 ) -> list[Any]:
-    """Loads the model, profiles every length and emits the records; returns the points."""
-    from ctxscope.agent.engine.manifest import collect
+    """Loads the model, profiles every length and records the run; returns the points."""
     from ctxscope.agent.engine.point import ModelChoice, Session
+    from ctxscope.agent.engine.recorder import RunRecorder
     from ctxscope.agent.profiling.roofline import device_description, find_peaks, peaks_by_key
-    from ctxscope.agent.profiling.run import emit_point, profile_session
-    from ctxscope.shared.messages import RunFinished, RunStarted
+    from ctxscope.agent.profiling.run import emit_profiled, profile_session, profiled_length
 
     peaks = peaks_by_key(peaks_key) if peaks_key else find_peaks(device_description(device))
-    session = Session(
-        ModelChoice(name=model, precision=precision, device=device, tiny=tiny, prefer_native=prefer_native)
+    choice = ModelChoice(
+        name=model, precision=precision, device=device, tiny=tiny, prefer_native=prefer_native
     )
     plan = {
+        "name": f"profile {model}",
+        "models": [model],
+        "precisions": [precision],
+        "logits": settings.logits,
+        "tiny": tiny,
+        "prefer_native": prefer_native,
         "profile": {
-            "model": model,
-            "precision": precision,
-            "lengths": list(settings.lengths),
+            "context_lengths": list(settings.lengths),
             "phases": list(settings.phases),
-            "logits": settings.logits,
             "iterations": settings.iterations,
-            "tiny": tiny,
-            "prefer_native": prefer_native,
-        }
+            "decode": settings.decode,
+            "timed": settings.timed_policy is not None,
+        },
     }
-    plan_hash = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
-    run_id = f"profile-{uuid.uuid4().hex[:12]}"
-    manifest = collect(device, plan_hash=plan_hash, precision=precision)
-    manifest["device_peaks"] = peaks.key if peaks else None
-    sink.emit(
-        RunStarted,
-        run_id=run_id,
-        plan=plan,
-        plan_hash=plan_hash,
-        total_points=len(settings.lengths),
-        manifest=manifest,
-    )
     points = []
-    try:
+    with RunRecorder(
+        sink,
+        plan=plan,
+        total=len(settings.lengths),
+        torch_device=device,
+        precision=precision,
+        manifest_extra={"device_peaks": peaks.key if peaks else None},
+    ) as run:
+        run.progress(f"{model}/{precision}/profile")
+        session = Session(choice)
         for point in profile_session(session, settings, peaks):
-            emit_point(sink, session, point, run_id=run_id, logits=settings.logits, manifest=manifest)
+            emit_profiled(run, choice, session.spec.family, settings.logits, profiled_length(session, point))
             points.append(point)
-    except Exception as exc:  # the run still ends with a record saying so
-        failed = sum(p.outcome != "ok" for p in points)
-        sink.emit(
-            RunFinished,
-            run_id=run_id,
-            outcome="failed",
-            points_ok=len(points) - failed,
-            points_failed=failed,
-            error=f"{type(exc).__name__}: {exc}",
-        )
-        raise
-    failed = sum(p.outcome != "ok" for p in points)
-    sink.emit(
-        RunFinished, run_id=run_id, outcome="completed", points_ok=len(points) - failed, points_failed=failed
-    )
     return points
 
 
@@ -185,9 +166,7 @@ def print_table(model: str, points: list[Any]) -> None:
 )
 @click.option("--tiny", is_flag=True, help="the zoo's shrunk config (tests)")
 @click.option("--hf", "prefer_hf", is_flag=True, help="transformers even where native mamba_ssm exists")
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
-)
+@record_options
 def profile(
     model: str,
     lengths: str,
@@ -203,6 +182,8 @@ def profile(
     tiny: bool,
     prefer_hf: bool,
     out: Path | None,
+    broker: str | None,
+    config_path: Path | None,
 ) -> None:
     """Operator shares of device time per context length, with roofline figures."""
     from ctxscope.agent import zoo
@@ -227,7 +208,7 @@ def profile(
     )
     device = device or default_device()
     with contextlib.ExitStack() as stack:
-        sink = command_sink(stack, out, None, None)
+        sink = command_sink(stack, out, broker, config_path)
         try:
             points = profile_run(
                 sink,

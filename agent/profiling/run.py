@@ -19,12 +19,13 @@ import torch
 from ctxscope.agent.engine import forward
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, Timer, measure
-from ctxscope.agent.engine.point import Session, classify, error_text, free
+from ctxscope.agent.engine.outcome import ProfiledLength
+from ctxscope.agent.engine.point import ModelChoice, Session, classify, error_text, free
+from ctxscope.agent.engine.recorder import RunRecorder
 from ctxscope.agent.profiling.profile import PhaseProfile, profile_phase
 from ctxscope.agent.profiling.roofline import Peaks, Phase, Work, class_rooflines, pass_work, roofline
 from ctxscope.agent.profiling.shapes import ArchShape, arch_shape
-from ctxscope.agent.records import RecordSink
-from ctxscope.shared.messages import Metric, PointResult
+from ctxscope.shared.messages import Metric, Outcome, PointResult
 
 TIMED_POLICY = LoopPolicy(warmups=0, min_reps=3, max_reps=10, min_time_s=0.0, max_time_s=5.0)
 
@@ -59,7 +60,7 @@ class PointProfile:
     context_len: int
     phases: dict[str, PhasePoint] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    outcome: str = "ok"
+    outcome: Outcome = "ok"
     error: str | None = None
     autotune: list[dict[str, Any]] = field(default_factory=list)
 
@@ -92,12 +93,12 @@ def profile_session(
                 with torch.inference_mode():
                     point.phases[phase] = _phase_point(session, settings, phase, length, shape, peaks)
             except Exception as exc:  # a failed phase is a result too; the next phase or length goes on
-                point.failed[phase] = f"{classify(exc)}: {error_text(exc)}"
+                kind, error = classify(exc), error_text(exc)
+                point.failed[phase] = f"{kind}: {error}"
+                if phase == settings.phases[0]:
+                    point.outcome, point.error = kind, error
             free(session.device)
         point.autotune = autotune_choices()
-        first = settings.phases[0]
-        if first in point.failed:
-            point.outcome, _, point.error = point.failed[first].partition(": ")
         yield point
 
 
@@ -191,17 +192,9 @@ def _roofline_figures(
     return figures
 
 
-def emit_point(
-    sink: RecordSink,
-    session: Session,
-    point: PointProfile,
-    *,
-    run_id: str,
-    logits: forward.LogitsMode,
-    manifest: dict[str, Any] | None = None,
-) -> PointResult:
-    """Streams one profiled point as a `result` record (operators and roofline in its details), with
-    the run's manifest as every result carries it."""
+def profiled_length(session: Session, point: PointProfile) -> ProfiledLength:
+    """One profiled length as a result's body: operators and roofline in its details, each phase's
+    timed latency and device time as metrics."""
     metrics: dict[str, Metric] = {}
     implementation = session.implementation()
     for name, phase in point.phases.items():
@@ -213,45 +206,45 @@ def emit_point(
             samples=[s.total_ns / 1e6 for s in phase.profile.per_pass],
         )
         implementation[f"profile_{name}"] = phase.implementation
-    return sink.emit(
-        PointResult,
-        run_id=run_id,
-        point_id=f"{session.spec.name}-{session.choice.precision}-{point.context_len}-profile",
-        model=session.spec.name,
-        family=session.spec.family,
+    return ProfiledLength(
         context_len=point.context_len,
-        precision=session.choice.precision,
-        logits=logits,
         outcome=point.outcome,
         error=point.error,
         metrics=metrics,
         implementation=implementation,
-        manifest=dict(manifest or {}),
         details=point.details(),
     )
 
 
-ENVELOPE_FIELDS = frozenset({"v", "kind", "device", "stream", "seq", "ts"})
+def emit_profiled(
+    run: RunRecorder, choice: ModelChoice, family: str, logits: forward.LogitsMode, profiled: ProfiledLength
+) -> PointResult:
+    """One profiled length as a result of `run`, named as the run names the model (a shrunk model's
+    result carries the real name; its run's plan says `tiny`)."""
+    return run.result(
+        point_id=f"{choice.name}/{choice.precision}/{profiled.context_len}/profile",
+        model=choice.name,
+        family=family,
+        precision=choice.precision,
+        logits=logits,
+        context_len=profiled.context_len,
+        outcome=profiled.outcome,
+        error=profiled.error,
+        metrics=profiled.metrics,
+        implementation=profiled.implementation,
+        details=profiled.details,
+    )
 
 
-def plan_profile_fields(
+def plan_profile(
     session: Session, phases: list[Phase], lengths: list[int], logits: forward.LogitsMode, iterations: int
-) -> list[dict[str, Any]]:
-    """A plan's operator profiles of one model: each length's result record as JSON-ready fields,
-    without the envelope, run id or manifest, which the plan's run adds (the engine's worker returns
-    them to its parent this way). Eager decode, so that kernels keep their module labels."""
+) -> list[ProfiledLength]:
+    """A plan's operator profiles of one model, one per length (the engine's worker returns them to
+    its parent this way). Eager decode, so that kernels keep their module labels."""
     from ctxscope.agent.profiling.roofline import device_description, find_peaks
-    from ctxscope.agent.records import MemorySink
 
     settings = ProfileSettings(
         lengths=tuple(lengths), phases=tuple(phases), logits=logits, iterations=iterations
     )
     peaks = find_peaks(device_description(str(session.device)))
-    stamp = MemorySink(keep=False)
-    out = []
-    for point in profile_session(session, settings, peaks):
-        record = emit_point(stamp, session, point, run_id="plan", logits=settings.logits)
-        fields = record.model_dump(mode="json", exclude=set(ENVELOPE_FIELDS))
-        del fields["run_id"], fields["manifest"]
-        out.append(fields)
-    return out
+    return [profiled_length(session, point) for point in profile_session(session, settings, peaks)]

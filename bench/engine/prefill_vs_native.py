@@ -70,7 +70,7 @@ def main() -> None:
     session = point.Session(point.ModelChoice(args.model, args.precision, "cuda"))
     report["implementation"] = session.implementation()
     settings = point.PointSettings(context_len=args.length, decode_tokens=0, policy=policy)
-    agent, _ = point.measure_point(session, settings)
+    agent = point.measure_point(session, settings)
     report["agent_ttft_ms"] = {
         "median_ms": agent.metrics["ttft"].median,
         "samples_ms": agent.metrics["ttft"].samples,
@@ -86,7 +86,7 @@ def main() -> None:
 
     if args.hf:
         hf = point.Session(point.ModelChoice(args.model, args.precision, "cuda", prefer_native=False))
-        hf_outcome, _ = point.measure_point(hf, settings)
+        hf_outcome = point.measure_point(hf, settings)
         report["hf_kernels_ttft_ms"] = {
             "median_ms": hf_outcome.metrics["ttft"].median,
             "samples_ms": hf_outcome.metrics["ttft"].samples,

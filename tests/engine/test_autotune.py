@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ctxscope.agent.engine import autotune, point
+from ctxscope.agent.engine.outcome import Measured
 
 
 @dataclass
@@ -95,10 +96,10 @@ def _session() -> point.Session:
     return point.Session(point.ModelChoice(name="mamba2-130m", precision="fp32", device="cpu", tiny=True))
 
 
-def _measure() -> point.PointOutcome:
+def _measure() -> Measured:
     policy = point.LoopPolicy(warmups=0, min_reps=1, max_reps=1, min_time_s=0.0)
     settings = point.PointSettings(context_len=8, decode_tokens=0, policy=policy)
-    return point.measure_point(_session(), settings)[0]
+    return point.measure_point(_session(), settings)
 
 
 def test_a_result_carries_the_choices_in_force(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -60,3 +60,17 @@ def test_json_lines_sink_writes_every_record_and_keeps_none() -> None:
         sink.emit(RunProgress, run_id="r", done=done, total=3, point="p")
     assert sink.records == []
     assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == [1, 2, 3]
+
+
+def test_maxctx_writes_a_run_of_records(tmp_path: Path) -> None:
+    out = tmp_path / "records.jsonl"
+    args = ["maxctx", "qwen2.5-0.5b", "--tiny", "--precision", "fp32", "--torch-device", "cpu"]
+    result = CliRunner().invoke(agent, [*args, "--start", "64", "--max-tokens", "64", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = [MESSAGE_ADAPTER.validate_json(line) for line in out.read_text().splitlines()]
+    assert [r.kind for r in records] == ["run_started", "run_progress", "result", "run_finished"]
+    started, found, finished = records[0], records[2], records[3]
+    assert f"run {started.run_id}: qwen2.5-0.5b fp32" in result.output
+    assert found.details["search"]["summary"] == ">= 64 tokens, bounded by max_tokens=64"
+    assert found.metrics["max_context"].samples == [64.0] and found.manifest["plan_hash"] == started.plan_hash
+    assert (finished.outcome, finished.points_ok) == ("completed", 1)

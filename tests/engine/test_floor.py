@@ -17,7 +17,7 @@ def test_cpu_bandwidth_is_measured_and_labelled() -> None:
 def test_decode_point_reports_its_floor() -> None:
     session = point.Session(point.ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
     policy = point.LoopPolicy(warmups=0, min_reps=2, max_reps=2, min_time_s=0.0)
-    outcome, _ = point.measure_point(
+    outcome = point.measure_point(
         session, point.PointSettings(context_len=16, decode_tokens=2, policy=policy)
     )
     metrics = outcome.metrics

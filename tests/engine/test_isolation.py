@@ -1,16 +1,22 @@
-"""Child-process outcomes: a SIGKILL on a unified-memory device is the OOM killer's, elsewhere a fault."""
+"""Child-process outcomes: a SIGKILL on a unified-memory device is the OOM killer's, elsewhere a fault;
+a job the child cannot read and a reply the parent cannot read are faults with their reason."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
 from ctxscope.agent.engine import isolation
+from ctxscope.agent.engine.outcome import Failure, Loaded, Measured, Probed
 from ctxscope.agent.engine.point import KILL_AT_ENV, ModelChoice
+from ctxscope.agent.engine.protocol import REPLY_MARK, LoadJob, ProbeJob
 
 CHOICE = ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True)
-PROBE = {"op": "probe", "context_len": 16, "logits": "last"}
+PROBE = ProbeJob(context_len=16, logits="last")
 
 
 @pytest.mark.slow
@@ -22,18 +28,75 @@ def test_sigkill_outcome_depends_on_memory_kind(
 ) -> None:
     monkeypatch.setattr(isolation, "is_unified_memory_device", lambda: unified)
     with isolation.Worker(env={KILL_AT_ENV: "16"}) as worker:
-        assert worker.request({"op": "load", "choice": asdict(CHOICE)}, 120)["outcome"] == "ok"
-        reply = worker.request(PROBE, 120)
+        assert isinstance(worker.request(LoadJob(choice=CHOICE), Loaded, 120), Loaded)
+        reply = worker.request(PROBE, Probed, 120)
         assert not worker.alive
-    assert reply["outcome"] == outcome
-    assert reason in reply["error"]
+    assert isinstance(reply, Failure) and reply.outcome == outcome
+    assert reason in reply.error
 
 
 def test_a_failing_job_is_a_fault_and_ends_the_worker() -> None:
     with isolation.Worker() as worker:
-        reply = worker.request(PROBE, 60)  # a probe before any model was loaded
-        assert reply["outcome"] == "fault" and "KeyError" in reply["error"]
+        reply = worker.request(PROBE, Probed, 60)  # a probe before any model was loaded
+        assert isinstance(reply, Failure) and reply.outcome == "fault"
+        assert "before any model was loaded" in reply.error
         assert not worker.alive  # already gone: a runner replaces it before the next point
-        assert worker.request(PROBE, 5)["outcome"] == "fault"  # the worker exited; the parent says so
+        again = worker.request(PROBE, Probed, 5)
+        # the worker exited; the parent says so
+        assert isinstance(again, Failure) and again.outcome == "fault"
         proc = worker.proc
     assert proc is not None and proc.stdin is not None and proc.stdin.closed  # no pipe left open
+
+
+class ScriptedWorker(isolation.Worker):
+    """A child that answers every job line with the given reply line, as a broken worker might."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        script = textwrap.dedent(
+            f"""
+            import sys
+            for line in sys.stdin:
+                sys.stdout.write({REPLY_MARK!r} + {reply!r} + "\\n")
+                sys.stdout.flush()
+            """
+        )
+        self.argv = [sys.executable, "-c", script]
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("not json", "Invalid JSON"),
+        ("[1, 2]", "input should be an object"),
+        ('{"outcome": "ok", "op": "point", "metrics": {"ttft": {"unit": "ms"}}}', "metrics.ttft"),
+        ('{"outcome": "ok", "op": "probe", "duration_s": 0.1}', "op: Input should be 'point'"),
+        ('{"outcome": "exploded", "error": "x"}', "outcome"),
+        ('{"outcome": "ok", "op": "point", "loops": [{"phase": "prefill", "inner": 1}]}', "loops.0"),
+    ],
+)
+def test_a_malformed_reply_is_a_fault_with_its_reason(reply: str, reason: str) -> None:
+    with ScriptedWorker(reply) as worker:
+        outcome = worker.request(PROBE, Measured, 30)
+        assert not worker.alive  # a child in an unknown state is ended; the runner starts a fresh one
+    assert isinstance(outcome, Failure) and outcome.outcome == "fault"
+    assert outcome.error.startswith("malformed reply from the worker: ")
+    assert reason.lower() in outcome.error.lower(), outcome.error
+
+
+def test_a_malformed_job_is_a_fault_from_the_child(tmp_path: Path) -> None:
+    """The child validates what it reads too: a job it cannot read is answered as a fault, and it exits."""
+    done = subprocess.run(
+        isolation.Worker.argv,
+        input='{"op": "probe", "context_len": -3, "logits": "some"}\n',
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith(REPLY_MARK)]
+    reply = Failure.model_validate_json(line[len(REPLY_MARK) :])
+    assert reply.outcome == "fault" and "malformed job" in reply.error
+    assert "context_len" in reply.error and "logits" in reply.error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from ctxscope.agent import zoo
@@ -143,6 +145,30 @@ def test_max_context_search_is_a_record(make_plan, monkeypatch: pytest.MonkeyPat
     assert record.metrics["max_context"].method.endswith("lower bound, max_tokens=128")
     assert [p["outcome"] for p in record.details["search"]["probes"]] == ["ok", "ok"]
     assert summary.max_context["qwen2.5-0.5b/fp32/max-context"].largest_ok == 128
+    # the search is one step of the run like a point: announced, and counted in the total and the end
+    assert sink.records[-3].kind == "run_progress" and sink.records[-3].point == record.point_id
+    assert sink.records[0].total_points == 2 and sink.records[-1].points_ok == 2
+
+
+def test_a_malformed_worker_reply_is_a_fault_and_the_run_goes_on(
+    make_plan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that answers what the protocol does not allow fails its point with the reason; the run
+    records it and ends normally."""
+    from ctxscope.agent.engine.isolation import Worker
+    from ctxscope.agent.engine.protocol import REPLY_MARK
+
+    script = (
+        f'import sys\nfor _ in sys.stdin:\n    print({REPLY_MARK!r} + \'{{"outcome": "ok"}}\', flush=True)'
+    )
+    monkeypatch.setattr(Worker, "argv", [sys.executable, "-c", script])
+    plan = make_plan(context_lengths=[16, 32], isolate="always", decode_tokens=0, spread_processes=1)
+    sink = MemorySink()
+    summary = run_plan(plan, sink, progress=False, device="cpu")
+    assert [r.outcome for r in summary.results] == ["fault", "fault"]
+    for result in summary.results:
+        assert (result.error or "").startswith("malformed reply from the worker: load_s: Field required")
+    assert sink.records[-1].outcome == "completed" and sink.records[-1].points_failed == 2
 
 
 @pytest.mark.parametrize("isolate", ["never", "always"])
@@ -186,7 +212,7 @@ def test_a_profile_that_fails_is_a_failed_result_per_length(
     def broken(*_args: object) -> list[dict[str, object]]:
         raise RuntimeError("the profiler broke")
 
-    monkeypatch.setattr(profiling, "plan_profile_fields", broken)
+    monkeypatch.setattr(profiling, "plan_profile", broken)
     plan = make_plan(decode_tokens=0, profile={"phases": ["prefill"], "context_lengths": [32, 64]})
     sink = MemorySink()
     summary = run_plan(plan, sink, progress=False, device="cpu")

@@ -2,40 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from ctxscope.agent.engine import spread
+from ctxscope.agent.engine.outcome import Measured, PhaseLoop
 from ctxscope.agent.engine.plan import validate
+from ctxscope.agent.phases import PhaseWindow
 from ctxscope.shared.messages import Metric
 
 
-def _reply(ttft: list[float]) -> dict[str, Any]:
-    windows = [{"start_ns": i, "end_ns": i + 1, "tokens": 16, "repetitions": 1} for i in range(len(ttft))]
-    return {
-        "outcome": "ok",
-        "metrics": {
+def _reply(ttft: list[float]) -> Measured:
+    windows = [PhaseWindow("prefill", i, i + 1, 16) for i in range(len(ttft))]
+    return Measured(
+        metrics={
             "ttft": Metric(unit="ms", method="cuda events; one prefill", samples=ttft),
             "memory_weights": Metric(unit="B", method="allocated", samples=[1.0]),
         },
-        "implementation": {},
-        "details": {"ttft_loop": {"inner": 1, "windows": windows}},
-        "wall_s": 2.0,
-    }
+        loops=[PhaseLoop(phase="prefill", stop_reason="stable", inner=1, windows=windows)],
+        wall_s=2.0,
+    )
 
 
 def test_pool_keeps_every_sample_and_the_spread_between_processes() -> None:
     pooled = spread.pool([_reply([10.0, 10.0, 10.0]), _reply([12.0, 12.0, 12.0]), _reply([11.0, 11.0, 11.0])])
-    ttft = pooled["metrics"]["ttft"]
+    ttft = pooled.metrics["ttft"]
     assert ttft.n == 9 and ttft.method.endswith("pooled from 3 fresh processes")
-    info = pooled["details"]["process_spread"]["ttft"]
+    info = pooled.details["process_spread"]["ttft"]
     assert info["process_medians"] == [10.0, 12.0, 11.0]
     assert info["between_rel_range"] == pytest.approx(2.0 / 11.0)
     assert info["within_rel_iqr"] == [0.0, 0.0, 0.0]
-    assert pooled["details"]["processes"] == 3
-    assert len(pooled["details"]["ttft_loop"]["windows"]) == 9
-    assert pooled["wall_s"] == 6.0
+    assert pooled.details["processes"] == 3
+    assert len(pooled.windows) == 9 and all(w.name == "prefill" for w in pooled.windows)
+    assert len(pooled.record_details()["ttft_loop"]["windows"]) == 9
+    assert pooled.wall_s == 6.0
 
 
 def test_plan_spreads_short_points_only() -> None:

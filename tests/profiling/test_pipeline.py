@@ -81,9 +81,14 @@ def test_the_profile_command_streams_valid_results(model: str, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     assert "share %" in result.output and "time ms" in result.output
     records = [MESSAGE_ADAPTER.validate_json(line) for line in out.read_text().splitlines()]
-    assert [r.kind for r in records] == ["run_started", "result", "result", "run_finished"]
+    assert [r.kind for r in records] == ["run_started", "run_progress", "result", "result", "run_finished"]
     assert all(decode(encode(r)) == r for r in records)  # what goes over MQTT carries it all
-    for r in records[1:3]:
+    started, finished = records[0], records[-1]
+    assert started.total_points == 2 and started.plan["tiny"] and started.plan["models"] == [model]
+    assert (finished.outcome, finished.points_ok, finished.points_failed) == ("completed", 2, 0)
+    for r in records[2:4]:
+        assert r.run_id == started.run_id and r.model == model  # named as asked; the plan says tiny
+        assert r.point_id == f"{model}/bf16/{r.context_len}/profile" and r.details["kind"] == "profile"
         assert r.outcome == "ok"
         assert r.manifest == records[0].manifest and r.manifest["precision"] == "bf16"
         assert set(r.details["operators"]) == {"prefill", "decode"}
