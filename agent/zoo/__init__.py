@@ -1,4 +1,5 @@
-"""The model zoo: exact public architecture configs, a loader registry and kernel-path detection.
+"""The model zoo: exact public architecture configs, the architecture registry, loading and kernel-path
+detection.
 
 Entries (``configs/<name>.json``, indexed with their source in ``configs/index.json``) are the public
 config.json of each studied checkpoint; weights are never downloaded.

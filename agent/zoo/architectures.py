@@ -3,8 +3,9 @@ that architecture, and the one place any caller looks it up.
 
 An entry names its config reader (hfconfig.py), parameter formula (parameters.py), shape reader
 (shapes.py; the KV cache, SSM state and roofline figures follow from the shape), test shrink
-(shrink.py), builder (builders.py) and the SSM kind whose kernel rules the load probe checks
-(kernels.py). The functions live in those modules; which model_type takes which lives only here.
+(shrink.py), builder (builders.py), the SSM kind whose kernel rules the load probe checks (kernels.py)
+and whether its attention takes a registered attention path (engine/attention.py). The functions live
+in those modules; which model_type takes which lives only here.
 A model_type missing here is not supported anywhere (no guessing from names).
 """
 
@@ -39,6 +40,9 @@ class Architecture:
     shrink: Callable[[dict[str, Any]], dict[str, Any]]
     loader: Builder
     ssm_kind: SsmKind | None  # None: no SSM layers, nothing for the kernel probe to check
+    # its attention layers call transformers' AttentionInterface (with `num_key_value_groups`), so an
+    # attention path registered there reaches them (the engine's sdpa-gqa, engine/attention.py)
+    attention_interface: bool
 
     @property
     def native(self) -> bool:
@@ -61,6 +65,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.qwen2,
             loader=build_transformers,
             ssm_kind=None,
+            attention_interface=True,
         ),
         Architecture(
             model_type="llama",
@@ -70,6 +75,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.llama,
             loader=build_transformers,
             ssm_kind=None,
+            attention_interface=True,
         ),
         Architecture(
             model_type="phi3",
@@ -79,6 +85,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.phi3,
             loader=build_transformers,
             ssm_kind=None,
+            attention_interface=True,
         ),
         Architecture(
             model_type="gpt_neo",
@@ -88,6 +95,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.gpt_neo,
             loader=build_transformers,
             ssm_kind=None,
+            attention_interface=False,
         ),
         Architecture(
             model_type="mamba",
@@ -97,6 +105,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.mamba,
             loader=build_pure_ssm,
             ssm_kind="mamba1",
+            attention_interface=False,
         ),
         Architecture(
             model_type="mamba2",
@@ -106,6 +115,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.mamba2,
             loader=build_pure_ssm,
             ssm_kind="mamba2",
+            attention_interface=False,
         ),
         Architecture(
             model_type="falcon_h1",
@@ -115,6 +125,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.falcon_h1,
             loader=build_transformers,
             ssm_kind="mamba2",
+            attention_interface=True,
         ),
         Architecture(
             model_type="zamba2",
@@ -124,6 +135,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.zamba2,
             loader=build_transformers,
             ssm_kind="mamba2",
+            attention_interface=True,
         ),
         Architecture(
             model_type="bamba",
@@ -133,6 +145,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.bamba,
             loader=build_transformers,
             ssm_kind="mamba2",
+            attention_interface=True,
         ),
         Architecture(
             model_type="nemotron_h",
@@ -142,6 +155,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.nemotron_h,
             loader=build_transformers,
             ssm_kind="mamba2",
+            attention_interface=True,
         ),
         Architecture(
             model_type="granitemoehybrid",
@@ -151,6 +165,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.granitemoehybrid,
             loader=build_transformers,
             ssm_kind="mamba2",
+            attention_interface=True,
         ),
         Architecture(
             model_type="jamba",
@@ -160,6 +175,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             shrink=shrink.jamba,
             loader=build_transformers,
             ssm_kind="mamba1",
+            attention_interface=True,
         ),
     )
 }

@@ -31,6 +31,8 @@ def test_every_zoo_model_has_every_piece(spec: ModelSpec) -> None:
     expected_kind = {frozenset(): None, frozenset({Mamba1}): "mamba1", frozenset({Mamba2}): "mamba2"}
     assert arch.ssm_kind == expected_kind[frozenset(ssm_blocks)]
     assert (arch.ssm_kind is None) == (spec.family == "transformer")
+    if arch.attention_interface:
+        assert any(isinstance(b, Attention) for b in shape.blocks)
 
 
 def test_the_registry_holds_the_zoo_and_nothing_else() -> None:
