@@ -19,14 +19,11 @@ from typing import Any, Literal
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ctxscope.agent.zoo.architectures import architecture
+
 AttentionMode = Literal["sdpa-gqa", "transformers-sdpa"]
 ATTENTION_MODES: tuple[AttentionMode, ...] = ("sdpa-gqa", "transformers-sdpa")
 ATTENTION_NAME = "ctxscope_sdpa_gqa"
-# model types whose attention layers call transformers' AttentionInterface (and carry
-# `num_key_value_groups`); others keep their own attention code
-GQA_MODEL_TYPES = frozenset(
-    {"qwen2", "llama", "phi3", "falcon_h1", "zamba2", "bamba", "nemotron_h", "granitemoehybrid", "jamba"}
-)
 CANDIDATES = (
     SDPBackend.CUDNN_ATTENTION,
     SDPBackend.FLASH_ATTENTION,
@@ -128,11 +125,11 @@ def register() -> str:
 
 
 def attn_implementation(mode: AttentionMode, model_type: str) -> str | None:
-    """What to ask transformers for: this path's name for `sdpa-gqa` on a model type that routes its
-    attention through the interface, else None (transformers' default)."""
+    """What to ask transformers for: this path's name for `sdpa-gqa` on a model type whose architecture
+    routes its attention through the interface, else None (transformers' default)."""
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {mode!r}")
-    if mode == "sdpa-gqa" and model_type in GQA_MODEL_TYPES:
+    if mode == "sdpa-gqa" and architecture(model_type).attention_interface:
         return register()
     return None
 

@@ -14,13 +14,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from ctxscope.agent.profiling.shapes import ArchShape, Attention, Block, Linear, Mamba1, Mamba2, Mlp
+from ctxscope.agent.zoo.shapes import ArchShape, Attention, Block, Linear, Mamba1, Mamba2, Mlp, Moe
 
 METHOD = """FLOPs count multiply-adds as 2; causal attention counts the lower triangle only; the SSD (Mamba-2)
-count follows its chunked algorithm (full chunk blocks, chunk states in and out). Bytes are the
-compulsory DRAM traffic of unfused operators: every weight read once, every operator's inputs read
-once and outputs written once (no reuse across operators), SSM chunk states in fp32. They are models,
-not measurements; the measured part is the time they are divided by.""".replace("\n", " ")
+count follows its chunked algorithm (full chunk blocks, chunk states in and out); a mixture of experts
+counts each token through its top-k experts. Bytes are the compulsory DRAM traffic of unfused
+operators: every weight read once (of experts, the min(experts, tokens x top-k) that can be picked),
+every operator's inputs read once and outputs written once (no reuse across operators), SSM chunk
+states in fp32. They are models, not measurements; the measured part is the time they are divided
+by.""".replace("\n", " ")
 
 Phase = Literal["prefill", "decode"]
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -73,6 +75,8 @@ def _block_work(work: Work, block: Block, phase: Phase, tokens: int, context_len
             _linear(work, "gemm", tokens, block.hidden, block.intermediate, b)
         _linear(work, "gemm", tokens, block.intermediate, block.hidden, b)
         work.add("elementwise", tokens * block.intermediate * 4.0, 3 * tokens * block.intermediate * b)
+    elif isinstance(block, Moe):
+        _moe(work, block, tokens, b)
     elif isinstance(block, Attention):
         _attention(work, block, phase, tokens, context_len, b)
     elif isinstance(block, Mamba1):
@@ -87,12 +91,25 @@ def _attention(work: Work, a: Attention, phase: Phase, tokens: int, context_len:
     _linear(work, "gemm", tokens, a.in_dim, kv, b)
     _linear(work, "gemm", tokens, a.in_dim, kv, b)
     _linear(work, "gemm", tokens, q, a.out_dim, b)
-    work.add("rotary", 6.0 * tokens * (q + kv), 2 * tokens * (q + kv) * b)
+    if a.rotary:
+        work.add("rotary", 6.0 * tokens * (q + kv), 2 * tokens * (q + kv) * b)
     if phase == "prefill":
         # QK^T and PV over the causal lower triangle: 2 matmuls x 2 FLOP x T^2/2 x heads x d
         work.add("attention", 2.0 * tokens * tokens * a.q_heads * d, tokens * (2 * q + 2 * kv) * b)
     else:
         work.add("attention", 4.0 * context_len * a.q_heads * d, (2 * context_len * kv + 2 * q) * b)
+
+
+def _moe(work: Work, m: Moe, tokens: int, b: int) -> None:
+    """Router, then each token through top_k experts; an expert's weights are read once if any token
+    picks it (at most min(experts, tokens x top_k) experts)."""
+    _linear(work, "gemm", tokens, m.hidden, m.experts, b)
+    routed = tokens * m.top_k
+    matrices = 3 if m.gated else 2
+    weights = min(m.experts, routed) * matrices * m.hidden * m.intermediate
+    activations = routed * matrices * (m.hidden + m.intermediate)
+    work.add("gemm", 2.0 * routed * matrices * m.hidden * m.intermediate, b * (weights + activations))
+    work.add("elementwise", routed * m.intermediate * 4.0, 3 * routed * m.intermediate * b)
 
 
 def _mamba1(work: Work, m: Mamba1, phase: Phase, tokens: int, b: int) -> None:

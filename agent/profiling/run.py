@@ -24,7 +24,8 @@ from ctxscope.agent.engine.point import ModelChoice, Session, classify, error_te
 from ctxscope.agent.engine.recorder import RunRecorder
 from ctxscope.agent.profiling.profile import PhaseProfile, profile_phase
 from ctxscope.agent.profiling.roofline import Peaks, Phase, Work, class_rooflines, pass_work, roofline
-from ctxscope.agent.profiling.shapes import ArchShape, arch_shape
+from ctxscope.agent.zoo.architectures import arch_shape
+from ctxscope.agent.zoo.shapes import ArchShape
 from ctxscope.shared.messages import Metric, Outcome, PointResult
 
 TIMED_POLICY = LoopPolicy(warmups=0, min_reps=3, max_reps=10, min_time_s=0.0, max_time_s=5.0)
@@ -82,10 +83,7 @@ def profile_session(
 ) -> Iterator[PointProfile]:
     """Yields one PointProfile per context length. Out-of-memory ends a phase as `oom`, any other
     error as `fault`; a CUDA fault may poison the context, so the caller isolates runs in a process."""
-    try:
-        shape: ArchShape | None = arch_shape(session.module.config)
-    except KeyError:  # no shape reader for this config type: shares without roofline figures
-        shape = None
+    shape = arch_shape(session.spec)
     for length in settings.lengths:
         point = PointProfile(length)
         for phase in settings.phases:
@@ -107,7 +105,7 @@ def _phase_point(
     settings: ProfileSettings,
     phase: Phase,
     length: int,
-    shape: ArchShape | None,
+    shape: ArchShape,
     peaks: Peaks | None,
 ) -> PhasePoint:
     ids = forward.synthetic_prompt(session.vocab_size, length, seed=settings.seed, device=session.device)
@@ -156,18 +154,11 @@ def _phase_point(
             method=f"{timer.method}; timed pass apart from the profiling pass; {implementation}",
             samples=[s / 1e6 for s in loop.samples_ns],
         )
-    figures: dict[str, Any] = {"implementation": implementation}
-    if shape is None:
-        config_type = getattr(session.module.config, "model_type", type(session.module.config).__name__)
-        figures["unavailable"] = f"no analytic FLOPs/bytes for config type {config_type!r}"
-    else:
-        figures |= _roofline_figures(
-            pass_work(shape, phase, length, session.choice.precision, settings.logits),
-            profile,
-            latency,
-            peaks,
-            session.choice.precision,
-        )
+    work = pass_work(shape, phase, length, session.choice.precision, settings.logits)
+    figures = {
+        "implementation": implementation,
+        **_roofline_figures(work, profile, latency, peaks, session.choice.precision),
+    }
     return PhasePoint(profile, latency, figures, implementation)
 
 

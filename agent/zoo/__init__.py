@@ -1,4 +1,5 @@
-"""The model zoo: exact public architecture configs, a loader registry and kernel-path detection.
+"""The model zoo: exact public architecture configs, the architecture registry, loading and kernel-path
+detection.
 
 Entries (``configs/<name>.json``, indexed with their source in ``configs/index.json``) are the public
 config.json of each studied checkpoint; weights are never downloaded.
@@ -25,7 +26,9 @@ Public API (imports torch lazily: importing this package does no work)::
     ssd_int32_limit_tokens(spec) -> int | None   # longest prompt mamba_ssm's SSD kernels can index
     native_config(spec) -> dict                  # MambaConfig kwargs for mamba_ssm (pure SSM entries)
     hf_config(spec) -> transformers.PretrainedConfig
-    LOADERS: dict[model_type, builder]           # the explicit registry load_model dispatches on
+    arch_shape(spec) -> ArchShape                # blocks in forward order (roofline, cache and state sizes)
+    architecture(model_type) -> Architecture     # the one registry entry per model_type: config reader,
+        # parameter formula, shape reader, test shrink, loader, SSM kind of the kernel probe
     KernelPathError, ZooError
 """
 
@@ -41,9 +44,11 @@ _EXPORTS = {
     "get_spec": "spec",
     "tiny_spec": "tiny",
     "spec_for": "tiny",
-    "LoadedModel": "loader",
+    "LoadedModel": "builders",
     "load_model": "loader",
-    "LOADERS": "loader",
+    "Architecture": "architectures",
+    "architecture": "architectures",
+    "arch_shape": "architectures",
     "KernelPathError": "kernels",
     "kernel_availability": "kernels",
     "parameter_count": "sizes",
@@ -52,7 +57,7 @@ _EXPORTS = {
     "ssd_int32_limit_tokens": "sizes",
     "Runtime": "spec",
     "native_config": "hfconfig",
-    "hf_config": "hfconfig",
+    "hf_config": "architectures",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,7 +15,7 @@ def zoo_rows() -> list[dict[str, Any]]:
     keeps it for the pure SSM entries); unbuildable entries keep their reason and no sizes."""
     import torch
 
-    from ctxscope.agent.zoo.hfconfig import NATIVE_MODEL_TYPES
+    from ctxscope.agent.zoo.architectures import architecture
     from ctxscope.agent.zoo.sizes import (
         cache_bytes_per_token,
         parameter_count,
@@ -46,7 +46,7 @@ def zoo_rows() -> list[dict[str, Any]]:
                 "state_bytes_bf16": state_bytes(spec, dtype),
                 "ssd_int32_limit_tokens": ssd_int32_limit_tokens(spec),
             }
-            if spec.model_type in NATIVE_MODEL_TYPES:
+            if architecture(spec.model_type).native:
                 row["state_bytes_bf16_mamba_ssm"] = state_bytes(spec, dtype, runtime="mamba_ssm")
         rows.append(row)
     return rows

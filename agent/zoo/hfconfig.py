@@ -1,9 +1,10 @@
-"""From a zoo entry's public config to the configs the runtimes take.
+"""From a zoo entry's public config to the configs the runtimes take: the two config readers.
 
-Transformer and hybrid entries ship a transformers config.json and go to `AutoConfig.for_model`. Pure Mamba
-and Mamba-2 entries ship the original mamba_ssm config (the one `MambaLMHeadModel` reads); the equivalent
-transformers `MambaConfig` / `Mamba2Config` is derived here with the same shapes, so both runtimes build
-the same architecture.
+Transformer and hybrid entries ship a transformers config.json and go to `AutoConfig.for_model`
+(`published_config`). Pure Mamba and Mamba-2 entries ship the original mamba_ssm config (the one
+`MambaLMHeadModel` reads); the equivalent transformers `MambaConfig` / `Mamba2Config` is derived here with
+the same shapes (`derived_config`), so both runtimes build the same architecture. Each architecture names
+its reader in architectures.py.
 """
 
 from __future__ import annotations
@@ -50,13 +51,12 @@ NATIVE_DEFAULTS: dict[str, Any] = {
     "pad_vocab_size_multiple": 8,
     "tie_embeddings": True,
 }
-NATIVE_MODEL_TYPES = ("mamba", "mamba2")
 
 
 def native_config(spec: ModelSpec) -> dict[str, Any]:
     """Keyword arguments for mamba_ssm's `MambaConfig`, defaults filled in."""
-    if spec.model_type not in NATIVE_MODEL_TYPES:
-        raise ZooError(f"{spec.name}: model_type {spec.model_type!r} has no native mamba_ssm build")
+    if "model_type" in spec.config:  # mamba_ssm's config is the one format without it
+        raise ZooError(f"{spec.name}: ships a transformers config, no native mamba_ssm config")
     merged = {**NATIVE_DEFAULTS, **spec.config}
     return {key: merged[key] for key in ("d_model", "n_layer", "vocab_size", *NATIVE_DEFAULTS)}
 
@@ -114,14 +114,17 @@ def _derived_hf_kwargs(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def hf_config(spec: ModelSpec) -> PretrainedConfig:
-    """The transformers config for this entry (derived for pure SSM entries, as published otherwise)."""
+def derived_config(spec: ModelSpec) -> PretrainedConfig:
+    """The transformers config equivalent to a pure SSM entry's mamba_ssm config."""
     from transformers import AutoConfig
 
-    if spec.unavailable:
-        raise ZooError(f"{spec.name} is unavailable: {spec.unavailable}")
-    if spec.model_type in NATIVE_MODEL_TYPES:
-        return AutoConfig.for_model(spec.model_type, **_derived_hf_kwargs(spec))
+    return AutoConfig.for_model(spec.model_type, **_derived_hf_kwargs(spec))
+
+
+def published_config(spec: ModelSpec) -> PretrainedConfig:
+    """The transformers config an entry ships, as published."""
+    from transformers import AutoConfig
+
     kwargs = {k: v for k, v in spec.config.items() if k not in ("model_type", "auto_map", "_name_or_path")}
     rope = kwargs.get("rope_scaling")
     if isinstance(rope, dict) and rope.get("type") == "su":

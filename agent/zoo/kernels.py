@@ -21,9 +21,10 @@ import torch
 from ctxscope.agent.packages import KERNEL_PACKAGES, installed_version
 from ctxscope.agent.zoo.calls import CallEvidence
 from ctxscope.agent.zoo.hfcache import hf_cache, hf_cache_kwarg
-from ctxscope.agent.zoo.spec import Runtime, ZooError
+from ctxscope.agent.zoo.spec import Runtime
 
 Phase = Literal["prefill", "step"]
+SsmKind = Literal["mamba1", "mamba2"]  # the SSM mixer an architecture uses: which kernels its rules watch
 PHASES: tuple[Phase, Phase] = ("prefill", "step")
 PROBE_TOKENS = 8
 _WATCHED = ("mamba_ssm", "causal_conv1d")
@@ -61,27 +62,10 @@ _STEP = (
 _SCAN_ENTRY = {"mamba1": "selective_scan_fn", "mamba2": "mamba_chunk_scan_combined"}
 
 
-def _rules(kind: str) -> dict[str, tuple[Phase, tuple[_Part, ...]]]:
+def _rules(kind: SsmKind) -> dict[str, tuple[Phase, tuple[_Part, ...]]]:
     """Operation -> (the probe phase that runs it, the kernels it needs)."""
     scan = _Part("mamba_ssm", _SCAN_FILES[kind], _SCAN_ENTRY[kind], "")
     return {"ssm_scan": ("prefill", (scan,)), "conv1d": ("prefill", (_CONV,)), "ssm_step": ("step", _STEP)}
-
-
-# model_type -> the SSM mixer it uses (None: no SSM layers)
-SSM_KIND: dict[str, str | None] = {
-    "qwen2": None,
-    "llama": None,
-    "phi3": None,
-    "gpt_neo": None,
-    "mamba": "mamba1",
-    "jamba": "mamba1",
-    "mamba2": "mamba2",
-    "falcon_h1": "mamba2",
-    "zamba2": "mamba2",
-    "bamba": "mamba2",
-    "nemotron_h": "mamba2",
-    "granitemoehybrid": "mamba2",
-}
 
 
 TORCH_FALLBACK = "transformers torch fallback"
@@ -131,7 +115,7 @@ def _label(part: _Part, evidence: CallEvidence) -> str:
 
 
 def plan_from_evidence(
-    kind: str, evidence: dict[Phase, CallEvidence], runtime: Runtime, device: torch.device
+    kind: SsmKind, evidence: dict[Phase, CallEvidence], runtime: Runtime, device: torch.device
 ) -> KernelPlan:
     """The implementation of each SSM operation, from what the probe's phases called."""
     implementation: dict[str, str] = {}
@@ -184,16 +168,14 @@ def _probe_native(module: torch.nn.Module, ids: torch.Tensor) -> tuple[Callable[
 
 
 def observed_plan(
-    module: torch.nn.Module, model_type: str, runtime: Runtime, device: torch.device
+    module: torch.nn.Module, kind: SsmKind | None, runtime: Runtime, device: torch.device
 ) -> KernelPlan:
-    """What the built model runs for its SSM operations, observed in a short prefill + decode step.
+    """What the built model runs for its SSM operations of `kind`, observed in a short prefill + decode
+    step.
 
-    Token ids 1..8 (no random draw, so the caller's RNG state is untouched); attention-only models are
-    not probed (they have no SSM operations).
+    Token ids 1..8 (no random draw, so the caller's RNG state is untouched); attention-only models
+    (`kind` None) are not probed (they have no SSM operations).
     """
-    if model_type not in SSM_KIND:
-        raise ZooError(f"no kernel rules for model_type {model_type!r}")
-    kind = SSM_KIND[model_type]
     if kind is None:
         return KernelPlan({})
     ids = torch.arange(1, PROBE_TOKENS + 1, device=device).unsqueeze(0)

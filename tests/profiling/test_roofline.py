@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from ctxscope.agent.profiling.roofline import Work, find_peaks, pass_work, peaks_by_key, roofline
-from ctxscope.agent.profiling.shapes import arch_shape
-from ctxscope.agent.zoo.hfconfig import hf_config
-from ctxscope.agent.zoo.tiny import tiny_spec
+from ctxscope.agent.zoo import arch_shape, hf_config, list_models, tiny_spec
+from ctxscope.agent.zoo.shapes import ArchShape, Moe
 
-MODELS = ("qwen2.5-0.5b", "mamba-130m", "mamba2-130m", "falcon-h1-0.5b", "zamba2-1.2b")
+MODELS = [spec.name for spec in list_models(include_unavailable=False)]
 TOKENS = 48
 
 
-def _measured_flops(name: str) -> tuple[dict[str, float], object]:
-    """FLOPs of the nn.Linear / nn.Conv1d weights of the real tiny model, each counted once per call.
+def _measured_flops(name: str) -> dict[str, float]:
+    """FLOPs of the nn.Linear / nn.Conv1d / fused expert weights of the real tiny model, each counted once
+    per call.
 
     A module's calls are counted by a forward hook; one that the model uses functionally (HF SSM
     mixers pass `conv1d.weight` or `dt_proj.weight` to kernels) takes its parent's call count.
@@ -48,32 +48,27 @@ def _measured_flops(name: str) -> tuple[dict[str, float], object]:
             flops["lm_head"] += 2.0 * uses * module.in_features * module.out_features
         elif isinstance(module, torch.nn.Linear):
             flops["gemm"] += 2.0 * uses * TOKENS * module.in_features * module.out_features
+        elif isinstance(getattr(module, "gate_up_proj", None), torch.nn.Parameter):
+            # fused experts (one 3D weight per projection): each token through top-k of them
+            per_expert = module.gate_up_proj[0].numel() + module.down_proj[0].numel()
+            flops["gemm"] += 2.0 * uses * TOKENS * config.num_experts_per_tok * per_expert
         elif isinstance(module, torch.nn.Conv1d):
             taps = module.kernel_size[0] * module.in_channels // module.groups
             flops["conv1d"] += 2.0 * uses * TOKENS * module.out_channels * taps
-    return flops, config
+    return flops
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_projection_and_conv_flops_match_a_real_forward(name: str) -> None:
-    measured, config = _measured_flops(name)
-    work = pass_work(arch_shape(config), "prefill", TOKENS, "fp32")
+    measured = _measured_flops(name)
+    work = pass_work(arch_shape(tiny_spec(name)), "prefill", TOKENS, "fp32")
     assert work.flops["gemm"] == pytest.approx(measured["gemm"])
     assert work.flops["lm_head"] == pytest.approx(measured["lm_head"])
     assert work.flops.get("conv1d", 0.0) == pytest.approx(measured["conv1d"])
 
 
-@pytest.mark.parametrize("name", ["mamba-130m", "mamba2-130m"])
-def test_native_and_transformers_configs_give_the_same_shape(name: str) -> None:
-    spec = tiny_spec(name)
-    native, hf = arch_shape(spec.config), arch_shape(hf_config(spec))
-    assert native.blocks == hf.blocks
-    assert native.vocab == hf.vocab
-    assert native.vocab % 8 == 0
-
-
 def test_attention_is_quadratic_in_prefill_and_linear_in_decode() -> None:
-    shape = arch_shape(hf_config(tiny_spec("qwen2.5-0.5b")))
+    shape = arch_shape(tiny_spec("qwen2.5-0.5b"))
     attention = [pass_work(shape, "prefill", t, "bf16").flops["attention"] for t in (1024, 2048)]
     assert attention[1] == pytest.approx(4 * attention[0])
     layers, heads, head_dim = 2, 4, 16
@@ -83,8 +78,18 @@ def test_attention_is_quadratic_in_prefill_and_linear_in_decode() -> None:
     assert decode[0] == pytest.approx(layers * 4 * 1024 * heads * head_dim)
 
 
+def test_a_decode_step_reads_only_the_experts_its_token_can_pick() -> None:
+    moe = Moe(hidden=64, intermediate=128, experts=8, top_k=2, gated=True)
+    shape = ArchShape("moe", 64, 512, (moe,), norms=1)
+    expert_bytes = 3 * 64 * 128 * 4
+    decode = pass_work(shape, "decode", 1024, "fp32").bytes["gemm"]
+    prefill = pass_work(shape, "prefill", 1024, "fp32").bytes["gemm"]
+    assert 2 * expert_bytes < decode < 3 * expert_bytes
+    assert prefill > 8 * expert_bytes
+
+
 def test_all_position_logits_multiply_the_lm_head_by_the_length() -> None:
-    shape = arch_shape(hf_config(tiny_spec("qwen2.5-0.5b")))
+    shape = arch_shape(tiny_spec("qwen2.5-0.5b"))
     last = pass_work(shape, "prefill", 4096, "bf16", logits="last").flops["lm_head"]
     every = pass_work(shape, "prefill", 4096, "bf16", logits="all").flops["lm_head"]
     assert every == pytest.approx(4096 * last)

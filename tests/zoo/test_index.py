@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 from setuptools import find_packages
 
-from ctxscope.agent.zoo import LOADERS, ZooError, get_spec, hf_config, list_models
-from ctxscope.agent.zoo.sizes import PARAMETER_FORMULAS
-from ctxscope.agent.zoo.tiny import SHRINK
+from ctxscope.agent.zoo import ZooError, get_spec, hf_config, list_models
 
 CONFIGS = resources.files("ctxscope.agent.zoo").joinpath("configs")
 STUDY = [  # every model of the reference study, plus the newer hybrids the issue names
@@ -37,9 +35,6 @@ def test_entry_has_what_the_loaders_need(spec) -> None:
     assert spec.source
     if "model_type" in spec.config:
         assert spec.config["model_type"] == spec.model_type
-    assert spec.model_type in LOADERS
-    assert spec.model_type in SHRINK
-    assert spec.model_type in PARAMETER_FORMULAS
     config = hf_config(spec)
     assert config.model_type == spec.model_type
     assert config.num_hidden_layers > 0 and config.hidden_size > 0 and config.vocab_size > 0

@@ -15,9 +15,10 @@ from types import ModuleType
 import pytest
 import torch
 
-from ctxscope.agent.zoo import KernelPathError, ZooError, kernel_availability, load_model, tiny_spec
+from ctxscope.agent.zoo import KernelPathError, kernel_availability, load_model, tiny_spec
+from ctxscope.agent.zoo.architectures import ARCHITECTURES
 from ctxscope.agent.zoo.calls import CallEvidence
-from ctxscope.agent.zoo.kernels import SSM_KIND, TORCH_FALLBACK, observed_plan, plan_from_evidence
+from ctxscope.agent.zoo.kernels import TORCH_FALLBACK, observed_plan, plan_from_evidence
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 FAKE_PACKAGES = ("causal_conv1d", "mamba_ssm")
@@ -144,13 +145,13 @@ def test_the_fused_scan_is_named_before_its_parts(fake_kernels) -> None:
     assert plan.implementation["ssm_scan"] == "mamba_ssm mamba_split_conv1d_scan_combined (triton SSD)"
 
 
-@pytest.mark.parametrize("model_type", sorted(t for t, kind in SSM_KIND.items() if kind))
+@pytest.mark.parametrize("model_type", sorted(t for t, arch in ARCHITECTURES.items() if arch.ssm_kind))
 def test_on_cpu_without_kernels_every_ssm_op_is_the_fallback(model_type, tiny_model) -> None:
     names = {"mamba": "mamba-130m", "mamba2": "mamba2-130m", "falcon_h1": "falcon-h1-0.5b",
              "zamba2": "zamba2-1.2b", "bamba": "bamba-9b", "nemotron_h": "nemotron-h-8b",
              "granitemoehybrid": "granite-4.0-h-micro", "jamba": "jamba-mini-1.5"}  # fmt: skip
     loaded = tiny_model(names[model_type])
-    plan = observed_plan(loaded.module, model_type, "transformers", CPU)
+    plan = observed_plan(loaded.module, ARCHITECTURES[model_type].ssm_kind, "transformers", CPU)
     assert set(plan.implementation) == {"ssm_scan", "conv1d", "ssm_step"}
     assert set(plan.implementation.values()) == {TORCH_FALLBACK}
     assert "causal_conv1d.causal_conv1d_fn" in plan.missing and "CUDA device" in plan.missing
@@ -158,12 +159,9 @@ def test_on_cpu_without_kernels_every_ssm_op_is_the_fallback(model_type, tiny_mo
 
 @pytest.mark.parametrize("model_type", ["qwen2", "llama", "phi3", "gpt_neo"])
 def test_attention_only_models_have_no_ssm_plan(model_type) -> None:
-    assert observed_plan(torch.nn.Identity(), model_type, "transformers", CUDA).implementation == {}
-
-
-def test_unknown_model_type_is_refused() -> None:
-    with pytest.raises(ZooError):
-        observed_plan(torch.nn.Identity(), "rwkv", "transformers", CPU)
+    kind = ARCHITECTURES[model_type].ssm_kind
+    assert kind is None
+    assert observed_plan(torch.nn.Identity(), kind, "transformers", CUDA).implementation == {}
 
 
 def test_a_kernel_called_inside_the_forward_is_recorded(fake_kernels, monkeypatch) -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ctxscope.agent.zoo import get_spec, hf_config, native_config, tiny_spec
+from ctxscope.agent.zoo.builders import native_unavailable_reason
 from ctxscope.agent.zoo.hfconfig import padded_vocab, ssm_layer_config
-from ctxscope.agent.zoo.loader import native_unavailable_reason
 
 # Fields of mamba_ssm 2.3.2 models/config_mamba.py MambaConfig (the dataclass MambaLMHeadModel takes)
 MAMBA_CONFIG_FIELDS = {

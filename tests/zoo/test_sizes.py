@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ctxscope.agent.zoo import (
+    architecture,
     cache_bytes_per_token,
     get_spec,
     load_model,
@@ -14,7 +15,7 @@ from ctxscope.agent.zoo import (
     tiny_spec,
 )
 from ctxscope.agent.zoo.hfcache import hf_cache
-from ctxscope.agent.zoo.sizes import SSD_MODEL_TYPES, ssd_in_proj_width, ssd_int32_limit_tokens
+from ctxscope.agent.zoo.sizes import ssd_in_proj_width, ssd_int32_limit_tokens
 
 from .conftest import BUILDABLE, cache_tensor_bytes
 
@@ -130,7 +131,7 @@ def test_native_state_bytes_scale_with_dtype() -> None:
     assert state_bytes(spec, torch.float32, "mamba_ssm") == 2 * state_bytes(spec, torch.bfloat16, "mamba_ssm")
 
 
-SSD_ENTRIES = [name for name in BUILDABLE if get_spec(name).model_type in SSD_MODEL_TYPES]
+SSD_ENTRIES = [name for name in BUILDABLE if architecture(get_spec(name).model_type).ssm_kind == "mamba2"]
 
 
 @pytest.mark.parametrize("name", SSD_ENTRIES)
