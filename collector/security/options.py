@@ -75,6 +75,16 @@ def resolve_access(host: str, user: str, who: str, params: dict[str, Any]) -> Br
     return access
 
 
+def resolve_share_group(name: str | None, site_dir: Path | None) -> str | None:
+    """The share group as subscribed: with a site, the name joined to the site's secret."""
+    if name is None or site_dir is None:
+        return name
+    try:
+        return Site(site_dir).share_group(name)
+    except SiteError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def enforce_safe_broker(
     host: str, port: int, access: BrokerAccess, config: Path | None, site_dir: Path | None, require: bool
 ) -> None:
