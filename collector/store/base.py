@@ -207,13 +207,14 @@ class Store(ABC):
     # -- setup ----------------------------------------------------------------------------------
 
     def _create_schema(self) -> None:
+        from ctxscope.collector.store.migrations import hold_migration_lock, migrate
+
         ddl = SCHEMA.format(json=self.json_type, blob=self.blob_type, bool=self.bool_type)
         with self._transaction() as cur:
+            hold_migration_lock(self, cur)
             for statement in ddl.split(";"):
                 if statement.strip():
                     cur.execute(statement)
-        from ctxscope.collector.store.migrations import migrate
-
         migrate(self, time.time_ns())
 
     @contextmanager

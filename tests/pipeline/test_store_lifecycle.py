@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,30 @@ def test_retention_policy_rejects_nonsense() -> None:
         RetentionPolicy(raw_days=-1)
     with pytest.raises(ValueError, match="rollup_s"):
         RetentionPolicy(rollup_s=0)
+
+
+def test_collectors_opening_one_new_postgresql_store_at_once_all_succeed(pg_url: str) -> None:
+    """Collectors of a share group start together on an empty database: the baseline schema and the
+    migrations are made once, under the advisory lock, and no opening fails on a half-made table."""
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(open_store(pg_url))
+        except BaseException as exc:  # every failure is reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == [] and len(opened) == 6
+        assert applied_versions(opened[0]) == list(range(1, LATEST + 1))
+    finally:
+        for store in opened:
+            store.close()
