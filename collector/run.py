@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
     "--collector",
     "collector_name",
     default=None,
+    metavar="NAME",
     help="with --site, connect as the collector identity NAME added by `ctxscope collector enroll "
     "--collector NAME` (one identity per collector of a share group)",
 )

@@ -40,6 +40,7 @@ collector_option = click.option(
     "--collector",
     "collector_name",
     default=None,
+    metavar="NAME",
     help="instead of a device, a further collector identity (MQTT user ctxscope_collector_NAME), for "
     "one more collector of a --share-group",
 )
