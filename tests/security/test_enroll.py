@@ -89,3 +89,14 @@ def test_collector_identities_are_added_and_revoked_with_their_acl(tmp_path: Pat
     assert Site(site_dir).collectors() == ["ctxscope_collector"]
     code, out = invoke(revoke, "--collector", "b", *site)
     assert code != 0 and "no collector identity 'ctxscope_collector_b'" in out
+
+
+def test_a_bad_share_group_name_is_refused_without_printing_the_site_secret(tmp_path: Path) -> None:
+    from ctxscope.collector.run import run
+
+    site_dir = tmp_path / "site"
+    assert invoke(enroll, "--collector", "b", "--site", str(site_dir))[0] == 0
+    secret = (site_dir / "identities" / "share-group.secret").read_text()
+    for bad in ("a/b", "x" * 65):
+        code, out = invoke(run, "--site", str(site_dir), "--share-group", bad, "--no-web")
+        assert code != 0 and f"share group {bad!r}" in out and secret not in out
