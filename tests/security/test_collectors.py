@@ -134,3 +134,37 @@ def test_collector_run_connects_as_an_added_identity_in_the_site_share_group(
     assert "collector connected" in text and "UNSAFE BROKER" not in text, text
     assert "refused" not in text, text
     assert process.returncode == 0, text
+
+
+def test_why_the_group_name_is_a_secret_a_device_in_a_known_group_makes_records_vanish(
+    secure_broker: SecureBroker,
+) -> None:
+    """The broker behaviour the site's secret guards against (mosquitto 2.0's acl_file checks delivery,
+    not subscriptions): a device that joins a group under its known name is handed its turn of the
+    records, the ACL refuses to deliver them, and they reach no one. If this test ever fails, the broker
+    checks subscriptions and the secret is no longer needed."""
+    port = secure_broker.port
+    collector, _ = connect(port, secure_broker.site.access(COLLECTOR_USER))
+    received: queue.Queue[str] = queue.Queue()
+    collector.on_message = lambda _c, _u, m: received.put(m.topic)
+    thief, _ = connect(port, secure_broker.device_access(A))
+    stolen: queue.Queue[str] = queue.Queue()
+    thief.on_message = lambda _c, _u, m: stolen.put(m.topic)
+    device, _ = connect(port, secure_broker.device_access(B))
+    known = f"$share/known/{subscription(Channel.RESULT)}"
+    granted: queue.Queue[list[mqtt.ReasonCode]] = queue.Queue()
+    try:
+        for client in (collector, thief):
+            client.on_subscribe = lambda _c, _u, _m, reasons, _p: granted.put(reasons)
+            client.subscribe(known, 1)
+        for _ in range(2):
+            assert not any(r.is_failure for r in granted.get(timeout=10))
+        for seq in range(1, 101):
+            message = encode(point_result(B, STREAM, seq))
+            device.publish(topic_for(B, Channel.RESULT), message, qos=1).wait_for_publish(10)
+        time.sleep(1.0)
+        assert stolen.empty()
+        assert 0 < received.qsize() < 100, f"the collector got {received.qsize()} of 100"
+    finally:
+        for client in (collector, thief, device):
+            stop_client(client)
