@@ -25,8 +25,12 @@ COMMANDS = {
         "Roll up old raw telemetry and delete it (retention policy).",
     ),
     "export": ("ctxscope.collector.export", "export", "Export stored results to CSV or Parquet."),
-    "enroll": ("ctxscope.collector.security.cli", "enroll", "Give a device broker credentials and a bundle."),
-    "revoke": ("ctxscope.collector.security.cli", "revoke", "Remove a device's broker credentials."),
+    "enroll": (
+        "ctxscope.collector.security.cli",
+        "enroll",
+        "Give a device (or another collector) broker credentials.",
+    ),
+    "revoke": ("ctxscope.collector.security.cli", "revoke", "Remove a device's (or a collector's) access."),
     "passwd": ("ctxscope.collector.web.auth", "passwd", "Add a dashboard user or change their password."),
 }
 

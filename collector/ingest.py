@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 DATA_CHANNELS = tuple(c for c in Channel if c is not Channel.CMD)
 # Retained state (status, meta) goes to every collector; a shared subscription would not get it.
 STATE_CHANNELS = frozenset({Channel.STATUS, Channel.META})
-SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,100}")
 STORE_RETRY_S = 1.0
 STORE_RETRY_MAX_S = 30.0
 BATCH_MAX_BYTES = 16 * 1024**2
@@ -123,7 +123,7 @@ class Ingest:
         share_group: str | None = None,
     ) -> None:
         if share_group is not None and not SHARE_GROUP.fullmatch(share_group):
-            raise ValueError(f"share group {share_group!r}: use 1-64 of A-Z, a-z, 0-9, '_' and '-'")
+            raise ValueError(f"share group {share_group!r}: use 1-100 of A-Z, a-z, 0-9, '_' and '-'")
         if DEVICE_ID_PATTERN.fullmatch(client_id):
             raise ValueError(
                 f"collector client id {client_id!r} is also a valid device id, so a device could take over"

@@ -12,9 +12,13 @@ from typing import Any
 
 import click
 
-from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
-from ctxscope.collector.security.broker_config import COLLECTOR_USER
-from ctxscope.collector.security.options import access_options, enforce_safe_broker, resolve_access
+from ctxscope.collector.security.broker_config import collector_user
+from ctxscope.collector.security.options import (
+    access_options,
+    enforce_safe_broker,
+    resolve_access,
+    resolve_share_group,
+)
 from ctxscope.collector.service import build_service
 from ctxscope.collector.settings import default_store_url, parse_broker
 
@@ -26,9 +30,17 @@ log = logging.getLogger(__name__)
 @click.option("--store", "store_url", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB.")
 @click.option(
     "--client-id",
-    default=DEFAULT_CLIENT_ID,
-    show_default=True,
-    help="MQTT client id naming the persistent session: keep it stable across restarts, and not a device id.",
+    default=None,
+    help="MQTT client id naming the persistent session: keep it stable across restarts, and not a device "
+    "id (default: the collector identity's user name, ctxscope_collector without --collector)",
+)
+@click.option(
+    "--collector",
+    "collector_name",
+    default=None,
+    metavar="NAME",
+    help="with --site, connect as the collector identity NAME added by `ctxscope collector enroll "
+    "--collector NAME` (one identity per collector of a share group)",
 )
 @click.option(
     "--web",
@@ -40,7 +52,8 @@ log = logging.getLogger(__name__)
     "--share-group",
     default=None,
     help="ingest through the MQTT shared subscription $share/NAME/...: several collectors (each its own "
-    "--client-id, one PostgreSQL --store) split the fleet's records; each still gets every device's state",
+    "--client-id, one PostgreSQL --store) split the fleet's records; each still gets every device's state. "
+    "With --site the group's name on the broker also holds the site's secret, out of the devices' reach",
 )
 @click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
 @click.option(
@@ -86,7 +99,8 @@ log = logging.getLogger(__name__)
 def run(
     broker: str,
     store_url: str | None,
-    client_id: str,
+    client_id: str | None,
+    collector_name: str | None,
     share_group: str | None,
     web: str,
     no_web: bool,
@@ -111,8 +125,17 @@ def run(
         host, port = parse_broker(broker)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    access = resolve_access(host, COLLECTOR_USER, "the collector", access_params)
-    enforce_safe_broker(host, port, access, broker_config, access_params["site_dir"], require_safe_broker)
+    site_dir: Path | None = access_params["site_dir"]
+    if collector_name is not None and site_dir is None:
+        raise click.UsageError("--collector NAME takes the identity from a site: add --site DIR")
+    try:
+        user = collector_user(collector_name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    client_id = client_id or user
+    access = resolve_access(host, user, "the collector", access_params)
+    share_group = resolve_share_group(share_group, site_dir)
+    enforce_safe_broker(host, port, access, broker_config, site_dir, require_safe_broker)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:

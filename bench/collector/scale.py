@@ -118,7 +118,7 @@ def main() -> None:
         poller.measuring = False
         window_end_ns = time.time_ns()
         load.send_signal(signal.SIGTERM)
-        published = int(load.communicate(timeout=60)[0].split()[-1])
+        published = int(load.communicate(timeout=120)[0].split()[1])
         # let the collector catch up with what the window published, then read the lags
         reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
         query = "SELECT COUNT(*) FROM records WHERE ts BETWEEN ? AND ?"

@@ -43,9 +43,11 @@ class SimDevice:
     stream: str = field(default_factory=new_stream_id)
     birth: int = 1
     _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
+    last_seq: int = 0  # the seq of the newest record made
 
     def envelope(self) -> dict[str, object]:
-        return {"device": self.device, "stream": self.stream, "seq": next(self._seq), "ts": time.time_ns()}
+        self.last_seq = next(self._seq)
+        return {"device": self.device, "stream": self.stream, "seq": self.last_seq, "ts": time.time_ns()}
 
     def meta(self, memory_bytes: int = 8 * 2**30) -> DeviceMeta:
         return DeviceMeta(

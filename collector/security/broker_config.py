@@ -14,12 +14,19 @@ What each setting is for:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ctxscope.shared.broker_access import COMMAND_USER_SUFFIX
 from ctxscope.shared.topics import PREFIX, Channel
 
 COLLECTOR_USER = "ctxscope_collector"
 OPERATOR_USER = "ctxscope_operator"
+# A further collector identity is `ctxscope_collector_<name>`: the name has no '_', so the user never
+# ends like a command user (`..._cmd`) unless the name is `cmd`, which is refused.
+COLLECTOR_NAME = re.compile(r"[a-z0-9-]{1,32}")
+_COMMAND_NAME = COMMAND_USER_SUFFIX.lstrip("_")
 AUTOSAVE_INTERVAL_S = 10
 TLS_PORT = 8883
 
@@ -34,16 +41,41 @@ class BrokerPaths:
     pid_file: str | None = None
 
 
-def render_acl(collector_user: str = COLLECTOR_USER, operator_user: str = OPERATOR_USER) -> str:
-    """The ACL: pattern rules give every device (user name = device id) its own topics only."""
-    command_user = collector_user + "_cmd"
+def collector_user(name: str | None) -> str:
+    """The MQTT user of a collector identity: the site's first (None) or one added by
+    `ctxscope collector enroll --collector NAME`."""
+    if name is None:
+        return COLLECTOR_USER
+    if not COLLECTOR_NAME.fullmatch(name) or name == _COMMAND_NAME:
+        raise ValueError(f"collector name {name!r} is invalid: use 1-32 of a-z, 0-9 and '-' (not 'cmd')")
+    return f"{COLLECTOR_USER}_{name}"
+
+
+def is_collector_user(user: str) -> bool:
+    """True for a collector identity's ingest user (not its `_cmd` publisher, nor another service user)."""
+    if user == COLLECTOR_USER:
+        return True
+    name = user.removeprefix(COLLECTOR_USER + "_")
+    return name != user and COLLECTOR_NAME.fullmatch(name) is not None and name != _COMMAND_NAME
+
+
+def render_acl(collector_users: Sequence[str] = (COLLECTOR_USER,), operator_user: str = OPERATOR_USER) -> str:
+    """The ACL: pattern rules give every device (user name = device id) its own topics only; each
+    collector identity and its command publisher read every device's data and send commands.
+
+    mosquitto's acl_file grants or denies what a client receives, not what it subscribes to: a
+    collector's `$share/GROUP/ctxscope/v1/...` subscription is delivered under `topic read` of the
+    plain topic, and the share group's name (a site secret, see Site.share_group) is what keeps
+    devices out of the group."""
     lines = [
         "# ctxscope broker ACL (see docs/security.md). Anything not granted here is denied.",
         "",
-        "# The collector: ingest reads every device's data; it and its command publisher send commands.",
+        "# Collectors: ingest reads every device's data (shared subscriptions included); each and its",
+        "# command publisher send commands.",
     ]
-    for user in (collector_user, command_user):
-        lines += [f"user {user}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/cmd/+", ""]
+    for collector in collector_users:
+        for user in (collector, collector + COMMAND_USER_SUFFIX):
+            lines += [f"user {user}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/cmd/+", ""]
     lines += [
         "# The operator (command line): sends commands and reads their acks and the devices' state.",
         f"user {operator_user}",

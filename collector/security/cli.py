@@ -1,4 +1,5 @@
-"""`ctxscope collector enroll DEVICE --out DIR` and `ctxscope collector revoke DEVICE`."""
+"""`ctxscope collector enroll DEVICE --out DIR` and `ctxscope collector revoke DEVICE`; with
+`--collector NAME` instead of DEVICE, the same for another collector identity of a share group."""
 
 from __future__ import annotations
 
@@ -35,9 +36,25 @@ def _reload_note(reloaded: bool, site: Site) -> str:
     )
 
 
+collector_option = click.option(
+    "--collector",
+    "collector_name",
+    default=None,
+    metavar="NAME",
+    help="instead of a device, a further collector identity (MQTT user ctxscope_collector_NAME), for "
+    "one more collector of a --share-group",
+)
+
+
+def _one_of(device: str | None, collector_name: str | None) -> None:
+    if (device is None) == (collector_name is None):
+        raise click.UsageError("name either a DEVICE or --collector NAME")
+
+
 @click.command("enroll")
-@click.argument("device")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="bundle folder")
+@click.argument("device", required=False)
+@collector_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="bundle folder")
 @click.option(
     "--broker-host",
     default=None,
@@ -50,34 +67,61 @@ def _reload_note(reloaded: bool, site: Site) -> str:
 )
 @site_option
 def enroll(
-    device: str, out: Path, broker_host: str | None, broker_port: int, device_dir: str, site_dir: Path | None
+    device: str | None,
+    collector_name: str | None,
+    out: Path | None,
+    broker_host: str | None,
+    broker_port: int,
+    device_dir: str,
+    site_dir: Path | None,
 ) -> None:
-    """Give DEVICE its own broker credentials and write its bundle (agent.toml + ca.crt) to --out.
+    """Give DEVICE its own broker credentials and write its bundle (agent.toml + ca.crt) to --out; or,
+    with --collector NAME, add a collector identity to the site (its password stays in the site).
 
     Creates the site (CA, broker certificate, ACL, collector and operator identities, mosquitto.conf)
     on first use."""
+    _one_of(device, collector_name)
+    if collector_name is None and out is None:
+        raise click.UsageError("enrolling a device needs --out DIR for its bundle")
     site = Site(site_dir or default_site())
     host = broker_host or default_hostnames()[0]
     try:
         if not site.initialized:
             site.init([*default_hostnames(), host], broker_port)
             click.echo(f"created site {site.root}: broker files in {site.broker_dir}", err=True)
-        enrolled = site.enroll(device, out, host, broker_port, device_dir)
+        if device is not None and out is not None:
+            enrolled = site.enroll(device, out, host, broker_port, device_dir)
+            click.echo(f"enrolled {device}: copy {enrolled.bundle}/ to {device_dir}/ on the device")
+            reloaded = enrolled.broker_reloaded
+        elif collector_name is not None:
+            identity = site.add_collector(collector_name)
+            click.echo(
+                f"added collector identity {identity.user}: run it with `ctxscope collector run --site "
+                f"{site.root} --collector {collector_name} --share-group GROUP --store postgresql://...`"
+            )
+            reloaded = identity.broker_reloaded
     except (SiteError, InvalidIdentifier) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"enrolled {device}: copy {enrolled.bundle}/ to {device_dir}/ on the device")
-    click.echo(f"{_reload_note(enrolled.broker_reloaded, site)}", err=True)
+    click.echo(_reload_note(reloaded, site), err=True)
 
 
 @click.command("revoke")
-@click.argument("device")
+@click.argument("device", required=False)
+@collector_option
 @site_option
-def revoke(device: str, site_dir: Path | None) -> None:
-    """Remove DEVICE's broker credentials: it can no longer connect, publish or receive commands."""
+def revoke(device: str | None, collector_name: str | None, site_dir: Path | None) -> None:
+    """Remove DEVICE's broker credentials: it can no longer connect, publish or receive commands. With
+    --collector NAME, remove that added collector identity instead."""
+    _one_of(device, collector_name)
     site = Site(site_dir or default_site())
     try:
-        reloaded = site.revoke(device)
+        if device is not None:
+            reloaded = site.revoke(device)
+            click.echo(f"revoked {device}")
+        elif collector_name is not None:
+            identity = site.remove_collector(collector_name)
+            click.echo(f"revoked collector identity {identity.user}")
+            reloaded = identity.broker_reloaded
     except (SiteError, InvalidIdentifier) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"revoked {device}")
     click.echo(_reload_note(reloaded, site), err=True)

@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 
 import click
 
+from ctxscope.collector.ingest import SHARE_GROUP
 from ctxscope.collector.security.broker_check import check_broker
 from ctxscope.collector.security.site import Site, SiteError
 from ctxscope.shared.broker_access import BrokerAccess, InsecureBroker, require_secure
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
+SHARE_GROUP_NAME_MAX = 64  # the site's secret adds 33 characters, within the 100 a group may have
 
 
 def access_options(func: F) -> F:
@@ -73,6 +75,21 @@ def resolve_access(host: str, user: str, who: str, params: dict[str, Any]) -> Br
     except (SiteError, InsecureBroker) as exc:
         raise click.ClickException(str(exc)) from exc
     return access
+
+
+def resolve_share_group(name: str | None, site_dir: Path | None) -> str | None:
+    """The share group as subscribed: with a site, the name joined to the site's secret (the name is
+    checked first, so that a refusal never prints the secret)."""
+    if name is None or site_dir is None:
+        return name
+    if len(name) > SHARE_GROUP_NAME_MAX or not SHARE_GROUP.fullmatch(name):
+        raise click.ClickException(
+            f"share group {name!r}: use 1-{SHARE_GROUP_NAME_MAX} of A-Z, a-z, 0-9, '_' and '-'"
+        )
+    try:
+        return Site(site_dir).share_group(name)
+    except SiteError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def enforce_safe_broker(

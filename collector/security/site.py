@@ -3,7 +3,8 @@
 Layout of a site directory (default `<state dir>/site`):
 
     ca.key, ca.crt               the project CA (the key never leaves this directory)
-    identities/<user>.password   the collector's and the operator's MQTT passwords (owner-only)
+    identities/<user>.password   the collectors' and the operator's MQTT passwords (owner-only)
+    identities/share-group.secret  the secret part of every collector share group's name (owner-only)
     broker/                      what the broker reads (mount it as /mosquitto/config in compose):
         mosquitto.conf           for a host install (compose ships docker/mosquitto.conf)
         ca.crt, server.crt, server.key, passwd, acl
@@ -30,6 +31,8 @@ from ctxscope.collector.security.broker_config import (
     OPERATOR_USER,
     TLS_PORT,
     BrokerPaths,
+    collector_user,
+    is_collector_user,
     render_acl,
     render_mosquitto_conf,
 )
@@ -41,10 +44,19 @@ class SiteError(RuntimeError):
     """A site operation that cannot be done; the message says why and what to do."""
 
 
+SHARE_SECRET_FILE = "share-group.secret"
+
+
 @dataclass(frozen=True)
 class Enrollment:
     device: str
     bundle: Path
+    broker_reloaded: bool
+
+
+@dataclass(frozen=True)
+class CollectorIdentity:
+    user: str
     broker_reloaded: bool
 
 
@@ -98,10 +110,8 @@ class Site:
         server_key, server_cert = pki.new_server_cert(ca_key, ca_cert, hostnames)
         pki.write_key(self.broker_dir / "server.key", server_key)
         pki.write_cert(self.broker_dir / "server.crt", server_cert)
-        (self.broker_dir / "acl").write_text(render_acl())
         write_secret(self.passwd, b"")
-        collector_password = self._new_identity(COLLECTOR_USER)
-        self._set_password(COLLECTOR_USER + COMMAND_USER_SUFFIX, collector_password)
+        self._new_collector(COLLECTOR_USER)
         self._new_identity(OPERATOR_USER)
         self.write_broker_conf(port)
 
@@ -116,6 +126,19 @@ class Site:
         conf = self.broker_dir / "mosquitto.conf"
         conf.write_text(render_mosquitto_conf(paths, port, bind))
         return conf
+
+    def _new_collector(self, user: str) -> None:
+        """A collector identity: its ingest user and its command publisher (`_cmd`) share one password;
+        the ACL is written anew for the site's collectors, and the share-group secret made if absent."""
+        password = self._new_identity(user)
+        self._set_password(user + COMMAND_USER_SUFFIX, password)
+        secret = self.root / "identities" / SHARE_SECRET_FILE
+        if not secret.is_file():
+            write_secret(secret, secrets.token_hex(16).encode())
+        self._write_acl()
+
+    def _write_acl(self) -> None:
+        (self.broker_dir / "acl").write_text(render_acl(self.collectors()))
 
     def _new_identity(self, user: str) -> str:
         password = secrets.token_urlsafe(32)
@@ -143,6 +166,59 @@ class Site:
 
     def devices(self) -> list[str]:
         return sorted(u for u in self.users() if not u.startswith("ctxscope_"))
+
+    def collectors(self) -> list[str]:
+        """The collector identities' ingest users, the site's first one first."""
+        found = (u for u in self.users() if is_collector_user(u))
+        return sorted(found, key=lambda u: (u != COLLECTOR_USER, u))
+
+    def add_collector(self, name: str) -> CollectorIdentity:
+        """Another collector identity, `ctxscope_collector_<name>`, for one more collector of a share
+        group (the broker gives every connection of one user the same client id, so each collector
+        needs its own)."""
+        self._require_initialized()
+        user = self._collector_user(name)
+        if user in self.users():
+            raise SiteError(f"collector identity {user!r} already exists; revoke it first to make it anew")
+        self._new_collector(user)
+        return CollectorIdentity(user, self.reload_broker())
+
+    def remove_collector(self, name: str) -> CollectorIdentity:
+        """Remove an added collector identity (its password, its `_cmd` user and its ACL lines)."""
+        self._require_initialized()
+        user = self._collector_user(name)
+        if user not in self.users():
+            others = ", ".join(c for c in self.collectors() if c != COLLECTOR_USER) or "none"
+            raise SiteError(f"no collector identity {user!r} in {self.root} (added ones: {others})")
+        for gone in (user, user + COMMAND_USER_SUFFIX):
+            self._passwd_tool("-D", str(self.passwd), gone)
+        (self.root / "identities" / f"{user}.password").unlink(missing_ok=True)
+        self._write_acl()
+        return CollectorIdentity(user, self.reload_broker())
+
+    @staticmethod
+    def _collector_user(name: str) -> str:
+        try:
+            return collector_user(name)
+        except ValueError as exc:
+            raise SiteError(str(exc)) from exc
+
+    def share_group(self, name: str) -> str:
+        """The share group as the collectors subscribe to it: `NAME-<site secret>`.
+
+        mosquitto's acl_file does not check subscriptions, and a client that joins a group but may not
+        read its topics makes the broker drop the records it hands that client: a device that knew a
+        group's name could take a share of the fleet's records away from the collectors. The secret,
+        readable by collector identities only, keeps the name out of the devices' reach."""
+        path = self.root / "identities" / SHARE_SECRET_FILE
+        try:
+            secret = path.read_text().strip()
+        except OSError as exc:
+            raise SiteError(
+                f"site {self.root} has no share-group secret ({exc.strerror}): "
+                "`ctxscope collector enroll --collector NAME` makes one with the second collector identity"
+            ) from exc
+        return f"{name}-{secret}"
 
     def access(self, user: str) -> BrokerAccess:
         """Credentials of the collector or operator identity, trusting the site's CA."""

@@ -100,6 +100,16 @@ class LiveValues:
         return out
 
 
+def _lock_order(item: Accepted | Rejected) -> tuple[str, ...]:
+    """The order a batch's items are written in: rows are locked in this order (rejects by reason and
+    topic, then devices by id; the sort is stable, so each device's own order is kept). Collectors
+    sharing a subscription write batches that touch the same devices at once, and two transactions
+    locking two rows in opposite orders would deadlock."""
+    if isinstance(item, Rejected):
+        return ("", item.reason, item.topic)
+    return ("device", item.message.device)
+
+
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -207,13 +217,14 @@ class Store(ABC):
     # -- setup ----------------------------------------------------------------------------------
 
     def _create_schema(self) -> None:
+        from ctxscope.collector.store.migrations import hold_migration_lock, migrate
+
         ddl = SCHEMA.format(json=self.json_type, blob=self.blob_type, bool=self.bool_type)
         with self._transaction() as cur:
+            hold_migration_lock(self, cur)
             for statement in ddl.split(";"):
                 if statement.strip():
                     cur.execute(statement)
-        from ctxscope.collector.store.migrations import migrate
-
         migrate(self, time.time_ns())
 
     @contextmanager
@@ -240,7 +251,7 @@ class Store(ABC):
         now = time.time_ns()
         live = LiveValues()
         with self._transaction() as cur:
-            for item in items:
+            for item in sorted(items, key=_lock_order):
                 if isinstance(item, Rejected):
                     self._write_reject(cur, item, now)
                     outcome.rejected += 1

@@ -5,7 +5,9 @@
 a store made by any release upgrades by running the migrations it has not recorded. Each migration
 runs in one transaction with its row in `schema_migrations`; on PostgreSQL, where several
 collectors may open one store at once, the transaction first takes an advisory lock, so exactly one
-of them applies it. A store newer than this code (a version it does not know) is refused.
+of them applies it. The baseline and the `schema_migrations` table are made under the same lock:
+PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe against a concurrent one (the loser fails on
+a unique index of the catalog). A store newer than this code (a version it does not know) is refused.
 """
 
 from __future__ import annotations
@@ -78,15 +80,22 @@ def applied_versions(store: Store) -> list[int]:
     return [int(r["version"]) for r in store._query("SELECT version FROM schema_migrations ORDER BY version")]
 
 
+def hold_migration_lock(store: Store, cur: Any) -> None:
+    """On PostgreSQL, hold the migration lock until the transaction of `cur` ends (SQLite has one
+    writer at a time already)."""
+    if store.placeholder == "%s":
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
+
+
 def migrate(store: Store, now_ns: int) -> list[int]:
     """Apply the migrations the store has not recorded; return the versions applied now."""
     with store._transaction() as cur:
+        hold_migration_lock(store, cur)
         cur.execute(TABLE)
     done: list[int] = []
     for migration in MIGRATIONS:
         with store._transaction() as cur:
-            if store.placeholder == "%s":
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
+            hold_migration_lock(store, cur)
             cur.execute("SELECT MAX(version) FROM schema_migrations")
             current = _first(cur.fetchone()) or 0
             if current > LATEST:

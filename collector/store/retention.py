@@ -78,12 +78,15 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
     """Roll up and delete raw telemetry older than the policy's cutoff; return what was done."""
     cutoff = policy.cutoff_ns(time.time_ns() if now_ns is None else now_ns)
     outcome = RetentionOutcome()
+    # On PostgreSQL several collectors may prune one store at once: each pass locks the batches it
+    # folds and skips those another pass holds, so no batch is folded into the rollups twice.
+    claim = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
     while True:
         with store._transaction() as cur:
             cur.execute(
                 store._sql(
                     "SELECT device, stream, seq, source, mono_to_wall_ns, t_ns FROM telemetry"
-                    f" WHERE wall_end_ns < ? ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}"
+                    f" WHERE wall_end_ns < ? ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
                 ),
                 (cutoff,),
             )

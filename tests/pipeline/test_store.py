@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -175,3 +177,44 @@ def test_a_replayed_retained_message_is_no_sign_of_life(store: Store) -> None:
     assert store.devices()[0]["last_seen_ns"] == first["last_seen_ns"]
     store.write_batch([accepted(status)])
     assert store.devices()[0]["last_seen_ns"] > first["last_seen_ns"]
+
+
+def test_two_collectors_writing_the_same_devices_in_opposite_orders_do_not_deadlock(pg_url: str) -> None:
+    """Batch A holds dev-a and waits for dev-m (locked by a third client); batch B arrives with dev-z
+    then dev-a. Written in arrival order, B would hold dev-z and wait for A, and A, once dev-m is free,
+    would wait for dev-z: a deadlock, one batch failing. Written in device order, B waits for dev-a
+    behind A, and both are stored."""
+    import psycopg
+
+    first, second = open_store(pg_url), open_store(pg_url)
+    stream = "00000000000000dd"
+
+    def batch(seq: int, *devices: str) -> list[Accepted | Rejected]:
+        return [Accepted(topic_for(d, Channel.RESULT), point_result(d, stream, seq)) for d in devices]
+
+    first.write_batch(batch(1, "dev-a", "dev-m", "dev-z"))
+    blocker = psycopg.connect(pg_url)
+    blocker.execute("SELECT 1 FROM devices WHERE device = 'dev-m' FOR UPDATE")
+    outcomes: dict[str, object] = {}
+
+    def write(name: str, store: Store, items: list[Accepted | Rejected]) -> None:
+        try:
+            outcomes[name] = store.write_batch(items).stored
+        except Exception as exc:  # the deadlock's victim, before the fix
+            outcomes[name] = exc
+
+    a = threading.Thread(target=write, args=("a", first, batch(2, "dev-a", "dev-m", "dev-z")))
+    b = threading.Thread(target=write, args=("b", second, batch(3, "dev-z", "dev-a")))
+    try:
+        a.start()
+        time.sleep(0.5)  # A holds dev-a and waits for dev-m
+        b.start()
+        time.sleep(0.5)
+        blocker.rollback()
+        a.join(30)
+        b.join(30)
+        assert outcomes == {"a": 3, "b": 2}
+    finally:
+        blocker.close()
+        first.close()
+        second.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,62 @@ def test_retention_policy_rejects_nonsense() -> None:
         RetentionPolicy(raw_days=-1)
     with pytest.raises(ValueError, match="rollup_s"):
         RetentionPolicy(rollup_s=0)
+
+
+def test_collectors_opening_one_new_postgresql_store_at_once_all_succeed(pg_url: str) -> None:
+    """Collectors of a share group start together on an empty database: the baseline schema and the
+    migrations are made once, under the advisory lock, and no opening fails on a half-made table."""
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(open_store(pg_url))
+        except BaseException as exc:  # every failure is reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == [] and len(opened) == 6
+        assert applied_versions(opened[0]) == list(range(1, LATEST + 1))
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_retention_passes_of_two_collectors_never_fold_a_batch_twice(pg_url: str) -> None:
+    """While another collector's pass holds a batch (here: a client holding its row), a pass skips it
+    instead of folding it too (which counted its samples twice) and waiting to delete it; the batch
+    is folded once, by a later pass."""
+    import psycopg
+
+    stores = [open_store(pg_url), open_store(pg_url)]
+    now = 1_800_000_000 * NS
+    w0 = ((now - 10 * DAY_NS) // (60 * NS)) * 60 * NS
+    _write(stores[0], _batch(1, w0, [0.0, 1.0], [1.0, 2.0]), _batch(2, w0, [10.0, 11.0], [3.0, 4.0]))
+    policy = RetentionPolicy(raw_days=7, rollup_s=60)
+    other_pass = psycopg.connect(pg_url)
+    other_pass.execute("SELECT 1 FROM telemetry WHERE seq = 2 FOR UPDATE")
+    done: list[int] = []
+    pass_ = threading.Thread(
+        target=lambda: done.append(apply_retention(stores[1], policy, now).batches_pruned)
+    )
+    try:
+        pass_.start()
+        pass_.join(10)
+        assert done == [1], "the pass waited for, or folded, the batch another pass holds"
+        other_pass.rollback()
+        assert apply_retention(stores[0], policy, now).batches_pruned == 1
+        (power,) = rollups(stores[0], "orin-1", "power_w")
+        assert (power["n"], power["mean"]) == (4, 2.5)
+    finally:
+        pass_.join(10)
+        other_pass.close()
+        for store in stores:
+            store.close()

@@ -57,3 +57,46 @@ def test_enroll_and_revoke_refuse_clearly(tmp_path: Path) -> None:
     assert code != 0 and "not enrolled" in out
     code, out = invoke(revoke, "dev-9", "--site", str(tmp_path / "empty"))
     assert code != 0 and "holds no site yet" in out
+
+
+def test_collector_identities_are_added_and_revoked_with_their_acl(tmp_path: Path) -> None:
+    site_dir = tmp_path / "site"
+    site = ["--site", str(site_dir)]
+    code, out = invoke(enroll, "--collector", "b", *site)
+    assert code == 0 and "added collector identity ctxscope_collector_b" in out, out
+    users = Site(site_dir).users()
+    assert {"ctxscope_collector_b", "ctxscope_collector_b_cmd"} <= users
+    assert Site(site_dir).collectors() == ["ctxscope_collector", "ctxscope_collector_b"]
+    assert Site(site_dir).devices() == []
+    acl = (site_dir / "broker" / "acl").read_text()
+    for user in ("ctxscope_collector_b", "ctxscope_collector_b_cmd"):
+        assert f"user {user}\ntopic read ctxscope/v1/#\ntopic write ctxscope/v1/+/cmd/+\n" in acl
+    secret = site_dir / "identities" / "share-group.secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert Site(site_dir).share_group("fleet") == f"fleet-{secret.read_text()}"
+    code, out = invoke(enroll, "--collector", "b", *site)
+    assert code != 0 and "already exists" in out
+    for bad in ("cmd", "B", "a_b"):
+        code, out = invoke(enroll, "--collector", bad, *site)
+        assert code != 0 and f"collector name {bad!r} is invalid" in out
+    code, out = invoke(enroll, "dev-1", "--collector", "c", "--out", str(tmp_path / "b"), *site)
+    assert code != 0 and "either a DEVICE or --collector NAME" in out
+    code, out = invoke(enroll, "dev-1", *site)
+    assert code != 0 and "needs --out" in out
+    code, out = invoke(revoke, "--collector", "b", *site)
+    assert code == 0 and "revoked collector identity ctxscope_collector_b" in out
+    assert "ctxscope_collector_b" not in (site_dir / "broker" / "acl").read_text()
+    assert Site(site_dir).collectors() == ["ctxscope_collector"]
+    code, out = invoke(revoke, "--collector", "b", *site)
+    assert code != 0 and "no collector identity 'ctxscope_collector_b'" in out
+
+
+def test_a_bad_share_group_name_is_refused_without_printing_the_site_secret(tmp_path: Path) -> None:
+    from ctxscope.collector.run import run
+
+    site_dir = tmp_path / "site"
+    assert invoke(enroll, "--collector", "b", "--site", str(site_dir))[0] == 0
+    secret = (site_dir / "identities" / "share-group.secret").read_text()
+    for bad in ("a/b", "x" * 65):
+        code, out = invoke(run, "--site", str(site_dir), "--share-group", bad, "--no-web")
+        assert code != 0 and f"share group {bad!r}" in out and secret not in out
