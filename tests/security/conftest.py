@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from ctxscope.collector.security.broker_config import COLLECTOR_USER
 from ctxscope.collector.security.site import Site
 from ctxscope.compat import tomllib
 from ctxscope.shared.broker_access import BrokerAccess
+from tests.pipeline.conftest import wait_for
 
 DEVICES = ("dev-a", "dev-b")
 HOST = "127.0.0.1"
@@ -95,3 +99,20 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     yield SecureBroker(site, port, process, bundles)
     process.terminate()
     process.wait(10)
+
+
+@contextlib.contextmanager
+def collector_run(log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`ctxscope collector run ARGS` in a child process, its output in `log`; the block starts once it
+    connected (or exited) and ends it with SIGTERM."""
+    command = [sys.executable, "-c", "from ctxscope.cli import main; main()", "collector", "run", *args]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(
+                lambda: b"collector connected" in log.read_bytes() or process.poll() is not None, 60, "run"
+            )
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +31,7 @@ from ctxscope.shared.messages import MAX_BIRTH, Command, PointResult, Status
 from ctxscope.shared.topics import Channel, command_topic, subscription, topic_for
 from tests.pipeline.conftest import result_fields, wait_for
 
-from .conftest import HOST, SecureBroker, connect, stop_client
+from .conftest import HOST, SecureBroker, collector_run, connect, stop_client
 
 pytestmark = pytest.mark.slow
 A, B = "dev-a", "dev-b"
@@ -331,23 +328,14 @@ def test_collector_run_with_the_site_identity_passes_the_broker_check(
 ) -> None:
     """`collector run --site --require-safe-broker` connects over TLS as the collector, finding
     nothing unsafe in the site's broker; the operator's `send-plan` reaches the broker too."""
-    command = [
-        sys.executable, "-c", "from ctxscope.cli import main; main()", "collector", "run",
+    args = [
         "--broker", f"{HOST}:{secure_broker.port}", "--site", str(secure_broker.site.root),
         "--require-safe-broker", "--no-web", "--store", f"sqlite:///{tmp_path / 'c.sqlite'}",
     ]  # fmt: skip
     log = tmp_path / "collector.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for(
-                lambda: b"collector connected" in log.read_bytes() or process.poll() is not None, 60, "run"
-            )
-            broker = ["--broker", f"{HOST}:{secure_broker.port}", "--site", str(secure_broker.site.root)]
-            sent = CliRunner().invoke(send_plan, [B, "cpu-smoke", *broker, "--wait", "0"])
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
+    with collector_run(log, *args) as process:
+        broker = ["--broker", f"{HOST}:{secure_broker.port}", "--site", str(secure_broker.site.root)]
+        sent = CliRunner().invoke(send_plan, [B, "cpu-smoke", *broker, "--wait", "0"])
     text = log.read_text()
     assert "collector connected" in text and "UNSAFE BROKER" not in text, text
     assert process.returncode == 0, text

@@ -9,9 +9,6 @@ from the collectors; a revoked collector identity is shut out.
 from __future__ import annotations
 
 import queue
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +23,7 @@ from ctxscope.shared.codec import encode
 from ctxscope.shared.topics import Channel, subscription, topic_for
 from tests.pipeline.conftest import point_result, wait_for
 
-from .conftest import SecureBroker, connect, stop_client
+from .conftest import SecureBroker, collector_run, connect, stop_client
 
 pytestmark = pytest.mark.slow
 A, B = "dev-a", "dev-b"
@@ -114,22 +111,14 @@ def test_collector_run_connects_as_an_added_identity_in_the_site_share_group(
     site = secure_broker.site
     site.add_collector("c")
     wait_admitted(secure_broker.port, site.access("ctxscope_collector_c"), admitted=True)
-    command = [
-        sys.executable, "-c", "from ctxscope.cli import main; main()", "collector", "run",
+    args = [
         "--broker", f"127.0.0.1:{secure_broker.port}", "--site", str(site.root), "--collector", "c",
         "--share-group", "fleet", "--require-safe-broker", "--no-web",
         "--store", f"sqlite:///{tmp_path / 'c.sqlite'}",
     ]  # fmt: skip
     log = tmp_path / "collector.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for(
-                lambda: b"collector connected" in log.read_bytes() or process.poll() is not None, 60, "run"
-            )
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
+    with collector_run(log, *args) as process:
+        pass
     text = log.read_text()
     assert "collector connected" in text and "UNSAFE BROKER" not in text, text
     assert "refused" not in text, text
