@@ -35,4 +35,4 @@ mapfile -t requirements <<<"$requirements"
 "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
 echo "newest releases under test:"
 "$VENV/bin/python" -m pip list --format=freeze 2>/dev/null | grep -iE "^(torch|transformers|kernels|pydantic|paho-mqtt|fastapi|huggingface-hub)=="
-"$VENV/bin/python" -m pytest tests/zoo tests/engine tests/contract -p no:cacheprovider -q
+"$VENV/bin/python" -m pytest tests/agent/zoo tests/agent/engine tests/shared -p no:cacheprovider -q

@@ -119,3 +119,21 @@ def test_no_import_cycles() -> None:
         if module not in index:
             visit(module)
     assert cycles == []
+
+
+# Test folders that test no one code folder: the whole pipeline, the install and deploy files, the bench.
+CROSS_CUTTING = {"e2e", "packaging", "deploy", "bench"}
+
+
+def test_the_tests_mirror_the_code() -> None:
+    """Every test folder is a code folder's twin (tests/agent/engine/ for agent/engine/, ...), or one of
+    the few that test across the code."""
+    tests = REPO / "tests"
+    strays = []
+    for folder in sorted(p for p in tests.rglob("*") if p.is_dir() and not p.name.startswith(("_", "."))):
+        relative = folder.relative_to(tests)
+        if relative.parts[0] in CROSS_CUTTING or "fixtures" in relative.parts:
+            continue
+        if not (REPO / relative).is_dir():
+            strays.append(str(relative))
+    assert strays == [], f"test folders without a code folder of the same path: {strays}"

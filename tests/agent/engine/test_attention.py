@@ -1,0 +1,117 @@
+"""The sdpa-gqa attention path: same outputs as transformers' sdpa, decode logits equal to a full
+recompute with eager attention, and the calibrated backend recorded."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from ctxscope.agent.engine import attention, forward, point
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _agreement() -> object:
+    spec = importlib.util.spec_from_file_location(
+        "decode_agreement", ROOT / "bench/engine/decode_agreement.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _uncalibrated() -> object:
+    yield
+    attention.reset()
+
+
+@pytest.mark.parametrize("q_len", [1, 7])
+def test_matches_transformers_sdpa_with_a_float_mask(q_len: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 6, q_len, 16, generator=generator)
+    k = torch.randn(1, 2, 20, 16, generator=generator)
+    v = torch.randn(1, 2, 20, 16, generator=generator)
+    mask = torch.zeros(1, 1, q_len, 20)
+    mask[..., 15:] = torch.finfo(torch.float32).min
+    layer = SimpleNamespace(num_key_value_groups=3, is_causal=True)
+    want, _ = sdpa_attention_forward(layer, q, k, v, mask)  # type: ignore[arg-type]
+    got, _ = attention.sdpa_gqa_forward(layer, q, k, v, mask)  # type: ignore[arg-type]
+    assert got.shape == want.shape == (1, q_len, 6, 16)
+    assert float((got - want).abs().max()) < 1e-5
+    as_bool, _ = attention.sdpa_gqa_forward(layer, q, k, v, mask == 0)  # type: ignore[arg-type]
+    assert float((as_bool - want).abs().max()) < 1e-5
+
+
+def test_causal_prefill_matches_transformers_sdpa() -> None:
+    generator = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 4, 9, 8, generator=generator)
+    k = torch.randn(1, 1, 9, 8, generator=generator)
+    v = torch.randn(1, 1, 9, 8, generator=generator)
+    layer = SimpleNamespace(num_key_value_groups=4, is_causal=True)
+    want, _ = sdpa_attention_forward(layer, q, k, v, None)  # type: ignore[arg-type]
+    got, _ = attention.sdpa_gqa_forward(layer, q, k, v, None)  # type: ignore[arg-type]
+    assert float((got - want).abs().max()) < 1e-5
+
+
+def test_gqa_never_copies_keys_and_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[int, bool]] = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        seen.append((k.shape[1], bool(kwargs.get("enable_gqa"))))
+        return real(q, k, v, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    layer = SimpleNamespace(num_key_value_groups=3, is_causal=True)
+    q, k, v = torch.randn(1, 6, 1, 16), torch.randn(1, 2, 20, 16), torch.randn(1, 2, 20, 16)
+    attention.sdpa_gqa_forward(layer, q, k, v, torch.zeros(1, 1, 1, 20))  # type: ignore[arg-type]
+    assert seen == [(2, True)]
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "zamba2-1.2b"])
+def test_static_decode_agrees_with_full_recompute(name: str) -> None:
+    agreement = _agreement()
+    session = point.Session(point.ModelChoice(name, "fp32", "cpu", tiny=True, attention="sdpa-gqa"))
+    assert session.module.config._attn_implementation == attention.ATTENTION_NAME
+    record = session.implementation()
+    assert record["attention_mode"] == "sdpa-gqa"
+    assert record["attention_gqa"].startswith("native")
+    assert record["attention_backend_decode"] in {b.name.lower() for b in attention.CANDIDATES}
+    assert record[f"attention_trial_decode/{record['attention_backend_decode']}"].endswith(
+        tuple("0123456789")
+    )
+    ids = forward.synthetic_prompt(session.vocab_size, 24, seed=0, device=session.device)
+    with torch.inference_mode():
+        reference = agreement.reference_logits(session.module, ids, 4)  # type: ignore[attr-defined]
+        assert session.module.config._attn_implementation == attention.ATTENTION_NAME
+        decoder = forward.HFStaticDecoder(session.module, ids, 5, graph=False)
+        rows = agreement.compare(decoder, reference, True)  # type: ignore[attr-defined]
+    assert len(rows) == 4
+    assert all(r["same_argmax"] for r in rows)
+    assert max(r["max_abs_diff"] for r in rows) < 1e-4
+
+
+def test_transformers_default_stays_available() -> None:
+    session = point.Session(
+        point.ModelChoice("qwen2.5-0.5b", "fp32", "cpu", tiny=True, attention="transformers-sdpa")
+    )
+    assert session.module.config._attn_implementation == "sdpa"
+    assert session.implementation()["attention_mode"] == "transformers-sdpa"
+    assert "attention_backend_decode" not in session.implementation()
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="attention must be one of"):
+        attention.attn_implementation("flash", "qwen2")  # type: ignore[arg-type]
+
+
+def test_models_without_the_interface_keep_their_attention() -> None:
+    assert attention.attn_implementation("sdpa-gqa", "gpt_neo") is None
+    assert attention.attn_implementation("sdpa-gqa", "mamba2") is None

@@ -1,0 +1,117 @@
+"""Plan validation, hashing and the shipped plan files."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from ctxscope.agent import zoo
+from ctxscope.agent.engine import plan as plans
+
+BASE = {"name": "p", "models": ["qwen2.5-0.5b"], "context_lengths": [1024]}
+
+
+def test_unknown_model_lists_the_valid_names() -> None:
+    with pytest.raises(plans.PlanError) as caught:
+        plans.validate({**BASE, "models": ["qwen9-70b"]})
+    message = str(caught.value)
+    assert "qwen9-70b" in message
+    assert all(spec.name in message for spec in zoo.list_models(include_unavailable=False))
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"precisions": ["int3"]}, "precisions.0"),
+        ({"context_lengths": [0]}, "context lengths must be >= 1"),
+        ({"contxt_lengths": [1]}, "contxt_lengths"),
+        ({"min_reps": 9, "max_reps": 3}, "max_reps (3) < min_reps (9)"),
+        ({"memory_cap": "lots"}, "memory_cap"),
+        ({"logits": "some"}, "logits"),
+        ({"models": []}, "models"),
+        ({"context_lengths": [10**12]}, "context lengths must be <= 16,777,216 tokens"),
+        ({"context_lengths": list(range(1, 1000))}, "context_lengths: List should have at most 256 items"),
+        ({"max_context": {"max_tokens": 10**12}}, "max_context.max_tokens"),
+        ({"point_timeout_s": 1e9}, "point_timeout_s: Input should be less than or equal to 86400"),
+        ({"seed": 2**70}, "seed"),
+    ],
+)
+def test_bad_input_is_named(change: dict, fragment: str) -> None:
+    with pytest.raises(plans.PlanError, match="invalid plan") as caught:
+        plans.validate({**BASE, **change})
+    assert fragment in str(caught.value)
+
+
+def test_hash_is_canonical_and_sensitive() -> None:
+    a = plans.validate({**BASE, "context_lengths": [4096, 1024], "memory_cap": "24GiB"})
+    b = plans.validate(
+        {
+            "memory_cap": 24 * 2**30,
+            "context_lengths": [1024, 4096, 1024],
+            **{k: BASE[k] for k in ("models", "name")},
+        }
+    )
+    assert a.hash == b.hash and len(a.hash) == 64
+    assert int(a.memory_cap) == 24 * 2**30
+    assert plans.validate({**BASE, "seed": 1}).hash != plans.validate(BASE).hash
+
+
+def test_points_are_grouped_per_model_and_precision() -> None:
+    p = plans.validate(
+        {
+            **BASE,
+            "models": ["qwen2.5-0.5b", "mamba2-780m"],
+            "precisions": ["bf16", "fp16"],
+            "context_lengths": [2, 1],
+        }
+    )
+    labels = [pt.label for pt in p.points()]
+    assert labels[:2] == ["qwen2.5-0.5b/bf16/1", "qwen2.5-0.5b/bf16/2"]
+    assert len(labels) == 8
+
+
+def test_isolation_rules() -> None:
+    assert plans.validate({**BASE, "isolate_from": 2048}).isolated(4096)
+    assert not plans.validate({**BASE, "isolate_from": 2048}).isolated(1024)
+    assert plans.validate({**BASE, "memory_cap": "8GiB"}).isolated(1)
+    assert not plans.validate({**BASE, "isolate": "never", "isolate_from": 1}).isolated(4096)
+
+
+def test_toml_errors_are_plan_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(plans.PlanError, match="not valid TOML"):
+        plans.load(bad)
+
+
+def test_shipped_plans_validate() -> None:
+    """The plans in the package are offered on every device's plan form: a CPU smoke plan, one per Orin
+    board and one for a 24 GB desktop GPU; experiments of one machine live under bench/."""
+    folder = resources.files("ctxscope.agent.engine").joinpath("plans")
+    names = sorted(f.name for f in folder.iterdir() if f.name.endswith(".toml"))
+    assert names == sorted(
+        f"{n}.toml" for n in ("cpu-smoke", "orin-nano-8gb", "orin-nx-16gb", "agx-orin-64gb", "desktop-24gb")
+    )
+    for name in names:
+        loaded = plans.load(Path(str(folder.joinpath(name))))
+        assert loaded.name == name.removesuffix(".toml")
+
+
+def test_points_past_the_ssd_index_limit_are_warned_about() -> None:
+    plan = plans.validate(
+        {
+            "name": "long",
+            "models": ["mamba2-780m", "qwen2.5-0.5b", "mamba-790m"],
+            "context_lengths": [262_144, 393_216, 524_288],
+        }
+    )
+    (warning,) = plans.index_limit_warnings(plan)
+    assert warning.startswith("mamba2-780m: 393216, 524288 tokens lie past 333046")
+    assert plans.index_limit_warnings(plans.validate({**plan.model_dump(), "context_lengths": [1024]})) == []
+
+
+def test_bench_plans_stay_valid() -> None:
+    for path in sorted((Path(__file__).resolve().parents[3] / "bench" / "engine" / "plans").glob("*.toml")):
+        assert plans.load(path).name == path.stem

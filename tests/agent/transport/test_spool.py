@@ -1,0 +1,200 @@
+"""The agent's spool: seq and stream survive restarts, bounds drop only telemetry/logs, thread safety."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from ctxscope.agent.transport.spool import RecordTooLarge, Spool
+from ctxscope.shared.codec import decode
+from ctxscope.shared.messages import Log, PointResult, Status, TelemetryBatch, TelemetryChannel
+from tests.support import result_fields
+
+DEV = "jetson-1"
+
+
+def telemetry_fields(n: int = 50) -> dict[str, object]:
+    t = np.arange(n, dtype="<i8")
+    power = np.ones(n, dtype="<f4")
+    return {
+        "source": "jtop",
+        "mono_to_wall_ns": 0,
+        "t_ns": t.tobytes(),
+        "channels": {"vdd_in_w": TelemetryChannel(unit="W", dtype="f4", data=power.tobytes())},
+    }
+
+
+def test_stream_and_seq_survive_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+    stream = spool.stream
+    assert [spool.emit(Log, level="info", message=f"m{i}").seq for i in range(3)] == [1, 2, 3]
+    spool.ack(1)
+    spool.ack(2)
+    spool.ack(3)
+    spool.close()
+    reopened = Spool(tmp_path / "spool.sqlite", DEV)
+    assert reopened.stream == stream
+    assert reopened.backlog() == 0
+    assert reopened.high_water_seq() == 3
+    assert reopened.emit(PointResult, **result_fields(0)).seq == 4
+    assert [reopened.next_birth(), reopened.next_birth()] == [1, 2]
+    reopened.close()
+    assert Spool(tmp_path / "spool.sqlite", DEV).next_birth() == 3
+    with pytest.raises(ValueError, match="belongs to device"):
+        Spool(tmp_path / "spool.sqlite", "other-device")
+
+
+def test_stored_payload_decodes_to_the_emitted_record(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+    emitted = spool.emit(PointResult, **result_fields(7))
+    (record,) = spool.oldest(10)
+    assert record.topic == f"ctxscope/v1/{DEV}/result"
+    assert decode(record.payload) == emitted
+    assert spool.oldest(10, after_seq=record.seq) == []
+
+
+def test_state_messages_are_not_spooled(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+    spool.emit(Log, level="info", message="x")
+    status = spool.state_message(Status, state="online", birth=1)
+    assert (status.seq, status.stream) == (1, spool.stream)
+    assert spool.backlog() == 1
+    with pytest.raises(ValueError, match="state"):
+        spool.emit(Status, state="online", birth=1)
+
+
+def test_full_spool_drops_oldest_telemetry_never_results(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV, max_rows=100, max_bytes=10**9)
+    for i in range(60):
+        spool.emit(TelemetryBatch, **telemetry_fields())
+        spool.emit(PointResult, **result_fields(i))
+    kinds = [r.kind for r in spool.oldest(1000)]
+    assert kinds.count("result") == 60
+    assert kinds.count("telemetry") == 40
+    stats = spool.stats()
+    assert (stats.backlog, stats.dropped, stats.over_bound) == (100, 20, False)
+    # the telemetry that survived is the newest
+    telemetry_seqs = [r.seq for r in spool.oldest(1000) if r.kind == "telemetry"]
+    assert telemetry_seqs == list(range(41, 121, 2))
+
+
+def test_spool_full_of_results_keeps_them_and_reports_back_pressure(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV, max_rows=100, max_bytes=10**9)
+    for i in range(120):
+        spool.emit(PointResult, **result_fields(i))
+    spool.emit(Log, level="info", message="dropped: nothing older is droppable")
+    stats = spool.stats()
+    assert (stats.backlog, stats.dropped, stats.over_bound) == (120, 1, True)
+    assert stats.high_water_seq == 121
+
+
+def test_byte_bound(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV, max_rows=10**6, max_bytes=2 * 1024 * 1024)
+    for _ in range(200):
+        spool.emit(TelemetryBatch, **telemetry_fields(2000))  # ~24 KiB each
+    stats = spool.stats()
+    assert stats.backlog_bytes <= 2 * 1024 * 1024
+    assert stats.dropped > 0 and stats.backlog + stats.dropped == 200
+
+
+def test_concurrent_emit_and_ack(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+    per_thread = 200
+
+    def produce() -> None:
+        for i in range(per_thread):
+            spool.emit(Log, level="debug", message=str(i))
+
+    producers = [threading.Thread(target=produce) for _ in range(3)]
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def forward() -> None:
+        while not stop.is_set() or spool.backlog():
+            for record in spool.oldest(20):
+                spool.ack(record.seq)
+                acked.append(record.seq)
+
+    forwarder = threading.Thread(target=forward)
+    forwarder.start()
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
+    stop.set()
+    forwarder.join()
+    assert sorted(acked) == list(range(1, 3 * per_thread + 1))
+    assert spool.backlog() == 0
+
+
+def test_acknowledged_records_leave_the_backlog_and_can_be_replayed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV, keep_acked_s=60)
+    for i in range(5):
+        spool.emit(PointResult, **result_fields(i))
+    before = time.time_ns()
+    for seq in (1, 2, 3):
+        spool.ack(seq)
+    assert spool.backlog() == 2
+    assert [r.seq for r in spool.oldest(10)] == [4, 5]
+    spool.ack(3)  # a second PUBACK of the same record changes nothing
+    assert spool.backlog() == 2
+    assert spool.replay_since(time.time_ns() + 1) == 0
+    assert spool.replay_since(before) == 3
+    assert [r.seq for r in spool.oldest(10)] == [1, 2, 3, 4, 5]
+    assert spool.stats().backlog == 5
+
+
+def test_acknowledged_records_are_deleted_after_the_replay_window(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, DEV, keep_acked_s=0)
+    for i in range(3):
+        spool.emit(PointResult, **result_fields(i))
+    spool.ack(1)
+    spool.ack(2)  # within a second of the first prune: kept until the next one
+    time.sleep(1.05)
+    spool.ack(3)
+    spool.close()
+    with sqlite3.connect(path) as db:
+        # 1 and 2 went with the prune at the third PUBACK; 3 waits for the next one.
+        assert db.execute("SELECT seq FROM outbox").fetchall() == [(3,)]
+
+
+def test_a_spool_from_before_the_replay_window_is_upgraded(tmp_path: Path) -> None:
+    """A spool file of an older agent (no acked_ns column) opens with its pending records intact."""
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, DEV)
+    for i in range(2):
+        spool.emit(PointResult, **result_fields(i))
+    spool.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX outbox_pending")
+        db.execute("ALTER TABLE outbox DROP COLUMN acked_ns")
+    reopened = Spool(path, DEV)
+    assert reopened.backlog() == 2
+    reopened.ack(1)
+    assert [r.seq for r in reopened.oldest(10)] == [2]
+
+
+def test_an_invalid_record_consumes_no_seq(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV, max_rows=100, max_bytes=10**9)
+    for _ in range(100):
+        spool.emit(Log, level="info", message="fills the spool")
+    with pytest.raises(ValidationError):
+        spool.emit(PointResult, **{**result_fields(0), "context_len": 0})
+    stats = spool.stats()
+    assert (stats.backlog, stats.dropped, stats.high_water_seq) == (100, 0, 100)
+    assert spool.emit(PointResult, **result_fields(0)).seq == 101
+
+
+def test_a_record_over_the_message_limit_is_refused(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+    spool.emit(Log, level="info", message="x")
+    with pytest.raises(RecordTooLarge, match="exceeds"):
+        spool.emit(TelemetryBatch, **telemetry_fields(1_100_000))  # 8.8 MB of timestamps + values
+    assert (spool.backlog(), spool.high_water_seq()) == (1, 1)

@@ -1,0 +1,5 @@
+"""The store's tests run on both backends (the collector folder's `store` is SQLite only)."""
+
+from tests.support import store
+
+__all__ = ["store"]

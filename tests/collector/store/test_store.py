@@ -1,0 +1,219 @@
+"""The collector store on SQLite and PostgreSQL: dedup, typed tables, state births, gaps, atomic batches."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ctxscope.collector.store import Accepted, Gap, Rejected, Store, open_store
+from ctxscope.shared.messages import (
+    CHANNEL_OF_KIND,
+    Command,
+    CommandAck,
+    DeviceMeta,
+    Log,
+    Message,
+    RunFinished,
+    RunProgress,
+    RunStarted,
+    Status,
+    TelemetryBatch,
+    TelemetryChannel,
+)
+from ctxscope.shared.topics import Channel, command_topic, topic_for
+from tests.conftest import PG_BASE_URL
+from tests.support import point_result
+
+DEV = "orin-nx-1"
+STREAM = "0123456789abcdef"
+
+
+def accepted(message: Message) -> Accepted:
+    return Accepted(topic_for(message.device, CHANNEL_OF_KIND[message.kind]), message)
+
+
+def envelope(seq: int) -> dict[str, object]:
+    return {"device": DEV, "stream": STREAM, "seq": seq, "ts": 1_000 + seq}
+
+
+def test_records_are_deduplicated_by_device_stream_seq(store: Store) -> None:
+    first = store.write_batch([accepted(point_result(DEV, STREAM, s)) for s in (1, 2, 3)])
+    again = store.write_batch([accepted(point_result(DEV, STREAM, s)) for s in (2, 3, 4)])
+    assert (first.stored, first.duplicates) == (3, 0)
+    assert (again.stored, again.duplicates) == (1, 2)
+    assert store.record_count(DEV) == 4
+    results = store.results(DEV)
+    assert [r["seq"] for r in results] == [1, 2, 3, 4]
+    assert results[0]["metrics"]["ttft"] == {
+        "unit": "s",
+        "method": "cuda events, median of reps",
+        "samples": [0.1, 0.11, 0.12],
+    }
+    assert results[0]["implementation"] == {"attention": "sdpa"}
+
+
+def test_gaps_show_missing_seqs_per_stream(store: Store) -> None:
+    store.write_batch([accepted(point_result(DEV, STREAM, s)) for s in (1, 2, 5, 9)])
+    store.write_batch([accepted(point_result(DEV, "fedcba9876543210", s)) for s in (3,)])
+    streams = {row["stream"]: row for row in store.streams(DEV)}
+    assert (streams[STREAM]["records"], streams[STREAM]["first_seq"], streams[STREAM]["last_seq"]) == (
+        4,
+        1,
+        9,
+    )
+    assert store.gaps(DEV) == [
+        Gap(STREAM, 3, 4),
+        Gap(STREAM, 6, 8),
+        Gap("fedcba9876543210", 1, 2),
+    ]
+
+
+def test_status_with_older_birth_is_ignored(store: Store) -> None:
+    online2 = Status(**envelope(0), state="online", birth=2)
+    late_will1 = Status(**envelope(0), state="offline", birth=1)
+    outcome = store.write_batch([accepted(online2), accepted(late_will1)])
+    assert (outcome.state_applied, outcome.state_stale) == (1, 1)
+    (device,) = store.devices()
+    assert (device["device"], device["state"], device["birth"]) == (DEV, "online", 2)
+    store.write_batch([accepted(Status(**envelope(0), state="offline", birth=2))])
+    assert store.devices()[0]["state"] == "offline"
+    meta = DeviceMeta(
+        **envelope(0), birth=2, agent_version="0.1.0", hostname="orin", telemetry={"jtop": ["power"]}
+    )
+    store.write_batch([accepted(meta)])
+    assert store.devices()[0]["meta"]["telemetry"] == {"jtop": ["power"]}
+    assert store.record_count() == 0  # state is not a record of the stream
+
+
+def test_runs_logs_acks_and_rejects(store: Store) -> None:
+    store.write_batch(
+        [
+            accepted(RunStarted(**envelope(1), run_id="r1", plan={"models": ["m"]}, plan_hash="abcdef12",
+                                total_points=2, manifest={"torch": "2.13"})),
+            accepted(RunProgress(**envelope(2), run_id="r1", done=1, total=2, point="m@1024")),
+            accepted(RunFinished(**envelope(3), run_id="r1", outcome="completed", points_ok=2,
+                                 points_failed=0)),
+            accepted(Log(**envelope(4), level="warning", message="slow path")),
+            accepted(CommandAck(**envelope(5), command_id="c1", name="run", accepted=False, reason="busy")),
+            Rejected(topic_for(DEV, Channel.RESULT), "not_msgpack", "bad byte", b"\xc1junk"),
+            Rejected(topic_for(DEV, Channel.RESULT), "not_msgpack", "bad byte again", b"\xc1more"),
+        ]
+    )  # fmt: skip
+    (run,) = store.runs(DEV)
+    assert (run["plan"], run["done"], run["outcome"], run["points_ok"]) == (
+        {"models": ["m"]},
+        1,
+        "completed",
+        2,
+    )
+    assert store.logs(DEV)[0]["message"] == "slow path"
+    assert store.command_acks(DEV)[0]["accepted"] is False
+    (reject,) = store.reject_counts()
+    assert (reject["reason"], reject["count"], reject["last_example"]) == ("not_msgpack", 2, b"\xc1more")
+
+
+def test_latest_telemetry_window(store: Store) -> None:
+    def batch(seq: int, start_s: int) -> TelemetryBatch:
+        t = (np.arange(10, dtype="<i8") + start_s * 10) * 100_000_000  # 10 Hz
+        power = np.full(10, float(seq), dtype="<f4")
+        channel = TelemetryChannel(unit="W", dtype="f4", data=power.tobytes())
+        return TelemetryBatch(
+            **envelope(seq),
+            source="nvml",
+            mono_to_wall_ns=5_000_000_000,
+            t_ns=t.tobytes(),
+            channels={"power_w": channel},
+        )
+
+    store.write_batch([accepted(batch(s, s)) for s in (1, 2, 3)])
+    assert store.telemetry_channels(DEV) == [("nvml", "power_w", "W")]
+    series = store.latest_telemetry(DEV, "nvml", "power_w", seconds=1.45)
+    assert series is not None and series.unit == "W"
+    assert len(series.values) == 15  # the last 1.45 s at 10 Hz ends at the newest sample
+    assert series.values[-1] == 3.0 and series.values[0] == 2.0
+    assert np.all(np.diff(series.wall_ns) > 0)
+    assert store.latest_telemetry(DEV, "nvml", "temp_c", seconds=5) is None
+
+
+def test_failed_batch_writes_nothing(store: Store) -> None:
+    good = accepted(point_result(DEV, STREAM, 1))
+    command = Command(**envelope(2), command_id="c", name="run", expires_at=1)
+    not_a_record = Accepted(command_topic(DEV, "run"), command)
+    with pytest.raises(ValueError, match="not a record"):
+        store.write_batch([good, not_a_record])
+    assert store.record_count() == 0
+    assert store.devices() == []
+
+
+def test_postgres_store_reconnects_after_the_server_drops_it(pg_url: str) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    app = f"ctxscope_store_{secrets.token_hex(4)}"
+    store = open_store(f"{pg_url}&application_name={app}")
+    try:
+        store.write_batch([accepted(point_result(DEV, STREAM, 1))])
+        with psycopg.connect(PG_BASE_URL, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (app,)
+            ).fetchall()
+        assert len(killed) == 2  # the writer and the reader
+        with pytest.raises(psycopg.OperationalError):
+            store.write_batch([accepted(point_result(DEV, STREAM, 2))])
+        store.write_batch([accepted(point_result(DEV, STREAM, 2))])
+        assert store.record_seqs(DEV, STREAM) == [1, 2]
+    finally:
+        store.close()
+
+
+def test_a_replayed_retained_message_is_no_sign_of_life(store: Store) -> None:
+    status = Status(**envelope(0), state="offline", birth=1)
+    store.write_batch([accepted(status)])
+    (first,) = store.devices()
+    store.write_batch([Accepted(topic_for(DEV, Channel.STATUS), status, retained=True)])
+    assert store.devices()[0]["last_seen_ns"] == first["last_seen_ns"]
+    store.write_batch([accepted(status)])
+    assert store.devices()[0]["last_seen_ns"] > first["last_seen_ns"]
+
+
+def test_two_collectors_writing_the_same_devices_in_opposite_orders_do_not_deadlock(pg_url: str) -> None:
+    """Batch A holds dev-a and waits for dev-m (locked by a third client); batch B arrives with dev-z
+    then dev-a. Written in arrival order, B would hold dev-z and wait for A, and A, once dev-m is free,
+    would wait for dev-z: a deadlock, one batch failing. Written in device order, B waits for dev-a
+    behind A, and both are stored."""
+    import psycopg
+
+    first, second = open_store(pg_url), open_store(pg_url)
+    stream = "00000000000000dd"
+
+    def batch(seq: int, *devices: str) -> list[Accepted | Rejected]:
+        return [Accepted(topic_for(d, Channel.RESULT), point_result(d, stream, seq)) for d in devices]
+
+    first.write_batch(batch(1, "dev-a", "dev-m", "dev-z"))
+    blocker = psycopg.connect(pg_url)
+    blocker.execute("SELECT 1 FROM devices WHERE device = 'dev-m' FOR UPDATE")
+    outcomes: dict[str, object] = {}
+
+    def write(name: str, store: Store, items: list[Accepted | Rejected]) -> None:
+        try:
+            outcomes[name] = store.write_batch(items).stored
+        except Exception as exc:  # the deadlock's victim, before the fix
+            outcomes[name] = exc
+
+    a = threading.Thread(target=write, args=("a", first, batch(2, "dev-a", "dev-m", "dev-z")))
+    b = threading.Thread(target=write, args=("b", second, batch(3, "dev-z", "dev-a")))
+    try:
+        a.start()
+        time.sleep(0.5)  # A holds dev-a and waits for dev-m
+        b.start()
+        time.sleep(0.5)
+        blocker.rollback()
+        a.join(30)
+        b.join(30)
+        assert outcomes == {"a": 3, "b": 2}
+    finally:
+        blocker.close()
+        first.close()
+        second.close()

@@ -1,0 +1,129 @@
+"""A calibrated-only device's prediction: the JSON endpoint over a real SQLite store, and the device
+page in Debian's Chromium showing predicted curves with bands, class bars, assumptions, and predicted
+against measured once the device's own points arrive."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ctxscope.agent.calibrate.run import calibrate_run
+from ctxscope.agent.records import MemorySink
+from ctxscope.shared.messages import MESSAGE_ADAPTER, Message, RunStarted
+
+REPO = Path(__file__).resolve().parents[3]
+SOURCE_MODELS = {"qwen2.5-0.5b", "mamba2-130m"}
+TARGET = "orin-nano"
+BOARD = "NVIDIA Jetson Orin Nano Developer Kit"
+
+
+def source_records() -> list[Message]:
+    """The H200's committed profile records of two models (run starts included)."""
+    out = []
+    with gzip.open(REPO / "results/profiling/h200_records.jsonl.gz", "rt") as f:
+        for line in f:
+            record = json.loads(line)
+            model = record.get("model") or record.get("plan", {}).get("profile", {}).get("model")
+            if record["kind"] in {"run_started", "result"} and model in SOURCE_MODELS:
+                out.append(MESSAGE_ADAPTER.validate_python(record))
+    return out
+
+
+@pytest.fixture(scope="module")
+def calibration() -> list[Message]:
+    """A real calibration (CPU, tiny sizes) as a board whose SSM kernels are absent would send it."""
+    sink = MemorySink(device=TARGET)
+    calibrate_run(sink, device="cpu", budget_s=3.0, tiny=True)
+    records: list[Message] = []
+    for r in sink.records:
+        if isinstance(r, RunStarted):
+            r = r.model_copy(update={"manifest": {**r.manifest, "device_description": BOARD}})
+        records.append(r)  # type: ignore[arg-type]
+    return records
+
+
+@pytest.fixture
+def fleet(simfleet: Any, feeder: Any, calibration: list[Message]) -> None:
+    h200, nano = simfleet.SimDevice("h200"), simfleet.SimDevice(TARGET)
+    feeder([h200.meta(141 * 2**30), nano.meta(8 * 2**30), nano.status("online")])
+    feeder(source_records())
+    feeder(calibration)
+
+
+def test_prediction_json_marks_assumed_and_measured(served: Any, fleet: None) -> None:
+    view = httpx.get(f"{served.url}/api/devices/{TARGET}/prediction", timeout=30).json()
+    assert view["available"] and view["source_device"] == "h200"
+    assert view["target"]["calibrated"] and view["target"]["reference"]
+    statuses = {a["what"]: a["status"] for a in view["assumptions"]}
+    assert statuses["target gemm rate"] == "measured"  # from the calibration
+    assert statuses["target ssd_scan rate"] == "assumed"  # absent there: the board's peak entry
+    assert statuses["source gemm rate"] == "assumed"  # the H200 has no calibration in this store
+    qwen = next(c for c in view["curves"] if c["model"] == "qwen2.5-0.5b" and c["phase"] == "prefill")
+    assert qwen["measured_range"] == [1024, 131072]
+    for p in qwen["points"]:
+        assert p["low_ms"] < p["latency_ms"]
+        assert p["high_ms"] is None or p["high_ms"] > p["latency_ms"]
+    assert {"predicted-ttft", "predicted-classes"} <= set(view["figures"])
+    missing = httpx.get(f"{served.url}/api/devices/h200/prediction", timeout=30).json()
+    assert missing == {"device": "h200", "available": False, "reason": missing["reason"]}
+
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium")
+LEGEND = "() => [...document.querySelectorAll('#chart-predicted-ttft .legendtext')].map(t => t.textContent)"
+SCREENSHOTS = Path(tempfile.gettempdir()) / "ctxscope-screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.mark.browser
+def test_calibrated_only_device_page_shows_predicted_curves_and_bands(
+    served: Any, fleet: None, browser: Any, feeder: Any, result_factory: Any
+) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{served.url}/devices/{TARGET}")
+    page.wait_for_selector("#chart-predicted-ttft .main-svg")
+    page.wait_for_selector("#chart-predicted-classes .main-svg")
+    assert page.locator("#prediction-section").is_visible()
+    legend = page.evaluate(LEGEND)
+    assert any(t.startswith("qwen2.5-0.5b (transformers) predicted") for t in legend)
+    # the band is a filled polygon (one per curve with an upper end)
+    assert page.locator("#chart-predicted-ttft path.js-fill").count() >= 1
+    assumptions = page.locator("#prediction-assumptions tbody").inner_text()
+    assert "measured" in assumptions and "assumed" in assumptions
+    assert "×" in page.locator("#chart-predicted-classes").inner_text()
+    assert "calibrated" in page.locator("#prediction-note").inner_text()
+    host = page.locator("#prediction-host").inner_text()
+    assert "qwen2.5-0.5b prefill up to" in host and "not calibrated on both" in host
+    # the device's own points arrive: predicted and measured side by side
+    feeder([result_factory(device=TARGET, context_len=4096, metrics={"ttft": ("ms", [900.0, 910.0])})])
+    page.reload()
+    page.wait_for_selector("#prediction-compare tbody tr")
+    row = page.locator("#prediction-compare tbody tr").first.inner_text()
+    assert "qwen2.5-0.5b" in row and "4096" in row and "%" in row
+    page.wait_for_function(
+        f"() => ({LEGEND})().some(t => t.startsWith('qwen2.5-0.5b (transformers) measured'))"
+    )
+    page.screenshot(path=str(SCREENSHOTS / "prediction.png"), full_page=True)
+    assert errors == []
+    page.close()

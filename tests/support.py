@@ -1,0 +1,68 @@
+"""What the tests of records in flight share: a store on both backends, a private broker, message builders
+and a wait. `tests/conftest.py` registers the fixtures for every folder; `tests/collector/` swaps in its
+SQLite `store`, and `tests/collector/store/` takes both backends back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctxscope.broker import MosquittoBroker, mosquitto_binary
+from ctxscope.collector.store import Store, open_store
+from ctxscope.shared.messages import Metric, PointResult
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'collector.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    opened = open_store(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A private mosquitto on a free loopback port (never the shared one on 1883)."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def result_fields(i: int, run_id: str = "run-1") -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "point_id": f"p{i}",
+        "model": "qwen2.5-0.5b",
+        "family": "transformer",
+        "context_len": 1024 * (i + 1),
+        "precision": "bf16",
+        "outcome": "ok",
+        "metrics": {
+            "ttft": Metric(unit="s", method="cuda events, median of reps", samples=[0.1, 0.11, 0.12])
+        },
+        "implementation": {"attention": "sdpa"},
+    }
+
+
+def point_result(device: str, stream: str, seq: int) -> PointResult:
+    return PointResult(
+        device=device, stream=stream, seq=seq, ts=1_700_000_000_000_000_000 + seq, **result_fields(seq)
+    )
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
