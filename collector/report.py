@@ -45,10 +45,8 @@ def write_pngs(figures: dict[Path, dict[str, Any]]) -> None:
     """Every figure as a PNG, in one headless browser session."""
     if not figures:
         return
-    try:
-        import plotly.io as pio
-    except ImportError as exc:  # pragma: no cover - plotly is a collector dependency
-        raise ReportError(f"PNG figures need plotly: {exc}") from exc
+    import plotly.io as pio
+
     try:
         pio.write_images(list(figures.values()), list(figures), format="png", **PNG_SIZE)
     except Exception as exc:  # kaleido reports a missing package or browser with several types

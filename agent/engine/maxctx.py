@@ -176,9 +176,14 @@ class SearchSettings:
         guess = f" (then {self.upper_guess})" if self.upper_guess is not None else ""
         # a search stopped by max_tokens found no limit: its figure is a lower bound
         bound = f"; lower bound, {bounded_by}" if bounded_by else ""
+        cap = (
+            "no memory cap"
+            if self.memory_cap_bytes is None
+            else f"memory cap {self.memory_cap_bytes} B of the process's device memory, CUDA context included"
+        )
         return (
             f"grow x2 from {self.start}{guess}, bisect to {tolerance}; each probe one prefill "
-            f"(logits={self.logits}) in a fresh child process; cap={self.memory_cap_bytes} B{bound}"
+            f"(logits={self.logits}) in a fresh child process; {cap}{bound}"
         )
 
 
