@@ -6,6 +6,8 @@
 #   bash bench/h200_curves_fair.sh "qwen2.5-0.5b:110 llama3.2-1b:100"     # model:seconds ...
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
+# mamba_ssm's Triton kernels autotune in every fresh process; keep the choices on disk between them
+export TRITON_CACHE_AUTOTUNING=1
 repo=$PWD
 cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
