@@ -246,14 +246,19 @@ class HFStaticDecoder:
         self.token.copy_(output.logits[:, -1:].argmax(-1))
         self.position.add_(1)
 
+    def warm_up(self, steps: int = 2) -> None:
+        """`steps` steps, each from the prompt (a window of one position holds one step), then back."""
+        for _ in range(steps):
+            self.rewind()
+            self._forward()
+        self.rewind()
+
     def _capture(self) -> None:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(2):
-                self._forward()
+            self.warm_up()
         torch.cuda.current_stream().wait_stream(side)
-        self.rewind()
         if self._step_forward is not self.module:
             self.graph_breaks = _graph_breaks() - self._breaks_before
         graph = torch.cuda.CUDAGraph()

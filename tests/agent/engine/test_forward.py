@@ -68,6 +68,24 @@ def test_static_decoder_rewinds_to_the_prompt() -> None:
     assert int(decoder.token) == after_one  # same context, same next token
 
 
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "falcon-h1-0.5b"])
+def test_graph_warm_up_fits_a_one_position_window(name: str) -> None:
+    """The profiler decodes with a window of one position; the warm-up before a CUDA graph capture
+    takes two steps, each of which must start from the prompt (two steps in a row write past the cache,
+    a device-side assert on a GPU, an index error here)."""
+    loaded = _loaded(name)
+    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=2, device=CPU)
+    with torch.inference_mode():
+        decoder = forward.HFStaticDecoder(loaded.module, ids, window=1, graph=False)
+        first = int(decoder.token)
+        decoder.step()
+        after_one = int(decoder.token)
+        decoder.warm_up()
+        assert int(decoder.position) == 16 and int(decoder.token) == first
+        decoder.step()
+    assert int(decoder.token) == after_one
+
+
 @pytest.mark.parametrize("name", ["qwen2.5-0.5b", "falcon-h1-0.5b", "zamba2-1.2b"])
 def test_static_decoder_steps_in_place(name: str) -> None:
     """What a CUDA graph replays must stay where it was captured: no cache tensor of the static
