@@ -11,7 +11,7 @@ export TRITON_CACHE_AUTOTUNING=1
 repo=$PWD
 cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
-echo "bash bench/h200_curves_fair.sh \"$1\"  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
+echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }bash bench/h200_curves_fair.sh \"$1\"  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
 for entry in $1; do
   model=${entry%%:*} limit=${entry##*:}
   # LENGTHS="131072" runs only those lengths of the plan
