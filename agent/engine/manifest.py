@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import ctxscope
 from ctxscope.agent.packages import KERNEL_PACKAGES, installed_version
 
 BUILD_INFO = "_build_info.json"  # written by setup.py at build time
@@ -25,30 +26,38 @@ def package_versions() -> dict[str, str]:
     return {name: version for name, version in versions.items() if version is not None}
 
 
-def git_revision() -> str | None:
-    """HEAD of the checkout this code runs from, else the revision stamped into the package at build."""
+def source_revision() -> dict[str, Any]:
+    """`git_revision` (and `git_dirty`, whether the tree had uncommitted changes) of the checkout this
+    code runs from, else as stamped into the package at build; empty when neither can be read."""
     here = Path(__file__).resolve().parent
     try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
-        )
+        head = _git(here, "rev-parse", "HEAD")
+        if head:
+            return {"git_revision": head, "git_dirty": bool(_git(here, "status", "--porcelain"))}
     except (OSError, subprocess.TimeoutExpired):
-        done = None
-    if done is not None and done.returncode == 0 and done.stdout.strip():
-        return done.stdout.strip()
+        pass
     return build_revision()
 
 
-def build_revision(stamp: Path | None = None) -> str | None:
-    """The revision setup.py stamped into `ctxscope/_build_info.json`, None when absent."""
-    stamp = stamp or Path(__file__).resolve().parents[2] / "ctxscope" / BUILD_INFO
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def build_revision(stamp: Path | None = None) -> dict[str, Any]:
+    """The revision setup.py stamped into `ctxscope/_build_info.json`, empty when absent."""
+    stamp = stamp or Path(ctxscope.__file__).resolve().parent / BUILD_INFO
     if not stamp.is_file():
-        return None
+        return {}
     try:
-        value = json.loads(stamp.read_text()).get("git_revision")
+        info = json.loads(stamp.read_text())
     except (OSError, ValueError):
-        return None
-    return value if isinstance(value, str) and value else None
+        return {}
+    revision = info.get("git_revision") if isinstance(info, dict) else None
+    if not isinstance(revision, str) or not revision:
+        return {}
+    dirty = info.get("git_dirty")
+    return {"git_revision": revision, **({"git_dirty": dirty} if isinstance(dirty, bool) else {})}
 
 
 def attention_libraries() -> dict[str, str]:
@@ -133,9 +142,7 @@ def collect(device: str, *, plan_hash: str | None = None, precision: str | None 
     jetson = _jetson()
     if jetson:
         manifest["jetson"] = jetson
-    revision = git_revision()
-    if revision:
-        manifest["git_revision"] = revision
+    manifest.update(source_revision())
     if plan_hash:
         manifest["plan_hash"] = plan_hash
     if precision:

@@ -18,37 +18,58 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_stamp_is_read_back(tmp_path: Path) -> None:
     stamp = tmp_path / manifest.BUILD_INFO
-    assert manifest.build_revision(stamp) is None
-    stamp.write_text(json.dumps({"git_revision": "0123abc", "source": "git"}))
-    assert manifest.build_revision(stamp) == "0123abc"
+    assert manifest.build_revision(stamp) == {}
+    stamp.write_text(json.dumps({"git_revision": "0123abc", "git_dirty": True, "source": "git"}))
+    assert manifest.build_revision(stamp) == {"git_revision": "0123abc", "git_dirty": True}
+    stamp.write_text(json.dumps({"git_revision": "0123abc", "source": "CTXSCOPE_GIT_REVISION"}))
+    assert manifest.build_revision(stamp) == {"git_revision": "0123abc"}
     stamp.write_text("not json")
-    assert manifest.build_revision(stamp) is None
+    assert manifest.build_revision(stamp) == {}
+
+
+def test_a_checkout_reports_its_revision_and_whether_it_was_dirty() -> None:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    revision = manifest.source_revision()
+    assert revision["git_revision"] == head.stdout.strip()
+    assert isinstance(revision["git_dirty"], bool)
 
 
 @pytest.mark.slow
 def test_a_built_wheel_carries_the_revision(tmp_path: Path) -> None:
     env = {**os.environ, "CTXSCOPE_GIT_REVISION": "feedface"}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "-w", str(tmp_path), str(ROOT)], check=True, env=env, capture_output=True)
     (wheel,) = tmp_path.glob("ctxscope-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         info = json.loads(archive.read("ctxscope/_build_info.json"))
     assert info == {"git_revision": "feedface", "source": "CTXSCOPE_GIT_REVISION"}
+
+
+@pytest.mark.slow
+def test_an_installed_package_reads_its_own_stamp(tmp_path: Path) -> None:
+    """Installed outside any checkout (as on a board or the GPU machine), the manifest's revision
+    comes from the stamp inside the installed package."""
+    site = tmp_path / "site"
+    env = {**os.environ, "CTXSCOPE_GIT_REVISION": "feedface"}
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    subprocess.run([*pip, "--target", str(site), str(ROOT)], check=True, env=env, capture_output=True)
+    read = (
+        "from ctxscope.agent.engine import manifest; "
+        "print(manifest.__file__); print(manifest.collect('cpu').get('git_revision'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", read],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    where, revision = done.stdout.split()
+    assert Path(where).is_relative_to(site)
+    assert revision == "feedface"
 
 
 def test_cudnn_is_absent_without_cudnn_never_zero() -> None:
