@@ -22,10 +22,10 @@ Values are synthetic (labelled `simulated`); every process shares the same cores
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import secrets
 import signal
 import subprocess
 import sys
@@ -40,6 +40,7 @@ import psutil
 import psycopg
 from bench_live import percentiles
 from machine_load import LoadSampler
+from pg_disk import DEFAULT_DSN, fresh_schema
 
 from ctxscope.broker import MosquittoBroker
 
@@ -131,15 +132,13 @@ def main() -> None:
     parser.add_argument(
         "--drain", type=float, default=300.0, help="seconds allowed to catch up after the load"
     )
-    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres", help="server to use")
+    parser.add_argument("--pg", default=DEFAULT_DSN, help="server to use")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ctxscope-share-"))
-    schema = f"ctxscope_bench_{secrets.token_hex(4)}"
-    admin = psycopg.connect(args.pg, autocommit=True)
-    admin.execute(f"CREATE SCHEMA {schema}")
-    store_url = f"{args.pg}?options=-csearch_path%3D{schema}"
+    schema = contextlib.ExitStack()
+    store_url = schema.enter_context(fresh_schema(args.pg)).store_url
     broker = MosquittoBroker(work / "broker")
     broker.start()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -228,8 +227,7 @@ def main() -> None:
             if proc.poll() is None:
                 proc.kill()
         broker.stop()
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+        schema.close()  # drops it
 
 
 if __name__ == "__main__":
