@@ -51,11 +51,17 @@ def test_decoder_follows_greedy_generation(name: str, path: str) -> None:
     assert got == expected
 
 
+def _static_decoder(name: str, window: int, seed: int) -> forward.HFStaticDecoder:
+    """A static-cache decoder (no graph) after a 16-token prompt of the tiny model; call it in
+    inference mode, as the steps that follow."""
+    loaded = _loaded(name)
+    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=seed, device=CPU)
+    return forward.HFStaticDecoder(loaded.module, ids, window=window, graph=False)
+
+
 def test_static_decoder_rewinds_to_the_prompt() -> None:
-    loaded = _loaded("qwen2.5-0.5b")
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=0, device=CPU)
     with torch.inference_mode():
-        decoder = forward.HFStaticDecoder(loaded.module, ids, window=3, graph=False)
+        decoder = _static_decoder("qwen2.5-0.5b", window=3, seed=0)
         first = int(decoder.token)
         decoder.step()
         after_one = int(decoder.token)
@@ -73,10 +79,8 @@ def test_graph_warm_up_fits_a_one_position_window(name: str) -> None:
     """The profiler decodes with a window of one position; the warm-up before a CUDA graph capture
     takes two steps, each of which must start from the prompt (two steps in a row write past the cache,
     a device-side assert on a GPU, an index error here)."""
-    loaded = _loaded(name)
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=2, device=CPU)
     with torch.inference_mode():
-        decoder = forward.HFStaticDecoder(loaded.module, ids, window=1, graph=False)
+        decoder = _static_decoder(name, window=1, seed=2)
         first = int(decoder.token)
         decoder.step()
         after_one = int(decoder.token)
@@ -90,10 +94,8 @@ def test_graph_warm_up_fits_a_one_position_window(name: str) -> None:
 def test_static_decoder_steps_in_place(name: str) -> None:
     """What a CUDA graph replays must stay where it was captured: no cache tensor of the static
     path (attention buffers, and the hybrids' conv and SSM states) is reallocated by a step."""
-    loaded = _loaded(name)
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=1, device=CPU)
     with torch.inference_mode():
-        decoder = forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
+        decoder = _static_decoder(name, window=4, seed=1)
         before = {t.data_ptr() for t in memory.tensors_in(decoder.state())}
         states = [t.clone() for t in memory.tensors_in(decoder.state())]
         for _ in range(6):  # wraps past the window
