@@ -1,0 +1,115 @@
+"""Benchmark: bytes the SQLite store writes per stored record, against what it grows by, by page size,
+WAL auto-checkpoint interval and records per commit; the store alone (no broker, no collector).
+
+`scale.py` measures the whole collector under a live fleet; this asks where the bytes go. The
+fleet's messages (one telemetry batch per device per tick, a point result every tenth tick, from
+`simfleet.py`) are written with `SQLiteStore.write_batch`, `--per-commit` records at a time (a
+collector that keeps up with 1,000 devices commits about 4 at a time). Written bytes are this
+process's `/proc/self/io` `write_bytes` after `os.sync()`, over the ticks (WAL appends and any
+auto-checkpoints), then over one final `wal_checkpoint(TRUNCATE)`; growth is the database file's
+size after that checkpoint against its size before the ticks.
+
+    python bench/collector/sqlite_writes.py --page-size 4096 --autocheckpoint 1000 --per-commit 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from simfleet import SimDevice
+
+from ctxscope.collector.store.base import Accepted
+from ctxscope.collector.store.sqlite import SQLiteStore
+
+
+def written_bytes() -> int:
+    """Bytes this process has caused to be written to storage (`/proc/self/io`)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError("/proc/self/io has no write_bytes")
+
+
+def run(page_size: int, autocheckpoint: int, per_commit: int, devices: int, ticks: int) -> dict[str, object]:
+    folder = Path(tempfile.mkdtemp(prefix="sqlite-writes-"))
+    db = folder / "store.sqlite"
+    with sqlite3.connect(db) as conn:  # the page size holds only if set before the first table
+        conn.execute(f"PRAGMA page_size={page_size}")
+        conn.execute("PRAGMA journal_mode=WAL")
+    store = SQLiteStore(db)
+    store._writer().execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
+    fleet = [SimDevice(f"dev-{i:05d}") for i in range(devices)]
+    store.write_batch([Accepted("setup", m) for d in fleet for m in (d.meta(), d.status("busy", run_id="w"))])
+    store._writer().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    os.sync()
+    start_written, start_size, started = written_bytes(), db.stat().st_size, time.monotonic()
+    stored = 0
+    batch: list[Accepted] = []
+    for tick in range(ticks):
+        for i, device in enumerate(fleet):
+            batch.append(Accepted("t", device.telemetry(power_w=10 + tick % 20, temp_c=40 + tick % 10)))
+            if (tick + i) % 10 == 0:
+                n = 1024 * (1 + tick % 16)
+                batch.append(
+                    Accepted(
+                        "r", device.result("w", "qwen2.5-0.5b", "transformer", n, 0.01 * n, 1000 + 0.3 * n)
+                    )
+                )
+            if len(batch) >= per_commit:
+                stored += store.write_batch(batch).stored
+                batch = []
+    if batch:
+        stored += store.write_batch(batch).stored
+    os.sync()
+    in_ticks = written_bytes() - start_written
+    store._writer().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    os.sync()
+    total = written_bytes() - start_written
+    growth = db.stat().st_size - start_size
+    store.close()
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    return {
+        "page_size_bytes": page_size,
+        "wal_autocheckpoint_pages": autocheckpoint,
+        "records_per_commit": per_commit,
+        "devices": devices,
+        "ticks": ticks,
+        "records_stored": stored,
+        "written_per_record_kb": total / stored / 1024,
+        "written_during_ticks_per_record_kb": in_ticks / stored / 1024,
+        "written_by_final_checkpoint_per_record_kb": (total - in_ticks) / stored / 1024,
+        "growth_per_record_kb": growth / stored / 1024,
+        "written_over_growth": total / growth,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--page-size", type=int, default=4096, help="bytes (SQLite's default 4096)")
+    parser.add_argument(
+        "--autocheckpoint", type=int, default=1000, help="WAL pages between checkpoints; <= 0: none"
+    )
+    parser.add_argument("--per-commit", type=int, default=4, help="records per transaction")
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--ticks", type=int, default=60, help="telemetry batches per device")
+    args = parser.parse_args()
+    row = run(args.page_size, args.autocheckpoint, args.per_commit, args.devices, args.ticks)
+    json.dump(
+        {"command": " ".join(["python", "bench/collector/sqlite_writes.py", *sys.argv[1:]]), **row},
+        sys.stdout,
+    )
+    print()
+
+
+if __name__ == "__main__":
+    main()
