@@ -75,3 +75,8 @@ def record_options(command: F) -> F:
     return click.option(
         "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
     )(command)
+
+
+def progress_option(command: F) -> F:
+    """`--no-progress` as the parameter `no_progress`: no progress bar on stderr."""
+    return click.option("--no-progress", is_flag=True, help="no progress bar on stderr")(command)

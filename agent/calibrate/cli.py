@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ctxscope.agent.cliopts import config_option, torch_device_option
+from ctxscope.agent.cliopts import progress_option, record_options, torch_device_option
 
 
 @click.command()
@@ -22,15 +22,13 @@ from ctxscope.agent.cliopts import config_option, torch_device_option
     help="time for all benchmarks together (each gets an equal share; at most 2 minutes)",
 )
 @click.option("--tiny", is_flag=True, help="tiny problem sizes (tests)")
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="write records as JSON lines here"
-)
-@click.option("--broker", default=None, help="HOST:PORT: stream the records through the spool to this broker")
-@config_option("agent TOML (device id, broker, spool); implies streaming to its broker")
+@progress_option
+@record_options
 def calibrate(
     device: str | None,
     budget_s: float,
     tiny: bool,
+    no_progress: bool,
     out: Path | None,
     broker: str | None,
     config_path: Path | None,
@@ -43,7 +41,9 @@ def calibrate(
     device = device or default_device()
     with contextlib.ExitStack() as stack:
         sink = command_sink(stack, out, broker, config_path)
-        figures = calibrate_run(sink, device=device, budget_s=budget_s, tiny=tiny)
+        figures = calibrate_run(
+            sink, device=device, budget_s=budget_s, tiny=tiny, progress_bar=not no_progress
+        )
     for fig in figures:
         if fig.absent:
             click.echo(f"{fig.name:16s} absent: {fig.absent}")

@@ -50,7 +50,7 @@ def _metrics(fig: Figure) -> dict[str, Any]:
 
 
 def calibrate_run(
-    sink: RecordSink, *, device: str, budget_s: float = 100.0, tiny: bool = False
+    sink: RecordSink, *, device: str, budget_s: float = 100.0, tiny: bool = False, progress_bar: bool = False
 ) -> list[Figure]:
     """Measures every figure and emits the records. Each benchmark's repetitions get an equal share of
     `budget_s`; set-up, warm-ups and compilation (Triton autotuning of the SSD scan) come on top and
@@ -62,7 +62,13 @@ def calibrate_run(
     precision = "bf16" if device.startswith("cuda") else "fp32"
     extra = {"device_description": device_description(device), "operating_point": operating_point(device)}
     recorder = RunRecorder(
-        sink, plan=plan, total=len(BENCHMARKS), torch_device=device, precision=precision, manifest_extra=extra
+        sink,
+        plan=plan,
+        total=len(BENCHMARKS),
+        torch_device=device,
+        precision=precision,
+        manifest_extra=extra,
+        progress_bar=progress_bar,
     )
     timer = Timer(device, budget_s / len(BENCHMARKS))
     figures: list[Figure] = []

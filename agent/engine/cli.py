@@ -14,7 +14,7 @@ from typing import Any, Literal
 import click
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from ctxscope.agent.cliopts import record_options, torch_device_option
+from ctxscope.agent.cliopts import progress_option, record_options, torch_device_option
 from ctxscope.agent.streaming import command_sink
 
 _BYTES = TypeAdapter(ByteSize)
@@ -66,7 +66,7 @@ def _table(results: list[Any]) -> None:
     default=None,
     help="override the plan's attention path",
 )
-@click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
+@progress_option
 @click.option(
     "--telemetry-rate-hz",
     default=20.0,

@@ -1,7 +1,8 @@
 """The framing of every run the agent records (`agent run`, `profile`, `maxctx`, `calibrate`, a plan
 from the collector): one run id, a RunStarted with the plan, its hash and the manifest, RunProgress
 before each step, the results (each with the run's id and manifest), and a RunFinished with the
-counts. A run that breaks on an unexpected error still ends with a `failed` RunFinished.
+counts. A run that breaks on an unexpected error still ends with a `failed` RunFinished. At a
+terminal the same steps show on a progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sys
 import time
 from types import TracebackType
 from typing import Any, Literal
@@ -34,7 +36,7 @@ class RunRecorder:
     `total` counts the results the run is expected to emit; each result counts as ok, as failed (oom,
     fault, timeout), or, skipped (not measurable here), as neither.
     The manifest is that of `torch_device`, with `manifest_extra` added; each result carries it
-    with its own precision.
+    with its own precision. With `progress_bar`, each step and result also shows on stderr.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class RunRecorder:
         precision: str | None = None,
         manifest_extra: dict[str, Any] | None = None,
         run_id: str | None = None,
+        progress_bar: bool = False,
     ) -> None:
         from ctxscope.agent.engine.manifest import collect
 
@@ -62,6 +65,7 @@ class RunRecorder:
         self.points_failed = 0
         self.results: list[PointResult] = []
         self._outcome: Literal["completed", "cancelled"] = "completed"
+        self._bar: Any = _ProgressBar(total) if progress_bar else None
 
     def __enter__(self) -> RunRecorder:
         self.sink.emit(
@@ -72,11 +76,15 @@ class RunRecorder:
             total_points=self.total,
             manifest=self.manifest,
         )
+        if self._bar is not None:
+            self._bar.start()
         return self
 
     def progress(self, label: str) -> None:
         """Say which step runs now (`done` of `total` results are in)."""
         self.sink.emit(RunProgress, run_id=self.run_id, done=self.done, total=self.total, point=label)
+        if self._bar is not None:
+            self._bar.show(self.done, label)
 
     def result(self, **fields: Any) -> PointResult:
         """Emit one result of this run (its fields without the run id and manifest) and count it."""
@@ -88,6 +96,8 @@ class RunRecorder:
             self.points_ok += 1
         elif result.outcome != "skipped":
             self.points_failed += 1
+        if self._bar is not None:
+            self._bar.show(self.done)
         return result
 
     def cancel(self) -> None:
@@ -101,9 +111,40 @@ class RunRecorder:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
         counts = {"points_ok": self.points_ok, "points_failed": self.points_failed}
         if exc is None:
             self.sink.emit(RunFinished, run_id=self.run_id, outcome=self._outcome, **counts)
         elif isinstance(exc, Exception):
             error = f"{type(exc).__name__}: {exc}"
             self.sink.emit(RunFinished, run_id=self.run_id, outcome="failed", error=error, **counts)
+
+
+class _ProgressBar:
+    """The run's steps on stderr: the step in hand, results in of the total, time elapsed."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=sys.stderr),
+        )
+        self._task = self._progress.add_task("starting", total=total)
+
+    def start(self) -> None:
+        self._progress.start()
+
+    def show(self, done: int, label: str | None = None) -> None:
+        if label is None:
+            self._progress.update(self._task, completed=done)
+        else:
+            self._progress.update(self._task, completed=done, description=label)
+
+    def stop(self) -> None:
+        self._progress.stop()

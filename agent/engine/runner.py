@@ -10,10 +10,8 @@ goes on; a worker that died or hung is replaced for the next point.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,33 +172,6 @@ class _Group:
             point.free(device)
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(file=sys.stderr),
-    ) as bar:
-        bar.add_task("sweep", total=total)
-        yield bar
-
-
-def _show(bar: Any, run: RunRecorder, label: str | None) -> None:
-    """The next step starts (announced to the sink, shown on the bar), or, with no label, all are done."""
-    if label is not None:
-        run.progress(label)
-    if bar is not None:
-        bar.update(bar.task_ids[0], completed=run.done, **({"description": label} if label else {}))
-
-
 def run_plan(
     plan: Plan,
     sink: RecordSink,
@@ -226,11 +197,16 @@ def run_plan(
     per_group = len(plan.profile_lengths) + (1 if plan.max_context.enabled else 0)
     total = len(points) + len(groups) * per_group
     recorder = RunRecorder(
-        sink, plan=plan.model_dump(mode="json"), total=total, torch_device=device, run_id=run_id
+        sink,
+        plan=plan.model_dump(mode="json"),
+        total=total,
+        torch_device=device,
+        run_id=run_id,
+        progress_bar=progress,
     )
     searches: dict[str, maxctx.SearchResult] = {}
     min_window_ns = observer.min_window_ns if observer is not None else 0
-    with recorder, _progress(progress, total) as bar:
+    with recorder:
         idle_power = idle.measure_idle(observer) if observer is not None else None  # before any work
         for (model, precision), members in groups.items():
             family = zoo.get_spec(model).family
@@ -249,19 +225,18 @@ def run_plan(
                     if should_stop():
                         recorder.cancel()
                         break
-                    _show(bar, recorder, p.label)
+                    recorder.progress(p.label)
                     _measure_and_emit(recorder, group, p, family, observer, idle_power)
                 if not recorder.cancelled and plan.profile_lengths:
-                    _show(bar, recorder, f"{model}/{precision}/profile")
+                    recorder.progress(f"{model}/{precision}/profile")
                     _profile(recorder, group, family)
             finally:
                 group.close()
             if recorder.cancelled:
                 break
             if plan.max_context.enabled:
-                _show(bar, recorder, f"{model}/{precision}/max-context")
+                recorder.progress(f"{model}/{precision}/max-context")
                 searches.update(_max_context(recorder, plan, group, family))
-        _show(bar, recorder, None)
     return RunSummary(
         recorder.run_id,
         recorder.plan_hash,

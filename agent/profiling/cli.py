@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ctxscope.agent.cliopts import record_options, torch_device_option
+from ctxscope.agent.cliopts import progress_option, record_options, torch_device_option
 from ctxscope.agent.records import RecordSink
 
 
@@ -45,6 +45,7 @@ def profile_run(
     tiny: bool = False,
     prefer_native: bool = True,
     peaks_key: str | None = None,
+    progress_bar: bool = False,
 ) -> list[Any]:
     """Loads the model, profiles every length and records the run; returns the points."""
     from ctxscope.agent.engine.point import ModelChoice, Session
@@ -79,10 +80,14 @@ def profile_run(
         torch_device=device,
         precision=precision,
         manifest_extra={"device_peaks": peaks.key if peaks else None},
+        progress_bar=progress_bar,
     ) as run:
-        run.progress(f"{model}/{precision}/profile")
+        run.progress(f"{model}/{precision}: loading")
         session = Session(choice)
-        for point in profile_session(session, settings, peaks):
+        steps = profile_session(
+            session, settings, peaks, on_step=lambda step: run.progress(f"{model}/{precision}: {step}")
+        )
+        for point in steps:
             emit_profiled(run, choice, session.spec.family, settings.logits, profiled_length(session, point))
             points.append(point)
     return points
@@ -166,6 +171,7 @@ def print_table(model: str, points: list[Any]) -> None:
 )
 @click.option("--tiny", is_flag=True, help="the zoo's shrunk config (tests)")
 @click.option("--hf", "prefer_hf", is_flag=True, help="transformers even where native mamba_ssm exists")
+@progress_option
 @record_options
 def profile(
     model: str,
@@ -181,6 +187,7 @@ def profile(
     peaks_key: str | None,
     tiny: bool,
     prefer_hf: bool,
+    no_progress: bool,
     out: Path | None,
     broker: str | None,
     config_path: Path | None,
@@ -219,6 +226,7 @@ def profile(
                 tiny=tiny,
                 prefer_native=not prefer_hf,
                 peaks_key=peaks_key,
+                progress_bar=not no_progress,
             )
         except KeyError as exc:
             raise click.ClickException(str(exc)) from exc

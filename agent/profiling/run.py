@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,14 +79,19 @@ class PointProfile:
 
 
 def profile_session(
-    session: Session, settings: ProfileSettings, peaks: Peaks | None
+    session: Session,
+    settings: ProfileSettings,
+    peaks: Peaks | None,
+    on_step: Callable[[str], None] = lambda _label: None,
 ) -> Iterator[PointProfile]:
-    """Yields one PointProfile per context length. Out-of-memory ends a phase as `oom`, any other
-    error as `fault`; a CUDA fault may poison the context, so the caller isolates runs in a process."""
+    """Yields one PointProfile per context length; `on_step` hears each phase's label before it starts.
+    Out-of-memory ends a phase as `oom`, any other error as `fault`; a CUDA fault may poison the
+    context, so the caller isolates runs in a process."""
     shape = arch_shape(session.spec)
     for length in settings.lengths:
         point = PointProfile(length)
         for phase in settings.phases:
+            on_step(f"{phase} @ {length} tokens")
             try:
                 with torch.inference_mode():
                     point.phases[phase] = _phase_point(session, settings, phase, length, shape, peaks)

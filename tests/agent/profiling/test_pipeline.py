@@ -80,13 +80,20 @@ def test_the_profile_command_streams_valid_results(model: str, tmp_path: Path) -
     result = CliRunner().invoke(profile, args)
     assert result.exit_code == 0, result.output
     assert "share %" in result.output and "time ms" in result.output
+    assert "2/2" in result.stderr  # the progress bar: results in of the total
     records = [MESSAGE_ADAPTER.validate_json(line) for line in out.read_text().splitlines()]
-    assert [r.kind for r in records] == ["run_started", "run_progress", "result", "result", "run_finished"]
     assert all(decode(encode(r)) == r for r in records)  # what goes over MQTT carries it all
+    steps = [r.point for r in records if r.kind == "run_progress"]
+    assert steps == [
+        f"{model}/bf16: loading",
+        *(f"{model}/bf16: {phase} @ {n} tokens" for n in (32, 64) for phase in ("prefill", "decode")),
+    ]
+    records = [r for r in records if r.kind != "run_progress"]
+    assert [r.kind for r in records] == ["run_started", "result", "result", "run_finished"]
     started, finished = records[0], records[-1]
     assert started.total_points == 2 and started.plan["tiny"] and started.plan["models"] == [model]
     assert (finished.outcome, finished.points_ok, finished.points_failed) == ("completed", 2, 0)
-    for r in records[2:4]:
+    for r in records[1:3]:
         assert r.run_id == started.run_id and r.model == model  # named as asked; the plan says tiny
         assert r.point_id == f"{model}/bf16/{r.context_len}/profile" and r.details["kind"] == "profile"
         assert r.outcome == "ok"
