@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[2] / "bench" / "collector" / "pg_disk.py"
-spec = importlib.util.spec_from_file_location("ctxscope_bench_pg_disk", PATH)
-assert spec is not None and spec.loader is not None
-pg_disk = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = pg_disk  # dataclasses look their module up there
-spec.loader.exec_module(pg_disk)
+from tests.bench_scripts import load_bench
+
+pg_disk = load_bench("collector/pg_disk.py")
 
 
 def snap(seconds: float, lsn: str, pages: tuple[int, int, int], proc: int, store: int, fpi: int = 0):

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-FOLDER = Path(__file__).resolve().parents[2] / "bench" / "collector"
-
-
-def _bench():
-    sys.path.insert(0, str(FOLDER))  # the benchmark imports its sibling simfleet.py, as when run
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "ctxscope_bench_sqlite_writes", FOLDER / "sqlite_writes.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(FOLDER))
+from tests.bench_scripts import load_bench
 
 
 def test_every_record_is_stored_and_the_bytes_add_up() -> None:
-    row = _bench().run(page_size=4096, autocheckpoint=1000, per_commit=4, devices=20, ticks=3)
+    row = load_bench("collector/sqlite_writes.py").run(
+        page_size=4096, autocheckpoint=1000, per_commit=4, devices=20, ticks=3
+    )
     assert row["records_stored"] == 20 * 3 + 6  # a telemetry batch per device and tick, a result every tenth
     parts = row["written_during_ticks_per_record_kb"] + row["written_by_final_checkpoint_per_record_kb"]
     assert abs(row["written_per_record_kb"] - parts) < 1e-9

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import http.cookiejar
-import importlib.util
 import itertools
 import json
 import re
 import secrets
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -27,6 +25,7 @@ from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.server import Dashboard, WebServer
 from ctxscope.shared.messages import CHANNEL_OF_KIND, Message, Metric, PointResult
 from ctxscope.shared.topics import topic_for
+from tests.bench_scripts import load_bench
 
 _seq = itertools.count(1)
 
@@ -75,19 +74,9 @@ def result_factory() -> Callable[..., PointResult]:
 # A real store, a live hub and the app served by uvicorn on a free loopback port.
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def load_simfleet() -> Any:
     """The benchmark's simulated devices (bench/collector/simfleet.py), shared with these tests."""
-    name = "ctxscope_bench_simfleet"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "collector" / "simfleet.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_bench("collector/simfleet.py")
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@ recompute with eager attention, and the calibrated backend recorded."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,18 +10,11 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from ctxscope.agent.engine import attention, forward, point
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.bench_scripts import load_bench
 
 
 def _agreement() -> object:
-    spec = importlib.util.spec_from_file_location(
-        "decode_agreement", ROOT / "bench/engine/decode_agreement.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("engine/decode_agreement.py")
 
 
 @pytest.fixture(autouse=True)

@@ -4,23 +4,19 @@ fails here."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.bench_scripts import load_bench
 
 REPO = Path(__file__).resolve().parents[3]
 RESULTS = REPO / "results" / "engine"
 
 
 def _report_module() -> ModuleType:
-    path = REPO / "bench" / "engine" / "report.py"
-    spec = importlib.util.spec_from_file_location("ctxscope_bench_report", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("engine/report.py")
 
 
 def test_every_table_row_of_the_report_is_in_the_readme(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from ctxscope.agent.calibrate.run import calibrate_run
 from ctxscope.agent.records import JsonLinesSink
+from tests.bench_scripts import load_bench
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def load() -> Any:
-    spec = importlib.util.spec_from_file_location("evaluate", ROOT / "bench/prediction/evaluate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("prediction/evaluate.py")
 
 
 def test_readme_summary_matches_the_script() -> None:
