@@ -30,18 +30,20 @@ def source_revision() -> dict[str, Any]:
     """`git_revision` (and `git_dirty`, whether the tree had uncommitted changes) of the checkout this
     code runs from, else as stamped into the package at build; empty when neither can be read."""
     here = Path(__file__).resolve().parent
+    head = _git(here, "rev-parse", "HEAD")
+    if not head:
+        return build_revision()
+    status = _git(here, "status", "--porcelain")  # None when it could not be read: dirty unknown, absent
+    return {"git_revision": head, **({"git_dirty": bool(status)} if status is not None else {})}
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    """The stripped output of `git ARGS` in `cwd`, None when git is missing, fails or takes over 5 s."""
     try:
-        head = _git(here, "rev-parse", "HEAD")
-        if head:
-            return {"git_revision": head, "git_dirty": bool(_git(here, "status", "--porcelain"))}
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        pass
-    return build_revision()
-
-
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
-    return done.stdout.strip() if done.returncode == 0 else ""
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def build_revision(stamp: Path | None = None) -> dict[str, Any]:

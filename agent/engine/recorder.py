@@ -65,7 +65,7 @@ class RunRecorder:
         self.points_failed = 0
         self.results: list[PointResult] = []
         self._outcome: Literal["completed", "cancelled"] = "completed"
-        self._bar: Any = _ProgressBar(total) if progress_bar else None
+        self._bar = _ProgressBar(total) if progress_bar else None
 
     def __enter__(self) -> RunRecorder:
         self.sink.emit(

@@ -122,10 +122,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ctxscope-scale-"))
     db = work / "collector.db"
-    schema = contextlib.ExitStack()
+    pg_scope = contextlib.ExitStack()  # the fresh schema, dropped on close
     pg_report: dict[str, Any] = {}
     if args.store == "postgres":
-        pg = schema.enter_context(fresh_schema(args.pg_dsn))
+        pg = pg_scope.enter_context(fresh_schema(args.pg_dsn))
         store_url = pg.store_url
         idle0 = snapshot(pg.admin, pg.schema)
         time.sleep(IDLE_S)
@@ -302,7 +302,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             collector.kill()
         broker.stop()
-        schema.close()  # PostgreSQL: drops the run's schema
+        pg_scope.close()  # PostgreSQL: drops the run's schema
 
 
 if __name__ == "__main__":

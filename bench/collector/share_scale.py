@@ -137,8 +137,8 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ctxscope-share-"))
-    schema = contextlib.ExitStack()
-    store_url = schema.enter_context(fresh_schema(args.pg)).store_url
+    pg_scope = contextlib.ExitStack()  # the fresh schema, dropped on close
+    store_url = pg_scope.enter_context(fresh_schema(args.pg)).store_url
     broker = MosquittoBroker(work / "broker")
     broker.start()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -227,7 +227,7 @@ def main() -> None:
             if proc.poll() is None:
                 proc.kill()
         broker.stop()
-        schema.close()  # drops it
+        pg_scope.close()  # drops it
 
 
 if __name__ == "__main__":

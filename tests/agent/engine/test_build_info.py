@@ -81,3 +81,9 @@ def test_cudnn_is_absent_without_cudnn_never_zero() -> None:
     else:
         assert "cudnn" not in libraries
     assert "cudnn" not in manifest.collect("cpu")["packages"] or libraries
+
+
+def test_an_unreadable_status_leaves_dirtiness_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout whose `git status` fails is not reported clean: `git_dirty` is absent."""
+    monkeypatch.setattr(manifest, "_git", lambda _cwd, *args: "0123abc" if args[0] == "rev-parse" else None)
+    assert manifest.source_revision() == {"git_revision": "0123abc"}
