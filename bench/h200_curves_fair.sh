@@ -4,6 +4,8 @@
 # after the device README's install line (kernel, pydantic and paho-mqtt wheels carried); writes under
 # $OUT (copied to results/engine/curves-fair/).
 #   bash bench/h200_curves_fair.sh "qwen2.5-0.5b:110 llama3.2-1b:100"     # model:seconds ...
+# The revision in command.txt is $CTXSCOPE_GIT_REVISION where set (the device's copy of the tree may
+# carry older git metadata), else the checkout's HEAD.
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
 # mamba_ssm's Triton kernels autotune in every fresh process; keep the choices on disk between them
@@ -11,7 +13,7 @@ export TRITON_CACHE_AUTOTUNING=1
 repo=$PWD
 cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
-echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }bash bench/h200_curves_fair.sh \"$1\"  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
+echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }bash bench/h200_curves_fair.sh \"$1\"  # ${CTXSCOPE_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')}" >>"$OUT/command.txt"
 for entry in $1; do
   model=${entry%%:*} limit=${entry##*:}
   # LENGTHS="131072" runs only those lengths of the plan

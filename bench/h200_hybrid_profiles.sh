@@ -5,21 +5,26 @@
 # results/profiling/hybrids/).
 #   bash bench/h200_hybrid_profiles.sh "bamba-9b:70 nemotron-h-8b:70"      # model:seconds ...
 #   LENGTHS=32k TAG=hybrid-profiles-32k bash bench/h200_hybrid_profiles.sh "zamba2-2.7b:80"
+#   PHASES=decode DECODE_PATH=auto LENGTHS=32k TAG=compiled bash bench/h200_hybrid_profiles.sh "falcon-h1-0.5b:150"
+# The revision in command.txt is $CTXSCOPE_GIT_REVISION where set (the device's copy of the tree may
+# carry older git metadata), else the checkout's HEAD.
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
 # mamba_ssm's Triton kernels autotune in every fresh process; keep the choices on disk between them
 export TRITON_CACHE_AUTOTUNING=1
 repo=$PWD
-LENGTHS=${LENGTHS:-4k,32k} TAG=${TAG:-hybrid-profiles}
+LENGTHS=${LENGTHS:-4k,32k} TAG=${TAG:-hybrid-profiles} PHASES=${PHASES:-prefill decode} DECODE_PATH=${DECODE_PATH:-eager}
+phase_options=()
+for phase in $PHASES; do phase_options+=(--phase "$phase"); done
 cd /tmp || exit 1
 mkdir -p "$OUT/profiles"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
-echo "LENGTHS=$LENGTHS TAG=$TAG bash bench/h200_hybrid_profiles.sh \"$1\"  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
+echo "PHASES=\"$PHASES\" DECODE_PATH=$DECODE_PATH LENGTHS=$LENGTHS TAG=$TAG bash bench/h200_hybrid_profiles.sh \"$1\"  # ${CTXSCOPE_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')}" >>"$OUT/command.txt"
 for entry in $1; do
   model=${entry%%:*} limit=${entry##*:}
   started=$SECONDS
-  timeout "$limit" ctxscope agent profile "$model" --lengths "$LENGTHS" --phase prefill --phase decode \
-    --iterations 2 --torch-device cuda --out "$OUT/profiles/profile-$model.jsonl" \
+  timeout "$limit" ctxscope agent profile "$model" --lengths "$LENGTHS" "${phase_options[@]}" \
+    --decode-path "$DECODE_PATH" --iterations 2 --torch-device cuda --out "$OUT/profiles/profile-$model.jsonl" \
     >"$OUT/profiles/profile-$model.log" 2>&1
   echo "$model: exit $? after $((SECONDS - started)) s (limit $limit s)"
 done

@@ -18,7 +18,11 @@ step sees the context being measured. Which decode path ran is the decoder's `pa
   drops the graph (the compiled one for the plain one, the plain one for the eager static cache),
   with a note saying why;
 - `eager_static_cache`: the same step without a graph (CPU);
-- `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`);
+- `compiled_cuda_graph_mamba_ssm`: mamba_ssm's step (its conv, selective-state and norm kernels)
+  compiled by torch.compile and captured in a CUDA graph, checked against an eager step like the
+  static cache's; attention-free models only;
+- `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`) of its uncompiled step;
+  what `auto` falls back to, with a note, when the compiled step fails;
 - `mamba_ssm_eager`: mamba_ssm's step path without graphs;
 - `eager_dynamic_cache`: transformers' default cache, one Python forward per token.
 """
@@ -129,7 +133,117 @@ class HFEagerDecoder:
         return self.cache
 
 
-class HFStaticDecoder:
+class GraphedDecoder:
+    """What every decoder that captures its step in a CUDA graph shares: the capture order (compiled
+    step first, then the uncompiled one), the replay check against an uncompiled eager step from the
+    same state, and stepping by replay.
+
+    A subclass sets `module` (the uncompiled step's callable), `token`, `used` and `window`, and
+    provides `_forward` (one step through `forward`, default `_step_forward`, writing `last_logits`
+    and the next `token` in place) and `rewind` (back to the prompt, states restored)."""
+
+    module: Any
+    window: int
+    used: int
+    path: str
+    last_logits: torch.Tensor
+
+    def _init_graph(self) -> None:
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.note: str | None = None
+        self.graph_breaks: int | None = None  # of the compiled step, as dynamo counted them
+        self._step_forward: Callable[..., Any] = self.module
+        self._breaks_before = 0
+
+    def _forward(self, forward: Callable[..., Any] | None = None) -> None:
+        raise NotImplementedError
+
+    def rewind(self) -> None:
+        raise NotImplementedError
+
+    def _capture_first_good(self, attempts: list[tuple[str, Callable[[], Callable[..., Any]]]]) -> list[str]:
+        """Capture each attempt's step in turn until one passes the replay check; sets `path` to it.
+        Returns what went wrong with the attempts before it (all of them when none passed)."""
+        problems: list[str] = []
+        for path, make_forward in attempts:
+            try:
+                self._step_forward = make_forward()
+                self._capture()
+                problem = self._check_replay()
+            except Exception as exc:  # compile and capture failures alike: the next path is tried
+                problem = f"failed: {type(exc).__name__}: {str(exc)[:500]}"
+            if problem is None:
+                self.path = path
+                return problems
+            problems.append(f"{path} {problem}")
+            self.graph = None
+            self._step_forward = self.module
+            self.rewind()
+        return problems
+
+    def _compiled_forward(self) -> Callable[..., Any]:
+        """The module compiled for this decoder's shapes (compiled on its first call)."""
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        compiled = torch.compile(self.module, dynamic=False)
+        self._breaks_before = _graph_breaks()
+        return compiled
+
+    def warm_up(self, steps: int = 2) -> None:
+        """`steps` steps, each from the prompt (a window of one position holds one step), then back."""
+        for _ in range(steps):
+            self.rewind()
+            self._forward()
+        self.rewind()
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.warm_up()
+        torch.cuda.current_stream().wait_stream(side)
+        if self._step_forward is not self.module:
+            self.graph_breaks = _graph_breaks() - self._breaks_before
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._forward()
+        self.graph = graph
+        self.graph_logits = self.last_logits  # the graph's output buffer
+        self.rewind()
+
+    def _check_replay(self) -> str | None:
+        """One replay against one uncompiled eager step from the same state (the prompt's): None when
+        they agree within REPLAY_TOLERANCE, else a note saying by how much they did not."""
+        assert self.graph is not None
+        self._forward(self.module)
+        eager = self.last_logits.float().clone()
+        self.rewind()
+        self.graph.replay()
+        replayed = self.graph_logits.float()
+        self.rewind()
+        self.last_logits = self.graph_logits
+        difference = float((replayed - eager).abs().max())
+        largest = float(eager.abs().max())
+        if difference <= REPLAY_TOLERANCE * largest:
+            return None
+        return (
+            f"replay disagreed with an eager step from the same state (max |logit "
+            f"difference| {difference:.3g}, largest logit {largest:.3g})"
+        )
+
+    def step(self) -> None:
+        if self.used == self.window:
+            self.rewind()
+        if self.graph is not None:
+            self.graph.replay()
+            self.last_logits = self.graph_logits
+        else:
+            self._forward()
+        self.used += 1
+
+
+class HFStaticDecoder(GraphedDecoder):
     """A transformers StaticCache filled from a dynamic prefill, stepped with an explicit 4D mask.
 
     The prefill runs on the default cache (so the causal kernel runs without a materialized
@@ -189,11 +303,7 @@ class HFStaticDecoder:
         self.open = torch.zeros((), dtype=dtype, device=device)
         self.closed = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
         self.used = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.note: str | None = None
-        self.graph_breaks: int | None = None  # of the compiled step, as dynamo counted them
-        self._step_forward: Callable[..., Any] = module
-        self._breaks_before = 0
+        self._init_graph()
         self.rewind()
         self.path = "eager_static_cache"
         if graph:
@@ -205,32 +315,9 @@ class HFStaticDecoder:
         if compile_step:
             attempts.append(("compiled_cuda_graph_static_cache", self._compiled_forward))
         attempts.append(("cuda_graph_static_cache", lambda: self.module))
-        problems = []
-        for path, make_forward in attempts:
-            try:
-                self._step_forward = make_forward()
-                self._capture()
-                problem = self._check_replay()
-            except Exception as exc:  # compile and capture failures alike: the next path is tried
-                problem = f"failed: {type(exc).__name__}: {str(exc)[:500]}"
-            if problem is None:
-                self.path = path
-                break
-            problems.append(f"{path} {problem}")
-            self.graph = None
-            self._step_forward = self.module
-            self.rewind()
+        problems = self._capture_first_good(attempts)
         if problems:
             self.note = "; ".join(problems) + f"; {self.path} used"
-
-    def _compiled_forward(self) -> Callable[..., Any]:
-        """The module compiled for this decoder's shapes (compiled on its first call)."""
-        import torch._dynamo
-
-        torch._dynamo.reset()
-        compiled = torch.compile(self.module, dynamic=False)
-        self._breaks_before = _graph_breaks()
-        return compiled
 
     def _forward(self, forward: Callable[..., Any] | None = None) -> None:
         mask = torch.where(self.slots <= self.position.view(1, 1, 1, 1), self.open, self.closed)
@@ -245,58 +332,6 @@ class HFStaticDecoder:
         self.last_logits = output.logits
         self.token.copy_(output.logits[:, -1:].argmax(-1))
         self.position.add_(1)
-
-    def warm_up(self, steps: int = 2) -> None:
-        """`steps` steps, each from the prompt (a window of one position holds one step), then back."""
-        for _ in range(steps):
-            self.rewind()
-            self._forward()
-        self.rewind()
-
-    def _capture(self) -> None:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self.warm_up()
-        torch.cuda.current_stream().wait_stream(side)
-        if self._step_forward is not self.module:
-            self.graph_breaks = _graph_breaks() - self._breaks_before
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._forward()
-        self.graph = graph
-        self.graph_logits = self.last_logits  # the graph's output buffer
-        self.rewind()
-
-    def _check_replay(self) -> str | None:
-        """One replay against one uncompiled eager step from the same state (the prompt's): None when
-        they agree within REPLAY_TOLERANCE, else a note saying by how much they did not."""
-        assert self.graph is not None
-        self._forward(self.module)
-        eager = self.last_logits.float().clone()
-        self.rewind()
-        self.graph.replay()
-        replayed = self.graph_logits.float()
-        self.rewind()
-        self.last_logits = self.graph_logits
-        difference = float((replayed - eager).abs().max())
-        largest = float(eager.abs().max())
-        if difference <= REPLAY_TOLERANCE * largest:
-            return None
-        return (
-            f"replay disagreed with an eager step from the same state (max |logit "
-            f"difference| {difference:.3g}, largest logit {largest:.3g})"
-        )
-
-    def step(self) -> None:
-        if self.used == self.window:
-            self.rewind()
-        if self.graph is not None:
-            self.graph.replay()
-            self.last_logits = self.graph_logits
-        else:
-            self._forward()
-        self.used += 1
 
     def rewind(self) -> None:
         """Back to the prompt: attention lengths reset, Mamba states and the next input token
@@ -389,6 +424,62 @@ def native_prefill(module: torch.nn.Module, ids: torch.Tensor, mode: LogitsMode)
     return PrefillOutput(output.logits, params)
 
 
+class NativeCompiledDecoder(GraphedDecoder):
+    """mamba_ssm's step compiled by torch.compile (inductor fuses the elementwise work around its
+    conv, scan and norm kernels) and captured in a CUDA graph by the decoder itself.
+
+    The prefill fills an InferenceParams; its offset then stays at the prompt length, since mamba_ssm's
+    Mamba layers only ask whether it is past 0 and a model without attention layers uses no positions,
+    so the compiled step has one set of inputs and never recompiles. The conv and SSM states are
+    updated in place; a copy of the prompt's is kept so that a rewind restores them. `graph` is None
+    when neither compile nor capture worked; `note` then says why."""
+
+    def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int) -> None:
+        from mamba_ssm.utils.generation import InferenceParams
+
+        config: Any = getattr(module, "config", None)
+        if getattr(config, "attn_layer_idx", None):
+            raise ValueError("the step keeps its offset fixed, which a model with attention layers cannot")
+        self.model = module
+        self.module = self._plain_step  # what is compiled, and the eager step the replay is checked against
+        self.window = window
+        self.prompt_len = ids.shape[1]
+        self.params = InferenceParams(max_seqlen=self.prompt_len + window, max_batch_size=1)
+        output = module(ids, inference_params=self.params, num_last_tokens=1)
+        self.params.seqlen_offset = self.prompt_len
+        self.states = [t for pair in self.params.key_value_memory_dict.values() for t in pair]
+        self.prompt_states = [t.clone() for t in self.states]
+        self.last_logits = output.logits
+        self.token = output.logits[:, -1:].argmax(-1)
+        self.prompt_token = self.token.clone()
+        self.used = 0
+        self._init_graph()
+        self.path = "mamba_ssm_eager"
+        problems = self._capture_first_good([("compiled_cuda_graph_mamba_ssm", self._compiled_forward)])
+        if problems:
+            self.note = "; ".join(problems)
+
+    def _plain_step(self, token: torch.Tensor, params: Any) -> torch.Tensor:
+        """`MambaLMHeadModel.forward` for one token, less the namedtuple it builds on every call
+        (which dynamo would break the graph at)."""
+        model: Any = self.model
+        return model.lm_head(model.backbone(token, inference_params=params))
+
+    def _forward(self, forward: Callable[..., Any] | None = None) -> None:
+        logits = (forward or self._step_forward)(self.token, self.params)
+        self.last_logits = logits
+        self.token.copy_(logits[:, -1:].argmax(-1))
+
+    def rewind(self) -> None:
+        for state, saved in zip(self.states, self.prompt_states, strict=True):
+            state.copy_(saved)
+        self.token.copy_(self.prompt_token)
+        self.used = 0
+
+    def state(self) -> Any:
+        return self.params
+
+
 class NativeDecoder:
     """mamba_ssm's step path, with its own CUDA-graph cache when on a GPU."""
 
@@ -400,6 +491,7 @@ class NativeDecoder:
         self.prompt_len = ids.shape[1]
         capacity = self.prompt_len + window
         self.run: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
+        self.note: str | None = None
         if graph:
             cache = update_graph_cache(module, None, 1, self.prompt_len, capacity)
             self.params = cache.inference_params
@@ -410,6 +502,7 @@ class NativeDecoder:
             self.params = InferenceParams(max_seqlen=capacity, max_batch_size=1)
             self.path = "mamba_ssm_eager"
         output = module(ids, inference_params=self.params, num_last_tokens=1)
+        self.last_logits: torch.Tensor = output.logits
         self.token = output.logits[:, -1:].argmax(-1)
         self.position = torch.full((1, 1), self.prompt_len, dtype=torch.long, device=ids.device)
         self.rewind()
@@ -425,6 +518,7 @@ class NativeDecoder:
             logits = self.module(
                 self.token, position_ids=self.position, inference_params=self.params, num_last_tokens=1
             ).logits
+        self.last_logits = logits
         self.token = logits[:, -1:].argmax(-1)
         self.params.seqlen_offset += 1
 
@@ -445,6 +539,22 @@ def prefill(runtime: str, module: torch.nn.Module, ids: torch.Tensor, mode: Logi
     return hf_prefill(module, ids, mode)
 
 
+def fastest_native_decoder(module: torch.nn.Module, ids: torch.Tensor, window: int) -> Decoder:
+    """The compiled mamba_ssm step in the decoder's graph, else mamba_ssm's own graph, with a note."""
+    try:
+        compiled = NativeCompiledDecoder(module, ids, window)
+    except ValueError as exc:
+        note = f"compiled_cuda_graph_mamba_ssm not tried: {exc}"
+    else:
+        if compiled.graph is not None:
+            return compiled
+        note = compiled.note or "compiled_cuda_graph_mamba_ssm was not captured"
+        del compiled
+    fallback = NativeDecoder(module, ids, window, graph=True)
+    fallback.note = f"{note}; {fallback.path} used"
+    return fallback
+
+
 def make_decoder(
     runtime: str, module: torch.nn.Module, ids: torch.Tensor, window: int, preference: DecodePreference
 ) -> Decoder:
@@ -452,6 +562,8 @@ def make_decoder(
     on_gpu = ids.device.type == "cuda"
     fast = preference != "eager"
     if runtime == "mamba_ssm":
+        if preference == "auto" and on_gpu:
+            return fastest_native_decoder(module, ids, window)
         return NativeDecoder(module, ids, window, graph=fast and on_gpu)
     if fast and static_cache_supported(module):
         return HFStaticDecoder(module, ids, window, graph=on_gpu, compile_step=preference == "auto")

@@ -1,15 +1,18 @@
-"""Check: the logits of every transformers decode path against a full recompute without cache.
+"""Check: the logits of every decode path against a full recompute without cache.
 
 Each path decodes from the same prompt, fed the reference's greedy tokens (teacher forcing), so all
-see one token sequence; the reference recomputes the whole sequence with `use_cache=False` and eager
-attention at every step. Paths: eager on transformers' own cache, the static cache without a graph,
-and the static cache captured in a CUDA graph (GPU only); each under every attention mode asked for
-(`sdpa-gqa`: SDPA with native GQA on the calibrated backend; `transformers-sdpa`: transformers'
-default).
+see one token sequence; the reference recomputes the whole sequence at every step. transformers
+models (reference: `use_cache=False`, eager attention): eager on transformers' own cache, the static
+cache without a graph, and the static cache captured in a CUDA graph, compiled and not (GPU only);
+each under every attention mode asked for (`sdpa-gqa`: SDPA with native GQA on the calibrated
+backend; `transformers-sdpa`: transformers' default). Native mamba_ssm models (reference: the
+chunked scan without state, GPU only): mamba_ssm's eager step, its own CUDA graph, and the compiled
+step in the decoder's graph.
 
     python bench/engine/decode_agreement.py --models zamba2-1.2b,falcon-h1-0.5b --length 2048 --out agree.json
     python bench/engine/decode_agreement.py --models zamba2-1.2b --length 32 --out /tmp/a.json --dry-run
     python bench/engine/decode_agreement.py --models qwen2.5-0.5b --attention sdpa-gqa --out agree.json
+    python bench/engine/decode_agreement.py --models mamba2-780m,mamba-790m --attention sdpa-gqa --out a.json
 """
 
 from __future__ import annotations
@@ -48,6 +51,51 @@ def _recompute(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> list[t
     return out
 
 
+def hf_paths(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> dict[str, Any]:
+    """Every transformers decode path against the recompute."""
+    reference = reference_logits(module, ids, steps)
+    window = steps + 1
+    paths: dict[str, Any] = {
+        "eager_dynamic_cache": compare(forward.HFEagerDecoder(module, ids, window), reference, False)
+    }
+    variants = [(False, False)] + ([(True, False), (True, True)] if ids.device.type == "cuda" else [])
+    for graph, compile_step in variants:
+        decoder = forward.HFStaticDecoder(module, ids, window, graph=graph, compile_step=compile_step)
+        paths[decoder.path] = compare(decoder, reference, True)
+        if decoder.note is not None:
+            paths[decoder.path + "_note"] = decoder.note
+        del decoder
+    return paths
+
+
+def native_reference_logits(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """The same for a mamba_ssm model: each sequence through its chunked scan, no state kept."""
+    out = []
+    tokens = ids
+    for _ in range(steps + 1):
+        logits = module(tokens, num_last_tokens=1).logits[:, -1:].float()
+        out.append(logits)
+        tokens = torch.cat([tokens, logits.argmax(-1)], dim=1)
+    return out
+
+
+def native_paths(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> dict[str, Any]:
+    """Every mamba_ssm decode path against the native recompute."""
+    reference = native_reference_logits(module, ids, steps)
+    window = steps + 1
+    paths: dict[str, Any] = {}
+    for graph in (False, True):
+        decoder = forward.NativeDecoder(module, ids, window, graph=graph)
+        paths[decoder.path] = compare(decoder, reference, False)
+        del decoder
+    compiled = forward.NativeCompiledDecoder(module, ids, window)
+    if compiled.note is not None:
+        paths["compiled_cuda_graph_mamba_ssm_note"] = compiled.note
+    if compiled.graph is not None:
+        paths[compiled.path] = compare(compiled, reference, True)
+    return paths
+
+
 def compare(decoder: Any, reference: list[torch.Tensor], static: bool) -> list[dict[str, float | bool]]:
     rows = []
     for k in range(1, len(reference)):
@@ -80,23 +128,19 @@ def main() -> None:
     args = parser.parse_args()
     device = "cpu" if args.dry_run else "cuda"
     report: dict[str, Any] = {"command": "python bench/engine/decode_agreement.py " + " ".join(sys.argv[1:])}
+    done_native: set[str] = set()
     for name, mode in itertools.product(args.models.split(","), args.attention.split(",")):
         choice = point.ModelChoice(name, args.precision, device, tiny=args.dry_run, attention=mode)
         session = point.Session(choice)
         ids = forward.synthetic_prompt(session.vocab_size, args.length, seed=0, device=session.device)
-        paths: dict[str, Any] = {}
+        if session.runtime == "mamba_ssm" and name in done_native:
+            continue  # no attention to choose: one run per native model
         with torch.inference_mode():
-            reference = reference_logits(session.module, ids, args.steps)
-            window = args.steps + 1
-            paths["eager_dynamic_cache"] = compare(
-                forward.HFEagerDecoder(session.module, ids, window), reference, False
-            )
-            for graph in (False, True) if device == "cuda" else (False,):
-                decoder = forward.HFStaticDecoder(session.module, ids, window, graph=graph)
-                paths[decoder.path] = compare(decoder, reference, True)
-                if decoder.note is not None:
-                    paths[decoder.path + "_note"] = decoder.note
-                del decoder
+            if session.runtime == "mamba_ssm":
+                done_native.add(name)
+                paths = native_paths(session.module, ids, args.steps)
+            else:
+                paths = hf_paths(session.module, ids, args.steps)
         paths["implementation"] = session.implementation()
         report[f"{name} {mode}"] = paths
         for path, rows in paths.items():
