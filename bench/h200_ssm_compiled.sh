@@ -11,6 +11,5 @@ repo=$PWD
 echo "bash bench/h200_ssm_compiled.sh \"$1\"  # ${CTXSCOPE_GIT_REVISION:-revision unknown}" >>"$OUT/command.txt"
 (cd /tmp && timeout 170 python3 "$repo/bench/engine/decode_agreement.py" --models mamba2-780m,mamba-790m \
   --attention sdpa-gqa --length 2048 --steps 6 --out "$OUT/decode_agreement_native.json" \
-  2>"$OUT/agreement.err" | tail -12)
-echo "agreement: exit ${PIPESTATUS[0]}"
+  2>"$OUT/agreement.err" | tail -12; echo "agreement: exit ${PIPESTATUS[0]}")
 LENGTHS="4096 32768 131072" bash bench/h200_curves_fair.sh "$1"
