@@ -1,0 +1,64 @@
+"""The engine's GPU benchmark scripts, run on the CPU with tiny or shortened models: their measurement
+code paths, not their figures."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.bench_scripts import load_bench
+
+
+def test_study_memory_tracks_the_peak_of_the_storages_operators_create() -> None:
+    study = load_bench("engine/study_memory.py")
+    kept = torch.ones(1000)  # existed before: not counted
+    tracker = study.StoragePeak([kept])
+    with tracker:
+        a = kept * 2  # 4,000 B
+        b = a + 1  # 8,000 B alive
+        del a  # 4,000 B
+        c = b.view(-1)[:10]  # a view of b: no new storage
+        d = torch.zeros(500)  # 6,000 B
+    assert tracker.peak == 8000
+    assert tracker.live == 6000
+    del b, c, d
+
+
+def test_study_memory_breaks_a_prefill_down_in_the_studys_terms(tmp_path: Path) -> None:
+    study = load_bench("engine/study_memory.py")
+    model = study.build("qwen2.5-0.5b", "cpu", layers=1)
+    length = 64
+    tokenizer_mask, no_mask = (study.probe(model, length, mask, "cpu") for mask in ("tokenizer", "none"))
+    config = json.loads((study.CONFIGS / "qwen2.5-0.5b.json").read_text())
+    logits = length * config["vocab_size"] * 2  # bf16, every position
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    cache = 2 * length * config["num_key_value_heads"] * head_dim * 2  # one layer's keys and values
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    for row in (tokenizer_mask, no_mask):
+        assert row["outcome"] == "ok"
+        assert row["logits_bytes"] == logits
+        assert row["cache_bytes"] == cache
+        # the logits, cache and weights are alive at the end of the forward: the peak holds them all
+        assert row["cpu_tracked_peak_bytes"] >= weights + logits + cache
+        assert row["sdpa_calls"] == 1
+    # an all-ones mask is recognised as causal: SDPA gets no materialized mask in either case
+    assert tokenizer_mask["distinct_mask_bytes"] == no_mask["distinct_mask_bytes"] == 0
+
+
+def test_prefill_against_direct_calls_times_a_transformers_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parity = load_bench("engine/prefill_vs_native.py")
+    out = tmp_path / "parity.json"
+    argv = ["prefill_vs_native.py", "--model", "qwen2.5-0.5b", "--length", "32", "--precision", "fp32"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--dry-run", "--out", str(out)])
+    parity.main()
+    report = json.loads(out.read_text())
+    for label in ("hf_direct_ms", "hf_direct_no_cache_ms", "hf_transformers_sdpa_ms"):
+        assert report[label]["median_ms"] > 0 and len(report[label]["samples_ms"]) >= 5
+    assert report["agent_ttft_ms"]["median_ms"] > 0
+    assert "agent/it" in capsys.readouterr().out
