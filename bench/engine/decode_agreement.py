@@ -21,6 +21,7 @@ import argparse
 import itertools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,23 @@ def reference_logits(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> 
         module.set_attn_implementation(chosen)
 
 
-def _recompute(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> list[torch.Tensor]:
+def greedy_recompute(
+    last_logits: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor, steps: int
+) -> list[torch.Tensor]:
+    """Last-position logits of `ids` and of each greedy continuation, every sequence from scratch."""
     out = []
     tokens = ids
     for _ in range(steps + 1):
-        logits = module(input_ids=tokens, use_cache=False, logits_to_keep=1).logits[:, -1:].float()
+        logits = last_logits(tokens)[:, -1:].float()
         out.append(logits)
         tokens = torch.cat([tokens, logits.argmax(-1)], dim=1)
     return out
+
+
+def _recompute(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    return greedy_recompute(
+        lambda tokens: module(input_ids=tokens, use_cache=False, logits_to_keep=1).logits, ids, steps
+    )
 
 
 def hf_paths(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> dict[str, Any]:
@@ -70,13 +80,7 @@ def hf_paths(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> dict[str
 
 def native_reference_logits(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> list[torch.Tensor]:
     """The same for a mamba_ssm model: each sequence through its chunked scan, no state kept."""
-    out = []
-    tokens = ids
-    for _ in range(steps + 1):
-        logits = module(tokens, num_last_tokens=1).logits[:, -1:].float()
-        out.append(logits)
-        tokens = torch.cat([tokens, logits.argmax(-1)], dim=1)
-    return out
+    return greedy_recompute(lambda tokens: module(tokens, num_last_tokens=1).logits, ids, steps)
 
 
 def native_paths(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> dict[str, Any]:
