@@ -1,13 +1,18 @@
 """Benchmark: where a graph-replayed decode step spends its time, and what compiling the step saves.
 
-For each model at one context: the engine's decode step (`decode = "auto"`, the CUDA graph over a
-static cache) timed by CUDA events over back-to-back replays; one eager step profiled with
-torch.profiler (kernel launches per step, summed kernel time, the kernels that take most); then the
-engine's default path, the step compiled by torch.compile (inductor, no cudagraphs of its own: the
-engine captures the graph), timed the same way and checked against the uncompiled eager step from
-the same state (max |logit difference|, argmax).
+For each model at one context: the uncompiled step in a CUDA graph (`decode = "graph"`: the static
+cache's for transformers models, mamba_ssm's own for native ones) timed by CUDA events over
+back-to-back replays; one eager step profiled with torch.profiler (kernel launches per step, summed
+kernel time, the kernels that take most); then the engine's default path, the step compiled by
+torch.compile (inductor, no cudagraphs of its own: the engine captures the graph), timed the same way,
+one replay of it profiled the same way (what is left after fusion: kernels, their summed time against
+the step's), and its first step checked against a fresh eager decoder's (max |logit difference|,
+argmax). `--inductor` turns on inductor options for the compile (e.g. `max_autotune`,
+`coordinate_descent_tuning`), to see what they would save.
 
     python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
+    python bench/engine/decode_overhead.py --models falcon-h1-0.5b,mamba2-780m --length 32768 \
+        --inductor max_autotune --out overhead-32k.json
 """
 
 from __future__ import annotations
@@ -41,16 +46,17 @@ def replay_ms(decoder: Any, steps: int, repeats: int) -> list[float]:
 
 
 def kernel_profile(decoder: Any, top: int) -> dict[str, Any]:
-    """One eager step under torch.profiler: kernel count, summed kernel time, the top kernels."""
+    """One step under torch.profiler (a graph replay where the decoder has one): kernel count, summed
+    kernel time, the top kernels."""
     from torch.profiler import ProfilerActivity, profile
 
     decoder.rewind()
-    decoder._forward()  # warm
+    decoder.step()  # warm
     decoder.rewind()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         wall = time.perf_counter()
-        decoder._forward()
+        decoder.step()
         torch.cuda.synchronize()
         wall_ms = (time.perf_counter() - wall) * 1e3
     by_name: dict[str, list[float]] = defaultdict(list)
@@ -62,7 +68,7 @@ def kernel_profile(decoder: Any, top: int) -> dict[str, Any]:
     return {
         "kernels_per_step": sum(len(v) for v in by_name.values()),
         "kernel_ms_per_step": total,
-        "eager_wall_ms_under_profiler": wall_ms,
+        "wall_ms_under_profiler": wall_ms,
         "top": [{"kernel": name[:120], "count": len(v), "ms": sum(v)} for name, v in ranked],
     }
 
@@ -86,13 +92,21 @@ def summary(samples: list[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(samples), "iqr_ms": q[2] - q[0], "n": len(samples)}
 
 
+def eager_decoder(session: point.Session, ids: torch.Tensor, steps: int) -> Any:
+    """The uncompiled step without a graph, from the prompt."""
+    if session.runtime == "mamba_ssm":
+        return forward.NativeDecoder(session.module, ids, steps, graph=False)
+    return forward.HFStaticDecoder(session.module, ids, steps, graph=False)
+
+
 def measure(name: str, length: int, steps: int, repeats: int, compiled: bool) -> dict[str, Any]:
     session = point.Session(point.ModelChoice(name, "bf16", "cuda"))
     ids = forward.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
     row: dict[str, Any] = {"model": name, "context_len": length}
     with torch.inference_mode():
-        eager = forward.HFStaticDecoder(session.module, ids, steps, graph=False)
+        eager = eager_decoder(session, ids, steps)
         row["profile"] = kernel_profile(eager, top=12)
+        del eager
         plain: Any = forward.make_decoder(session.runtime, session.module, ids, steps, "graph")
         row["graph"] = {"path": plain.path, **summary(replay_ms(plain, steps, repeats))}
         del plain
@@ -105,10 +119,10 @@ def measure(name: str, length: int, steps: int, repeats: int, compiled: bool) ->
                 "graph_breaks": getattr(fast, "graph_breaks", None),
                 "prefill_compile_and_capture_s": time.perf_counter() - started,
                 **summary(replay_ms(fast, steps, repeats)),
-                "agreement_with_eager": agreement(fast, eager),
+                "profile": kernel_profile(fast, top=12),
+                "agreement_with_eager": agreement(fast, eager_decoder(session, ids, steps)),
             }
             del fast
-        del eager
     point.free(session.device)
     return row
 
@@ -120,8 +134,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="back-to-back steps per timed sample")
     parser.add_argument("--repeats", type=int, default=20, help="timed samples per path")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--inductor", default="", help="comma-separated torch._inductor.config flags to set")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    import torch._inductor.config as inductor
+
+    flags = [flag for flag in args.inductor.split(",") if flag]
+    for flag in flags:
+        if not hasattr(inductor, flag):
+            parser.error(f"torch._inductor.config has no option {flag!r}")
+        setattr(inductor, flag, True)
     rows = []
     for name in args.models.split(","):
         row = measure(name, args.length, args.steps, args.repeats, not args.no_compile)
@@ -134,11 +156,13 @@ def main() -> None:
         if "compiled" in row:
             c = row["compiled"]
             line += (
-                f"; compiled {c['median_ms']:.3f} ms/token ({c['path']}), "
+                f"; compiled {c['median_ms']:.3f} ms/token ({c['path']}), {c['profile']['kernels_per_step']} "
+                f"kernels, {c['profile']['kernel_ms_per_step']:.3f} ms of kernel time, "
                 f"max |dlogit| {c['agreement_with_eager']['max_abs_diff']:.3g}"
             )
         print(line, flush=True)
-        args.out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2))
+        report = {"torch": torch.__version__, "inductor_flags": flags, "rows": rows}
+        args.out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
