@@ -117,6 +117,12 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to catch up after the load")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--pg-dsn", default=DEFAULT_DSN, help="the PostgreSQL server (--store postgres)")
+    parser.add_argument(
+        "--broker-autosave-s",
+        type=int,
+        default=1,
+        help="seconds between the broker's persistence saves (1: the demo broker's; 10: the shipped one's)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -139,7 +145,7 @@ def main() -> None:
     else:
         store_url = f"sqlite:///{db}"
         devices = block_devices([work])
-    broker = MosquittoBroker(work / "broker")
+    broker = MosquittoBroker(work / "broker", autosave_interval_s=args.broker_autosave_s)
     broker.start()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     collector = subprocess.Popen(
