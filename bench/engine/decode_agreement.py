@@ -134,11 +134,11 @@ def main() -> None:
     report: dict[str, Any] = {"command": "python bench/engine/decode_agreement.py " + " ".join(sys.argv[1:])}
     done_native: set[str] = set()
     for name, mode in itertools.product(args.models.split(","), args.attention.split(",")):
+        if name in done_native:
+            continue  # no attention to choose: one run per native model
         choice = point.ModelChoice(name, args.precision, device, tiny=args.dry_run, attention=mode)
         session = point.Session(choice)
         ids = forward.synthetic_prompt(session.vocab_size, args.length, seed=0, device=session.device)
-        if session.runtime == "mamba_ssm" and name in done_native:
-            continue  # no attention to choose: one run per native model
         with torch.inference_mode():
             if session.runtime == "mamba_ssm":
                 done_native.add(name)

@@ -63,6 +63,13 @@ def kernel_profile(decoder: Any, top: int) -> dict[str, Any]:
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
             by_name[event.name].append(event.device_time / 1e3)
+    if not by_name:  # e.g. kernels replayed inside a CUDA graph that the profiler does not report
+        return {
+            "kernels_per_step": None,
+            "kernel_ms_per_step": None,
+            "wall_ms_under_profiler": wall_ms,
+            "note": "the profiler reported no kernels for this step: not measured",
+        }
     total = sum(sum(v) for v in by_name.values())
     ranked = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:top]
     return {
@@ -71,6 +78,12 @@ def kernel_profile(decoder: Any, top: int) -> dict[str, Any]:
         "wall_ms_under_profiler": wall_ms,
         "top": [{"kernel": name[:120], "count": len(v), "ms": sum(v)} for name, v in ranked],
     }
+
+
+def kernels_phrase(profile: dict[str, Any]) -> str:
+    if profile["kernels_per_step"] is None:
+        return "kernels not seen by the profiler"
+    return f"{profile['kernels_per_step']} kernels, {profile['kernel_ms_per_step']:.3f} ms of kernel time"
 
 
 def agreement(fast: Any, eager: Any) -> dict[str, float | bool]:
@@ -148,16 +161,14 @@ def main() -> None:
     for name in args.models.split(","):
         row = measure(name, args.length, args.steps, args.repeats, not args.no_compile)
         rows.append(row)
-        profile = row["profile"]
         line = (
-            f"{name} @ {args.length}: graph {row['graph']['median_ms']:.3f} ms/token; eager step "
-            f"{profile['kernels_per_step']} kernels, {profile['kernel_ms_per_step']:.3f} ms of kernel time"
+            f"{name} @ {args.length}: graph {row['graph']['median_ms']:.3f} ms/token; "
+            f"eager step {kernels_phrase(row['profile'])}"
         )
         if "compiled" in row:
             c = row["compiled"]
             line += (
-                f"; compiled {c['median_ms']:.3f} ms/token ({c['path']}), {c['profile']['kernels_per_step']} "
-                f"kernels, {c['profile']['kernel_ms_per_step']:.3f} ms of kernel time, "
+                f"; compiled {c['median_ms']:.3f} ms/token ({c['path']}), {kernels_phrase(c['profile'])}, "
                 f"max |dlogit| {c['agreement_with_eager']['max_abs_diff']:.3g}"
             )
         print(line, flush=True)

@@ -127,15 +127,19 @@ class StoragePeak(TorchDispatchMode):
         return out
 
 
-def tensor_bytes(value: Any, seen: set[int] | None = None) -> int:
-    """Bytes of every distinct tensor storage reachable through attributes, lists, tuples and dicts."""
+def tensor_bytes(value: Any, seen: set[tuple[str, int]] | None = None) -> int:
+    """Bytes of every distinct tensor storage reachable through attributes, lists, tuples and dicts
+    (each object walked once, so a cycle ends)."""
     seen = set() if seen is None else seen
     if isinstance(value, torch.Tensor):
-        key = value.untyped_storage().data_ptr()
+        key = ("storage", value.untyped_storage().data_ptr())
         if key in seen or value.device.type == "meta":
             return 0
         seen.add(key)
         return value.untyped_storage().nbytes()
+    if ("object", id(value)) in seen:
+        return 0
+    seen.add(("object", id(value)))
     if isinstance(value, dict):
         return sum(tensor_bytes(v, seen) for v in value.values())
     if isinstance(value, (list, tuple)):

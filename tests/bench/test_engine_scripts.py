@@ -28,7 +28,7 @@ def test_study_memory_tracks_the_peak_of_the_storages_operators_create() -> None
     del b, c, d
 
 
-def test_study_memory_breaks_a_prefill_down_in_the_studys_terms(tmp_path: Path) -> None:
+def test_study_memory_breaks_a_prefill_down_in_the_studys_terms() -> None:
     study = load_bench("engine/study_memory.py")
     model = study.build("qwen2.5-0.5b", "cpu", layers=1)
     length = 64
