@@ -131,7 +131,10 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="tiny models on the CPU, to check the script")
     args = parser.parse_args()
     device = "cpu" if args.dry_run else "cuda"
-    report: dict[str, Any] = {"command": "python bench/engine/decode_agreement.py " + " ".join(sys.argv[1:])}
+    report: dict[str, Any] = {
+        "command": "python bench/engine/decode_agreement.py " + " ".join(sys.argv[1:]),
+        "manifest": collect(device),
+    }
     done_native: set[str] = set()
     for name, mode in itertools.product(args.models.split(","), args.attention.split(",")):
         if name in done_native:
@@ -162,8 +165,7 @@ def main() -> None:
             )
         del session
         point.free(torch.device(device))
-    report["manifest"] = collect(device)
-    args.out.write_text(json.dumps(report, indent=1))
+        args.out.write_text(json.dumps(report, indent=1))  # after every model: a time limit keeps those done
 
 
 if __name__ == "__main__":
