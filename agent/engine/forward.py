@@ -21,8 +21,10 @@ step sees the context being measured. Which decode path ran is the decoder's `pa
 - `compiled_cuda_graph_mamba_ssm`: mamba_ssm's step (its conv, selective-state and norm kernels)
   compiled by torch.compile and captured in a CUDA graph, checked against an eager step like the
   static cache's; attention-free models only;
-- `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`) of its uncompiled step;
-  what `auto` falls back to, with a note, when the compiled step fails;
+- `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`) of its uncompiled step.
+  `auto` times it against the compiled step and keeps the faster (on an H200 compiling made
+  Mamba-2's step faster and Mamba-1's slower), or falls back to it, with a note, when the compiled
+  step fails;
 - `mamba_ssm_eager`: mamba_ssm's step path without graphs;
 - `eager_dynamic_cache`: transformers' default cache, one Python forward per token.
 """
@@ -46,6 +48,8 @@ DecodePreference = Literal["auto", "graph", "eager"]
 # A graph replay may differ from the eager step it recorded by rounding only; a larger difference
 # (in units of the largest eager logit) means the capture went wrong, and the graph is not used.
 REPLAY_TOLERANCE = 0.05
+# A timed choice between decode paths: blocks of steps per candidate, the median block decides.
+CHOICE_BLOCKS, CHOICE_STEPS = 3, 16
 
 
 @dataclass
@@ -539,20 +543,49 @@ def prefill(runtime: str, module: torch.nn.Module, ids: torch.Tensor, mode: Logi
     return hf_prefill(module, ids, mode)
 
 
+def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: int = CHOICE_STEPS) -> Any:
+    """The candidate whose step is fastest here, timed: per candidate, one untimed step, then `blocks`
+    blocks of `steps` steps (device-synchronized), the median block per step; every candidate is left
+    rewound. The winner's `note` names each candidate's time, so the record says why it was chosen."""
+    from ctxscope.agent.engine.loop import Timer
+
+    times: list[float] = []
+    for decoder in candidates:
+        timer = Timer(decoder.token.device)
+        decoder.rewind()
+        decoder.step()
+
+        def block(decoder: Any = decoder) -> None:
+            for _ in range(steps):
+                decoder.step()
+
+        per_step = sorted(timer.time_ns(block)[0] / steps for _ in range(blocks))
+        times.append(per_step[len(per_step) // 2])
+        decoder.rewind()
+    best = candidates[times.index(min(times))]
+    timings = ", ".join(f"{d.path} {ns / 1e6:.4g} ms" for d, ns in zip(candidates, times, strict=True))
+    best.note = (
+        f"{best.path} chosen as the faster step on this device ({timings} per step, median of {blocks} "
+        f"blocks of {steps} steps)"
+    )
+    return best
+
+
 def fastest_native_decoder(module: torch.nn.Module, ids: torch.Tensor, window: int) -> Decoder:
-    """The compiled mamba_ssm step in the decoder's graph, else mamba_ssm's own graph, with a note."""
+    """mamba_ssm's own graph, and its step compiled in the decoder's graph where that captures; of the
+    two, the one whose step is faster on this device (compiling helps some architectures and slows
+    others), with a note giving both times. Without the compiled step, a note says why."""
+    own_graph = NativeDecoder(module, ids, window, graph=True)
     try:
         compiled = NativeCompiledDecoder(module, ids, window)
     except ValueError as exc:
-        note = f"compiled_cuda_graph_mamba_ssm not tried: {exc}"
-    else:
-        if compiled.graph is not None:
-            return compiled
-        note = compiled.note or "compiled_cuda_graph_mamba_ssm was not captured"
-        del compiled
-    fallback = NativeDecoder(module, ids, window, graph=True)
-    fallback.note = f"{note}; {fallback.path} used"
-    return fallback
+        own_graph.note = f"compiled_cuda_graph_mamba_ssm not tried: {exc}; {own_graph.path} used"
+        return own_graph
+    if compiled.graph is None:
+        why = compiled.note or "compiled_cuda_graph_mamba_ssm was not captured"
+        own_graph.note = f"{why}; {own_graph.path} used"
+        return own_graph
+    return faster_decoder([compiled, own_graph])
 
 
 def make_decoder(

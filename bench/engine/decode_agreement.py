@@ -110,11 +110,14 @@ def compare(decoder: Any, reference: list[torch.Tensor], static: bool) -> list[d
             decoder.token = fed.clone()
         decoder.step()
         got, want = decoder.last_logits[:, -1:].float(), reference[k]
+        top2 = want.flatten().topk(2).values
         rows.append(
             {
                 "max_abs_diff": float((got - want).abs().max()),
                 "max_abs_logit": float(want.abs().max()),
                 "same_argmax": bool(torch.equal(got.argmax(-1), want.argmax(-1))),
+                # how far the recompute's best token led its second: a flip within max_abs_diff is a tie
+                "reference_top2_margin": float(top2[0] - top2[1]),
             }
         )
     return rows

@@ -86,6 +86,8 @@ def test_static_decode_agrees_with_full_recompute(name: str) -> None:
         rows = agreement.compare(decoder, reference, True)  # type: ignore[attr-defined]
     assert len(rows) == 4
     assert all(r["same_argmax"] for r in rows)
+    ranked = [r.flatten().sort(descending=True).values for r in reference[1:]]
+    assert [r["reference_top2_margin"] for r in rows] == pytest.approx([float(v[0] - v[1]) for v in ranked])
     assert max(r["max_abs_diff"] for r in rows) < 1e-4
 
 

@@ -5,6 +5,7 @@ own graph with a note, and models with attention layers are not compiled."""
 from __future__ import annotations
 
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,3 +146,31 @@ def test_a_model_with_attention_layers_is_not_compiled() -> None:
         decoder = forward.fastest_native_decoder(StandInMamba(attention_layers=[1]), _prompt(), window=4)
     assert decoder.path == "mamba_ssm_cuda_graph"
     assert "not tried" in getattr(decoder, "note", "")
+
+
+class Slowed:
+    """A decoder whose step takes `delay_s` longer, under another path name."""
+
+    def __init__(self, decoder: forward.NativeDecoder, path: str, delay_s: float) -> None:
+        self.inner, self.path, self.delay_s = decoder, path, delay_s
+        self.token = decoder.token
+        self.note: str | None = None
+
+    def step(self) -> None:
+        time.sleep(self.delay_s)
+        self.inner.step()
+
+    def rewind(self) -> None:
+        self.inner.rewind()
+
+
+def test_the_timed_choice_keeps_the_faster_step_and_says_why() -> None:
+    with torch.inference_mode():
+        slow = Slowed(forward.NativeDecoder(StandInMamba(), _prompt(), 4, graph=False), "slow_path", 0.004)
+        quick = Slowed(forward.NativeDecoder(StandInMamba(), _prompt(), 4, graph=False), "quick_path", 0.0)
+        for order in ([slow, quick], [quick, slow]):
+            best = forward.faster_decoder(order, blocks=3, steps=4)
+            assert best is quick
+            assert best.note is not None and best.note.startswith("quick_path chosen as the faster step")
+            assert "slow_path " in best.note and "median of 3 blocks of 4 steps" in best.note
+    assert slow.inner.params.seqlen_offset == slow.inner.prompt_len  # left rewound
