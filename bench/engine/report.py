@@ -321,11 +321,17 @@ def crossovers(
             print(f"| {t} | {s} | {_crossover(ttft_a, ttft_b)} | {_crossover(dec_a, dec_b)} |")
 
 
-def fair_decode(root: Path) -> dict[str, dict[int, list[float]]]:
-    """Decode samples on the fair path per model and length: the compiled static-cache step with
-    sdpa-gqa attention (Transformers, hybrids) and native mamba_ssm graphs (SSMs)."""
-    sources = [root / name for name in FAIR_FILES] + sorted((root / "curves-fair").glob("curves-*.jsonl.gz"))
-    out: dict[str, dict[int, list[float]]] = {}
+def fair_decode(root: Path) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """Decode samples on the fair path per model, decode path and length: the compiled static-cache
+    step with sdpa-gqa attention (Transformers, hybrids), and for the SSMs both mamba_ssm's own graph
+    and its compiled step (`ssm-compiled/`), of which `fastest_ssm_path` keeps one."""
+    sources = [root / name for name in FAIR_FILES] + sorted(
+        [
+            *(root / "curves-fair").glob("curves-*.jsonl.gz"),
+            *(root / "ssm-compiled").glob("curves-*.jsonl.gz"),
+        ]
+    )
+    out: dict[str, dict[str, dict[int, list[float]]]] = {}
     for source in sources:
         for line in _read_text(source).splitlines():
             record = json.loads(line)
@@ -335,33 +341,59 @@ def fair_decode(root: Path) -> dict[str, dict[int, list[float]]]:
                 continue
             path = record["implementation"].get("decode_path", "")
             if path.startswith("compiled") or path.startswith("mamba_ssm"):
-                out.setdefault(record["model"], {})[record["context_len"]] = record["metrics"][
-                    "decode_per_token"
-                ]["samples"]
+                paths = out.setdefault(record["model"], {})
+                paths.setdefault(path, {})[record["context_len"]] = record["metrics"]["decode_per_token"][
+                    "samples"
+                ]
     return out
 
 
+def fastest_ssm_path(paths: dict[str, dict[int, float]]) -> str:
+    """Of an SSM's decode paths, the one with the lower median step over the lengths all measured
+    (over each path's own lengths where they share none): what `decode = "auto"` keeps by timing."""
+    shared = set.intersection(*(set(points) for points in paths.values()))
+
+    def level(path: str) -> float:
+        points = paths[path]
+        return statistics.median(points[n] for n in shared) if shared else statistics.median(points.values())
+
+    return min(paths, key=level)
+
+
 def fair_crossovers(
-    graph: dict[str, dict[int, list[float]]], fair: dict[str, dict[int, list[float]]]
+    graph: dict[str, dict[int, list[float]]], fair: dict[str, dict[str, dict[int, list[float]]]]
 ) -> None:
     """Decode crossovers before (transformers' attention, uncompiled graph) and after (fair path).
-    An SSM's decode path did not change (native mamba_ssm graph): its earlier points stand beside its
-    new ones; a hybrid's did (attention and compile), so only its fair points count."""
+    An SSM is on its faster path: mamba_ssm's own graph (then its earlier points, same path, stand
+    beside its new ones) or its compiled step (then only those points); a hybrid's path changed
+    (attention and compile), so only its fair points count."""
+    medians = {
+        model: {path: {n: statistics.median(v) for n, v in points.items()} for path, points in paths.items()}
+        for model, paths in fair.items()
+    }
+    chosen: dict[str, str] = {}
+    after: dict[str, dict[int, float]] = {}
+    for model, paths in medians.items():
+        if model.startswith("mamba"):
+            paths.setdefault("mamba_ssm_cuda_graph", {})
+            before = {n: statistics.median(v) for n, v in graph.get(model, {}).items()}
+            paths["mamba_ssm_cuda_graph"] = {**before, **paths["mamba_ssm_cuda_graph"]}
+        chosen[model] = fastest_ssm_path(paths) if model.startswith("mamba") else next(iter(paths))
+        after[model] = paths[chosen[model]]
     print("\n| transformer | SSM / hybrid | before | after (fair path) |")
     print("|---|---|---|---|")
     for t in ("qwen2.5-0.5b", "llama3.2-1b"):
         for s in ("mamba-790m", "mamba2-780m", "falcon-h1-0.5b", "zamba2-1.2b"):
             before_a = {n: statistics.median(v) for n, v in graph.get(t, {}).items()}
             before_b = {n: statistics.median(v) for n, v in graph.get(s, {}).items()}
-            after_a = {n: statistics.median(v) for n, v in fair.get(t, {}).items()}
-            after_b = {n: statistics.median(v) for n, v in fair.get(s, {}).items()}
-            if s.startswith("mamba"):
-                after_b = {**before_b, **after_b}
-            print(f"| {t} | {s} | {_crossover(before_a, before_b)} | {_crossover(after_a, after_b)} |")
-    print("\nFair-path decode, ms/token (median):\n")
-    for model, points in sorted(fair.items()):
-        cells = ", ".join(f"{n // 1024}K {statistics.median(v):.3f}" for n, v in sorted(points.items()))
-        print(f"- {model}: {cells}")
+            row = _crossover(after.get(t, {}), after.get(s, {}))
+            print(f"| {t} | {s} | {_crossover(before_a, before_b)} | {row} |")
+    print("\nFair-path decode, ms/token (median; an SSM's rows name both its paths, * the one used above):\n")
+    for model, paths in sorted(medians.items()):
+        for path, points in sorted(paths.items()):
+            cells = ", ".join(f"{n // 1024}K {v:.3f}" for n, v in sorted(points.items()))
+            mark = " *" if model.startswith("mamba") and path == chosen[model] else ""
+            print(f"- {model} ({path}{mark}): {cells}")
 
 
 def main() -> None:

@@ -31,3 +31,25 @@ def test_every_table_row_of_the_report_is_in_the_readme(capsys: pytest.CaptureFi
     readme = set((RESULTS / "README.md").read_text().splitlines())
     assert len(rows) > 60
     assert [row for row in rows if row not in readme] == []
+
+
+def test_the_fair_decode_crossovers_are_those_in_the_ssm_compiled_readme(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = _report_module()
+    curves = report.curves_tables(RESULTS)
+    graph = report.graph_decode(RESULTS, curves)
+    capsys.readouterr()
+    report.fair_crossovers(graph, report.fair_decode(RESULTS))
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    readme = set((RESULTS / "ssm-compiled" / "README.md").read_text().splitlines())
+    assert len(rows) == 9  # the header and 2 x 4 pairs
+    assert [row for row in rows if row not in readme] == []
+
+
+def test_an_ssm_is_compared_on_its_faster_path_over_the_lengths_both_paths_ran() -> None:
+    report = _report_module()
+    # "b" is slower where both ran (4096) though its other points are fast: "a" is kept
+    paths = {"a": {4096: 1.5, 32768: 1.5}, "b": {1024: 0.1, 4096: 1.9, 131072: 0.1}}
+    assert report.fastest_ssm_path(paths) == "a"
+    assert report.fastest_ssm_path({"a": {1: 2.0}, "b": {2: 1.0}}) == "b"  # none shared: each its own
