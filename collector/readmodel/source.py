@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ctxscope.collector.store.base import TelemetrySeries
 
 
 class FleetSource(Protocol):
-    def devices(self) -> list[dict[str, Any]]: ...
+    def devices(self, names: Sequence[str] = ()) -> list[dict[str, Any]]: ...
 
     def device(self, device: str) -> dict[str, Any] | None: ...
 

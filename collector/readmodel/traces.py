@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
 from ctxscope.collector.readmodel.source import FleetSource
+from ctxscope.collector.web.responses import FastJSONResponse
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 POWER = "power_w"
@@ -73,7 +74,7 @@ def router(source: FleetSource) -> APIRouter:
         seconds: float = Query(600.0, gt=0, le=86400),
         points: int = Query(600, ge=2, le=5000),
     ) -> dict[str, Any]:
-        if not DEVICE_ID_PATTERN.fullmatch(device) or device not in {d["device"] for d in source.devices()}:
+        if not DEVICE_ID_PATTERN.fullmatch(device) or source.device(device) is None:
             raise HTTPException(404, f"unknown device {device!r}")
         return device_trace(source, device, seconds, points)
 
@@ -81,7 +82,9 @@ def router(source: FleetSource) -> APIRouter:
     def fleet_traces_json(
         seconds: float = Query(300.0, gt=0, le=86400),
         points: int = Query(60, ge=2, le=1000),
-    ) -> dict[str, Any]:
-        return {"devices": [device_trace(source, d["device"], seconds, points) for d in source.devices()]}
+    ) -> FastJSONResponse:  # the whole fleet's: see FastJSONResponse
+        return FastJSONResponse(
+            {"devices": [device_trace(source, d["device"], seconds, points) for d in source.devices()]}
+        )
 
     return routes

@@ -153,8 +153,7 @@ def fleet(
     """The fleet page: devices (all, or the named ones) with liveness and live figures, the runs not
     yet finished and the last finished ones, of those devices."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    wanted = set(devices)
-    rows = [r for r in source.devices() if not wanted or r["device"] in wanted]
+    rows = source.devices(devices)
     summaries = [device_summary(source, row, now_ns, cache) for row in rows]
     shown = {r["device"] for r in rows}
     runs = [run_view(r) for r in source.runs() if r["device"] in shown]

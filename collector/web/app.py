@@ -45,6 +45,7 @@ from ctxscope.collector.observability import IngestState
 from ctxscope.collector.readmodel import figures, traces, views
 from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.web.hub import LiveHub
+from ctxscope.collector.web.responses import FastJSONResponse
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
@@ -72,7 +73,7 @@ def _plotly_js() -> bytes:
 
 
 def _known_device(source: FleetSource, device: str) -> None:
-    if not DEVICE_ID_PATTERN.fullmatch(device) or device not in {d["device"] for d in source.devices()}:
+    if not DEVICE_ID_PATTERN.fullmatch(device) or source.device(device) is None:
         raise HTTPException(404, f"unknown device {device!r}")
 
 
@@ -159,11 +160,11 @@ def create_app(
     # ---------------------------------------------------------------- JSON twins
 
     @app.get("/api/fleet")
-    def fleet_json(devices: str = "") -> dict[str, Any]:
+    def fleet_json(devices: str = "") -> FastJSONResponse:
         view = views.fleet(store, channels, _csv(devices))
         if ingest_health is not None:
             view["ingest"] = ingest_health()
-        return view
+        return FastJSONResponse(view)
 
     @app.get("/api/ingest")
     def ingest_json() -> dict[str, Any]:

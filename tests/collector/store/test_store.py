@@ -217,3 +217,15 @@ def test_two_collectors_writing_the_same_devices_in_opposite_orders_do_not_deadl
         blocker.close()
         first.close()
         second.close()
+
+
+def test_devices_by_name_are_picked_in_the_query(store: Store) -> None:
+    names = [f"dev-{i:04d}" for i in range(620)]  # more than one query's worth of names
+    store.write_batch(
+        [accepted(Status(device=n, stream=STREAM, seq=0, ts=1, state="online", birth=1)) for n in names]
+    )
+    assert [d["device"] for d in store.devices()] == names
+    wanted = [*names[600:], "dev-0003", "never-seen", "dev-0003"]
+    picked = store.devices(wanted)
+    assert [d["device"] for d in picked] == sorted({*names[600:], "dev-0003"})
+    assert all(d["status"]["state"] == "online" for d in picked)  # decoded like devices() rows
