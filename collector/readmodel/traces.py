@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 
+from ctxscope.collector.readmodel.responses import FastJSONResponse
 from ctxscope.collector.readmodel.source import FleetSource
-from ctxscope.collector.web.responses import FastJSONResponse
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 POWER = "power_w"

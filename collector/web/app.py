@@ -43,9 +43,9 @@ from ctxscope.collector import observability, plans
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.observability import IngestState
 from ctxscope.collector.readmodel import figures, traces, views
+from ctxscope.collector.readmodel.responses import FastJSONResponse
 from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.web.hub import LiveHub
-from ctxscope.collector.web.responses import FastJSONResponse
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 

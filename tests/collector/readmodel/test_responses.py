@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ctxscope.collector.web.responses import FastJSONResponse
+from ctxscope.collector.readmodel.responses import FastJSONResponse
 
 
 def _refuse(constant: str) -> None:
