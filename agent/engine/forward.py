@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from ctxscope.agent.engine.attention import ATTENTION_NAME
+from ctxscope.agent.engine.loop import Timer
 from ctxscope.agent.zoo.hfcache import hf_cache, hf_cache_kwarg
 
 LogitsMode = Literal["last", "all"]
@@ -547,8 +548,6 @@ def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: in
     """The candidate whose step is fastest here, timed: per candidate, one untimed step, then `blocks`
     blocks of `steps` steps (device-synchronized), the median block per step; every candidate is left
     rewound. The winner's `note` names each candidate's time, so the record says why it was chosen."""
-    from ctxscope.agent.engine.loop import Timer
-
     times: list[float] = []
     for decoder in candidates:
         timer = Timer(decoder.token.device)

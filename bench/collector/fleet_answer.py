@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench_live import percentiles
 from simfleet import SimDevice
 
 from ctxscope.collector.store.base import Accepted
@@ -55,12 +55,12 @@ def timed_gets(url: str, requests: int) -> dict[str, Any]:
             response.read()
         wall.append((time.perf_counter() - w0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
-    ordered = sorted(wall)
+    wall_ms, cpu_ms = percentiles(wall), percentiles(cpu)
     return {
         "requests": requests,
-        "wall_ms_p50": statistics.median(wall),
-        "wall_ms_p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
-        "cpu_ms_p50": statistics.median(cpu),
+        "wall_ms_p50": wall_ms["p50"],
+        "wall_ms_p95": wall_ms["p95"],
+        "cpu_ms_p50": cpu_ms["p50"],
         "answer_bytes": size,
     }
 

@@ -324,7 +324,7 @@ def crossovers(
 def fair_decode(root: Path) -> dict[str, dict[str, dict[int, list[float]]]]:
     """Decode samples on the fair path per model, decode path and length: the compiled static-cache
     step with sdpa-gqa attention (Transformers, hybrids), and for the SSMs both mamba_ssm's own graph
-    and its compiled step (`ssm-compiled/`), of which `fastest_ssm_path` keeps one."""
+    and its compiled step (`ssm-compiled/`), of which `fastest_path` keeps one."""
     sources = [root / name for name in FAIR_FILES] + sorted(
         [
             *(root / "curves-fair").glob("curves-*.jsonl.gz"),
@@ -348,8 +348,8 @@ def fair_decode(root: Path) -> dict[str, dict[str, dict[int, list[float]]]]:
     return out
 
 
-def fastest_ssm_path(paths: dict[str, dict[int, float]]) -> str:
-    """Of an SSM's decode paths, the one with the lower median step over the lengths all measured
+def fastest_path(paths: dict[str, dict[int, float]]) -> str:
+    """Of a model's decode paths, the one with the lower median step over the lengths all measured
     (over each path's own lengths where they share none): what `decode = "auto"` keeps by timing."""
     shared = set.intersection(*(set(points) for points in paths.values()))
 
@@ -378,7 +378,7 @@ def fair_crossovers(
             paths.setdefault("mamba_ssm_cuda_graph", {})
             before = {n: statistics.median(v) for n, v in graph.get(model, {}).items()}
             paths["mamba_ssm_cuda_graph"] = {**before, **paths["mamba_ssm_cuda_graph"]}
-        chosen[model] = fastest_ssm_path(paths) if model.startswith("mamba") else next(iter(paths))
+        chosen[model] = fastest_path(paths)
         after[model] = paths[chosen[model]]
     print("\n| transformer | SSM / hybrid | before | after (fair path) |")
     print("|---|---|---|---|")
@@ -388,11 +388,11 @@ def fair_crossovers(
             before_b = {n: statistics.median(v) for n, v in graph.get(s, {}).items()}
             row = _crossover(after.get(t, {}), after.get(s, {}))
             print(f"| {t} | {s} | {_crossover(before_a, before_b)} | {row} |")
-    print("\nFair-path decode, ms/token (median; an SSM's rows name both its paths, * the one used above):\n")
+    print("\nFair-path decode, ms/token (median; of a model's several paths, * marks the one used above):\n")
     for model, paths in sorted(medians.items()):
         for path, points in sorted(paths.items()):
             cells = ", ".join(f"{n // 1024}K {v:.3f}" for n, v in sorted(points.items()))
-            mark = " *" if model.startswith("mamba") and path == chosen[model] else ""
+            mark = " *" if len(paths) > 1 and path == chosen[model] else ""
             print(f"- {model} ({path}{mark}): {cells}")
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from fastapi import HTTPException
+
 from ctxscope.collector.store.base import TelemetrySeries
+from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 
 class FleetSource(Protocol):
@@ -26,3 +29,9 @@ class FleetSource(Protocol):
     def latest_telemetry(
         self, device: str, source: str, channel: str, seconds: float
     ) -> TelemetrySeries | None: ...
+
+
+def require_known_device(source: FleetSource, device: str) -> None:
+    """404 unless `device` is a well-formed id the store has seen (its own row read, not the fleet's)."""
+    if not DEVICE_ID_PATTERN.fullmatch(device) or source.device(device) is None:
+        raise HTTPException(404, f"unknown device {device!r}")

@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from ctxscope.collector.readmodel.responses import FastJSONResponse
-from ctxscope.collector.readmodel.source import FleetSource
-from ctxscope.shared.ids import DEVICE_ID_PATTERN
+from ctxscope.collector.readmodel.source import FleetSource, require_known_device
 
 POWER = "power_w"
 PREFERRED_TEMPERATURE = "temp_gpu_c"
@@ -74,8 +73,7 @@ def router(source: FleetSource) -> APIRouter:
         seconds: float = Query(600.0, gt=0, le=86400),
         points: int = Query(600, ge=2, le=5000),
     ) -> dict[str, Any]:
-        if not DEVICE_ID_PATTERN.fullmatch(device) or source.device(device) is None:
-            raise HTTPException(404, f"unknown device {device!r}")
+        require_known_device(source, device)
         return device_trace(source, device, seconds, points)
 
     @routes.get("/api/fleet/traces")

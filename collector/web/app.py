@@ -44,10 +44,9 @@ from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.observability import IngestState
 from ctxscope.collector.readmodel import figures, traces, views
 from ctxscope.collector.readmodel.responses import FastJSONResponse
-from ctxscope.collector.readmodel.source import FleetSource
+from ctxscope.collector.readmodel.source import FleetSource, require_known_device
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
-from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 KEEPALIVE_S = 15.0
 MAX_FORM_BYTES = 4096
@@ -70,11 +69,6 @@ def _plotly_js() -> bytes:
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs().encode("utf-8")
-
-
-def _known_device(source: FleetSource, device: str) -> None:
-    if not DEVICE_ID_PATTERN.fullmatch(device) or source.device(device) is None:
-        raise HTTPException(404, f"unknown device {device!r}")
 
 
 def create_app(
@@ -120,7 +114,7 @@ def create_app(
 
     @app.get("/devices/{device}", response_class=HTMLResponse)
     def device_page(device: str, request: Request) -> str:
-        _known_device(store, device)
+        require_known_device(store, device)
         return _page("device.html").substitute(device=html.escape(device), csrf=_csrf(request))
 
     @app.get("/compare", response_class=HTMLResponse)
@@ -175,17 +169,17 @@ def create_app(
 
     @app.get("/api/fleet/{device}")
     def device_live_json(device: str) -> dict[str, Any]:
-        _known_device(store, device)
+        require_known_device(store, device)
         return views.device_live(store, device, channels)
 
     @app.get("/api/devices/{device}")
     def device_json(device: str) -> dict[str, Any]:
-        _known_device(store, device)
+        require_known_device(store, device)
         return views.device(store, device, channels)
 
     @app.get("/api/devices/{device}/figures")
     def device_figures(device: str, reference: bool = False) -> dict[str, Any]:
-        _known_device(store, device)
+        require_known_device(store, device)
         view = views.device(store, device, channels)
         return {"generated_ns": view["generated_ns"], "figures": figures.device_figures(view, reference)}
 
@@ -195,9 +189,9 @@ def create_app(
         from ctxscope.collector.predict.inputs import PredictionInputError
         from ctxscope.collector.readmodel.prediction import prediction_figures
 
-        _known_device(store, device)
+        require_known_device(store, device)
         if source is not None:
-            _known_device(store, source)
+            require_known_device(store, source)
         try:
             view = prediction_view(store, device, source)
         except PredictionInputError as exc:
@@ -215,7 +209,7 @@ def create_app(
 
     @app.post("/api/devices/{device}/plans", status_code=202)
     def send_plan(device: str, request: PlanRequest) -> dict[str, Any]:
-        _known_device(store, device)
+        require_known_device(store, device)
         if commands is None:
             raise HTTPException(503, "this collector has no broker connection for commands")
         text = request.plan_toml

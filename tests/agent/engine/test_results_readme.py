@@ -51,5 +51,5 @@ def test_an_ssm_is_compared_on_its_faster_path_over_the_lengths_both_paths_ran()
     report = _report_module()
     # "b" is slower where both ran (4096) though its other points are fast: "a" is kept
     paths = {"a": {4096: 1.5, 32768: 1.5}, "b": {1024: 0.1, 4096: 1.9, 131072: 0.1}}
-    assert report.fastest_ssm_path(paths) == "a"
-    assert report.fastest_ssm_path({"a": {1: 2.0}, "b": {2: 1.0}}) == "b"  # none shared: each its own
+    assert report.fastest_path(paths) == "a"
+    assert report.fastest_path({"a": {1: 2.0}, "b": {2: 1.0}}) == "b"  # none shared: each its own
