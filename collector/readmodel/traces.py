@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Query
 
-from ctxscope.collector.readmodel.responses import FastJSONResponse
 from ctxscope.collector.readmodel.source import FleetSource, require_known_device
 
 POWER = "power_w"
@@ -80,9 +79,7 @@ def router(source: FleetSource) -> APIRouter:
     def fleet_traces_json(
         seconds: float = Query(300.0, gt=0, le=86400),
         points: int = Query(60, ge=2, le=1000),
-    ) -> FastJSONResponse:  # the whole fleet's: see FastJSONResponse
-        return FastJSONResponse(
-            {"devices": [device_trace(source, d["device"], seconds, points) for d in source.devices()]}
-        )
+    ) -> dict[str, Any]:
+        return {"devices": [device_trace(source, d["device"], seconds, points) for d in source.devices()]}
 
     return routes

@@ -43,7 +43,6 @@ from ctxscope.collector import observability, plans
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.observability import IngestState
 from ctxscope.collector.readmodel import figures, traces, views
-from ctxscope.collector.readmodel.responses import FastJSONResponse
 from ctxscope.collector.readmodel.source import FleetSource, require_known_device
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
@@ -154,11 +153,11 @@ def create_app(
     # ---------------------------------------------------------------- JSON twins
 
     @app.get("/api/fleet")
-    def fleet_json(devices: str = "") -> FastJSONResponse:
+    def fleet_json(devices: str = "") -> dict[str, Any]:
         view = views.fleet(store, channels, _csv(devices))
         if ingest_health is not None:
             view["ingest"] = ingest_health()
-        return FastJSONResponse(view)
+        return view
 
     @app.get("/api/ingest")
     def ingest_json() -> dict[str, Any]:
