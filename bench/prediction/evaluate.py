@@ -1,9 +1,11 @@
 """Evaluate the predictor against measured figures it was not built from.
 
 Source: the H200's profiled points (results/profiling). Targets: the reference study's Jetson Orin
-Nano forward times and RTX 4090 TTFTs (results/prediction/ssm_scope_reference.json), and the H200's
-own engine TTFTs (results/engine). Each target's rates come from its calibration records when given,
-else from its peak-table entry (assumed). Nothing here feeds back into the predictor's constants.
+Nano forward times and RTX 4090 TTFTs (results/prediction/ssm_scope_reference.json), the H200's own
+engine TTFTs (results/engine), and an H100's engine TTFTs and decode times (results/prediction/h100),
+predicted twice: from both cards' committed calibrations, and from both cards' peak-table entries.
+Each other target's rates come from its calibration records when given, else from its peak-table
+entry (assumed). Nothing here feeds back into the predictor's constants.
 
     python bench/prediction/evaluate.py [--source-calibration h200_calibration.jsonl]
         [--target-calibration KEY=FILE ...] [--json OUT.json]
@@ -18,6 +20,7 @@ import gzip
 import json
 import statistics
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,9 @@ from ctxscope.collector.predict.model import (
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("results/profiling/h200_records.jsonl.gz", "results/profiling/h200_records_session3.jsonl.gz")
 ENGINE = ("results/engine/h200-call2/curves.jsonl", "results/engine/h200-call4/curves-ssm-hybrid.jsonl.gz")
+H100_ENGINE = ("results/prediction/h100/curves.jsonl.gz", "results/prediction/h100/curves-hybrids.jsonl.gz")
+H100_CALIBRATION = "results/prediction/h100/calibration.jsonl"
+H200_CALIBRATION = "results/calibration/calibration.jsonl"
 REFERENCE = "results/prediction/ssm_scope_reference.json"
 
 
@@ -85,9 +91,9 @@ def _ms(seconds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     return {model: {n: 1e3 * v for n, v in lengths.items()} for model, lengths in seconds.items()}
 
 
-def engine_medians(metric: str) -> dict[str, dict[str, float]]:
+def engine_medians(metric: str, files: tuple[str, ...] = ENGINE) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for name in ENGINE:
+    for name in files:
         for r in read_jsonl(ROOT / name):
             if r.get("kind") == "result" and r.get("outcome") == "ok" and metric in r.get("metrics", {}):
                 out.setdefault(r["model"], {})[str(r["context_len"])] = statistics.median(
@@ -96,10 +102,25 @@ def engine_medians(metric: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def graphed_models(files: tuple[str, ...] = ENGINE) -> frozenset[str]:
+    """The models whose measured decode replayed its step as a CUDA graph (the record's decode path)."""
+    return frozenset(
+        r["model"]
+        for name in files
+        for r in read_jsonl(ROOT / name)
+        if r.get("kind") == "result" and "graph" in str(r.get("implementation", {}).get("decode_path"))
+    )
+
+
 def curves(
-    points: list[SourcePoint], source: DeviceRates, target: DeviceRates, phase: str
+    points: list[SourcePoint],
+    source: DeviceRates,
+    target: DeviceRates,
+    phase: str,
+    graphed: frozenset[str] = frozenset(),
 ) -> dict[str, list[Prediction]]:
-    """The phase's curve per model (the native runtime where a model has two)."""
+    """The phase's curve per model (the native runtime where a model has two); a model in `graphed`
+    is predicted as replayed from a CUDA graph (no host term)."""
     by_model: dict[str, list[SourcePoint]] = {}
     for p in points:
         if p.phase == phase:
@@ -109,42 +130,66 @@ def curves(
         model, runtime = key.split("|")
         if model in out and runtime != "mamba_ssm":
             continue
-        out[model] = predict_curve(by_model[key], source, target)
+        out[model] = predict_curve(by_model[key], source, target, graph_replayed=model in graphed)
     return out
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    calibrations = dict(item.split("=", 1) for item in args.target_calibration)
-    calib_paths = {k: Path(v) for k, v in calibrations.items()}
-    if args.source_calibration:
-        calib_paths["h200-sxm"] = args.source_calibration
-    points = [p for name in PROFILES for p in source_points(read_jsonl(ROOT / name))]
-    source = rates("h200-sxm", calib_paths)
+@dataclass(frozen=True)
+class EvaluationSet:
+    name: str
+    source: DeviceRates
+    target: DeviceRates
+    phase: str
+    measured: dict[str, dict[str, float]]  # {model: {length: ms}}
+    logits: str
+    graphed: frozenset[str] = frozenset()  # models whose measured decode step was a CUDA graph replay
+
+
+def evaluation_sets(args: argparse.Namespace, source: DeviceRates) -> list[EvaluationSet]:
+    calib_paths = {k: Path(v) for k, v in (item.split("=", 1) for item in args.target_calibration)}
     reference = json.loads((ROOT / REFERENCE).read_text())
-    sets = measured_sets(reference)
-    sets.append(("H200 (self): engine TTFT", "h200-sxm", "prefill", engine_medians("ttft"), "last"))
-    sets.append(
-        (
+    sets = [
+        EvaluationSet(name, source, rates(key, calib_paths), phase, measured, logits)
+        for name, key, phase, measured, logits in measured_sets(reference)
+    ]
+    sets += [
+        EvaluationSet("H200 (self): engine TTFT", source, source, "prefill", engine_medians("ttft"), "last"),
+        EvaluationSet(
             "H200 (self): engine decode per token",
-            "h200-sxm",
+            source,
+            source,
             "decode",
             engine_medians("decode_per_token"),
             "last",
-        )
+            graphed_models(),
+        ),
+    ]
+    calibrated = (
+        rates_from_calibration(read_jsonl(ROOT / H200_CALIBRATION), fallback="h200-sxm"),
+        rates_from_calibration(read_jsonl(ROOT / H100_CALIBRATION), fallback="h100-sxm"),
     )
+    stated = (rates_from_peaks("h200-sxm"), rates_from_peaks("h100-sxm"))
+    for label, (h200, h100) in (("both calibrated", calibrated), ("peak table", stated)):
+        for phase, metric, what in (("prefill", "ttft", "TTFT"), ("decode", "decode_per_token", "decode")):
+            measured = engine_medians(metric, H100_ENGINE)
+            graphed = graphed_models(H100_ENGINE) if phase == "decode" else frozenset()
+            sets.append(
+                EvaluationSet(f"H100: engine {what}, {label}", h200, h100, phase, measured, "last", graphed)
+            )
+    return sets
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    calib_paths = {"h200-sxm": args.source_calibration} if args.source_calibration else {}
+    points = [p for name in PROFILES for p in source_points(read_jsonl(ROOT / name))]
+    source = rates("h200-sxm", calib_paths)
     rows: list[dict[str, Any]] = []
-    for set_name, key, phase, measured, logits in sets:
-        target = source if key == "h200-sxm" else rates(key, calib_paths)
-        model_curves = curves(points, source, target, phase)
-        for model, lengths in measured.items():
+    for s in evaluation_sets(args, source):
+        model_curves = curves(points, s.source, s.target, s.phase, s.graphed)
+        for model, lengths in s.measured.items():
             for length_s, value in lengths.items():
-                row: dict[str, Any] = {
-                    "set": set_name,
-                    "model": model,
-                    "length": int(length_s),
-                    "measured_ms": value,
-                }
-                row["calibrated"] = target.calibrated
+                row: dict[str, Any] = {"set": s.name, "model": model, "length": int(length_s), "measured_ms": value}
+                row["calibrated"] = s.target.calibrated and s.source.calibrated
                 if model not in model_curves:
                     row["status"] = "no source profile"
                     rows.append(row)
@@ -155,7 +200,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     row["status"] = f"not predicted: {exc}"
                     rows.append(row)
                     continue
-                delta = all_logits_ms(int(length_s), *model_dims(model), target) if logits == "all" else 0.0
+                delta = (
+                    all_logits_ms(int(length_s), *model_dims(model), s.target) if s.logits == "all" else 0.0
+                )
                 scale = (p.latency_ms + delta) / p.latency_ms
                 row.update(
                     predicted_ms=p.latency_ms + delta,
@@ -165,6 +212,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     lower_bound=p.lower_bound,
                     host_bound=p.host_bound,
                     interpolated=p.interpolated,
+                    graph_replayed=model in s.graphed,
                     status="lower bound"
                     if p.lower_bound
                     else ("host-bound" if p.host_bound else "device-bound"),
@@ -241,7 +289,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['set']} | {r['model']} | {r['length']} | {r['measured_ms']:.4g} | {r['predicted_ms']:.4g} "
             f"| {r['low_ms']:.4g}..{high} | {100 * r['error']:+.0f}% | {r['status']}"
-            f"{', interpolated' if r['interpolated'] else ''} |"
+            f"{', interpolated' if r['interpolated'] else ''}{', CUDA graph' if r['graph_replayed'] else ''} |"
         )
     return "\n".join(lines)
 

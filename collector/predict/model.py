@@ -9,7 +9,9 @@ term applies only when both launch floors were measured. Device time is the sum 
 when the source was host-bound (device busy below 90% of its timed latency) and both host costs per
 eager op were measured, is the source latency scaled by the ratio of host costs; the prediction is
 the larger of the two. Without a target host cost, a point whose source was host-bound is only a
-lower bound.
+lower bound. A target that replays the step as a CUDA graph (`graph_replayed`: decode on a graph path,
+the same kernels without a host launching each) has no host term: its prediction is the device time,
+with the floor term standing for the gaps between the replayed kernels.
 
 The band is multiplicative per class (1.25 with both rates calibrated, 2 otherwise), combined by
 predicted share: exp(sum_c share_c * ln b_c). No constant here is fitted to measured latencies.
@@ -92,8 +94,11 @@ def family_rates(source: DeviceRates, target: DeviceRates, family: str) -> tuple
     return s, t, BAND_ASSUMED, "assumed"
 
 
-def predict_point(point: SourcePoint, source: DeviceRates, target: DeviceRates) -> Prediction:
-    """The target's latency for one profiled point of the source."""
+def predict_point(
+    point: SourcePoint, source: DeviceRates, target: DeviceRates, graph_replayed: bool = False
+) -> Prediction:
+    """The target's latency for one profiled point of the source; `graph_replayed` when the target
+    replays the point's kernels as a CUDA graph (no host cost per op)."""
     floors = source.launch_floor_ms is not None and target.launch_floor_ms is not None
     classes: list[ClassPrediction] = []
     for cls, ct in point.classes.items():
@@ -113,9 +118,11 @@ def predict_point(point: SourcePoint, source: DeviceRates, target: DeviceRates) 
     device = sum(c.target_ms for c in classes)
     log_band = sum(c.target_ms * math.log(c.band) for c in classes) / device if device > 0 else 0.0
     band = math.exp(log_band)
-    source_host_bound = point.device_ms < HOST_BOUND_BUSY * point.latency_ms
+    source_host_bound = point.device_ms < HOST_BOUND_BUSY * point.latency_ms and not graph_replayed
     host: float | None = None
-    if source.host_per_op_ms and target.host_per_op_ms:
+    if graph_replayed:
+        host = 0.0
+    elif source.host_per_op_ms and target.host_per_op_ms:
         host = point.latency_ms * target.host_per_op_ms / source.host_per_op_ms if source_host_bound else 0.0
     host_bound = host is not None and host > device
     latency = max(device, host or 0.0)
@@ -139,9 +146,11 @@ def predict_point(point: SourcePoint, source: DeviceRates, target: DeviceRates) 
     )
 
 
-def predict_curve(points: list[SourcePoint], source: DeviceRates, target: DeviceRates) -> list[Prediction]:
+def predict_curve(
+    points: list[SourcePoint], source: DeviceRates, target: DeviceRates, graph_replayed: bool = False
+) -> list[Prediction]:
     """Predictions at every measured length of each (model, phase, runtime)."""
-    return [predict_point(p, source, target) for p in points]
+    return [predict_point(p, source, target, graph_replayed) for p in points]
 
 
 def at_length(curve: list[Prediction], length: int) -> Prediction:

@@ -107,6 +107,22 @@ def test_host_bound_with_measured_host_costs_scales_the_latency() -> None:
     assert not p.lower_bound
 
 
+@pytest.mark.parametrize("host_per_op_ms", [None, 0.02])
+def test_a_graph_replayed_target_has_no_host_term(host_per_op_ms: float | None) -> None:
+    """The same host-bound source point, replayed from a CUDA graph on the target: the prediction is
+    the device time with the class band, whether or not host costs were measured."""
+    source = rates("s", 1000, 4000, launch_floor_ms=0.002, host_per_op_ms=0.005)
+    target = rates("t", 1000, 4000, launch_floor_ms=0.001)
+    target.host_per_op_ms = host_per_op_ms
+    p = predict_point(point(latency=30.0), source, target, graph_replayed=True)
+    # gemm: 10 x 0.001 + (6 - 0.02) = 5.99; elementwise: 100 x 0.001 + (3 - 0.2) = 2.9
+    assert p.latency_ms == pytest.approx(8.89) and p.device_ms == pytest.approx(8.89)
+    assert not p.host_bound and not p.lower_bound and p.host_ms == 0.0
+    assert p.high_ms == pytest.approx(8.89 * BAND_BOTH_MEASURED)
+    eager = predict_point(point(latency=30.0), source, target)
+    assert eager.lower_bound if host_per_op_ms is None else eager.host_bound
+
+
 def test_interpolates_log_log_inside_and_refuses_outside() -> None:
     source, target = rates("s", 100, 100), rates("t", 100, 100)
     curve = predict_curve([point(1024, 9.0, 6.0, 3.0), point(4096, 36.0, 24.0, 12.0)], source, target)
