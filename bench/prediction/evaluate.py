@@ -188,7 +188,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         model_curves = curves(points, s.source, s.target, s.phase, s.graphed)
         for model, lengths in s.measured.items():
             for length_s, value in lengths.items():
-                row: dict[str, Any] = {"set": s.name, "model": model, "length": int(length_s), "measured_ms": value}
+                row: dict[str, Any] = {
+                    "set": s.name,
+                    "model": model,
+                    "length": int(length_s),
+                    "measured_ms": value,
+                }
                 row["calibrated"] = s.target.calibrated and s.source.calibrated
                 if model not in model_curves:
                     row["status"] = "no source profile"
@@ -286,10 +291,11 @@ def markdown(result: dict[str, Any]) -> str:
             )
             continue
         high = "open" if r["high_ms"] is None else f"{r['high_ms']:.4g}"
+        marks = ("interpolated" if r["interpolated"] else "", "CUDA graph" if r["graph_replayed"] else "")
         lines.append(
             f"| {r['set']} | {r['model']} | {r['length']} | {r['measured_ms']:.4g} | {r['predicted_ms']:.4g} "
             f"| {r['low_ms']:.4g}..{high} | {100 * r['error']:+.0f}% | {r['status']}"
-            f"{', interpolated' if r['interpolated'] else ''}{', CUDA graph' if r['graph_replayed'] else ''} |"
+            f"{''.join(f', {m}' for m in marks if m)} |"
         )
     return "\n".join(lines)
 

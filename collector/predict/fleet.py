@@ -66,6 +66,32 @@ def device_rates(device: str, records: list[dict[str, Any]]) -> DeviceRates:
     return rates_from_peaks(key)
 
 
+def decode_on_graph(records: list[dict[str, Any]]) -> tuple[bool, str, str]:
+    """Whether the target replays its decode step from a CUDA graph, as (replayed, status, how): its
+    newest measured decode point's path where it has one (measured), else the agent's default on the
+    device its newest calibration ran on (a graph path on a GPU, eager on a CPU: assumed)."""
+    decodes = [
+        r
+        for r in records
+        if r["kind"] == "result"
+        and r.get("family") != CALIBRATION_FAMILY
+        and r.get("outcome") == "ok"
+        and "decode_per_token" in (r.get("metrics") or {})
+    ]
+    if decodes:
+        path = str(
+            (max(decodes, key=lambda r: r.get("ts") or 0).get("implementation") or {}).get("decode_path")
+        )
+        return "graph" in path, "measured", f"the decode path of the device's newest decode point: {path}"
+    calibrations = [r for r in records if r["kind"] == "run_started" and "calibrate" in r["plan"]]
+    if calibrations:
+        device = str(max(calibrations, key=lambda r: r.get("ts") or 0)["plan"]["calibrate"].get("device"))
+        on_gpu = device.startswith("cuda")
+        how = f"the agent's default decode on the calibrated device ({device})"
+        return on_gpu, "assumed", how
+    return False, "assumed", "no decode point and no calibration: eager, as profiled"
+
+
 def _source_device(store: Store, target: str, wanted: str | None) -> tuple[str, list[SourcePoint]]:
     candidates = [wanted] if wanted else [d["device"] for d in store.devices() if d["device"] != target]
     for device in candidates:
@@ -165,11 +191,12 @@ def prediction_view(store: Store, device: str, source_device: str | None = None)
     for p in points:
         groups.setdefault((p.model, p.phase, p.runtime), []).append(p)
     measured = measured_points(target_records)
+    graphed, graph_status, graph_how = decode_on_graph(target_records)
     curves = []
     unpredicted = []
     for (model, phase, runtime), group in sorted(groups.items()):
         try:
-            curve = predict_curve(group, source, target)
+            curve = predict_curve(group, source, target, graph_replayed=graphed and phase == "decode")
         except PredictionInputError as exc:
             unpredicted.append({"model": model, "phase": phase, "runtime": runtime, "reason": str(exc)})
             continue
@@ -191,7 +218,15 @@ def prediction_view(store: Store, device: str, source_device: str | None = None)
         "source_device": source_name,
         "source": _rates_json(source),
         "target": _rates_json(target),
-        "assumptions": assumptions(source, target, points),
+        "assumptions": [
+            *assumptions(source, target, points),
+            {
+                "what": "target decode step",
+                "value": "replayed from a CUDA graph (no host cost per op)" if graphed else "eager",
+                "status": graph_status,
+                "how": graph_how,
+            },
+        ],
         "curves": curves,
         "unpredicted": unpredicted,
     }

@@ -66,6 +66,8 @@ def test_prediction_json_marks_assumed_and_measured(served: Any, fleet: None) ->
     assert statuses["target gemm rate"] == "measured"  # from the calibration
     assert statuses["target ssd_scan rate"] == "assumed"  # absent there: the board's peak entry
     assert statuses["source gemm rate"] == "assumed"  # the H200 has no calibration in this store
+    decode_step = next(a for a in view["assumptions"] if a["what"] == "target decode step")
+    assert decode_step["value"] == "eager" and "(cpu)" in decode_step["how"]  # calibrated on the CPU
     qwen = next(c for c in view["curves"] if c["model"] == "qwen2.5-0.5b" and c["phase"] == "prefill")
     assert qwen["measured_range"] == [1024, 131072]
     for p in qwen["points"]:
