@@ -8,6 +8,7 @@ device row only when their birth is not older than the stored one. A batch is on
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import threading
@@ -177,6 +178,15 @@ CREATE TABLE IF NOT EXISTS rejects (
 """
 
 REJECT_EXAMPLE_BYTES = 256
+# Distinct status and meta texts whose decoded value is kept (about 10,000 devices' worth of both).
+DECODED_STATE_TEXTS = 32768
+
+
+@functools.lru_cache(maxsize=DECODED_STATE_TEXTS)
+def _decoded_state(text: str) -> Any:
+    """A device's status or meta column decoded, once per distinct text: both change rarely (a state
+    change, a restart), while every fleet answer reads every device's. Callers share the value."""
+    return json.loads(text)
 
 
 class Store(ABC):
@@ -426,7 +436,8 @@ class Store(ABC):
         """Every device (or those of `names` the store has seen), by name, with its state, meta and
         `live` telemetry (source -> its newest batch's wall time and the newest value of each channel;
         None before its first batch under this schema). Named devices are picked in the query, so a
-        dashboard asking for a few of 3,000 decodes a few rows."""
+        dashboard asking for a few of 3,000 decodes a few rows. `status` and `meta` are decoded once
+        per distinct text and shared between callers: read them, never change them."""
         if not names:
             return [self._device_row(row) for row in self._query("SELECT * FROM devices ORDER BY device")]
         rows = []
@@ -441,8 +452,10 @@ class Store(ABC):
         return self._device_row(rows[0]) if rows else None
 
     def _device_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        for column in ("status", "meta", "live"):
-            row[column] = self._json_out(row[column])
+        for column in ("status", "meta"):
+            value = row[column]
+            row[column] = _decoded_state(value) if isinstance(value, str) else self._json_out(value)
+        row["live"] = self._json_out(row["live"])
         return row
 
     def record_count(self, device: str | None = None) -> int:

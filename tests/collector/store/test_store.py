@@ -229,3 +229,21 @@ def test_devices_by_name_are_picked_in_the_query(store: Store) -> None:
     picked = store.devices(wanted)
     assert [d["device"] for d in picked] == sorted({*names[600:], "dev-0003"})
     assert all(d["status"]["state"] == "online" for d in picked)  # decoded like devices() rows
+
+
+def test_a_devices_state_columns_follow_every_change(store: Store) -> None:
+    """Status and meta are decoded once per distinct text and shared: a changed column reads back
+    changed, an unchanged one as the same value, and a device's value is never another's."""
+
+    def status(device: str, state: str, birth: int) -> Accepted:
+        return accepted(Status(device=device, stream=STREAM, seq=0, ts=1, state=state, birth=birth))
+
+    store.write_batch([status("dev-a", "online", 1), status("dev-b", "online", 1)])
+    first = {d["device"]: d["status"] for d in store.devices()}
+    assert first["dev-a"]["state"] == first["dev-b"]["state"] == "online"
+    assert first["dev-a"]["device"] == "dev-a" and first["dev-b"]["device"] == "dev-b"
+    store.write_batch([status("dev-a", "busy", 2)])
+    second = {d["device"]: d["status"] for d in store.devices()}
+    assert second["dev-a"]["state"] == "busy" and second["dev-a"]["birth"] == 2
+    assert second["dev-b"] == first["dev-b"]
+    assert store.device("dev-a")["status"]["state"] == "busy"  # type: ignore[index]
