@@ -31,6 +31,7 @@ step sees the context being measured. Which decode path ran is the decoder's `pa
 
 from __future__ import annotations
 
+import gc
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -584,7 +585,12 @@ def fastest_native_decoder(module: torch.nn.Module, ids: torch.Tensor, window: i
         why = compiled.note or "compiled_cuda_graph_mamba_ssm was not captured"
         own_graph.note = f"{why}; {own_graph.path} used"
         return own_graph
-    return faster_decoder([compiled, own_graph])
+    best = faster_decoder([compiled, own_graph])
+    # The loser holds a CUDA graph and its states; a compiled decoder refers to itself, so only a
+    # collection frees it before the decode window is measured.
+    del compiled, own_graph
+    gc.collect()
+    return best
 
 
 def make_decoder(

@@ -16,6 +16,7 @@ prints the per-point table and the summary (markdown).
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import statistics
@@ -91,14 +92,19 @@ def _ms(seconds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     return {model: {n: 1e3 * v for n, v in lengths.items()} for model, lengths in seconds.items()}
 
 
+@functools.cache
+def engine_results(files: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
+    """The result records of the engine files, read once."""
+    return tuple(r for name in files for r in read_jsonl(ROOT / name) if r.get("kind") == "result")
+
+
 def engine_medians(metric: str, files: tuple[str, ...] = ENGINE) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for name in files:
-        for r in read_jsonl(ROOT / name):
-            if r.get("kind") == "result" and r.get("outcome") == "ok" and metric in r.get("metrics", {}):
-                out.setdefault(r["model"], {})[str(r["context_len"])] = statistics.median(
-                    r["metrics"][metric]["samples"]
-                )
+    for r in engine_results(files):
+        if r.get("outcome") == "ok" and metric in r.get("metrics", {}):
+            out.setdefault(r["model"], {})[str(r["context_len"])] = statistics.median(
+                r["metrics"][metric]["samples"]
+            )
     return out
 
 
@@ -106,9 +112,8 @@ def graphed_models(files: tuple[str, ...] = ENGINE) -> frozenset[str]:
     """The models whose measured decode replayed its step as a CUDA graph (the record's decode path)."""
     return frozenset(
         r["model"]
-        for name in files
-        for r in read_jsonl(ROOT / name)
-        if r.get("kind") == "result" and "graph" in str(r.get("implementation", {}).get("decode_path"))
+        for r in engine_results(files)
+        if "graph" in str(r.get("implementation", {}).get("decode_path"))
     )
 
 
@@ -169,10 +174,12 @@ def evaluation_sets(args: argparse.Namespace, source: DeviceRates) -> list[Evalu
         rates_from_calibration(read_jsonl(ROOT / H100_CALIBRATION), fallback="h100-sxm"),
     )
     stated = (rates_from_peaks("h200-sxm"), rates_from_peaks("h100-sxm"))
+    h100_sets = (
+        ("prefill", "TTFT", engine_medians("ttft", H100_ENGINE), frozenset[str]()),
+        ("decode", "decode", engine_medians("decode_per_token", H100_ENGINE), graphed_models(H100_ENGINE)),
+    )
     for label, (h200, h100) in (("both calibrated", calibrated), ("peak table", stated)):
-        for phase, metric, what in (("prefill", "ttft", "TTFT"), ("decode", "decode_per_token", "decode")):
-            measured = engine_medians(metric, H100_ENGINE)
-            graphed = graphed_models(H100_ENGINE) if phase == "decode" else frozenset()
+        for phase, what, measured, graphed in h100_sets:
             sets.append(
                 EvaluationSet(f"H100: engine {what}, {label}", h200, h100, phase, measured, "last", graphed)
             )

@@ -77,11 +77,10 @@ def decode_on_graph(records: list[dict[str, Any]]) -> tuple[bool, str, str]:
         and r.get("family") != CALIBRATION_FAMILY
         and r.get("outcome") == "ok"
         and "decode_per_token" in (r.get("metrics") or {})
+        and (r.get("implementation") or {}).get("decode_path")
     ]
     if decodes:
-        path = str(
-            (max(decodes, key=lambda r: r.get("ts") or 0).get("implementation") or {}).get("decode_path")
-        )
+        path = str(max(decodes, key=lambda r: r.get("ts") or 0)["implementation"]["decode_path"])
         return "graph" in path, "measured", f"the decode path of the device's newest decode point: {path}"
     calibrations = [r for r in records if r["kind"] == "run_started" and "calibrate" in r["plan"]]
     if calibrations:
