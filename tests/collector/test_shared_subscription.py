@@ -55,6 +55,8 @@ def test_two_collectors_split_the_records_and_store_each_once(
                 )
         total = len(DEVICES) * PER_DEVICE
         wait_for(lambda: stores[0].record_count() == total, 30, "every record in the shared store")
+        # a collector counts a batch once its commit returns, which the store can show first
+        wait_for(lambda: sum(c.counters().stored for c in collectors) >= total, 10, "their counts")
         counters = [c.counters() for c in collectors]
         assert all(c.stored > 0 for c in counters), "the shared subscription did not split the records"
         assert sum(c.stored for c in counters) == total

@@ -82,6 +82,8 @@ def test_two_collector_identities_share_ingest_and_a_device_cannot_take_records(
             message = encode(point_result(B, STREAM, seq))
             device.publish(topic_for(B, Channel.RESULT), message, qos=1).wait_for_publish(10)
         wait_for(lambda: stores[0].record_count() == RECORDS, 30, "every record in the shared store")
+        # a collector counts a batch once its commit returns, which the store can show first
+        wait_for(lambda: sum(c.counters().stored for c in collectors) >= RECORDS, 10, "their counts")
         counters = [c.counters() for c in collectors]
         assert all(c.stored > 0 for c in counters), "the share group did not split the records"
         assert sum(c.stored for c in counters) == RECORDS
