@@ -107,6 +107,13 @@ class PageEmulator:
             time.sleep(max(0.0, self.MIN_INTERVAL_S - (time.monotonic() - started)))
 
 
+def slice_p99(ts: np.ndarray, lags: np.ndarray, start_ns: int, width_ns: int) -> list[float]:
+    """The p99 of `lags` per slice of `width_ns` of the records' times `ts`, from `start_ns` on: shows
+    whether a backlog grows, holds or drains over a window."""
+    slices = (ts - start_ns) // width_ns
+    return [float(np.percentile(lags[slices == k], 99)) for k in np.unique(slices)]
+
+
 def browser_page(url: str) -> Any:
     """The fleet page in headless Chromium, or None when playwright/chromium are missing."""
     chromium = shutil.which("chromium")

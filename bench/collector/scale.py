@@ -17,7 +17,10 @@ result every ten seconds) in another. After a warm-up it measures, over `--durat
   may be shared: the counters are cluster-wide);
 - for both stores, the bytes written to the store's block device (whole machine) over the same span,
   and of those the broker's (its persistence file, re-saved every second with any queued backlog);
-- collector CPU (psutil, 100% = one core).
+- collector CPU (psutil, 100% = one core), and once a second the messages waiting in its inbox (taken
+  from the broker, not yet stored: `/api/ingest`), which tells a collector that is behind from a
+  broker that is slow to deliver; lag p99 per 10 s of the window, which tells a backlog that drains
+  from one that holds or grows.
 Values are synthetic (labelled `simulated`); every process shares the same cores.
 
     python bench/collector/scale.py --devices 3000 --duration 60 --out results/collector/scale-3000.json
@@ -45,7 +48,7 @@ from typing import Any
 import numpy as np
 import psutil
 import psycopg
-from bench_live import percentiles
+from bench_live import percentiles, slice_p99
 from pg_disk import (
     DEFAULT_DSN,
     block_devices,
@@ -94,6 +97,15 @@ class FleetPoller:
         self.measuring = False
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def get(self, path: str) -> Any:
+        """One GET on a connection of its own (the polling thread keeps its own)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            conn.request("GET", path)
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
 
     def _run(self) -> None:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
@@ -177,12 +189,13 @@ def main() -> None:
         dev0, broker0 = device_written_bytes(devices, sync=False), broker_proc.io_counters().write_bytes
         window_start_ns = time.time_ns()
         poller.measuring = True
-        cpu, rss = [], []
+        cpu, rss, inbox = [], [], []
         deadline = time.monotonic() + args.duration
         while time.monotonic() < deadline:
             time.sleep(1.0)
             cpu.append(proc.cpu_percent(None))
             rss.append(proc.memory_info().rss)
+            inbox.append(poller.get("/api/ingest")["inbox_messages"])
         poller.measuring = False
         window_end_ns = time.time_ns()
         load.send_signal(signal.SIGTERM)
@@ -212,9 +225,10 @@ def main() -> None:
         poller.stop.set()
         window = (window_start_ns, window_end_ns)
         lag_rows = reader.execute(
-            f"SELECT received_ns - ts FROM records WHERE ts BETWEEN {mark} AND {mark}", window
+            f"SELECT ts, received_ns - ts FROM records WHERE ts BETWEEN {mark} AND {mark}", window
         )
-        lags = np.array(lag_rows.fetchall(), dtype=float).ravel()
+        ts_lags = np.array(lag_rows.fetchall(), dtype=np.int64).reshape(-1, 2)
+        ts, lags = ts_lags[:, 0], ts_lags[:, 1].astype(float)
         total_stored = reader.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         reader.close()
         window_s = (window_end_ns - window_start_ns) / 1e9
@@ -232,6 +246,8 @@ def main() -> None:
             "stored_in_window_per_s": stored_window / window_s,
             "expected_per_s": args.devices * 1.1,
             "ingest_lag_s": percentiles(list(lags * 1e-9)),
+            "ingest_lag_p99_s_per_10s": [x * 1e-9 for x in slice_p99(ts, lags, window_start_ns, 10**10)],
+            "inbox_messages_per_s": percentiles(inbox),
             "api_fleet_ms": percentiles(poller.times_ms) | {"devices_in_answer": poller.devices_seen},
             "collector_cpu_pct": percentiles(cpu),
             "collector_rss_mib_max": max(rss) / 2**20,
@@ -281,7 +297,9 @@ def main() -> None:
         print(
             f"{args.devices} devices: stored {report['stored_in_window_per_s']:.0f}/s of "
             f"{report['expected_per_s']:.0f}/s; lag p50 {lag.get('p50', float('nan')):.3f} s, "
-            f"p99 {lag.get('p99', float('nan')):.3f} s; "
+            f"p99 {lag.get('p99', float('nan')):.3f} s (per 10 s: "
+            f"{', '.join(f'{x:.2f}' for x in report['ingest_lag_p99_s_per_10s'])}); "
+            f"inbox p50 {report['inbox_messages_per_s'].get('p50', float('nan')):.0f} messages; "
             f"/api/fleet p95 {fleet.get('p95', float('nan')):.0f} ms "
             f"({fleet['devices_in_answer']} devices); RSS {report['collector_rss_mib_max']:.0f} MiB; "
             f"disk {report['disk_written_per_record_bytes'] / 1e3:.1f} KB/record vs store "

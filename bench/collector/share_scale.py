@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import psutil
 import psycopg
-from bench_live import percentiles
+from bench_live import percentiles, slice_p99
 from machine_load import LoadSampler
 from pg_disk import DEFAULT_DSN, fresh_schema
 
@@ -96,11 +96,6 @@ def exactly_once(conn: psycopg.Connection, sent: dict[str, list[Any]]) -> dict[s
         "extra": extra + sum(n for n, _, _ in stored.values()),
         "devices_with_wrong_seq_range": wrong,
     }
-
-
-def slice_p99(ts: np.ndarray, lags: np.ndarray, start_ns: int, width_ns: int) -> list[float]:
-    slices = (ts - start_ns) // width_ns
-    return [float(np.percentile(lags[slices == k], 99)) for k in np.unique(slices)]
 
 
 def wait_drained(conn: psycopg.Connection, expected: int, timeout_s: float) -> float:

@@ -2,7 +2,8 @@
 
 Records are keyed by (device, stream, seq) and inserted with ON CONFLICT DO NOTHING, so redelivered
 messages are counted as duplicates and never stored twice. State messages (status, meta) update the
-device row only when their birth is not older than the stored one. A batch is one transaction.
+device row only when their birth is not older than the stored one. A batch is one transaction
+(`writes.py` writes it).
 """
 
 from __future__ import annotations
@@ -16,104 +17,26 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ctxscope.shared.messages import (
-    CommandAck,
-    DeviceMeta,
-    Log,
-    Message,
-    PointResult,
-    RunFinished,
-    RunProgress,
-    RunStarted,
-    Status,
-    TelemetryBatch,
+from ctxscope.collector.store.writes import (
+    Accepted,
+    BatchOutcome,
+    BatchWrite,
+    RecordKey,
+    Rejected,
+    chunks,
+    insert_rows,
 )
+
+__all__ = ["Accepted", "BatchOutcome", "Rejected"]  # defined with the batch writes, imported from here
 
 
 class StoreOpenError(RuntimeError):
     """A store that cannot be opened (unreachable, damaged, read-only); the message is one line."""
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """A validated message and the topic it came on; `retained` when the broker replayed a retained
-    message (on subscribe) rather than forwarding a fresh one: it says nothing of the device now."""
-
-    topic: str
-    message: Message
-    retained: bool = False
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """Bytes that failed validation: counted per (reason, topic) with the last example kept."""
-
-    topic: str
-    reason: str
-    detail: str
-    payload: bytes
-
-
-@dataclass
-class BatchOutcome:
-    stored: int = 0
-    duplicates: int = 0
-    state_applied: int = 0
-    state_stale: int = 0
-    rejected: int = 0
-    devices: set[str] = field(default_factory=set)
-
-
-class LiveValues:
-    """The newest sample of each telemetry source of each device within one batch."""
-
-    def __init__(self) -> None:
-        self.by_device: dict[str, dict[str, dict[str, Any]]] = {}
-
-    def add(self, msg: TelemetryBatch) -> None:
-        t = msg.timestamps()
-        if not len(t):
-            return
-        newest = int(np.argmax(t))
-        wall_ns = int(t[newest]) + msg.mono_to_wall_ns
-        sources = self.by_device.setdefault(msg.device, {})
-        if sources.get(msg.source, {}).get("wall_ns", -1) >= wall_ns:
-            return
-        channels = {}
-        for name, channel in msg.channels.items():
-            values = channel.values()
-            if newest < len(values):
-                value = float(values[newest])
-                channels[name] = {"unit": channel.unit, "value": value if math.isfinite(value) else None}
-        sources[msg.source] = {"wall_ns": wall_ns, "channels": channels}
-
-    def merged(self, stored: dict[str, Any], device: str) -> dict[str, Any]:
-        """`stored` (a device's live column) with this batch's newer sources replacing older ones."""
-        out = dict(stored)
-        for source, entry in self.by_device[device].items():
-            if out.get(source, {}).get("wall_ns", -1) < entry["wall_ns"]:
-                out[source] = entry
-        return out
-
-
-def _lock_order(item: Accepted | Rejected) -> tuple[str, ...]:
-    """The order a batch's items are written in: rows are locked in this order (rejects by reason and
-    topic, then devices by id; the sort is stable, so each device's own order is kept). Collectors
-    sharing a subscription write batches that touch the same devices at once, and two transactions
-    locking two rows in opposite orders would deadlock."""
-    if isinstance(item, Rejected):
-        return ("", item.reason, item.topic)
-    return ("device", item.message.device)
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -177,7 +100,6 @@ CREATE TABLE IF NOT EXISTS rejects (
     last_example {blob} NOT NULL, last_ns BIGINT NOT NULL, PRIMARY KEY (reason, topic))
 """
 
-REJECT_EXAMPLE_BYTES = 256
 # Distinct status and meta texts whose decoded value is kept (about 10,000 devices' worth of both).
 DECODED_STATE_TEXTS = 32768
 
@@ -196,6 +118,8 @@ class Store(ABC):
     blob_type = "BLOB"
     bool_type = "INTEGER"
     placeholder = "?"
+    # Parameters one statement may bind (multi-row inserts are sized by it).
+    max_params = 999
 
     def __init__(self) -> None:
         self._write_lock = threading.Lock()
@@ -257,171 +181,24 @@ class Store(ABC):
 
     def write_batch(self, items: Sequence[Accepted | Rejected]) -> BatchOutcome:
         """Store a batch in one transaction: every item is stored (or counted) or none is."""
-        outcome = BatchOutcome()
-        now = time.time_ns()
-        live = LiveValues()
         with self._transaction() as cur:
-            for item in sorted(items, key=_lock_order):
-                if isinstance(item, Rejected):
-                    self._write_reject(cur, item, now)
-                    outcome.rejected += 1
-                else:
-                    self._write_message(cur, item.message, now, outcome, item.retained, live)
-            self._write_live(cur, live)
-        return outcome
+            return BatchWrite(self, cur, time.time_ns()).run(items)
 
-    def _write_live(self, cur: Any, live: LiveValues) -> None:
-        """Merge the batch's newest telemetry values into each device's `live` column: one read and
-        one update per device per batch, on the row that the batch already updated (last_seen). On
-        PostgreSQL the rows are locked first: collectors sharing a subscription may merge at once."""
-        lock = " FOR UPDATE" if self.placeholder == "%s" else ""
-        for devices in _chunks(sorted(live.by_device), 500):
-            marks = ", ".join("?" * len(devices))
-            query = f"SELECT device, live FROM devices WHERE device IN ({marks}){lock}"
-            cur.execute(self._sql(query), devices)
-            stored = {row[0]: self._json_out(row[1]) for row in cur.fetchall()}
-            updates = []
-            for device in devices:
-                merged = live.merged(stored.get(device) or {}, device)
-                updates.append((self._json_in(merged), device))
-            cur.executemany(self._sql("UPDATE devices SET live = ? WHERE device = ?"), updates)
+    def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]:
+        """Insert the records' key rows (device, stream, seq, kind, ts, received_ns), sorted by key,
+        and return the keys that were new: on PostgreSQL the insert itself says so (RETURNING), since
+        another collector may insert the same key at the same time."""
+        tail = "ON CONFLICT DO NOTHING RETURNING device, stream, seq"
+        returned = insert_rows(self, cur, "INSERT INTO records", rows, tail, returning=True)
+        return {(device, stream, int(seq)) for device, stream, seq in returned}
 
-    def _write_reject(self, cur: Any, item: Rejected, now: int) -> None:
-        cur.execute(
-            self._sql(
-                "INSERT INTO rejects VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (reason, topic) DO UPDATE SET"
-                " count = rejects.count + 1, last_detail = excluded.last_detail,"
-                " last_example = excluded.last_example, last_ns = excluded.last_ns"
-            ),
-            (item.reason, item.topic, item.detail, item.payload[:REJECT_EXAMPLE_BYTES], now),
-        )
-
-    def _write_message(
-        self, cur: Any, msg: Message, now: int, outcome: BatchOutcome, retained: bool, live: LiveValues
-    ) -> None:
-        # A replayed retained message (every collector restart) must not make a silent device look seen.
-        seen = "NOTHING" if retained else "UPDATE SET last_seen_ns = excluded.last_seen_ns"
-        cur.execute(
-            self._sql(
-                "INSERT INTO devices (device, first_seen_ns, last_seen_ns) VALUES (?, ?, ?)"
-                f" ON CONFLICT (device) DO {seen}"
-            ),
-            (msg.device, now, now),
-        )
-        outcome.devices.add(msg.device)
-        if isinstance(msg, Status | DeviceMeta):
-            if self._apply_state(cur, msg):
-                outcome.state_applied += 1
-            else:
-                outcome.state_stale += 1
-            return
-        cur.execute(
-            self._sql("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
-            (msg.device, msg.stream, msg.seq, msg.kind, msg.ts, now),
-        )
-        if cur.rowcount == 0:
-            outcome.duplicates += 1
-            return
-        self._write_typed(cur, msg)
-        if isinstance(msg, TelemetryBatch):
-            live.add(msg)
-        outcome.stored += 1
-
-    def _apply_state(self, cur: Any, msg: Status | DeviceMeta) -> bool:
-        body = self._json_in(msg.model_dump(mode="python"))
-        if isinstance(msg, Status):
-            cur.execute(
-                self._sql(
-                    "UPDATE devices SET state = ?, birth = ?, status = ? WHERE device = ?"
-                    " AND (birth IS NULL OR birth <= ?)"
-                ),
-                (msg.state, msg.birth, body, msg.device, msg.birth),
-            )
-        else:
-            cur.execute(
-                self._sql(
-                    "UPDATE devices SET meta = ?, meta_birth = ? WHERE device = ?"
-                    " AND (meta_birth IS NULL OR meta_birth <= ?)"
-                ),
-                (body, msg.birth, msg.device, msg.birth),
-            )
-        return bool(cur.rowcount)
-
-    def _write_typed(self, cur: Any, msg: Message) -> None:
-        key = (msg.device, msg.stream, msg.seq, msg.ts)
-        if isinstance(msg, PointResult):
-            cur.execute(
-                self._sql("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (
-                    *key, msg.run_id, msg.point_id, msg.model, msg.family, msg.context_len, msg.precision,
-                    msg.logits, msg.outcome, msg.error,
-                    self._json_in({name: m.model_dump() for name, m in msg.metrics.items()}),
-                    self._json_in(msg.implementation), self._json_in(msg.manifest),
-                    self._json_in(msg.details),
-                ),
-            )  # fmt: skip
-        elif isinstance(msg, TelemetryBatch):
-            t = msg.timestamps()
-            wall = (
-                (_int64(int(t.min()) + msg.mono_to_wall_ns), _int64(int(t.max()) + msg.mono_to_wall_ns))
-                if len(t)
-                else (None, None)
-            )
-            cur.execute(
-                self._sql("INSERT INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (*key, msg.source, len(t), msg.mono_to_wall_ns, *wall, msg.t_ns),
-            )
-            for name, channel in msg.channels.items():
-                cur.execute(
-                    self._sql("INSERT INTO telemetry_channels VALUES (?, ?, ?, ?, ?, ?, ?)"),
-                    (msg.device, msg.stream, msg.seq, name, channel.unit, channel.dtype, channel.data),
-                )
-        elif isinstance(msg, RunStarted):
-            cur.execute(
-                self._sql(
-                    "INSERT INTO runs (device, run_id, plan, plan_hash, total_points, manifest, started_ts)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, run_id) DO UPDATE SET"
-                    " plan = excluded.plan, plan_hash = excluded.plan_hash,"
-                    " total_points = excluded.total_points, manifest = excluded.manifest,"
-                    " started_ts = excluded.started_ts"
-                ),
-                (msg.device, msg.run_id, self._json_in(msg.plan), msg.plan_hash, msg.total_points,
-                 self._json_in(msg.manifest), msg.ts),
-            )  # fmt: skip
-        elif isinstance(msg, RunProgress):
-            cur.execute(
-                self._sql(
-                    "INSERT INTO runs (device, run_id, done, total, point, progress_seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, run_id) DO UPDATE SET"
-                    " done = excluded.done, total = excluded.total, point = excluded.point,"
-                    " progress_seq = excluded.progress_seq"
-                    " WHERE runs.progress_seq IS NULL OR runs.progress_seq < excluded.progress_seq"
-                ),
-                (msg.device, msg.run_id, msg.done, msg.total, msg.point, msg.seq),
-            )
-        elif isinstance(msg, RunFinished):
-            cur.execute(
-                self._sql(
-                    "INSERT INTO runs (device, run_id, outcome, points_ok, points_failed, error, finished_ts)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, run_id) DO UPDATE SET"
-                    " outcome = excluded.outcome, points_ok = excluded.points_ok,"
-                    " points_failed = excluded.points_failed, error = excluded.error,"
-                    " finished_ts = excluded.finished_ts"
-                ),
-                (msg.device, msg.run_id, msg.outcome, msg.points_ok, msg.points_failed, msg.error, msg.ts),
-            )
-        elif isinstance(msg, Log):
-            cur.execute(
-                self._sql("INSERT INTO logs VALUES (?, ?, ?, ?, ?, ?, ?)"),
-                (*key, msg.level, msg.logger, msg.message),
-            )
-        elif isinstance(msg, CommandAck):
-            cur.execute(
-                self._sql("INSERT INTO command_acks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                (*key, msg.command_id, msg.name, int(msg.accepted), msg.reason, msg.run_id),
-            )
-        else:
-            raise ValueError(f"a {msg.kind!r} message is not a record the collector stores")
+    def _stored_live(self, cur: Any, devices: Sequence[str]) -> dict[str, Any]:
+        """The `live` column of each of `devices` that has one, locked until the batch commits (on
+        PostgreSQL collectors sharing a subscription may merge at once)."""
+        marks = ", ".join("?" * len(devices))
+        query = f"SELECT device, live FROM devices WHERE device IN ({marks}) FOR UPDATE"
+        cur.execute(self._sql(query), devices)
+        return {device: self._json_out(live) for device, live in cur.fetchall() if live is not None}
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -441,7 +218,7 @@ class Store(ABC):
         if not names:
             return [self._device_row(row) for row in self._query("SELECT * FROM devices ORDER BY device")]
         rows = []
-        for chunk in _chunks(sorted(set(names)), 500):
+        for chunk in chunks(sorted(set(names)), 500):
             marks = ", ".join("?" * len(chunk))
             rows += self._query(f"SELECT * FROM devices WHERE device IN ({marks}) ORDER BY device", chunk)
         return [self._device_row(row) for row in rows]
@@ -575,11 +352,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def _int64(value: int) -> int:
-    """Clamp a derived time (timestamp + offset) into a BIGINT column's range."""
-    return max(-(2**63), min(2**63 - 1, value))
 
 
 def _json_default(value: Any) -> Any:

@@ -29,6 +29,7 @@ class PostgresStore(Store):
     blob_type = "BYTEA"
     bool_type = "INTEGER"
     placeholder = "%s"
+    max_params = 65535  # the wire protocol's limit
 
     def __init__(self, url: str) -> None:
         super().__init__()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ctxscope.collector.store.base import Store, StoreOpenError
+from ctxscope.collector.store.writes import ROWS_PER_STATEMENT, RecordKey, chunks, insert_rows
 
 
 class SQLiteStore(Store):
+    # SQLite's default limit on bound parameters: 32,766 since 3.32, 999 before.
+    max_params = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
@@ -35,6 +42,41 @@ class SQLiteStore(Store):
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
+
+    def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]:
+        """The keys already stored are looked up first, then the new rows inserted: BEGIN IMMEDIATE
+        makes this transaction the store's only writer, so no key can appear in between. (RETURNING,
+        which PostgreSQL's path uses, needs SQLite 3.35; this works on the SQLite of older hosts.)"""
+        stored: set[RecordKey] = set()
+        for chunk in chunks(sorted({row[:3] for row in rows}), ROWS_PER_STATEMENT):
+            values = ", ".join(["(?, ?, ?)"] * len(chunk))
+            # The keys drive the join (CROSS JOIN keeps them outer): one primary-key search each. A
+            # row-value `IN (VALUES ...)` would scan the whole table.
+            cur.execute(
+                f"SELECT r.device, r.stream, r.seq FROM (VALUES {values}) AS k CROSS JOIN records AS r"
+                " ON r.device = k.column1 AND r.stream = k.column2 AND r.seq = k.column3",
+                [value for key in chunk for value in key],
+            )
+            stored.update((device, stream, int(seq)) for device, stream, seq in cur.fetchall())
+        new: dict[RecordKey, tuple[Any, ...]] = {}
+        for row in rows:
+            key = (row[0], row[1], int(row[2]))
+            if key not in stored and key not in new:
+                new[key] = row
+        insert_rows(self, cur, "INSERT INTO records", list(new.values()))
+        return set(new)
+
+    def _stored_live(self, cur: Any, devices: Sequence[str]) -> dict[str, Any]:
+        """One row for all of `devices` (a JSON object of their live columns): Python's sqlite3
+        releases the interpreter's lock at every row it steps (see writes.py)."""
+        marks = ", ".join("?" * len(devices))
+        cur.execute(
+            f"SELECT json_group_object(device, json(live)) FROM devices WHERE device IN ({marks})"
+            " AND live IS NOT NULL",
+            list(devices),
+        )
+        (text,) = cur.fetchone()
+        return dict(json.loads(text)) if text else {}
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:

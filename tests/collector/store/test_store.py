@@ -56,6 +56,20 @@ def test_records_are_deduplicated_by_device_stream_seq(store: Store) -> None:
     assert results[0]["implementation"] == {"attention": "sdpa"}
 
 
+def test_a_record_twice_in_one_batch_is_stored_once(store: Store) -> None:
+    """A redelivery can land in the batch that holds the original: the first of a key is stored, every
+    other copy (in the batch or already stored) is counted as a duplicate, and no typed row doubles."""
+    store.write_batch([accepted(point_result(DEV, STREAM, 1))])
+    outcome = store.write_batch(
+        [accepted(point_result(DEV, STREAM, s)) for s in (2, 1, 2, 3, 3, 2)]
+        + [accepted(Log(**envelope(4), level="info", logger="agent", message="m")) for _ in range(2)]
+    )
+    assert (outcome.stored, outcome.duplicates) == (3, 5)
+    assert store.record_seqs(DEV, STREAM) == [1, 2, 3, 4]
+    assert [r["seq"] for r in store.results(DEV)] == [1, 2, 3]
+    assert [r["seq"] for r in store.logs(DEV)] == [4]
+
+
 def test_gaps_show_missing_seqs_per_stream(store: Store) -> None:
     store.write_batch([accepted(point_result(DEV, STREAM, s)) for s in (1, 2, 5, 9)])
     store.write_batch([accepted(point_result(DEV, "fedcba9876543210", s)) for s in (3,)])
