@@ -2,9 +2,11 @@
 
 Each device sends meta and status once, then one telemetry batch a tick (10 samples of power and
 temperature; a tick is 1 s unless `--tick-s` says otherwise) and a point result every tenth tick,
-phases spread over the tick. The envelope's `ts` is the publish time, so the collector's stored time
-minus `ts` is the record's ingest lag. The devices share `connections` MQTT clients (the private
-broker has no ACL), so that the generator, not one thread per device, is what it costs. Runs until
+phases spread over the tick (in slots of 10 ms: a thread wakes once per slot and publishes the
+devices due in it, each stamped when it is published). The envelope's `ts` is the publish time, so
+the collector's stored time minus `ts` is the record's ingest lag. The devices share `connections`
+MQTT clients (the private broker has no ACL), so that the generator, not one thread per device, is
+what it costs. Runs until
 SIGTERM, then waits (at most 60 s) for the broker's PUBACK of everything it published and prints
 `PUBLISHED <data records> UNACKED <messages the broker did not acknowledge>`; `--sent FILE` writes each
 device's stream and newest seq (JSON), for an exactly-once check against the store.
@@ -31,6 +33,7 @@ from ctxscope.shared.messages import CHANNEL_OF_KIND, Message
 from ctxscope.shared.topics import topic_for
 
 RESULT_EVERY = 10  # ticks between a device's point results
+SLOT_S = 0.01  # a device publishes at most this late after its phase in the tick
 ACK_WAIT_S = 60.0
 
 
@@ -74,10 +77,11 @@ def run_connection(
     start = time.monotonic()
     while not stop.is_set():
         for i, dev in enumerate(devices):
-            # device i of this connection publishes at offset i/len within each tick
+            # device i of this connection publishes at offset i/len within each tick; the devices due
+            # within one slot go together (one wake-up per slot, not one per message)
             due = start + (tick + i / len(devices)) * tick_s
             delay = due - time.monotonic()
-            if delay > 0 and stop.wait(delay):
+            if delay > 0 and stop.wait(delay + SLOT_S):
                 break
             publish(client, dev.telemetry(power_w=10 + tick % 20, temp_c=40 + tick % 10), tally)
             tally.data += 1

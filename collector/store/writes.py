@@ -23,8 +23,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ctxscope.shared.messages import (
     CommandAck,
     DeviceMeta,
@@ -85,12 +83,13 @@ class LiveValues:
     def __init__(self) -> None:
         self.by_device: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def add(self, msg: TelemetryBatch) -> None:
-        t = msg.timestamps()
-        if not len(t):
+    def add(self, msg: TelemetryBatch, t: list[int]) -> None:
+        """`t`: the batch's timestamps as a list (numpy's argmax would give up the interpreter's lock
+        for a few values, see the module's doc)."""
+        if not t:
             return
-        newest = int(np.argmax(t))
-        wall_ns = int(t[newest]) + msg.mono_to_wall_ns
+        newest = t.index(max(t))
+        wall_ns = t[newest] + msg.mono_to_wall_ns
         sources = self.by_device.setdefault(msg.device, {})
         if sources.get(msg.source, {}).get("wall_ns", -1) >= wall_ns:
             return
@@ -265,10 +264,10 @@ class BatchWrite:
                     json_in(msg.implementation), json_in(msg.manifest), json_in(msg.details),
                 ))  # fmt: skip
             elif isinstance(msg, TelemetryBatch):
-                t = msg.timestamps()
+                t = msg.timestamps().tolist()
                 wall = (
-                    (_int64(int(t.min()) + msg.mono_to_wall_ns), _int64(int(t.max()) + msg.mono_to_wall_ns))
-                    if len(t)
+                    (_int64(min(t) + msg.mono_to_wall_ns), _int64(max(t) + msg.mono_to_wall_ns))
+                    if t
                     else (None, None)
                 )
                 telemetry.append((*key, msg.source, len(t), msg.mono_to_wall_ns, *wall, msg.t_ns))
@@ -276,7 +275,7 @@ class BatchWrite:
                     (msg.device, msg.stream, msg.seq, name, c.unit, c.dtype, c.data)
                     for name, c in msg.channels.items()
                 ]
-                self.live.add(msg)
+                self.live.add(msg, t)
             elif isinstance(msg, Log):
                 logs.append((*key, msg.level, msg.logger, msg.message))
             elif isinstance(msg, CommandAck):

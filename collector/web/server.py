@@ -18,6 +18,7 @@ from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
 from ctxscope.collector.service import build_service
 from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.web.app import create_app
+from ctxscope.collector.web.fleet_worker import FleetWorker
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.security import WebSecurity, allowed_hosts_for, check_bind
 from ctxscope.shared.broker_access import BrokerAccess
@@ -79,6 +80,7 @@ class Dashboard:
             broker, store_url, client_id, on_commit=self.hub.on_commit, access=access, share_group=share_group
         )
         self.commands = CommandPublisher(*parse_broker(broker), access=access.for_commands())
+        self.fleet_worker = FleetWorker(store_url)
         app = create_app(
             self.service.store,
             self.hub,
@@ -86,14 +88,18 @@ class Dashboard:
             self.service.ingest.health,
             security=security,
             ingest=self.service.ingest,
+            fleet_answers=self.fleet_worker.fleet_json,
         )
         self.web = WebServer(app, host, port)
 
     def start(self) -> Dashboard:
-        """Start the web server, then ingest; on failure (e.g. a busy port) release what was opened."""
+        """Start the fleet view's worker and the web server, then ingest; on failure (e.g. a busy
+        port) release what was opened."""
         try:
+            self.fleet_worker.start()
             self.web.start()
         except RuntimeError:
+            self.fleet_worker.stop()
             self.commands.close()
             self.service.store.close()
             raise
@@ -104,4 +110,5 @@ class Dashboard:
         self.service.ingest.stop()
         self.commands.close()
         self.web.stop()
+        self.fleet_worker.stop()
         self.service.store.close()
