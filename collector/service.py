@@ -19,7 +19,7 @@ from ctxscope.shared.broker_access import BrokerAccess
 # 5 ms). Ingest's threads give the lock up at every socket read and SQLite step, and each time
 # wait up to this long to get it back while a dashboard request computes; at 1 ms the writer
 # stores 2-3x as much beside a busy thread (bench/collector/writer_contention.py).
-SWITCH_INTERVAL_S = 0.0002
+SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass
