@@ -32,8 +32,6 @@ from ctxscope.collector.store.writes import (
     insert_rows,
 )
 
-__all__ = ["Accepted", "BatchOutcome", "Rejected"]  # defined with the batch writes, imported from here
-
 
 class StoreOpenError(RuntimeError):
     """A store that cannot be opened (unreachable, damaged, read-only); the message is one line."""

@@ -163,7 +163,8 @@ def create_app(
         else:
             body = fleet_answers(names)
         if ingest_health is not None:  # the answer is a JSON object: the key goes in front
-            body = b'{"ingest":' + pydantic_core.to_json(ingest_health()) + b"," + body[1:]
+            rest = b"}" if body == b"{}" else b"," + body[1:]
+            body = b'{"ingest":' + pydantic_core.to_json(ingest_health()) + rest
         return Response(body, media_type="application/json")
 
     @app.get("/api/ingest")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,10 @@ import pytest
 
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.store import Store, open_store
+from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.fleet_worker import FleetWorker
+from ctxscope.collector.web.hub import LiveHub
+from ctxscope.collector.web.server import WebServer
 from tests.collector.conftest import feed
 
 
@@ -66,3 +70,19 @@ def test_a_stopped_worker_answers_nothing(fleet_store: tuple[str, Store]) -> Non
     worker = FleetWorker(fleet_store[0])
     with pytest.raises(RuntimeError, match="not started"):
         worker.fleet_json()
+
+
+def test_the_dashboard_relays_the_workers_answer_with_ingest_health(
+    fleet_store: tuple[str, Store], worker: FleetWorker
+) -> None:
+    health = {"connected": True}
+    app = create_app(fleet_store[1], LiveHub(), ingest_health=lambda: health, fleet_answers=worker.fleet_json)
+    server = WebServer(app).start()
+    try:
+        with urllib.request.urlopen(server.url + "/api/fleet?devices=dev-1") as reply:
+            assert reply.headers["content-type"] == "application/json"
+            answer = json.loads(reply.read())
+    finally:
+        server.stop()
+    assert answer["ingest"] == {"connected": True}
+    assert [d["device"] for d in answer["devices"]] == ["dev-1"]
