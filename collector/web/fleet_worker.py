@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -41,6 +42,8 @@ _channels: views.ChannelCache | None = None
 
 
 def _open(store_url: str) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the collector stops its worker itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _store, _channels
     _store = open_store(store_url)
     _channels = views.ChannelCache()
