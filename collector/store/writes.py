@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ctxscope.shared.messages import (
     CommandAck,
@@ -36,15 +36,29 @@ from ctxscope.shared.messages import (
     TelemetryBatch,
 )
 
-if TYPE_CHECKING:
-    from ctxscope.collector.store.base import Store
-
 REJECT_EXAMPLE_BYTES = 256
 # Rows per statement where a statement names each row's key (lookups): far below both backends' limits.
 ROWS_PER_STATEMENT = 500
 RECORD_KINDS = (PointResult, TelemetryBatch, RunStarted, RunProgress, RunFinished, Log, CommandAck)
 
 RecordKey = tuple[str, str, int]
+
+
+class Store(Protocol):
+    """What a batch write needs of a store (base.Store provides it; base imports this module)."""
+
+    placeholder: str
+    max_params: int
+
+    def _sql(self, statement: str) -> str: ...
+
+    def _json_in(self, value: Any) -> str: ...
+
+    def _json_out(self, value: Any) -> Any: ...
+
+    def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]: ...
+
+    def _stored_live(self, cur: Any, devices: Sequence[str]) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
