@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ctxscope.broker import MosquittoBroker, mosquitto_binary
+from ctxscope.broker import MosquittoBroker
 from ctxscope.collector.web.server import Dashboard
 from ctxscope.shared import codec
 from ctxscope.shared.messages import CHANNEL_OF_KIND, Message
@@ -48,20 +48,10 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    """A broker of this test's own: the folder's shared one may hold retained state of other tests'
-    devices, which a new collector session receives and counts."""
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
-    b = MosquittoBroker(tmp_path / "mosquitto")
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def dashboard(own_broker: MosquittoBroker, tmp_path: Path) -> Iterator[Dashboard]:
-    broker = own_broker
+def dashboard(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Dashboard]:
+    # A broker of this test's own: the folder's shared one may hold retained state of other tests'
+    # devices, which a new collector session receives and counts.
+    broker = mosquitto
     board = Dashboard(
         f"{broker.host}:{broker.port}", f"sqlite:///{tmp_path / 'c.db'}", client_id=f"obs_{time.time_ns()}"
     )
@@ -88,9 +78,9 @@ def _publish(broker: MosquittoBroker, messages: list[Message], garbage: int) -> 
 
 
 def test_metrics_health_and_readiness(
-    dashboard: Dashboard, own_broker: MosquittoBroker, simfleet: Any
+    dashboard: Dashboard, mosquitto: MosquittoBroker, simfleet: Any
 ) -> None:
-    broker = own_broker
+    broker = mosquitto
     url = dashboard.web.url
     assert _get(url + "/healthz")[0] == 200
     status, _, body = _get(url + "/readyz")
