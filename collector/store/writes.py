@@ -8,7 +8,8 @@ parameter limit allows), not one per message nor `executemany`: Python's sqlite3
 interpreter's lock around every row it steps, and a thread that must take the lock back while
 another thread computes (a dashboard answer) waits up to the interpreter's switch interval (5 ms)
 each time. Row by row, a telemetry batch of 500 messages took some 3,000 such waits: with one busy
-thread beside it the writer stored 50 records a second instead of 19,000. Rare messages (runs, state,
+thread beside it the writer stored 41 records a second (21,171 alone), and 3,643 with these
+statements (bench/collector/writer_contention.py). Rare messages (runs, state,
 rejects) keep a statement each.
 
 Collectors sharing a PostgreSQL store write at once, so every phase locks rows in one global order
