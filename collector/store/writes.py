@@ -9,12 +9,15 @@ interpreter's lock around every row it steps, and a thread that must take the lo
 another thread computes (a dashboard answer) waits up to the interpreter's switch interval (5 ms)
 each time. Row by row, a telemetry batch of 500 messages took some 3,000 such waits: with one busy
 thread beside it the writer stored 41 records a second (21,171 alone), and 3,643 with these
-statements (bench/collector/writer_contention.py). Rare messages (runs, state,
-rejects) keep a statement each.
+statements (bench/collector/writer_contention.py). Rare messages (runs, state, rejects) keep a
+statement each.
 
 Collectors sharing a PostgreSQL store write at once, so every phase locks rows in one global order
 (devices by id, record keys sorted), and the phases run in the same order in every collector: two
-batches that touch the same rows wait for each other, never deadlock.
+batches that touch the same rows wait for each other. One exception: the rows of devices a batch
+knows only from retained messages (replayed when a collector subscribes) are made by a second
+statement after the others' rows, so two collectors subscribing at once could deadlock there;
+PostgreSQL then fails one batch, which ingest retries, un-acknowledged, so nothing is lost.
 """
 
 from __future__ import annotations
