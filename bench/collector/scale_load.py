@@ -6,10 +6,10 @@ phases spread over the tick (in slots of 10 ms: a thread wakes once per slot and
 devices due in it, each stamped when it is published). The envelope's `ts` is the publish time, so
 the collector's stored time minus `ts` is the record's ingest lag. The devices share `connections`
 MQTT clients (the private broker has no ACL), so that the generator, not one thread per device, is
-what it costs. Runs until
-SIGTERM, then waits (at most 60 s) for the broker's PUBACK of everything it published and prints
-`PUBLISHED <data records> UNACKED <messages the broker did not acknowledge>`; `--sent FILE` writes each
-device's stream and newest seq (JSON), for an exactly-once check against the store.
+what it costs. Runs until SIGTERM, then waits (at most 60 s) for the broker's PUBACK of everything it
+published and prints `PUBLISHED <data records> UNACKED <messages the broker did not acknowledge>`;
+`--sent FILE` writes each device's stream and newest seq (JSON), for an exactly-once check against
+the store.
 
     python bench/collector/scale_load.py HOST PORT DEVICES CONNECTIONS [--tick-s S] [--sent FILE]
 """

@@ -32,7 +32,6 @@ from string import Template
 from typing import Any
 from urllib.parse import parse_qs
 
-import pydantic_core
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -45,6 +44,7 @@ from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.observability import IngestState
 from ctxscope.collector.readmodel import figures, traces, views
 from ctxscope.collector.readmodel.source import FleetSource, require_known_device
+from ctxscope.collector.web.fleet_worker import answer_json, fleet_answer
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
 
@@ -158,13 +158,10 @@ def create_app(
     @app.get("/api/fleet")
     def fleet_json(devices: str = "") -> Response:
         names = _csv(devices)
-        if fleet_answers is None:
-            body = pydantic_core.to_json(views.fleet(store, channels, names))
-        else:
-            body = fleet_answers(names)
+        body = fleet_answer(store, channels, names) if fleet_answers is None else fleet_answers(names)
         if ingest_health is not None:  # the answer is a JSON object: the key goes in front
             rest = b"}" if body == b"{}" else b"," + body[1:]
-            body = b'{"ingest":' + pydantic_core.to_json(ingest_health()) + rest
+            body = b'{"ingest":' + answer_json(ingest_health()) + rest
         return Response(body, media_type="application/json")
 
     @app.get("/api/ingest")

@@ -25,11 +25,12 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pydantic_core
 
 from ctxscope.collector.readmodel import views
+from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.store import Store, open_store
 
 T = TypeVar("T")
@@ -39,6 +40,17 @@ ANSWER_TIMEOUT_S = 60.0
 # The worker process's own store connection and channel cache (set by `_open`).
 _store: Store | None = None
 _channels: views.ChannelCache | None = None
+
+
+def answer_json(value: Any) -> bytes:
+    """JSON as the dashboard writes its answers: a non-finite number as null, as FastAPI writes it
+    (browsers' JSON.parse refuses NaN)."""
+    return pydantic_core.to_json(value, inf_nan_mode="null")
+
+
+def fleet_answer(source: FleetSource, cache: views.ChannelCache | None, devices: Sequence[str]) -> bytes:
+    """`views.fleet` as the JSON `/api/fleet` answers, computed wherever it is called."""
+    return answer_json(views.fleet(source, cache, devices))
 
 
 def _open(store_url: str) -> None:
@@ -51,7 +63,7 @@ def _open(store_url: str) -> None:
 
 def _fleet_json(devices: tuple[str, ...]) -> bytes:
     assert _store is not None, "the worker's store was not opened"
-    return pydantic_core.to_json(views.fleet(_store, _channels, devices))
+    return fleet_answer(_store, _channels, devices)
 
 
 def _pid() -> int:

@@ -98,7 +98,7 @@ class Dashboard:
         try:
             self.fleet_worker.start()
             self.web.start()
-        except RuntimeError:
+        except Exception:  # a busy port, a worker that could not start or open the store
             self.fleet_worker.stop()
             self.commands.close()
             self.service.store.close()

@@ -15,7 +15,7 @@ import pytest
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.store import Store, open_store
 from ctxscope.collector.web.app import create_app
-from ctxscope.collector.web.fleet_worker import FleetWorker
+from ctxscope.collector.web.fleet_worker import FleetWorker, answer_json
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.server import WebServer
 from tests.collector.conftest import feed
@@ -86,3 +86,12 @@ def test_the_dashboard_relays_the_workers_answer_with_ingest_health(
         server.stop()
     assert answer["ingest"] == {"connected": True}
     assert [d["device"] for d in answer["devices"]] == ["dev-1"]
+
+
+def test_answers_write_a_non_finite_number_as_null() -> None:
+    """As FastAPI writes answers: a browser's JSON.parse refuses NaN."""
+    assert json.loads(answer_json({"a": float("nan"), "b": float("inf"), "c": 1.5})) == {
+        "a": None,
+        "b": None,
+        "c": 1.5,
+    }
