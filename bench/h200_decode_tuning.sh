@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# H200: (1) the timed choice between a mamba_ssm model's two decode paths (decode = "auto" builds both,
-# times each and keeps the faster) through `ctxscope agent run` at 32K, for Mamba-790m and Mamba2-780m;
-# (2) what inductor's options save on Qwen2.5-0.5B's compiled decode step at 32K, each in a fresh
-# process with the default compile in the same call as the baseline (bench/engine/decode_overhead.py).
+# H200: (1) one decode step of attention at 32K and 128K per kernel (SDPA backends with native GQA,
+# FlexAttention's split-KV decode kernel), in the attention shapes of Qwen2.5-0.5B, Llama-3.2-1B and
+# Falcon-H1-0.5B (bench/engine/decode_attention.py); (2) what inductor's options save on Qwen2.5-0.5B's
+# compiled decode step at 32K, each in a fresh process with the default compile in the same call as the
+# baseline (bench/engine/decode_overhead.py); (3) the timed choice between a mamba_ssm model's two
+# decode paths (decode = "auto" builds both, times each and keeps the faster) through
+# `ctxscope agent run` at 32K, for the models in $SSM ("model:seconds ..."; none when empty).
 # Run from the repository root after the device README's install line; writes under $OUT (copied to
 # results/engine/decode-tuning/).
-#   CTXSCOPE_GIT_REVISION=<commit> bash bench/h200_decode_tuning.sh "default freezing"
+#   SSM="mamba2-780m:160" CTXSCOPE_GIT_REVISION=<commit> bash bench/h200_decode_tuning.sh "default freezing"
 # (max_autotune made the step 25% slower on an H100: results/engine/decode-tuning/.) A fresh process
 # needs well over 85 s for one 32K SSM point (model load, Triton autotuning, compiling the step).
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT TRITON_CACHE_AUTOTUNING=1
 repo=$PWD
 revision=${CTXSCOPE_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')}
-echo "bash bench/h200_decode_tuning.sh \"$1\"  # $revision" >>"$OUT/command.txt"
-LENGTHS="32768" bash bench/h200_curves_fair.sh "mamba-790m:160 mamba2-780m:160"
-mv "$OUT/curves-fair.tgz" "$OUT/ssm-choice.tgz"
+echo "${SSM:+SSM=\"$SSM\" }bash bench/h200_decode_tuning.sh \"$1\"  # $revision" >>"$OUT/command.txt"
 cd /tmp || exit 1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
+if [ -n "${ATTENTION:-1}" ]; then
+  timeout 150 python3 "$repo/bench/engine/decode_attention.py" --lengths 32768,131072 \
+    --out "$OUT/decode-attention.json" 2>>"$OUT/tuning.err"
+fi
 for flags in $1; do
   started=$SECONDS
   inductor=${flags/default/}
@@ -23,3 +29,8 @@ for flags in $1; do
     --inductor "$inductor" --out "$OUT/qwen-32k-$flags.json" 2>>"$OUT/tuning.err" | tail -1
   echo "qwen2.5-0.5b, inductor '$inductor': exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
 done
+cd "$repo" || exit 1
+if [ -n "${SSM:-}" ]; then
+  LENGTHS="32768" bash bench/h200_curves_fair.sh "$SSM"
+  mv "$OUT/curves-fair.tgz" "$OUT/ssm-choice-${SSM%%:*}.tgz"
+fi

@@ -7,9 +7,13 @@
 # root after the device README's install line; writes under $OUT (copied to results/engine/study-4090/).
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
+# mamba_ssm's Triton kernels autotune in every fresh process; keep the choices on disk between probes
+export TRITON_CACHE_AUTOTUNING=1
+# seconds one probe may take (a hybrid's first probe in a fresh process autotunes mamba_ssm's kernels)
+probe=${PROBE_TIMEOUT:-90}
 repo=$PWD
 cd /tmp || exit 1
-echo "bash bench/h200_study_4090.sh ${1:+\"$1\"}  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
+echo "${PROBE_TIMEOUT:+PROBE_TIMEOUT=$PROBE_TIMEOUT }bash bench/h200_study_4090.sh ${1:+\"$1\"}  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
 # (The committed results/engine/study-4090/*.json were written by the CLI's earlier one-document --out;
 # it now writes the run's records as JSON lines, which this summary reads.)
 # Jobs "model:start:upper-guess:study-length:seconds" (default below); start 0 skips the search,
@@ -21,13 +25,13 @@ for job in $jobs; do
   started=$SECONDS
   if [ "$start" != 0 ]; then
     timeout "$limit" ctxscope agent maxctx "$model" --logits all --precision bf16 --memory-cap 24563MiB \
-      --start "$start" --upper-guess "$upper" --max-tokens 262144 --tolerance 0.01 --probe-timeout 90 \
+      --start "$start" --upper-guess "$upper" --max-tokens 262144 --tolerance 0.01 --probe-timeout "$probe" \
       --out "$OUT/study-$model-$start.jsonl" 2>>"$OUT/study.err" | tail -1
     echo "$model: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
   fi
   if [ "$equal" != 0 ]; then
-    timeout 100 ctxscope agent maxctx "$model" --logits all --precision bf16 --start "$equal" \
-      --max-tokens "$equal" --probe-timeout 95 --out "$OUT/equal-$model.jsonl" 2>>"$OUT/study.err" | tail -1
+    timeout $((probe + 10)) ctxscope agent maxctx "$model" --logits all --precision bf16 --start "$equal" \
+      --max-tokens "$equal" --probe-timeout "$probe" --out "$OUT/equal-$model.jsonl" 2>>"$OUT/study.err" | tail -1
   fi
 done
 python3 - "$OUT" <<'PY'
