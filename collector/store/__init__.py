@@ -11,6 +11,7 @@ from ctxscope.collector.store.base import (
     Rejected,
     Store,
     StoreOpenError,
+    StoreReadOnlyError,
     TelemetrySeries,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "Rejected",
     "Store",
     "StoreOpenError",
+    "StoreReadOnlyError",
     "StoreURLError",
     "TelemetrySeries",
     "open_store",
@@ -31,14 +33,16 @@ class StoreURLError(ValueError):
     """A store URL that names no supported backend."""
 
 
-def open_store(url: str) -> Store:
-    """Open (and migrate) the store at `sqlite:///path/to.db` or `postgresql://user@host/db`."""
+def open_store(url: str, *, read_only: bool = False) -> Store:
+    """Open (and migrate) the store at `sqlite:///path/to.db` or `postgresql://user@host/db`.
+    `read_only` opens an existing store for reading only: no schema or migration, no writer connection
+    (nor SQLite's checkpoint thread); a write raises StoreReadOnlyError."""
     if url.startswith("sqlite:///"):
         from ctxscope.collector.store.sqlite import SQLiteStore
 
-        return SQLiteStore(Path(url.removeprefix("sqlite:///")))
+        return SQLiteStore(Path(url.removeprefix("sqlite:///")), read_only=read_only)
     if url.startswith(("postgresql://", "postgres://")):
         from ctxscope.collector.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, read_only=read_only)
     raise StoreURLError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")

@@ -33,6 +33,10 @@ from ctxscope.collector.store.writes import (
 )
 
 
+class StoreReadOnlyError(RuntimeError):
+    """A write asked of a store opened read-only."""
+
+
 class StoreOpenError(RuntimeError):
     """A store that cannot be opened (unreachable, damaged, read-only); the message is one line."""
 

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.abc import Buffer
 from psycopg.types.string import StrDumperUnknown
 
-from ctxscope.collector.store.base import Store, StoreOpenError
+from ctxscope.collector.store.base import Store, StoreOpenError, StoreReadOnlyError
 
 # PostgreSQL text and JSONB cannot hold U+0000 (text refuses the byte, JSONB the `\u0000` escape);
 # it is stored as U+FFFD, the replacement character, so such a record is stored instead of refused.
@@ -31,12 +31,14 @@ class PostgresStore(Store):
     placeholder = "%s"
     max_params = 65535  # the wire protocol's limit
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
         super().__init__()
         self._url = url
+        self.read_only = read_only
         try:
-            self._write_conn = self._connect(autocommit=False)
-            self._create_schema()
+            if not read_only:  # read-only: no writer connection, no schema or migration
+                self._write_conn = self._connect(autocommit=False)
+                self._create_schema()
             self._read_conn = self._connect(autocommit=True)
         except psycopg.Error as exc:
             raise StoreOpenError(f"cannot open the PostgreSQL store: {' '.join(str(exc).split())}") from exc
@@ -53,6 +55,8 @@ class PostgresStore(Store):
     # A server restart breaks the connections: a write fails once (ingest retries the batch, not
     # acked) and the next one opens a new connection; a read retries at once.
     def _writer(self) -> psycopg.Connection:
+        if self.read_only:
+            raise StoreReadOnlyError("the PostgreSQL store was opened read-only")
         if self._write_conn.broken or self._write_conn.closed:
             self._write_conn = self._connect(autocommit=False)
         return self._write_conn
@@ -76,9 +80,10 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
-            self._write_conn.close()
+            if not self.read_only:
+                self._write_conn.close()
             self._read_conn.close()
 
     def __repr__(self) -> str:
-        info = self._write_conn.info
+        info = self._read_conn.info
         return f"PostgresStore({info.user}@{info.host}:{info.port}/{info.dbname})"

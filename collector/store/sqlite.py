@@ -1,5 +1,6 @@
 """SQLite store (WAL): one writer connection owned by the ingest thread, one reader for views, and a
-thread of its own that copies the WAL into the database (checkpoints).
+thread of its own that copies the WAL into the database (checkpoints). Opened read-only (a process
+that only answers views beside a collector), it has the reader alone.
 
 SQLite's default runs a checkpoint inside the commit that grows the WAL past 1,000 pages: the writer
 then waits for the copy and its fsync. At 3,000 devices that was a fifth of the writer's time
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ctxscope.collector.store.base import Store, StoreOpenError
+from ctxscope.collector.store.base import Store, StoreOpenError, StoreReadOnlyError
 from ctxscope.collector.store.writes import ROWS_PER_STATEMENT, RecordKey, chunks, insert_rows
 from ctxscope.ratelog import RateLimitedLog
 
@@ -31,9 +32,15 @@ class SQLiteStore(Store):
     # SQLite's default limit on bound parameters: 32,766 since 3.32, 999 before.
     max_params = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         super().__init__()
         self.path = path
+        self.read_only = read_only
+        self._closing = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if read_only:
+            self._open_reader_only()
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._write_conn = self._connect()
@@ -46,11 +53,22 @@ class SQLiteStore(Store):
             self._checkpoint_conn.execute("PRAGMA synchronous=FULL")
         except (sqlite3.Error, OSError) as exc:
             raise StoreOpenError(f"cannot open the SQLite store {path}: {exc}") from exc
-        self._closing = threading.Event()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="ctxscope-sqlite-checkpoint", daemon=True
         )
         self._checkpointer.start()
+
+    def _open_reader_only(self) -> None:
+        """The reader alone, refusing writes (`query_only`), over a store a collector created."""
+        if not self.path.is_file():
+            raise StoreOpenError(f"cannot open the SQLite store {self.path} read-only: no such file")
+        try:
+            self._read_conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._read_conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise StoreOpenError(f"cannot open the SQLite store {self.path} read-only: {exc}") from exc
 
     def _checkpoint_loop(self) -> None:
         """Checkpoint every CHECKPOINT_INTERVAL_S until the store closes; a failed checkpoint is
@@ -69,6 +87,8 @@ class SQLiteStore(Store):
         return conn
 
     def _writer(self) -> sqlite3.Connection:
+        if self.read_only:
+            raise StoreReadOnlyError(f"the SQLite store {self.path} was opened read-only")
         return self._write_conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -114,10 +134,12 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         self._closing.set()
-        self._checkpointer.join()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._write_lock, self._read_lock:
-            self._checkpoint_conn.close()
-            self._write_conn.close()
+            if not self.read_only:
+                self._checkpoint_conn.close()
+                self._write_conn.close()
             self._read_conn.close()
 
     def __repr__(self) -> str:

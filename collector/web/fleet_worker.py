@@ -5,8 +5,9 @@ and summarized) and the fleet page asks for one or more each second. In the coll
 holds the interpreter's lock that ingest's writer and paho's network thread need after every SQLite
 step and socket read: with the fleet answered there, a collector fell 5-20 s behind 3,000 devices;
 without the answers it kept up (results/collector/scale/README.md). Here a single worker process
-opens the same store, answers one request at a time and returns the answer as JSON bytes, which the
-web thread only relays. One worker bounds what any number of open dashboards cost to one core.
+opens the same store read-only (no migration, no writer, no checkpoint thread of its own), answers
+one request at a time and returns the answer as JSON bytes, which the web thread only relays. One
+worker bounds what any number of open dashboards cost to one core.
 
 A worker that dies (killed, out of memory) is replaced at the next request, which is answered by the
 new worker; the replacement is logged. The worker is started with `spawn` (the collector's process
@@ -57,7 +58,7 @@ def _open(store_url: str) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the collector stops its worker itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _store, _channels
-    _store = open_store(store_url)
+    _store = open_store(store_url, read_only=True)
     _channels = views.ChannelCache()
 
 
