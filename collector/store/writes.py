@@ -14,10 +14,7 @@ statement each.
 
 Collectors sharing a PostgreSQL store write at once, so every phase locks rows in one global order
 (devices by id, record keys sorted), and the phases run in the same order in every collector: two
-batches that touch the same rows wait for each other. One exception: the rows of devices a batch
-knows only from retained messages (replayed when a collector subscribes) are made by a second
-statement after the others' rows, so two collectors subscribing at once could deadlock there;
-PostgreSQL then fails one batch, which ingest retries, un-acknowledged, so nothing is lost.
+batches that touch the same rows wait for each other.
 """
 
 from __future__ import annotations
@@ -217,18 +214,25 @@ class BatchWrite:
 
     def _touch_devices(self, accepted: list[Accepted]) -> None:
         """One row per device, made at its first message; its last-seen time moves on for any fresh
-        message. A replayed retained message (every collector restart) is no sign of life."""
+        message. A replayed retained message (every collector restart) is no sign of life.
+
+        One statement for every device of the batch, in device order, so that the rows are locked in
+        the global order: `DO UPDATE ... WHERE` locks every conflicting row even where it updates
+        none (PostgreSQL). A device known only from retained messages is given a first-seen time 1 ns
+        before its last-seen one, which is how the statement tells it from a fresh one."""
         fresh: dict[str, bool] = {}
         for item in accepted:
             fresh[item.message.device] = fresh.get(item.message.device, False) or not item.retained
         self.outcome.devices.update(fresh)
-        head = "INSERT INTO devices (device, first_seen_ns, last_seen_ns)"
-        for seen, tail in (
-            (True, "ON CONFLICT (device) DO UPDATE SET last_seen_ns = excluded.last_seen_ns"),
-            (False, "ON CONFLICT (device) DO NOTHING"),
-        ):
-            rows = [(device, self.now, self.now) for device, fresh_ in fresh.items() if fresh_ is seen]
-            insert_rows(self.store, self.cur, head, rows, tail)
+        rows = [(device, self.now if fresh_ else self.now - 1, self.now) for device, fresh_ in fresh.items()]
+        insert_rows(
+            self.store,
+            self.cur,
+            "INSERT INTO devices (device, first_seen_ns, last_seen_ns)",
+            rows,
+            "ON CONFLICT (device) DO UPDATE SET last_seen_ns = excluded.last_seen_ns"
+            " WHERE excluded.first_seen_ns = excluded.last_seen_ns",
+        )
 
     def _apply_state(self, msg: Status | DeviceMeta) -> None:
         body = self.store._json_in(msg.model_dump(mode="python"))

@@ -233,6 +233,69 @@ def test_two_collectors_writing_the_same_devices_in_opposite_orders_do_not_deadl
         second.close()
 
 
+def test_two_collectors_replaying_each_others_new_devices_do_not_deadlock(pg_url: str) -> None:
+    """Collector A stores results of new devices dev-a and dev-m and replays a retained status of new
+    dev-z; B stores a result of dev-z and replays dev-a's status. A third client's uncommitted insert of
+    dev-m holds A after dev-a. Had the retained-only devices' rows been made after the others', B would
+    hold dev-z and wait for dev-a, and A, once dev-m was free, would wait for dev-z: a deadlock. In one
+    device-ordered statement B waits for dev-a behind A, and both batches are stored."""
+    import psycopg
+
+    first, second = open_store(pg_url), open_store(pg_url)
+    stream = "00000000000000de"
+    devices = [f"{name}-{secrets.token_hex(3)}" for name in ("dev-a", "dev-m", "dev-z")]
+    dev_a, dev_m, dev_z = devices
+
+    def retained_status(device: str) -> Accepted:
+        status = Status(device=device, stream=stream, seq=0, ts=1, state="online", birth=1)
+        return Accepted(topic_for(device, Channel.STATUS), status, retained=True)
+
+    def result(device: str) -> Accepted:
+        return Accepted(topic_for(device, Channel.RESULT), point_result(device, stream, 1))
+
+    blocker = psycopg.connect(pg_url)
+    blocker.execute("INSERT INTO devices (device, first_seen_ns, last_seen_ns) VALUES (%s, 1, 1)", (dev_m,))
+    outcomes: dict[str, object] = {}
+
+    def write(name: str, store: Store, items: list[Accepted | Rejected]) -> None:
+        try:
+            outcomes[name] = store.write_batch(items).stored
+        except Exception as exc:  # the deadlock's victim, before the fix
+            outcomes[name] = exc
+
+    a = threading.Thread(
+        target=write, args=("a", first, [result(dev_a), result(dev_m), retained_status(dev_z)])
+    )
+    b = threading.Thread(target=write, args=("b", second, [result(dev_z), retained_status(dev_a)]))
+    try:
+        a.start()
+        time.sleep(0.5)  # A has inserted dev-a and waits for dev-m
+        b.start()
+        time.sleep(0.5)
+        blocker.rollback()
+        a.join(30)
+        b.join(30)
+        assert outcomes == {"a": 2, "b": 1}
+        seen = {row["device"]: row for row in first.devices() if row["device"] in devices}
+        # dev-a and dev-z each sent something fresh; a retained-only first sight is no sign of life
+        assert all(seen[d]["last_seen_ns"] >= seen[d]["first_seen_ns"] for d in devices)
+    finally:
+        blocker.close()
+        first.close()
+        second.close()
+
+
+def test_a_device_first_seen_in_a_retained_message_comes_alive_with_its_first_fresh_one(store: Store) -> None:
+    status = Status(**envelope(0), state="offline", birth=1)
+    store.write_batch([Accepted(topic_for(DEV, Channel.STATUS), status, retained=True)])
+    (replayed,) = store.devices()
+    assert replayed["last_seen_ns"] - replayed["first_seen_ns"] == 1
+    store.write_batch([accepted(point_result(DEV, STREAM, 1))])
+    (alive,) = store.devices()
+    assert alive["first_seen_ns"] == replayed["first_seen_ns"]
+    assert alive["last_seen_ns"] > replayed["last_seen_ns"]
+
+
 def test_devices_by_name_are_picked_in_the_query(store: Store) -> None:
     names = [f"dev-{i:04d}" for i in range(620)]  # more than one query's worth of names
     store.write_batch(
