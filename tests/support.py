@@ -17,12 +17,16 @@ from ctxscope.shared.messages import Metric, PointResult
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL on each backend: a new SQLite file, and a fresh PostgreSQL schema."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'collector.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    opened = open_store(url)
+        return f"sqlite:///{tmp_path / 'collector.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = open_store(store_url)
     yield opened
     opened.close()
 

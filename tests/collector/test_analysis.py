@@ -15,19 +15,12 @@ REPO = Path(__file__).resolve().parents[2]
 CURVES = REPO / "results/engine/h200-call2/curves.jsonl"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'collector.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
-def test_load_returns_results_with_units(url: str) -> None:
-    store = open_store(url)
+def test_load_returns_results_with_units(store_url: str) -> None:
+    store = open_store(store_url)
     import_files(store, [CURVES], device="h200-reference")
     store.close()
 
-    frame = ctxscope.collector.load(url)
+    frame = ctxscope.collector.load(store_url)
     assert isinstance(frame, pd.DataFrame)
     assert set(frame["device"]) == {"h200-reference"}
     assert frame["run_id"].nunique() == 1 and frame["point_id"].nunique() == 15
@@ -41,4 +34,4 @@ def test_load_returns_results_with_units(url: str) -> None:
     assert row["min"] <= row["p25"] <= row["median"] <= row["p75"] <= row["max"]
     assert row["median"] == pytest.approx(pd.Series(row["samples"]).median())
     assert frame["context_len"].dtype == "int64"
-    assert ctxscope.collector.load(url, devices=["nobody"]).empty
+    assert ctxscope.collector.load(store_url, devices=["nobody"]).empty

@@ -192,6 +192,21 @@ def test_a_replayed_retained_message_is_no_sign_of_life(store: Store) -> None:
     assert store.devices()[0]["last_seen_ns"] > first["last_seen_ns"]
 
 
+def writer_thread(
+    outcomes: dict[str, object], name: str, store: Store, items: list[Accepted | Rejected]
+) -> threading.Thread:
+    """A thread that writes `items` and puts the stored count, or the exception (a deadlock's victim),
+    in `outcomes[name]`."""
+
+    def write() -> None:
+        try:
+            outcomes[name] = store.write_batch(items).stored
+        except Exception as exc:
+            outcomes[name] = exc
+
+    return threading.Thread(target=write)
+
+
 def test_two_collectors_writing_the_same_devices_in_opposite_orders_do_not_deadlock(pg_url: str) -> None:
     """Batch A holds dev-a and waits for dev-m (locked by a third client); batch B arrives with dev-z
     then dev-a. Written in arrival order, B would hold dev-z and wait for A, and A, once dev-m is free,
@@ -210,14 +225,8 @@ def test_two_collectors_writing_the_same_devices_in_opposite_orders_do_not_deadl
     blocker.execute("SELECT 1 FROM devices WHERE device = 'dev-m' FOR UPDATE")
     outcomes: dict[str, object] = {}
 
-    def write(name: str, store: Store, items: list[Accepted | Rejected]) -> None:
-        try:
-            outcomes[name] = store.write_batch(items).stored
-        except Exception as exc:  # the deadlock's victim, before the fix
-            outcomes[name] = exc
-
-    a = threading.Thread(target=write, args=("a", first, batch(2, "dev-a", "dev-m", "dev-z")))
-    b = threading.Thread(target=write, args=("b", second, batch(3, "dev-z", "dev-a")))
+    a = writer_thread(outcomes, "a", first, batch(2, "dev-a", "dev-m", "dev-z"))
+    b = writer_thread(outcomes, "b", second, batch(3, "dev-z", "dev-a"))
     try:
         a.start()
         time.sleep(0.5)  # A holds dev-a and waits for dev-m
@@ -257,16 +266,8 @@ def test_two_collectors_replaying_each_others_new_devices_do_not_deadlock(pg_url
     blocker.execute("INSERT INTO devices (device, first_seen_ns, last_seen_ns) VALUES (%s, 1, 1)", (dev_m,))
     outcomes: dict[str, object] = {}
 
-    def write(name: str, store: Store, items: list[Accepted | Rejected]) -> None:
-        try:
-            outcomes[name] = store.write_batch(items).stored
-        except Exception as exc:  # the deadlock's victim, before the fix
-            outcomes[name] = exc
-
-    a = threading.Thread(
-        target=write, args=("a", first, [result(dev_a), result(dev_m), retained_status(dev_z)])
-    )
-    b = threading.Thread(target=write, args=("b", second, [result(dev_z), retained_status(dev_a)]))
+    a = writer_thread(outcomes, "a", first, [result(dev_a), result(dev_m), retained_status(dev_z)])
+    b = writer_thread(outcomes, "b", second, [result(dev_z), retained_status(dev_a)])
     try:
         a.start()
         time.sleep(0.5)  # A has inserted dev-a and waits for dev-m

@@ -16,13 +16,6 @@ DEV = "orin-nx-1"
 STREAM = "0123456789abcdef"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'collector.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 def test_a_read_only_store_sees_the_writers_commits_and_refuses_writes(store_url: str) -> None:
     writer = open_store(store_url)
     reader = open_store(store_url, read_only=True)
