@@ -5,6 +5,8 @@
 # memory, CUDA context and libraries included (agent/engine/devicemem.py). Then one uncapped probe per
 # model at the study's own max length: the memory breakdown at equal length. Run from the repository
 # root after the device README's install line; writes under $OUT (copied to results/engine/study-4090/).
+# The revision in command.txt is $CTXSCOPE_GIT_REVISION where set (the device's copy of the tree may
+# carry older git metadata), else the checkout's HEAD.
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
 # mamba_ssm's Triton kernels autotune in every fresh process; keep the choices on disk between probes
@@ -13,7 +15,7 @@ export TRITON_CACHE_AUTOTUNING=1
 probe=${PROBE_TIMEOUT:-90}
 repo=$PWD
 cd /tmp || exit 1
-echo "${PROBE_TIMEOUT:+PROBE_TIMEOUT=$PROBE_TIMEOUT }bash bench/h200_study_4090.sh ${1:+\"$1\"}  # $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')" >>"$OUT/command.txt"
+echo "${PROBE_TIMEOUT:+PROBE_TIMEOUT=$PROBE_TIMEOUT }bash bench/h200_study_4090.sh ${1:+\"$1\"}  # ${CTXSCOPE_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')}" >>"$OUT/command.txt"
 # (The committed results/engine/study-4090/*.json were written by the CLI's earlier one-document --out;
 # it now writes the run's records as JSON lines, which this summary reads.)
 # Jobs "model:start:upper-guess:study-length:seconds" (default below); start 0 skips the search,
