@@ -63,9 +63,7 @@ class SQLiteStore(Store):
         if not self.path.is_file():
             raise StoreOpenError(f"cannot open the SQLite store {self.path} read-only: no such file")
         try:
-            self._read_conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30
-            )
+            self._read_conn = self._connect()  # the store is in WAL mode already: that pragma writes nothing
             self._read_conn.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             raise StoreOpenError(f"cannot open the SQLite store {self.path} read-only: {exc}") from exc
