@@ -7,6 +7,9 @@
 # decode paths (decode = "auto" builds both, times each and keeps the faster) through
 # `ctxscope agent run` at 32K, for the models in $SSM ("model:seconds ..."; none when empty); then the
 # inductor options of the second argument, if any (last, so that a cut call loses those first).
+# An option word is a comma-separated list of inductor flags, `default` for none, and `decompose_mm`
+# for the one-row matrix products as reductions (decode_overhead.py --decompose-mm); MODEL names the
+# model (default qwen2.5-0.5b).
 # Run from the repository root after the device README's install line; writes under $OUT (copied to
 # results/engine/decode-tuning/).
 #   SSM="mamba2-780m:160" CTXSCOPE_GIT_REVISION=<commit> bash bench/h200_decode_tuning.sh "default freezing" \
@@ -15,22 +18,29 @@
 # needs well over 85 s for one 32K SSM point (model load, Triton autotuning, compiling the step).
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT TRITON_CACHE_AUTOTUNING=1
+MODEL=${MODEL:-qwen2.5-0.5b}
 repo=$PWD
 revision=${CTXSCOPE_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')}
-echo "${SSM:+SSM=\"$SSM\" }${ATTENTION+ATTENTION=\"$ATTENTION\" }bash bench/h200_decode_tuning.sh \"$1\" ${2:+\"$2\"}  # $revision" >>"$OUT/command.txt"
+echo "MODEL=$MODEL ${SSM:+SSM=\"$SSM\" }${ATTENTION+ATTENTION=\"$ATTENTION\" }bash bench/h200_decode_tuning.sh \"$1\" ${2:+\"$2\"}  # $revision" >>"$OUT/command.txt"
 cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
 if [ "${ATTENTION:-1}" != 0 ]; then  # ATTENTION=0 skips the attention kernels
   timeout 150 python3 "$repo/bench/engine/decode_attention.py" --lengths 32768,131072 \
     --out "$OUT/decode-attention.json" 2>>"$OUT/tuning.err"
 fi
-tune() {  # Qwen2.5-0.5B's compiled step at 32K with each of the given inductor options
+tune() {  # $MODEL's compiled step at 32K with each of the given inductor options (a word: a,b,...)
   for flags in $1; do
     started=$SECONDS
     inductor=${flags/default/}
-    timeout 120 python3 "$repo/bench/engine/decode_overhead.py" --models qwen2.5-0.5b --length 32768 \
-      --inductor "$inductor" --out "$OUT/qwen-32k-$flags.json" 2>>"$OUT/tuning.err" | tail -1
-    echo "qwen2.5-0.5b, inductor '$inductor': exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
+    decompose=()
+    if [[ ",$inductor," == *,decompose_mm,* ]]; then  # the one-row matrix products as reductions
+      decompose=(--decompose-mm 16384)
+      inductor=$(sed 's/decompose_mm//; s/,,/,/; s/^,//; s/,$//' <<<"$inductor")
+    fi
+    timeout 150 python3 "$repo/bench/engine/decode_overhead.py" --models "$MODEL" --length 32768 \
+      --inductor "$inductor" "${decompose[@]}" --out "$OUT/${MODEL%%[0-9.-]*}-32k-$flags.json" \
+      2>>"$OUT/tuning.err" | tail -1
+    echo "$MODEL, inductor '$flags': exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
   done
 }
 tune "$1"

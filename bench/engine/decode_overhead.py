@@ -8,7 +8,11 @@ torch.compile (inductor, no cudagraphs of its own: the engine captures the graph
 one replay of it profiled the same way (what is left after fusion: kernels, their summed time against
 the step's), and its first step checked against a fresh eager decoder's (max |logit difference|,
 argmax). `--inductor` turns on inductor options for the compile (e.g. `max_autotune`,
-`coordinate_descent_tuning`), to see what they would save.
+`coordinate_descent_tuning`), to see what they would save; `--decompose-mm N` turns on inductor's
+`decompose_mm_pass` for matrix products of one row whose other two sizes are below N (the decode
+step's projections: each becomes a multiply and a sum that inductor generates as a reduction kernel,
+with the bias and what follows fused into it, instead of a cuBLAS call), and records how many it
+rewrote.
 
     python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
     python bench/engine/decode_overhead.py --models falcon-h1-0.5b,mamba2-780m --length 32768 \
@@ -148,9 +152,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed samples per path")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--inductor", default="", help="comma-separated torch._inductor.config flags to set")
+    parser.add_argument(
+        "--decompose-mm",
+        type=int,
+        default=0,
+        metavar="N",
+        help="decompose one-row matrix products whose other sizes are below N (0: off)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import torch._inductor.config as inductor
+    from torch._dynamo.utils import counters
+
+    if args.decompose_mm:  # read when inductor first imports the pass: set before any compile
+        inductor.post_grad_fusion_options = {
+            "decompose_mm_pass": {
+                "min_first_dimension_decomposition": 1,
+                "max_other_dimension_decomposition": args.decompose_mm,
+            }
+        }
 
     flags = [flag for flag in args.inductor.split(",") if flag]
     for flag in flags:
@@ -172,7 +192,13 @@ def main() -> None:
                 f"max |dlogit| {c['agreement_with_eager']['max_abs_diff']:.3g}"
             )
         print(line, flush=True)
-        report = {"torch": torch.__version__, "inductor_flags": flags, "rows": rows}
+        report = {
+            "torch": torch.__version__,
+            "inductor_flags": flags,
+            "decompose_mm_below": args.decompose_mm or None,
+            "decomposed": {k: v for k, v in counters["inductor"].items() if k.startswith("decompose")},
+            "rows": rows,
+        }
         args.out.write_text(json.dumps(report, indent=2))
 
 
