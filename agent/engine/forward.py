@@ -158,8 +158,10 @@ class GraphedDecoder:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.note: str | None = None
         self.graph_breaks: int | None = None  # of the compiled step, as dynamo counted them
+        self.one_row_products: str | None = None  # what the compiled step did with them (onerow)
         self._step_forward: Callable[..., Any] = self.module
         self._breaks_before = 0
+        self._one_row_before = (0, 0)
 
     def _forward(self, forward: Callable[..., Any] | None = None) -> None:
         raise NotImplementedError
@@ -183,17 +185,22 @@ class GraphedDecoder:
                 return problems
             problems.append(f"{path} {problem}")
             self.graph = None
+            self.one_row_products = None
             self._step_forward = self.module
             self.rewind()
         return problems
 
     def _compiled_forward(self) -> Callable[..., Any]:
-        """The module compiled for this decoder's shapes (compiled on its first call)."""
+        """The module compiled for this decoder's shapes (compiled on its first call), its one-row
+        matrix products as reductions (`onerow`)."""
         import torch._dynamo
 
+        from ctxscope.agent.engine import onerow
+
         torch._dynamo.reset()
-        compiled = torch.compile(self.module, dynamic=False)
+        compiled = torch.compile(self.module, dynamic=False, options=onerow.compile_options())
         self._breaks_before = _graph_breaks()
+        self._one_row_before = onerow.tally()
         return compiled
 
     def warm_up(self, steps: int = 2) -> None:
@@ -210,7 +217,10 @@ class GraphedDecoder:
             self.warm_up()
         torch.cuda.current_stream().wait_stream(side)
         if self._step_forward is not self.module:
+            from ctxscope.agent.engine import onerow
+
             self.graph_breaks = _graph_breaks() - self._breaks_before
+            self.one_row_products = onerow.describe(self._one_row_before)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self._forward()

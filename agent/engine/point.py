@@ -260,6 +260,9 @@ def _measure_decode(
         graph_breaks = getattr(decoder, "graph_breaks", None)
         if graph_breaks is not None:
             outcome.implementation["decode_graph_breaks"] = str(graph_breaks)
+        one_row = getattr(decoder, "one_row_products", None)
+        if one_row is not None:
+            outcome.implementation["decode_one_row_products"] = one_row
         note = getattr(decoder, "note", None)
         if note:
             outcome.details["decode_note"] = note[:2000]

@@ -12,7 +12,8 @@ argmax). `--inductor` turns on inductor options for the compile (e.g. `max_autot
 `decompose_mm_pass` for matrix products of one row whose other two sizes are below N (the decode
 step's projections: each becomes a multiply and a sum that inductor generates as a reduction kernel,
 with the bias and what follows fused into it, instead of a cuBLAS call), and records how many it
-rewrote.
+rewrote. The engine's compile now does the same through its own pass (`agent/engine/onerow.py`);
+`--without-one-row` compiles without it, for the comparison.
 
     python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
     python bench/engine/decode_overhead.py --models falcon-h1-0.5b,mamba2-780m --length 32768 \
@@ -31,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward, point
+from ctxscope.agent.engine import forward, onerow, point
 
 
 def replay_ms(decoder: Any, steps: int, repeats: int) -> list[float]:
@@ -134,6 +135,7 @@ def measure(name: str, length: int, steps: int, repeats: int, compiled: bool) ->
                 "path": fast.path,
                 "note": getattr(fast, "note", None),
                 "graph_breaks": getattr(fast, "graph_breaks", None),
+                "one_row_products": getattr(fast, "one_row_products", None),
                 "prefill_compile_and_capture_s": time.perf_counter() - started,
                 **summary(replay_ms(fast, steps, repeats)),
                 "profile": kernel_profile(fast, top=12),
@@ -159,8 +161,15 @@ def main() -> None:
         metavar="N",
         help="decompose one-row matrix products whose other sizes are below N (0: off)",
     )
+    parser.add_argument(
+        "--without-one-row",
+        action="store_true",
+        help="compile the step without the engine's one-row reductions (agent/engine/onerow.py)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.without_one_row:
+        onerow.compile_options = dict  # the engine's compile then passes no options
     import torch._inductor.config as inductor
     from torch._dynamo.utils import counters
 
@@ -196,6 +205,7 @@ def main() -> None:
             "torch": torch.__version__,
             "inductor_flags": flags,
             "decompose_mm_below": args.decompose_mm or None,
+            "engine_one_row_reductions": not args.without_one_row,
             "decomposed": {k: v for k, v in counters["inductor"].items() if k.startswith("decompose")},
             "rows": rows,
         }

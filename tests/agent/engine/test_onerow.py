@@ -1,0 +1,63 @@
+"""The decode step's one-row matrix products compiled as reductions, checked on the CPU's inductor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctxscope.agent.engine import onerow
+
+
+class Step(torch.nn.Module):
+    """A decode step's shape in small: gate projection with bias, down projection, a wide head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(64, 96)
+        self.down = torch.nn.Linear(96, 64, bias=False)
+        self.head = torch.nn.Linear(64, onerow.MAX_SIZE, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x + self.down(torch.nn.functional.silu(self.up(x))))
+
+
+@pytest.fixture(autouse=True)
+def own_inductor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test compiles into a cache of its own, so a graph another test compiled is not reused."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+
+
+def compiled_step(rows: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The compiled step's output, the float32 eager output, and what the compile did."""
+    torch.manual_seed(0)
+    step = Step().to(torch.bfloat16)
+    x = torch.randn(1, rows, 64, dtype=torch.bfloat16)
+    before = onerow.tally()
+    with torch.no_grad():
+        out = torch.compile(step, dynamic=False, options=onerow.compile_options())(x)
+        reference = step.float()(x.float())
+    return out, reference, onerow.describe(before)
+
+
+def test_one_row_products_below_the_limit_become_reductions_and_agree_with_float32() -> None:
+    out, reference, said = compiled_step(rows=1)
+    assert said == "2 one-row matrix products compiled as reductions"  # up and down, not the head
+    assert out.dtype == torch.bfloat16
+    # bf16 output rounding of logits of size ~1 is ~0.008; the products themselves sum in float32
+    assert float((out.float() - reference).abs().max()) < 0.02
+
+
+def test_products_of_several_rows_stay_matrix_products() -> None:
+    out, reference, said = compiled_step(rows=4)
+    assert said.startswith("none: no one-row matrix product")
+    assert float((out.float() - reference).abs().max()) < 0.05
+
+
+def test_a_graph_from_inductors_cache_is_said_to_be_so() -> None:
+    compiled_step(rows=1)
+    torch._dynamo.reset()
+    _, _, said = compiled_step(rows=1)
+    assert said.startswith("compiled from inductor's cache")
