@@ -8,9 +8,10 @@ step sees the context being measured. Which decode path ran is the decoder's `pa
 
 - `compiled_cuda_graph_static_cache`: the step below, compiled by torch.compile (inductor fuses the
   hundreds of small kernels of an eager step: Qwen2.5-0.5B at 4K on an H200 runs 1,106 kernels per
-  step, 2.2 ms of kernel time, for 0.24 ms of HBM traffic) before it is captured. Each decoder
-  compiles afresh (`torch._dynamo.reset()`), so no recompile limit can turn it back to eager
-  unnoticed; the graph breaks dynamo reports are recorded;
+  step, 2.2 ms of kernel time, for 0.24 ms of HBM traffic) before it is captured, its one-row
+  matrix products generated as reductions (`onerow`). Each decoder compiles afresh
+  (`torch._dynamo.reset()`), so no recompile limit can turn it back to eager unnoticed; the graph
+  breaks dynamo reports, and how many products were rewritten, are recorded;
 - `cuda_graph_static_cache`: transformers StaticCache filled from the prefill, one decode step
   captured in a `torch.cuda.CUDAGraph` and replayed (hybrids too: their attention layers get static
   key/value buffers, their Mamba layers keep the fixed-size conv and SSM states of the prefill); the
@@ -19,8 +20,8 @@ step sees the context being measured. Which decode path ran is the decoder's `pa
   with a note saying why;
 - `eager_static_cache`: the same step without a graph (CPU);
 - `compiled_cuda_graph_mamba_ssm`: mamba_ssm's step (its conv, selective-state and norm kernels)
-  compiled by torch.compile and captured in a CUDA graph, checked against an eager step like the
-  static cache's; attention-free models only;
+  compiled by torch.compile (one-row products as reductions too) and captured in a CUDA graph,
+  checked against an eager step like the static cache's; attention-free models only;
 - `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`) of its uncompiled step.
   `auto` times it against the compiled step and keeps the faster (on an H200 compiling made
   Mamba-2's step faster and Mamba-1's slower), or falls back to it, with a note, when the compiled
