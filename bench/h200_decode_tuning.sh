@@ -38,7 +38,7 @@ tune() {  # $MODEL's compiled step at 32K with each of the given inductor option
       inductor=$(sed 's/decompose_mm//; s/,,/,/; s/^,//; s/,$//' <<<"$inductor")
     fi
     timeout 150 python3 "$repo/bench/engine/decode_overhead.py" --models "$MODEL" --length 32768 \
-      --inductor "$inductor" "${decompose[@]}" --out "$OUT/${MODEL%%[0-9.-]*}-32k-$flags.json" \
+      --inductor "$inductor" "${decompose[@]}" --out "$OUT/${MODEL%%[0-9.-]*}-32k-${flags//,/+}.json" \
       2>>"$OUT/tuning.err" | tail -1
     echo "$MODEL, inductor '$flags': exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
   done
