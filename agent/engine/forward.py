@@ -159,7 +159,8 @@ class GraphedDecoder:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.note: str | None = None
         self.graph_breaks: int | None = None  # of the compiled step, as dynamo counted them
-        self.one_row_products: str | None = None  # what the compiled step did with them (onerow)
+        self.one_row_path: str | None = None  # the compiled step's one-row products (onerow.LABEL)
+        self.one_row_products: str | None = None  # and what its compile did with them
         self._step_forward: Callable[..., Any] = self.module
         self._breaks_before = 0
         self._one_row_before = (0, 0)
@@ -186,7 +187,7 @@ class GraphedDecoder:
                 return problems
             problems.append(f"{path} {problem}")
             self.graph = None
-            self.one_row_products = None
+            self.one_row_path = self.one_row_products = None
             self._step_forward = self.module
             self.rewind()
         return problems
@@ -221,6 +222,7 @@ class GraphedDecoder:
             from ctxscope.agent.engine import onerow
 
             self.graph_breaks = _graph_breaks() - self._breaks_before
+            self.one_row_path = onerow.LABEL
             self.one_row_products = onerow.describe(self._one_row_before)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):

@@ -11,7 +11,8 @@ Llama-3.2-1B and 25% for Falcon-H1-0.5B (`results/engine/decode-tuning/h100/`).
 Products with a dimension of `MAX_SIZE` or more (a language-model head over its vocabulary) stay
 GEMMs: cuBLAS reads those near the device's bandwidth. The pass runs after inductor's own post-grad
 passes, through `post_grad_custom_post_pass`, so it needs no change to inductor's global settings;
-`describe()` says, for the record, how many products a compile rewrote.
+A record names the path (`LABEL`) and, apart from it, how many products its compile rewrote
+(`describe()`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from torch._inductor.pattern_matcher import (
 )
 
 MAX_SIZE = 16384
+# The path a record names (the same in every process, so that points measured this way pool);
+# `describe()` adds how many products one compile rewrote.
+LABEL = f"reductions where both other sizes are below {MAX_SIZE}"
 aten = torch.ops.aten
 _PATTERNS = PatternMatcherPass()
 _rewritten = 0

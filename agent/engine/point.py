@@ -260,9 +260,10 @@ def _measure_decode(
         graph_breaks = getattr(decoder, "graph_breaks", None)
         if graph_breaks is not None:
             outcome.implementation["decode_graph_breaks"] = str(graph_breaks)
-        one_row = getattr(decoder, "one_row_products", None)
-        if one_row is not None:
+        one_row = getattr(decoder, "one_row_path", None)
+        if one_row is not None:  # the path in the series key; the count, which a cache hit lacks, apart
             outcome.implementation["decode_one_row_products"] = one_row
+            outcome.details["decode_one_row_note"] = str(getattr(decoder, "one_row_products", None))
         note = getattr(decoder, "note", None)
         if note:
             outcome.details["decode_note"] = note[:2000]

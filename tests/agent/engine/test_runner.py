@@ -265,3 +265,27 @@ def test_an_unexpected_error_still_ends_the_run(make_plan, monkeypatch) -> None:
     finished = sink.records[-1]
     assert finished.kind == "run_finished" and finished.outcome == "failed"
     assert finished.error == "RuntimeError: disk on fire"
+
+
+def test_a_compiled_steps_one_row_path_and_its_count_are_recorded_apart(make_plan, monkeypatch) -> None:
+    """The path goes in the series key (the same in every process); the count, which a compile
+    from inductor's cache cannot give, goes in the details. The CPU compiles no step: neither."""
+    from ctxscope.agent.engine import forward, onerow
+
+    plain = run_plan(make_plan(), MemorySink(), progress=False, device="cpu").results[0]
+    assert "decode_one_row_products" not in plain.implementation
+    assert "decode_one_row_note" not in plain.details
+
+    make_decoder = forward.make_decoder
+
+    def compiled_as_on_a_gpu(*args, **kwargs):
+        decoder = make_decoder(*args, **kwargs)
+        decoder.one_row_path = onerow.LABEL
+        decoder.one_row_products = "168 one-row matrix products compiled as reductions"
+        return decoder
+
+    monkeypatch.setattr(forward, "make_decoder", compiled_as_on_a_gpu)
+    result = run_plan(make_plan(), MemorySink(), progress=False, device="cpu").results[0]
+    assert result.implementation["decode_one_row_products"] == onerow.LABEL
+    assert result.details["decode_one_row_note"] == "168 one-row matrix products compiled as reductions"
+    assert decode(encode(result)) == result
