@@ -41,9 +41,11 @@ _rewritten = 0
 
 
 def tally() -> tuple[int, int]:
-    """One-row products rewritten in this process so far, and inductor's graph-cache hits (a graph
-    taken from the cache was rewritten when it was first compiled, and is not counted again)."""
-    return _rewritten, counters["inductor"]["fxgraph_cache_hit"]
+    """One-row products rewritten in this process so far, and compiled graphs taken from a cache,
+    inductor's or AOTAutograd's (such a graph was rewritten when first compiled, and the pass does not
+    run again to count it)."""
+    cached = counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"]
+    return _rewritten, cached
 
 
 def describe(before: tuple[int, int]) -> str:

@@ -12,8 +12,9 @@ argmax). `--inductor` turns on inductor options for the compile (e.g. `max_autot
 `decompose_mm_pass` for matrix products of one row whose other two sizes are below N (the decode
 step's projections: each becomes a multiply and a sum that inductor generates as a reduction kernel,
 with the bias and what follows fused into it, instead of a cuBLAS call), and records how many it
-rewrote. The engine's compile now does the same through its own pass (`agent/engine/onerow.py`);
-`--without-one-row` compiles without it, for the comparison.
+rewrote (the engine's own pass is then off, so that inductor's is what is measured). The engine's
+compile now does the same through its own pass (`agent/engine/onerow.py`); `--without-one-row`
+compiles without it, for the comparison.
 
     python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
     python bench/engine/decode_overhead.py --models falcon-h1-0.5b,mamba2-780m --length 32768 \
@@ -168,7 +169,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    if args.without_one_row:
+    engine_one_row = not (args.without_one_row or args.decompose_mm)
+    if not engine_one_row:
         onerow.compile_options = dict  # the engine's compile then passes no options
     import torch._inductor.config as inductor
     from torch._dynamo.utils import counters
@@ -205,7 +207,7 @@ def main() -> None:
             "torch": torch.__version__,
             "inductor_flags": flags,
             "decompose_mm_below": args.decompose_mm or None,
-            "engine_one_row_reductions": not args.without_one_row,
+            "engine_one_row_reductions": engine_one_row,
             "decomposed": {k: v for k, v in counters["inductor"].items() if k.startswith("decompose")},
             "rows": rows,
         }
