@@ -23,6 +23,20 @@ class Step(torch.nn.Module):
         return self.head(x + self.down(torch.nn.functional.silu(self.up(x))))
 
 
+class Mixer(torch.nn.Module):
+    """A state-space mixer's batched products in small: per head, the token's projection times the
+    state (one row) and the state times a column."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = torch.nn.Parameter(torch.randn(8, 16, 32))  # heads, head dim, state size
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        read = torch.bmm(x, self.state)  # (8, rows, 16) x (8, 16, 32)
+        out = torch.bmm(self.state, c)  # (8, 16, 32) x (8, 32, columns)
+        return torch.cat([read.flatten(), out.flatten()])
+
+
 @pytest.fixture(autouse=True)
 def own_inductor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test compiles into a cache of its own, so a graph another test compiled is not reused."""
@@ -61,3 +75,26 @@ def test_a_graph_from_inductors_cache_is_said_to_be_so() -> None:
     torch._dynamo.reset()
     _, _, said = compiled_step(rows=1)
     assert said.startswith("compiled from inductor's cache")
+
+
+def test_batched_products_of_one_row_or_one_column_become_reductions() -> None:
+    torch.manual_seed(0)
+    mixer = Mixer().to(torch.bfloat16)
+    x, c = torch.randn(8, 1, 16, dtype=torch.bfloat16), torch.randn(8, 32, 1, dtype=torch.bfloat16)
+    before = onerow.tally()
+    with torch.no_grad():
+        out = torch.compile(mixer, dynamic=False, options=onerow.compile_options())(x, c)
+        reference = mixer.float()(x.float(), c.float())
+    assert onerow.describe(before) == "2 one-row matrix products compiled as reductions"
+    assert out.dtype == torch.bfloat16
+    assert float((out.float() - reference).abs().max()) < 0.05 * float(reference.abs().max())
+
+
+def test_batched_products_of_several_rows_and_columns_stay_matrix_products() -> None:
+    mixer = Mixer()
+    before = onerow.tally()
+    with torch.no_grad():
+        torch.compile(mixer, dynamic=False, options=onerow.compile_options())(
+            torch.randn(8, 2, 16), torch.randn(8, 32, 2)
+        )
+    assert onerow.describe(before).startswith("none: no one-row matrix product")
