@@ -12,6 +12,7 @@ On an H100 at 32K tokens this made the compiled step 28% faster for Qwen2.5-0.5B
 Batched products of one row or one column (`bmm`), such as the 36 of Falcon-H1-0.5B's Mamba-2 mixers,
 are rewritten the same way: on an H100 its step at 32K took 800 kernels instead of 873 and 2.459 ms
 instead of 2.560 (same machine, `results/engine/decode-tuning/h100/one-row-batched/`).
+
 Products with a dimension of `MAX_SIZE` or more (a language-model head over its vocabulary) stay
 GEMMs: cuBLAS reads those near the device's bandwidth. The pass runs after inductor's own post-grad
 passes, through `post_grad_custom_post_pass`, so it needs no change to inductor's global settings.
