@@ -155,7 +155,8 @@ class GraphedDecoder:
     path: str
     last_logits: torch.Tensor
 
-    def _init_graph(self) -> None:
+    def _init_graph(self, one_row: bool) -> None:
+        self.one_row = one_row  # compile the one-row products as reductions (else they stay GEMMs)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.note: str | None = None
         self.graph_breaks: int | None = None  # of the compiled step, as dynamo counted them
@@ -194,13 +195,14 @@ class GraphedDecoder:
 
     def _compiled_forward(self) -> Callable[..., Any]:
         """The module compiled for this decoder's shapes (compiled on its first call), its one-row
-        matrix products as reductions (`onerow`)."""
+        matrix products as reductions (`onerow`) unless the decoder was made without them."""
         import torch._dynamo
 
         from ctxscope.agent.engine import onerow
 
         torch._dynamo.reset()
-        compiled = torch.compile(self.module, dynamic=False, options=onerow.compile_options())
+        options = onerow.compile_options() if self.one_row else {}
+        compiled = torch.compile(self.module, dynamic=False, options=options)
         self._breaks_before = _graph_breaks()
         self._one_row_before = onerow.tally()
         return compiled
@@ -222,8 +224,8 @@ class GraphedDecoder:
             from ctxscope.agent.engine import onerow
 
             self.graph_breaks = _graph_breaks() - self._breaks_before
-            self.one_row_path = onerow.LABEL
-            self.one_row_products = onerow.describe(self._one_row_before)
+            self.one_row_path = onerow.LABEL if self.one_row else onerow.OFF_LABEL
+            self.one_row_products = onerow.describe(self._one_row_before) if self.one_row else None
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self._forward()
@@ -281,6 +283,7 @@ class HFStaticDecoder(GraphedDecoder):
         *,
         graph: bool,
         compile_step: bool = False,
+        one_row: bool = True,
     ) -> None:
         from transformers import StaticCache
 
@@ -322,7 +325,7 @@ class HFStaticDecoder(GraphedDecoder):
         self.open = torch.zeros((), dtype=dtype, device=device)
         self.closed = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
         self.used = 0
-        self._init_graph()
+        self._init_graph(one_row)
         self.rewind()
         self.path = "eager_static_cache"
         if graph:
@@ -453,7 +456,9 @@ class NativeCompiledDecoder(GraphedDecoder):
     updated in place; a copy of the prompt's is kept so that a rewind restores them. `graph` is None
     when neither compile nor capture worked; `note` then says why."""
 
-    def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int) -> None:
+    def __init__(
+        self, module: torch.nn.Module, ids: torch.Tensor, window: int, *, one_row: bool = True
+    ) -> None:
         from mamba_ssm.utils.generation import InferenceParams
 
         config: Any = getattr(module, "config", None)
@@ -472,7 +477,7 @@ class NativeCompiledDecoder(GraphedDecoder):
         self.token = output.logits[:, -1:].argmax(-1)
         self.prompt_token = self.token.clone()
         self.used = 0
-        self._init_graph()
+        self._init_graph(one_row)
         self.path = "mamba_ssm_eager"
         problems = self._capture_first_good([("compiled_cuda_graph_mamba_ssm", self._compiled_forward)])
         if problems:
@@ -584,13 +589,15 @@ def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: in
     return best
 
 
-def fastest_native_decoder(module: torch.nn.Module, ids: torch.Tensor, window: int) -> Decoder:
+def fastest_native_decoder(
+    module: torch.nn.Module, ids: torch.Tensor, window: int, *, one_row: bool = True
+) -> Decoder:
     """mamba_ssm's own graph, and its step compiled in the decoder's graph where that captures; of the
     two, the one whose step is faster on this device (compiling helps some architectures and slows
     others), with a note giving both times. Without the compiled step, a note says why."""
     own_graph = NativeDecoder(module, ids, window, graph=True)
     try:
-        compiled = NativeCompiledDecoder(module, ids, window)
+        compiled = NativeCompiledDecoder(module, ids, window, one_row=one_row)
     except ValueError as exc:
         own_graph.note = f"compiled_cuda_graph_mamba_ssm not tried: {exc}; {own_graph.path} used"
         return own_graph
@@ -607,15 +614,24 @@ def fastest_native_decoder(module: torch.nn.Module, ids: torch.Tensor, window: i
 
 
 def make_decoder(
-    runtime: str, module: torch.nn.Module, ids: torch.Tensor, window: int, preference: DecodePreference
+    runtime: str,
+    module: torch.nn.Module,
+    ids: torch.Tensor,
+    window: int,
+    preference: DecodePreference,
+    *,
+    one_row: bool = True,
 ) -> Decoder:
-    """The fastest decode path the runtime and device allow, the uncompiled graph, or eager."""
+    """The fastest decode path the runtime and device allow, the uncompiled graph, or eager; a
+    compiled step takes its one-row products as reductions unless `one_row` is False."""
     on_gpu = ids.device.type == "cuda"
     fast = preference != "eager"
     if runtime == "mamba_ssm":
         if preference == "auto" and on_gpu:
-            return fastest_native_decoder(module, ids, window)
+            return fastest_native_decoder(module, ids, window, one_row=one_row)
         return NativeDecoder(module, ids, window, graph=fast and on_gpu)
     if fast and static_cache_supported(module):
-        return HFStaticDecoder(module, ids, window, graph=on_gpu, compile_step=preference == "auto")
+        return HFStaticDecoder(
+            module, ids, window, graph=on_gpu, compile_step=preference == "auto", one_row=one_row
+        )
     return HFEagerDecoder(module, ids, window)

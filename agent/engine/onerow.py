@@ -39,6 +39,7 @@ MAX_SIZE = 16384
 # The path a record names (the same in every process, so that points measured this way pool);
 # `describe()` adds how many products one compile rewrote.
 LABEL = f"reductions, batched ones included, where both other sizes are below {MAX_SIZE}"
+OFF_LABEL = "matrix products (the plan's one_row_reductions is false)"
 aten = torch.ops.aten
 _PATTERNS = PatternMatcherPass()
 _rewritten = 0

@@ -57,6 +57,7 @@ class PointSettings:
     logits: forward.LogitsMode = "last"
     decode_tokens: int = 32
     decode: forward.DecodePreference = "auto"
+    one_row_reductions: bool = True
     policy: LoopPolicy = field(default_factory=LoopPolicy)
     seed: int = 0
     min_window_ns: int = 0
@@ -253,7 +254,12 @@ def _measure_decode(
     decoder: forward.Decoder | None = None
     try:
         decoder = forward.make_decoder(
-            session.runtime, session.module, ids, settings.decode_tokens, settings.decode
+            session.runtime,
+            session.module,
+            ids,
+            settings.decode_tokens,
+            settings.decode,
+            one_row=settings.one_row_reductions,
         )
         setup_peak = memory.peak(device)
         outcome.implementation["decode_path"] = decoder.path
@@ -263,7 +269,9 @@ def _measure_decode(
         one_row = getattr(decoder, "one_row_path", None)
         if one_row is not None:  # the path in the series key; the count, which a cache hit lacks, apart
             outcome.implementation["decode_one_row_products"] = one_row
-            outcome.details["decode_one_row_note"] = str(getattr(decoder, "one_row_products", None))
+            count = getattr(decoder, "one_row_products", None)
+            if count is not None:
+                outcome.details["decode_one_row_note"] = count
         note = getattr(decoder, "note", None)
         if note:
             outcome.details["decode_note"] = note[:2000]

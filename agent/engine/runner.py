@@ -64,6 +64,7 @@ class _Group:
             logits=self.plan.logits,
             decode_tokens=self.plan.decode_tokens,
             decode=self.plan.decode,
+            one_row_reductions=self.plan.one_row_reductions,
             policy=self.plan.policy,
             seed=self.plan.seed,
             min_window_ns=self.min_window_ns,

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward, onerow, point
+from ctxscope.agent.engine import forward, point
 
 
 def replay_ms(decoder: Any, steps: int, repeats: int) -> list[float]:
@@ -118,7 +118,9 @@ def eager_decoder(session: point.Session, ids: torch.Tensor, steps: int) -> Any:
     return forward.HFStaticDecoder(session.module, ids, steps, graph=False)
 
 
-def measure(name: str, length: int, steps: int, repeats: int, compiled: bool) -> dict[str, Any]:
+def measure(
+    name: str, length: int, steps: int, repeats: int, compiled: bool, one_row: bool
+) -> dict[str, Any]:
     session = point.Session(point.ModelChoice(name, "bf16", "cuda"))
     ids = forward.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
     row: dict[str, Any] = {"model": name, "context_len": length}
@@ -131,7 +133,9 @@ def measure(name: str, length: int, steps: int, repeats: int, compiled: bool) ->
         del plain
         if compiled:  # the engine's default path: the compiled step captured in a graph
             started = time.perf_counter()
-            fast: Any = forward.make_decoder(session.runtime, session.module, ids, steps, "auto")
+            fast: Any = forward.make_decoder(
+                session.runtime, session.module, ids, steps, "auto", one_row=one_row
+            )
             row["compiled"] = {
                 "path": fast.path,
                 "note": getattr(fast, "note", None),
@@ -170,8 +174,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     engine_one_row = not (args.without_one_row or args.decompose_mm)
-    if not engine_one_row:
-        onerow.compile_options = dict  # the engine's compile then passes no options
     import torch._inductor.config as inductor
     from torch._dynamo.utils import counters
 
@@ -190,7 +192,7 @@ def main() -> None:
         setattr(inductor, flag, True)
     rows = []
     for name in args.models.split(","):
-        row = measure(name, args.length, args.steps, args.repeats, not args.no_compile)
+        row = measure(name, args.length, args.steps, args.repeats, not args.no_compile, engine_one_row)
         rows.append(row)
         line = (
             f"{name} @ {args.length}: graph {row['graph']['median_ms']:.3f} ms/token; "

@@ -98,3 +98,21 @@ def test_batched_products_of_several_rows_and_columns_stay_matrix_products() -> 
             torch.randn(8, 2, 16), torch.randn(8, 32, 2)
         )
     assert onerow.describe(before).startswith("none: no one-row matrix product")
+
+
+@pytest.mark.parametrize("one_row", [True, False])
+def test_a_decoders_compiled_step_takes_the_pass_only_when_asked(one_row: bool) -> None:
+    """The static-cache decoder's compiled step (as the engine compiles it) on a tiny transformers
+    model: its projections' one-row products are rewritten with the pass and left alone without."""
+    from ctxscope.agent.engine import forward
+    from ctxscope.agent.engine.point import ModelChoice, Session
+
+    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
+    ids = forward.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    with torch.inference_mode():
+        decoder = forward.HFStaticDecoder(session.module, ids, 2, graph=False, one_row=one_row)
+        before = onerow.tally()
+        decoder._step_forward = decoder._compiled_forward()  # as the capture sets it
+        decoder._forward()
+    rewritten = onerow.tally()[0] - before[0]
+    assert (rewritten > 0) == one_row

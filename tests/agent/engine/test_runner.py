@@ -289,3 +289,25 @@ def test_a_compiled_steps_one_row_path_and_its_count_are_recorded_apart(make_pla
     assert result.implementation["decode_one_row_products"] == onerow.LABEL
     assert result.details["decode_one_row_note"] == "168 one-row matrix products compiled as reductions"
     assert decode(encode(result)) == result
+
+
+def test_the_plan_can_keep_the_one_row_products_as_matrix_products(make_plan, monkeypatch) -> None:
+    """one_row_reductions reaches the decoder; a step compiled without the pass says so in the series
+    key and gives no count."""
+    from ctxscope.agent.engine import forward, onerow
+
+    asked: list[bool] = []
+    make_decoder = forward.make_decoder
+
+    def compiled_as_on_a_gpu(*args, one_row: bool = True, **kwargs):
+        asked.append(one_row)
+        decoder = make_decoder(*args, one_row=one_row, **kwargs)
+        decoder.one_row_path = onerow.LABEL if one_row else onerow.OFF_LABEL
+        decoder.one_row_products = "168 one-row matrix products compiled as reductions" if one_row else None
+        return decoder
+
+    monkeypatch.setattr(forward, "make_decoder", compiled_as_on_a_gpu)
+    result = run_plan(make_plan(one_row_reductions=False), MemorySink(), progress=False, device="cpu")
+    assert asked == [False]
+    assert result.results[0].implementation["decode_one_row_products"] == onerow.OFF_LABEL
+    assert "decode_one_row_note" not in result.results[0].details
