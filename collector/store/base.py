@@ -3,7 +3,9 @@
 Records are keyed by (device, stream, seq) and inserted with ON CONFLICT DO NOTHING, so redelivered
 messages are counted as duplicates and never stored twice. State messages (status, meta) update the
 device row only when their birth is not older than the stored one. A batch is one transaction
-(`writes.py` writes it).
+(`writes.py` writes it). The SQLite store stages telemetry and results in arrival order first and
+merges them later (`staging.py`); readers query views over both (`all_records`, ...), so they see a
+staged record as they see a merged one.
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ctxscope.collector.store.overlay import StagedNews
 from ctxscope.collector.store.writes import (
     Accepted,
     BatchOutcome,
     BatchWrite,
     RecordKey,
     Rejected,
+    Stager,
     chunks,
     insert_rows,
 )
@@ -102,6 +106,8 @@ CREATE TABLE IF NOT EXISTS rejects (
     last_example {blob} NOT NULL, last_ns BIGINT NOT NULL, PRIMARY KEY (reason, topic))
 """
 
+# Seconds a reader's knowledge of which devices have staged telemetry is used before it is refreshed.
+STAGED_NEWS_AGE_S = 1.0
 # Distinct status and meta texts whose decoded value is kept (about 10,000 devices' worth of both).
 DECODED_STATE_TEXTS = 32768
 
@@ -120,12 +126,19 @@ class Store(ABC):
     blob_type = "BLOB"
     bool_type = "INTEGER"
     placeholder = "?"
+    # An arrival-ordered integer key (staging tables): SQLite's rowid.
+    key_type = "INTEGER"
+    # Set by a store that stages its frequent records (staging.py); None writes them in place.
+    stager: Stager | None = None
+    # Seconds ingest waits for more messages before it commits a batch (a group commit).
+    commit_gather_s = 0.0
     # Parameters one statement may bind (multi-row inserts are sized by it).
     max_params = 999
 
     def __init__(self) -> None:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._staged_news = StagedNews()
 
     # -- backend hooks --------------------------------------------------------------------------
 
@@ -164,7 +177,8 @@ class Store(ABC):
         migrate(self, time.time_ns())
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, committed: Callable[[], None] | None = None) -> Iterator[Any]:
+        """One write transaction; `committed` runs after its commit, before the next one begins."""
         with self._write_lock:
             conn = self._writer()
             self._begin(conn)
@@ -175,6 +189,8 @@ class Store(ABC):
                 conn.rollback()
                 raise
             conn.commit()
+            if committed is not None:
+                committed()
 
     def _sql(self, statement: str) -> str:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
@@ -185,6 +201,11 @@ class Store(ABC):
         """Store a batch in one transaction: every item is stored (or counted) or none is."""
         with self._transaction() as cur:
             return BatchWrite(self, cur, time.time_ns()).run(items)
+
+    def merge_staged(self) -> int:
+        """Move the staged records into the device-keyed tables now; the number moved (a store that
+        stages none has none to move)."""
+        return 0
 
     def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]:
         """Insert the records' key rows (device, stream, seq, kind, ts, received_ns), sorted by key,
@@ -212,11 +233,13 @@ class Store(ABC):
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def devices(self, names: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """Every device (or those of `names` the store has seen), by name, with its state, meta and
-        `live` telemetry (source -> its newest batch's wall time and the newest value of each channel;
-        None before its first batch under this schema). Named devices are picked in the query, so a
+        """Every device (or those of `names` the store has seen), by name, with its state, meta, last-seen
+        time and `live` telemetry (source -> its newest batch's wall time and the newest value of each
+        channel; None before its first batch under this schema), the last two with its staged records'
+        (overlay.py). Named devices are picked in the query, so a
         dashboard asking for a few of 3,000 decodes a few rows. `status` and `meta` are decoded once
         per distinct text and shared between callers: read them, never change them."""
+        self._staged_news.refresh(self._query)
         if not names:
             return [self._device_row(row) for row in self._query("SELECT * FROM devices ORDER BY device")]
         rows = []
@@ -227,6 +250,7 @@ class Store(ABC):
 
     def device(self, device: str) -> dict[str, Any] | None:
         """One device's row as `devices()` gives it, or None when the store has never seen it."""
+        self._staged_news.refresh(self._query)
         rows = self._query("SELECT * FROM devices WHERE device = ?", (device,))
         return self._device_row(rows[0]) if rows else None
 
@@ -235,16 +259,16 @@ class Store(ABC):
             value = row[column]
             row[column] = _decoded_state(value) if isinstance(value, str) else self._json_out(value)
         row["live"] = self._json_out(row["live"])
-        return row
+        return self._staged_news.apply(row)
 
     def record_count(self, device: str | None = None) -> int:
         if device is None:
-            return int(self._query("SELECT COUNT(*) AS n FROM records")[0]["n"])
-        return int(self._query("SELECT COUNT(*) AS n FROM records WHERE device = ?", (device,))[0]["n"])
+            return int(self._query("SELECT COUNT(*) AS n FROM all_records")[0]["n"])
+        return int(self._query("SELECT COUNT(*) AS n FROM all_records WHERE device = ?", (device,))[0]["n"])
 
     def record_seqs(self, device: str, stream: str) -> list[int]:
         rows = self._query(
-            "SELECT seq FROM records WHERE device = ? AND stream = ? ORDER BY seq", (device, stream)
+            "SELECT seq FROM all_records WHERE device = ? AND stream = ? ORDER BY seq", (device, stream)
         )
         return [int(r["seq"]) for r in rows]
 
@@ -252,7 +276,7 @@ class Store(ABC):
         """Per stream of a device: records held, first and last seq, when the last one arrived."""
         return self._query(
             "SELECT stream, COUNT(*) AS records, MIN(seq) AS first_seq, MAX(seq) AS last_seq,"
-            " MAX(received_ns) AS last_received_ns FROM records WHERE device = ? GROUP BY stream"
+            " MAX(received_ns) AS last_received_ns FROM all_records WHERE device = ? GROUP BY stream"
             " ORDER BY MIN(received_ns)",
             (device,),
         )
@@ -262,7 +286,7 @@ class Store(ABC):
         rows = self._query(
             "SELECT stream, prev + 1 AS first, seq - 1 AS last FROM ("
             " SELECT stream, seq, LAG(seq, 1, 0) OVER (PARTITION BY stream ORDER BY seq) AS prev"
-            " FROM records WHERE device = ?) AS ordered WHERE seq > prev + 1 ORDER BY stream, first",
+            " FROM all_records WHERE device = ?) AS ordered WHERE seq > prev + 1 ORDER BY stream, first",
             (device,),
         )
         return [Gap(r["stream"], int(r["first"]), int(r["last"])) for r in rows]
@@ -271,7 +295,7 @@ class Store(ABC):
         where, params = (
             ("device = ?", [device]) if run_id is None else ("device = ? AND run_id = ?", [device, run_id])
         )
-        rows = self._query(f"SELECT * FROM results WHERE {where} ORDER BY ts, seq", params)
+        rows = self._query(f"SELECT * FROM all_results WHERE {where} ORDER BY ts, seq", params)
         for row in rows:
             for column in ("metrics", "implementation", "manifest", "details"):
                 row[column] = self._json_out(row[column])
@@ -300,12 +324,22 @@ class Store(ABC):
             row["last_example"] = bytes(row["last_example"])
         return rows
 
+    def _telemetry_views(self, device: str) -> tuple[str, str]:
+        """The views of a device's telemetry (series of samples, batches): with the staging tables
+        only if it has staged rows, since they have no index by device (a scan of some 200,000 rows
+        at 3,000 devices). What was staged is known as of a refresh at most STAGED_NEWS_AGE_S old:
+        the fleet view asks this for each device that had no `live` value when it read the rows (a
+        device yet to send telemetry), and must not find its first batches staged since, 3,000 scans."""
+        self._staged_news.refresh(self._query, STAGED_NEWS_AGE_S)
+        if self._staged_news.has_telemetry(device):
+            return "all_telemetry_series", "all_telemetry"
+        return "telemetry_series", "telemetry"
+
     def telemetry_channels(self, device: str) -> list[tuple[str, str, str]]:
         """(source, channel, unit) of every telemetry channel a device has sent."""
+        series, _ = self._telemetry_views(device)
         rows = self._query(
-            "SELECT DISTINCT t.source, c.channel, c.unit FROM telemetry t JOIN telemetry_channels c"
-            " ON c.device = t.device AND c.stream = t.stream AND c.seq = t.seq WHERE t.device = ?"
-            " ORDER BY t.source, c.channel",
+            f"SELECT DISTINCT source, channel, unit FROM {series} WHERE device = ? ORDER BY source, channel",
             (device,),
         )
         return [(r["source"], r["channel"], r["unit"]) for r in rows]
@@ -314,12 +348,12 @@ class Store(ABC):
         self, device: str, source: str, channel: str, seconds: float
     ) -> TelemetrySeries | None:
         """The last `seconds` of one channel, ending at its newest sample; None if never sent."""
+        series, batches = self._telemetry_views(device)
         rows = self._query(
-            "SELECT t.mono_to_wall_ns, t.t_ns, c.unit, c.dtype, c.data FROM telemetry t"
-            " JOIN telemetry_channels c ON c.device = t.device AND c.stream = t.stream AND c.seq = t.seq"
-            " WHERE t.device = ? AND t.source = ? AND c.channel = ? AND t.wall_end_ns >= ("
-            "  SELECT MAX(wall_end_ns) FROM telemetry WHERE device = ? AND source = ?) - ?"
-            " ORDER BY t.wall_start_ns",
+            f"SELECT mono_to_wall_ns, t_ns, unit, dtype, data FROM {series}"
+            " WHERE device = ? AND source = ? AND channel = ? AND wall_end_ns >= ("
+            f"  SELECT MAX(wall_end_ns) FROM {batches} WHERE device = ? AND source = ?) - ?"
+            " ORDER BY wall_start_ns",
             (device, source, channel, device, source, int(seconds * 1e9)),
         )
         if not rows:

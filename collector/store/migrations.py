@@ -25,6 +25,7 @@ class Store(Protocol):
     json_type: str
     blob_type: str
     bool_type: str
+    key_type: str
 
     def _transaction(self) -> AbstractContextManager[Any]: ...
 
@@ -37,9 +38,61 @@ class Store(Protocol):
 class Migration:
     version: int
     name: str
-    # Statements separated by ';'; column types that differ by backend are spelled {json}, {blob}, {bool}.
+    # Statements separated by ';'; column types that differ by backend are spelled {json}, {blob}, {bool},
+    # {key} (an arrival-ordered integer key: SQLite's rowid).
     ddl: str
 
+
+# Migration 4 (see staging.py): tables keyed by arrival (`id`, in the order rows are staged) and views
+# that every reader queries instead of the device-keyed tables, so staged rows are seen before and after
+# their merge, never twice: a merge moves device ranges in transactions of their own, and while it
+# runs `staging_merged` says which staged rows are merged already (ids up to `merging` of devices up
+# to `merged_to`), which the `*_left` views leave out.
+STAGING_DDL = """
+CREATE TABLE IF NOT EXISTS staged_telemetry (
+    id {key} PRIMARY KEY, device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL,
+    ts BIGINT NOT NULL, received_ns BIGINT NOT NULL, live {json} NOT NULL, source TEXT NOT NULL,
+    n BIGINT NOT NULL, mono_to_wall_ns BIGINT NOT NULL, wall_start_ns BIGINT, wall_end_ns BIGINT,
+    t_ns {blob} NOT NULL);
+CREATE TABLE IF NOT EXISTS staged_channels (
+    id BIGINT NOT NULL, channel TEXT NOT NULL, unit TEXT NOT NULL, dtype TEXT NOT NULL,
+    data {blob} NOT NULL, PRIMARY KEY (id, channel));
+CREATE TABLE IF NOT EXISTS staged_results (
+    id {key} PRIMARY KEY, device TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL,
+    ts BIGINT NOT NULL, received_ns BIGINT NOT NULL, run_id TEXT NOT NULL, point_id TEXT NOT NULL,
+    model TEXT NOT NULL, family TEXT NOT NULL, context_len BIGINT NOT NULL, precision TEXT NOT NULL,
+    logits TEXT NOT NULL, outcome TEXT NOT NULL, error TEXT, metrics {json} NOT NULL,
+    implementation {json} NOT NULL, manifest {json} NOT NULL, details {json} NOT NULL);
+CREATE TABLE IF NOT EXISTS staging_merged (
+    one BIGINT PRIMARY KEY, through BIGINT NOT NULL, merging BIGINT, merged_to TEXT);
+INSERT INTO staging_merged VALUES (1, 0, NULL, NULL);
+CREATE VIEW staged_telemetry_left AS
+    SELECT s.* FROM staged_telemetry s, staging_merged m
+    WHERE m.merged_to IS NULL OR s.id > m.merging OR s.device > m.merged_to;
+CREATE VIEW staged_results_left AS
+    SELECT s.* FROM staged_results s, staging_merged m
+    WHERE m.merged_to IS NULL OR s.id > m.merging OR s.device > m.merged_to;
+CREATE VIEW all_records AS
+    SELECT device, stream, seq, kind, ts, received_ns FROM records
+    UNION ALL SELECT device, stream, seq, 'telemetry', ts, received_ns FROM staged_telemetry_left
+    UNION ALL SELECT device, stream, seq, 'result', ts, received_ns FROM staged_results_left;
+CREATE VIEW all_telemetry AS
+    SELECT device, stream, seq, source, wall_end_ns FROM telemetry
+    UNION ALL SELECT device, stream, seq, source, wall_end_ns FROM staged_telemetry_left;
+CREATE VIEW telemetry_series AS
+    SELECT t.device, t.source, t.mono_to_wall_ns, t.wall_start_ns, t.wall_end_ns, t.t_ns, c.channel,
+    c.unit, c.dtype, c.data FROM telemetry t
+    JOIN telemetry_channels c ON c.device = t.device AND c.stream = t.stream AND c.seq = t.seq;
+CREATE VIEW all_telemetry_series AS
+    SELECT * FROM telemetry_series
+    UNION ALL SELECT t.device, t.source, t.mono_to_wall_ns, t.wall_start_ns, t.wall_end_ns, t.t_ns,
+    c.channel, c.unit, c.dtype, c.data FROM staged_telemetry_left t JOIN staged_channels c ON c.id = t.id;
+CREATE VIEW all_results AS
+    SELECT device, stream, seq, ts, run_id, point_id, model, family, context_len, precision, logits,
+    outcome, error, metrics, implementation, manifest, details FROM results
+    UNION ALL SELECT device, stream, seq, ts, run_id, point_id, model, family, context_len, precision,
+    logits, outcome, error, metrics, implementation, manifest, details FROM staged_results_left
+"""
 
 MIGRATIONS = (
     Migration(1, "baseline: the schema of the first release", ""),
@@ -59,6 +112,11 @@ MIGRATIONS = (
         3,
         "devices.live: the newest value of each telemetry channel, kept with the device for the fleet view",
         "ALTER TABLE devices ADD COLUMN live {json}",
+    ),
+    Migration(
+        4,
+        "staging: telemetry and results kept in arrival order until merged into the device-keyed tables",
+        STAGING_DDL,
     ),
 )
 LATEST = MIGRATIONS[-1].version
@@ -105,7 +163,9 @@ def migrate(store: Store, now_ns: int) -> list[int]:
                 )
             if current >= migration.version:
                 continue
-            ddl = migration.ddl.format(json=store.json_type, blob=store.blob_type, bool=store.bool_type)
+            ddl = migration.ddl.format(
+                json=store.json_type, blob=store.blob_type, bool=store.bool_type, key=store.key_type
+            )
             for statement in ddl.split(";"):
                 if statement.strip():
                     cur.execute(statement)

@@ -28,6 +28,7 @@ class PostgresStore(Store):
     json_type = "JSONB"
     blob_type = "BYTEA"
     bool_type = "INTEGER"
+    key_type = "BIGINT"
     placeholder = "%s"
     max_params = 65535  # the wire protocol's limit
 

@@ -6,7 +6,8 @@ channel) in `telemetry_rollups`, and deletes the raw batch, in chunks of one tra
 a crash leaves each chunk either rolled up and deleted or untouched. Rollups of a bucket split
 across two passes merge exactly (counts add, means weight by count). The `records` rows stay: they
 are the (device, stream, seq) keys that keep a late redelivery of a pruned batch from being stored
-again. Results, runs and logs are never pruned.
+again. Results, runs and logs are never pruned. A pass first merges what the store has staged
+(staging.py), so a late batch past the cutoff is pruned like any other.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
     """Roll up and delete raw telemetry older than the policy's cutoff; return what was done."""
     cutoff = policy.cutoff_ns(time.time_ns() if now_ns is None else now_ns)
     outcome = RetentionOutcome()
+    store.merge_staged()  # a staged batch may be past the cutoff too (a device's late backlog)
     # On PostgreSQL several collectors may prune one store at once: each pass locks the batches it
     # folds and skips those another pass holds, so no batch is folded into the rollups twice.
     claim = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""

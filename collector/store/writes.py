@@ -12,6 +12,10 @@ thread beside it the writer stored 41 records a second (21,171 alone), and 3,643
 statements (bench/collector/writer_contention.py). Rare messages (runs, state, rejects) keep a
 statement each.
 
+A store with a stager (the SQLite store, staging.py) writes the new telemetry batches and point
+results of a batch to its staging tables instead, in arrival order, and leaves their devices' rows to
+the merge: the device-keyed rows are what made a record cost some four 4 KB pages of its own.
+
 Collectors sharing a PostgreSQL store write at once, so every phase locks rows in one global order
 (devices by id, record keys sorted), and the phases run in the same order in every collector: two
 batches that touch the same rows wait for each other.
@@ -41,8 +45,14 @@ REJECT_EXAMPLE_BYTES = 256
 # Rows per statement where a statement names each row's key (lookups): far below both backends' limits.
 ROWS_PER_STATEMENT = 500
 RECORD_KINDS = (PointResult, TelemetryBatch, RunStarted, RunProgress, RunFinished, Log, CommandAck)
+# The frequent records, which a store with a stager writes in arrival order first (staging.py).
+STAGED_KINDS = (PointResult, TelemetryBatch)
 
 RecordKey = tuple[str, str, int]
+Row = tuple[Any, ...]
+# A telemetry batch to stage: its `telemetry` row, its channels' (channel, unit, dtype, data) and its
+# newest values as the `live` column holds them (source -> wall time and channel values).
+StagedBatch = tuple[Row, list[Row], dict[str, Any]]
 
 
 class Store(Protocol):
@@ -50,6 +60,7 @@ class Store(Protocol):
 
     placeholder: str
     max_params: int
+    stager: Stager | None
 
     def _sql(self, statement: str) -> str: ...
 
@@ -60,6 +71,12 @@ class Store(Protocol):
     def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]: ...
 
     def _stored_live(self, cur: Any, devices: Sequence[str]) -> dict[str, Any]: ...
+
+
+class Stager(Protocol):
+    """Where a store that stages records (staging.py) puts the new records of STAGED_KINDS."""
+
+    def stage(self, cur: Any, now_ns: int, telemetry: list[StagedBatch], results: list[Row]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -101,28 +118,37 @@ class LiveValues:
     def add(self, msg: TelemetryBatch, t: list[int]) -> None:
         """`t`: the batch's timestamps as a list (numpy's argmax would give up the interpreter's lock
         for a few values, see the module's doc)."""
-        if not t:
-            return
-        newest = t.index(max(t))
-        wall_ns = t[newest] + msg.mono_to_wall_ns
-        sources = self.by_device.setdefault(msg.device, {})
-        if sources.get(msg.source, {}).get("wall_ns", -1) >= wall_ns:
-            return
-        channels = {}
-        for name, channel in msg.channels.items():
-            values = channel.values()
-            if newest < len(values):
-                value = float(values[newest])
-                channels[name] = {"unit": channel.unit, "value": value if math.isfinite(value) else None}
-        sources[msg.source] = {"wall_ns": wall_ns, "channels": channels}
+        newest = newest_values(msg, t)
+        if newest:
+            self.by_device[msg.device] = merge_live(self.by_device.get(msg.device, {}), newest)
 
     def merged(self, stored: dict[str, Any], device: str) -> dict[str, Any]:
         """`stored` (a device's live column) with this batch's newer sources replacing older ones."""
-        out = dict(stored)
-        for source, entry in self.by_device[device].items():
-            if out.get(source, {}).get("wall_ns", -1) < entry["wall_ns"]:
-                out[source] = entry
-        return out
+        return merge_live(stored, self.by_device[device])
+
+
+def newest_values(msg: TelemetryBatch, t: list[int]) -> dict[str, Any]:
+    """A batch's newest sample as the `live` column holds it: {source: {wall_ns, channels}}; empty for
+    a batch without samples. `t`: the batch's timestamps as a list."""
+    if not t:
+        return {}
+    newest = t.index(max(t))
+    channels = {}
+    for name, channel in msg.channels.items():
+        values = channel.values()
+        if newest < len(values):
+            value = float(values[newest])
+            channels[name] = {"unit": channel.unit, "value": value if math.isfinite(value) else None}
+    return {msg.source: {"wall_ns": t[newest] + msg.mono_to_wall_ns, "channels": channels}}
+
+
+def merge_live(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
+    """Two `live` values as one: per source, the entry of the newer sample (the older one on a tie)."""
+    out = dict(older)
+    for source, entry in newer.items():
+        if out.get(source, {}).get("wall_ns", -1) < entry["wall_ns"]:
+            out[source] = entry
+    return out
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -177,6 +203,7 @@ class BatchWrite:
         self.now = now_ns
         self.outcome = BatchOutcome()
         self.live = LiveValues()
+        self.staged_kinds: tuple[type, ...] = STAGED_KINDS if store.stager is not None else ()
 
     def run(self, items: Sequence[Accepted | Rejected]) -> BatchOutcome:
         ordered = sorted(items, key=_lock_order)
@@ -221,10 +248,22 @@ class BatchWrite:
         none (PostgreSQL). A device known only from retained messages is given a first-seen time 1 ns
         before its last-seen one, which is how the statement tells it from a fresh one."""
         fresh: dict[str, bool] = {}
+        staged_only: dict[str, bool] = {}
         for item in accepted:
-            fresh[item.message.device] = fresh.get(item.message.device, False) or not item.retained
+            device, staged = item.message.device, isinstance(item.message, self.staged_kinds)
+            fresh[device] = fresh.get(device, False) or not item.retained
+            staged_only[device] = staged_only.get(device, True) and staged and not item.retained
         self.outcome.devices.update(fresh)
-        rows = [(device, self.now if fresh_ else self.now - 1, self.now) for device, fresh_ in fresh.items()]
+        # A staged record's time reaches the row when it is merged (staging.py): readers take the
+        # newer of the two meanwhile, and updating the row here would dirty a page per device.
+        news = [(device, self.now, self.now) for device, only in staged_only.items() if only]
+        insert_rows(self.store, self.cur, "INSERT INTO devices (device, first_seen_ns, last_seen_ns)", news,
+                    "ON CONFLICT (device) DO NOTHING")  # fmt: skip
+        rows = [
+            (device, self.now if fresh_ else self.now - 1, self.now)
+            for device, fresh_ in fresh.items()
+            if not staged_only[device]
+        ]
         insert_rows(
             self.store,
             self.cur,
@@ -275,11 +314,18 @@ class BatchWrite:
 
     def _write_typed(self, records: list[Message]) -> None:
         json_in = self.store._json_in
-        results, telemetry, channels, logs, acks = [], [], [], [], []
+        results: list[Row] = []
+        telemetry: list[Row] = []
+        channels: list[Row] = []
+        logs: list[Row] = []
+        acks: list[Row] = []
+        staged_results: list[Row] = []
+        staged_telemetry: list[StagedBatch] = []
         for msg in records:
             key = (msg.device, msg.stream, msg.seq, msg.ts)
+            staged = isinstance(msg, self.staged_kinds)
             if isinstance(msg, PointResult):
-                results.append((
+                (staged_results if staged else results).append((
                     *key, msg.run_id, msg.point_id, msg.model, msg.family, msg.context_len, msg.precision,
                     msg.logits, msg.outcome, msg.error,
                     json_in({name: m.model_dump() for name, m in msg.metrics.items()}),
@@ -292,7 +338,12 @@ class BatchWrite:
                     if t
                     else (None, None)
                 )
-                telemetry.append((*key, msg.source, len(t), msg.mono_to_wall_ns, *wall, msg.t_ns))
+                row = (*key, msg.source, len(t), msg.mono_to_wall_ns, *wall, msg.t_ns)
+                if staged:
+                    named = [(name, c.unit, c.dtype, c.data) for name, c in msg.channels.items()]
+                    staged_telemetry.append((row, named, newest_values(msg, t)))
+                    continue
+                telemetry.append(row)
                 channels += [
                     (msg.device, msg.stream, msg.seq, name, c.unit, c.dtype, c.data)
                     for name, c in msg.channels.items()
@@ -312,6 +363,8 @@ class BatchWrite:
             ("command_acks", acks),
         ):
             insert_rows(self.store, self.cur, f"INSERT INTO {table}", rows)
+        if self.store.stager is not None and (staged_telemetry or staged_results):
+            self.store.stager.stage(self.cur, self.now, staged_telemetry, staged_results)
 
     def _write_run(self, msg: Message) -> None:
         """A run's row, made by whichever of its messages comes first and filled in by the others; one

@@ -52,7 +52,7 @@ def test_the_checkpoint_thread_copies_batches_into_the_database_file(
         # The database file alone, without its WAL, holds the batch: it was checkpointed.
         shutil.copy(tmp_path / "store.db", tmp_path / "copy.db")
         with sqlite3.connect(tmp_path / "copy.db") as copy:
-            assert copy.execute("SELECT COUNT(*) FROM records").fetchone() == (3,)
+            assert copy.execute("SELECT COUNT(*) FROM all_records").fetchone() == (3,)
     finally:
         store.close()
     assert not store._checkpointer.is_alive()

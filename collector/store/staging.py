@@ -1,0 +1,206 @@
+"""Staging (SQLite store): telemetry batches and point results are written in arrival order first, and
+merged into the device-keyed tables in large sorted transactions.
+
+Why: a telemetry record lands in four B-trees keyed by device (the `records`, `telemetry` and
+`telemetry_channels` keys, `telemetry_by_time`) and in its device's row. With one record per device
+per second, every record of a commit dirties some four 4 KB pages of its own, which SQLite's WAL
+writes whole and the checkpoint writes again: 33-54 KB written per 0.7 KB stored
+(results/collector/scale/README.md). Staged rows go to tables keyed by an id that grows with arrival,
+so the records of a commit share the tables' last pages; a merge then moves each device's many staged
+records at once, dirtying each of its leaf pages once for all of them.
+
+Exactly once: a record is staged only if its key is neither in `records` nor staged. The staged keys
+are held in memory (`StagedKeys`): exact because SQLite has one writer at a time (BEGIN IMMEDIATE),
+and each write transaction first reads what another process staged or merged since. Ids only grow
+(`staging_merged.through` keeps the highest merged one), which is also what lets readers follow the
+staging tables incrementally (`overlay.py`). Staged rows are committed data: they survive a crash and
+are merged at the next open or cycle. The merge is one transaction (insert into the device-keyed
+tables, fold the newest values and arrival times into `devices`, empty the staging tables), so a
+reader, who queries the `all_*` views (migration 4), sees each record once, before and after.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ctxscope.collector.store.writes import RecordKey, Row, StagedBatch, Store, insert_rows, merge_live
+
+STAGED_TABLES = ("staged_telemetry", "staged_results")
+
+
+class StagedKeys:
+    """The keys of the staged records, with their ids; `sync` at the start of every write transaction
+    and `commit` after it, so a transaction that rolls back leaves nothing behind."""
+
+    def __init__(self) -> None:
+        self.ids: dict[RecordKey, int] = {}
+        self.newest = 0  # the highest id committed (staged or merged)
+        self.through = 0  # the highest id merged
+        self._pending: dict[RecordKey, int] = {}
+
+    def sync(self, cur: Any) -> None:
+        """Catch up with the store: another process may have staged or merged since (a second writer
+        such as an import); reads nothing but two index probes when none did."""
+        self._pending = {}
+        cur.execute("SELECT through FROM staging_merged")
+        (through,) = cur.fetchone()
+        if through > self.through:
+            self.merged(int(through))
+        for table in STAGED_TABLES:
+            cur.execute(f"SELECT id, device, stream, seq FROM {table} WHERE id > ?", (self.newest,))
+            for id_, device, stream, seq in cur.fetchall():
+                self.ids[(device, stream, int(seq))] = int(id_)
+                self.newest = max(self.newest, int(id_))
+
+    def __contains__(self, key: RecordKey) -> bool:
+        return key in self.ids or key in self._pending
+
+    def assign(self, key: RecordKey) -> int:
+        id_ = self.newest + len(self._pending) + 1
+        self._pending[key] = id_
+        return id_
+
+    def commit(self) -> None:
+        """The transaction that staged the pending keys has committed."""
+        if self._pending:
+            self.ids.update(self._pending)
+            self.newest = max(self._pending.values())
+            self._pending = {}
+
+    def merged(self, through: int) -> None:
+        """Every id up to `through` is merged: those keys are in `records` now."""
+        self.ids = {key: id_ for key, id_ in self.ids.items() if id_ > through}
+        self.through = through
+        self.newest = max(self.newest, through)
+
+
+class Staging:
+    """The stager of a SQLite store: writes staged rows and merges them (inside the store's write
+    transactions, whose cursor each method is given)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.keys = StagedKeys()
+
+    def stage(self, cur: Any, now_ns: int, telemetry: list[StagedBatch], results: list[Row]) -> None:
+        """Stage new records (their keys already checked against `records` and the staged ones)."""
+        json_in = self.store._json_in
+        staged_telemetry, channels, staged_results = [], [], []
+        for row, named, live in telemetry:
+            id_ = self.keys.assign((row[0], row[1], int(row[2])))
+            staged_telemetry.append((id_, *row[:4], now_ns, json_in(live), *row[4:]))
+            channels += [(id_, *channel) for channel in named]
+        for row in results:
+            id_ = self.keys.assign((row[0], row[1], int(row[2])))
+            staged_results.append((id_, *row[:4], now_ns, *row[4:]))
+        for table, rows in (
+            ("staged_telemetry", staged_telemetry),
+            ("staged_channels", channels),
+            ("staged_results", staged_results),
+        ):
+            insert_rows(self.store, cur, f"INSERT INTO {table}", rows)
+
+    def plan(self, cur: Any) -> tuple[int, list[str], bool] | None:
+        """The merge to run: the ids it moves (up to `through`), the devices left to move, in order,
+        and whether it is one that a crash or kill stopped, carried on; else it is one of every staged
+        record, noted in `staging_merged` (`merging`). None when nothing is staged."""
+        cur.execute("SELECT through, merging, merged_to FROM staging_merged")
+        through, merging, merged_to = cur.fetchone()
+        resumed = merging is not None
+        if not resumed:
+            if self.keys.newest <= through:
+                return None
+            merging = self.keys.newest
+            cur.execute("UPDATE staging_merged SET merging = ?", (merging,))
+        cur.execute(
+            "SELECT device FROM staged_telemetry WHERE id <= ? UNION SELECT device FROM staged_results"
+            " WHERE id <= ? ORDER BY device",
+            (merging, merging),
+        )
+        left = [device for (device,) in cur.fetchall() if merged_to is None or device > merged_to]
+        return int(merging), left, resumed
+
+    def merge_range(self, cur: Any, through: int, first: str, last: str) -> int:
+        """Move the staged records of devices `first`..`last` with ids up to `through` into the
+        device-keyed tables, sorted by key, and note it; the number moved (0 if another merge of the
+        same store moved them already)."""
+        cur.execute("SELECT merging, merged_to FROM staging_merged")
+        merging, merged_to = cur.fetchone()
+        if merging != through or (merged_to is not None and merged_to >= last):
+            return 0
+        where = "id <= ? AND device >= ? AND device <= ?"
+        span = (through, first, last)
+        cur.execute(
+            "INSERT INTO records SELECT device, stream, seq, 'telemetry', ts, received_ns"
+            f" FROM staged_telemetry WHERE {where} UNION ALL SELECT device, stream, seq, 'result', ts,"
+            f" received_ns FROM staged_results WHERE {where} ORDER BY 1, 2, 3",
+            span * 2,
+        )
+        moved = int(cur.rowcount)
+        cur.execute(
+            "INSERT INTO telemetry SELECT device, stream, seq, ts, source, n, mono_to_wall_ns,"
+            f" wall_start_ns, wall_end_ns, t_ns FROM staged_telemetry WHERE {where}"
+            " ORDER BY device, stream, seq",
+            span,
+        )
+        cur.execute(
+            "INSERT INTO telemetry_channels SELECT t.device, t.stream, t.seq, c.channel, c.unit, c.dtype,"
+            " c.data FROM staged_channels c JOIN staged_telemetry t ON t.id = c.id"
+            " WHERE t.id <= ? AND t.device >= ? AND t.device <= ? ORDER BY 1, 2, 3, 4",
+            span,
+        )
+        cur.execute(
+            "INSERT INTO results SELECT device, stream, seq, ts, run_id, point_id, model, family,"
+            " context_len, precision, logits, outcome, error, metrics, implementation, manifest, details"
+            f" FROM staged_results WHERE {where} ORDER BY device, stream, seq",
+            span,
+        )
+        self._merge_devices(cur, where, span)
+        cur.execute("UPDATE staging_merged SET merged_to = ?", (last,))
+        return moved
+
+    def finish(self, cur: Any, through: int) -> None:
+        """Drop the merged rows and record the merge's end (readers' views then stop leaving rows out)."""
+        cur.execute("SELECT through FROM staging_merged")
+        if cur.fetchone()[0] >= through:
+            return
+        for table in ("staged_channels", *STAGED_TABLES):
+            cur.execute(f"SELECT MAX(id) FROM {table}")
+            (newest,) = cur.fetchone()
+            if newest is not None and newest > through:
+                cur.execute(f"DELETE FROM {table} WHERE id <= ?", (through,))
+            else:  # every row goes: without a WHERE, SQLite frees the pages without reading the rows
+                cur.execute(f"DELETE FROM {table}")
+        cur.execute("UPDATE staging_merged SET through = ?, merging = NULL, merged_to = NULL", (through,))
+
+    def _merge_devices(self, cur: Any, where: str, span: tuple[Any, ...]) -> None:
+        """The devices' newest arrival and newest values into their rows. Of each source's staged
+        batches, the one with the newest sample holds that source's newest values (SQLite takes the
+        bare `live` column from the row where MAX finds its value)."""
+        cur.execute(
+            "SELECT device, json_group_object(source, json_extract(live, '$.' || json_quote(source)))"
+            " FROM (SELECT device, source, live, MAX(wall_end_ns) FROM staged_telemetry"
+            f" WHERE {where} AND wall_end_ns IS NOT NULL GROUP BY device, source) GROUP BY device"
+            " ORDER BY device",
+            span,
+        )
+        newest = {device: json.loads(text) for device, text in cur.fetchall()}
+        if newest:
+            stored = self.store._stored_live(cur, sorted(newest))
+            rows = [
+                (device, 0, 0, self.store._json_in(merge_live(stored.get(device) or {}, live)))
+                for device, live in newest.items()
+            ]
+            insert_rows(self.store, cur, "INSERT INTO devices (device, first_seen_ns, last_seen_ns, live)",
+                        rows, "ON CONFLICT (device) DO UPDATE SET live = excluded.live")  # fmt: skip
+        cur.execute(
+            "SELECT device, MAX(received_ns) FROM (SELECT device, received_ns FROM staged_telemetry"
+            f" WHERE {where} UNION ALL SELECT device, received_ns FROM staged_results WHERE {where})"
+            " GROUP BY device ORDER BY device",
+            span * 2,
+        )
+        seen = [(device, received, received) for device, received in cur.fetchall()]
+        insert_rows(self.store, cur, "INSERT INTO devices (device, first_seen_ns, last_seen_ns)", seen,
+                    "ON CONFLICT (device) DO UPDATE SET"
+                    " last_seen_ns = MAX(devices.last_seen_ns, excluded.last_seen_ns)")  # fmt: skip
