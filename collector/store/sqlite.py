@@ -74,6 +74,8 @@ class SQLiteStore(Store):
             self._write_conn = self._connect()
             # FULL: a batch is acknowledged to the broker only after commit, so the commit must be durable.
             self._write_conn.execute("PRAGMA synchronous=FULL")
+            # A merge's sorts and its list of staged ids by device are transient: kept off the disk.
+            self._write_conn.execute("PRAGMA temp_store=MEMORY")
             self._create_schema()
             self._write_conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
             self._read_conn = self._connect()
@@ -127,8 +129,8 @@ class SQLiteStore(Store):
 
     def merge_staged(self) -> int:
         """Move every staged record into the device-keyed tables now, MERGE_DEVICES devices a
-        transaction, so ingest's commits go on between them; first the rest of a merge that a crash
-        or kill stopped. The number moved."""
+        transaction, with a pause as long after each, so ingest's commits go on between them; first
+        the rest of a merge that a crash or kill stopped. The number moved."""
         keys, moved = self.stager.keys, 0
         with self._merge_lock:
             while True:
@@ -140,8 +142,11 @@ class SQLiteStore(Store):
                 through, devices, resumed = plan
                 for start in range(0, len(devices), MERGE_DEVICES):
                     span = devices[start : start + MERGE_DEVICES]
+                    began = time.monotonic()
                     with self._transaction() as cur:
                         moved += self.stager.merge_range(cur, through, span[0], span[-1])
+                    # the lock is no queue: give ingest's writer at least as long as this range took
+                    self._closing.wait(time.monotonic() - began)
                 with self._transaction(committed=functools.partial(keys.merged, through)) as cur:
                     self.stager.finish(cur, through)
                 if not resumed:

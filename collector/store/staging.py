@@ -113,11 +113,16 @@ class Staging:
                 return None
             merging = self.keys.newest
             cur.execute("UPDATE staging_merged SET merging = ?", (merging,))
+        # The staged ids by device, for the merge's device ranges: in the connection's temporary store
+        # (no WAL, no checkpoint), since the staging tables themselves have no index by device.
+        cur.execute("DROP TABLE IF EXISTS temp.merging")
         cur.execute(
-            "SELECT device FROM staged_telemetry WHERE id <= ? UNION SELECT device FROM staged_results"
-            " WHERE id <= ? ORDER BY device",
+            "CREATE TEMP TABLE merging AS SELECT id, device FROM staged_telemetry WHERE id <= ?"
+            " UNION ALL SELECT id, device FROM staged_results WHERE id <= ?",
             (merging, merging),
         )
+        cur.execute("CREATE INDEX temp.merging_by_device ON merging (device, id)")
+        cur.execute("SELECT DISTINCT device FROM temp.merging ORDER BY device")
         left = [device for (device,) in cur.fetchall() if merged_to is None or device > merged_to]
         return int(merging), left, resumed
 
@@ -129,8 +134,8 @@ class Staging:
         merging, merged_to = cur.fetchone()
         if merging != through or (merged_to is not None and merged_to >= last):
             return 0
-        where = "id <= ? AND device >= ? AND device <= ?"
-        span = (through, first, last)
+        where = "id IN (SELECT id FROM temp.merging WHERE device >= ? AND device <= ?)"
+        span = (first, last)
         cur.execute(
             "INSERT INTO records SELECT device, stream, seq, 'telemetry', ts, received_ns"
             f" FROM staged_telemetry WHERE {where} UNION ALL SELECT device, stream, seq, 'result', ts,"
@@ -147,7 +152,8 @@ class Staging:
         cur.execute(
             "INSERT INTO telemetry_channels SELECT t.device, t.stream, t.seq, c.channel, c.unit, c.dtype,"
             " c.data FROM staged_channels c JOIN staged_telemetry t ON t.id = c.id"
-            " WHERE t.id <= ? AND t.device >= ? AND t.device <= ? ORDER BY 1, 2, 3, 4",
+            " WHERE t.id IN (SELECT id FROM temp.merging WHERE device >= ? AND device <= ?)"
+            " ORDER BY 1, 2, 3, 4",
             span,
         )
         cur.execute(
@@ -173,6 +179,7 @@ class Staging:
             else:  # every row goes: without a WHERE, SQLite frees the pages without reading the rows
                 cur.execute(f"DELETE FROM {table}")
         cur.execute("UPDATE staging_merged SET through = ?, merging = NULL, merged_to = NULL", (through,))
+        cur.execute("DROP TABLE IF EXISTS temp.merging")
 
     def _merge_devices(self, cur: Any, where: str, span: tuple[Any, ...]) -> None:
         """The devices' newest arrival and newest values into their rows. Of each source's staged
