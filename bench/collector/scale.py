@@ -73,10 +73,35 @@ def store_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
 
 
+def used_bytes(db: Path) -> int:
+    """The pages a SQLite store's tables and indexes use (its size less its free pages), as committed,
+    WAL included: what the data grew by, where the files also keep the high-water mark of emptied
+    staging tables (free pages) and of a WAL that a long merge transaction grew."""
+    if not db.is_file():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        names = ("page_count", "freelist_count", "page_size")
+        pages, free, size = (conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names)
+    return int((pages - free) * size)
+
+
 def count_records(conn: psycopg.Connection[Any], schema: str) -> int:
     row = conn.execute(f"SELECT COUNT(*) FROM {schema}.records").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def stored_and_staged(reader: Any) -> tuple[int, int]:
+    """Records stored (merged or staged) and records still staged, by a store with staging tables
+    (schema 4, `collector/store/staging.py`); (records, 0) by one without."""
+    try:
+        row = reader.execute(
+            "SELECT (SELECT COUNT(*) FROM all_records),"
+            " (SELECT COUNT(*) FROM staged_telemetry) + (SELECT COUNT(*) FROM staged_results)"
+        ).fetchone()
+    except (sqlite3.Error, psycopg.Error):
+        return int(reader.execute("SELECT COUNT(*) FROM records").fetchone()[0]), 0
+    return int(row[0]), int(row[1])
 
 
 def per_record(delta: dict[str, Any], records: int) -> dict[str, float]:
@@ -184,7 +209,7 @@ def main() -> None:
             checkpoint(pg.admin)  # what the warm-up dirtied is written before the window
             pg0, rows0 = snapshot(pg.admin, pg.schema), count_records(pg.admin, pg.schema)
         proc.cpu_percent(None)
-        io0, bytes0 = proc.io_counters().write_bytes, store_bytes(db)
+        io0, bytes0, used0 = proc.io_counters().write_bytes, store_bytes(db), used_bytes(db)
         # no sync here: a sync stalls the collector's own fsyncs and puts a backlog into the window
         dev0, broker0 = device_written_bytes(devices, sync=False), broker_proc.io_counters().write_bytes
         window_start_ns = time.time_ns()
@@ -206,17 +231,17 @@ def main() -> None:
             reader, mark = psycopg.connect(store_url, autocommit=True), "%s"
         else:
             reader, mark = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30), "?"
-        # every record, not only the window's: a collector that is behind stores older ones first
-        query = "SELECT COUNT(*) FROM records"
+        # every record, not only the window's: a collector that is behind stores older ones first; and
+        # until nothing is left staged, so the merge of the window's records is written and counted
         drained_by = time.monotonic() + args.drain
         stored_before = -1
         while time.monotonic() < drained_by:
-            stored = reader.execute(query).fetchone()[0]
-            if stored == stored_before:
+            stored, staged = stored_and_staged(reader)
+            if stored == stored_before and staged == 0:
                 break
             stored_before = stored
             time.sleep(2.0)
-        io1, bytes1 = proc.io_counters().write_bytes, store_bytes(db)
+        io1, bytes1, used1 = proc.io_counters().write_bytes, store_bytes(db), used_bytes(db)
         if args.store == "postgres":
             checkpoint(pg.admin)  # what the window dirtied is written now, and counted
             pg1, rows1 = snapshot(pg.admin, pg.schema), count_records(pg.admin, pg.schema)
@@ -230,6 +255,7 @@ def main() -> None:
         ts_lags = np.array(lag_rows.fetchall(), dtype=np.int64).reshape(-1, 2)
         ts, lags = ts_lags[:, 0], ts_lags[:, 1].astype(float)
         total_stored = reader.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        staged_at_end = stored_and_staged(reader)[1]
         reader.close()
         window_s = (window_end_ns - window_start_ns) / 1e9
         stored_window = int(lags.size)
@@ -243,6 +269,9 @@ def main() -> None:
             "window_s": window_s,
             "published_total": published,
             "stored_total": total_stored,
+            # records still staged when the drain ended (not in the lags, their merge not counted): 0
+            # unless --drain was too short for the store's merge interval
+            "staged_at_end": staged_at_end,
             "stored_in_window_per_s": stored_window / window_s,
             "expected_per_s": args.devices * 1.1,
             "ingest_lag_s": percentiles(list(lags * 1e-9)),
@@ -254,6 +283,10 @@ def main() -> None:
             # from the window's start to the end of the drain, per record published in the window
             "disk_written_per_record_bytes": (io1 - io0) / max(1, stored_window),
             "store_growth_per_record_bytes": (bytes1 - bytes0) / max(1, stored_window),
+            # SQLite: the pages in use grew by (free pages and the WAL file's size left out)
+            "store_used_growth_per_record_bytes": (used1 - used0) / max(1, stored_window)
+            if args.store == "sqlite"
+            else None,
             # what reached the store's block device(s) over the same span (journal included, every
             # process on the machine; os.sync() at the end, none at the start): the kernel's per-process
             # count above is charged per page-cache folio dirtied, which can exceed what the device is sent

@@ -67,6 +67,7 @@ def run(page_size: int, autocheckpoint: int, per_commit: int, devices: int, tick
                 batch = []
     if batch:
         stored += store.write_batch(batch).stored
+    store.merge_staged()  # what the store staged is written to its device-keyed tables, and counted
     os.sync()
     in_ticks = written_bytes() - start_written
     store._writer().execute("PRAGMA wal_checkpoint(TRUNCATE)")
