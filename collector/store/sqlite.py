@@ -7,6 +7,10 @@ then waits for the copy and its fsync. At 3,000 devices that was a fifth of the 
 (results/collector/scale/README.md). Here a checkpointer thread runs a PASSIVE checkpoint every
 second on its own connection, which never blocks the writer; the writer checkpoints only if the WAL
 passes WRITER_CHECKPOINT_PAGES, that is, if the checkpointer has fallen far behind.
+
+Telemetry batches and point results are staged (written in arrival order) and a thread of their own
+merges them into the device-keyed tables every MERGE_INTERVAL_S, and the store merges at open what a
+previous run left staged (`staging.py`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Staging (SQLite store): telemetry batches and point results are written in arrival order first, and
-merged into the device-keyed tables in large sorted transactions.
+merged into the device-keyed tables later, sorted, a range of devices at a time.
 
 Why: a telemetry record lands in four B-trees keyed by device (the `records`, `telemetry` and
 `telemetry_channels` keys, `telemetry_by_time`) and in its device's row. With one record per device
@@ -14,9 +14,13 @@ are held in memory (`StagedKeys`): exact because SQLite has one writer at a time
 and each write transaction first reads what another process staged or merged since. Ids only grow
 (`staging_merged.through` keeps the highest merged one), which is also what lets readers follow the
 staging tables incrementally (`overlay.py`). Staged rows are committed data: they survive a crash and
-are merged at the next open or cycle. The merge is one transaction (insert into the device-keyed
-tables, fold the newest values and arrival times into `devices`, empty the staging tables), so a
-reader, who queries the `all_*` views (migration 4), sees each record once, before and after.
+are merged at the next open or cycle. A merge moves every staged record, one range of devices a
+transaction (the store pauses between them, so ingest's commits go on); `staging_merged` notes how
+far it got, so a merge that a kill stopped is carried on, and the `*_left` views that readers query
+(with the merged tables, `all_*`, migration 4) leave out what it moved: a reader sees each record
+once, before, during and after its merge. The staged ids of each device are listed once per merge in
+SQLite's temporary store (the staging tables have no index by device: that index would cost the page
+per record that staging avoids).
 """
 
 from __future__ import annotations

@@ -244,3 +244,39 @@ def test_stopping_an_ingest_that_never_started_is_harmless(tmp_path: Path) -> No
         Ingest(store, "127.0.0.1", 1, client_id="never_started").stop()
     finally:
         store.close()
+
+
+class GatheringSQLiteStore(SQLiteStore):
+    """A real SQLite store that asks ingest to gather a batch for half a second before it commits."""
+
+    commit_gather_s = 0.5
+
+
+@pytest.mark.slow
+def test_messages_that_trickle_in_are_gathered_into_one_commit(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A store that stages (its commits share the staging tables' last pages) gets the messages of its
+    gathering time in one commit, not one commit per message."""
+    store = GatheringSQLiteStore(tmp_path / "g.db")
+    ingest = Ingest(store, mosquitto.host, mosquitto.port, client_id="ingest_gather")
+    ingest.start()
+    assert ingest.wait_connected(10)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        for s in range(1, 21):  # over 0.4 s: without gathering, one commit each as they trickle in
+            publisher.publish(RESULT_TOPIC, encode(point_result(DEV, STREAM, s)), qos=1).wait_for_publish(5)
+            time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while ingest.counters().stored < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ingest.counters().stored == 20
+        assert ingest.counters().batches <= 2  # the first message may be taken alone before the rest arrive
+        assert store.record_seqs(DEV, STREAM) == list(range(1, 21))
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        ingest.stop()
+        store.close()
