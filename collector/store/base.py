@@ -176,6 +176,23 @@ class Store(ABC):
                     cur.execute(statement)
         migrate(self, time.time_ns())
 
+    def _require_current_schema(self) -> None:
+        """A read-only open migrates nothing, and this code's readers query the views of the latest
+        schema: refuse a store at another version with a line that says what to do."""
+        from ctxscope.collector.store.migrations import LATEST
+
+        version = self._query("SELECT MAX(version) AS v FROM schema_migrations")[0]["v"] or 0
+        if version < LATEST:
+            raise StoreOpenError(
+                f"the store is at schema version {version} and this ctxscope reads version {LATEST}:"
+                " start the collector on it once (it upgrades the store), then open it read-only"
+            )
+        if version > LATEST:
+            raise StoreOpenError(
+                f"the store is at schema version {version}; this ctxscope knows versions up to {LATEST}:"
+                " upgrade ctxscope"
+            )
+
     @contextmanager
     def _transaction(self, committed: Callable[[], None] | None = None) -> Iterator[Any]:
         """One write transaction; `committed` runs after its commit, before the next one begins."""

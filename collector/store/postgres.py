@@ -41,6 +41,8 @@ class PostgresStore(Store):
                 self._write_conn = self._connect(autocommit=False)
                 self._create_schema()
             self._read_conn = self._connect(autocommit=True)
+            if read_only:
+                self._require_current_schema()
         except psycopg.Error as exc:
             raise StoreOpenError(f"cannot open the PostgreSQL store: {' '.join(str(exc).split())}") from exc
 

@@ -102,6 +102,7 @@ class SQLiteStore(Store):
         try:
             self._read_conn = self._connect()  # the store is in WAL mode already: that pragma writes nothing
             self._read_conn.execute("PRAGMA query_only=ON")
+            self._require_current_schema()
         except sqlite3.Error as exc:
             raise StoreOpenError(f"cannot open the SQLite store {self.path} read-only: {exc}") from exc
 

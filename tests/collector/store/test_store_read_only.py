@@ -49,3 +49,17 @@ def test_a_missing_sqlite_store_is_not_created_by_a_read_only_open(tmp_path: Pat
     with pytest.raises(StoreOpenError, match="read-only: no such file"):
         open_store(f"sqlite:///{db}", read_only=True)
     assert not db.exists()
+
+
+def test_a_store_of_an_older_schema_is_refused_read_only_with_what_to_do(store_url: str) -> None:
+    """A read-only open migrates nothing, and the readers query the latest schema's views."""
+    from ctxscope.collector.store.migrations import LATEST
+
+    writer = open_store(store_url)
+    try:
+        with writer._transaction() as cur:  # as a store the previous release left
+            cur.execute(writer._sql("DELETE FROM schema_migrations WHERE version = ?"), (LATEST,))
+        with pytest.raises(StoreOpenError, match=f"schema version {LATEST - 1} .* start the collector on it"):
+            open_store(store_url, read_only=True)
+    finally:
+        writer.close()
