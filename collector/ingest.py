@@ -263,8 +263,8 @@ class Ingest:
                 if self._stopping.is_set():
                     return
                 continue
-            self._gather(batch)
             try:
+                self._gather(batch)
                 if not self._commit(batch):
                     return  # stopping while the store fails: the un-acked batch will be redelivered
             except Exception as exc:  # a bug here must not end ingest; the batch comes back on reconnect
