@@ -247,9 +247,10 @@ def test_stopping_an_ingest_that_never_started_is_harmless(tmp_path: Path) -> No
 
 
 class GatheringSQLiteStore(SQLiteStore):
-    """A real SQLite store that asks ingest to gather a batch for half a second before it commits."""
+    """A real SQLite store that asks ingest to gather a batch for two seconds before it commits (long
+    beside the test's ~0.5 s of publishing, so a slow machine still gathers them in two commits)."""
 
-    commit_gather_s = 0.5
+    commit_gather_s = 2.0
 
 
 @pytest.mark.slow
