@@ -37,6 +37,19 @@ json_like = st.recursive(
 )
 
 
+def started_publisher(broker: MosquittoBroker) -> mqtt.Client:
+    """An MQTT 3.1.1 client connected to `broker`, its network loop running."""
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    publisher.connect(broker.host, broker.port)
+    publisher.loop_start()
+    return publisher
+
+
+def stop_publisher(publisher: mqtt.Client) -> None:
+    publisher.loop_stop()
+    publisher.disconnect()
+
+
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_are_rejected_with_a_reason(payload: bytes) -> None:
     verdict = validate(RESULT_TOPIC, payload)
@@ -80,9 +93,7 @@ def test_junk_on_the_wire_is_counted_and_ingest_keeps_storing(
     ingest.start()
     assert ingest.wait_connected(10)
     time.sleep(0.1)  # let the subscription settle before publishing
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    publisher.connect(mosquitto.host, mosquitto.port)
-    publisher.loop_start()
+    publisher = started_publisher(mosquitto)
     sent = {"junk": 0, "good": 0}
 
     @settings(max_examples=40, deadline=None)
@@ -107,8 +118,7 @@ def test_junk_on_the_wire_is_counted_and_ingest_keeps_storing(
         assert sum(c.stored for c in commits) == sent["good"]
         assert sum(c.rejected for c in commits) == sent["junk"]
     finally:
-        publisher.loop_stop()
-        publisher.disconnect()
+        stop_publisher(publisher)
         ingest.stop()
         store.close()
 
@@ -122,9 +132,7 @@ def test_nul_bytes_are_stored_on_postgresql(mosquitto: MosquittoBroker, pg_url: 
     ingest.start()
     assert ingest.wait_connected(10)
     time.sleep(0.1)
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    publisher.connect(mosquitto.host, mosquitto.port)
-    publisher.loop_start()
+    publisher = started_publisher(mosquitto)
     try:
         nul_log = Log(device=DEV, stream=STREAM, seq=2, ts=1, level="info", message="nul \x00 byte")
         nul_result = point_result(DEV, STREAM, 3).model_copy(
@@ -157,8 +165,7 @@ def test_nul_bytes_are_stored_on_postgresql(mosquitto: MosquittoBroker, pg_url: 
         assert reject["reason"] == "invalid" and reject["topic"] == RESULT_TOPIC
         assert "ttft\ufffd" in reject["last_detail"]
     finally:
-        publisher.loop_stop()
-        publisher.disconnect()
+        stop_publisher(publisher)
         ingest.stop()
         store.close()
 
@@ -168,13 +175,10 @@ def test_a_replayed_retained_status_does_not_refresh_last_seen(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
     """Every collector (re)start gets the retained status again: that is no sign of the device."""
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    publisher.connect(mosquitto.host, mosquitto.port)
-    publisher.loop_start()
+    publisher = started_publisher(mosquitto)
     status = Status(device=DEV, stream=STREAM, seq=0, ts=1, state="offline", birth=1)
     publisher.publish(topic_for(DEV, Channel.STATUS), encode(status), qos=1, retain=True).wait_for_publish(5)
-    publisher.loop_stop()
-    publisher.disconnect()
+    stop_publisher(publisher)
     store = open_store(f"sqlite:///{tmp_path / 'ingest.db'}")
     seen = []
     try:
@@ -219,9 +223,7 @@ def test_a_busy_database_delays_messages_but_never_rejects_them(
     ingest = Ingest(store, mosquitto.host, mosquitto.port, client_id="ingest_busy")
     ingest.start()
     assert ingest.wait_connected(10)
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    publisher.connect(mosquitto.host, mosquitto.port)
-    publisher.loop_start()
+    publisher = started_publisher(mosquitto)
     try:
         publisher.publish(
             topic_for(DEV, Channel.RESULT), encode(point_result(DEV, STREAM, 1)), qos=1
@@ -232,8 +234,7 @@ def test_a_busy_database_delays_messages_but_never_rejects_them(
         assert [r["seq"] for r in store.results(DEV)] == [1]
         assert store.reject_counts() == []
     finally:
-        publisher.loop_stop()
-        publisher.disconnect()
+        stop_publisher(publisher)
         ingest.stop()
         store.close()
 
@@ -263,9 +264,7 @@ def test_messages_that_trickle_in_are_gathered_into_one_commit(
     ingest = Ingest(store, mosquitto.host, mosquitto.port, client_id="ingest_gather")
     ingest.start()
     assert ingest.wait_connected(10)
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    publisher.connect(mosquitto.host, mosquitto.port)
-    publisher.loop_start()
+    publisher = started_publisher(mosquitto)
     try:
         for s in range(1, 21):  # over 0.4 s: without gathering, one commit each as they trickle in
             publisher.publish(RESULT_TOPIC, encode(point_result(DEV, STREAM, s)), qos=1).wait_for_publish(5)
@@ -277,7 +276,6 @@ def test_messages_that_trickle_in_are_gathered_into_one_commit(
         assert ingest.counters().batches <= 2  # the first message may be taken alone before the rest arrive
         assert store.record_seqs(DEV, STREAM) == list(range(1, 21))
     finally:
-        publisher.loop_stop()
-        publisher.disconnect()
+        stop_publisher(publisher)
         ingest.stop()
         store.close()
