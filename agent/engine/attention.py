@@ -43,6 +43,7 @@ class BackendChoice:
     prefill: SDPBackend | None = None  # None: SDPA's own dispatch (not calibrated)
     decode: SDPBackend | None = None
     trials: dict[str, str] = field(default_factory=dict)  # "phase/backend" -> "12.3 us" or why not
+    timing: dict[str, str] = field(default_factory=dict)  # phase -> how its candidates were timed
 
     def record(self) -> dict[str, str]:
         """The keys this path adds to a result's `implementation`."""
@@ -55,6 +56,7 @@ class BackendChoice:
         if cudnn is not None:
             out["cudnn_version"] = str(cudnn)
         out.update({f"attention_trial_{key}": value for key, value in sorted(self.trials.items())})
+        out.update({f"attention_trial_timing_{phase}": how for phase, how in sorted(self.timing.items())})
         return out
 
 
@@ -181,8 +183,8 @@ def _run_on(
         return _sdpa(q, k, v, mask, 0.0, None, mask is None, gqa)
 
 
-def _time_us(fn: Any, device: torch.device, reps: int) -> float:
-    fn()  # warm-up (kernel selection, cuDNN plan build)
+def _wall_us(fn: Any, device: torch.device, reps: int) -> float:
+    """Mean microseconds per eager call: wall clock over `reps` calls, synchronized at both ends."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter_ns()
@@ -191,6 +193,29 @@ def _time_us(fn: Any, device: torch.device, reps: int) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter_ns() - started) / reps / 1e3
+
+
+def _graph_us(fn: Any, reps: int) -> float:
+    """Mean microseconds per call of `reps` calls captured in one CUDA graph and replayed (CUDA events):
+    how a graph-replayed decode step runs the kernel, without the eager call's host cost."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    graph.replay()  # warm
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / reps
+
+
+def _timing(in_graph: bool, reps: int) -> str:
+    """How `calibrate` timed a phase's candidates (the record's `attention_trial_timing_<phase>`)."""
+    if in_graph:
+        return f"mean of {reps} calls replayed from one CUDA graph (CUDA events), as graph decode runs them"
+    return f"mean of {reps} eager calls (wall clock, synchronized at both ends)"
 
 
 def _inputs(
@@ -213,11 +238,20 @@ def _inputs(
 
 
 def calibrate(
-    shape: Shape, dtype: torch.dtype, device: torch.device, *, length: int, reps: int = 10
+    shape: Shape,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    length: int,
+    reps: int = 10,
+    decode_in_graph: bool = True,
 ) -> BackendChoice:
     """Time every candidate backend at `shape` for one prefill of `length` tokens and one decode step at
-    `length` cached positions; keep the fastest that agrees with the float32 reference. Sets the
-    choice this path runs on (in this process) and returns it."""
+    `length` cached positions; keep the fastest that agrees with the float32 reference. Prefill is
+    timed by eager calls, as the engine runs it; decode, on a GPU with `decode_in_graph`, replayed from
+    a CUDA graph as the graph decode paths run it (an eager call's host cost, up to several times the
+    kernel's, would rank the backends by their host code), and a backend that cannot be captured is
+    left out, saying so. Sets the choice this path runs on (in this process) and returns it."""
     choice = BackendChoice()
     tolerance = TOLERANCE.get(dtype, 3e-2)
     with torch.inference_mode():
@@ -226,19 +260,25 @@ def calibrate(
             want = _reference(q, k, v, mask)
             best: tuple[float, SDPBackend] | None = None
             gqa = shape.heads != shape.kv_heads
+            in_graph = phase == "decode" and decode_in_graph and device.type == "cuda"
+            choice.timing[phase] = _timing(in_graph, reps)
             for backend in CANDIDATES:
                 label = f"{phase}/{backend.name.lower()}"
-
                 run = functools.partial(_run_on, backend, q, k, v, mask, gqa)
                 try:
-                    diff = float((run().float() - want).abs().max())
+                    diff = float((run().float() - want).abs().max())  # also the warm-up
                 except RuntimeError as exc:  # no kernel of this backend for these inputs
                     choice.trials[label] = f"unavailable ({type(exc).__name__})"
                     continue
                 if not diff <= tolerance:
                     choice.trials[label] = f"wrong: max |diff| {diff:.3g} > {tolerance:g}"
                     continue
-                took = _time_us(run, device, reps)
+                try:
+                    took = _graph_us(run, reps) if in_graph else _wall_us(run, device, reps)
+                except RuntimeError as exc:
+                    why = f"{type(exc).__name__}: {exc}"[:160]
+                    choice.trials[label] = f"not capturable in a CUDA graph ({why})"
+                    continue
                 choice.trials[label] = f"{took:.1f} us, max |diff| {diff:.2g}"
                 if best is None or took < best[0]:
                     best = (took, backend)
@@ -248,11 +288,12 @@ def calibrate(
                 choice.prefill = best[1]
             else:
                 choice.decode = best[1]
-    _CHOICE.prefill, _CHOICE.decode, _CHOICE.trials = choice.prefill, choice.decode, dict(choice.trials)
+    _CHOICE.prefill, _CHOICE.decode = choice.prefill, choice.decode
+    _CHOICE.trials, _CHOICE.timing = dict(choice.trials), dict(choice.timing)
     return choice
 
 
 def reset() -> None:
     """Back to SDPA's own dispatch (no calibrated backend)."""
     _CHOICE.prefill = _CHOICE.decode = None
-    _CHOICE.trials = {}
+    _CHOICE.trials, _CHOICE.timing = {}, {}

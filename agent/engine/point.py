@@ -49,6 +49,7 @@ class ModelChoice:
     prefer_native: bool = True
     require_fast_kernels: bool = False
     attention: AttentionMode = "sdpa-gqa"
+    decode_in_graph: bool = True  # decode runs from a CUDA graph: its attention backends are timed in one
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ class Session:
                 f"{self.spec.name}: {attention.ATTENTION_NAME} set but no attention layer found"
             )
         length = CALIBRATION_LENGTH if self.device.type == "cuda" else CPU_CALIBRATION_LENGTH
-        choice = attention.calibrate(shape, self.dtype, self.device, length=length)
+        choice = attention.calibrate(
+            shape, self.dtype, self.device, length=length, decode_in_graph=self.choice.decode_in_graph
+        )
         return {"attention_mode": self.choice.attention, **choice.record()}
 
     @property

@@ -219,6 +219,7 @@ def run_plan(
                 prefer_native=plan.prefer_native,
                 require_fast_kernels=plan.require_fast_kernels,
                 attention=plan.attention_mode,
+                decode_in_graph=plan.decode != "eager",
             )
             group = _Group(plan, choice, min_window_ns)
             try:

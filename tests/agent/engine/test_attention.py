@@ -108,3 +108,12 @@ def test_unknown_mode_is_refused() -> None:
 def test_models_without_the_interface_keep_their_attention() -> None:
     assert attention.attn_implementation("sdpa-gqa", "gpt_neo") is None
     assert attention.attn_implementation("sdpa-gqa", "mamba2") is None
+
+
+def test_trials_say_how_they_were_timed() -> None:
+    shape = attention.Shape(heads=4, kv_heads=2, head_dim=8)
+    record = attention.calibrate(shape, torch.float32, torch.device("cpu"), length=16, reps=2).record()
+    eager = "mean of 2 eager calls (wall clock, synchronized at both ends)"
+    # a CPU has no CUDA graphs: decode is timed eagerly too, and says so
+    assert record["attention_trial_timing_prefill"] == record["attention_trial_timing_decode"] == eager
+    assert attention._timing(True, 10).startswith("mean of 10 calls replayed from one CUDA graph")

@@ -311,3 +311,24 @@ def test_the_plan_can_keep_the_one_row_products_as_matrix_products(make_plan, mo
     assert asked == [False]
     assert result.results[0].implementation["decode_one_row_products"] == onerow.OFF_LABEL
     assert "decode_one_row_note" not in result.results[0].details
+
+
+@pytest.mark.parametrize(("decode", "in_graph"), [("auto", True), ("graph", True), ("eager", False)])
+def test_attention_trials_time_decode_as_the_plan_runs_it(
+    make_plan, monkeypatch, decode: str, in_graph: bool
+) -> None:
+    """Decode from a CUDA graph (auto, graph) has its backends timed in one; eager decode, eagerly."""
+    from ctxscope.agent.engine import attention
+
+    asked: list[bool] = []
+    calibrate = attention.calibrate
+
+    def spy(*args, decode_in_graph: bool = True, **kwargs):
+        asked.append(decode_in_graph)
+        return calibrate(*args, decode_in_graph=decode_in_graph, **kwargs)
+
+    monkeypatch.setattr(attention, "calibrate", spy)
+    result = run_plan(make_plan(decode=decode, decode_tokens=0), MemorySink(), progress=False, device="cpu")
+    assert asked == [in_graph]
+    assert result.results[0].implementation["attention_trial_timing_decode"].startswith("mean of 10 eager")
+    attention.reset()
