@@ -46,7 +46,8 @@ class BackendChoice:
     timing: dict[str, str] = field(default_factory=dict)  # phase -> how its candidates were timed
 
     def record(self) -> dict[str, str]:
-        """The keys this path adds to a result's `implementation`."""
+        """The keys this path adds to a result's `implementation`: what ran and how it was chosen, the
+        same in every run that chose alike (the trials' own times go in `details`, see `trials_detail`)."""
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         out = {
             "attention_gqa": "native (scaled_dot_product_attention enable_gqa=True, no K/V copy)",
@@ -55,9 +56,14 @@ class BackendChoice:
         }
         if cudnn is not None:
             out["cudnn_version"] = str(cudnn)
-        out.update({f"attention_trial_{key}": value for key, value in sorted(self.trials.items())})
         out.update({f"attention_trial_timing_{phase}": how for phase, how in sorted(self.timing.items())})
         return out
+
+    def trials_detail(self) -> dict[str, str]:
+        """Each candidate's trial ("phase/backend" -> its time and difference, or why it was left out),
+        for a result's `details["attention_trials"]`: times differ from run to run, so they stay out of
+        the implementation that series pool by."""
+        return dict(sorted(self.trials.items()))
 
 
 _CHOICE = BackendChoice()
@@ -212,7 +218,7 @@ def _graph_us(fn: Any, reps: int) -> float:
 
 
 def _timing(in_graph: bool, reps: int) -> str:
-    """How `calibrate` timed a phase's candidates (the record's `attention_trial_timing_<phase>`)."""
+    """How `calibrate` timed a phase's candidates (the implementation's `attention_trial_timing_<phase>`)."""
     if in_graph:
         return f"mean of {reps} calls replayed from one CUDA graph (CUDA events), as graph decode runs them"
     return f"mean of {reps} eager calls (wall clock, synchronized at both ends)"

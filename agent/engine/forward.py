@@ -9,7 +9,8 @@ step sees the context being measured. Which decode path ran is the decoder's `pa
 - `compiled_cuda_graph_static_cache`: the step below, compiled by torch.compile (inductor fuses the
   hundreds of small kernels of an eager step: Qwen2.5-0.5B at 4K on an H200 runs 1,106 kernels per
   step, 2.2 ms of kernel time, for 0.24 ms of HBM traffic) before it is captured, its one-row
-  matrix products generated as reductions (`onerow`). Each decoder compiles afresh
+  matrix products generated as reductions (`onerow`) and its independent kernels combined into
+  shared launches (inductor's `combo_kernels`). Each decoder compiles afresh
   (`torch._dynamo.reset()`), so no recompile limit can turn it back to eager unnoticed; the graph
   breaks dynamo reports, and how many products were rewritten, are recorded;
 - `cuda_graph_static_cache`: transformers StaticCache filled from the prefill, one decode step
@@ -51,6 +52,11 @@ DecodePreference = Literal["auto", "graph", "eager"]
 # A graph replay may differ from the eager step it recorded by rounding only; a larger difference
 # (in units of the largest eager logit) means the capture went wrong, and the graph is not used.
 REPLAY_TOLERANCE = 0.05
+# How a compiled step's kernels are launched (`implementation.decode_combo_kernels`): inductor's combo
+# kernels put independent kernels of the step (a layer's parallel branches, its separate projections)
+# into shared launches; on an H100 they took Falcon-H1-0.5B's step at 32K from 800 to 659 kernels.
+COMBO_LABEL = "combined (inductor combo_kernels: independent kernels share launches)"
+COMBO_OFF_LABEL = "one launch per fused kernel (the plan's combo_kernels is false)"
 # A timed choice between decode paths: blocks of steps per candidate, the median block decides.
 CHOICE_BLOCKS, CHOICE_STEPS = 3, 16
 
@@ -155,13 +161,15 @@ class GraphedDecoder:
     path: str
     last_logits: torch.Tensor
 
-    def _init_graph(self, one_row: bool) -> None:
+    def _init_graph(self, one_row: bool, combo: bool) -> None:
         self.one_row = one_row  # compile the one-row products as reductions (else they stay GEMMs)
+        self.combo = combo  # compile with inductor's combo kernels (else one launch per fused kernel)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.note: str | None = None
         self.graph_breaks: int | None = None  # of the compiled step, as dynamo counted them
         self.one_row_path: str | None = None  # the compiled step's one-row products (onerow.LABEL)
         self.one_row_products: str | None = None  # and what its compile did with them
+        self.combo_path: str | None = None  # the compiled step's launches (COMBO_LABEL)
         self._step_forward: Callable[..., Any] = self.module
         self._breaks_before = 0
         self._one_row_before = (0, 0)
@@ -188,20 +196,23 @@ class GraphedDecoder:
                 return problems
             problems.append(f"{path} {problem}")
             self.graph = None
-            self.one_row_path = self.one_row_products = None
+            self.one_row_path = self.one_row_products = self.combo_path = None
             self._step_forward = self.module
             self.rewind()
         return problems
 
     def _compiled_forward(self) -> Callable[..., Any]:
         """The module compiled for this decoder's shapes (compiled on its first call), its one-row
-        matrix products as reductions (`onerow`) unless the decoder was made without them."""
+        matrix products as reductions (`onerow`) and its independent kernels combined (inductor's
+        `combo_kernels`) unless the decoder was made without them."""
         import torch._dynamo
 
         from ctxscope.agent.engine import onerow
 
         torch._dynamo.reset()
         options = onerow.compile_options() if self.one_row else {}
+        if self.combo:
+            options["combo_kernels"] = True
         compiled = torch.compile(self.module, dynamic=False, options=options)
         self._breaks_before = _graph_breaks()
         self._one_row_before = onerow.tally()
@@ -226,6 +237,7 @@ class GraphedDecoder:
             self.graph_breaks = _graph_breaks() - self._breaks_before
             self.one_row_path = onerow.LABEL if self.one_row else onerow.OFF_LABEL
             self.one_row_products = onerow.describe(self._one_row_before) if self.one_row else None
+            self.combo_path = COMBO_LABEL if self.combo else COMBO_OFF_LABEL
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self._forward()
@@ -284,6 +296,7 @@ class HFStaticDecoder(GraphedDecoder):
         graph: bool,
         compile_step: bool = False,
         one_row: bool = True,
+        combo: bool = True,
     ) -> None:
         from transformers import StaticCache
 
@@ -325,7 +338,7 @@ class HFStaticDecoder(GraphedDecoder):
         self.open = torch.zeros((), dtype=dtype, device=device)
         self.closed = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
         self.used = 0
-        self._init_graph(one_row)
+        self._init_graph(one_row, combo)
         self.rewind()
         self.path = "eager_static_cache"
         if graph:
@@ -457,7 +470,13 @@ class NativeCompiledDecoder(GraphedDecoder):
     when neither compile nor capture worked; `note` then says why."""
 
     def __init__(
-        self, module: torch.nn.Module, ids: torch.Tensor, window: int, *, one_row: bool = True
+        self,
+        module: torch.nn.Module,
+        ids: torch.Tensor,
+        window: int,
+        *,
+        one_row: bool = True,
+        combo: bool = True,
     ) -> None:
         from mamba_ssm.utils.generation import InferenceParams
 
@@ -477,7 +496,7 @@ class NativeCompiledDecoder(GraphedDecoder):
         self.token = output.logits[:, -1:].argmax(-1)
         self.prompt_token = self.token.clone()
         self.used = 0
-        self._init_graph(one_row)
+        self._init_graph(one_row, combo)
         self.path = "mamba_ssm_eager"
         problems = self._capture_first_good([("compiled_cuda_graph_mamba_ssm", self._compiled_forward)])
         if problems:
@@ -590,14 +609,14 @@ def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: in
 
 
 def fastest_native_decoder(
-    module: torch.nn.Module, ids: torch.Tensor, window: int, *, one_row: bool = True
+    module: torch.nn.Module, ids: torch.Tensor, window: int, *, one_row: bool = True, combo: bool = True
 ) -> Decoder:
     """mamba_ssm's own graph, and its step compiled in the decoder's graph where that captures; of the
     two, the one whose step is faster on this device (compiling helps some architectures and slows
     others), with a note giving both times. Without the compiled step, a note says why."""
     own_graph = NativeDecoder(module, ids, window, graph=True)
     try:
-        compiled = NativeCompiledDecoder(module, ids, window, one_row=one_row)
+        compiled = NativeCompiledDecoder(module, ids, window, one_row=one_row, combo=combo)
     except ValueError as exc:
         own_graph.note = f"compiled_cuda_graph_mamba_ssm not tried: {exc}; {own_graph.path} used"
         return own_graph
@@ -621,17 +640,25 @@ def make_decoder(
     preference: DecodePreference,
     *,
     one_row: bool = True,
+    combo: bool = True,
 ) -> Decoder:
     """The fastest decode path the runtime and device allow, the uncompiled graph, or eager; a
-    compiled step takes its one-row products as reductions unless `one_row` is False."""
+    compiled step takes its one-row products as reductions unless `one_row` is False, and combines
+    independent kernels into shared launches unless `combo` is False."""
     on_gpu = ids.device.type == "cuda"
     fast = preference != "eager"
     if runtime == "mamba_ssm":
         if preference == "auto" and on_gpu:
-            return fastest_native_decoder(module, ids, window, one_row=one_row)
+            return fastest_native_decoder(module, ids, window, one_row=one_row, combo=combo)
         return NativeDecoder(module, ids, window, graph=fast and on_gpu)
     if fast and static_cache_supported(module):
         return HFStaticDecoder(
-            module, ids, window, graph=on_gpu, compile_step=preference == "auto", one_row=one_row
+            module,
+            ids,
+            window,
+            graph=on_gpu,
+            compile_step=preference == "auto",
+            one_row=one_row,
+            combo=combo,
         )
     return HFEagerDecoder(module, ids, window)

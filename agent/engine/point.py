@@ -59,6 +59,7 @@ class PointSettings:
     decode_tokens: int = 32
     decode: forward.DecodePreference = "auto"
     one_row_reductions: bool = True
+    combo_kernels: bool = True
     policy: LoopPolicy = field(default_factory=LoopPolicy)
     seed: int = 0
     min_window_ns: int = 0
@@ -96,15 +97,17 @@ class Session:
         self.cache_bytes_per_token = zoo.cache_bytes_per_token(self.spec, self.dtype)
         # transformers keeps SSM states in float32, mamba_ssm in the model dtype
         self.state_bytes = zoo.state_bytes(self.spec, self.dtype, runtime=self.loaded.runtime)
-        self.attention_record = self._calibrate_attention()
+        self.attention_record: dict[str, str] = {"attention_mode": choice.attention}
+        self.attention_trials: dict[str, str] = {}  # each backend's trial, for a result's details
+        self._calibrate_attention()
         self.bandwidth = bandwidth.measure(self.device)  # before any cache exists; its buffers freed
         free(self.device)
 
-    def _calibrate_attention(self) -> dict[str, str]:
+    def _calibrate_attention(self) -> None:
         """With the sdpa-gqa path: pick its SDPA backends at this model's shape, and say which."""
         # native mamba_ssm models have no transformers attention setting (and no attention layers)
         if getattr(self.loaded.module.config, "_attn_implementation", None) != attention.ATTENTION_NAME:
-            return {"attention_mode": self.choice.attention}
+            return
         shape = attention.model_shape(self.module)
         if shape is None:
             raise RuntimeError(
@@ -114,7 +117,8 @@ class Session:
         choice = attention.calibrate(
             shape, self.dtype, self.device, length=length, decode_in_graph=self.choice.decode_in_graph
         )
-        return {"attention_mode": self.choice.attention, **choice.record()}
+        self.attention_record.update(choice.record())
+        self.attention_trials = choice.trials_detail()
 
     @property
     def runtime(self) -> str:
@@ -173,6 +177,8 @@ def measure_point(session: Session, settings: PointSettings) -> Measured:
     )
     outcome = Measured(implementation=session.implementation())
     outcome.implementation["prefill"] = f"{session.runtime} forward, logits={settings.logits}"
+    if session.attention_trials:
+        outcome.details["attention_trials"] = dict(session.attention_trials)
     if session.loaded.notes:  # e.g. why native mamba_ssm was not used: a fallback is never silent
         outcome.details["load_notes"] = list(session.loaded.notes)
     with torch.inference_mode():
@@ -263,6 +269,7 @@ def _measure_decode(
             settings.decode_tokens,
             settings.decode,
             one_row=settings.one_row_reductions,
+            combo=settings.combo_kernels,
         )
         setup_peak = memory.peak(device)
         outcome.implementation["decode_path"] = decoder.path
@@ -275,6 +282,9 @@ def _measure_decode(
             count = getattr(decoder, "one_row_products", None)
             if count is not None:
                 outcome.details["decode_one_row_note"] = count
+        combo = getattr(decoder, "combo_path", None)
+        if combo is not None:
+            outcome.implementation["decode_combo_kernels"] = combo
         note = getattr(decoder, "note", None)
         if note:
             outcome.details["decode_note"] = note[:2000]

@@ -65,6 +65,7 @@ class _Group:
             decode_tokens=self.plan.decode_tokens,
             decode=self.plan.decode,
             one_row_reductions=self.plan.one_row_reductions,
+            combo_kernels=self.plan.combo_kernels,
             policy=self.plan.policy,
             seed=self.plan.seed,
             min_window_ns=self.min_window_ns,

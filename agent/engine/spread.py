@@ -23,7 +23,8 @@ def _relative_iqr(metric: Metric) -> float:
 
 def pool(measured: list[Measured]) -> Measured:
     """Merge the outcomes of one point: timed metrics pool their samples (method extended), their
-    loops' windows concatenate (for energy), other figures are the first process's."""
+    loops' windows concatenate (for energy), other figures and the implementation are the first
+    process's (every process's implementation is listed when they differ)."""
     first = measured[0]
     metrics = dict(first.metrics)
     loops = {loop.phase: loop for loop in first.loops}
@@ -50,10 +51,15 @@ def pool(measured: list[Measured]) -> Measured:
             loops[phase] = PhaseLoop(
                 phase=phase, stop_reason=same_phase[0].stop_reason, inner=same_phase[0].inner, windows=windows
             )
+    details = {**first.details, "processes": len(measured), "process_spread": spreads}
+    if any(m.implementation != first.implementation for m in measured):
+        # e.g. an attention backend trial that came out the other way in one process: the pooled
+        # samples then mix paths, and the record (which names the first's) says so
+        details["process_implementations"] = [m.implementation for m in measured]
     return first.model_copy(
         update={
             "metrics": metrics,
-            "details": {**first.details, "processes": len(measured), "process_spread": spreads},
+            "details": details,
             "loops": list(loops.values()),
             "wall_s": sum(m.wall_s for m in measured),
         }

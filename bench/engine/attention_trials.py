@@ -5,7 +5,8 @@ The trial picks, per device and model shape, the fastest SDPA backend that agree
 reference. Decode runs from a CUDA graph on the GPU paths, so the trial times decode candidates
 replayed from one; this runs the trial that way and with eager calls (each candidate's host cost
 included), side by side, to show what the eager timing would have ranked. Each trial is a fresh
-`calibrate` at `--length` cached positions; its record keys are written as the engine writes them.
+`calibrate` at `--length` cached positions (its float32 reference of a whole prefill must fit: 32K
+does not on 80 GB); its implementation keys and trials are written as the engine writes them.
 
     python bench/engine/attention_trials.py --length 4096 --out attention_trials.json
 """
@@ -47,10 +48,10 @@ def main() -> None:
             choice = attention.calibrate(
                 SHAPES[name], torch.bfloat16, device, length=args.length, decode_in_graph=in_graph
             )
-            record = choice.record()
-            rows.append({"model": name, "decode_in_graph": in_graph, "record": record})
+            record, trials = choice.record(), choice.trials_detail()
+            rows.append({"model": name, "decode_in_graph": in_graph, "record": record, "trials": trials})
             print(f"{name} decode_in_graph={in_graph}: decode on {record['attention_backend_decode']}")
-            for key, value in sorted(choice.trials.items()):
+            for key, value in trials.items():
                 if key.startswith("decode/"):
                     print(f"  {key}: {value}")
     attention.reset()

@@ -14,7 +14,8 @@ step's projections: each becomes a multiply and a sum that inductor generates as
 with the bias and what follows fused into it, instead of a cuBLAS call), and records how many it
 rewrote (the engine's own pass is then off, so that inductor's is what is measured). The engine's
 compile now does the same through its own pass (`agent/engine/onerow.py`); `--without-one-row`
-compiles without it, for the comparison.
+compiles without it, for the comparison; `--without-combo` compiles without inductor's combo kernels,
+which the engine's compile also turns on (independent kernels sharing launches).
 
     python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
     python bench/engine/decode_overhead.py --models falcon-h1-0.5b,mamba2-780m --length 32768 \
@@ -119,7 +120,7 @@ def eager_decoder(session: point.Session, ids: torch.Tensor, steps: int) -> Any:
 
 
 def measure(
-    name: str, length: int, steps: int, repeats: int, compiled: bool, one_row: bool
+    name: str, length: int, steps: int, repeats: int, compiled: bool, one_row: bool, combo: bool
 ) -> dict[str, Any]:
     session = point.Session(point.ModelChoice(name, "bf16", "cuda"))
     ids = forward.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
@@ -134,13 +135,14 @@ def measure(
         if compiled:  # the engine's default path: the compiled step captured in a graph
             started = time.perf_counter()
             fast: Any = forward.make_decoder(
-                session.runtime, session.module, ids, steps, "auto", one_row=one_row
+                session.runtime, session.module, ids, steps, "auto", one_row=one_row, combo=combo
             )
             row["compiled"] = {
                 "path": fast.path,
                 "note": getattr(fast, "note", None),
                 "graph_breaks": getattr(fast, "graph_breaks", None),
                 "one_row_products": getattr(fast, "one_row_products", None),
+                "combo_kernels": getattr(fast, "combo_path", None),
                 "prefill_compile_and_capture_s": time.perf_counter() - started,
                 **summary(replay_ms(fast, steps, repeats)),
                 "profile": kernel_profile(fast, top=12),
@@ -171,6 +173,11 @@ def main() -> None:
         action="store_true",
         help="compile the step without the engine's one-row reductions (agent/engine/onerow.py)",
     )
+    parser.add_argument(
+        "--without-combo",
+        action="store_true",
+        help="compile the step without inductor's combo kernels (the engine's default has them)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     engine_one_row = not (args.without_one_row or args.decompose_mm)
@@ -192,7 +199,15 @@ def main() -> None:
         setattr(inductor, flag, True)
     rows = []
     for name in args.models.split(","):
-        row = measure(name, args.length, args.steps, args.repeats, not args.no_compile, engine_one_row)
+        row = measure(
+            name,
+            args.length,
+            args.steps,
+            args.repeats,
+            not args.no_compile,
+            engine_one_row,
+            not args.without_combo,
+        )
         rows.append(row)
         line = (
             f"{name} @ {args.length}: graph {row['graph']['median_ms']:.3f} ms/token; "
@@ -210,6 +225,7 @@ def main() -> None:
             "inductor_flags": flags,
             "decompose_mm_below": args.decompose_mm or None,
             "engine_one_row_reductions": engine_one_row,
+            "engine_combo_kernels": not args.without_combo,
             "decomposed": {k: v for k, v in counters["inductor"].items() if k.startswith("decompose")},
             "rows": rows,
         }

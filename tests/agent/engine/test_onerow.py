@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -116,3 +117,33 @@ def test_a_decoders_compiled_step_takes_the_pass_only_when_asked(one_row: bool) 
         decoder._forward()
     rewritten = onerow.tally()[0] - before[0]
     assert (rewritten > 0) == one_row
+
+
+@pytest.mark.parametrize("combo", [True, False])
+def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
+    combo: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compile gets inductor's combo_kernels option when the decoder is made with `combo`, and the
+    step so compiled gives the eager step's logits."""
+    from ctxscope.agent.engine import forward
+    from ctxscope.agent.engine.point import ModelChoice, Session
+
+    asked: list[bool] = []
+    compile_ = torch.compile
+
+    def spy(model: object, **kwargs: Any) -> object:
+        asked.append(bool(kwargs.get("options", {}).get("combo_kernels")))
+        return compile_(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
+    ids = forward.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    with torch.inference_mode():
+        decoder = forward.HFStaticDecoder(session.module, ids, 2, graph=False, combo=combo)
+        decoder._forward()
+        eager = decoder.last_logits.clone()
+        decoder.rewind()
+        decoder._step_forward = decoder._compiled_forward()  # as the capture sets it
+        decoder._forward()
+    assert asked == [combo]
+    assert float((decoder.last_logits - eager).abs().max()) < 1e-4

@@ -313,6 +313,32 @@ def test_the_plan_can_keep_the_one_row_products_as_matrix_products(make_plan, mo
     assert "decode_one_row_note" not in result.results[0].details
 
 
+@pytest.mark.parametrize("combo", [True, False])
+def test_the_plans_combo_kernels_reach_the_decoder_and_the_record(
+    make_plan, monkeypatch, combo: bool
+) -> None:
+    """combo_kernels reaches the decoder; a compiled step names its launches in the series key (the
+    CPU compiles no step, so its record has no such key)."""
+    from ctxscope.agent.engine import forward
+
+    plain = run_plan(make_plan(), MemorySink(), progress=False, device="cpu").results[0]
+    assert "decode_combo_kernels" not in plain.implementation
+    asked: list[bool] = []
+    make_decoder = forward.make_decoder
+
+    def compiled_as_on_a_gpu(*args, combo: bool = True, **kwargs):
+        asked.append(combo)
+        decoder = make_decoder(*args, combo=combo, **kwargs)
+        decoder.combo_path = forward.COMBO_LABEL if combo else forward.COMBO_OFF_LABEL
+        return decoder
+
+    monkeypatch.setattr(forward, "make_decoder", compiled_as_on_a_gpu)
+    result = run_plan(make_plan(combo_kernels=combo), MemorySink(), progress=False, device="cpu").results[0]
+    assert asked == [combo]
+    want = forward.COMBO_LABEL if combo else forward.COMBO_OFF_LABEL
+    assert result.implementation["decode_combo_kernels"] == want
+
+
 @pytest.mark.parametrize(("decode", "in_graph"), [("auto", True), ("graph", True), ("eager", False)])
 def test_attention_trials_time_decode_as_the_plan_runs_it(
     make_plan, monkeypatch, decode: str, in_graph: bool
@@ -331,4 +357,6 @@ def test_attention_trials_time_decode_as_the_plan_runs_it(
     result = run_plan(make_plan(decode=decode, decode_tokens=0), MemorySink(), progress=False, device="cpu")
     assert asked == [in_graph]
     assert result.results[0].implementation["attention_trial_timing_decode"].startswith("mean of 10 eager")
+    assert "decode/math" in result.results[0].details["attention_trials"]  # times: not in the series key
+    assert not any(key.startswith("attention_trial_decode") for key in result.results[0].implementation)
     attention.reset()

@@ -35,6 +35,19 @@ def test_pool_keeps_every_sample_and_the_spread_between_processes() -> None:
     assert len(pooled.windows) == 9 and all(w.name == "prefill" for w in pooled.windows)
     assert len(pooled.record_details()["ttft_loop"]["windows"]) == 9
     assert pooled.wall_s == 6.0
+    assert "process_implementations" not in pooled.details
+
+
+def test_pool_lists_the_implementations_when_processes_chose_differently() -> None:
+    replies = [_reply([10.0]), _reply([11.0])]
+    replies[0].implementation["attention_backend_prefill"] = "cudnn_attention"
+    replies[1].implementation["attention_backend_prefill"] = "flash_attention"
+    pooled = spread.pool(replies)
+    assert pooled.implementation["attention_backend_prefill"] == "cudnn_attention"
+    assert [i["attention_backend_prefill"] for i in pooled.details["process_implementations"]] == [
+        "cudnn_attention",
+        "flash_attention",
+    ]
 
 
 def test_plan_spreads_short_points_only() -> None:
