@@ -61,8 +61,17 @@ class PointAggregate:
         }
 
 
+def _names_the_path(key: str) -> bool:
+    """False for an attention trial's own time (`attention_trial_<phase>/<backend>`), which agents
+    before the trials moved to `details` kept in the implementation: it differs from run to run and
+    would keep every run of one path in a series of its own."""
+    return not (key.startswith("attention_trial_") and "/" in key)
+
+
 def series_key(result: PointResult) -> SeriesKey:
-    implementation = ";".join(f"{k}={v}" for k, v in sorted(result.implementation.items()))
+    implementation = ";".join(
+        f"{k}={v}" for k, v in sorted(result.implementation.items()) if _names_the_path(k)
+    )
     return SeriesKey(result.device, result.model, result.precision, result.logits, implementation)
 
 

@@ -53,6 +53,29 @@ def test_different_kernel_paths_never_pool(result_factory):
     assert len(aggregate_points([native, fallback])) == 2
 
 
+def test_runs_of_one_path_pool_though_older_agents_recorded_their_trial_times(result_factory):
+    path = {"attention_backend_decode": "cudnn_attention", "decode_path": "compiled_cuda_graph_static_cache"}
+    a = result_factory(
+        run_id="r1",
+        implementation={**path, "attention_trial_decode/cudnn_attention": "6.6 us, max |diff| 0.00026"},
+        metrics={"ttft": ("ms", [1])},
+    )
+    b = result_factory(
+        run_id="r2",
+        implementation={**path, "attention_trial_decode/cudnn_attention": "6.7 us, max |diff| 0.00026"},
+        metrics={"ttft": ("ms", [2])},
+    )
+    flash = result_factory(
+        run_id="r3",
+        implementation={**path, "attention_backend_decode": "flash_attention"},
+        metrics={"ttft": ("ms", [3])},
+    )
+    pooled, other = aggregate_points([a, b, flash])
+    assert pooled.runs == ["r1", "r2"] and pooled.metrics["ttft"].n == 2
+    assert "attention_trial" not in pooled.key.implementation
+    assert other.runs == ["r3"]
+
+
 def test_max_context_and_first_failure(result_factory):
     rows = [result_factory(context_len=n) for n in (1024, 4096, 8192)]
     rows.append(result_factory(context_len=16384, outcome="oom"))
