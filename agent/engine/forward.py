@@ -57,6 +57,7 @@ REPLAY_TOLERANCE = 0.05
 # into shared launches; on an H100 they took Falcon-H1-0.5B's step at 32K from 800 to 659 kernels.
 COMBO_LABEL = "combined (inductor combo_kernels: independent kernels share launches)"
 COMBO_OFF_LABEL = "one launch per fused kernel (the plan's combo_kernels is false)"
+COMBO_MISSING_LABEL = "one launch per fused kernel (this torch's inductor has no combo_kernels)"
 # A timed choice between decode paths: blocks of steps per candidate, the median block decides.
 CHOICE_BLOCKS, CHOICE_STEPS = 3, 16
 
@@ -170,6 +171,7 @@ class GraphedDecoder:
         self.one_row_path: str | None = None  # the compiled step's one-row products (onerow.LABEL)
         self.one_row_products: str | None = None  # and what its compile did with them
         self.combo_path: str | None = None  # the compiled step's launches (COMBO_LABEL)
+        self._combo_path = COMBO_OFF_LABEL  # what `_compiled_forward` compiled with
         self._step_forward: Callable[..., Any] = self.module
         self._breaks_before = 0
         self._one_row_before = (0, 0)
@@ -211,8 +213,13 @@ class GraphedDecoder:
 
         torch._dynamo.reset()
         options = onerow.compile_options() if self.one_row else {}
-        if self.combo:
+        if not self.combo:
+            self._combo_path = COMBO_OFF_LABEL
+        elif has_combo_kernels():
             options["combo_kernels"] = True
+            self._combo_path = COMBO_LABEL
+        else:  # an older torch (a board's vendor build): compiled without, and the record says so
+            self._combo_path = COMBO_MISSING_LABEL
         compiled = torch.compile(self.module, dynamic=False, options=options)
         self._breaks_before = _graph_breaks()
         self._one_row_before = onerow.tally()
@@ -237,7 +244,7 @@ class GraphedDecoder:
             self.graph_breaks = _graph_breaks() - self._breaks_before
             self.one_row_path = onerow.LABEL if self.one_row else onerow.OFF_LABEL
             self.one_row_products = onerow.describe(self._one_row_before) if self.one_row else None
-            self.combo_path = COMBO_LABEL if self.combo else COMBO_OFF_LABEL
+            self.combo_path = self._combo_path
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self._forward()
@@ -392,6 +399,13 @@ _STATE_FIELDS = (
     "has_previous_state",
     "conv_kernel_size",
 )
+
+
+def has_combo_kernels() -> bool:
+    """Whether this torch's inductor has the combo_kernels option (torch 2.11 has; older builds may not)."""
+    import torch._inductor.config as inductor_config
+
+    return hasattr(inductor_config, "combo_kernels")
 
 
 def _graph_breaks() -> int:

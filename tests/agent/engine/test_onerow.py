@@ -119,23 +119,27 @@ def test_a_decoders_compiled_step_takes_the_pass_only_when_asked(one_row: bool) 
     assert (rewritten > 0) == one_row
 
 
-@pytest.mark.parametrize("combo", [True, False])
+@pytest.mark.parametrize(
+    ("combo", "in_torch", "asked"), [(True, True, True), (False, True, False), (True, False, False)]
+)
 def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
-    combo: bool, monkeypatch: pytest.MonkeyPatch
+    combo: bool, in_torch: bool, asked: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The compile gets inductor's combo_kernels option when the decoder is made with `combo`, and the
-    step so compiled gives the eager step's logits."""
+    """The compile gets inductor's combo_kernels option when the decoder is made with `combo` and this
+    torch has the option, says which of the three it did, and the step so compiled gives the eager
+    step's logits."""
     from ctxscope.agent.engine import forward
     from ctxscope.agent.engine.point import ModelChoice, Session
 
-    asked: list[bool] = []
+    options: list[bool] = []
     compile_ = torch.compile
 
     def spy(model: object, **kwargs: Any) -> object:
-        asked.append(bool(kwargs.get("options", {}).get("combo_kernels")))
+        options.append(bool(kwargs.get("options", {}).get("combo_kernels")))
         return compile_(model, **kwargs)
 
     monkeypatch.setattr(torch, "compile", spy)
+    monkeypatch.setattr(forward, "has_combo_kernels", lambda: in_torch)
     session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
     ids = forward.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
     with torch.inference_mode():
@@ -145,5 +149,7 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
         decoder.rewind()
         decoder._step_forward = decoder._compiled_forward()  # as the capture sets it
         decoder._forward()
-    assert asked == [combo]
+    assert options == [asked]
+    labels = {(True, True): forward.COMBO_LABEL, (True, False): forward.COMBO_MISSING_LABEL}
+    assert decoder._combo_path == labels.get((combo, in_torch), forward.COMBO_OFF_LABEL)
     assert float((decoder.last_logits - eager).abs().max()) < 1e-4
