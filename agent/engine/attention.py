@@ -217,6 +217,10 @@ def _graph_us(fn: Any, reps: int) -> float:
     return start.elapsed_time(end) * 1e3 / reps
 
 
+def _has_graphs(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
 def _timing(in_graph: bool, reps: int) -> str:
     """How `calibrate` timed a phase's candidates (the implementation's `attention_trial_timing_<phase>`)."""
     if in_graph:
@@ -256,47 +260,68 @@ def calibrate(
     `length` cached positions; keep the fastest that agrees with the float32 reference. Prefill is
     timed by eager calls, as the engine runs it; decode, on a GPU with `decode_in_graph`, replayed from
     a CUDA graph as the graph decode paths run it (an eager call's host cost, up to several times the
-    kernel's, would rank the backends by their host code), and a backend that cannot be captured is
-    left out, saying so. Sets the choice this path runs on (in this process) and returns it."""
+    kernel's, would rank the backends by their host code). A backend that cannot be captured is left
+    out, saying so; if no correct one can be, decode is timed by eager calls instead, and the timing
+    says why. Sets the choice this path runs on (in this process) and returns it."""
     choice = BackendChoice()
-    tolerance = TOLERANCE.get(dtype, 3e-2)
     with torch.inference_mode():
         for phase in ("prefill", "decode"):
-            q, k, v, mask = _inputs(shape, phase, length, dtype, device)
-            want = _reference(q, k, v, mask)
-            best: tuple[float, SDPBackend] | None = None
-            gqa = shape.heads != shape.kv_heads
-            in_graph = phase == "decode" and decode_in_graph and device.type == "cuda"
+            in_graph = phase == "decode" and decode_in_graph and _has_graphs(device)
             choice.timing[phase] = _timing(in_graph, reps)
-            for backend in CANDIDATES:
-                label = f"{phase}/{backend.name.lower()}"
-                run = functools.partial(_run_on, backend, q, k, v, mask, gqa)
-                try:
-                    diff = float((run().float() - want).abs().max())  # also the warm-up
-                except RuntimeError as exc:  # no kernel of this backend for these inputs
-                    choice.trials[label] = f"unavailable ({type(exc).__name__})"
-                    continue
-                if not diff <= tolerance:
-                    choice.trials[label] = f"wrong: max |diff| {diff:.3g} > {tolerance:g}"
-                    continue
-                try:
-                    took = _graph_us(run, reps) if in_graph else _wall_us(run, device, reps)
-                except RuntimeError as exc:
-                    why = f"{type(exc).__name__}: {exc}"[:160]
-                    choice.trials[label] = f"not capturable in a CUDA graph ({why})"
-                    continue
-                choice.trials[label] = f"{took:.1f} us, max |diff| {diff:.2g}"
-                if best is None or took < best[0]:
-                    best = (took, backend)
+            best = _fastest_correct(choice, phase, shape, dtype, device, length, reps, in_graph)
+            if best is None and in_graph:  # none both correct and capturable: time them eagerly
+                choice.timing[phase] = f"{_timing(False, reps)}; no correct backend captured in a CUDA graph"
+                best = _fastest_correct(choice, phase, shape, dtype, device, length, reps, False)
             if best is None:
                 raise RuntimeError(f"no SDPA backend is correct for {phase} at {shape} on {device}")
             if phase == "prefill":
-                choice.prefill = best[1]
+                choice.prefill = best
             else:
-                choice.decode = best[1]
+                choice.decode = best
     _CHOICE.prefill, _CHOICE.decode = choice.prefill, choice.decode
     _CHOICE.trials, _CHOICE.timing = dict(choice.trials), dict(choice.timing)
     return choice
+
+
+def _fastest_correct(
+    choice: BackendChoice,
+    phase: Phase,
+    shape: Shape,
+    dtype: torch.dtype,
+    device: torch.device,
+    length: int,
+    reps: int,
+    in_graph: bool,
+) -> SDPBackend | None:
+    """One phase's trial: each candidate checked against the float32 reference, the correct ones timed
+    (replayed from a CUDA graph, or by eager calls); each outcome noted in `choice.trials`. The fastest
+    correct one, or None."""
+    q, k, v, mask = _inputs(shape, phase, length, dtype, device)
+    want = _reference(q, k, v, mask)
+    tolerance = TOLERANCE.get(dtype, 3e-2)
+    gqa = shape.heads != shape.kv_heads
+    best: tuple[float, SDPBackend] | None = None
+    for backend in CANDIDATES:
+        label = f"{phase}/{backend.name.lower()}"
+        run = functools.partial(_run_on, backend, q, k, v, mask, gqa)
+        try:
+            diff = float((run().float() - want).abs().max())  # also the warm-up
+        except RuntimeError as exc:  # no kernel of this backend for these inputs
+            choice.trials[label] = f"unavailable ({type(exc).__name__})"
+            continue
+        if not diff <= tolerance:
+            choice.trials[label] = f"wrong: max |diff| {diff:.3g} > {tolerance:g}"
+            continue
+        try:
+            took = _graph_us(run, reps) if in_graph else _wall_us(run, device, reps)
+        except RuntimeError as exc:
+            why = f"{type(exc).__name__}: {exc}"[:160]
+            choice.trials[label] = f"not capturable in a CUDA graph ({why})"
+            continue
+        choice.trials[label] = f"{took:.1f} us, max |diff| {diff:.2g}"
+        if best is None or took < best[0]:
+            best = (took, backend)
+    return None if best is None else best[1]
 
 
 def reset() -> None:

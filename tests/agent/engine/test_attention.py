@@ -117,3 +117,25 @@ def test_trials_say_how_they_were_timed() -> None:
     # a CPU has no CUDA graphs: decode is timed eagerly too, and says so
     assert record["attention_trial_timing_prefill"] == record["attention_trial_timing_decode"] == eager
     assert attention._timing(True, 10).startswith("mean of 10 calls replayed from one CUDA graph")
+
+
+def test_decode_is_timed_eagerly_when_no_correct_backend_can_be_captured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A device where capture fails for every backend still gets a decode backend, timed by eager
+    calls, and the timing says why; each failed capture was tried first."""
+    captures: list[int] = []
+
+    def capture_fails(fn: object, reps: int) -> float:
+        captures.append(reps)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(attention, "_has_graphs", lambda device: True)
+    monkeypatch.setattr(attention, "_graph_us", capture_fails)
+    shape = attention.Shape(heads=4, kv_heads=2, head_dim=8)
+    choice = attention.calibrate(shape, torch.float32, torch.device("cpu"), length=16, reps=2)
+    assert captures  # the graph was tried for every correct backend
+    assert choice.decode is not None
+    eager = "mean of 2 eager calls (wall clock, synchronized at both ends)"
+    assert choice.timing["decode"] == f"{eager}; no correct backend captured in a CUDA graph"
+    assert choice.trials[f"decode/{choice.decode.name.lower()}"].endswith(tuple("0123456789"))
