@@ -291,52 +291,37 @@ def test_a_compiled_steps_one_row_path_and_its_count_are_recorded_apart(make_pla
     assert decode(encode(result)) == result
 
 
-def test_the_plan_can_keep_the_one_row_products_as_matrix_products(make_plan, monkeypatch) -> None:
-    """one_row_reductions reaches the decoder; a step compiled without the pass says so in the series
-    key and gives no count."""
-    from ctxscope.agent.engine import forward, onerow
-
-    asked: list[bool] = []
-    make_decoder = forward.make_decoder
-
-    def compiled_as_on_a_gpu(*args, one_row: bool = True, **kwargs):
-        asked.append(one_row)
-        decoder = make_decoder(*args, one_row=one_row, **kwargs)
-        decoder.one_row_path = onerow.LABEL if one_row else onerow.OFF_LABEL
-        decoder.one_row_products = "168 one-row matrix products compiled as reductions" if one_row else None
-        return decoder
-
-    monkeypatch.setattr(forward, "make_decoder", compiled_as_on_a_gpu)
-    result = run_plan(make_plan(one_row_reductions=False), MemorySink(), progress=False, device="cpu")
-    assert asked == [False]
-    assert result.results[0].implementation["decode_one_row_products"] == onerow.OFF_LABEL
-    assert "decode_one_row_note" not in result.results[0].details
-
-
-@pytest.mark.parametrize("combo", [True, False])
-def test_the_plans_combo_kernels_reach_the_decoder_and_the_record(
-    make_plan, monkeypatch, combo: bool
+@pytest.mark.parametrize(("one_row", "combo"), [(True, True), (False, True), (True, False)])
+def test_the_plans_compile_switches_reach_the_decoder_and_the_record(
+    make_plan, monkeypatch, one_row: bool, combo: bool
 ) -> None:
-    """combo_kernels reaches the decoder; a compiled step names its launches in the series key (the
-    CPU compiles no step, so its record has no such key)."""
-    from ctxscope.agent.engine import forward
+    """one_row_reductions and combo_kernels reach the decoder; a step compiled without either says so
+    in the series key, and one without the one-row pass gives no count. The CPU compiles no step, so
+    a plain CPU record has neither key."""
+    from ctxscope.agent.engine import forward, onerow
 
     plain = run_plan(make_plan(), MemorySink(), progress=False, device="cpu").results[0]
     assert "decode_combo_kernels" not in plain.implementation
-    asked: list[bool] = []
+    asked: list[tuple[bool, bool]] = []
     make_decoder = forward.make_decoder
 
-    def compiled_as_on_a_gpu(*args, combo: bool = True, **kwargs):
-        asked.append(combo)
-        decoder = make_decoder(*args, combo=combo, **kwargs)
+    def compiled_as_on_a_gpu(*args, one_row: bool = True, combo: bool = True, **kwargs):
+        asked.append((one_row, combo))
+        decoder = make_decoder(*args, one_row=one_row, combo=combo, **kwargs)
+        decoder.one_row_path = onerow.LABEL if one_row else onerow.OFF_LABEL
+        decoder.one_row_products = "168 one-row matrix products compiled as reductions" if one_row else None
         decoder.combo_path = forward.COMBO_LABEL if combo else forward.COMBO_OFF_LABEL
         return decoder
 
     monkeypatch.setattr(forward, "make_decoder", compiled_as_on_a_gpu)
-    result = run_plan(make_plan(combo_kernels=combo), MemorySink(), progress=False, device="cpu").results[0]
-    assert asked == [combo]
-    want = forward.COMBO_LABEL if combo else forward.COMBO_OFF_LABEL
-    assert result.implementation["decode_combo_kernels"] == want
+    plan = make_plan(one_row_reductions=one_row, combo_kernels=combo)
+    result = run_plan(plan, MemorySink(), progress=False, device="cpu").results[0]
+    assert asked == [(one_row, combo)]
+    assert result.implementation["decode_one_row_products"] == (onerow.LABEL if one_row else onerow.OFF_LABEL)
+    assert ("decode_one_row_note" in result.details) == one_row
+    assert result.implementation["decode_combo_kernels"] == (
+        forward.COMBO_LABEL if combo else forward.COMBO_OFF_LABEL
+    )
 
 
 @pytest.mark.parametrize(("decode", "in_graph"), [("auto", True), ("graph", True), ("eager", False)])
