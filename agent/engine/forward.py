@@ -171,7 +171,6 @@ class GraphedDecoder:
         self.one_row_path: str | None = None  # the compiled step's one-row products (onerow.LABEL)
         self.one_row_products: str | None = None  # and what its compile did with them
         self.combo_path: str | None = None  # the compiled step's launches (COMBO_LABEL)
-        self._combo_path = COMBO_OFF_LABEL  # what `_compiled_forward` compiled with
         self._step_forward: Callable[..., Any] = self.module
         self._breaks_before = 0
         self._one_row_before = (0, 0)
@@ -214,12 +213,12 @@ class GraphedDecoder:
         torch._dynamo.reset()
         options = onerow.compile_options() if self.one_row else {}
         if not self.combo:
-            self._combo_path = COMBO_OFF_LABEL
+            self.combo_path = COMBO_OFF_LABEL
         elif has_combo_kernels():
             options["combo_kernels"] = True
-            self._combo_path = COMBO_LABEL
+            self.combo_path = COMBO_LABEL
         else:  # an older torch (a board's vendor build): compiled without, and the record says so
-            self._combo_path = COMBO_MISSING_LABEL
+            self.combo_path = COMBO_MISSING_LABEL
         compiled = torch.compile(self.module, dynamic=False, options=options)
         self._breaks_before = _graph_breaks()
         self._one_row_before = onerow.tally()
@@ -244,7 +243,6 @@ class GraphedDecoder:
             self.graph_breaks = _graph_breaks() - self._breaks_before
             self.one_row_path = onerow.LABEL if self.one_row else onerow.OFF_LABEL
             self.one_row_products = onerow.describe(self._one_row_before) if self.one_row else None
-            self.combo_path = self._combo_path
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self._forward()

@@ -151,5 +151,5 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
         decoder._forward()
     assert options == [asked]
     labels = {(True, True): forward.COMBO_LABEL, (True, False): forward.COMBO_MISSING_LABEL}
-    assert decoder._combo_path == labels.get((combo, in_torch), forward.COMBO_OFF_LABEL)
+    assert decoder.combo_path == labels.get((combo, in_torch), forward.COMBO_OFF_LABEL)
     assert float((decoder.last_logits - eager).abs().max()) < 1e-4
