@@ -8,6 +8,12 @@ all-ones `attention_mask` its tokenizer returns (`--mask none`: `input_ids` alon
 agent's study mode passes), `use_cache=True`, every position's logits; the peak is
 `torch.cuda.max_memory_allocated` after resetting the peak statistics with the model loaded.
 
+`--two-loads` follows the study's memory code (`src/memory/mem_footprint.py`) further for models whose
+name lacks "mamba": the model is loaded and run once with `use_cache=False`, deleted (`gc.collect()`,
+`torch.cuda.empty_cache()`), loaded again, and the probe runs on the second load in the same process;
+what the first load and forward leave allocated is recorded (`allocated_left_by_first_forward_bytes`)
+and is inside the second forward's peak, as it was inside the study's figure.
+
 Beside the peak it records a breakdown: weights, the cache the forward returned, its logits, and every
 mask handed to `scaled_dot_product_attention` (shape, dtype, bytes), so a difference between versions at
 equal length can be named. On the CPU, where there is no allocator statistic, the peak is that of the
@@ -23,6 +29,7 @@ the weights.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -190,6 +197,25 @@ def probe(model: torch.nn.Module, length: int, mask: str, device: str) -> dict[s
     return row
 
 
+def first_load_and_forward(args: argparse.Namespace, length: int) -> dict[str, Any]:
+    """The study's first pass: load, one forward with `use_cache=False`, delete, collect, empty the
+    cache; what is left allocated after it (CUDA)."""
+    model = build(args.model, args.device, args.layers)
+    ids = torch.full((1, length), 4, dtype=torch.long, device=args.device)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        output = model(**inputs, use_cache=False)
+    del output, model, inputs, ids
+    gc.collect()
+    first: dict[str, Any] = {"outcome": "ok"}
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize(args.device)
+        torch.cuda.empty_cache()
+        first["allocated_left_by_first_forward_bytes"] = torch.cuda.memory_allocated(args.device)
+        first["first_forward_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(args.device)
+    return first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a zoo name, e.g. qwen2.5-0.5b")
@@ -197,8 +223,14 @@ def main() -> None:
     parser.add_argument("--mask", choices=["tokenizer", "none", "both"], default="both")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--layers", type=int, help="fewer layers (a check on the CPU)")
+    parser.add_argument(
+        "--two-loads",
+        action="store_true",
+        help="the study's protocol: a first load and forward with use_cache=False, deleted, before the probe",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    first = first_load_and_forward(args, args.length[0]) if args.two_loads else None
     model = build(args.model, args.device, args.layers)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     report: dict[str, Any] = {
@@ -213,6 +245,7 @@ def main() -> None:
             "python": platform.python_version(),
             "cuda_device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
         },
+        "first_load_and_forward": first,
         "probes": [],
     }
     for length in args.length:
