@@ -173,7 +173,7 @@ class GraphedDecoder:
         self.combo_path: str | None = None  # the compiled step's launches (COMBO_LABEL)
         self._step_forward: Callable[..., Any] = self.module
         self._breaks_before = 0
-        self._one_row_before = (0, 0)
+        self._one_row_before = (0, 0, 0)
 
     def _forward(self, forward: Callable[..., Any] | None = None) -> None:
         raise NotImplementedError

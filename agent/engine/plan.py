@@ -87,9 +87,10 @@ class Plan(BaseModel):
     )
     one_row_reductions: bool = Field(
         default=True,
-        description="compile the decode step's one-row matrix products as reductions (decode=auto; on an"
-        " H100 28% faster for Qwen2.5-0.5B at 32K); false keeps them cuBLAS GEMMs, to compare on a new"
-        " device. Each record names which",
+        description="compile the decode step's one-row matrix products as reductions, and a Mamba-2"
+        " mixer's depthwise convolution of few positions as a multiply-sum (decode=auto; on an H100 28%"
+        " faster for Qwen2.5-0.5B at 32K); false keeps them cuBLAS GEMMs and aten convolutions, to compare"
+        " on a new device. Each record names which",
     )
     combo_kernels: bool = Field(
         default=True,

@@ -14,8 +14,11 @@ step's projections: each becomes a multiply and a sum that inductor generates as
 with the bias and what follows fused into it, instead of a cuBLAS call), and records how many it
 rewrote (the engine's own pass is then off, so that inductor's is what is measured). The engine's
 compile now does the same through its own pass (`agent/engine/onerow.py`); `--without-one-row`
-compiles without it, for the comparison; `--without-combo` compiles without inductor's combo kernels,
-which the engine's compile also turns on (independent kernels sharing launches).
+compiles without it, for the comparison; `--without-conv` compiles with the pass but without its
+rewrite of depthwise convolutions of few positions (a Mamba-2 mixer's decode-step conv), inductor's
+caches off in that process so that its graph is neither taken from nor left for a run with it;
+`--without-combo` compiles without inductor's combo kernels, which the engine's compile also turns on
+(independent kernels sharing launches).
 
     python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
     python bench/engine/decode_overhead.py --models falcon-h1-0.5b,mamba2-780m --length 32768 \
@@ -174,6 +177,11 @@ def main() -> None:
         help="compile the step without the engine's one-row reductions (agent/engine/onerow.py)",
     )
     parser.add_argument(
+        "--without-conv",
+        action="store_true",
+        help="compile the step without the pass's depthwise-convolution rewrite (inductor's caches off)",
+    )
+    parser.add_argument(
         "--without-combo",
         action="store_true",
         help="compile the step without inductor's combo kernels (the engine's default has them)",
@@ -191,6 +199,15 @@ def main() -> None:
                 "max_other_dimension_decomposition": args.decompose_mm,
             }
         }
+
+    if args.without_conv:
+        import torch._functorch.config as functorch
+
+        from ctxscope.agent.engine import onerow
+
+        onerow._is_few_position_depthwise = lambda *_: False  # type: ignore[assignment]
+        inductor.fx_graph_cache = False
+        functorch.enable_autograd_cache = False
 
     flags = [flag for flag in args.inductor.split(",") if flag]
     for flag in flags:
@@ -226,6 +243,7 @@ def main() -> None:
             "decompose_mm_below": args.decompose_mm or None,
             "engine_one_row_reductions": engine_one_row,
             "engine_combo_kernels": not args.without_combo,
+            "engine_conv_rewrite": engine_one_row and not args.without_conv,
             "decomposed": {k: v for k, v in counters["inductor"].items() if k.startswith("decompose")},
             "rows": rows,
         }

@@ -153,3 +153,98 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
     labels = {(True, True): forward.COMBO_LABEL, (True, False): forward.COMBO_MISSING_LABEL}
     assert decoder.combo_path == labels.get((combo, in_torch), forward.COMBO_OFF_LABEL)
     assert float((decoder.last_logits - eager).abs().max()) < 1e-4
+
+
+class ConvUpdate(torch.nn.Module):
+    """A Mamba-2 mixer's decode-step convolution in small, as transformers' reference
+    `causal_conv1d_update` runs it: the cached window and the new token, convolved per channel (two
+    output positions with no padding), the last position kept; the window is updated in place."""
+
+    def __init__(self, channels: int, kernel: int, bias: bool, padding: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(channels, channels, kernel, groups=channels, bias=bias)
+        self.padding = padding
+
+    def forward(self, window: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        joined = torch.cat([window, x], dim=-1)
+        window.copy_(joined[:, :, -window.shape[-1] :])
+        out = torch.nn.functional.conv1d(
+            joined, self.conv.weight, self.conv.bias, padding=self.padding, groups=joined.shape[1]
+        )
+        return torch.nn.functional.silu(out)
+
+
+@pytest.mark.parametrize(("bias", "padding"), [(True, 0), (False, 0), (True, 2)])
+def test_a_depthwise_convolution_of_few_positions_becomes_a_multiply_sum(bias: bool, padding: int) -> None:
+    torch.manual_seed(0)
+    update = ConvUpdate(48, 4, bias, padding).to(torch.bfloat16)
+    window, x = torch.randn(2, 48, 4, dtype=torch.bfloat16), torch.randn(2, 48, 1, dtype=torch.bfloat16)
+    compiled_window, reference_window = window.clone(), window.float()
+    before = onerow.tally()
+    with torch.no_grad():
+        out = torch.compile(update, dynamic=False, options=onerow.compile_options())(compiled_window, x)
+        reference = update.float()(reference_window, x.float())
+    assert onerow.describe(before) == "1 depthwise convolutions of few positions as multiply-sums"
+    assert out.dtype == torch.bfloat16
+    assert out.shape == reference.shape == (2, 48, 2 + 2 * padding)
+    # summed in float32 and rounded once: within bf16 rounding of outputs of size ~1
+    assert float((out.float() - reference).abs().max()) < 0.01
+    assert torch.equal(compiled_window.float(), reference_window)
+
+
+class Convolutions(torch.nn.Module):
+    """Convolutions the rewrite leaves alone: too many output positions, stride 2, dilation 2, a dense
+    one (one group), a depthwise one with two kernels per channel, and a two-dimensional one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.long = torch.nn.Conv1d(8, 8, 4, groups=8)
+        self.strided = torch.nn.Conv1d(8, 8, 4, stride=2, groups=8)
+        self.dilated = torch.nn.Conv1d(8, 8, 2, dilation=2, groups=8)
+        self.dense = torch.nn.Conv1d(8, 8, 4)
+        self.doubled = torch.nn.Conv1d(8, 16, 4, groups=8)
+        self.planar = torch.nn.Conv2d(8, 8, 4, groups=8)
+
+    def forward(self, few: torch.Tensor, many: torch.Tensor, square: torch.Tensor) -> torch.Tensor:
+        outs = [self.long(many), self.strided(few), self.dilated(few), self.dense(few), self.doubled(few)]
+        return torch.cat([out.flatten() for out in [*outs, self.planar(square)]])
+
+
+def test_convolutions_that_do_not_qualify_stay_convolutions() -> None:
+    torch.manual_seed(0)
+    convolutions = Convolutions()
+    many_positions = onerow.MAX_CONV_POSITIONS + 4 - 1 + 1  # one output position more than the limit
+    few, many, square = torch.randn(1, 8, 5), torch.randn(1, 8, many_positions), torch.randn(1, 8, 4, 4)
+    before = onerow.tally()
+    with torch.no_grad():
+        out = torch.compile(convolutions, dynamic=False, options=onerow.compile_options())(few, many, square)
+        reference = convolutions(few, many, square)
+    assert onerow.describe(before).startswith("none: no one-row matrix product")
+    assert float((out - reference).abs().max()) < 1e-5
+
+
+def test_a_hybrids_compiled_step_rewrites_its_mixers_convolutions() -> None:
+    """The static-cache decoder's compiled step of a tiny Falcon-H1 (transformers' reference conv update,
+    causal_conv1d absent): one convolution per Mamba-2 layer rewritten, the logits the eager step's."""
+    from ctxscope.agent.engine import forward
+    from ctxscope.agent.engine.point import ModelChoice, Session
+
+    session = Session(ModelChoice(name="falcon-h1-0.5b", precision="fp32", device="cpu", tiny=True))
+    torch.manual_seed(0)
+    with torch.no_grad():  # the tiny model's kernels (std 0.02) and zero biases would hardly move the logits
+        for name, parameter in session.module.named_parameters():
+            if "conv1d" in name:
+                parameter.copy_(torch.randn_like(parameter) * 0.5)
+    ids = forward.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    with torch.inference_mode():
+        decoder = forward.HFStaticDecoder(session.module, ids, 2, graph=False)
+        decoder._forward()
+        eager = decoder.last_logits.clone()
+        decoder.rewind()
+        before = onerow.tally()
+        decoder._step_forward = decoder._compiled_forward()  # as the capture sets it
+        decoder._forward()
+    layers = session.module.config.num_hidden_layers
+    assert onerow.tally()[1] - before[1] == layers
+    assert f", {layers} depthwise convolutions of few positions" in onerow.describe(before)
+    assert float((decoder.last_logits - eager).abs().max()) < 1e-4 * float(eager.abs().max()) + 1e-6
