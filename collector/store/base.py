@@ -128,6 +128,9 @@ class Store(ABC):
     placeholder = "?"
     # An arrival-ordered integer key (staging tables): SQLite's rowid.
     key_type = "INTEGER"
+    # Room left on each page of `devices` for new versions of its rows (migration 5); empty where the
+    # backend updates rows in place.
+    devices_room_ddl = ""
     # Set by a store that stages its frequent records (staging.py); None writes them in place.
     stager: Stager | None = None
     # Seconds ingest waits for more messages before it commits a batch (a group commit).
@@ -231,6 +234,11 @@ class Store(ABC):
         tail = "ON CONFLICT DO NOTHING RETURNING device, stream, seq"
         returned = insert_rows(self, cur, "INSERT INTO records", rows, tail, returning=True)
         return {(device, stream, int(seq)) for device, stream, seq in returned}
+
+    def _column_types(self, cur: Any, head: str) -> list[str] | None:
+        """The SQL types of the columns that an `INSERT INTO table [(columns)]` head fills, for a store
+        that inserts rows as one array per column (PostgreSQL); None inserts them as VALUES lists."""
+        return None
 
     def _stored_live(self, cur: Any, devices: Sequence[str]) -> dict[str, Any]:
         """The `live` column of each of `devices` that has one, locked until the batch commits (on

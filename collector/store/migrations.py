@@ -26,6 +26,7 @@ class Store(Protocol):
     blob_type: str
     bool_type: str
     key_type: str
+    devices_room_ddl: str
 
     def _transaction(self) -> AbstractContextManager[Any]: ...
 
@@ -118,6 +119,11 @@ MIGRATIONS = (
         "staging: telemetry and results kept in arrival order until merged into the device-keyed tables",
         STAGING_DDL,
     ),
+    Migration(
+        5,
+        "devices: room on each page for the versions a commit makes of its rows (PostgreSQL fillfactor)",
+        "{devices_room}",
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 # An arbitrary constant naming ctxscope's migration lock among PostgreSQL advisory locks.
@@ -164,7 +170,11 @@ def migrate(store: Store, now_ns: int) -> list[int]:
             if current >= migration.version:
                 continue
             ddl = migration.ddl.format(
-                json=store.json_type, blob=store.blob_type, bool=store.bool_type, key=store.key_type
+                json=store.json_type,
+                blob=store.blob_type,
+                bool=store.bool_type,
+                key=store.key_type,
+                devices_room=store.devices_room_ddl,
             )
             for statement in ddl.split(";"):
                 if statement.strip():

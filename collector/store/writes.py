@@ -70,6 +70,8 @@ class Store(Protocol):
 
     def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]: ...
 
+    def _column_types(self, cur: Any, head: str) -> list[str] | None: ...
+
     def _stored_live(self, cur: Any, devices: Sequence[str]) -> dict[str, Any]: ...
 
 
@@ -165,11 +167,24 @@ def insert_rows(
     returning: bool = False,
 ) -> list[Any]:
     """`head VALUES (...), (...) tail` over `rows` (all of one width), in as few statements as the
-    store's parameter limit allows; the rows the statements return when `returning`."""
+    store's parameter limit allows; the rows the statements return when `returning`.
+
+    Where the store names its columns' types (PostgreSQL), one statement instead, `head SELECT * FROM
+    unnest(<one array per column>) tail`: its text is the same for any number of rows, so psycopg
+    parses it once. psycopg parses every statement of more than 50 parameters anew, and for VALUES
+    lists that parsing took about half of the writer's time (2 us a parameter)."""
     out: list[Any] = []
     if not rows:
         return out
     width = len(rows[0])
+    types = store._column_types(cur, head)
+    if types is not None:
+        if len(types) != width:
+            raise ValueError(f"{head!r} fills {len(types)} columns, the rows have {width}")
+        arrays = ", ".join(f"%s::{type_}[]" for type_ in types)
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        cur.execute(f"{head} SELECT * FROM unnest({arrays}) {tail}", columns)
+        return list(cur.fetchall()) if returning else out
     marks = "(" + ", ".join("?" * width) + ")"
     for chunk in chunks(rows, max(1, store.max_params // width)):
         cur.execute(
