@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -174,6 +175,9 @@ class GraphedDecoder:
         self._step_forward: Callable[..., Any] = self.module
         self._breaks_before = 0
         self._one_row_before = (0, 0, 0)
+        # the kernel packages' operations the compiled step's graph holds (graphops); None uncompiled
+        self.package_ops: dict[str, int] | None = None
+        self._ops_before: Counter[str] = Counter()
 
     def _forward(self, forward: Callable[..., Any] | None = None) -> None:
         raise NotImplementedError
@@ -197,7 +201,7 @@ class GraphedDecoder:
                 return problems
             problems.append(f"{path} {problem}")
             self.graph = None
-            self.one_row_path = self.one_row_products = self.combo_path = None
+            self.one_row_path = self.one_row_products = self.combo_path = self.package_ops = None
             self._step_forward = self.module
             self.rewind()
         return problems
@@ -208,7 +212,7 @@ class GraphedDecoder:
         `combo_kernels`) unless the decoder was made without them."""
         import torch._dynamo
 
-        from ctxscope.agent.engine import onerow
+        from ctxscope.agent.engine import graphops, onerow
 
         torch._dynamo.reset()
         options = onerow.compile_options() if self.one_row else {}
@@ -219,9 +223,10 @@ class GraphedDecoder:
             self.combo_path = COMBO_LABEL
         else:  # an older torch (a board's vendor build): compiled without, and the record says so
             self.combo_path = COMBO_MISSING_LABEL
-        compiled = torch.compile(self.module, dynamic=False, options=options)
+        compiled = torch.compile(self.module, dynamic=False, backend=graphops.inductor_backend(options))
         self._breaks_before = _graph_breaks()
         self._one_row_before = onerow.tally()
+        self._ops_before = graphops.tally()
         return compiled
 
     def warm_up(self, steps: int = 2) -> None:
@@ -238,9 +243,10 @@ class GraphedDecoder:
             self.warm_up()
         torch.cuda.current_stream().wait_stream(side)
         if self._step_forward is not self.module:
-            from ctxscope.agent.engine import onerow
+            from ctxscope.agent.engine import graphops, onerow
 
             self.graph_breaks = _graph_breaks() - self._breaks_before
+            self.package_ops = graphops.seen_since(self._ops_before)
             self.one_row_path = onerow.LABEL if self.one_row else onerow.OFF_LABEL
             self.one_row_products = onerow.describe(self._one_row_before) if self.one_row else None
         graph = torch.cuda.CUDAGraph()

@@ -17,11 +17,12 @@ from typing import Literal
 
 import torch
 
-from ctxscope.agent.engine import attention, bandwidth, forward, memory
+from ctxscope.agent.engine import attention, bandwidth, forward, graphops, memory
 from ctxscope.agent.engine.attention import AttentionMode
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
 from ctxscope.agent.engine.outcome import Measured, Phase, PhaseLoop
+from ctxscope.agent.zoo.kernels import compiled_step_label
 from ctxscope.shared.messages import Metric
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -285,6 +286,13 @@ def _measure_decode(
         combo = getattr(decoder, "combo_path", None)
         if combo is not None:
             outcome.implementation["decode_combo_kernels"] = combo
+        package_ops = getattr(decoder, "package_ops", None)
+        if package_ops is not None:  # a compiled step: what its graph holds, not the eager probe's path
+            outcome.details["decode_package_ops"] = package_ops
+            if "ssm_step" in outcome.implementation:
+                outcome.implementation["ssm_step"] = compiled_step_label(
+                    outcome.implementation["ssm_step"], graphops.packages(package_ops)
+                )
         note = getattr(decoder, "note", None)
         if note:
             outcome.details["decode_note"] = note[:2000]

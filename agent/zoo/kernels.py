@@ -135,6 +135,19 @@ def plan_from_evidence(
     return KernelPlan(implementation, sorted(missing))
 
 
+def compiled_step_label(label: str, packages: set[str]) -> str:
+    """`ssm_step` for a compiled decode step: the eager probe's label (`plan_from_evidence`), each kernel
+    in it that the compiled step's graph does not hold (`packages`: the packages of its operations,
+    `engine.graphops`) named as torch's instead, which inductor compiled."""
+    suffix = " (transformers)" if label.endswith(" (transformers)") else ""
+    named = []
+    for text in label.removesuffix(suffix).split(" + "):
+        part = next((part for part in _STEP if part.label == text), None)
+        held = part is None or any(package.startswith(part.package) for package in packages)
+        named.append(text if held else f"torch {part.entry} (compiled by inductor)")  # type: ignore[union-attr]
+    return " + ".join(named) + suffix
+
+
 def _probe_transformers(module: torch.nn.Module, ids: torch.Tensor) -> tuple[Callable[[], object], ...]:
     state: dict[str, object] = {}
 

@@ -128,17 +128,17 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
     """The compile gets inductor's combo_kernels option when the decoder is made with `combo` and this
     torch has the option, says which of the three it did, and the step so compiled gives the eager
     step's logits."""
-    from ctxscope.agent.engine import forward
+    from ctxscope.agent.engine import forward, graphops
     from ctxscope.agent.engine.point import ModelChoice, Session
 
     options: list[bool] = []
-    compile_ = torch.compile
+    backend = graphops.inductor_backend
 
-    def spy(model: object, **kwargs: Any) -> object:
-        options.append(bool(kwargs.get("options", {}).get("combo_kernels")))
-        return compile_(model, **kwargs)
+    def spy(inductor_options: dict[str, Any]) -> object:
+        options.append(bool(inductor_options.get("combo_kernels")))
+        return backend(inductor_options)
 
-    monkeypatch.setattr(torch, "compile", spy)
+    monkeypatch.setattr(graphops, "inductor_backend", spy)
     monkeypatch.setattr(forward, "has_combo_kernels", lambda: in_torch)
     session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
     ids = forward.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)

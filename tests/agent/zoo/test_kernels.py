@@ -18,7 +18,7 @@ import torch
 from ctxscope.agent.zoo import KernelPathError, kernel_availability, load_model, tiny_spec
 from ctxscope.agent.zoo.architectures import ARCHITECTURES
 from ctxscope.agent.zoo.calls import CallEvidence
-from ctxscope.agent.zoo.kernels import TORCH_FALLBACK, observed_plan, plan_from_evidence
+from ctxscope.agent.zoo.kernels import TORCH_FALLBACK, compiled_step_label, observed_plan, plan_from_evidence
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 FAKE_PACKAGES = ("causal_conv1d", "mamba_ssm")
@@ -263,3 +263,34 @@ def test_the_record_agrees_with_a_log_kept_by_the_kernel_itself(name, tmp_path) 
 def test_require_fast_kernels_names_what_was_not_called() -> None:
     with pytest.raises(KernelPathError, match=r"CUDA device, causal_conv1d\.causal_conv1d_fn"):
         load_model(tiny_spec("mamba2-130m"), device="cpu", dtype=torch.float32, require_fast_kernels=True)
+
+
+@pytest.mark.parametrize(
+    ("packages", "expected"),
+    [
+        ({"mamba_ssm", "causal_conv1d"}, "mamba_ssm triton selective_state_update + causal_conv1d_update"),
+        (
+            {"mamba_ssm"},
+            "mamba_ssm triton selective_state_update + torch causal_conv1d_update (compiled by inductor)",
+        ),
+        (
+            set(),
+            "torch selective_state_update (compiled by inductor) + torch causal_conv1d_update (compiled by"
+            " inductor)",
+        ),
+        (
+            {"causal_conv1d_cuda", "mamba_ssm"},
+            "mamba_ssm triton selective_state_update + causal_conv1d_update",
+        ),
+    ],
+)
+def test_a_compiled_step_names_only_the_kernels_its_graph_holds(packages: set[str], expected: str) -> None:
+    eager = "mamba_ssm triton selective_state_update + causal_conv1d_update"
+    assert compiled_step_label(eager + " (transformers)", packages) == expected + " (transformers)"
+    assert compiled_step_label(eager, packages) == expected
+
+
+def test_a_compiled_step_keeps_a_fallback_the_probe_saw() -> None:
+    eager = "mamba_ssm triton selective_state_update + torch causal_conv1d_update fallback"
+    assert compiled_step_label(eager, {"mamba_ssm"}) == eager
+    assert compiled_step_label(TORCH_FALLBACK, set()) == TORCH_FALLBACK

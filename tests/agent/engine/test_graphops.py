@@ -1,0 +1,59 @@
+"""The census of a compiled step's package operations, taken from the graph dynamo traced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctxscope.agent.engine import graphops, onerow
+
+
+@torch.library.custom_op("ctxscope_test_kernels::twice", mutates_args=())
+def twice(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@twice.register_fake
+def _twice_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+@pytest.fixture(autouse=True)
+def own_inductor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test compiles into a cache of its own, so a graph another test compiled is not reused."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+
+
+def _step(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.conv1d(twice(x), weight, groups=4).sum(-1) @ torch.ones(4, 3)
+
+
+def test_a_package_operator_is_counted_and_torchs_are_not() -> None:
+    x, weight = torch.randn(1, 4, 8), torch.randn(4, 1, 3)
+    before = graphops.tally()
+    compiled = torch.compile(_step, dynamic=False, backend=graphops.inductor_backend({}))
+    assert torch.allclose(compiled(x, weight), _step(x, weight), atol=1e-5)
+    seen = graphops.seen_since(before)
+    assert seen == {"ctxscope_test_kernels::twice": 1}
+    assert graphops.packages(seen) == {"ctxscope_test_kernels"}
+
+
+def test_a_step_of_torch_operators_holds_no_package_operation() -> None:
+    before = graphops.tally()
+    backend = graphops.inductor_backend({})
+    compiled = torch.compile(lambda x: torch.relu(x) + 1, dynamic=False, backend=backend)
+    compiled(torch.randn(5))
+    assert graphops.seen_since(before) == {}
+
+
+def test_the_backend_hands_its_options_to_inductor() -> None:
+    """The one-row pass, given as an option, runs: the backend compiles as torch.compile's inductor."""
+    row, matrix = torch.randn(1, 64), torch.randn(64, 32)
+    before = onerow.tally()
+    backend = graphops.inductor_backend(onerow.compile_options())
+    compiled = torch.compile(torch.mm, dynamic=False, backend=backend)
+    assert torch.allclose(compiled(row, matrix), row @ matrix, atol=1e-4)
+    assert onerow.tally()[0] > before[0]
