@@ -176,8 +176,8 @@ class GraphedDecoder:
         self._breaks_before = 0
         self._one_row_before = (0, 0, 0)
         # the kernel packages' operations the compiled step's graph holds (graphops); None uncompiled
-        self.package_ops: dict[str, int] | None = None
-        self._ops_before: Counter[str] = Counter()
+        self.package_ops: dict[str, int] | str | None = None
+        self._ops_before: tuple[Counter[str], int] = (Counter(), 0)
 
     def _forward(self, forward: Callable[..., Any] | None = None) -> None:
         raise NotImplementedError

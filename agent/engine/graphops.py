@@ -26,6 +26,7 @@ import torch
 # Operator namespaces of torch itself: everything else is some package's.
 TORCH_NAMESPACES = frozenset({"aten", "prims", "inductor", "higher_order", "_c10d_functional", "quantized"})
 _seen: Counter[str] = Counter()
+_unread: list[str] = []  # why a graph's census failed (the compile goes on without it)
 
 
 def _triton_wrappers() -> tuple[Any, ...]:
@@ -76,21 +77,27 @@ def inductor_backend(options: dict[str, Any]) -> Any:
 
 
 def census(graph: torch.fx.Graph) -> None:
-    """Count the graph's package operations."""
-    wrappers = _triton_wrappers()
-    for node in graph.nodes:
-        operation = operation_of(node, wrappers)
-        if operation is not None:
-            _seen[operation] += 1
+    """Count the graph's package operations; a graph it cannot read is noted, never fails the compile."""
+    try:
+        wrappers = _triton_wrappers()
+        operations = [operation_of(node, wrappers) for node in graph.nodes]
+    except Exception as exc:  # a torch whose graphs look otherwise: the step compiles all the same
+        _unread.append(f"{type(exc).__name__}: {exc}"[:300])
+        return
+    _seen.update(operation for operation in operations if operation is not None)
 
 
-def tally() -> Counter[str]:
-    return Counter(_seen)
+def tally() -> tuple[Counter[str], int]:
+    return Counter(_seen), len(_unread)
 
 
-def seen_since(before: Counter[str]) -> dict[str, int]:
-    """Package operations of the graphs compiled since `before` (a `tally()`), with their counts."""
-    return dict(sorted((_seen - before).items()))
+def seen_since(before: tuple[Counter[str], int]) -> dict[str, int] | str:
+    """Package operations of the graphs compiled since `before` (a `tally()`), with their counts; or why
+    one of those graphs could not be read."""
+    seen, unread = before
+    if len(_unread) > unread:
+        return f"not read: {_unread[-1]}"
+    return dict(sorted((_seen - seen).items()))
 
 
 def packages(operations: dict[str, int]) -> set[str]:

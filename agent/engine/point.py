@@ -289,7 +289,7 @@ def _measure_decode(
         package_ops = getattr(decoder, "package_ops", None)
         if package_ops is not None:  # a compiled step: what its graph holds, not the eager probe's path
             outcome.details["decode_package_ops"] = package_ops
-            if "ssm_step" in outcome.implementation:
+            if isinstance(package_ops, dict) and "ssm_step" in outcome.implementation:
                 outcome.implementation["ssm_step"] = compiled_step_label(
                     outcome.implementation["ssm_step"], graphops.packages(package_ops)
                 )

@@ -38,7 +38,7 @@ def test_a_package_operator_is_counted_and_torchs_are_not() -> None:
     assert torch.allclose(compiled(x, weight), _step(x, weight), atol=1e-5)
     seen = graphops.seen_since(before)
     assert seen == {"ctxscope_test_kernels::twice": 1}
-    assert graphops.packages(seen) == {"ctxscope_test_kernels"}
+    assert isinstance(seen, dict) and graphops.packages(seen) == {"ctxscope_test_kernels"}
 
 
 def test_a_step_of_torch_operators_holds_no_package_operation() -> None:
@@ -57,3 +57,15 @@ def test_the_backend_hands_its_options_to_inductor() -> None:
     compiled = torch.compile(torch.mm, dynamic=False, backend=backend)
     assert torch.allclose(compiled(row, matrix), row @ matrix, atol=1e-4)
     assert onerow.tally()[0] > before[0]
+
+
+def test_a_graph_the_census_cannot_read_still_compiles_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(node: torch.fx.Node, wrappers: object) -> str | None:
+        raise KeyError("kernel_idx")
+
+    monkeypatch.setattr(graphops, "operation_of", unreadable)
+    x, weight = torch.randn(1, 4, 8), torch.randn(4, 1, 3)
+    before = graphops.tally()
+    compiled = torch.compile(_step, dynamic=False, backend=graphops.inductor_backend({}))
+    assert torch.allclose(compiled(x, weight), _step(x, weight), atol=1e-5)
+    assert graphops.seen_since(before) == "not read: KeyError: 'kernel_idx'"
