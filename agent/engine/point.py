@@ -252,6 +252,37 @@ def _floor_metrics(session: Session, context_len: int, result: LoopResult) -> di
     }
 
 
+def record_decode_path(outcome: Measured, decoder: forward.Decoder) -> None:
+    """What the decoder made of the step: its path, and for a compiled step its graph breaks, one-row
+    products, combo kernels and kernel packages' operations (the last correcting `ssm_step`, which the
+    eager probe observed)."""
+    outcome.implementation["decode_path"] = decoder.path
+    graph_breaks = getattr(decoder, "graph_breaks", None)
+    if graph_breaks is not None:
+        outcome.implementation["decode_graph_breaks"] = str(graph_breaks)
+    one_row = getattr(decoder, "one_row_path", None)
+    if one_row is not None:  # the path in the series key; the count, which a cache hit lacks, apart
+        outcome.implementation["decode_one_row_products"] = one_row
+        count = getattr(decoder, "one_row_products", None)
+        if count is not None:
+            outcome.details["decode_one_row_note"] = count
+    combo = getattr(decoder, "combo_path", None)
+    if combo is not None:
+        outcome.implementation["decode_combo_kernels"] = combo
+    package_ops = getattr(decoder, "package_ops", None)
+    if package_ops is not None:  # a compiled step: what its graph holds, not the eager probe's path
+        outcome.details["decode_package_ops"] = package_ops
+        # with a graph break, code between the graphs ran eagerly: the census saw only the graphs
+        whole = graph_breaks == 0
+        if whole and isinstance(package_ops, dict) and "ssm_step" in outcome.implementation:
+            outcome.implementation["ssm_step"] = compiled_step_label(
+                outcome.implementation["ssm_step"], graphops.packages(package_ops)
+            )
+    note = getattr(decoder, "note", None)
+    if note:
+        outcome.details["decode_note"] = note[:2000]
+
+
 def _measure_decode(
     session: Session,
     settings: PointSettings,
@@ -273,29 +304,7 @@ def _measure_decode(
             combo=settings.combo_kernels,
         )
         setup_peak = memory.peak(device)
-        outcome.implementation["decode_path"] = decoder.path
-        graph_breaks = getattr(decoder, "graph_breaks", None)
-        if graph_breaks is not None:
-            outcome.implementation["decode_graph_breaks"] = str(graph_breaks)
-        one_row = getattr(decoder, "one_row_path", None)
-        if one_row is not None:  # the path in the series key; the count, which a cache hit lacks, apart
-            outcome.implementation["decode_one_row_products"] = one_row
-            count = getattr(decoder, "one_row_products", None)
-            if count is not None:
-                outcome.details["decode_one_row_note"] = count
-        combo = getattr(decoder, "combo_path", None)
-        if combo is not None:
-            outcome.implementation["decode_combo_kernels"] = combo
-        package_ops = getattr(decoder, "package_ops", None)
-        if package_ops is not None:  # a compiled step: what its graph holds, not the eager probe's path
-            outcome.details["decode_package_ops"] = package_ops
-            if isinstance(package_ops, dict) and "ssm_step" in outcome.implementation:
-                outcome.implementation["ssm_step"] = compiled_step_label(
-                    outcome.implementation["ssm_step"], graphops.packages(package_ops)
-                )
-        note = getattr(decoder, "note", None)
-        if note:
-            outcome.details["decode_note"] = note[:2000]
+        record_decode_path(outcome, decoder)
         # a dynamic cache still allocates while stepping: out of memory can strike in the loop too
         result = measure(
             decoder.step,

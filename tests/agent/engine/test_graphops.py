@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from ctxscope.agent.engine import graphops, onerow
+from ctxscope.agent.engine.outcome import Measured
+from ctxscope.agent.engine.point import record_decode_path
 
 
 @torch.library.custom_op("ctxscope_test_kernels::twice", mutates_args=())
@@ -69,3 +72,44 @@ def test_a_graph_the_census_cannot_read_still_compiles_and_says_so(monkeypatch: 
     compiled = torch.compile(_step, dynamic=False, backend=graphops.inductor_backend({}))
     assert torch.allclose(compiled(x, weight), _step(x, weight), atol=1e-5)
     assert graphops.seen_since(before) == "not read: KeyError: 'kernel_idx'"
+
+
+EAGER_STEP = "mamba_ssm triton selective_state_update + causal_conv1d_update (transformers)"
+
+
+def _compiled_decoder(package_ops: dict[str, int] | str, graph_breaks: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        path="compiled_cuda_graph_static_cache", graph_breaks=graph_breaks, package_ops=package_ops
+    )
+
+
+@pytest.mark.parametrize(
+    ("package_ops", "graph_breaks", "ssm_step"),
+    [
+        (
+            {"mamba_ssm.ops.triton.selective_state_update._selective_scan_update_kernel": 36},
+            0,
+            "mamba_ssm triton selective_state_update + torch causal_conv1d_update (compiled by inductor)"
+            " (transformers)",
+        ),
+        ({"mamba_ssm.ops.triton.selective_state_update._selective_scan_update_kernel": 36}, 2, EAGER_STEP),
+        ("not read: KeyError: 'kernel_idx'", 0, EAGER_STEP),
+    ],
+)
+def test_a_compiled_steps_record_names_what_its_graph_holds(
+    package_ops: dict[str, int] | str, graph_breaks: int, ssm_step: str
+) -> None:
+    """The census corrects the eager probe's `ssm_step` only where it saw the whole step: no graph
+    break (code between graphs ran eagerly, unseen) and a graph it could read."""
+    outcome = Measured(implementation={"ssm_step": EAGER_STEP})
+    record_decode_path(outcome, _compiled_decoder(package_ops, graph_breaks))  # type: ignore[arg-type]
+    assert outcome.implementation["ssm_step"] == ssm_step
+    assert outcome.details["decode_package_ops"] == package_ops
+    assert outcome.implementation["decode_graph_breaks"] == str(graph_breaks)
+
+
+def test_an_uncompiled_step_keeps_the_probes_label() -> None:
+    outcome = Measured(implementation={"ssm_step": EAGER_STEP})
+    record_decode_path(outcome, SimpleNamespace(path="cuda_graph_static_cache"))  # type: ignore[arg-type]
+    assert outcome.implementation["ssm_step"] == EAGER_STEP
+    assert "decode_package_ops" not in outcome.details
