@@ -143,8 +143,9 @@ def compiled_step_label(label: str, packages: set[str]) -> str:
     named = []
     for text in label.removesuffix(suffix).split(" + "):
         part = next((part for part in _STEP if part.label == text), None)
-        held = part is None or any(package.startswith(part.package) for package in packages)
-        named.append(text if held else f"torch {part.entry} (compiled by inductor)")  # type: ignore[union-attr]
+        if part is not None and not any(package.startswith(part.package) for package in packages):
+            text = f"torch {part.entry} (compiled by inductor)"
+        named.append(text)
     return " + ".join(named) + suffix
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from ctxscope.agent.engine.plan import Plan, validate
 
@@ -31,3 +33,10 @@ def tiny_plan(**overrides: Any) -> Plan:
 @pytest.fixture
 def make_plan():
     return tiny_plan
+
+
+@pytest.fixture
+def own_inductor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test compiles into a cache of its own, so a graph another test compiled is not reused."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()

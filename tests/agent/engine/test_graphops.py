@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +10,9 @@ import torch
 from ctxscope.agent.engine import graphops, onerow
 from ctxscope.agent.engine.outcome import Measured
 from ctxscope.agent.engine.point import record_decode_path
+
+# each test compiles into an inductor cache of its own (conftest)
+pytestmark = pytest.mark.usefixtures("own_inductor_cache")
 
 
 @torch.library.custom_op("ctxscope_test_kernels::twice", mutates_args=())
@@ -21,13 +23,6 @@ def twice(x: torch.Tensor) -> torch.Tensor:
 @twice.register_fake
 def _twice_fake(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x)
-
-
-@pytest.fixture(autouse=True)
-def own_inductor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test compiles into a cache of its own, so a graph another test compiled is not reused."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    torch._dynamo.reset()
 
 
 def _step(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

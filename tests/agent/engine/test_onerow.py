@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from ctxscope.agent.engine import onerow
+
+# each test compiles into an inductor cache of its own (conftest)
+pytestmark = pytest.mark.usefixtures("own_inductor_cache")
 
 
 class Step(torch.nn.Module):
@@ -36,13 +38,6 @@ class Mixer(torch.nn.Module):
         read = torch.bmm(x, self.state)  # (8, rows, 16) x (8, 16, 32)
         out = torch.bmm(self.state, c)  # (8, 16, 32) x (8, 32, columns)
         return torch.cat([read.flatten(), out.flatten()])
-
-
-@pytest.fixture(autouse=True)
-def own_inductor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test compiles into a cache of its own, so a graph another test compiled is not reused."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    torch._dynamo.reset()
 
 
 def compiled_step(rows: int) -> tuple[torch.Tensor, torch.Tensor, str]:
