@@ -27,7 +27,14 @@ log = logging.getLogger(__name__)
 
 @click.command()
 @click.option("--broker", default="127.0.0.1:1883", show_default=True, help="MQTT broker as HOST:PORT.")
-@click.option("--store", "store_url", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB.")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="sqlite:///PATH or postgresql://USER@HOST/DB. A SQLite URL may end in ?merge_interval_s=SECONDS "
+    "(default 60): how long records stay staged before their merge; longer writes fewer bytes per record "
+    "(docs/operations.md) and reads one device's records more slowly.",
+)
 @click.option(
     "--client-id",
     default=None,

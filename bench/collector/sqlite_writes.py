@@ -7,7 +7,13 @@ fleet's messages (one telemetry batch per device per tick, a point result every 
 collector that keeps up with 1,000 devices commits about 4 at a time). Written bytes are this
 process's `/proc/self/io` `write_bytes` after `os.sync()`, over the ticks (WAL appends and any
 auto-checkpoints), then over one final `wal_checkpoint(TRUNCATE)`; growth is the database file's
-size after that checkpoint against its size before the ticks.
+size after that checkpoint against its size before the ticks, and the growth of its pages in use
+(page count less free pages: the staging tables' freed pages are reused, so the file keeps their
+high-water mark). `--merge-every` merges the staging tables every that many ticks (one tick stands for
+one second of the fleet, so 60 is the collector's MERGE_INTERVAL_S), as a collector that runs for
+hours does; without it the store merges once, after the ticks. Before that last merge, with what
+the ticks left staged, five devices' pages are read as the dashboard reads them (newest telemetry,
+results): `one_device_reads_ms`.
 
     python bench/collector/sqlite_writes.py --page-size 4096 --autocheckpoint 1000 --per-commit 4
 """
@@ -23,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from simfleet import SimDevice
+from simfleet import SIMULATED, SimDevice
 
 from ctxscope.collector.store.base import Accepted
 from ctxscope.collector.store.sqlite import SQLiteStore
@@ -37,19 +43,41 @@ def written_bytes() -> int:
     raise RuntimeError("/proc/self/io has no write_bytes")
 
 
-def run(page_size: int, autocheckpoint: int, per_commit: int, devices: int, ticks: int) -> dict[str, object]:
+def pages_in_use_bytes(store: SQLiteStore) -> int:
+    conn = store._writer()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int(pages - free) * int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def one_device_reads_ms(store: SQLiteStore, names: list[str]) -> list[float]:
+    """Wall time of each device's newest telemetry and its results, as its page asks for them, with what
+    is staged at the end of the ticks still staged."""
+    took = []
+    for name in names:
+        started = time.perf_counter()
+        assert store.latest_telemetry(name, SIMULATED, "power_w", 60.0) is not None
+        store.results(name)
+        took.append((time.perf_counter() - started) * 1000)
+    return took
+
+
+def run(
+    page_size: int, autocheckpoint: int, per_commit: int, devices: int, ticks: int, merge_every: int
+) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp(prefix="sqlite-writes-"))
     db = folder / "store.sqlite"
     with sqlite3.connect(db) as conn:  # the page size holds only if set before the first table
         conn.execute(f"PRAGMA page_size={page_size}")
         conn.execute("PRAGMA journal_mode=WAL")
-    store = SQLiteStore(db)
+    store = SQLiteStore(db, merge_interval_s=1e9)  # merged here, every `merge_every` ticks
     store._writer().execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
     fleet = [SimDevice(f"dev-{i:05d}") for i in range(devices)]
     store.write_batch([Accepted("setup", m) for d in fleet for m in (d.meta(), d.status("busy", run_id="w"))])
     store._writer().execute("PRAGMA wal_checkpoint(TRUNCATE)")
     os.sync()
     start_written, start_size, started = written_bytes(), db.stat().st_size, time.monotonic()
+    start_used = pages_in_use_bytes(store)
     stored = 0
     batch: list[Accepted] = []
     for tick in range(ticks):
@@ -65,8 +93,11 @@ def run(page_size: int, autocheckpoint: int, per_commit: int, devices: int, tick
             if len(batch) >= per_commit:
                 stored += store.write_batch(batch).stored
                 batch = []
+        if merge_every > 0 and (tick + 1) % merge_every == 0 and tick + 1 < ticks:
+            store.merge_staged()
     if batch:
         stored += store.write_batch(batch).stored
+    read_ms = one_device_reads_ms(store, [fleet[i * len(fleet) // 5].device for i in range(5)])
     store.merge_staged()  # what the store staged is written to its device-keyed tables, and counted
     os.sync()
     in_ticks = written_bytes() - start_written
@@ -74,6 +105,7 @@ def run(page_size: int, autocheckpoint: int, per_commit: int, devices: int, tick
     os.sync()
     total = written_bytes() - start_written
     growth = db.stat().st_size - start_size
+    used_growth = pages_in_use_bytes(store) - start_used
     store.close()
     for path in folder.iterdir():
         path.unlink()
@@ -84,12 +116,16 @@ def run(page_size: int, autocheckpoint: int, per_commit: int, devices: int, tick
         "records_per_commit": per_commit,
         "devices": devices,
         "ticks": ticks,
+        "merge_every_ticks": merge_every,
         "records_stored": stored,
         "written_per_record_kb": total / stored / 1024,
         "written_during_ticks_per_record_kb": in_ticks / stored / 1024,
         "written_by_final_checkpoint_per_record_kb": (total - in_ticks) / stored / 1024,
         "growth_per_record_kb": growth / stored / 1024,
         "written_over_growth": total / growth,
+        "used_growth_per_record_kb": used_growth / stored / 1024,
+        "written_over_used_growth": total / used_growth,
+        "one_device_reads_ms": read_ms,
         "seconds": time.monotonic() - started,
     }
 
@@ -103,8 +139,12 @@ def main() -> None:
     parser.add_argument("--per-commit", type=int, default=4, help="records per transaction")
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--ticks", type=int, default=60, help="telemetry batches per device")
+    parser.add_argument(
+        "--merge-every", type=int, default=0, help="ticks between merges of the staging tables; 0: once, last"
+    )
     args = parser.parse_args()
-    row = run(args.page_size, args.autocheckpoint, args.per_commit, args.devices, args.ticks)
+    sizes = (args.page_size, args.autocheckpoint, args.per_commit, args.devices, args.ticks)
+    row = run(*sizes, merge_every=args.merge_every)
     json.dump(
         {"command": " ".join(["python", "bench/collector/sqlite_writes.py", *sys.argv[1:]]), **row},
         sys.stdout,

@@ -36,13 +36,37 @@ class StoreURLError(ValueError):
 def open_store(url: str, *, read_only: bool = False) -> Store:
     """Open (and migrate) the store at `sqlite:///path/to.db` or `postgresql://user@host/db`.
     `read_only` opens an existing store for reading only: no schema or migration, no writer connection
-    (nor SQLite's checkpoint thread); a write raises StoreReadOnlyError."""
+    (nor SQLite's checkpoint thread); a write raises StoreReadOnlyError. A SQLite URL may end in
+    `?merge_interval_s=SECONDS`: how long new records stay staged before they are merged into the
+    device-keyed tables (longer: fewer bytes written per record, slower reads of one device's records)."""
     if url.startswith("sqlite:///"):
-        from ctxscope.collector.store.sqlite import SQLiteStore
+        from ctxscope.collector.store.sqlite import MERGE_INTERVAL_S, SQLiteStore
 
-        return SQLiteStore(Path(url.removeprefix("sqlite:///")), read_only=read_only)
+        path, _, query = url.removeprefix("sqlite:///").partition("?")
+        merge_interval_s = _sqlite_merge_interval(url, query, MERGE_INTERVAL_S)
+        return SQLiteStore(Path(path), read_only=read_only, merge_interval_s=merge_interval_s)
     if url.startswith(("postgresql://", "postgres://")):
         from ctxscope.collector.store.postgres import PostgresStore
 
         return PostgresStore(url, read_only=read_only)
     raise StoreURLError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
+
+
+MERGE_INTERVAL_LIMITS_S = (1.0, 3600.0)
+
+
+def _sqlite_merge_interval(url: str, query: str, default: float) -> float:
+    """The `merge_interval_s` of a SQLite URL's query (the only option it takes), else `default`."""
+    if not query:
+        return default
+    key, sep, value = query.partition("=")
+    if key != "merge_interval_s" or not sep or "&" in value:
+        raise StoreURLError(f"store URL {url!r}: a SQLite URL takes only ?merge_interval_s=SECONDS")
+    low, high = MERGE_INTERVAL_LIMITS_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not low <= seconds <= high:
+        raise StoreURLError(f"store URL {url!r}: merge_interval_s must be {low:g} to {high:g} seconds")
+    return seconds

@@ -31,10 +31,32 @@ def test_unknown_store_url() -> None:
         open_store("mysql://db/ctxscope")
 
 
+def test_a_sqlite_url_sets_how_long_records_stay_staged(tmp_path: Path) -> None:
+    default = open_store(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    longer = open_store(f"sqlite:///{tmp_path / 'b.sqlite'}?merge_interval_s=300")
+    try:
+        assert default.merge_interval_s == 60.0  # type: ignore[attr-defined]
+        assert longer.merge_interval_s == 300.0  # type: ignore[attr-defined]
+        assert longer.path == tmp_path / "b.sqlite"  # type: ignore[attr-defined]
+    finally:
+        default.close()
+        longer.close()
+
+
+@pytest.mark.parametrize(
+    "query", ["merge_interval_s=0.5", "merge_interval_s=7200", "merge_interval_s=soon", "merge=300", "x"]
+)
+def test_a_sqlite_url_refuses_other_options_and_intervals_out_of_range(tmp_path: Path, query: str) -> None:
+    with pytest.raises(StoreURLError, match="merge_interval_s"):
+        open_store(f"sqlite:///{tmp_path / 'a.sqlite'}?{query}")
+    assert not (tmp_path / "a.sqlite").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--broker", "nowhere"], "is not HOST:PORT"),
+        (["--store", "sqlite:///x.sqlite?merge_interval_s=0"], "merge_interval_s must be 1 to 3600 seconds"),
         (["--store", "mysql://db/x"], "unsupported store URL"),
         (["--client-id", "jetson-1"], "also a valid device id"),
     ],
