@@ -8,10 +8,12 @@ static-cache step of Falcon-H1-0.5B ran aten's depthwise convolution where the e
 causal_conv1d package's update called (`results/engine/decode-tuning/README.md`).
 
 So the compile (`inductor_backend`) takes a census of the graph dynamo traced, before handing it to
-inductor: its operations that come from outside torch, a package's custom operator
-(`causal_conv1d::...`) or a user Triton kernel (captured as a Triton wrapper node, named by the module
-of its `@triton.jit` function, e.g.
-`mamba_ssm.ops.triton.selective_state_update._selective_scan_update_kernel`).
+inductor: its operations that come from outside torch, a package's custom operator (named as the
+dispatcher knows it, e.g. `DaoAILab::_causal_conv1d_update_cpp`) or a user Triton kernel (captured as
+a Triton wrapper node, named by the module of its `@triton.jit` function, e.g.
+`mamba_ssm.ops.triton.selective_state_update._selective_scan_update_kernel`). An operator's namespace
+need not name its package (causal_conv1d registers its operators under `DaoAILab`), so `packages()`
+takes the package from the module of the Python function that defined the operator.
 Dynamo traces in every process, so the census is taken even where inductor then takes the compiled
 code from its cache. `seen_since()` gives what the compiles since a `tally()` held.
 """
@@ -101,5 +103,14 @@ def seen_since(before: tuple[Counter[str], int]) -> dict[str, int] | str:
 
 
 def packages(operations: dict[str, int]) -> set[str]:
-    """The packages the operations come from: a namespace, or a Triton kernel's top-level module."""
-    return {name.split("::")[0] if "::" in name else name.split(".")[0] for name in operations}
+    """The packages the operations come from: a Triton kernel's top-level module; for an operator, the
+    top-level module of the Python function that defined it, or its namespace if it has none (one
+    registered from C++)."""
+    return {_operator_package(name) if "::" in name else name.split(".")[0] for name in operations}
+
+
+def _operator_package(qualname: str) -> str:
+    from torch._library.custom_ops import OPDEFS
+
+    module = getattr(getattr(OPDEFS.get(qualname), "_init_fn", None), "__module__", None)
+    return module.split(".")[0] if isinstance(module, str) and module else qualname.split("::")[0]

@@ -15,9 +15,13 @@ from ctxscope.agent.engine.point import record_decode_path
 pytestmark = pytest.mark.usefixtures("own_inductor_cache")
 
 
-@torch.library.custom_op("ctxscope_test_kernels::twice", mutates_args=())
-def twice(x: torch.Tensor) -> torch.Tensor:
+def _twice(x: torch.Tensor) -> torch.Tensor:
     return x * 2
+
+
+# defined by a package whose operators' namespace is not its name, as causal_conv1d's are (`DaoAILab`)
+_twice.__module__ = "ctxscope_test_kernels.functions"
+twice = torch.library.custom_op("CtxscopeTestLab::twice", mutates_args=())(_twice)
 
 
 @twice.register_fake
@@ -35,8 +39,14 @@ def test_a_package_operator_is_counted_and_torchs_are_not() -> None:
     compiled = torch.compile(_step, dynamic=False, backend=graphops.inductor_backend({}))
     assert torch.allclose(compiled(x, weight), _step(x, weight), atol=1e-5)
     seen = graphops.seen_since(before)
-    assert seen == {"ctxscope_test_kernels::twice": 1}
+    assert seen == {"CtxscopeTestLab::twice": 1}
     assert isinstance(seen, dict) and graphops.packages(seen) == {"ctxscope_test_kernels"}
+
+
+def test_an_operator_without_a_python_definition_is_its_namespaces() -> None:
+    triton_kernel = "mamba_ssm.ops.triton.layer_norm._layer_norm_fwd_1pass_kernel"
+    operations = {"some_cpp_lib::update": 2, triton_kernel: 1}
+    assert graphops.packages(operations) == {"some_cpp_lib", "mamba_ssm"}
 
 
 def test_a_step_of_torch_operators_holds_no_package_operation() -> None:
