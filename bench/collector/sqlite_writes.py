@@ -63,7 +63,7 @@ def one_device_reads_ms(store: SQLiteStore, names: list[str]) -> list[float]:
 
 
 def run(
-    page_size: int, autocheckpoint: int, per_commit: int, devices: int, ticks: int, merge_every: int
+    page_size: int, autocheckpoint: int, per_commit: int, devices: int, ticks: int, merge_every: int = 0
 ) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp(prefix="sqlite-writes-"))
     db = folder / "store.sqlite"
