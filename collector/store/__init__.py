@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from ctxscope.collector.store.base import (
     Accepted,
@@ -59,12 +60,15 @@ def _sqlite_merge_interval(url: str, query: str, default: float) -> float:
     """The `merge_interval_s` of a SQLite URL's query (the only option it takes), else `default`."""
     if not query:
         return default
-    key, sep, value = query.partition("=")
-    if key != "merge_interval_s" or not sep or "&" in value:
+    try:
+        options = parse_qs(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        options = {}
+    if list(options) != ["merge_interval_s"] or len(options["merge_interval_s"]) != 1:
         raise StoreURLError(f"store URL {url!r}: a SQLite URL takes only ?merge_interval_s=SECONDS")
     low, high = MERGE_INTERVAL_LIMITS_S
     try:
-        seconds = float(value)
+        seconds = float(options["merge_interval_s"][0])
     except ValueError:
         seconds = float("nan")
     if not low <= seconds <= high:
