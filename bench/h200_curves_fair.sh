@@ -4,6 +4,9 @@
 # after the device README's install line (kernel, pydantic and paho-mqtt wheels carried); writes under
 # $OUT (copied to results/engine/curves-fair/).
 #   bash bench/h200_curves_fair.sh "qwen2.5-0.5b:110 llama3.2-1b:100"     # model:seconds ...
+#   bash bench/h200_curves_fair.sh "qwen2.5-0.5b@4096,65536:150"          # model@lengths:seconds
+# LENGTHS="4096 32768" cuts every model's lengths; model@... cuts one model's. Each model's records and
+# stderr come back as one archive, curves-<model>.tgz (the device returns at most eight files).
 # The revision in command.txt is $CTXSCOPE_GIT_REVISION where set (the device's copy of the tree may
 # carry older git metadata), else the checkout's HEAD.
 set -uo pipefail
@@ -15,10 +18,10 @@ cd /tmp || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
 echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }bash bench/h200_curves_fair.sh \"$1\"  # ${CTXSCOPE_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')}" >>"$OUT/command.txt"
 for entry in $1; do
-  model=${entry%%:*} limit=${entry##*:}
-  # LENGTHS="131072" runs only those lengths of the plan
+  model=${entry%%:*} limit=${entry##*:} lengths=${LENGTHS:-}
+  if [[ $model == *@* ]]; then lengths=${model#*@} lengths=${lengths//,/ } model=${model%%@*}; fi
   sed -e "s/^models = .*/models = [\"$model\"]/" \
-    ${LENGTHS:+-e "s/^context_lengths = .*/context_lengths = [${LENGTHS// /, }]/"} \
+    ${lengths:+-e "s/^context_lengths = .*/context_lengths = [${lengths// /, }]/"} \
     "$repo/bench/engine/plans/h200-curves-fair.toml" >"/tmp/plan-$model.toml"
   started=$SECONDS
   timeout "$limit" ctxscope agent run "/tmp/plan-$model.toml" --out "$OUT/curves-$model.jsonl" --no-progress \
@@ -44,5 +47,9 @@ for path in sorted(out.glob("curves-*.jsonl")):
               f"{dec / floor if floor == floor and floor else float('nan'):7.2f}  {impl.get('decode_path', '-')} "
               f"{impl.get('decode_graph_breaks', '-')} {str(res.get('details', {}).get('decode_note', ''))[:120]}")
 PY
-# the device returns at most 8 files: one archive of the records
-cd "$OUT" && tar czf curves-fair.tgz ./curves-*.jsonl ./curves-*.err && rm -f ./curves-*.jsonl ./curves-*.err
+# the device returns at most 8 files: one archive per model
+cd "$OUT" || exit 1
+for records in curves-*.jsonl; do
+  name=${records%.jsonl}
+  tar czf "$name.tgz" "./$records" $([[ -f $name.err ]] && echo "./$name.err") && rm -f "./$records" "./$name.err"
+done

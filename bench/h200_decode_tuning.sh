@@ -47,7 +47,7 @@ tune "$1"
 cd "$repo" || exit 1
 if [ -n "${SSM:-}" ]; then
   LENGTHS="32768" bash bench/h200_curves_fair.sh "$SSM"
-  mv "$OUT/curves-fair.tgz" "$OUT/ssm-choice-${SSM%%:*}.tgz"
+  mv "$OUT/curves-${SSM%%:*}.tgz" "$OUT/ssm-choice-${SSM%%:*}.tgz"
 fi
 cd /tmp || exit 1
 tune "${2:-}"
