@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from ctxscope.agent.engine import attention, bandwidth, forward, graphops, memory
+from ctxscope.agent.engine import attention, bandwidth, decoding, forward, graphops, memory
 from ctxscope.agent.engine.attention import AttentionMode
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
@@ -56,9 +56,9 @@ class ModelChoice:
 @dataclass(frozen=True)
 class PointSettings:
     context_len: int
-    logits: forward.LogitsMode = "last"
+    logits: decoding.LogitsMode = "last"
     decode_tokens: int = 32
-    decode: forward.DecodePreference = "auto"
+    decode: decoding.DecodePreference = "auto"
     one_row_reductions: bool = True
     combo_kernels: bool = True
     policy: LoopPolicy = field(default_factory=LoopPolicy)
@@ -145,7 +145,7 @@ def free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def prefill_memory(session: Session, ids: torch.Tensor, mode: forward.LogitsMode) -> memory.MemorySplit:
+def prefill_memory(session: Session, ids: torch.Tensor, mode: decoding.LogitsMode) -> memory.MemorySplit:
     """One untimed prefill: its peak, cache and logits sizes. Applies the test hooks."""
     memory.reset_peak(session.device)
     out = forward.prefill(session.runtime, session.module, ids, mode)
@@ -173,7 +173,7 @@ def measure_point(session: Session, settings: PointSettings) -> Measured:
     """Measure one point; raises on out-of-memory or faults (the caller classifies them)."""
     device = session.device
     timer = Timer(device)
-    ids = forward.synthetic_prompt(
+    ids = decoding.synthetic_prompt(
         session.vocab_size, settings.context_len, seed=settings.seed, device=device
     )
     outcome = Measured(implementation=session.implementation())
@@ -252,7 +252,7 @@ def _floor_metrics(session: Session, context_len: int, result: LoopResult) -> di
     }
 
 
-def record_decode_path(outcome: Measured, decoder: forward.Decoder) -> None:
+def record_decode_path(outcome: Measured, decoder: decoding.Decoder) -> None:
     """What the decoder made of the step: its path, and for a compiled step its graph breaks, one-row
     products, combo kernels and kernel packages' operations (the last correcting `ssm_step`, which the
     eager probe observed)."""
@@ -292,7 +292,7 @@ def _measure_decode(
 ) -> None:
     device = session.device
     memory.reset_peak(device)
-    decoder: forward.Decoder | None = None
+    decoder: decoding.Decoder | None = None
     try:
         decoder = forward.make_decoder(
             session.runtime,

@@ -48,9 +48,9 @@ def _outside_allocator(device: Any) -> dict[str, Any]:
 def _probe(session: point.Session, job: ProbeJob) -> Probed:
     import torch
 
-    from ctxscope.agent.engine import forward
+    from ctxscope.agent.engine import decoding
 
-    ids = forward.synthetic_prompt(session.vocab_size, job.context_len, seed=job.seed, device=session.device)
+    ids = decoding.synthetic_prompt(session.vocab_size, job.context_len, seed=job.seed, device=session.device)
     started = time.perf_counter()
     with torch.inference_mode():
         split = point.prefill_memory(session, ids, job.logits)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward
+from ctxscope.agent.engine import decoding, forward
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.loop import LoopPolicy, Timer, measure
 from ctxscope.agent.engine.outcome import ProfiledLength
@@ -35,9 +35,9 @@ TIMED_POLICY = LoopPolicy(warmups=0, min_reps=3, max_reps=10, min_time_s=0.0, ma
 class ProfileSettings:
     lengths: tuple[int, ...]
     phases: tuple[Phase, ...] = ("prefill",)
-    logits: forward.LogitsMode = "last"
+    logits: decoding.LogitsMode = "last"
     iterations: int = 3
-    decode: forward.DecodePreference = "eager"
+    decode: decoding.DecodePreference = "eager"
     timed_policy: LoopPolicy | None = TIMED_POLICY
     trace_dir: Path | None = None
     seed: int = 0
@@ -113,7 +113,7 @@ def _phase_point(
     shape: ArchShape,
     peaks: Peaks | None,
 ) -> PhasePoint:
-    ids = forward.synthetic_prompt(session.vocab_size, length, seed=settings.seed, device=session.device)
+    ids = decoding.synthetic_prompt(session.vocab_size, length, seed=settings.seed, device=session.device)
     trace_path = None
     if settings.trace_dir is not None:
         trace_path = settings.trace_dir / f"{session.spec.name}-{phase}-{length}-{uuid.uuid4().hex[:8]}.json"
@@ -213,7 +213,7 @@ def profiled_length(session: Session, point: PointProfile) -> ProfiledLength:
 
 
 def emit_profiled(
-    run: RunRecorder, choice: ModelChoice, family: str, logits: forward.LogitsMode, profiled: ProfiledLength
+    run: RunRecorder, choice: ModelChoice, family: str, logits: decoding.LogitsMode, profiled: ProfiledLength
 ) -> PointResult:
     """One profiled length as a result of `run`, named as the run names the model (a shrunk model's
     result carries the real name; its run's plan says `tiny`)."""
@@ -233,7 +233,7 @@ def emit_profiled(
 
 
 def plan_profile(
-    session: Session, phases: list[Phase], lengths: list[int], logits: forward.LogitsMode, iterations: int
+    session: Session, phases: list[Phase], lengths: list[int], logits: decoding.LogitsMode, iterations: int
 ) -> list[ProfiledLength]:
     """A plan's operator profiles of one model, one per length (the engine's worker returns them to
     its parent this way). Eager decode, so that kernels keep their module labels."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward, point
+from ctxscope.agent.engine import decoding, hf_decode, native_decode, point
 from ctxscope.agent.engine.manifest import collect
 
 
@@ -66,11 +66,11 @@ def hf_paths(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> dict[str
     reference = reference_logits(module, ids, steps)
     window = steps + 1
     paths: dict[str, Any] = {
-        "eager_dynamic_cache": compare(forward.HFEagerDecoder(module, ids, window), reference, False)
+        "eager_dynamic_cache": compare(hf_decode.HFEagerDecoder(module, ids, window), reference, False)
     }
     variants = [(False, False)] + ([(True, False), (True, True)] if ids.device.type == "cuda" else [])
     for graph, compile_step in variants:
-        decoder = forward.HFStaticDecoder(module, ids, window, graph=graph, compile_step=compile_step)
+        decoder = hf_decode.HFStaticDecoder(module, ids, window, graph=graph, compile_step=compile_step)
         paths[decoder.path] = compare(decoder, reference, True)
         if decoder.note is not None:
             paths[decoder.path + "_note"] = decoder.note
@@ -89,10 +89,10 @@ def native_paths(module: torch.nn.Module, ids: torch.Tensor, steps: int) -> dict
     window = steps + 1
     paths: dict[str, Any] = {}
     for graph in (False, True):
-        decoder = forward.NativeDecoder(module, ids, window, graph=graph)
+        decoder = native_decode.NativeDecoder(module, ids, window, graph=graph)
         paths[decoder.path] = compare(decoder, reference, False)
         del decoder
-    compiled = forward.NativeCompiledDecoder(module, ids, window)
+    compiled = native_decode.NativeCompiledDecoder(module, ids, window)
     if compiled.note is not None:
         paths["compiled_cuda_graph_mamba_ssm_note"] = compiled.note
     if compiled.graph is not None:
@@ -144,7 +144,7 @@ def main() -> None:
             continue  # no attention to choose: one run per native model
         choice = point.ModelChoice(name, args.precision, device, tiny=args.dry_run, attention=mode)
         session = point.Session(choice)
-        ids = forward.synthetic_prompt(session.vocab_size, args.length, seed=0, device=session.device)
+        ids = decoding.synthetic_prompt(session.vocab_size, args.length, seed=0, device=session.device)
         with torch.inference_mode():
             if session.runtime == "mamba_ssm":
                 done_native.add(name)

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward, point
+from ctxscope.agent.engine import decoding, forward, hf_decode, native_decode, point
 
 
 def replay_ms(decoder: Any, steps: int, repeats: int) -> list[float]:
@@ -118,15 +118,15 @@ def summary(samples: list[float]) -> dict[str, float]:
 def eager_decoder(session: point.Session, ids: torch.Tensor, steps: int) -> Any:
     """The uncompiled step without a graph, from the prompt."""
     if session.runtime == "mamba_ssm":
-        return forward.NativeDecoder(session.module, ids, steps, graph=False)
-    return forward.HFStaticDecoder(session.module, ids, steps, graph=False)
+        return native_decode.NativeDecoder(session.module, ids, steps, graph=False)
+    return hf_decode.HFStaticDecoder(session.module, ids, steps, graph=False)
 
 
 def measure(
     name: str, length: int, steps: int, repeats: int, compiled: bool, one_row: bool, combo: bool
 ) -> dict[str, Any]:
     session = point.Session(point.ModelChoice(name, "bf16", "cuda"))
-    ids = forward.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
+    ids = decoding.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
     row: dict[str, Any] = {"model": name, "context_len": length}
     with torch.inference_mode():
         eager = eager_decoder(session, ids, steps)

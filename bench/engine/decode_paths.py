@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward, point
+from ctxscope.agent.engine import decoding, forward, point
 from ctxscope.agent.engine.loop import LoopPolicy
 from ctxscope.agent.engine.manifest import collect
 
 
 def agreement(session: point.Session, length: int, steps: int) -> dict[str, Any]:
     """Logits of the fast and the eager decode path, step by step, on one token sequence."""
-    ids = forward.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
+    ids = decoding.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
     with torch.inference_mode():
         fast: Any = forward.make_decoder(session.runtime, session.module, ids, steps, "auto")
         eager: Any = forward.make_decoder(session.runtime, session.module, ids, steps, "eager")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ctxscope.agent import zoo
-from ctxscope.agent.engine import forward
+from ctxscope.agent.engine import decoding, forward
 from ctxscope.agent.zoo.kernels import kernel_availability
 
 # device-kernel names of the kernel packages (never launched by the torch fallback)
@@ -77,7 +77,7 @@ def _verdicts(implementation: dict[str, str], seen: dict[str, dict[str, list[str
 def check(name: str, length: int, prefer_native: bool) -> dict[str, Any]:
     loaded = zoo.load_model(name, device="cuda", dtype=torch.bfloat16, prefer_native=prefer_native)
     vocab = int(loaded.spec.config["vocab_size"])
-    ids = forward.synthetic_prompt(vocab, length, seed=0, device=torch.device("cuda"))
+    ids = decoding.synthetic_prompt(vocab, length, seed=0, device=torch.device("cuda"))
     with torch.inference_mode():
         forward.prefill(loaded.runtime, loaded.module, ids, "last")  # compile and autotune outside the trace
         prefill_names = _kernels(lambda: forward.prefill(loaded.runtime, loaded.module, ids, "last"))

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ctxscope.agent.engine import forward, point
+from ctxscope.agent.engine import decoding, point
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
 from ctxscope.agent.engine.manifest import collect
 
@@ -107,7 +107,7 @@ def main() -> None:
     if "memory_peak" in agent.metrics:  # measured on a GPU only
         report["agent_memory_peak_bytes"] = agent.metrics["memory_peak"].median
 
-    ids = forward.synthetic_prompt(session.vocab_size, args.length, seed=0, device=device)
+    ids = decoding.synthetic_prompt(session.vocab_size, args.length, seed=0, device=device)
     if session.runtime == "mamba_ssm":
         direct, with_state = _native_direct(session.module, ids, timer, policy)
         calls = {"native_direct_ms": direct, "native_direct_with_state_ms": with_state}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from ctxscope.agent.engine import attention, forward, point
+from ctxscope.agent.engine import attention, decoding, hf_decode, point
 from tests.bench_scripts import load_bench
 
 
@@ -78,11 +78,11 @@ def test_static_decode_agrees_with_full_recompute(name: str) -> None:
     assert "attention_trial_decode/math" not in record  # times pool nothing: they are in the details
     trials = session.attention_trials
     assert trials[f"decode/{record['attention_backend_decode']}"].endswith(tuple("0123456789"))
-    ids = forward.synthetic_prompt(session.vocab_size, 24, seed=0, device=session.device)
+    ids = decoding.synthetic_prompt(session.vocab_size, 24, seed=0, device=session.device)
     with torch.inference_mode():
         reference = agreement.reference_logits(session.module, ids, 4)  # type: ignore[attr-defined]
         assert session.module.config._attn_implementation == attention.ATTENTION_NAME
-        decoder = forward.HFStaticDecoder(session.module, ids, 5, graph=False)
+        decoder = hf_decode.HFStaticDecoder(session.module, ids, 5, graph=False)
         rows = agreement.compare(decoder, reference, True)  # type: ignore[attr-defined]
     assert len(rows) == 4
     assert all(r["same_argmax"] for r in rows)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ctxscope.agent import zoo
-from ctxscope.agent.engine import forward, memory
+from ctxscope.agent.engine import decoding, forward, hf_decode, memory
 
 CPU = torch.device("cpu")
 
@@ -39,7 +39,7 @@ def _greedy_reference(module: torch.nn.Module, ids: torch.Tensor, steps: int) ->
 )
 def test_decoder_follows_greedy_generation(name: str, path: str) -> None:
     loaded = _loaded(name)
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 24, seed=3, device=CPU)
+    ids = decoding.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 24, seed=3, device=CPU)
     with torch.inference_mode():
         expected = _greedy_reference(loaded.module, ids, 4)
         decoder = forward.make_decoder(loaded.runtime, loaded.module, ids, window=8, preference="auto")
@@ -51,12 +51,12 @@ def test_decoder_follows_greedy_generation(name: str, path: str) -> None:
     assert got == expected
 
 
-def _static_decoder(name: str, window: int, seed: int) -> forward.HFStaticDecoder:
+def _static_decoder(name: str, window: int, seed: int) -> hf_decode.HFStaticDecoder:
     """A static-cache decoder (no graph) after a 16-token prompt of the tiny model; call it in
     inference mode, as the steps that follow."""
     loaded = _loaded(name)
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=seed, device=CPU)
-    return forward.HFStaticDecoder(loaded.module, ids, window=window, graph=False)
+    ids = decoding.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=seed, device=CPU)
+    return hf_decode.HFStaticDecoder(loaded.module, ids, window=window, graph=False)
 
 
 def test_static_decoder_rewinds_to_the_prompt() -> None:
@@ -106,7 +106,7 @@ def test_static_decoder_steps_in_place(name: str) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(states, now, strict=True))  # the steps wrote there
 
 
-def _steps(decoder: forward.HFStaticDecoder, tokens: list[int]) -> list[torch.Tensor]:
+def _steps(decoder: hf_decode.HFStaticDecoder, tokens: list[int]) -> list[torch.Tensor]:
     """Logits of steps fed the given tokens (teacher forcing)."""
     out = []
     for token in tokens:
@@ -118,13 +118,13 @@ def _steps(decoder: forward.HFStaticDecoder, tokens: list[int]) -> list[torch.Te
 
 def _fresh_steps_and_decoder(
     seed: int, tokens: list[int]
-) -> tuple[list[torch.Tensor], forward.HFStaticDecoder]:
+) -> tuple[list[torch.Tensor], hf_decode.HFStaticDecoder]:
     """On one Zamba2 prompt: the step logits of a fresh static decoder fed `tokens`, and a second
     static decoder, untouched, to compare with it."""
     loaded = _loaded("zamba2-1.2b")
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=seed, device=CPU)
-    fresh = _steps(forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False), tokens)
-    return fresh, forward.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
+    ids = decoding.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=seed, device=CPU)
+    fresh = _steps(hf_decode.HFStaticDecoder(loaded.module, ids, window=4, graph=False), tokens)
+    return fresh, hf_decode.HFStaticDecoder(loaded.module, ids, window=4, graph=False)
 
 
 def _same_logits(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
@@ -150,7 +150,7 @@ def test_static_decoder_rewind_restores_mamba_states(restore: bool) -> None:
 class _FakeGraph:
     """Stands in for a CUDA graph on the CPU: its replay is the eager step, off by `error`."""
 
-    def __init__(self, decoder: forward.HFStaticDecoder, error: float) -> None:
+    def __init__(self, decoder: hf_decode.HFStaticDecoder, error: float) -> None:
         self.decoder, self.error = decoder, error
 
     def replay(self) -> None:
@@ -216,17 +216,17 @@ def test_the_compiled_step_falls_back_to_the_plain_graph_then_eager_with_a_note(
 
 
 def test_static_cache_needs_attention_layers_of_supported_kinds() -> None:
-    assert forward.static_cache_supported(_loaded("falcon-h1-0.5b").module)
-    assert forward.static_cache_supported(_loaded("zamba2-1.2b").module)
+    assert hf_decode.static_cache_supported(_loaded("falcon-h1-0.5b").module)
+    assert hf_decode.static_cache_supported(_loaded("zamba2-1.2b").module)
     # attention-free: nothing to make static, transformers' own cache is used
-    assert not forward.static_cache_supported(_loaded("mamba2-780m").module)
+    assert not hf_decode.static_cache_supported(_loaded("mamba2-780m").module)
 
 
 def test_eager_decoder_keeps_the_context_bounded() -> None:
     loaded = _loaded("zamba2-1.2b")
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=0, device=CPU)
+    ids = decoding.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 16, seed=0, device=CPU)
     with torch.inference_mode():
-        decoder = forward.HFEagerDecoder(loaded.module, ids, window=2)
+        decoder = hf_decode.HFEagerDecoder(loaded.module, ids, window=2)
         start = memory.tensor_bytes(decoder.state())
         for _ in range(7):
             decoder.step()
@@ -237,7 +237,7 @@ def test_eager_decoder_keeps_the_context_bounded() -> None:
 
 def test_logits_modes_and_tensor_bytes() -> None:
     loaded = _loaded("mamba2-780m")
-    ids = forward.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 20, seed=0, device=CPU)
+    ids = decoding.synthetic_prompt(int(loaded.spec.config["vocab_size"]), 20, seed=0, device=CPU)
     with torch.inference_mode():
         last = forward.prefill(loaded.runtime, loaded.module, ids, "last")
         every = forward.prefill(loaded.runtime, loaded.module, ids, "all")

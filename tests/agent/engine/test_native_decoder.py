@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from ctxscope.agent.engine import forward
+from ctxscope.agent.engine import native_decode
 
 VOCAB, WIDTH = 11, 6
 
@@ -93,7 +93,7 @@ def _prompt() -> torch.Tensor:
     return torch.tensor([[3, 1, 4, 1, 5]])
 
 
-def _logits_of_steps(decoder: forward.NativeCompiledDecoder, steps: int) -> list[torch.Tensor]:
+def _logits_of_steps(decoder: native_decode.NativeCompiledDecoder, steps: int) -> list[torch.Tensor]:
     out = []
     for _ in range(steps):
         decoder.step()
@@ -104,7 +104,7 @@ def _logits_of_steps(decoder: forward.NativeCompiledDecoder, steps: int) -> list
 def test_steps_follow_a_full_recompute_and_a_rewind_restores_the_state() -> None:
     model = StandInMamba()
     with torch.inference_mode():
-        decoder = forward.NativeCompiledDecoder(model, _prompt(), window=8)
+        decoder = native_decode.NativeCompiledDecoder(model, _prompt(), window=8)
         # on the CPU nothing can be captured: the decoder says so and steps eagerly
         assert (
             decoder.graph is None and decoder.note and "compiled_cuda_graph_mamba_ssm failed" in decoder.note
@@ -125,7 +125,7 @@ def test_steps_follow_a_full_recompute_and_a_rewind_restores_the_state() -> None
 
 def test_a_window_rewinds_by_itself() -> None:
     with torch.inference_mode():
-        decoder = forward.NativeCompiledDecoder(StandInMamba(), _prompt(), window=2)
+        decoder = native_decode.NativeCompiledDecoder(StandInMamba(), _prompt(), window=2)
         steps = _logits_of_steps(decoder, 4)
     assert torch.equal(steps[0], steps[2]) and torch.equal(steps[1], steps[3])
     assert not torch.equal(steps[0], steps[1])
@@ -133,7 +133,7 @@ def test_a_window_rewinds_by_itself() -> None:
 
 def test_a_failed_compile_falls_back_to_mamba_ssms_graph_with_a_note() -> None:
     with torch.inference_mode():
-        decoder = forward.fastest_native_decoder(StandInMamba(), _prompt(), window=4)
+        decoder = native_decode.fastest_native_decoder(StandInMamba(), _prompt(), window=4)
     assert decoder.path == "mamba_ssm_cuda_graph"
     note = getattr(decoder, "note", "")
     assert note.startswith("compiled_cuda_graph_mamba_ssm failed") and note.endswith(
@@ -143,7 +143,9 @@ def test_a_failed_compile_falls_back_to_mamba_ssms_graph_with_a_note() -> None:
 
 def test_a_model_with_attention_layers_is_not_compiled() -> None:
     with torch.inference_mode():
-        decoder = forward.fastest_native_decoder(StandInMamba(attention_layers=[1]), _prompt(), window=4)
+        decoder = native_decode.fastest_native_decoder(
+            StandInMamba(attention_layers=[1]), _prompt(), window=4
+        )
     assert decoder.path == "mamba_ssm_cuda_graph"
     assert "not tried" in getattr(decoder, "note", "")
 
@@ -151,7 +153,7 @@ def test_a_model_with_attention_layers_is_not_compiled() -> None:
 class Slowed:
     """A decoder whose step takes `delay_s` longer, under another path name."""
 
-    def __init__(self, decoder: forward.NativeDecoder, path: str, delay_s: float) -> None:
+    def __init__(self, decoder: native_decode.NativeDecoder, path: str, delay_s: float) -> None:
         self.inner, self.path, self.delay_s = decoder, path, delay_s
         self.token = decoder.token
         self.note: str | None = None
@@ -166,10 +168,14 @@ class Slowed:
 
 def test_the_timed_choice_keeps_the_faster_step_and_says_why() -> None:
     with torch.inference_mode():
-        slow = Slowed(forward.NativeDecoder(StandInMamba(), _prompt(), 4, graph=False), "slow_path", 0.004)
-        quick = Slowed(forward.NativeDecoder(StandInMamba(), _prompt(), 4, graph=False), "quick_path", 0.0)
+        slow = Slowed(
+            native_decode.NativeDecoder(StandInMamba(), _prompt(), 4, graph=False), "slow_path", 0.004
+        )
+        quick = Slowed(
+            native_decode.NativeDecoder(StandInMamba(), _prompt(), 4, graph=False), "quick_path", 0.0
+        )
         for order in ([slow, quick], [quick, slow]):
-            best = forward.faster_decoder(order, blocks=3, steps=4)
+            best = native_decode.faster_decoder(order, blocks=3, steps=4)
             assert best is quick
             assert best.note is not None and best.note.startswith("quick_path chosen as the faster step")
             assert "slow_path " in best.note and "median of 3 blocks of 4 steps" in best.note

@@ -100,13 +100,13 @@ def test_batched_products_of_several_rows_and_columns_stay_matrix_products() -> 
 def test_a_decoders_compiled_step_takes_the_pass_only_when_asked(one_row: bool) -> None:
     """The static-cache decoder's compiled step (as the engine compiles it) on a tiny transformers
     model: its projections' one-row products are rewritten with the pass and left alone without."""
-    from ctxscope.agent.engine import forward
+    from ctxscope.agent.engine import decoding, hf_decode
     from ctxscope.agent.engine.point import ModelChoice, Session
 
     session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
-    ids = forward.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
     with torch.inference_mode():
-        decoder = forward.HFStaticDecoder(session.module, ids, 2, graph=False, one_row=one_row)
+        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False, one_row=one_row)
         before = onerow.tally()
         decoder._step_forward = decoder._compiled_forward()  # as the capture sets it
         decoder._forward()
@@ -123,7 +123,7 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
     """The compile gets inductor's combo_kernels option when the decoder is made with `combo` and this
     torch has the option, says which of the three it did, and the step so compiled gives the eager
     step's logits."""
-    from ctxscope.agent.engine import forward, graphops
+    from ctxscope.agent.engine import decoding, graphed, graphops, hf_decode
     from ctxscope.agent.engine.point import ModelChoice, Session
 
     options: list[bool] = []
@@ -134,19 +134,19 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
         return backend(inductor_options)
 
     monkeypatch.setattr(graphops, "inductor_backend", spy)
-    monkeypatch.setattr(forward, "has_combo_kernels", lambda: in_torch)
+    monkeypatch.setattr(graphed, "has_combo_kernels", lambda: in_torch)
     session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
-    ids = forward.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
     with torch.inference_mode():
-        decoder = forward.HFStaticDecoder(session.module, ids, 2, graph=False, combo=combo)
+        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False, combo=combo)
         decoder._forward()
         eager = decoder.last_logits.clone()
         decoder.rewind()
         decoder._step_forward = decoder._compiled_forward()  # as the capture sets it
         decoder._forward()
     assert options == [asked]
-    labels = {(True, True): forward.COMBO_LABEL, (True, False): forward.COMBO_MISSING_LABEL}
-    assert decoder.combo_path == labels.get((combo, in_torch), forward.COMBO_OFF_LABEL)
+    labels = {(True, True): graphed.COMBO_LABEL, (True, False): graphed.COMBO_MISSING_LABEL}
+    assert decoder.combo_path == labels.get((combo, in_torch), graphed.COMBO_OFF_LABEL)
     assert float((decoder.last_logits - eager).abs().max()) < 1e-4
 
 
@@ -221,7 +221,7 @@ def test_convolutions_that_do_not_qualify_stay_convolutions() -> None:
 def test_a_hybrids_compiled_step_rewrites_its_mixers_convolutions() -> None:
     """The static-cache decoder's compiled step of a tiny Falcon-H1 (transformers' reference conv update,
     causal_conv1d absent): one convolution per Mamba-2 layer rewritten, the logits the eager step's."""
-    from ctxscope.agent.engine import forward
+    from ctxscope.agent.engine import decoding, hf_decode
     from ctxscope.agent.engine.point import ModelChoice, Session
 
     session = Session(ModelChoice(name="falcon-h1-0.5b", precision="fp32", device="cpu", tiny=True))
@@ -230,9 +230,9 @@ def test_a_hybrids_compiled_step_rewrites_its_mixers_convolutions() -> None:
         for name, parameter in session.module.named_parameters():
             if "conv1d" in name:
                 parameter.copy_(torch.randn_like(parameter) * 0.5)
-    ids = forward.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
     with torch.inference_mode():
-        decoder = forward.HFStaticDecoder(session.module, ids, 2, graph=False)
+        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False)
         decoder._forward()
         eager = decoder.last_logits.clone()
         decoder.rewind()

@@ -298,7 +298,7 @@ def test_the_plans_compile_switches_reach_the_decoder_and_the_record(
     """one_row_reductions and combo_kernels reach the decoder; a step compiled without either says so
     in the series key, and one without the one-row pass gives no count. The CPU compiles no step, so
     a plain CPU record has neither key."""
-    from ctxscope.agent.engine import forward, onerow
+    from ctxscope.agent.engine import forward, graphed, onerow
 
     plain = run_plan(make_plan(), MemorySink(), progress=False, device="cpu").results[0]
     assert "decode_combo_kernels" not in plain.implementation
@@ -310,7 +310,7 @@ def test_the_plans_compile_switches_reach_the_decoder_and_the_record(
         decoder = make_decoder(*args, one_row=one_row, combo=combo, **kwargs)
         decoder.one_row_path = onerow.LABEL if one_row else onerow.OFF_LABEL
         decoder.one_row_products = "168 one-row matrix products compiled as reductions" if one_row else None
-        decoder.combo_path = forward.COMBO_LABEL if combo else forward.COMBO_OFF_LABEL
+        decoder.combo_path = graphed.COMBO_LABEL if combo else graphed.COMBO_OFF_LABEL
         return decoder
 
     monkeypatch.setattr(forward, "make_decoder", compiled_as_on_a_gpu)
@@ -320,7 +320,7 @@ def test_the_plans_compile_switches_reach_the_decoder_and_the_record(
     assert result.implementation["decode_one_row_products"] == (onerow.LABEL if one_row else onerow.OFF_LABEL)
     assert ("decode_one_row_note" in result.details) == one_row
     assert result.implementation["decode_combo_kernels"] == (
-        forward.COMBO_LABEL if combo else forward.COMBO_OFF_LABEL
+        graphed.COMBO_LABEL if combo else graphed.COMBO_OFF_LABEL
     )
 
 

@@ -1,0 +1,189 @@
+"""Decode and prefill adapters for native mamba_ssm `MambaLMHeadModel`s: mamba_ssm's own step (with
+its CUDA-graph cache on a GPU), its step compiled and captured by the decoder (`graphed`), and the
+timed choice between the two."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ctxscope.agent.engine.decoding import Decoder, LogitsMode, PrefillOutput, keep_count
+from ctxscope.agent.engine.graphed import GraphedDecoder
+from ctxscope.agent.engine.loop import Timer
+
+# A timed choice between decode paths: blocks of steps per candidate, the median block decides.
+CHOICE_BLOCKS, CHOICE_STEPS = 3, 16
+
+
+def native_prefill(module: torch.nn.Module, ids: torch.Tensor, mode: LogitsMode) -> PrefillOutput:
+    from mamba_ssm.utils.generation import InferenceParams
+
+    params = InferenceParams(max_seqlen=ids.shape[1] + 1, max_batch_size=1)
+    output = module(ids, inference_params=params, num_last_tokens=keep_count(mode))
+    return PrefillOutput(output.logits, params)
+
+
+class NativeCompiledDecoder(GraphedDecoder):
+    """mamba_ssm's step compiled by torch.compile (inductor fuses the elementwise work around its
+    conv, scan and norm kernels) and captured in a CUDA graph by the decoder itself.
+
+    The prefill fills an InferenceParams; its offset then stays at the prompt length, since mamba_ssm's
+    Mamba layers only ask whether it is past 0 and a model without attention layers uses no positions,
+    so the compiled step has one set of inputs and never recompiles. The conv and SSM states are
+    updated in place; a copy of the prompt's is kept so that a rewind restores them. `graph` is None
+    when neither compile nor capture worked; `note` then says why."""
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        ids: torch.Tensor,
+        window: int,
+        *,
+        one_row: bool = True,
+        combo: bool = True,
+    ) -> None:
+        from mamba_ssm.utils.generation import InferenceParams
+
+        config: Any = getattr(module, "config", None)
+        if getattr(config, "attn_layer_idx", None):
+            raise ValueError("the step keeps its offset fixed, which a model with attention layers cannot")
+        self.model = module
+        self.module = self._plain_step  # what is compiled, and the eager step the replay is checked against
+        self.window = window
+        self.prompt_len = ids.shape[1]
+        self.params = InferenceParams(max_seqlen=self.prompt_len + window, max_batch_size=1)
+        output = module(ids, inference_params=self.params, num_last_tokens=1)
+        self.params.seqlen_offset = self.prompt_len
+        self.states = [t for pair in self.params.key_value_memory_dict.values() for t in pair]
+        self.prompt_states = [t.clone() for t in self.states]
+        self.last_logits = output.logits
+        self.token = output.logits[:, -1:].argmax(-1)
+        self.prompt_token = self.token.clone()
+        self.used = 0
+        self._init_graph(one_row, combo)
+        self.path = "mamba_ssm_eager"
+        problems = self._capture_first_good([("compiled_cuda_graph_mamba_ssm", self._compiled_forward)])
+        if problems:
+            self.note = "; ".join(problems)
+
+    def _plain_step(self, token: torch.Tensor, params: Any) -> torch.Tensor:
+        """`MambaLMHeadModel.forward` for one token, less the namedtuple it builds on every call
+        (which dynamo would break the graph at)."""
+        model: Any = self.model
+        return model.lm_head(model.backbone(token, inference_params=params))
+
+    def _forward(self, forward: Callable[..., Any] | None = None) -> None:
+        logits = (forward or self._step_forward)(self.token, self.params)
+        self.last_logits = logits
+        self.token.copy_(logits[:, -1:].argmax(-1))
+
+    def rewind(self) -> None:
+        for state, saved in zip(self.states, self.prompt_states, strict=True):
+            state.copy_(saved)
+        self.token.copy_(self.prompt_token)
+        self.used = 0
+
+    def state(self) -> Any:
+        return self.params
+
+
+class NativeDecoder:
+    """mamba_ssm's step path, with its own CUDA-graph cache when on a GPU."""
+
+    def __init__(self, module: torch.nn.Module, ids: torch.Tensor, window: int, *, graph: bool) -> None:
+        from mamba_ssm.utils.generation import InferenceParams, update_graph_cache
+
+        self.module = module
+        self.window = window
+        self.prompt_len = ids.shape[1]
+        capacity = self.prompt_len + window
+        self.run: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
+        self.note: str | None = None
+        if graph:
+            cache = update_graph_cache(module, None, 1, self.prompt_len, capacity)
+            self.params = cache.inference_params
+            self.params.reset(capacity, 1)
+            self.run = cache.run
+            self.path = "mamba_ssm_cuda_graph"
+        else:
+            self.params = InferenceParams(max_seqlen=capacity, max_batch_size=1)
+            self.path = "mamba_ssm_eager"
+        output = module(ids, inference_params=self.params, num_last_tokens=1)
+        self.last_logits: torch.Tensor = output.logits
+        self.token = output.logits[:, -1:].argmax(-1)
+        self.position = torch.full((1, 1), self.prompt_len, dtype=torch.long, device=ids.device)
+        self.rewind()
+
+    def step(self) -> None:
+        if self.params.seqlen_offset - self.prompt_len == self.window:
+            self.rewind()
+        offset = self.params.seqlen_offset
+        self.position.fill_(offset)
+        if self.run is not None:
+            logits = self.run(self.token, self.position, offset)
+        else:
+            logits = self.module(
+                self.token, position_ids=self.position, inference_params=self.params, num_last_tokens=1
+            ).logits
+        self.last_logits = logits
+        self.token = logits[:, -1:].argmax(-1)
+        self.params.seqlen_offset += 1
+
+    def rewind(self) -> None:
+        self.params.seqlen_offset = self.prompt_len
+
+    def state(self) -> Any:
+        return self.params
+
+
+def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: int = CHOICE_STEPS) -> Any:
+    """The candidate whose step is fastest here, timed: per candidate, one untimed step, then `blocks`
+    blocks of `steps` steps (device-synchronized), the median block per step; every candidate is left
+    rewound. The winner's `note` names each candidate's time, so the record says why it was chosen."""
+    times: list[float] = []
+    for decoder in candidates:
+        timer = Timer(decoder.token.device)
+        decoder.rewind()
+        decoder.step()
+
+        def block(decoder: Any = decoder) -> None:
+            for _ in range(steps):
+                decoder.step()
+
+        per_step = sorted(timer.time_ns(block)[0] / steps for _ in range(blocks))
+        times.append(per_step[len(per_step) // 2])
+        decoder.rewind()
+    best = candidates[times.index(min(times))]
+    timings = ", ".join(f"{d.path} {ns / 1e6:.4g} ms" for d, ns in zip(candidates, times, strict=True))
+    best.note = (
+        f"{best.path} chosen as the faster step on this device ({timings} per step, median of {blocks} "
+        f"blocks of {steps} steps)"
+    )
+    return best
+
+
+def fastest_native_decoder(
+    module: torch.nn.Module, ids: torch.Tensor, window: int, *, one_row: bool = True, combo: bool = True
+) -> Decoder:
+    """mamba_ssm's own graph, and its step compiled in the decoder's graph where that captures; of the
+    two, the one whose step is faster on this device (compiling helps some architectures and slows
+    others), with a note giving both times. Without the compiled step, a note says why."""
+    own_graph = NativeDecoder(module, ids, window, graph=True)
+    try:
+        compiled = NativeCompiledDecoder(module, ids, window, one_row=one_row, combo=combo)
+    except ValueError as exc:
+        own_graph.note = f"compiled_cuda_graph_mamba_ssm not tried: {exc}; {own_graph.path} used"
+        return own_graph
+    if compiled.graph is None:
+        why = compiled.note or "compiled_cuda_graph_mamba_ssm was not captured"
+        own_graph.note = f"{why}; {own_graph.path} used"
+        return own_graph
+    best = faster_decoder([compiled, own_graph])
+    # The loser holds a CUDA graph and its states; a compiled decoder refers to itself, so only a
+    # collection frees it before the decode window is measured.
+    del compiled, own_graph
+    gc.collect()
+    return best
