@@ -22,7 +22,7 @@ from ctxscope.collector.aggregate.crossover import crossings
 SIX = ("qwen2.5-0.5b", "llama3.2-1b", "mamba-790m", "mamba2-780m", "falcon-h1-0.5b", "zamba2-1.2b")
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     """A results file, gzip-compressed where its name ends in .gz (the large JSON-lines files)."""
     return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
 
@@ -203,7 +203,7 @@ def _curves(root: Path) -> dict[str, dict[int, dict[str, Any]]]:
     """Points of the curves runs, per model and context length."""
     curves: dict[str, dict[int, dict[str, Any]]] = {}
     for source in CURVE_FILES:
-        for line in _read_text(root / source).splitlines():
+        for line in read_text(root / source).splitlines():
             record = json.loads(line)
             if record["kind"] != "result" or record["outcome"] != "ok":
                 continue
@@ -279,7 +279,7 @@ def energy_table(curves: dict[str, dict[int, dict[str, Any]]]) -> None:
             print(f"| {model} | {length} | {cells[0]} | {cells[1]} | {spread} |")
 
 
-def _crossover(a: dict[int, float], b: dict[int, float]) -> str:
+def crossover_cell(a: dict[int, float], b: dict[int, float]) -> str:
     """Where b becomes faster than a: the collector's crossings (log-log interpolation), formatted."""
     lengths = sorted(set(a) & set(b))
     if len(lengths) < 2:
@@ -318,7 +318,7 @@ def crossovers(
             ttft_b = {n: statistics.median(v["ttft"]) for n, v in curves[s].items()}
             dec_a = {n: statistics.median(v) for n, v in graph.get(t, {}).items()}
             dec_b = {n: statistics.median(v) for n, v in graph.get(s, {}).items()}
-            print(f"| {t} | {s} | {_crossover(ttft_a, ttft_b)} | {_crossover(dec_a, dec_b)} |")
+            print(f"| {t} | {s} | {crossover_cell(ttft_a, ttft_b)} | {crossover_cell(dec_a, dec_b)} |")
 
 
 def fair_decode(root: Path) -> dict[str, dict[str, dict[int, list[float]]]]:
@@ -333,7 +333,7 @@ def fair_decode(root: Path) -> dict[str, dict[str, dict[int, list[float]]]]:
     )
     out: dict[str, dict[str, dict[int, list[float]]]] = {}
     for source in sources:
-        for line in _read_text(source).splitlines():
+        for line in read_text(source).splitlines():
             record = json.loads(line)
             if record["kind"] != "result" or record["outcome"] != "ok":
                 continue
@@ -386,8 +386,8 @@ def fair_crossovers(
         for s in ("mamba-790m", "mamba2-780m", "falcon-h1-0.5b", "zamba2-1.2b"):
             before_a = {n: statistics.median(v) for n, v in graph.get(t, {}).items()}
             before_b = {n: statistics.median(v) for n, v in graph.get(s, {}).items()}
-            row = _crossover(after.get(t, {}), after.get(s, {}))
-            print(f"| {t} | {s} | {_crossover(before_a, before_b)} | {row} |")
+            row = crossover_cell(after.get(t, {}), after.get(s, {}))
+            print(f"| {t} | {s} | {crossover_cell(before_a, before_b)} | {row} |")
     print("\nFair-path decode, ms/token (median; of a model's several paths, * marks the one used above):\n")
     for model, paths in sorted(medians.items()):
         for path, points in sorted(paths.items()):

@@ -62,3 +62,44 @@ def test_prefill_against_direct_calls_times_a_transformers_model(
         assert report[label]["median_ms"] > 0 and len(report[label]["samples_ms"]) >= 5
     assert report["agent_ttft_ms"]["median_ms"] > 0
     assert "agent/it" in capsys.readouterr().out
+
+
+def _point(model: str, length: int, decode_ms: float, outcome: str = "ok") -> dict[str, object]:
+    metrics = {
+        "decode_per_token": {"unit": "ms", "samples": [decode_ms, decode_ms + 0.002, decode_ms + 0.001]},
+        "decode_floor": {"unit": "ms", "samples": [decode_ms / 2]},
+        "ttft": {"unit": "ms", "samples": [10.0, 12.0, 11.0]},
+    }
+    return {
+        "kind": "result",
+        "model": model,
+        "context_len": length,
+        "outcome": outcome,
+        "error": None if outcome == "ok" else "CUDA out of memory",
+        "metrics": metrics if outcome == "ok" else {},
+        "implementation": {"decode_path": "compiled_cuda_graph_static_cache"},
+        "manifest": {"git_revision": "abc1234"},
+        "details": {},
+    }
+
+
+def test_curves_table_reads_archives_and_finds_where_the_ssm_overtakes(tmp_path: Path) -> None:
+    import tarfile
+
+    table = load_bench("engine/curves_table.py")
+    qwen = [_point("qwen2.5-0.5b", n, ms) for n, ms in ((4096, 1.0), (32768, 1.5), (131072, 3.0))]
+    mamba = [_point("mamba2-780m", n, 1.6) for n in (4096, 32768, 131072)]
+    (tmp_path / "curves-qwen2.5-0.5b.jsonl").write_text("\n".join(json.dumps(r) for r in qwen) + "\n")
+    inner = tmp_path / "curves-mamba2-780m.jsonl"
+    inner.write_text("\n".join(json.dumps(r) for r in [*mamba, _point("mamba2-780m", 1 << 20, 0, "oom")]))
+    with tarfile.open(tmp_path / "curves-mamba2-780m.tgz", "w:gz") as archive:
+        archive.add(inner, arcname="./curves-mamba2-780m.jsonl")
+    inner.unlink()
+    found = table.points(tmp_path)
+    assert [(r["model"], r["context_len"]) for r in found][-1] == ("qwen2.5-0.5b", 131072)
+    rows = table.point_rows(found)
+    assert "| mamba2-780m | 1024K | oom: CUDA out of memory |" in "\n".join(rows)
+    assert "| qwen2.5-0.5b | 4K | 11.0 | 1.001 (0.0010) |" in "\n".join(rows)
+    assert "| 2.00 |" in rows[2]  # the step against its floor
+    crossing = table.crossover_rows(found)[2]
+    assert crossing.startswith("| qwen2.5-0.5b | mamba2-780m | ~") and "between 32K and 128K" in crossing
