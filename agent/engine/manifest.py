@@ -27,12 +27,18 @@ def package_versions() -> dict[str, str]:
 
 
 def source_revision() -> dict[str, Any]:
-    """`git_revision` (and `git_dirty`, whether the tree had uncommitted changes) of the checkout this
-    code runs from, else as stamped into the package at build; empty when neither can be read."""
+    """`git_revision` (and `git_dirty`, whether the tree had uncommitted changes) as stamped into the
+    package at build, else of the checkout this code runs from (a source tree or an editable install,
+    which hold no stamp); empty when neither can be read. The stamp comes first: an installed package
+    may lie inside some other git work tree (a board's home, a copied checkout), whose HEAD says
+    nothing about the code that runs."""
+    stamped = build_revision()
+    if stamped:
+        return stamped
     here = Path(__file__).resolve().parent
     head = _git(here, "rev-parse", "HEAD")
     if not head:
-        return build_revision()
+        return {}
     status = _git(here, "status", "--porcelain")  # None when it could not be read: dirty unknown, absent
     return {"git_revision": head, **({"git_dirty": bool(status)} if status is not None else {})}
 

@@ -49,8 +49,11 @@ def test_a_built_wheel_carries_the_revision(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_an_installed_package_reads_its_own_stamp(tmp_path: Path) -> None:
-    """Installed outside any checkout (as on a board or the GPU machine), the manifest's revision
-    comes from the stamp inside the installed package."""
+    """Installed (as on a board or the GPU machine), the manifest's revision comes from the stamp inside
+    the installed package, even where the installation lies inside another git checkout."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q", str(tmp_path)], check=True)
+    subprocess.run([*git, "-C", str(tmp_path), "commit", "-q", "--allow-empty", "-m", "other"], check=True)
     site = tmp_path / "site"
     env = {**os.environ, "CTXSCOPE_GIT_REVISION": "feedface"}
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
