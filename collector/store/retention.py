@@ -142,6 +142,11 @@ def _fold(
     values: np.ndarray,
     rollup_s: int,
 ) -> None:
+    """Add a channel's samples to their buckets. A sample that is not a finite number (NaN is what an
+    agent records when a metric could not be read) is left out: it has no place in a mean, minimum or
+    maximum, and a bucket of such samples alone is not written."""
+    finite = np.isfinite(values)
+    wall, values = wall[finite], values[finite]
     width = rollup_s * NS_PER_S
     starts = (wall // width) * width
     grouped: dict[int, list[float]] = defaultdict(list)

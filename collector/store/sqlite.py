@@ -89,9 +89,9 @@ class SQLiteStore(Store):
             self._read_conn = self._connect()
             self._checkpoint_conn = self._connect()
             self._checkpoint_conn.execute("PRAGMA synchronous=FULL")
-            self.merge_staged()  # what a previous run staged and did not merge (a crash, a kill)
         except (sqlite3.Error, OSError) as exc:
             raise StoreOpenError(f"cannot open the SQLite store {path}: {exc}") from exc
+        self._merge_left_staged()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="ctxscope-sqlite-checkpoint", daemon=True
         )
@@ -109,6 +109,21 @@ class SQLiteStore(Store):
             self._require_current_schema()
         except sqlite3.Error as exc:
             raise StoreOpenError(f"cannot open the SQLite store {self.path} read-only: {exc}") from exc
+
+    def _merge_left_staged(self) -> None:
+        """Merge what a previous run staged and did not merge (a crash, a kill). A store that cannot
+        be read fails the open; any other failure of the merge does not: the staged records are
+        committed, readers see them, and the merge thread tries again."""
+        try:
+            self.merge_staged()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreOpenError(f"cannot open the SQLite store {self.path}: {exc}") from exc
+        except Exception as exc:
+            log.error(
+                "merging the records staged in %s failed at open (%s: %s); they stay staged and readable,"
+                " and the merge is tried again every %g s",
+                self.path, type(exc).__name__, exc, self.merge_interval_s,
+            )  # fmt: skip
 
     def _checkpoint_loop(self) -> None:
         """Checkpoint every CHECKPOINT_INTERVAL_S until the store closes; a failed checkpoint is

@@ -188,9 +188,12 @@ class Staging:
     def _merge_devices(self, cur: Any, where: str, span: tuple[Any, ...]) -> None:
         """The devices' newest arrival and newest values into their rows. Of each source's staged
         batches, the one with the newest sample holds that source's newest values (SQLite takes the
-        bare `live` column from the row where MAX finds its value)."""
+        bare `live` column from the row where MAX finds its value). The source's entry is found by key
+        (`json_each`), not by a JSON path built from its name: a path misses names with a quote, and
+        names that `live`'s text holds escaped (any non-ASCII character)."""
         cur.execute(
-            "SELECT device, json_group_object(source, json_extract(live, '$.' || json_quote(source)))"
+            "SELECT device, json_group_object(source,"
+            " json((SELECT value FROM json_each(live) WHERE key = source)))"
             " FROM (SELECT device, source, live, MAX(wall_end_ns) FROM staged_telemetry"
             f" WHERE {where} AND wall_end_ns IS NOT NULL GROUP BY device, source) GROUP BY device"
             " ORDER BY device",

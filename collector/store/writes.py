@@ -145,9 +145,12 @@ def newest_values(msg: TelemetryBatch, t: list[int]) -> dict[str, Any]:
 
 
 def merge_live(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
-    """Two `live` values as one: per source, the entry of the newer sample (the older one on a tie)."""
+    """Two `live` values as one: per source, the entry of the newer sample (the older one on a tie); an
+    entry without its wall time (none is written so) is left out rather than stopping the merge."""
     out = dict(older)
     for source, entry in newer.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("wall_ns"), int):
+            continue
         if out.get(source, {}).get("wall_ns", -1) < entry["wall_ns"]:
             out[source] = entry
     return out

@@ -269,3 +269,54 @@ def test_a_merge_moves_device_ranges_and_readers_see_each_record_once_meanwhile(
             assert db.execute("SELECT merging, merged_to FROM staging_merged").fetchone() == (None, None)
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize("source", ['x"y', "tégra", "a.b[0]"])
+def test_a_source_of_any_name_merges_and_the_store_reopens(tmp_path: Path, source: str) -> None:
+    """A telemetry source's name is any string of the contract; one with a quote or a non-ASCII
+    character once made every merge fail, and then the store's own open (which merges)."""
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path, merge_interval_s=3600)
+    try:
+        odd = batch(1).model_copy(update={"source": source})
+        assert store.write_batch([accepted(odd), accepted(batch(2))]).stored == 2
+        assert store.merge_staged() == 2
+        (row,) = store.devices()
+        assert set(row["live"]) == {source, "nvml"}
+        assert row["live"][source]["channels"]["power_w"]["value"] == 101.0
+        store.write_batch([accepted(batch(3).model_copy(update={"source": source}))])
+    finally:
+        store.close()
+    reopened = SQLiteStore(path, merge_interval_s=3600)  # merges what was left staged
+    try:
+        assert staged_rows(path) == 0
+        (row,) = reopened.devices()
+        assert row["live"][source]["channels"]["power_w"]["value"] == 103.0
+    finally:
+        reopened.close()
+
+
+def test_a_merge_that_fails_at_open_leaves_the_store_open_and_its_records_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault of the merge itself (not of the database) must not keep the collector from starting:
+    the staged records are committed and readable, and the merge thread tries again."""
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path, merge_interval_s=3600)
+    store.write_batch([accepted(batch(s)) for s in (1, 2)])
+    store.close()
+
+    def broken(*args: Any) -> int:
+        raise TypeError("a fault of the merge")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("ctxscope.collector.store.staging.Staging.merge_range", broken)
+        reopened = SQLiteStore(path, merge_interval_s=3600)
+    try:
+        assert "failed at open (TypeError: a fault of the merge)" in caplog.text
+        assert staged_rows(path) == 2 and reopened.record_seqs(DEV, STREAM) == [1, 2]
+        assert reopened.write_batch([accepted(batch(3))]).stored == 1
+        assert reopened.merge_staged() == 3  # the merge the open left, carried on, and the new record
+        assert staged_rows(path) == 0 and reopened.record_seqs(DEV, STREAM) == [1, 2, 3]
+    finally:
+        reopened.close()

@@ -173,6 +173,25 @@ def test_retention_rolls_up_old_telemetry_and_keeps_recent(store: Store) -> None
     assert apply_retention(store, policy, now_ns=now).batches_pruned == 0
 
 
+def test_retention_leaves_unread_samples_out_of_the_rollups_and_goes_on(store: Store) -> None:
+    """NaN is what an agent records for a metric it could not read: it once made a bucket's mean NULL,
+    failed every retention pass at that batch, and so stopped pruning for the whole store."""
+    now = 1_800_000_000 * NS
+    w0 = ((now - 10 * DAY_NS) // (60 * NS)) * 60 * NS
+    nan, inf = float("nan"), float("inf")
+    partly = _batch(1, w0, [0.0, 1.0, 2.0, 3.0], [10.0, nan, 30.0, -inf])
+    unread = _batch(2, w0 + 60 * NS, [0.0, 1.0], [nan, nan])  # a bucket of unread samples alone
+    later = _batch(3, w0 + 120 * NS, [0.0], [5.0])
+    _write(store, partly, unread, later)
+    outcome = apply_retention(store, RetentionPolicy(raw_days=7, rollup_s=60), now_ns=now)
+    assert outcome.batches_pruned == 3
+    power = {(r["bucket_ns"] - w0) // (60 * NS): r for r in rollups(store, "orin-1", "power_w")}
+    assert sorted(power) == [0, 2]
+    assert (power[0]["n"], power[0]["mean"], power[0]["min"], power[0]["max"]) == (2, 20.0, 10.0, 30.0)
+    assert (power[2]["n"], power[2]["mean"]) == (1, 5.0)
+    assert len(rollups(store, "orin-1", "temp_gpu_c")) == 3
+
+
 def test_retention_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="raw_days"):
         RetentionPolicy(raw_days=-1)
