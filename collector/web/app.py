@@ -37,7 +37,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from ctxscope.collector import observability, plans
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
@@ -46,6 +45,7 @@ from ctxscope.collector.readmodel import figures, traces, views
 from ctxscope.collector.readmodel.source import FleetSource, require_known_device
 from ctxscope.collector.web.fleet_worker import answer_json, fleet_answer
 from ctxscope.collector.web.hub import LiveHub
+from ctxscope.collector.web.login_gate import LoginGate
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
 
 KEEPALIVE_S = 15.0
@@ -87,6 +87,7 @@ def create_app(
     computes /api/fleet outside this process, which otherwise computes it."""
     security = security or WebSecurity()
     sessions = Sessions()
+    login_gate = LoginGate()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,7 +138,11 @@ def create_app(
         if security.credentials is None:
             return RedirectResponse(target, 303)
         user = form.get("username", "")
-        if not await run_in_threadpool(security.credentials.check, user, form.get("password", "")):
+        passed = await login_gate.check(security.credentials.check, user, form.get("password", ""))
+        if passed is None:
+            busy = "too many login attempts at once: try again in a few seconds"
+            return HTMLResponse(_login_page(request, target, busy), 429, headers={"retry-after": "5"})
+        if not passed:
             await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
             return HTMLResponse(_login_page(request, target, "wrong user or password"), 401)
         sessions.drop(request.cookies.get(COOKIE))  # a fresh id after login: no session fixation

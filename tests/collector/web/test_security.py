@@ -23,6 +23,7 @@ from ctxscope.collector.run import run
 from ctxscope.collector.web import security as security_module
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.auth import Credentials, CredentialsError, passwd, verify_password
+from ctxscope.collector.web.login_gate import LoginGate
 from ctxscope.collector.web.security import (
     COOKIE,
     Session,
@@ -172,8 +173,12 @@ def test_passwd_writes_a_private_file_of_scrypt_hashes(credentials_file: Path, m
         Credentials.load(credentials_file)
 
 
+async def _refused(*args: Any) -> None:
+    return None
+
+
 def test_with_credentials_everything_but_the_login_page_needs_a_login(
-    store, hub, credentials_file, web_client
+    store, hub, credentials_file, web_client, monkeypatch
 ):
     security = WebSecurity(credentials=Credentials.load(credentials_file))
     server = WebServer(create_app(store, hub, None, security=security)).start()
@@ -187,6 +192,10 @@ def test_with_credentials_everything_but_the_login_page_needs_a_login(
         assert status == 401 and "wrong user or password" in body
         assert client.login("mallory", PASSWORD)[0] == 401
         anonymous_cookie = _cookie(client)
+        with monkeypatch.context() as full:  # a login flood: the gate has no room for this attempt
+            full.setattr(LoginGate, "check", _refused)
+            status, body = client.login("alice", PASSWORD)
+        assert status == 429 and "too many login attempts" in body
         status, body = client.login("alice", PASSWORD)
         assert status == 200 and 'data-page="fleet"' in body
         assert _cookie(client) != anonymous_cookie  # a fresh session id after login
