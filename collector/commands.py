@@ -34,6 +34,8 @@ _log = RateLimitedLog(logging.getLogger(__name__))
 RUN_PLAN = "run_plan"
 DEFAULT_TTL_S = 600.0
 MAX_PLAN_BYTES = 256 * 1024
+# How long an answered or unanswered command and its ack are kept after the command expired.
+ACK_KEPT_S = 60.0
 
 
 class PlanError(ValueError):
@@ -73,6 +75,10 @@ class CommandPublisher:
         self.stream = new_stream_id()
         self._seq = 0
         self._lock = threading.Lock()
+        # The commands this publisher sent, by id, with when they expire (ns): only their acks are
+        # kept, the first of each, and both are dropped ACK_KEPT_S after the command expired. (Any
+        # device may publish acks on its run channel; kept unasked, they grew without bound.)
+        self._sent: dict[str, int] = {}
         self._acks: dict[str, CommandAck] = {}
         self._watched: set[str] = set()
         self._ack_event = threading.Condition(self._lock)
@@ -109,8 +115,11 @@ class CommandPublisher:
             return
         if isinstance(record, CommandAck):
             with self._ack_event:
-                self._acks[record.command_id] = record
-                self._ack_event.notify_all()
+                # the first ack only: a redelivered copy of the command is refused as a replay, and
+                # that refusal must not replace the answer to the command itself
+                if record.command_id in self._sent and record.command_id not in self._acks:
+                    self._acks[record.command_id] = record
+                    self._ack_event.notify_all()
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)
@@ -139,6 +148,7 @@ class CommandPublisher:
             # PUBLISH below (same connection, in order), so no ack can slip past.
             self._client.subscribe(subscription(Channel.RUN, device), qos=1)
         now = time.time_ns()
+        self._forget_expired(now)
         command = Command(
             device=device,
             stream=self.stream,
@@ -149,6 +159,8 @@ class CommandPublisher:
             args=args,
             expires_at=now + int(ttl_s * 1e9),
         )
+        with self._lock:  # before the publish: its ack may come before publish() returns
+            self._sent[command.command_id] = command.expires_at
         info = self._client.publish(command_topic(device, name), codec.encode(command), qos=1, retain=False)
         try:
             info.wait_for_publish(timeout_s)
@@ -174,6 +186,14 @@ class CommandPublisher:
                     return None
                 self._ack_event.wait(left)
             return self._acks[command_id]
+
+    def _forget_expired(self, now_ns: int) -> None:
+        """Drop the commands (and their acks) that expired more than ACK_KEPT_S ago."""
+        horizon = now_ns - int(ACK_KEPT_S * 1e9)
+        with self._lock:
+            for command_id in [c for c, expires in self._sent.items() if expires < horizon]:
+                del self._sent[command_id]
+                self._acks.pop(command_id, None)
 
     def close(self) -> None:
         self._client.disconnect()

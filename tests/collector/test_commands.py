@@ -166,3 +166,39 @@ def test_web_plan_api_publishes_and_refuses_bad_plans_with_reason(
     finally:
         server.stop()
         publisher.close()
+
+
+def test_the_publisher_keeps_only_the_first_ack_of_its_own_commands_and_forgets_them(broker, agent):
+    """Any device may publish acks on its run channel: made-up command ids once piled up in the
+    publisher for good, and a refusal of a redelivered copy could replace the real answer."""
+    publisher = CommandPublisher(broker.host, broker.port)
+    forger = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"forger-{new_stream_id()}")
+    forger.connect(broker.host, broker.port)
+    forger.loop_start()
+    try:
+        command = publisher.send_plan("orin-7", parse_plan(PLAN), ttl_s=60)
+        assert publisher.wait_ack(command.command_id, 5) is not None
+        stream = new_stream_id()
+        forged = [f"cmd-forged{i}" for i in range(50)] + [command.command_id]
+        for seq, command_id in enumerate(forged, 1):
+            ack = CommandAck(
+                device="orin-7",
+                stream=stream,
+                seq=seq,
+                ts=time.time_ns(),
+                command_id=command_id,
+                name="run_plan",
+                accepted=False,
+                reason="x" * 1000,
+            )
+            forger.publish(topic_for("orin-7", Channel.RUN), codec.encode(ack), qos=1).wait_for_publish(5)
+        time.sleep(0.5)  # the publisher's network thread has had them
+        ack = publisher.wait_ack(command.command_id, 0)
+        assert ack is not None and ack.accepted and ack.run_id == "run-1"
+        assert set(publisher._acks) == {command.command_id}
+        publisher._forget_expired(command.expires_at + int(61e9))
+        assert publisher._acks == {} and publisher._sent == {}
+    finally:
+        forger.loop_stop()
+        forger.disconnect()
+        publisher.close()
