@@ -193,12 +193,24 @@ def operator_shares(results: Iterable[PointResult]) -> list[dict[str, Any]]:
                     "context_len": r.context_len,
                     "phase": phase,
                     "run_id": r.run_id,
-                    "share_pct": {cls: v["share_pct"] for cls, v in shares["classes"].items()},
+                    "share_pct": _shares(shares["classes"]),
                     "unclassified": shares.get("unclassified", []),
                     "device_time_source": shares.get("device_time_source"),
                 }
             )
     return out
+
+
+def _shares(classes: dict[str, Any]) -> dict[str, float]:
+    """Each operator class's share of device time, of the classes that state it as a number (the
+    record's `details` are free-form: another shape is left out, not an error for the whole page)."""
+    return {
+        cls: v["share_pct"]
+        for cls, v in classes.items()
+        if isinstance(v, dict)
+        and isinstance(v.get("share_pct"), int | float)
+        and not isinstance(v["share_pct"], bool)
+    }
 
 
 class UnknownDevice(LookupError):

@@ -47,6 +47,7 @@ from ctxscope.collector.web.fleet_worker import answer_json, fleet_answer
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.login_gate import LoginGate
 from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
+from ctxscope.shared.messages import MAX_COMMAND_TTL_S
 
 KEEPALIVE_S = 15.0
 MAX_FORM_BYTES = 4096
@@ -56,7 +57,7 @@ LOGIN_FAILURE_DELAY_S = 1.0
 class PlanRequest(BaseModel):
     plan_toml: str | None = Field(default=None, description="plan as TOML text")
     shipped: str | None = Field(default=None, description="name of a plan shipped with ctxscope")
-    ttl_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    ttl_s: float = Field(default=600.0, gt=0, le=MAX_COMMAND_TTL_S)
 
 
 @cache

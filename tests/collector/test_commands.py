@@ -163,6 +163,8 @@ def test_web_plan_api_publishes_and_refuses_bad_plans_with_reason(
         status, answer = post("/api/devices/orin-7/plans", {"shipped": "no-such-plan"})
         assert status == 400 and "no shipped plan" in answer["detail"]
         assert post("/api/devices/ghost/plans", {"plan_toml": PLAN})[0] == 404
+        # longer than any agent accepts (an hour): refused here, not a server error at the publisher
+        assert post("/api/devices/orin-7/plans", {"plan_toml": PLAN, "ttl_s": 7200})[0] == 422
     finally:
         server.stop()
         publisher.close()
