@@ -63,6 +63,7 @@ class IngestCounters:
     rejected: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     store_errors: int = 0  # failed batch writes (each retried, nothing acknowledged meanwhile)
+    store_upkeep_failures: int = 0  # failed passes of the store's merge or retention (store/upkeep.py)
 
     def add(self, outcome: BatchOutcome, reasons: Sequence[str]) -> None:
         self.stored += outcome.stored
@@ -182,7 +183,11 @@ class Ingest:
     def counters(self) -> IngestCounters:
         """A snapshot of the counters."""
         with self._counters_lock:
-            return dataclasses.replace(self._counters, rejected=Counter(self._counters.rejected))
+            return dataclasses.replace(
+                self._counters,
+                rejected=Counter(self._counters.rejected),
+                store_upkeep_failures=self.store.upkeep.failures,
+            )
 
     def health(self) -> dict[str, Any]:
         """JSON-ready state for the dashboard: connection, store failure (if any), inbox fill, counters."""
@@ -196,6 +201,7 @@ class Ingest:
                 "store_failing_since_ns": failure.since_ns if failure else None,
                 "store_error": failure.last_error if failure else None,
                 "store_errors": counters.store_errors,
+                "store_upkeep_failing": [dataclasses.asdict(fault) for fault in self.store.upkeep.faults()],
                 "received": counters.received,
                 "stored": counters.stored,
                 "duplicates": counters.duplicates,

@@ -79,6 +79,11 @@ class FleetMetrics(Collector):
             ),
             ("batches", counters.batches, "Transactions committed by the ingest writer."),
             ("store_errors", counters.store_errors, "Failed store transactions (each retried)."),
+            (
+                "store_upkeep_failures",
+                counters.store_upkeep_failures,
+                "Failed passes of the store's staging merge or retention (each retried).",
+            ),
         ):
             yield CounterMetricFamily(f"{PREFIX}_ingest_{name}", text, value=value)
         rejected = CounterMetricFamily(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ctxscope.collector.store.overlay import StagedNews
+from ctxscope.collector.store.upkeep import Upkeep
 from ctxscope.collector.store.writes import (
     Accepted,
     BatchOutcome,
@@ -142,6 +143,7 @@ class Store(ABC):
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._staged_news = StagedNews()
+        self.upkeep = Upkeep()
 
     # -- backend hooks --------------------------------------------------------------------------
 

@@ -195,6 +195,7 @@ class RetentionLoop:
         while not self._stop.is_set():
             try:
                 outcome = apply_retention(self.store, self.policy)
+                self.store.upkeep.succeeded("retention")
                 if outcome.batches_pruned:
                     log.info(
                         "retention: %d telemetry batches older than %g days rolled up into %d buckets",
@@ -202,7 +203,8 @@ class RetentionLoop:
                         self.policy.raw_days,
                         outcome.buckets_written,
                     )
-            except Exception:
+            except Exception as exc:
+                self.store.upkeep.failed("retention", exc)
                 log.exception("retention pass failed; retrying in %.0f s", self.interval_s)
             self._stop.wait(self.interval_s)
 

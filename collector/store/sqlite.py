@@ -154,7 +154,17 @@ class SQLiteStore(Store):
     def merge_staged(self) -> int:
         """Move every staged record into the device-keyed tables now, MERGE_DEVICES devices a
         transaction, with a pause as long after each, so ingest's commits go on between them; first
-        the rest of a merge that a crash or kill stopped. The number moved."""
+        the rest of a merge that a crash or kill stopped. The number moved. Its outcome is the
+        store's upkeep of task "merge"."""
+        try:
+            moved = self._merge_all_staged()
+        except Exception as exc:
+            self.upkeep.failed("merge", exc)
+            raise
+        self.upkeep.succeeded("merge")
+        return moved
+
+    def _merge_all_staged(self) -> int:
         keys, moved = self.stager.keys, 0
         with self._merge_lock:
             while True:

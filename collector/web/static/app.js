@@ -172,11 +172,16 @@ const ctxscope = (() => {
     async function checkIngest() {
       const banner = document.getElementById("ingest-banner");
       const h = await getJson("/api/ingest");
-      banner.hidden = !h.store_failing;
+      const upkeep = h.store_upkeep_failing || [];
+      banner.hidden = !h.store_failing && upkeep.length === 0;
       if (h.store_failing) {
         banner.textContent = `Ingest paused: the store has been failing since ${age(h.store_failing_since_ns)} ` +
           `(${h.store_errors} failed writes; nothing is acknowledged, the broker keeps the records). ` +
           `Last error: ${h.store_error}`;
+      } else if (upkeep.length) {
+        // records are stored; what fails is a background pass that keeps the store from growing
+        banner.textContent = "Store upkeep failing (records are still stored; retried): " + upkeep.map((f) =>
+          `${f.task} since ${age(f.since_ns)}, ${f.failures} failed passes, last error: ${f.error}`).join("; ");
       }
     }
     setInterval(() => checkIngest().catch(console.warn), 5000);

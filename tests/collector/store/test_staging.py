@@ -314,9 +314,13 @@ def test_a_merge_that_fails_at_open_leaves_the_store_open_and_its_records_readab
         reopened = SQLiteStore(path, merge_interval_s=3600)
     try:
         assert "failed at open (TypeError: a fault of the merge)" in caplog.text
+        assert [(f.task, f.error) for f in reopened.upkeep.faults()] == [
+            ("merge", "TypeError: a fault of the merge")
+        ]
         assert staged_rows(path) == 2 and reopened.record_seqs(DEV, STREAM) == [1, 2]
         assert reopened.write_batch([accepted(batch(3))]).stored == 1
         assert reopened.merge_staged() == 3  # the merge the open left, carried on, and the new record
+        assert reopened.upkeep.faults() == []
         assert staged_rows(path) == 0 and reopened.record_seqs(DEV, STREAM) == [1, 2, 3]
     finally:
         reopened.close()

@@ -16,6 +16,7 @@ import pytest
 
 from ctxscope.broker import MosquittoBroker
 from ctxscope.collector.ingest import Ingest
+from ctxscope.collector.store import open_store
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.server import WebServer
@@ -98,3 +99,46 @@ def test_the_fleet_page_shows_a_banner_while_the_store_fails(
             banner.wait_for(state="hidden", timeout=15_000)
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+def test_a_failing_upkeep_pass_shows_in_the_api_and_as_a_banner(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Records are stored, but a background pass of the store (here the staging merge) keeps failing:
+    /api/ingest and /metrics say so, and the fleet page shows it until the pass succeeds."""
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    ingest = Ingest(store, broker.host, broker.port, client_id="upkeep_c")
+    ingest.start()
+    server = WebServer(create_app(store, LiveHub(), None, ingest.health, ingest=ingest)).start()
+    try:
+        store.upkeep.failed("merge", TypeError("a fault of the merge"))
+        (fault,) = get_json(server.url + "/api/ingest")["store_upkeep_failing"]
+        assert (fault["task"], fault["failures"]) == ("merge", 1) and "a fault of the merge" in fault["error"]
+        with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+            assert "ctxscope_collector_ingest_store_upkeep_failures_total 1.0" in response.read().decode()
+        with playwright_sync.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(server.url + "/")
+                banner = page.locator("#ingest-banner")
+                banner.wait_for(state="visible", timeout=10_000)
+                text = banner.inner_text()
+                assert (
+                    "Store upkeep failing" in text
+                    and "merge since" in text
+                    and "a fault of the merge" in text
+                )
+                store.upkeep.succeeded("merge")
+                banner.wait_for(state="hidden", timeout=15_000)
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        ingest.stop()
+        store.close()
