@@ -51,5 +51,7 @@ PY
 cd "$OUT" || exit 1
 for records in curves-*.jsonl; do
   name=${records%.jsonl}
-  tar czf "$name.tgz" "./$records" $([[ -f $name.err ]] && echo "./$name.err") && rm -f "./$records" "./$name.err"
+  files=("./$records")
+  [[ -f $name.err ]] && files+=("./$name.err")
+  tar czf "$name.tgz" "${files[@]}" && rm -f "${files[@]}"
 done
