@@ -54,7 +54,7 @@ class TelemetrySession:
         self._last_emit = time.monotonic()
         self._emit_lock = threading.Lock()
         self._sampler: Sampler | None = None
-        self._errors: list[str] = []
+        self._errors: Sequence[str] = []
         self.emit_failures = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
