@@ -8,6 +8,7 @@ not refreshed for three intervals means the agent is not running (or hung).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -20,7 +21,9 @@ import click
 from ctxscope.agent.cliopts import identity_options
 from ctxscope.agent.config import AgentConfig
 from ctxscope.agent.streaming import configure
+from ctxscope.ratelog import RateLimitedLog
 
+log = logging.getLogger(__name__)
 INTERVAL_S = 5.0
 
 
@@ -32,8 +35,12 @@ def state_path(config: AgentConfig) -> Path:
 def write_state(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(json.dumps(state, sort_keys=True))
-    partial.replace(path)
+    try:
+        partial.write_text(json.dumps(state, sort_keys=True))
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 class StateWriter:
@@ -55,8 +62,15 @@ class StateWriter:
         self._write(running=False)
 
     def _loop(self) -> None:
+        """Until stopped; a write that fails (a full disk, anything else) is logged, rate-limited, and
+        tried again at the next interval: the thread never ends early, or `agent status` would call
+        a running agent hung."""
+        errors = RateLimitedLog(log)
         while True:
-            self._write(running=True)
+            try:
+                self._write(running=True)
+            except Exception as exc:
+                errors.warning("state", "the agent's state file %s could not be written: %s", self.path, exc)
             if self._stopped.wait(self._interval_s):
                 return
 

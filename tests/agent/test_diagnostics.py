@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ctxscope.agent.cli import agent
-from ctxscope.agent.localstate import StateWriter
+from ctxscope.agent.localstate import StateWriter, write_state
 from ctxscope.broker import free_port
 
 FAILING_PLAN = (
@@ -92,6 +93,39 @@ def test_status_of_a_running_connected_agent_and_a_hung_one(tmp_path: Path) -> N
     hung = CliRunner().invoke(agent, args)
     assert hung.exit_code == 1
     assert "not refreshed" in hung.output
+
+
+def test_a_failed_state_write_is_retried_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A full disk once ended the state thread for good: `agent status` then called a running agent
+    hung. Here the snapshot fails twice, then works; the thread goes on writing."""
+    path = tmp_path / "spool.state.json"
+    calls = {"n": 0}
+
+    def snapshot() -> dict[str, object]:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise OSError(28, "No space left on device")
+        return {"device": "diag-4", "connected": False, "spool_depth": 0, "last_error": None}
+
+    writer = StateWriter(path, snapshot, interval_s=0.05)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert path.exists() and writer._thread.is_alive()
+    finally:
+        writer.stop()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_state_write_that_fails_leaves_no_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "spool.state.json"
+    path.mkdir()
+    (path / "x").touch()  # a non-empty directory: the rename onto it fails
+    with pytest.raises(OSError):
+        write_state(path, {"device": "diag-5"})
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_status_without_a_state_file(tmp_path: Path) -> None:
