@@ -38,6 +38,10 @@ _log = RateLimitedLog(log)
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 FAILURE_LOG_EVERY_S = 60.0  # a broker that stays away is logged once a minute, or when the reason changes
+# A command (its plan included) larger than this is ignored unread. The collector sends plans of at
+# most 256 KiB of TOML (collector/commands.py), smaller once encoded; validating a plan of megabytes
+# on paho's network thread took seconds and cost the connection its keepalive.
+MAX_COMMAND_BYTES = 512 * 1024
 LiveState = Literal["online", "busy"]
 CommandHandler = Callable[[Command], None]
 
@@ -186,6 +190,12 @@ class Link:
 
     def _take_command(self, msg: mqtt.MQTTMessage) -> str | None:
         """Check one message and hand a command to the handler; the reason it was ignored, or None."""
+        if len(msg.payload) > MAX_COMMAND_BYTES:  # checked before any decoding, on paho's thread
+            _log.warning(
+                "too_large", "ignoring %d bytes on %s: a command is at most %d", len(msg.payload), msg.topic,
+                MAX_COMMAND_BYTES,
+            )  # fmt: skip
+            return "too_large"
         try:
             topic = parse_topic(msg.topic)
             command = decode(msg.payload)
@@ -218,6 +228,8 @@ class Link:
                 command.name,
                 refusal.reason,
             )
+            if refusal.kind == "replay":  # the first copy was answered: a second answer adds nothing
+                return "refused_replay"
             self.spool.emit(
                 CommandAck,
                 command_id=command.command_id,

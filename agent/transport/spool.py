@@ -130,7 +130,9 @@ class Spool:
         if kind in STATE_KINDS:
             raise ValueError(f"{kind!r} is state, not a record: publish it with state_message()")
         topic = topic_for(self.device, CHANNEL_OF_KIND[kind])
-        droppable = kind in DROPPABLE_KINDS
+        # A refusal's ack may be dropped like telemetry: the command did not run, and a sender that
+        # floods refused commands must not grow the spool past its bound.
+        droppable = kind in DROPPABLE_KINDS or (kind == "command_ack" and fields.get("accepted") is False)
         with self._lock:
             try:
                 return self._store(message_cls, kind, topic, droppable, fields)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import time
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ctxscope.agent.config import AgentConfig
-from ctxscope.agent.transport.link import Link
+from ctxscope.agent.transport.link import MAX_COMMAND_BYTES, Link
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.broker import MosquittoBroker
 from ctxscope.shared.codec import decode, encode
-from ctxscope.shared.messages import Command, DeviceMeta, Message, Status
+from ctxscope.shared.messages import Command, CommandAck, DeviceMeta, Message, Status
 from ctxscope.shared.topics import Channel, command_topic, topic_for
 
 pytestmark = pytest.mark.slow
@@ -99,11 +100,11 @@ def test_commands_are_delivered_unless_expired(
     sender.connect(mosquitto.host, mosquitto.port)
     sender.loop_start()
 
-    def send(command_id: str, expires_in_s: float, device: str = DEV) -> None:
+    def send(command_id: str, expires_in_s: float, device: str = DEV, plan: str = "p") -> None:
         expires_at = time.time_ns() + int(expires_in_s * 1e9)
         envelope = {"device": device, "stream": "00000000000000cc", "seq": 1, "ts": time.time_ns()}
         command = Command(
-            **envelope, command_id=command_id, name="run", args={"plan": "p"}, expires_at=expires_at
+            **envelope, command_id=command_id, name="run", args={"plan": plan}, expires_at=expires_at
         )
         sender.publish(command_topic(DEV, "run"), encode(command), qos=1).wait_for_publish(5)
 
@@ -111,12 +112,22 @@ def test_commands_are_delivered_unless_expired(
         with caplog.at_level(logging.WARNING, logger="ctxscope.agent.transport.link"):
             send("stale", expires_in_s=-5)
             send("misaddressed", expires_in_s=60, device="someone-else")
+            send("huge", expires_in_s=60, plan="x" * MAX_COMMAND_BYTES)  # ignored unread
             send("fresh", expires_in_s=60)
             command = received.get(timeout=5)
+            send("fresh", expires_in_s=60)  # a replay: refused, and not answered a second time
+            deadline = time.monotonic() + 5
+            while link.rejected()["refused_replay"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
         assert (command.command_id, command.args) == ("fresh", {"plan": "p"})
         assert received.empty()
         assert "refused command stale (run): expired" in caplog.text
         assert "ignoring command misaddressed" in caplog.text
+        assert link.rejected()["too_large"] == 1 and link.rejected()["refused_replay"] == 1
+        with sqlite3.connect(link.spool.path) as db:  # forwarded or not: every ack the link spooled
+            rows = db.execute("SELECT payload FROM outbox WHERE kind = 'command_ack' ORDER BY seq").fetchall()
+        acks = [decode(payload) for (payload,) in rows]
+        assert [a.command_id for a in acks if isinstance(a, CommandAck)] == ["stale"]
     finally:
         sender.loop_stop()
         sender.disconnect()

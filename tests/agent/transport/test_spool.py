@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from ctxscope.agent.transport.spool import RecordTooLarge, Spool
 from ctxscope.shared.codec import decode
-from ctxscope.shared.messages import Log, PointResult, Status, TelemetryBatch, TelemetryChannel
+from ctxscope.shared.messages import CommandAck, Log, PointResult, Status, TelemetryBatch, TelemetryChannel
 from tests.support import result_fields
 
 DEV = "jetson-1"
@@ -198,3 +198,17 @@ def test_a_record_over_the_message_limit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RecordTooLarge, match="exceeds"):
         spool.emit(TelemetryBatch, **telemetry_fields(1_100_000))  # 8.8 MB of timestamps + values
     assert (spool.backlog(), spool.high_water_seq()) == (1, 1)
+
+
+def test_refusal_acks_are_dropped_like_telemetry_accepted_ones_never(tmp_path: Path) -> None:
+    """A sender flooding refused commands must not grow the spool past its bound: a refusal's ack is
+    droppable (the command did not run); an accepted command's is kept like a result."""
+    spool = Spool(tmp_path / "spool.sqlite", DEV, max_rows=50, max_bytes=10**9)
+    spool.emit(CommandAck, command_id="cmd-ok", name="run_plan", accepted=True, run_id="run-1")
+    for i in range(200):
+        spool.emit(CommandAck, command_id=f"cmd-{i}", name="run_plan", accepted=False, reason="expired")
+    stats = spool.stats()
+    assert (stats.backlog, stats.dropped, stats.over_bound) == (50, 151, False)
+    kept = [decode(r.payload) for r in spool.oldest(1000)]
+    assert isinstance(kept[0], CommandAck) and kept[0].accepted
+    assert [a.command_id for a in kept[1:]] == [f"cmd-{i}" for i in range(151, 200)]
