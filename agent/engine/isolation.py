@@ -73,6 +73,9 @@ class Worker:
             # `python -m` puts the working directory first on sys.path; a source checkout there would
             # shadow the installed package, so the child starts in a neutral directory.
             cwd=tempfile.gettempdir(),
+            # A process group of its own: a kill reaches the processes the child started too
+            # (compile workers, a hung helper), which would otherwise live on, reparented.
+            start_new_session=True,
         )
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
 
@@ -162,8 +165,15 @@ class Worker:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self._kill_group()
             self.proc.kill()
             self.proc.wait()
+
+    def _kill_group(self) -> None:
+        """SIGKILL whatever is left of the child's process group (the child and what it started)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def close(self) -> None:
         if self.proc is not None:
@@ -176,6 +186,7 @@ class Worker:
                     self.proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     self.kill()
+            self._kill_group()  # helpers the child left behind when it ended
             self.proc = None
         self._stderr.close()
 

@@ -100,3 +100,42 @@ def test_a_malformed_job_is_a_fault_from_the_child(tmp_path: Path) -> None:
     reply = Failure.model_validate_json(line[len(REPLY_MARK) :])
     assert reply.outcome == "fault" and "malformed job" in reply.error
     assert "context_len" in reply.error and "logits" in reply.error
+
+
+class HangingWorker(isolation.Worker):
+    """A child that starts two helper processes (as compile workers are) and then hangs."""
+
+    def __init__(self, pids: Path) -> None:
+        super().__init__()
+        script = textwrap.dedent(
+            f"""
+            import subprocess, sys, time
+            helpers = [subprocess.Popen(["sleep", "300"]) for _ in range(2)]
+            open({str(pids)!r}, "w").write(" ".join(str(h.pid) for h in helpers))
+            sys.stdin.readline()
+            time.sleep(300)
+            """
+        )
+        self.argv = [sys.executable, "-c", script]
+
+
+def test_a_timed_out_child_is_killed_with_the_processes_it_started(tmp_path: Path) -> None:
+    import psutil
+
+    pids = tmp_path / "helpers"
+    with HangingWorker(pids) as worker:
+        outcome = worker.request(PROBE, Measured, 3)
+    assert isinstance(outcome, Failure) and outcome.outcome == "timeout"
+    helpers = [psutil.Process(int(pid)) for pid in pids.read_text().split()] if pids.exists() else []
+    assert len(helpers) == 2
+
+    def ended(helper: psutil.Process) -> bool:  # reaped by the init it was handed to, or its zombie
+        try:
+            helper.wait(5)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            return helper.status() == psutil.STATUS_ZOMBIE
+        return True
+
+    assert all(ended(helper) for helper in helpers)
