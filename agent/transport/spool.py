@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from ctxscope.agent.config import AgentConfig
 from ctxscope.shared.codec import MAX_MESSAGE_BYTES, encode
 from ctxscope.shared.ids import new_stream_id, validate_device_id
-from ctxscope.shared.messages import CHANNEL_OF_KIND, DROPPABLE_KINDS, STATE_KINDS, Envelope
+from ctxscope.shared.messages import CHANNEL_OF_KIND, DROPPABLE_KINDS, STATE_KINDS, Envelope, Log
 from ctxscope.shared.topics import topic_for
 
 M = TypeVar("M", bound=Envelope)
@@ -49,6 +49,17 @@ _PENDING_INDEX = "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (acked_ns,
 
 class RecordTooLarge(ValueError):
     """A record whose encoding exceeds the contract's message size; it is not spooled."""
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a spool that cannot be read (and its WAL files) to `<name>.damaged-<UTC time>`."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = path.with_name(path.name + suffix)
+        if part.exists():
+            part.replace(target.with_name(target.name + suffix))
+    return target
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,36 @@ class Spool:
         self._pruned_ns = 0
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Set when the file at `path` could not be read as a spool and was moved aside (see _open).
+        self.set_aside: Path | None = None
+        try:
+            stored_device = self._open()
+        except sqlite3.OperationalError:  # locked, unreadable, no room: the file may be sound
+            raise
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one: a board must not stop
+            self._db.close()
+            self.set_aside = _set_aside(path)
+            log.error(
+                "spool %s could not be read (%s): moved aside to %s, its unsent records with it; a new"
+                " spool starts a new stream", path, exc, self.set_aside,
+            )  # fmt: skip
+            stored_device = self._open()
+        if stored_device != self.device:
+            self._db.close()
+            raise ValueError(f"spool {path} belongs to device {stored_device!r}, not {self.device!r}")
+        self.stream = self._state("stream")
+        self._count_backlog()
+        if self.set_aside is not None:  # the collector hears of it in the new stream's first record
+            self.emit(
+                Log,
+                level="error",
+                message=f"the spool could not be read and was moved aside to {self.set_aside.name};"
+                " records it held and had not sent are not in this stream",
+            )
+
+    def _open(self) -> str:
+        """Connect to the file at `path`, create or upgrade its tables; the device it belongs to."""
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash (SIGKILL); only power loss may lose the tail.
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -104,12 +144,7 @@ class Spool:
                 " ('device', ?), ('dropped', '0')",
                 (new_stream_id(), self.device),
             )
-            stored_device = self._state("device")
-        if stored_device != self.device:
-            self._db.close()
-            raise ValueError(f"spool {path} belongs to device {stored_device!r}, not {self.device!r}")
-        self.stream = self._state("stream")
-        self._count_backlog()
+            return self._state("device")
 
     @classmethod
     def for_config(cls, config: AgentConfig) -> Spool:

@@ -212,3 +212,44 @@ def test_refusal_acks_are_dropped_like_telemetry_accepted_ones_never(tmp_path: P
     kept = [decode(r.payload) for r in spool.oldest(1000)]
     assert isinstance(kept[0], CommandAck) and kept[0].accepted
     assert [a.command_id for a in kept[1:]] == [f"cmd-{i}" for i in range(151, 200)]
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "torn page"])
+def test_a_spool_that_cannot_be_read_is_moved_aside_and_a_new_stream_starts(
+    tmp_path: Path, damage: str
+) -> None:
+    """A damaged spool once made `agent serve` exit at every start, for good (a restart loop)."""
+    path = tmp_path / "spool.sqlite"
+    if damage == "random bytes":
+        path.write_bytes(bytes(range(256)) * 64)
+    else:
+        old = Spool(path, DEV)
+        for i in range(50):
+            old.emit(PointResult, **result_fields(i))
+        old_stream = old.stream
+        old._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        old._db.close()
+        data = bytearray(path.read_bytes())
+        data[4096 : 4096 * 3] = bytes(8192)  # pages of the tables zeroed
+        path.write_bytes(bytes(data))
+    spool = Spool(path, DEV)
+    assert spool.set_aside is not None and spool.set_aside.exists()
+    assert spool.set_aside.name.startswith("spool.sqlite.damaged-")
+    if damage == "torn page":
+        assert spool.stream != old_stream
+    (record,) = spool.oldest(10)
+    notice = decode(record.payload)
+    assert isinstance(notice, Log) and notice.level == "error" and "moved aside" in notice.message
+    assert record.seq == 1
+
+
+def test_a_locked_spool_is_not_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    Spool(path, DEV)._db.close()
+    with sqlite3.connect(path) as holder:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(sqlite3.OperationalError):
+            Spool(path, DEV)
+        holder.rollback()
+    assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == []
