@@ -44,9 +44,19 @@ def configure(
             changes.update(broker_host=host, broker_port=int(port))
         if spool:
             changes["spool_path"] = spool
-        return AgentConfig.model_validate({**config.model_dump(), **changes}) if changes else config
+        config = AgentConfig.model_validate({**config.model_dump(), **changes}) if changes else config
+        if config.tls and config.tls_ca is not None and not config.tls_ca.is_file():
+            raise ConfigError(f"tls_ca {config.tls_ca}: no such file (the broker's CA certificate)")
+        return config
     except (ConfigError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise ConfigurationProblem(str(exc)) from exc
+
+
+class ConfigurationProblem(click.ClickException):
+    """A configuration the agent cannot use. Exit status 78 (EX_CONFIG), on which the service unit does
+    not restart the agent: it would fail the same way every few seconds."""
+
+    exit_code = 78
 
 
 @contextlib.contextmanager

@@ -161,6 +161,6 @@ if [ "$configured" = 1 ]; then
   systemctl_ restart ctxscope-agent.service
   say "service running: journalctl -u ctxscope-agent -f; ctxscope agent status --config $config"
 else
-  systemctl_ enable ctxscope-agent.service
-  say "service enabled, not started: edit $config, then systemctl start ctxscope-agent"
+  # not enabled either: started at the next boot with the example config, it could only fail
+  say "service installed, not enabled: edit $config (or install a bundle), then systemctl enable --now ctxscope-agent"
 fi

@@ -73,3 +73,20 @@ def test_insecure_is_explicit(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="refuses to connect"):
         load_config(path, environ={})
     assert load_config(path, environ={"CTXSCOPE_INSECURE": "true"}).insecure
+
+
+def test_serve_with_an_unusable_config_exits_78_naming_the_file(tmp_path: Path) -> None:
+    """The service unit does not restart on 78 (EX_CONFIG): a missing CA file once crash-looped a board
+    every few seconds with a message that named no file."""
+    from click.testing import CliRunner
+
+    from ctxscope.agent.cli import agent
+
+    missing = tmp_path / "site" / "ca.pem"
+    config = tmp_path / "agent.toml"
+    config.write_text(f'device = "orin-1"\ntls = true\ntls_ca = "{missing}"\n')
+    result = CliRunner().invoke(agent, ["serve", "--config", str(config)])
+    assert result.exit_code == 78, result.output
+    assert f"tls_ca {missing}: no such file" in result.output
+    result = CliRunner().invoke(agent, ["serve", "--config", str(tmp_path / "nowhere.toml")])
+    assert result.exit_code == 2, result.output  # a usage error, on which the unit does not restart either

@@ -80,7 +80,7 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
     assert f'device = "jetson-{MACHINE_ID[:12]}"' in config.read_text()
     assert config.stat().st_mode & 0o777 == 0o600
 
-    # the unit runs the installed command; without a bundle the service is enabled, not started
+    # the unit runs the installed command; without a bundle the service is neither enabled nor started
     unit = (root / "etc" / "systemd" / "system" / "ctxscope-agent.service").read_text()
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     command = exec_start.removeprefix("ExecStart=").split()
@@ -93,7 +93,8 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
     assert str(root / "etc" / "ctxscope" / "agent.toml") in exec_start
     assert not (root / "etc" / "systemd" / "system" / "ctxscope-agent.service.d").exists()  # systemd 249
     calls = (tmp_path / "systemctl.log").read_text().splitlines()
-    assert "enable ctxscope-agent.service" in calls and not any(c.startswith("restart") for c in calls)
+    assert not any(c.startswith(("enable", "restart")) for c in calls), calls
+    assert "systemctl enable --now ctxscope-agent" in second.stdout
 
     # torch is the board's, untouched: no torch in the environment, the stand-in still imported
     python = root / "opt" / "ctxscope" / "venv" / "bin" / "python"
