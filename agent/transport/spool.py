@@ -229,17 +229,23 @@ class Spool:
                 self._bytes -= int(row[0])
             if now - self._pruned_ns >= PRUNE_EVERY_NS:
                 self._pruned_ns = now
-                expired = now - self.keep_acked_ns
-                self._db.execute("DELETE FROM outbox WHERE acked_ns IS NOT NULL AND acked_ns < ?", (expired,))
+                # Also rows acknowledged "in the future": the wall clock was ahead then and has been set
+                # back since; waiting for their time would keep them for as long as it was ahead.
+                self._db.execute(
+                    "DELETE FROM outbox WHERE acked_ns IS NOT NULL AND (acked_ns < ? OR acked_ns > ?)",
+                    (now - self.keep_acked_ns, now + self.keep_acked_ns),
+                )
 
     def replay_since(self, since_ns: int) -> int:
         """Make records acknowledged at or after `since_ns` (wall clock) pending again; how many.
 
         Called after a lost connection: what the broker acknowledged shortly before it went away may
-        have died with it (queued for the collector, not yet autosaved)."""
+        have died with it (queued for the collector, not yet autosaved). Not records acknowledged
+        after now: the clock was ahead when they were, and they are no recent acknowledgement."""
         with self._lock, self._transaction():
             replayed = self._db.execute(
-                "UPDATE outbox SET acked_ns = NULL WHERE acked_ns IS NOT NULL AND acked_ns >= ?", (since_ns,)
+                "UPDATE outbox SET acked_ns = NULL WHERE acked_ns BETWEEN ? AND ?",
+                (since_ns, time.time_ns()),
             ).rowcount
             self._count_backlog()
         return int(replayed)

@@ -253,3 +253,26 @@ def test_a_locked_spool_is_not_moved_aside(tmp_path: Path) -> None:
             Spool(path, DEV)
         holder.rollback()
     assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == []
+
+
+def test_rows_acknowledged_while_the_clock_was_ahead_are_pruned_and_not_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A board whose clock ran a day ahead (no RTC, a bad NTP answer) and was then corrected once kept
+    those acknowledged rows for a day and replayed them all at its next reconnect."""
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, DEV, keep_acked_s=0)
+    for i in range(4):
+        spool.emit(PointResult, **result_fields(i))
+    real = time.time_ns
+    ahead = real() + 86_400 * 10**9
+    monkeypatch.setattr(time, "time_ns", lambda: ahead)
+    spool.ack(1)
+    spool.ack(2)
+    monkeypatch.setattr(time, "time_ns", real)  # the clock is corrected
+    assert spool.replay_since(real() - 60 * 10**9) == 0
+    spool._pruned_ns = 0  # the next acknowledgement prunes
+    spool.ack(3)
+    spool.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT seq FROM outbox ORDER BY seq").fetchall() == [(3,), (4,)]
