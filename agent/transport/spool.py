@@ -29,6 +29,8 @@ from ctxscope.shared.topics import topic_for
 M = TypeVar("M", bound=Envelope)
 PRUNE_EVERY_NS = 1_000_000_000  # acknowledged rows past keep_acked_s are deleted at most once a second
 log = logging.getLogger(__name__)
+# Droppable rows freed at least, when a full disk refuses a record that must not be lost.
+FREE_ROWS_MIN = 100
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,6 +51,11 @@ _PENDING_INDEX = "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (acked_ns,
 
 class RecordTooLarge(ValueError):
     """A record whose encoding exceeds the contract's message size; it is not spooled."""
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's SQLITE_FULL (13); its error code is an attribute from Python 3.11, the text before."""
+    return getattr(exc, "sqlite_errorcode", None) == 13 or str(exc) == "database or disk is full"
 
 
 def _set_aside(path: Path) -> Path:
@@ -171,8 +178,19 @@ class Spool:
         with self._lock:
             try:
                 return self._store(message_cls, kind, topic, droppable, fields)
-            except BaseException:
+            except sqlite3.OperationalError as exc:
                 self._count_backlog()  # the transaction rolled back: drops and inserts did not happen
+                # A full disk (or file) before the spool's own bound: a result or run record is worth
+                # the room of the oldest telemetry and of what the broker has acknowledged.
+                if droppable or not _disk_full(exc) or not self._free_room():
+                    raise
+            except BaseException:
+                self._count_backlog()
+                raise
+            try:
+                return self._store(message_cls, kind, topic, droppable, fields)
+            except BaseException:
+                self._count_backlog()
                 raise
 
     def _store(
@@ -315,6 +333,34 @@ class Spool:
         ).fetchone()
         self._rows, self._bytes = int(row[0]), int(row[1])
 
+    def _free_room(self) -> bool:
+        """On a full disk: delete the acknowledged rows and the oldest tenth of the droppable pending
+        ones (at least FREE_ROWS_MIN, counted as dropped), then shrink the WAL; whether any row went."""
+        try:
+            with self._transaction():
+                gone = self._db.execute("DELETE FROM outbox WHERE acked_ns IS NOT NULL").rowcount
+                (pending,) = self._db.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE droppable = 1 AND acked_ns IS NULL"
+                ).fetchone()
+                dropped = self._db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE droppable = 1 AND"
+                    " acked_ns IS NULL ORDER BY seq LIMIT ?)",
+                    (max(FREE_ROWS_MIN, int(pending) // 10),),
+                ).rowcount
+                self._count_drops(dropped)
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            log.error("spool %s: no room could be made on the full disk: %s", self.path, exc)
+            return False
+        finally:
+            self._count_backlog()
+        if gone + dropped:
+            log.warning(
+                "spool %s: the disk is full; dropped the %d oldest telemetry and log records and %d"
+                " acknowledged ones to keep a record that must not be lost", self.path, dropped, gone,
+            )  # fmt: skip
+        return bool(gone + dropped)
+
     def _count_drops(self, n: int) -> None:
         self._set_state("dropped", int(self._state("dropped")) + n)
 
@@ -338,7 +384,10 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+            self._db.execute("ROLLBACK")
 
 
 def _kind_of(message_cls: type[Envelope]) -> str:

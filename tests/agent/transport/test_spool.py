@@ -276,3 +276,22 @@ def test_rows_acknowledged_while_the_clock_was_ahead_are_pruned_and_not_replayed
     spool.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT seq FROM outbox ORDER BY seq").fetchall() == [(3,), (4,)]
+
+
+def test_a_full_disk_gives_a_result_the_room_of_the_oldest_telemetry(tmp_path: Path) -> None:
+    """The spool's own bound is far away, but the file cannot grow (a full disk, here SQLite's page
+    limit): a result once failed while telemetry filled the spool; it now takes telemetry's room."""
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, DEV)
+    spool._db.execute("PRAGMA max_page_count = 64")
+    telemetry = 0
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        while True:  # telemetry until the file is full: the last one is refused, droppable as it is
+            spool.emit(TelemetryBatch, **telemetry_fields(200))
+            telemetry += 1
+    assert telemetry > 10
+    for i in range(40):
+        spool.emit(PointResult, **result_fields(i))  # room made from the oldest telemetry
+    kinds = [r.kind for r in spool.oldest(10_000)]
+    assert kinds.count("result") == 40 and kinds.count("telemetry") < telemetry
+    assert spool.stats().dropped == telemetry - kinds.count("telemetry")
