@@ -229,6 +229,9 @@ class Sampler:
             pause = min(pause * 2, RESTART_MAX_S)
             self.restarts += 1
             self._spawn()
+            if self._stopping.is_set() and self._stop_send is not None:  # stop() came as it started
+                with contextlib.suppress(OSError):
+                    self._stop_send.send(True)
 
     def stop(self) -> None:
         """Stop sampling; returns once every chunk taken has been handed to `on_chunk`."""
