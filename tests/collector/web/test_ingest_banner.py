@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -37,6 +38,25 @@ def wait_for(predicate: Any, timeout_s: float) -> None:
     while not predicate():
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def fleet_banner(url: str) -> Iterator[Any]:
+    """The fleet page in headless Chromium, once its ingest banner shows: the banner's locator."""
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            banner = page.locator("#ingest-banner")
+            banner.wait_for(state="visible", timeout=10_000)
+            yield banner
+        finally:
+            browser.close()
 
 
 @pytest.fixture
@@ -81,24 +101,12 @@ def test_the_api_says_when_the_store_fails(failing: tuple[Any, Ingest, WebServer
 def test_the_fleet_page_shows_a_banner_while_the_store_fails(
     failing: tuple[Any, Ingest, WebServer],
 ) -> None:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     store, _ingest, server = failing
     wait_for(lambda: get_json(server.url + "/api/ingest")["store_failing"], 10)
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(server.url + "/")
-            banner = page.locator("#ingest-banner")
-            banner.wait_for(state="visible", timeout=10_000)
-            assert "Ingest paused" in banner.inner_text() and "read-only file system" in banner.inner_text()
-            store.healed.set()
-            banner.wait_for(state="hidden", timeout=15_000)
-        finally:
-            browser.close()
+    with fleet_banner(server.url) as banner:
+        assert "Ingest paused" in banner.inner_text() and "read-only file system" in banner.inner_text()
+        store.healed.set()
+        banner.wait_for(state="hidden", timeout=15_000)
 
 
 @pytest.mark.browser
@@ -107,10 +115,6 @@ def test_a_failing_upkeep_pass_shows_in_the_api_and_as_a_banner(
 ) -> None:
     """Records are stored, but a background pass of the store (here the staging merge) keeps failing:
     /api/ingest and /metrics say so, and the fleet page shows it until the pass succeeds."""
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     ingest = Ingest(store, broker.host, broker.port, client_id="upkeep_c")
     ingest.start()
@@ -121,23 +125,11 @@ def test_a_failing_upkeep_pass_shows_in_the_api_and_as_a_banner(
         assert (fault["task"], fault["failures"]) == ("merge", 1) and "a fault of the merge" in fault["error"]
         with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
             assert "ctxscope_collector_ingest_store_upkeep_failures_total 1.0" in response.read().decode()
-        with playwright_sync.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
-            try:
-                page = browser.new_page()
-                page.goto(server.url + "/")
-                banner = page.locator("#ingest-banner")
-                banner.wait_for(state="visible", timeout=10_000)
-                text = banner.inner_text()
-                assert (
-                    "Store upkeep failing" in text
-                    and "merge since" in text
-                    and "a fault of the merge" in text
-                )
-                store.upkeep.succeeded("merge")
-                banner.wait_for(state="hidden", timeout=15_000)
-            finally:
-                browser.close()
+        with fleet_banner(server.url) as banner:
+            text = banner.inner_text()
+            assert "Store upkeep failing" in text and "merge since" in text and "a fault of the merge" in text
+            store.upkeep.succeeded("merge")
+            banner.wait_for(state="hidden", timeout=15_000)
     finally:
         server.stop()
         ingest.stop()
