@@ -21,9 +21,11 @@ for part in $1; do
   started=$SECONDS
   case $part in
   kernel)
-    timeout 100 python3 -m pytest --noconftest -p no:cacheprovider -o addopts= -q -rs \
-      tests/agent/engine/test_splitkv.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
     cd "$OUT" || exit 1  # outputs named relative to it, so that no machine path is recorded
+    # from outside the checkout: its top-level ctxscope/ would hide the installed package's engine
+    timeout 100 python3 -m pytest --rootdir "$repo" --noconftest -p no:cacheprovider -o addopts= -q -rs \
+      --import-mode=importlib "$repo/tests/agent/engine/test_splitkv.py" 2>&1 | tail -12 >tests.txt
+    cat tests.txt
     timeout 80 python3 "$repo/bench/engine/split_kv_decode.py" --lengths 4096,32768 --out split-kv-decode.json \
       2>>kernel.err
     ;;

@@ -40,14 +40,16 @@ def _splits(batch: int, kv_heads: int, positions: int, device: torch.device) -> 
     return math.ceil(positions / chunk), chunk
 
 
-_OP = None
+_OP = None  # the torch op, once made
 
 
-def _op():  # type: ignore[no-untyped-def]
+def _op(device: torch.device):  # type: ignore[no-untyped-def]
     """The kernels and their torch op, made on first use (Triton imported only where it runs)."""
     global _OP
     if _OP is not None:
         return _OP
+    if not available(device):
+        raise RuntimeError(f"{NAME} needs CUDA and Triton")
     import triton
     import triton.language as tl
     from torch.library import triton_op, wrap_triton
@@ -188,10 +190,10 @@ def split_kv_decode(
     """Attention of (B, H, 1, D) queries over (B, Hkv, L, D) keys and values with an additive float
     mask broadcast as (B or 1, 1, 1, L): (B, H, 1, D), as `scaled_dot_product_attention` with
     `enable_gqa=True` returns it."""
-    if not available(query.device):
-        raise RuntimeError(f"{NAME} needs CUDA and Triton")
     if not supports(query, key, mask) or value.shape != key.shape:
         raise ValueError(f"{NAME} takes one query token per head and a (B, 1, 1, L) mask")
     if mask is not None and mask.dtype == torch.bool:
         raise ValueError(f"{NAME} takes a float mask")
-    return _op()(query, key, value, mask, scale if scale is not None else query.shape[-1] ** -0.5)
+    # once the op is made, nothing here but shape checks: torch.compile traces it without a graph break
+    op = _OP if _OP is not None else _op(query.device)
+    return op(query, key, value, mask, scale if scale is not None else query.shape[-1] ** -0.5)
