@@ -4,10 +4,7 @@ transformers' own sdpa path copies keys and values to every query head (`repeat_
 passed, which is every step of a static-cache decode; at long context that copy costs more than the
 attention itself. This path hands SDPA the grouped keys and values with `enable_gqa=True` and runs it
 on the backend (cuDNN, flash, memory-efficient, math) that a short check at the model's shape found
-fastest among those that agree with a float32 reference. Decode has one more candidate, this package's
-split-KV Triton kernel (`splitkv`, one query token over the cache in chunks that fill the card, native
-GQA too), checked and timed the same way and recorded by name like the others; every model with
-attention layers, Transformer or hybrid, gets the same candidates. It is registered in transformers'
+fastest among those that agree with a float32 reference. It is registered in transformers'
 `AttentionInterface` (and its mask twin) under `ATTENTION_NAME`; `"transformers-sdpa"` keeps
 transformers' default.
 """
@@ -22,7 +19,6 @@ from typing import Any, Literal
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ctxscope.agent.engine import splitkv
 from ctxscope.agent.zoo.architectures import architecture
 
 AttentionMode = Literal["sdpa-gqa", "transformers-sdpa"]
@@ -34,9 +30,6 @@ CANDIDATES = (
     SDPBackend.EFFICIENT_ATTENTION,
     SDPBackend.MATH,
 )
-# kernels of this package that decode may run instead of an SDPA backend, by name
-DECODE_KERNELS: tuple[str, ...] = (splitkv.NAME,)
-Backend = SDPBackend | str  # an SDPA backend, or one of DECODE_KERNELS
 # largest |output - float32 reference| a backend may show, per input dtype (outputs are O(1))
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
@@ -47,8 +40,8 @@ Phase = Literal["prefill", "decode"]
 class BackendChoice:
     """The backend each phase runs on, and what the calibration saw for every candidate."""
 
-    prefill: Backend | None = None  # None: SDPA's own dispatch (not calibrated)
-    decode: Backend | None = None
+    prefill: SDPBackend | None = None  # None: SDPA's own dispatch (not calibrated)
+    decode: SDPBackend | None = None
     trials: dict[str, str] = field(default_factory=dict)  # "phase/backend" -> "12.3 us" or why not
     timing: dict[str, str] = field(default_factory=dict)  # phase -> how its candidates were timed
 
@@ -76,10 +69,8 @@ class BackendChoice:
 _CHOICE = BackendChoice()
 
 
-def _name(backend: Backend | None) -> str:
-    if backend is None:
-        return "sdpa dispatch (uncalibrated)"
-    return backend if isinstance(backend, str) else backend.name.lower()
+def _name(backend: SDPBackend | None) -> str:
+    return "sdpa dispatch (uncalibrated)" if backend is None else backend.name.lower()
 
 
 def sdpa_gqa_forward(
@@ -108,14 +99,9 @@ def sdpa_gqa_forward(
         )
     backend = _CHOICE.prefill if q_length > 1 else _CHOICE.decode
     gqa = query.shape[1] != key.shape[1]
-    if backend == splitkv.NAME:
-        if dropout:
-            raise ValueError(f"{splitkv.NAME} has no dropout")
-        out = splitkv.split_kv_decode(query, key, value, attention_mask, scaling)
-    elif backend is None:
+    if backend is None:
         out = _sdpa(query, key, value, attention_mask, dropout, scaling, causal, gqa)
     else:
-        assert isinstance(backend, SDPBackend)
         with sdpa_kernel([backend]):
             out = _sdpa(query, key, value, attention_mask, dropout, scaling, causal, gqa)
     return out.transpose(1, 2).contiguous(), None
@@ -192,16 +178,13 @@ def _reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 
 
 def _run_on(
-    backend: Backend,
+    backend: SDPBackend,
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     mask: torch.Tensor | None,
     gqa: bool,
 ) -> torch.Tensor:
-    if backend == splitkv.NAME:
-        return splitkv.split_kv_decode(q, k, v, mask)
-    assert isinstance(backend, SDPBackend)
     with sdpa_kernel([backend]):
         return _sdpa(q, k, v, mask, 0.0, None, mask is None, gqa)
 
@@ -309,7 +292,7 @@ def _fastest_correct(
     length: int,
     reps: int,
     in_graph: bool,
-) -> Backend | None:
+) -> SDPBackend | None:
     """One phase's trial: each candidate checked against the float32 reference, the correct ones timed
     (replayed from a CUDA graph, or by eager calls); each outcome noted in `choice.trials`. The fastest
     correct one, or None."""
@@ -317,18 +300,9 @@ def _fastest_correct(
     want = _reference(q, k, v, mask)
     tolerance = TOLERANCE.get(dtype, 3e-2)
     gqa = shape.heads != shape.kv_heads
-    best: tuple[float, Backend] | None = None
-    candidates: tuple[Backend, ...] = (*CANDIDATES, *DECODE_KERNELS) if phase == "decode" else CANDIDATES
-    for backend in candidates:
-        label = f"{phase}/{_name(backend)}"
-        if backend == splitkv.NAME and not splitkv.available(device):
-            choice.trials[label] = "unavailable (needs CUDA and Triton)"
-            continue
-        if backend == splitkv.NAME and not splitkv.supports(q, k, mask):
-            choice.trials[label] = (
-                f"unavailable (no kernel for heads {shape.heads}/{shape.kv_heads}, dim {shape.head_dim})"
-            )
-            continue
+    best: tuple[float, SDPBackend] | None = None
+    for backend in CANDIDATES:
+        label = f"{phase}/{backend.name.lower()}"
         run = functools.partial(_run_on, backend, q, k, v, mask, gqa)
         try:
             diff = float((run().float() - want).abs().max())  # also the warm-up

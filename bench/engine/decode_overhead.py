@@ -18,9 +18,7 @@ compiles without it, for the comparison; `--without-conv` compiles with the pass
 rewrite of depthwise convolutions of few positions (a Mamba-2 mixer's decode-step conv), inductor's
 caches off in that process so that its graph is neither taken from nor left for a run with it;
 `--without-combo` compiles without inductor's combo kernels, which the engine's compile also turns on
-(independent kernels sharing launches); `--without-split-kv` leaves the split-KV Triton kernel
-(`agent/engine/splitkv.py`) out of the attention trial's decode candidates. Each row names the
-attention backends the trial chose and its trials.
+(independent kernels sharing launches).
 
     python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
     python bench/engine/decode_overhead.py --models falcon-h1-0.5b,mamba2-780m --length 32768 \
@@ -129,12 +127,7 @@ def measure(
 ) -> dict[str, Any]:
     session = point.Session(point.ModelChoice(name, "bf16", "cuda"))
     ids = decoding.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
-    row: dict[str, Any] = {
-        "model": name,
-        "context_len": length,
-        "attention": session.attention_record,
-        "attention_trials": session.attention_trials,
-    }
+    row: dict[str, Any] = {"model": name, "context_len": length}
     with torch.inference_mode():
         eager = eager_decoder(session, ids, steps)
         row["profile"] = kernel_profile(eager, top=12)
@@ -189,11 +182,6 @@ def main() -> None:
         help="compile the step without the pass's depthwise-convolution rewrite (inductor's caches off)",
     )
     parser.add_argument(
-        "--without-split-kv",
-        action="store_true",
-        help="leave the split-KV Triton kernel out of the attention trial's decode candidates",
-    )
-    parser.add_argument(
         "--without-combo",
         action="store_true",
         help="compile the step without inductor's combo kernels (the engine's default has them)",
@@ -220,11 +208,6 @@ def main() -> None:
         onerow._is_few_position_depthwise = lambda *_: False  # type: ignore[assignment]
         inductor.fx_graph_cache = False
         functorch.enable_autograd_cache = False
-
-    if args.without_split_kv:
-        from ctxscope.agent.engine import attention
-
-        attention.DECODE_KERNELS = ()
 
     flags = [flag for flag in args.inductor.split(",") if flag]
     for flag in flags:
@@ -261,7 +244,6 @@ def main() -> None:
             "engine_one_row_reductions": engine_one_row,
             "engine_combo_kernels": not args.without_combo,
             "engine_conv_rewrite": engine_one_row and not args.without_conv,
-            "split_kv_candidate": not args.without_split_kv,
             "decomposed": {k: v for k, v in counters["inductor"].items() if k.startswith("decompose")},
             "rows": rows,
         }
