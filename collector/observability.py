@@ -118,6 +118,12 @@ class FleetMetrics(Collector):
             "Records waiting in the device's spool, as its last status said.",
             labels=["device"],
         )
+        dropped = GaugeMetricFamily(
+            "ctxscope_device_spool_dropped_records",
+            "Telemetry and log records the device's spool has dropped since it was made (full spool or"
+            " disk), as its last status said.",
+            labels=["device"],
+        )
         power = GaugeMetricFamily("ctxscope_device_power_watts", "Latest power sample.", labels=["device"])
         temperature = GaugeMetricFamily(
             "ctxscope_device_temperature_celsius", "Latest hottest temperature sensor.", labels=["device"]
@@ -129,12 +135,14 @@ class FleetMetrics(Collector):
             seen.add_metric(device, summary["last_seen_age_s"])
             if summary["backlog"] is not None:
                 backlog.add_metric(device, summary["backlog"])
+            if summary["spool_dropped"] is not None:
+                dropped.add_metric(device, summary["spool_dropped"])
             telemetry = summary["telemetry"]
             if "power_w" in telemetry:
                 power.add_metric(device, telemetry["power_w"])
             if "temperature_c" in telemetry:
                 temperature.add_metric(device, telemetry["temperature_c"])
-        yield from (online, seen, backlog, power, temperature)
+        yield from (online, seen, backlog, dropped, power, temperature)
 
 
 def registry(source: FleetSource, ingest: Callable[[], IngestState | None]) -> CollectorRegistry:

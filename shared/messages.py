@@ -113,6 +113,9 @@ class Status(Envelope):
     run_id: Identifier | None = None
     detail: str | None = None
     backlog: NonNegativeInt | None = Field(default=None, description="spooled records not yet acked")
+    dropped: NonNegativeInt | None = Field(
+        default=None, description="telemetry and log records the spool has dropped since it was made"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

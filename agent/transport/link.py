@@ -128,9 +128,7 @@ class Link:
         """
         self._status = {"state": "offline"}  # a reconnect while flushing must not claim online again
         if self.connected:
-            info = self._publish_state(
-                Status, **self._status, birth=self._birth, backlog=self.spool.backlog()
-            )
+            info = self._publish_status()
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(min(flush_timeout_s, 5.0))
         flushed = self.flush(flush_timeout_s) if self.connected else self.spool.backlog() == 0
@@ -146,7 +144,14 @@ class Link:
         """Change the retained status; published now if connected, else at the next connect."""
         self._status = {"state": state, "run_id": run_id, "detail": detail}
         if self.connected:
-            self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
+            self._publish_status()
+
+    def _publish_status(self) -> mqtt.MQTTMessageInfo:
+        """The retained status with the spool's backlog and how many records it has dropped."""
+        stats = self.spool.stats()
+        return self._publish_state(
+            Status, **self._status, birth=self._birth, backlog=stats.backlog, dropped=stats.dropped
+        )
 
     def set_meta(self, **fields: Any) -> None:
         """Update the device description (e.g. detected telemetry backends) and republish it."""
@@ -274,7 +279,7 @@ class Link:
             if self._command_handler is not None:
                 client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
             self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
-            self._publish_state(Status, **self._status, birth=self._birth, backlog=self.spool.backlog())
+            self._publish_status()
         finally:  # whatever failed above, the spool must still drain over this connection
             if self._replay_from_ns is not None:
                 self._forwarder.request_replay(self._replay_from_ns)

@@ -60,8 +60,9 @@ class SimDevice:
             commands=["run_plan"],
         )
 
-    def status(self, state: str = "online", run_id: str | None = None) -> Status:
-        return Status(**self.envelope(), state=state, birth=self.birth, run_id=run_id)
+    def status(self, state: str = "online", run_id: str | None = None, **spool: int) -> Status:
+        """`spool`: the status's `backlog` and `dropped`, where given."""
+        return Status(**self.envelope(), state=state, birth=self.birth, run_id=run_id, **spool)
 
     def telemetry(
         self, power_w: float, temp_c: float, samples: int = 10, period_ms: float = 100.0

@@ -138,6 +138,7 @@ def device_summary(
         "run_id": status.get("run_id"),
         "detail": status.get("detail"),
         "backlog": status.get("backlog"),
+        "spool_dropped": status.get("dropped"),
         "hostname": meta.get("hostname"),
         "accelerators": meta.get("accelerators", []),
         "telemetry": telemetry,

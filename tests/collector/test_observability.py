@@ -89,7 +89,7 @@ def test_metrics_health_and_readiness(
     orin, rtx = simfleet.SimDevice("orin-1"), simfleet.SimDevice("rtx-1")
     messages = [
         orin.meta(8 * 2**30),
-        orin.status("online"),
+        orin.status("online", backlog=4, dropped=1500),
         orin.telemetry(power_w=12.5, temp_c=48.0),
         *simfleet.sweep(orin),
         rtx.status("offline"),
@@ -108,6 +108,10 @@ def test_metrics_health_and_readiness(
     assert samples[("ctxscope_collector_broker_connected", ())] == 1
     assert samples[("ctxscope_device_online", (("device", "orin-1"),))] == 1
     assert samples[("ctxscope_device_online", (("device", "rtx-1"),))] == 0
+    assert samples[("ctxscope_device_spool_backlog_records", (("device", "orin-1"),))] == 4
+    assert samples[("ctxscope_device_spool_dropped_records", (("device", "orin-1"),))] == 1500
+    # rtx-1's status said nothing of its spool: no sample, not 0
+    assert ("ctxscope_device_spool_dropped_records", (("device", "rtx-1"),)) not in samples
     assert samples[("ctxscope_device_power_watts", (("device", "orin-1"),))] == pytest.approx(12.5)
     assert samples[("ctxscope_device_temperature_celsius", (("device", "orin-1"),))] == pytest.approx(48.0)
     # rtx-1 sent no telemetry: its power is absent, never 0.

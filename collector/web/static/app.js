@@ -89,7 +89,7 @@ const ctxscope = (() => {
     function deviceRow(d) {
       const tr = el("tr"); tr.id = "device-" + d.device;
       const cells = {};
-      for (const name of ["device", "state", "seen", "power", "temp", "run", "progress", "host"]) {
+      for (const name of ["device", "state", "seen", "power", "temp", "run", "progress", "spool", "host"]) {
         cells[name] = el("td"); tr.appendChild(cells[name]);
       }
       cells.device.appendChild(link("/devices/" + d.device, d.device));
@@ -100,6 +100,17 @@ const ctxscope = (() => {
     function setState(entry, stateName, stale) {
       entry.cells.state.textContent = stateName || "unknown";
       entry.cells.state.className = stale ? "stale" : (stateName || "");
+    }
+    // What the device's last status said of its spool: records waiting, and any it had to drop.
+    function setSpool(entry, d) {
+      const parts = [];
+      if (d.backlog !== null && d.backlog !== undefined) parts.push(`${d.backlog} queued`);
+      if (d.spool_dropped) parts.push(`${d.spool_dropped} dropped`);
+      entry.cells.spool.textContent = parts.join(" · ");
+      entry.cells.spool.className = d.spool_dropped ? "num spool dropped" : "num spool";
+      entry.cells.spool.title = d.spool_dropped
+        ? "telemetry and log records the device's full spool or disk dropped since the spool was made"
+        : "";
     }
     function setTelemetry(entry, t) {
       if (t.power_w !== undefined) entry.cells.power.textContent = fmt(t.power_w, "W");
@@ -118,6 +129,7 @@ const ctxscope = (() => {
         entry.cells.temp.textContent = fmt(d.telemetry.temperature_c, "°C");
         entry.cells.seen.textContent = age(d.last_seen_ns);
         entry.cells.host.textContent = d.hostname || "";
+        setSpool(entry, d);
         const run = fleet.running.find((r) => r.device === d.device);
         entry.cells.run.textContent = run ? run.run_id : "";
         entry.cells.progress.replaceChildren(run ? progressNode(run.done, run.total) : el("span", ""));
@@ -146,6 +158,7 @@ const ctxscope = (() => {
           entry.cells.seen.textContent = age(d.last_seen_ns);
           setState(entry, d.state, d.stale);
           setTelemetry(entry, d.telemetry);
+          setSpool(entry, d);
           const run = running.get(d.device);
           if ((run ? run.run_id : "") !== entry.cells.run.textContent) reload();
           entry.cells.run.textContent = run ? run.run_id : "";

@@ -16,7 +16,7 @@ from ctxscope.agent.transport.link import MAX_COMMAND_BYTES, Link
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.broker import MosquittoBroker
 from ctxscope.shared.codec import decode, encode
-from ctxscope.shared.messages import Command, CommandAck, DeviceMeta, Message, Status
+from ctxscope.shared.messages import Command, CommandAck, DeviceMeta, Log, Message, Status
 from ctxscope.shared.topics import Channel, command_topic, topic_for
 
 pytestmark = pytest.mark.slow
@@ -84,6 +84,30 @@ def test_birth_status_and_clean_offline(mosquitto: MosquittoBroker, link: Link) 
         assert link.close(5)
         offline, _ = observer.next("status")
         assert isinstance(offline, Status) and (offline.state, offline.birth) == ("offline", reborn.birth)
+    finally:
+        observer.close()
+
+
+def test_the_status_says_how_many_records_the_spool_dropped(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A board whose spool filled while it was cut off says so when it is back: the drops are counted
+    in its retained status beside the backlog."""
+    config = AgentConfig(device=DEV, broker_port=mosquitto.port, spool_path=tmp_path / "spool.sqlite")
+    spool = Spool(config.resolved_spool_path(), DEV, max_rows=5)
+    for i in range(12):  # logs are droppable: the oldest 7 go
+        spool.emit(Log, level="info", message=f"line {i}")
+    observer = Observer(mosquitto)
+    link = Link(config, spool)
+    try:
+        link.start()
+        assert link.wait_connected(10)
+        status, _ = observer.next("status")
+        assert isinstance(status, Status) and (status.dropped, status.backlog) == (7, 5)
+        assert link.flush(10)
+        assert link.close(5)
+        offline, _ = observer.next("status")
+        assert isinstance(offline, Status) and (offline.dropped, offline.backlog) == (7, 0)
     finally:
         observer.close()
 

@@ -97,7 +97,7 @@ def changes(page: Any, selector: str, timeout_ms: int = 5000) -> tuple[str, str]
 @pytest.fixture
 def two_devices(simfleet, feeder):
     orin, rtx = simfleet.SimDevice("orin-1"), simfleet.SimDevice("rtx-1")
-    feeder([orin.meta(), orin.status("online"), orin.telemetry(10.0, 40.0)])
+    feeder([orin.meta(), orin.status("online", backlog=3, dropped=250), orin.telemetry(10.0, 40.0)])
     feeder(simfleet.sweep(orin))
     feeder([rtx.meta(24 * 2**30), rtx.status("busy", run_id="r2"), rtx.run_started("r2", 4)])
     feeder([rtx.result("r2", "qwen2.5-0.5b", "transformer", 1024, 5.0, 900.0), rtx.progress("r2", 1, 4)])
@@ -111,6 +111,9 @@ def test_fleet_page_renders_and_follows_live_telemetry(served, page, two_devices
     p.wait_for_selector("#live.on")
     assert "2 of 2 online" in p.locator("#online-count").inner_text()
     assert p.locator("#running tbody tr").count() == 1
+    # the spool column: what each status said, the drops marked; nothing where a status said nothing
+    assert p.locator("#device-orin-1 td.spool.dropped").inner_text() == "3 queued · 250 dropped"
+    assert p.locator("#device-rtx-1 td.spool").inner_text() == ""
     with Streamer(feeder, two_devices[0]):
         before, after = changes(p, "#device-orin-1 td.power")
         assert before != after and after.endswith(" W")
