@@ -5,6 +5,8 @@ write `cmd/` topics, over TLS); this guard covers what an authorized sender's me
 wrong or what a recorded one can be replayed for. The ids already admitted live in a table of the
 spool's SQLite database, so a replay after a restart is refused too. A row is kept until its command
 has expired (then the expiry alone refuses a replay), which bounds the table by the command rate.
+Where the spool wrote its database back to its path (its file was deleted under the running agent), the
+guard connects to the file now there, which holds the ids it had recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from ctxscope.agent.transport.spool import file_identity
 from ctxscope.shared.messages import MAX_COMMAND_TTL_S, Command
 
 CLOCK_SKEW_S = 60.0  # tolerated difference between the collector's and the device's clocks
@@ -37,7 +40,14 @@ class CommandGuard:
     def __init__(self, database: Path, max_ttl_s: float = MAX_COMMAND_TTL_S) -> None:
         self.max_ttl_ns = int(max_ttl_s * 1e9)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(database), check_same_thread=False, isolation_level=None, timeout=30)
+        self.database = database
+        self._connect()
+
+    def _connect(self) -> None:
+        self._db = sqlite3.connect(
+            str(self.database), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._file = file_identity(self.database)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS commands_seen"
@@ -62,6 +72,9 @@ class CommandGuard:
             )
         try:
             with self._lock:
+                if file_identity(self.database) not in (self._file, None):  # written back by the spool
+                    self._db.close()
+                    self._connect()
                 self._db.execute("DELETE FROM commands_seen WHERE expires_at < ?", (now,))
                 inserted = self._db.execute(
                     "INSERT OR IGNORE INTO commands_seen VALUES (?, ?, ?)",

@@ -8,11 +8,16 @@ acknowledged in that window (`replay_since`), and the collector's idempotent key
 duplicates. The spool is bounded (acknowledged rows do not count): when full it drops the oldest
 droppable records (telemetry, logs) and counts them; results and run records are never dropped,
 the spool grows past its bound instead and reports back-pressure.
+
+A board left alone for months meets cleaners: a spool file deleted (or replaced) under the running agent
+would take every record in it with the next restart. The spool checks its file's identity at most every
+FILE_CHECK_EVERY_S when it writes, and writes the database it still holds open back to its path.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -31,6 +36,7 @@ PRUNE_EVERY_NS = 1_000_000_000  # acknowledged rows past keep_acked_s are delete
 log = logging.getLogger(__name__)
 # Droppable rows freed at least, when a full disk refuses a record that must not be lost.
 FREE_ROWS_MIN = 100
+FILE_CHECK_EVERY_S = 10.0  # how often (at most) a write checks that the file at the path is this spool
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,6 +75,15 @@ def _set_aside(path: Path) -> Path:
     return target
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file's (device, inode), None where there is none."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 @dataclass(frozen=True)
 class SpooledRecord:
     seq: int
@@ -103,6 +118,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.keep_acked_ns = int(keep_acked_s * 1e9)
         self._pruned_ns = 0
+        self._checked_ns = time.monotonic_ns()
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Set when the file at `path` could not be read as a spool and was moved aside (see _open).
@@ -138,7 +154,7 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash (SIGKILL); only power loss may lose the tail.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._lock, self._transaction():
+        with self._transaction():  # no lock: called while the object is made, or with the lock held
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
@@ -151,7 +167,9 @@ class Spool:
                 " ('device', ?), ('dropped', '0')",
                 (new_stream_id(), self.device),
             )
-            return self._state("device")
+            device = self._state("device")
+        self._file = file_identity(self.path)
+        return device
 
     @classmethod
     def for_config(cls, config: AgentConfig) -> Spool:
@@ -176,6 +194,7 @@ class Spool:
         # floods refused commands must not grow the spool past its bound.
         droppable = kind in DROPPABLE_KINDS or (kind == "command_ack" and fields.get("accepted") is False)
         with self._lock:
+            self._keep_file()
             try:
                 return self._store(message_cls, kind, topic, droppable, fields)
             except sqlite3.OperationalError as exc:
@@ -238,6 +257,7 @@ class Spool:
         It leaves the backlog now and the database `keep_acked_s` later."""
         now = time.time_ns()
         with self._lock:
+            self._keep_file()
             row = self._db.execute(
                 "UPDATE outbox SET acked_ns = ? WHERE seq = ? AND acked_ns IS NULL RETURNING size_bytes",
                 (now, seq),
@@ -326,6 +346,57 @@ class Spool:
             self._bytes -= int(row[0])
             self._count_drops(1)
         return True
+
+    def _keep_file(self) -> None:
+        """At most every FILE_CHECK_EVERY_S: if the file at `path` is no longer this database (deleted,
+        its folder removed, or another file put there), write the database back to `path`."""
+        now = time.monotonic_ns()
+        if now - self._checked_ns < FILE_CHECK_EVERY_S * 1e9:
+            return
+        self._checked_ns = now
+        found = file_identity(self.path)
+        if found == self._file:
+            return
+        try:
+            foreign = self._write_back(found is not None)
+        except (OSError, sqlite3.Error) as exc:  # tried again at the next check; the open file holds all
+            log.error("spool %s: its file is gone and could not be written back (%s)", self.path, exc)
+            return
+        what = "was replaced" if foreign else "was deleted"
+        moved = f"; the file found there was moved to {foreign.name}" if foreign else ""
+        message = f"the spool file {what} while the agent ran: written back from the open database{moved}"
+        log.error("spool %s: %s", self.path, message)
+        kind = _kind_of(Log)
+        fields = {"level": "error", "logger": __name__, "message": message}
+        try:
+            self._store(Log, kind, topic_for(self.device, CHANNEL_OF_KIND[kind]), True, fields)
+        except sqlite3.OperationalError as exc:
+            log.error("spool %s: the log record of its restoration could not be stored (%s)", self.path, exc)
+
+    def _write_back(self, replaced: bool) -> Path | None:
+        """Copy the open database to `path` and reopen it there; where another file had been put, it is
+        moved aside first: its new name."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every row in the open main file, WAL empty
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        copy = self.path.with_name(self.path.name + ".restoring")
+        copy.unlink(missing_ok=True)
+        target = sqlite3.connect(copy)
+        try:
+            self._db.backup(target)
+        finally:
+            target.close()
+        foreign = None
+        if replaced:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            foreign = self.path.with_name(f"{self.path.name}.foreign-{stamp}")
+            self.path.replace(foreign)
+        self._db.close()
+        for suffix in ("-wal", "-shm"):  # the old database's, emptied above; the copy must not read them
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        os.replace(copy, self.path)
+        self._open()
+        self._count_backlog()
+        return foreign
 
     def _count_backlog(self) -> None:
         row = self._db.execute(

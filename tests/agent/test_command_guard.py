@@ -5,8 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from ctxscope.agent.transport.command_guard import CommandGuard
-from ctxscope.shared.messages import Command
+from ctxscope.agent.transport.spool import Spool
+from ctxscope.shared.messages import Command, Log
 
 NOW = 1_800_000_000 * 10**9
 S = 10**9
@@ -59,3 +62,25 @@ def test_a_database_error_refuses_the_command(tmp_path: Path) -> None:
         refusal is not None and refusal.kind == "unrecorded" and "cannot record command ids" in str(refusal)
     )
     guard.close()
+
+
+def test_ids_survive_a_spool_file_deleted_under_the_running_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ids live in the spool's database: once the spool has written itself back to its path, the
+    guard records into that file, so a command admitted after the deletion is refused after a restart."""
+    monkeypatch.setattr("ctxscope.agent.transport.spool.FILE_CHECK_EVERY_S", 0.0)
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, "d-1")
+    guard = CommandGuard(path)
+    assert guard.admit(command("before", NOW + 600 * S), retained=False, now_ns=NOW) is None
+    path.unlink()
+    spool.emit(Log, level="info", message="the write that notices")
+    assert guard.admit(command("after", NOW + 600 * S), retained=False, now_ns=NOW) is None
+    guard.close()
+    spool.close()
+    restarted = CommandGuard(path)
+    for command_id in ("before", "after"):
+        refusal = restarted.admit(command(command_id, NOW + 600 * S), retained=False, now_ns=NOW + S)
+        assert refusal is not None and refusal.kind == "replay", command_id
+    restarted.close()

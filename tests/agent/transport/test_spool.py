@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 import time
@@ -295,3 +296,52 @@ def test_a_full_disk_gives_a_result_the_room_of_the_oldest_telemetry(tmp_path: P
     kinds = [r.kind for r in spool.oldest(10_000)]
     assert kinds.count("result") == 40 and kinds.count("telemetry") < telemetry
     assert spool.stats().dropped == telemetry - kinds.count("telemetry")
+
+
+@pytest.mark.parametrize("loss", ["file deleted", "folder removed", "file replaced"])
+def test_a_spool_file_lost_under_the_running_agent_is_written_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loss: str
+) -> None:
+    """A cleaner that deletes the spool under a running agent once took every unsent record with the
+    next restart: the agent wrote on to a file no longer in any folder."""
+    monkeypatch.setattr("ctxscope.agent.transport.spool.FILE_CHECK_EVERY_S", 0.0)
+    path = tmp_path / "spool" / "spool.sqlite"
+    spool = Spool(path, DEV)
+    stream = spool.stream
+    for i in range(20):
+        spool.emit(PointResult, **result_fields(i))
+    spool.ack(1)  # acknowledged, kept for replay: it must come back too
+    if loss == "folder removed":
+        shutil.rmtree(path.parent)
+    else:
+        path.unlink()
+        if loss == "file replaced":
+            path.write_bytes(b"someone else's file")
+    spool.emit(PointResult, **result_fields(20))  # the write that notices
+    spool.close()
+
+    reopened = Spool(path, DEV)
+    assert reopened.set_aside is None and reopened.stream == stream
+    records = [decode(r.payload) for r in reopened.oldest(100)]
+    results = [r.seq for r in records if isinstance(r, PointResult)]
+    notices = [r for r in records if isinstance(r, Log)]
+    assert results == [*range(2, 21), 22]  # seq 21 is the notice, stored before the new result
+    assert len(notices) == 1 and notices[0].level == "error" and "written back" in notices[0].message
+    assert reopened.replay_since(0) == 1  # the acknowledged one
+    foreign = [p for p in path.parent.iterdir() if ".foreign-" in p.name]
+    if loss == "file replaced":
+        assert len(foreign) == 1 and foreign[0].read_bytes() == b"someone else's file"
+        assert "moved to spool.sqlite.foreign-" in notices[0].message
+    else:
+        assert foreign == []
+
+
+def test_a_spool_whose_file_stays_checks_it_without_a_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ctxscope.agent.transport.spool.FILE_CHECK_EVERY_S", 0.0)
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+    for i in range(5):
+        spool.emit(PointResult, **result_fields(i))
+    assert [r.seq for r in spool.oldest(10)] == [1, 2, 3, 4, 5]
+    assert not any(isinstance(decode(r.payload), Log) for r in spool.oldest(10))
