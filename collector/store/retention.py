@@ -51,7 +51,8 @@ class RetentionPolicy:
 @dataclass
 class RetentionOutcome:
     batches_pruned: int = 0
-    samples_rolled_up: int = 0
+    samples_rolled_up: int = 0  # finite samples folded into rollups
+    samples_unread: int = 0  # not finite (a metric the agent could not read): pruned, in no rollup
     buckets_written: int = 0
 
 
@@ -107,8 +108,9 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
                 )
                 for channel, unit, dtype, data in cur.fetchall():
                     values = np.frombuffer(bytes(data), dtype=f"<{dtype}").astype(np.float64)
-                    outcome.samples_rolled_up += len(values)
-                    _fold(buckets, (device, source, channel), unit, wall, values, policy.rollup_s)
+                    folded = _fold(buckets, (device, source, channel), unit, wall, values, policy.rollup_s)
+                    outcome.samples_rolled_up += folded
+                    outcome.samples_unread += len(values) - folded
                 for table in ("telemetry_channels", "telemetry"):
                     cur.execute(
                         store._sql(f"DELETE FROM {table} WHERE device = ? AND stream = ? AND seq = ?"),
@@ -141,10 +143,10 @@ def _fold(
     wall: np.ndarray,
     values: np.ndarray,
     rollup_s: int,
-) -> None:
-    """Add a channel's samples to their buckets. A sample that is not a finite number (NaN is what an
-    agent records when a metric could not be read) is left out: it has no place in a mean, minimum or
-    maximum, and a bucket of such samples alone is not written."""
+) -> int:
+    """Add a channel's samples to their buckets; how many were added. A sample that is not a finite
+    number (NaN is what an agent records when a metric could not be read) is left out: it has no place
+    in a mean, minimum or maximum, and a bucket of such samples alone is not written."""
     finite = np.isfinite(values)
     wall, values = wall[finite], values[finite]
     width = rollup_s * NS_PER_S
@@ -162,6 +164,7 @@ def _fold(
             b.total += sum(vals)
             b.low = min(b.low, *vals)
             b.high = max(b.high, *vals)
+    return len(values)
 
 
 def rollups(store: Store, device: str, channel: str | None = None) -> list[dict[str, Any]]:
@@ -238,6 +241,7 @@ def prune(store_url: str | None, raw_days: float, rollup_s: int, as_json: bool) 
         click.echo(json.dumps(dataclasses.asdict(outcome)))
     else:
         click.echo(
-            f"pruned {outcome.batches_pruned} telemetry batches ({outcome.samples_rolled_up} samples) "
-            f"older than {raw_days:g} days into {outcome.buckets_written} {rollup_s} s rollups"
+            f"pruned {outcome.batches_pruned} telemetry batches older than {raw_days:g} days:"
+            f" {outcome.samples_rolled_up} samples into {outcome.buckets_written} {rollup_s} s rollups,"
+            f" {outcome.samples_unread} unread (not a finite number) left out"
         )

@@ -185,6 +185,8 @@ def test_retention_leaves_unread_samples_out_of_the_rollups_and_goes_on(store: S
     _write(store, partly, unread, later)
     outcome = apply_retention(store, RetentionPolicy(raw_days=7, rollup_s=60), now_ns=now)
     assert outcome.batches_pruned == 3
+    # 7 timestamps of two channels: 4 power samples unread (NaN, -inf), counted apart from the rest
+    assert (outcome.samples_rolled_up, outcome.samples_unread) == (10, 4)
     power = {(r["bucket_ns"] - w0) // (60 * NS): r for r in rollups(store, "orin-1", "power_w")}
     assert sorted(power) == [0, 2]
     assert (power[0]["n"], power[0]["mean"], power[0]["min"], power[0]["max"]) == (2, 20.0, 10.0, 30.0)
