@@ -15,6 +15,13 @@ export PATH=/tmp/site/bin:$PATH OUT
 export TRITON_CACHE_AUTOTUNING=1
 repo=$PWD
 cd /tmp || exit 1
+# The records name the revision the installed package was stamped with at build time: install with
+# CTXSCOPE_GIT_REVISION already set, or they name the device copy's git metadata, which may be older.
+stamped=$(python3 -c 'from ctxscope.agent.engine.manifest import build_revision as b; print(b().get("git_revision", ""))')
+if [ -n "${CTXSCOPE_GIT_REVISION:-}" ] && [ "$stamped" != "$CTXSCOPE_GIT_REVISION" ]; then
+  echo "the installed package is stamped ${stamped:-with no revision}, not $CTXSCOPE_GIT_REVISION: reinstall it with CTXSCOPE_GIT_REVISION set" >&2
+  exit 2
+fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
 echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }bash bench/h200_curves_fair.sh \"$1\"  # ${CTXSCOPE_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')}" >>"$OUT/command.txt"
 for entry in $1; do

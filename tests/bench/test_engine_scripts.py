@@ -4,6 +4,8 @@ code paths, not their figures."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,3 +105,21 @@ def test_curves_table_reads_archives_and_finds_where_the_ssm_overtakes(tmp_path:
     assert "| 2.00 |" in rows[2]  # the step against its floor
     crossing = table.crossover_rows(found)[2]
     assert crossing.startswith("| qwen2.5-0.5b | mamba2-780m | ~") and "between 32K and 128K" in crossing
+
+
+def test_the_curves_script_refuses_a_package_stamped_with_another_revision(tmp_path: Path) -> None:
+    """Records once named the device copy's stale git revision: the package had been installed before
+    the revision was set. The script now stops before measuring anything."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "h200_curves_fair.sh"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OUT": str(tmp_path),
+        "CTXSCOPE_GIT_REVISION": "0" * 40,
+    }
+    done = subprocess.run(
+        ["bash", str(script), "qwen2.5-0.5b@4096:10"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"not {'0' * 40}: reinstall it with CTXSCOPE_GIT_REVISION set" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing measured, nothing recorded
