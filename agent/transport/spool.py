@@ -390,10 +390,10 @@ class Spool:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             foreign = self.path.with_name(f"{self.path.name}.foreign-{stamp}")
             self.path.replace(foreign)
+        os.replace(copy, self.path)  # from here the records are at the path, whatever fails next
         self._db.close()
         for suffix in ("-wal", "-shm"):  # the old database's, emptied above; the copy must not read them
             self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
-        os.replace(copy, self.path)
         self._open()
         self._count_backlog()
         return foreign
