@@ -76,10 +76,10 @@ def _set_aside(path: Path) -> Path:
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
-    """The file's (device, inode), None where there is none."""
+    """The file's (device, inode), None where there is none; OSError where it cannot be told."""
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return stat.st_dev, stat.st_ino
 
@@ -354,7 +354,11 @@ class Spool:
         if now - self._checked_ns < FILE_CHECK_EVERY_S * 1e9:
             return
         self._checked_ns = now
-        found = file_identity(self.path)
+        try:
+            found = file_identity(self.path)
+        except OSError as exc:  # e.g. the folder's permissions changed: the open file still takes writes
+            log.warning("spool %s: cannot check its file (%s)", self.path, exc)
+            return
         if found == self._file:
             return
         try:

@@ -345,3 +345,18 @@ def test_a_spool_whose_file_stays_checks_it_without_a_notice(
         spool.emit(PointResult, **result_fields(i))
     assert [r.seq for r in spool.oldest(10)] == [1, 2, 3, 4, 5]
     assert not any(isinstance(decode(r.payload), Log) for r in spool.oldest(10))
+
+
+def test_a_file_that_cannot_be_checked_does_not_stop_the_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its folder's permissions changed: the check cannot tell, and the open database takes the record."""
+    monkeypatch.setattr("ctxscope.agent.transport.spool.FILE_CHECK_EVERY_S", 0.0)
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+
+    def denied(path: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("ctxscope.agent.transport.spool.file_identity", denied)
+    assert spool.emit(PointResult, **result_fields(0)).seq == 1
+    assert spool.backlog() == 1 and "cannot check its file" in caplog.text
