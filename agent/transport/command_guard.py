@@ -80,8 +80,8 @@ class CommandGuard:
                     "INSERT OR IGNORE INTO commands_seen VALUES (?, ?, ?)",
                     (command.command_id, command.expires_at, now),
                 ).rowcount
-        # fail closed: a command whose id cannot be recorded could run twice
         except (sqlite3.Error, OSError) as exc:
+            # fail closed: a command whose id cannot be recorded could run twice
             return Refusal("unrecorded", f"the agent cannot record command ids ({exc}); not run")
         if not inserted:
             return Refusal("replay", f"command id {command.command_id} was already received once (a replay)")
