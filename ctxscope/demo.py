@@ -29,12 +29,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ctxscope.agent.transport.spool import Spool
-from ctxscope.collector.reference_device import (
-    REFERENCE_DESCRIPTION,
-    REFERENCE_DEVICE,
-    checkout_results,
-    import_reference,
-)
+from ctxscope.collector.reference_device import checkout_results, import_reference
 from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.shrunk import labelled_results
 from ctxscope.collector.store import Store
@@ -68,16 +63,19 @@ def _agent_command(broker: str, spool: Path) -> list[str]:
 
 
 def _import_reference(console: Console, store: Store) -> None:
-    """Put the committed H200 characterization beside the live agent, labelled as the reference."""
+    """Put the committed GPU characterizations beside the live agent, one labelled device per card."""
     results = checkout_results()
     if results is None:
         console.print("reference: no results/ folder here (not a checkout); only the live agent is shown")
         return
-    summary = import_reference(store, results)
-    console.print(
-        f"reference: {REFERENCE_DEVICE} = {REFERENCE_DESCRIPTION}; "
-        f"{summary.stored} records stored, {summary.duplicates} already present, {summary.bad_lines} bad"
-    )
+    imports, unnamed = import_reference(store, results)
+    for device, summary in imports:
+        console.print(
+            f"reference: {device.device} = {device.description}; {summary.stored} records stored,"
+            f" {summary.duplicates} already present, {summary.bad_lines} bad"
+        )
+    if unnamed:
+        console.print(f"reference: {len(unnamed)} record files name no GPU and were left out")
 
 
 def _wait_online(store: Store, timeout_s: float, agent: subprocess.Popen[bytes]) -> None:
@@ -133,7 +131,8 @@ def _drain(store: Store, device: str, stream: str, expected: int, timeout_s: flo
     "--reference/--no-reference",
     default=True,
     show_default=True,
-    help="also import the committed H200 results (a checkout's results/) as the device h200-reference",
+    help="also import the committed GPU results (a checkout's results/), one device per card"
+    " (h200-reference, h100-reference)",
 )
 def demo(
     broker: str | None,

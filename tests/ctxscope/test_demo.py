@@ -66,6 +66,7 @@ def test_demo_runs_the_plan_and_loses_nothing(tmp_path: Path) -> None:
     assert re.search(
         r"reference: h200-reference = .*H200.*; \d{4,} records stored, 0 already present, 0 bad", output
     )
+    assert re.search(r"reference: h100-reference = .*H100.*; \d+ records stored, 0 already present", output)
     summary = _summary(output)
     assert summary["lost"] == 0 and summary["gaps"] == 0
     assert summary["held"] == summary["written"] - summary["spooled"] > POINTS
@@ -88,10 +89,10 @@ def test_demo_runs_the_plan_and_loses_nothing(tmp_path: Path) -> None:
 
 
 def _reference_beside_live(store: Store) -> None:
-    """The fleet shows the H200 reference beside the live agent; the paper's figures sit only beside
+    """The fleet shows each card's reference beside the live agent; the paper's figures sit only beside
     real model sizes, never beside the shrunk CPU models."""
     fleet = views.fleet(store)
-    assert {d["device"] for d in fleet["devices"]} == {"demo-local", "h200-reference"}
+    assert {d["device"] for d in fleet["devices"]} == {"demo-local", "h200-reference", "h100-reference"}
     live = views.device(store, "demo-local")
     live_models = {p["model"] for p in _curves(live)}
     assert live_models == {"qwen2.5-0.5b (shrunk)", "mamba2-130m (shrunk)"}, live_models
