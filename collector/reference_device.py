@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,22 +31,19 @@ class ReferenceDevice:
     """The committed files of one card, and the device id they are imported under."""
 
     card: str
+    device: str
     files: tuple[Path, ...]
-
-    @property
-    def device(self) -> str:
-        return card_device(self.card)
 
     @property
     def description(self) -> str:
         return f"committed {self.card} results (real model sizes), imported; not a live device"
 
 
-def card_device(card: str) -> str:
+def card_device(card: str, whole: bool = False) -> str:
     """`NVIDIA H100 80GB HBM3` -> `h100-reference`: the card's model token (letters then digits), else
-    its whole name, in the device-id alphabet."""
+    (or with `whole`) its whole name, in the device-id alphabet."""
     name = re.sub(r"^nvidia\s+", "", card.strip().lower())
-    token = re.search(r"\b[a-z]+\d+[a-z]*\b", name)
+    token = None if whole else re.search(r"\b[a-z]+\d+[a-z]*\b", name)
     slug = token.group(0) if token else re.sub(r"[^a-z0-9]+", "-", name).strip("-")
     return (slug or "unknown-card") + REFERENCE_SUFFIX
 
@@ -90,7 +88,11 @@ def reference_devices(results: Path) -> tuple[list[ReferenceDevice], list[Path]]
             unnamed.append(path)
         else:
             by_card.setdefault(card, []).append(path)
-    devices = [ReferenceDevice(card, tuple(files)) for card, files in by_card.items()]
+    short = Counter(card_device(card) for card in by_card)
+    devices = [  # two cards of one model token (an H100 SXM and an H100 PCIe) keep their whole names
+        ReferenceDevice(card, card_device(card, whole=short[card_device(card)] > 1), tuple(files))
+        for card, files in by_card.items()
+    ]
     return sorted(devices, key=lambda d: (-len(d.files), d.card)), unnamed
 
 

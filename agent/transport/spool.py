@@ -395,6 +395,7 @@ class Spool:
             foreign = self.path.with_name(f"{self.path.name}.foreign-{stamp}")
             self.path.replace(foreign)
         os.replace(copy, self.path)  # from here the records are at the path, whatever fails next
+        self._file = file_identity(self.path)  # so that a failure below never takes this copy for foreign
         self._db.close()
         for suffix in ("-wal", "-shm"):  # the old database's, emptied above; the copy must not read them
             self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)

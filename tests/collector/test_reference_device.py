@@ -67,6 +67,18 @@ def test_each_cards_records_are_imported_under_its_own_device(store: Store, tmp_
     assert [s.stored for _, s in again] == [0, 0]
 
 
+def test_two_cards_of_one_model_token_keep_their_whole_names(tmp_path: Path) -> None:
+    engine = tmp_path / "results" / "engine"
+    engine.mkdir(parents=True)
+    _records(engine / "sxm.jsonl", "NVIDIA H100 80GB HBM3", "00000000000000a1", 1)
+    _records(engine / "pcie.jsonl", "NVIDIA H100 PCIe", "00000000000000b1", 1)
+    _records(engine / "h200.jsonl", "NVIDIA H200", "00000000000000c1", 1)
+    devices, _ = reference_devices(tmp_path / "results")
+    assert {d.device for d in devices} == {
+        "h100-80gb-hbm3-reference", "h100-pcie-reference", "h200-reference"
+    }  # fmt: skip
+
+
 def test_the_committed_results_of_each_card_stay_apart() -> None:
     results = checkout_results()
     assert results is not None
