@@ -8,7 +8,9 @@ torch.compile (inductor, no cudagraphs of its own: the engine captures the graph
 one replay of it profiled the same way (what is left after fusion: kernels, their summed time against
 the step's), and its first step checked against a fresh eager decoder's (max |logit difference|,
 argmax). `--inductor` turns on inductor options for the compile (e.g. `max_autotune`,
-`coordinate_descent_tuning`), to see what they would save; `--decompose-mm N` turns on inductor's
+`coordinate_descent_tuning`, or a nested one such as `triton.enable_pdl`, programmatic dependent
+launch on Hopper), to see what they would save; `--top N` keeps the N costliest kernels of each
+profile; `--decompose-mm N` turns on inductor's
 `decompose_mm_pass` for matrix products of one row whose other two sizes are below N (the decode
 step's projections: each becomes a multiply and a sum that inductor generates as a reduction kernel,
 with the bias and what follows fused into it, instead of a cuBLAS call), and records how many it
@@ -123,14 +125,14 @@ def eager_decoder(session: point.Session, ids: torch.Tensor, steps: int) -> Any:
 
 
 def measure(
-    name: str, length: int, steps: int, repeats: int, compiled: bool, one_row: bool, combo: bool
+    name: str, length: int, steps: int, repeats: int, compiled: bool, one_row: bool, combo: bool, top: int
 ) -> dict[str, Any]:
     session = point.Session(point.ModelChoice(name, "bf16", "cuda"))
     ids = decoding.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
     row: dict[str, Any] = {"model": name, "context_len": length}
     with torch.inference_mode():
         eager = eager_decoder(session, ids, steps)
-        row["profile"] = kernel_profile(eager, top=12)
+        row["profile"] = kernel_profile(eager, top=top)
         del eager
         plain: Any = forward.make_decoder(session.runtime, session.module, ids, steps, "graph")
         row["graph"] = {"path": plain.path, **summary(replay_ms(plain, steps, repeats))}
@@ -148,7 +150,7 @@ def measure(
                 "combo_kernels": getattr(fast, "combo_path", None),
                 "prefill_compile_and_capture_s": time.perf_counter() - started,
                 **summary(replay_ms(fast, steps, repeats)),
-                "profile": kernel_profile(fast, top=12),
+                "profile": kernel_profile(fast, top=top),
                 "agreement_with_eager": agreement(fast, eager_decoder(session, ids, steps)),
             }
             del fast
@@ -163,7 +165,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="back-to-back steps per timed sample")
     parser.add_argument("--repeats", type=int, default=20, help="timed samples per path")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--inductor", default="", help="comma-separated torch._inductor.config flags to set")
+    parser.add_argument(
+        "--inductor",
+        default="",
+        help="comma-separated torch._inductor.config flags to set true (nested: triton.enable_pdl)",
+    )
+    parser.add_argument("--top", type=int, default=12, help="kernels kept per profile, costliest first")
     parser.add_argument(
         "--decompose-mm",
         type=int,
@@ -211,9 +218,13 @@ def main() -> None:
 
     flags = [flag for flag in args.inductor.split(",") if flag]
     for flag in flags:
-        if not hasattr(inductor, flag):
+        *parents, leaf = flag.split(".")
+        owner: Any = inductor
+        for part in parents:
+            owner = getattr(owner, part, None)
+        if owner is None or not hasattr(owner, leaf):
             parser.error(f"torch._inductor.config has no option {flag!r}")
-        setattr(inductor, flag, True)
+        setattr(owner, leaf, True)
     rows = []
     for name in args.models.split(","):
         row = measure(
@@ -224,6 +235,7 @@ def main() -> None:
             not args.no_compile,
             engine_one_row,
             not args.without_combo,
+            args.top,
         )
         rows.append(row)
         line = (
