@@ -60,15 +60,17 @@ def make_decoder(
     *,
     one_row: bool = True,
     combo: bool = True,
+    pdl: bool = True,
 ) -> Decoder:
     """The fastest decode path the runtime and device allow, the uncompiled graph, or eager; a
-    compiled step takes its one-row products as reductions unless `one_row` is False, and combines
-    independent kernels into shared launches unless `combo` is False."""
+    compiled step takes its one-row products as reductions unless `one_row` is False, combines
+    independent kernels into shared launches unless `combo` is False, and launches its kernels
+    dependently (where the device has it) unless `pdl` is False."""
     on_gpu = ids.device.type == "cuda"
     fast = preference != "eager"
     if runtime == "mamba_ssm":
         if preference == "auto" and on_gpu:
-            return fastest_native_decoder(module, ids, window, one_row=one_row, combo=combo)
+            return fastest_native_decoder(module, ids, window, one_row=one_row, combo=combo, pdl=pdl)
         return NativeDecoder(module, ids, window, graph=fast and on_gpu)
     if fast and static_cache_supported(module):
         return HFStaticDecoder(
@@ -79,5 +81,6 @@ def make_decoder(
             compile_step=preference == "auto",
             one_row=one_row,
             combo=combo,
+            pdl=pdl,
         )
     return HFEagerDecoder(module, ids, window)

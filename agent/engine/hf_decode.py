@@ -82,6 +82,7 @@ class HFStaticDecoder(GraphedDecoder):
         compile_step: bool = False,
         one_row: bool = True,
         combo: bool = True,
+        pdl: bool = True,
     ) -> None:
         from transformers import StaticCache
 
@@ -123,7 +124,7 @@ class HFStaticDecoder(GraphedDecoder):
         self.open = torch.zeros((), dtype=dtype, device=device)
         self.closed = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
         self.used = 0
-        self._init_graph(one_row, combo)
+        self._init_graph(one_row, combo, pdl)
         self.rewind()
         self.path = "eager_static_cache"
         if graph:

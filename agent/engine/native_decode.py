@@ -44,6 +44,7 @@ class NativeCompiledDecoder(GraphedDecoder):
         *,
         one_row: bool = True,
         combo: bool = True,
+        pdl: bool = True,
     ) -> None:
         from mamba_ssm.utils.generation import InferenceParams
 
@@ -63,7 +64,7 @@ class NativeCompiledDecoder(GraphedDecoder):
         self.token = output.logits[:, -1:].argmax(-1)
         self.prompt_token = self.token.clone()
         self.used = 0
-        self._init_graph(one_row, combo)
+        self._init_graph(one_row, combo, pdl)
         self.path = "mamba_ssm_eager"
         problems = self._capture_first_good([("compiled_cuda_graph_mamba_ssm", self._compiled_forward)])
         if problems:
@@ -166,14 +167,20 @@ def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: in
 
 
 def fastest_native_decoder(
-    module: torch.nn.Module, ids: torch.Tensor, window: int, *, one_row: bool = True, combo: bool = True
+    module: torch.nn.Module,
+    ids: torch.Tensor,
+    window: int,
+    *,
+    one_row: bool = True,
+    combo: bool = True,
+    pdl: bool = True,
 ) -> Decoder:
     """mamba_ssm's own graph, and its step compiled in the decoder's graph where that captures; of the
     two, the one whose step is faster on this device (compiling helps some architectures and slows
     others), with a note giving both times. Without the compiled step, a note says why."""
     own_graph = NativeDecoder(module, ids, window, graph=True)
     try:
-        compiled = NativeCompiledDecoder(module, ids, window, one_row=one_row, combo=combo)
+        compiled = NativeCompiledDecoder(module, ids, window, one_row=one_row, combo=combo, pdl=pdl)
     except ValueError as exc:
         own_graph.note = f"compiled_cuda_graph_mamba_ssm not tried: {exc}; {own_graph.path} used"
         return own_graph

@@ -61,6 +61,7 @@ class PointSettings:
     decode: decoding.DecodePreference = "auto"
     one_row_reductions: bool = True
     combo_kernels: bool = True
+    dependent_launch: bool = True
     policy: LoopPolicy = field(default_factory=LoopPolicy)
     seed: int = 0
     min_window_ns: int = 0
@@ -254,8 +255,8 @@ def _floor_metrics(session: Session, context_len: int, result: LoopResult) -> di
 
 def record_decode_path(outcome: Measured, decoder: decoding.Decoder) -> None:
     """What the decoder made of the step: its path, and for a compiled step its graph breaks, one-row
-    products, combo kernels and kernel packages' operations (the last correcting `ssm_step`, which the
-    eager probe observed)."""
+    products, combo kernels, dependent launch and kernel packages' operations (the last correcting
+    `ssm_step`, which the eager probe observed)."""
     outcome.implementation["decode_path"] = decoder.path
     graph_breaks = getattr(decoder, "graph_breaks", None)
     if graph_breaks is not None:
@@ -269,6 +270,9 @@ def record_decode_path(outcome: Measured, decoder: decoding.Decoder) -> None:
     combo = getattr(decoder, "combo_path", None)
     if combo is not None:
         outcome.implementation["decode_combo_kernels"] = combo
+    pdl = getattr(decoder, "pdl_path", None)
+    if pdl is not None:
+        outcome.implementation["decode_dependent_launch"] = pdl
     package_ops = getattr(decoder, "package_ops", None)
     if package_ops is not None:  # a compiled step: what its graph holds, not the eager probe's path
         outcome.details["decode_package_ops"] = package_ops
@@ -302,6 +306,7 @@ def _measure_decode(
             settings.decode,
             one_row=settings.one_row_reductions,
             combo=settings.combo_kernels,
+            pdl=settings.dependent_launch,
         )
         setup_peak = memory.peak(device)
         record_decode_path(outcome, decoder)

@@ -66,6 +66,7 @@ class _Group:
             decode=self.plan.decode,
             one_row_reductions=self.plan.one_row_reductions,
             combo_kernels=self.plan.combo_kernels,
+            dependent_launch=self.plan.dependent_launch,
             policy=self.plan.policy,
             seed=self.plan.seed,
             min_window_ns=self.min_window_ns,

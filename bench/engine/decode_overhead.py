@@ -20,7 +20,8 @@ compiles without it, for the comparison; `--without-conv` compiles with the pass
 rewrite of depthwise convolutions of few positions (a Mamba-2 mixer's decode-step conv), inductor's
 caches off in that process so that its graph is neither taken from nor left for a run with it;
 `--without-combo` compiles without inductor's combo kernels, which the engine's compile also turns on
-(independent kernels sharing launches).
+(independent kernels sharing launches); `--without-pdl` without programmatic dependent launch, which
+the engine's compile turns on where the GPU has it (compute capability 9.0+).
 
     python bench/engine/decode_overhead.py --models qwen2.5-0.5b --length 4096 --out overhead.json
     python bench/engine/decode_overhead.py --models falcon-h1-0.5b,mamba2-780m --length 32768 \
@@ -125,7 +126,15 @@ def eager_decoder(session: point.Session, ids: torch.Tensor, steps: int) -> Any:
 
 
 def measure(
-    name: str, length: int, steps: int, repeats: int, compiled: bool, one_row: bool, combo: bool, top: int
+    name: str,
+    length: int,
+    steps: int,
+    repeats: int,
+    compiled: bool,
+    one_row: bool,
+    combo: bool,
+    pdl: bool,
+    top: int,
 ) -> dict[str, Any]:
     session = point.Session(point.ModelChoice(name, "bf16", "cuda"))
     ids = decoding.synthetic_prompt(session.vocab_size, length, seed=0, device=session.device)
@@ -140,7 +149,7 @@ def measure(
         if compiled:  # the engine's default path: the compiled step captured in a graph
             started = time.perf_counter()
             fast: Any = forward.make_decoder(
-                session.runtime, session.module, ids, steps, "auto", one_row=one_row, combo=combo
+                session.runtime, session.module, ids, steps, "auto", one_row=one_row, combo=combo, pdl=pdl
             )
             row["compiled"] = {
                 "path": fast.path,
@@ -148,6 +157,7 @@ def measure(
                 "graph_breaks": getattr(fast, "graph_breaks", None),
                 "one_row_products": getattr(fast, "one_row_products", None),
                 "combo_kernels": getattr(fast, "combo_path", None),
+                "dependent_launch": getattr(fast, "pdl_path", None),
                 "prefill_compile_and_capture_s": time.perf_counter() - started,
                 **summary(replay_ms(fast, steps, repeats)),
                 "profile": kernel_profile(fast, top=top),
@@ -193,6 +203,11 @@ def main() -> None:
         action="store_true",
         help="compile the step without inductor's combo kernels (the engine's default has them)",
     )
+    parser.add_argument(
+        "--without-pdl",
+        action="store_true",
+        help="compile the step without programmatic dependent launch (the engine's default on Hopper+)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     engine_one_row = not (args.without_one_row or args.decompose_mm)
@@ -235,6 +250,7 @@ def main() -> None:
             not args.no_compile,
             engine_one_row,
             not args.without_combo,
+            not args.without_pdl,
             args.top,
         )
         rows.append(row)
@@ -255,6 +271,7 @@ def main() -> None:
             "decompose_mm_below": args.decompose_mm or None,
             "engine_one_row_reductions": engine_one_row,
             "engine_combo_kernels": not args.without_combo,
+            "engine_dependent_launch": not args.without_pdl,
             "engine_conv_rewrite": engine_one_row and not args.without_conv,
             "decomposed": {k: v for k, v in counters["inductor"].items() if k.startswith("decompose")},
             "rows": rows,

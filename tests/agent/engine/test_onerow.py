@@ -150,6 +150,53 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
     assert float((decoder.last_logits - eager).abs().max()) < 1e-4
 
 
+@pytest.mark.parametrize(
+    ("pdl", "missing", "asked"), [(True, None, True), (False, None, False), (True, "no", False)]
+)
+def test_a_decoders_compiled_step_launches_dependently_only_when_asked_and_possible(
+    pdl: bool, missing: str | None, asked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compile gets inductor's triton.enable_pdl when the decoder is made with `pdl` and the device
+    and torch have it; the label says which of the three it did, with the reason when it could not."""
+    from ctxscope.agent.engine import decoding, graphed, graphops, hf_decode
+    from ctxscope.agent.engine.point import ModelChoice, Session
+
+    options: list[bool] = []
+    backend = graphops.inductor_backend
+
+    def spy(inductor_options: dict[str, Any]) -> object:
+        options.append(bool(inductor_options.get("triton.enable_pdl")))
+        return backend(inductor_options)
+
+    monkeypatch.setattr(graphops, "inductor_backend", spy)
+    monkeypatch.setattr(graphed, "dependent_launch_missing", lambda device: missing)
+    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
+    ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    with torch.inference_mode():
+        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False, pdl=pdl)
+        decoder._compiled_forward()
+    assert options == [asked]
+    expected = {True: graphed.PDL_LABEL, False: graphed.PDL_OFF_LABEL}[pdl]
+    if pdl and missing:
+        expected = f"each kernel starts once the one before it has ended ({missing})"
+    assert decoder.pdl_path == expected
+
+
+def test_dependent_launch_is_missing_off_cuda_and_below_hopper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No programmatic dependent launch on a CPU or a GPU below compute capability 9.0 (a Jetson Orin
+    is 8.7); on 9.0 it is there when this torch's inductor has the option."""
+    from ctxscope.agent.engine import graphed
+
+    assert "cpu" in str(graphed.dependent_launch_missing(torch.device("cpu")))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 7))
+    assert "8.7" in str(graphed.dependent_launch_missing(torch.device("cuda", 0)))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    import torch._inductor.config as inductor_config
+
+    has = hasattr(inductor_config.triton, "enable_pdl")
+    assert (graphed.dependent_launch_missing(torch.device("cuda", 0)) is None) == has
+
+
 class ConvUpdate(torch.nn.Module):
     """A Mamba-2 mixer's decode-step convolution in small, as transformers' reference
     `causal_conv1d_update` runs it: the cached window and the new token, convolved per channel (two

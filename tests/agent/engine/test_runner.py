@@ -291,36 +291,44 @@ def test_a_compiled_steps_one_row_path_and_its_count_are_recorded_apart(make_pla
     assert decode(encode(result)) == result
 
 
-@pytest.mark.parametrize(("one_row", "combo"), [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize(
+    ("one_row", "combo", "pdl"),
+    [(True, True, True), (False, True, True), (True, False, True), (True, True, False)],
+)
 def test_the_plans_compile_switches_reach_the_decoder_and_the_record(
-    make_plan, monkeypatch, one_row: bool, combo: bool
+    make_plan, monkeypatch, one_row: bool, combo: bool, pdl: bool
 ) -> None:
-    """one_row_reductions and combo_kernels reach the decoder; a step compiled without either says so
-    in the series key, and one without the one-row pass gives no count. The CPU compiles no step, so
-    a plain CPU record has neither key."""
+    """one_row_reductions, combo_kernels and dependent_launch reach the decoder; a step compiled
+    without one says so in the series key, and one without the one-row pass gives no count. The CPU
+    compiles no step, so a plain CPU record has none of these keys."""
     from ctxscope.agent.engine import forward, graphed, onerow
 
     plain = run_plan(make_plan(), MemorySink(), progress=False, device="cpu").results[0]
     assert "decode_combo_kernels" not in plain.implementation
-    asked: list[tuple[bool, bool]] = []
+    assert "decode_dependent_launch" not in plain.implementation
+    asked: list[tuple[bool, bool, bool]] = []
     make_decoder = forward.make_decoder
 
-    def compiled_as_on_a_gpu(*args, one_row: bool = True, combo: bool = True, **kwargs):
-        asked.append((one_row, combo))
-        decoder = make_decoder(*args, one_row=one_row, combo=combo, **kwargs)
+    def compiled_as_on_a_gpu(*args, one_row: bool = True, combo: bool = True, pdl: bool = True, **kwargs):
+        asked.append((one_row, combo, pdl))
+        decoder = make_decoder(*args, one_row=one_row, combo=combo, pdl=pdl, **kwargs)
         decoder.one_row_path = onerow.LABEL if one_row else onerow.OFF_LABEL
         decoder.one_row_products = "168 one-row matrix products compiled as reductions" if one_row else None
         decoder.combo_path = graphed.COMBO_LABEL if combo else graphed.COMBO_OFF_LABEL
+        decoder.pdl_path = graphed.PDL_LABEL if pdl else graphed.PDL_OFF_LABEL
         return decoder
 
     monkeypatch.setattr(forward, "make_decoder", compiled_as_on_a_gpu)
-    plan = make_plan(one_row_reductions=one_row, combo_kernels=combo)
+    plan = make_plan(one_row_reductions=one_row, combo_kernels=combo, dependent_launch=pdl)
     result = run_plan(plan, MemorySink(), progress=False, device="cpu").results[0]
-    assert asked == [(one_row, combo)]
+    assert asked == [(one_row, combo, pdl)]
     assert result.implementation["decode_one_row_products"] == (onerow.LABEL if one_row else onerow.OFF_LABEL)
     assert ("decode_one_row_note" in result.details) == one_row
     assert result.implementation["decode_combo_kernels"] == (
         graphed.COMBO_LABEL if combo else graphed.COMBO_OFF_LABEL
+    )
+    assert result.implementation["decode_dependent_launch"] == (
+        graphed.PDL_LABEL if pdl else graphed.PDL_OFF_LABEL
     )
 
 
