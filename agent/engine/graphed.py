@@ -28,6 +28,9 @@ PDL_LABEL = (
     "programmatic dependent launch (inductor triton.enable_pdl: a kernel starts while the one before it runs)"
 )
 PDL_OFF_LABEL = "each kernel starts once the one before it has ended (the plan's dependent_launch is false)"
+PDL_FAILED_LABEL = (
+    "each kernel starts once the one before it has ended (the step with dependent launch failed: decode_note)"
+)
 
 
 class GraphedDecoder:
@@ -50,6 +53,7 @@ class GraphedDecoder:
         self.one_row = one_row  # compile the one-row products as reductions (else they stay GEMMs)
         self.combo = combo  # compile with inductor's combo kernels (else one launch per fused kernel)
         self.pdl = pdl  # compile with programmatic dependent launch where the device and torch have it
+        self.pdl_off_label = PDL_OFF_LABEL  # why not, when it is not asked for
         self.graph: torch.cuda.CUDAGraph | None = None
         self.note: str | None = None
         self.graph_breaks: int | None = None  # of the compiled step, as dynamo counted them
@@ -92,6 +96,19 @@ class GraphedDecoder:
             self.rewind()
         return problems
 
+    def _compiled_attempts(self, path: str) -> list[tuple[str, Callable[[], Callable[..., Any]]]]:
+        """The compiled step to capture; where it would launch its kernels dependently, the same step
+        without that next, so that a Triton build whose dependent launch fails to compile or to replay
+        right costs the launch only, not the compiled step (`_capture_first_good` notes the failure)."""
+        attempts = [(path, self._compiled_forward)]
+        if self.pdl and dependent_launch_missing(self.token.device) is None:
+            attempts.append((path, self._compiled_forward_without_pdl))
+        return attempts
+
+    def _compiled_forward_without_pdl(self) -> Callable[..., Any]:
+        self.pdl, self.pdl_off_label = False, PDL_FAILED_LABEL
+        return self._compiled_forward()
+
     def _compiled_forward(self) -> Callable[..., Any]:
         """The module compiled for this decoder's shapes (compiled on its first call), its one-row
         matrix products as reductions (`onerow`), its independent kernels combined (inductor's
@@ -112,7 +129,7 @@ class GraphedDecoder:
             self.combo_path = COMBO_MISSING_LABEL
         missing = dependent_launch_missing(self.token.device)
         if not self.pdl:
-            self.pdl_path = PDL_OFF_LABEL
+            self.pdl_path = self.pdl_off_label
         elif missing:
             self.pdl_path = f"each kernel starts once the one before it has ended ({missing})"
         else:

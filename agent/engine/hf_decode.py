@@ -134,7 +134,7 @@ class HFStaticDecoder(GraphedDecoder):
         """Capture the compiled step, else the plain one; each must pass the replay check."""
         attempts: list[tuple[str, Callable[[], Callable[..., Any]]]] = []
         if compile_step:
-            attempts.append(("compiled_cuda_graph_static_cache", self._compiled_forward))
+            attempts += self._compiled_attempts("compiled_cuda_graph_static_cache")
         attempts.append(("cuda_graph_static_cache", lambda: self.module))
         problems = self._capture_first_good(attempts)
         if problems:

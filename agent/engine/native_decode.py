@@ -66,7 +66,7 @@ class NativeCompiledDecoder(GraphedDecoder):
         self.used = 0
         self._init_graph(one_row, combo, pdl)
         self.path = "mamba_ssm_eager"
-        problems = self._capture_first_good([("compiled_cuda_graph_mamba_ssm", self._compiled_forward)])
+        problems = self._capture_first_good(self._compiled_attempts("compiled_cuda_graph_mamba_ssm"))
         if problems:
             self.note = "; ".join(problems)
 
@@ -143,7 +143,8 @@ class NativeDecoder:
 def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: int = CHOICE_STEPS) -> Any:
     """The candidate whose step is fastest here, timed: per candidate, one untimed step, then `blocks`
     blocks of `steps` steps (device-synchronized), the median block per step; every candidate is left
-    rewound. The winner's `note` names each candidate's time, so the record says why it was chosen."""
+    rewound. The winner's `note` names each candidate's time, so the record says why it was chosen
+    (after what its own note said, e.g. a compile attempt that failed)."""
     times: list[float] = []
     for decoder in candidates:
         timer = Timer(decoder.token.device)
@@ -159,10 +160,11 @@ def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: in
         decoder.rewind()
     best = candidates[times.index(min(times))]
     timings = ", ".join(f"{d.path} {ns / 1e6:.4g} ms" for d, ns in zip(candidates, times, strict=True))
-    best.note = (
+    chosen = (
         f"{best.path} chosen as the faster step on this device ({timings} per step, median of {blocks} "
         f"blocks of {steps} steps)"
     )
+    best.note = f"{best.note}; {chosen}" if best.note else chosen
     return best
 
 

@@ -175,8 +175,16 @@ def test_the_timed_choice_keeps_the_faster_step_and_says_why() -> None:
             native_decode.NativeDecoder(StandInMamba(), _prompt(), 4, graph=False), "quick_path", 0.0
         )
         for order in ([slow, quick], [quick, slow]):
+            quick.note = slow.note = None
             best = native_decode.faster_decoder(order, blocks=3, steps=4)
             assert best is quick
             assert best.note is not None and best.note.startswith("quick_path chosen as the faster step")
             assert "slow_path " in best.note and "median of 3 blocks of 4 steps" in best.note
+        # what the winner's own note said (a compile attempt that failed) stays in front
+        quick.note = "quick_path with dependent launch failed: RuntimeError"
+        best = native_decode.faster_decoder([slow, quick], blocks=3, steps=4)
+        assert best.note is not None
+        assert best.note.startswith(
+            "quick_path with dependent launch failed: RuntimeError; quick_path chosen"
+        )
     assert slow.inner.params.seqlen_offset == slow.inner.prompt_len  # left rewound

@@ -182,6 +182,44 @@ def test_a_decoders_compiled_step_launches_dependently_only_when_asked_and_possi
     assert decoder.pdl_path == expected
 
 
+def test_a_step_whose_dependent_launch_fails_is_compiled_again_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the compile (or the replay) with dependent launch fails, the same step is compiled without
+    it before the uncompiled one is tried: the launch is lost, not the compiled step; the label and the
+    problems say so."""
+    from ctxscope.agent.engine import decoding, graphed, graphops, hf_decode
+    from ctxscope.agent.engine.point import ModelChoice, Session
+
+    asked: list[bool] = []
+    backend = graphops.inductor_backend
+
+    def failing_with_pdl(inductor_options: dict[str, Any]) -> object:
+        pdl = bool(inductor_options.get("triton.enable_pdl"))
+        asked.append(pdl)
+        if not pdl:
+            return backend(inductor_options)
+
+        def refuse(module: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+            raise RuntimeError("gdc_wait is not supported by this Triton")
+
+        return refuse
+
+    monkeypatch.setattr(graphops, "inductor_backend", failing_with_pdl)
+    monkeypatch.setattr(graphed, "dependent_launch_missing", lambda device: None)
+    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
+    ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    with torch.inference_mode():
+        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False, pdl=True)
+        decoder._capture = decoder.warm_up  # type: ignore[method-assign]  # no CUDA graph on the CPU
+        decoder._check_replay = lambda: None  # type: ignore[method-assign]
+        problems = decoder._capture_first_good(decoder._compiled_attempts("compiled_cuda_graph_static_cache"))
+    assert asked == [True, False]
+    assert decoder.path == "compiled_cuda_graph_static_cache"
+    assert decoder.pdl_path == graphed.PDL_FAILED_LABEL
+    assert len(problems) == 1 and "gdc_wait is not supported" in problems[0]
+
+
 def test_dependent_launch_is_missing_off_cuda_and_below_hopper(monkeypatch: pytest.MonkeyPatch) -> None:
     """No programmatic dependent launch on a CPU or a GPU below compute capability 9.0 (a Jetson Orin
     is 8.7); on 9.0 it is there when this torch's inductor has the option."""
