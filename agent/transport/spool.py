@@ -16,6 +16,7 @@ FILE_CHECK_EVERY_S when it writes, and writes the database it still holds open b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -57,6 +58,14 @@ _PENDING_INDEX = "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (acked_ns,
 
 class RecordTooLarge(ValueError):
     """A record whose encoding exceeds the contract's message size; it is not spooled."""
+
+
+class _ReopenFailed(Exception):
+    """The spool was written back to its path, but opening it there failed: `cause` says why."""
+
+    def __init__(self, cause: OSError | sqlite3.Error) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _disk_full(exc: sqlite3.OperationalError) -> bool:
@@ -119,6 +128,9 @@ class Spool:
         self.keep_acked_ns = int(keep_acked_s * 1e9)
         self._pruned_ns = 0
         self._checked_ns = time.monotonic_ns()
+        # The notice of a write-back whose reopening failed: the file holds every record, the database
+        # is closed; every write tries to open it again first, and stores this notice once it has.
+        self._reopen_notice: str | None = None
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Set when the file at `path` could not be read as a spool and was moved aside (see _open).
@@ -349,7 +361,11 @@ class Spool:
 
     def _keep_file(self) -> None:
         """At most every FILE_CHECK_EVERY_S: if the file at `path` is no longer this database (deleted,
-        its folder removed, or another file put there), write the database back to `path`."""
+        its folder removed, or another file put there), write the database back to `path`. After a
+        write-back whose reopening failed, on every call: open the written-back file again."""
+        if self._reopen_notice is not None:
+            self._reopen()
+            return
         now = time.monotonic_ns()
         if now - self._checked_ns < FILE_CHECK_EVERY_S * 1e9:
             return
@@ -361,14 +377,36 @@ class Spool:
             return
         if found == self._file:
             return
+        restored = "the spool file {} while the agent ran: written back from the open database".format(
+            "was replaced" if found is not None else "was deleted"
+        )
         try:
             foreign = self._write_back(found is not None)
         except (OSError, sqlite3.Error) as exc:  # tried again at the next check; the open file holds all
             log.error("spool %s: its file is gone and could not be written back (%s)", self.path, exc)
             return
-        what = "was replaced" if foreign else "was deleted"
+        except _ReopenFailed as failed:
+            self._reopen_notice = restored
+            log.error("spool %s: written back, but not opened again (%s)", self.path, failed.cause)
+            raise failed.cause from None
         moved = f"; the file found there was moved to {foreign.name}" if foreign else ""
-        message = f"the spool file {what} while the agent ran: written back from the open database{moved}"
+        self._notice(f"{restored}{moved}")
+
+    def _reopen(self) -> None:
+        """Open the written-back file again (raises what opening it raises); then store the notice."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()  # a connection that a failed open may have left behind
+        try:
+            self._open()
+            self._count_backlog()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("spool %s: the written-back file still cannot be opened (%s)", self.path, exc)
+            raise
+        message, self._reopen_notice = self._reopen_notice, None
+        self._notice(f"{message}; opening it again failed at first, records meanwhile were refused")
+
+    def _notice(self, message: str) -> None:
+        """An error log record in the stream (best effort: a spool that cannot store it logs it only)."""
         log.error("spool %s: %s", self.path, message)
         kind = _kind_of(Log)
         fields = {"level": "error", "logger": __name__, "message": message}
@@ -397,10 +435,13 @@ class Spool:
         os.replace(copy, self.path)  # from here the records are at the path, whatever fails next
         self._file = file_identity(self.path)  # so that a failure below never takes this copy for foreign
         self._db.close()
-        for suffix in ("-wal", "-shm"):  # the old database's, emptied above; the copy must not read them
-            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
-        self._open()
-        self._count_backlog()
+        try:
+            for suffix in ("-wal", "-shm"):  # the old database's, emptied above; the copy must not read them
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+            self._open()
+            self._count_backlog()
+        except (OSError, sqlite3.Error) as exc:
+            raise _ReopenFailed(exc) from exc
         return foreign
 
     def _count_backlog(self) -> None:

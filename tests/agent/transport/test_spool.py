@@ -336,6 +336,43 @@ def test_a_spool_file_lost_under_the_running_agent_is_written_back(
         assert foreign == []
 
 
+def test_a_written_back_spool_that_cannot_be_opened_again_is_opened_at_a_later_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was written back but opening it failed (here: twice). The spool once stayed closed
+    until a restart, refusing every record; now each write tries again, and once it opens, the records
+    from before and after are there with a notice of what happened."""
+    monkeypatch.setattr("ctxscope.agent.transport.spool.FILE_CHECK_EVERY_S", 0.0)
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, DEV)
+    for i in range(5):
+        spool.emit(PointResult, **result_fields(i))
+    path.unlink()
+    opened = spool._open
+    failures = iter([sqlite3.OperationalError("disk I/O error"), sqlite3.OperationalError("disk I/O error")])
+
+    def flaky_open() -> str:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return opened()
+
+    monkeypatch.setattr(spool, "_open", flaky_open)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        spool.emit(PointResult, **result_fields(5))  # notices the loss: written back, not reopened
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        spool.emit(PointResult, **result_fields(6))  # opening it fails again
+    stored = spool.emit(PointResult, **result_fields(7))  # opened: stored
+    spool.close()
+
+    reopened = Spool(path, DEV)
+    records = [decode(r.payload) for r in reopened.oldest(100)]
+    assert [r.seq for r in records if isinstance(r, PointResult)] == [1, 2, 3, 4, 5, stored.seq]
+    notices = [r for r in records if isinstance(r, Log)]
+    assert len(notices) == 1 and "written back" in notices[0].message
+    assert "opening it again failed at first" in notices[0].message
+
+
 def test_a_spool_whose_file_stays_checks_it_without_a_notice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
