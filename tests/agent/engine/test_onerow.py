@@ -114,6 +114,30 @@ def test_a_decoders_compiled_step_takes_the_pass_only_when_asked(one_row: bool) 
     assert (rewritten > 0) == one_row
 
 
+def _tiny_qwen() -> tuple[torch.nn.Module, torch.Tensor]:
+    """A tiny random Qwen2.5 on the CPU, fp32, and an 8-token prompt for it."""
+    from ctxscope.agent.engine import decoding
+    from ctxscope.agent.engine.point import ModelChoice, Session
+
+    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
+    return session.module, decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+
+
+def _compile_options_seen(monkeypatch: pytest.MonkeyPatch, option: str) -> list[bool]:
+    """Whether each inductor compile from here on is given `option` (the list fills as they happen)."""
+    from ctxscope.agent.engine import graphops
+
+    seen: list[bool] = []
+    backend = graphops.inductor_backend
+
+    def spy(inductor_options: dict[str, Any]) -> object:
+        seen.append(bool(inductor_options.get(option)))
+        return backend(inductor_options)
+
+    monkeypatch.setattr(graphops, "inductor_backend", spy)
+    return seen
+
+
 @pytest.mark.parametrize(
     ("combo", "in_torch", "asked"), [(True, True, True), (False, True, False), (True, False, False)]
 )
@@ -123,22 +147,13 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
     """The compile gets inductor's combo_kernels option when the decoder is made with `combo` and this
     torch has the option, says which of the three it did, and the step so compiled gives the eager
     step's logits."""
-    from ctxscope.agent.engine import decoding, graphed, graphops, hf_decode
-    from ctxscope.agent.engine.point import ModelChoice, Session
+    from ctxscope.agent.engine import graphed, hf_decode
 
-    options: list[bool] = []
-    backend = graphops.inductor_backend
-
-    def spy(inductor_options: dict[str, Any]) -> object:
-        options.append(bool(inductor_options.get("combo_kernels")))
-        return backend(inductor_options)
-
-    monkeypatch.setattr(graphops, "inductor_backend", spy)
+    options = _compile_options_seen(monkeypatch, "combo_kernels")
     monkeypatch.setattr(graphed, "has_combo_kernels", lambda: in_torch)
-    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
-    ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    module, ids = _tiny_qwen()
     with torch.inference_mode():
-        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False, combo=combo)
+        decoder = hf_decode.HFStaticDecoder(module, ids, 2, graph=False, combo=combo)
         decoder._forward()
         eager = decoder.last_logits.clone()
         decoder.rewind()
@@ -158,22 +173,13 @@ def test_a_decoders_compiled_step_launches_dependently_only_when_asked_and_possi
 ) -> None:
     """The compile gets inductor's triton.enable_pdl when the decoder is made with `pdl` and the device
     and torch have it; the label says which of the three it did, with the reason when it could not."""
-    from ctxscope.agent.engine import decoding, graphed, graphops, hf_decode
-    from ctxscope.agent.engine.point import ModelChoice, Session
+    from ctxscope.agent.engine import graphed, hf_decode
 
-    options: list[bool] = []
-    backend = graphops.inductor_backend
-
-    def spy(inductor_options: dict[str, Any]) -> object:
-        options.append(bool(inductor_options.get("triton.enable_pdl")))
-        return backend(inductor_options)
-
-    monkeypatch.setattr(graphops, "inductor_backend", spy)
+    options = _compile_options_seen(monkeypatch, "triton.enable_pdl")
     monkeypatch.setattr(graphed, "dependent_launch_missing", lambda device: missing)
-    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
-    ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    module, ids = _tiny_qwen()
     with torch.inference_mode():
-        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False, pdl=pdl)
+        decoder = hf_decode.HFStaticDecoder(module, ids, 2, graph=False, pdl=pdl)
         decoder._compiled_forward()
     assert options == [asked]
     expected = {True: graphed.PDL_LABEL, False: graphed.PDL_OFF_LABEL}[pdl]
@@ -188,8 +194,7 @@ def test_a_step_whose_dependent_launch_fails_is_compiled_again_without_it(
     """Where the compile (or the replay) with dependent launch fails, the same step is compiled without
     it before the uncompiled one is tried: the launch is lost, not the compiled step; the label and the
     problems say so."""
-    from ctxscope.agent.engine import decoding, graphed, graphops, hf_decode
-    from ctxscope.agent.engine.point import ModelChoice, Session
+    from ctxscope.agent.engine import graphed, graphops, hf_decode
 
     asked: list[bool] = []
     backend = graphops.inductor_backend
@@ -207,10 +212,9 @@ def test_a_step_whose_dependent_launch_fails_is_compiled_again_without_it(
 
     monkeypatch.setattr(graphops, "inductor_backend", failing_with_pdl)
     monkeypatch.setattr(graphed, "dependent_launch_missing", lambda device: None)
-    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
-    ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
+    module, ids = _tiny_qwen()
     with torch.inference_mode():
-        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False, pdl=True)
+        decoder = hf_decode.HFStaticDecoder(module, ids, 2, graph=False, pdl=True)
         decoder._capture = decoder.warm_up  # type: ignore[method-assign]  # no CUDA graph on the CPU
         decoder._check_replay = lambda: None  # type: ignore[method-assign]
         problems = decoder._capture_first_good(decoder._compiled_attempts("compiled_cuda_graph_static_cache"))
