@@ -29,7 +29,8 @@ PDL_LABEL = (
 )
 PDL_OFF_LABEL = "each kernel starts once the one before it has ended (the plan's dependent_launch is false)"
 PDL_FAILED_LABEL = (
-    "each kernel starts once the one before it has ended (the step with dependent launch failed: decode_note)"
+    "each kernel starts once the one before it has ended (the step with dependent launch failed to compile"
+    " or replay right; the record's decode_note says how)"
 )
 
 
