@@ -89,7 +89,8 @@ class GraphedDecoder:
             if problem is None:
                 self.path = path
                 return problems
-            problems.append(f"{path} {problem}")
+            tried = f"{path} with dependent launch" if self.pdl_path == PDL_LABEL else path
+            problems.append(f"{tried} {problem}")
             self.graph = None
             self.one_row_path = self.one_row_products = self.combo_path = self.pdl_path = None
             self.package_ops = None

@@ -222,6 +222,7 @@ def test_a_step_whose_dependent_launch_fails_is_compiled_again_without_it(
     assert decoder.path == "compiled_cuda_graph_static_cache"
     assert decoder.pdl_path == graphed.PDL_FAILED_LABEL
     assert len(problems) == 1 and "gdc_wait is not supported" in problems[0]
+    assert problems[0].startswith("compiled_cuda_graph_static_cache with dependent launch failed")
 
 
 def test_dependent_launch_is_missing_off_cuda_and_below_hopper(monkeypatch: pytest.MonkeyPatch) -> None:
