@@ -98,7 +98,9 @@ def point_rows(found: list[dict[str, Any]]) -> list[str]:
 
 
 def crossover_rows(found: list[dict[str, Any]]) -> list[str]:
-    """Decode crossovers: where each SSM or hybrid becomes faster than each Transformer."""
+    """Decode crossovers: where each SSM or hybrid becomes faster than each Transformer. Where a model has
+    several points at one length (runs of different code), the one read last counts: files are read in
+    name order, so a later call's (`call8-*` after `call7-*`) replaces an earlier one's."""
     decode: dict[str, dict[int, float]] = {}
     for r in found:
         value = median(r, "decode_per_token") if r.get("outcome") == "ok" else None
