@@ -132,7 +132,11 @@ def _accepted(message: Message) -> Accepted:
     return Accepted(topic_for(message.device, CHANNEL_OF_KIND[message.kind]), message)
 
 
-def _open(path: Path) -> tuple[BinaryIO, BinaryIO | gzip.GzipFile]:
+# What reading a damaged gzip record file raises (a truncated stream, a bad header or checksum).
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def open_record_file(path: Path) -> tuple[BinaryIO, BinaryIO | gzip.GzipFile]:
     """(the raw file, for progress; the stream of lines, gunzipped when the file is gzip)."""
     raw = path.open("rb")
     if raw.read(2) == GZIP_MAGIC:
@@ -145,7 +149,7 @@ def _open(path: Path) -> tuple[BinaryIO, BinaryIO | gzip.GzipFile]:
 def _numbered_lines(
     path: Path, summary: ImportSummary, progress: ByteProgress | None
 ) -> Iterator[tuple[int, bytes]]:
-    raw, stream = _open(path)
+    raw, stream = open_record_file(path)
     number = 0
     with raw, stream:
         try:
@@ -154,7 +158,7 @@ def _numbered_lines(
                     progress(raw.tell())
                 if line.strip():
                     yield number, line
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        except GZIP_ERRORS as exc:
             summary.skip(BadLine(str(path), number + 1, "bad_gzip", f"{type(exc).__name__}: {exc}"))
 
 

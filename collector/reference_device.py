@@ -11,14 +11,13 @@ stores nothing new.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctxscope.collector.importer import ImportSummary, import_files
+from ctxscope.collector.importer import GZIP_ERRORS, ImportSummary, import_files, open_record_file
 from ctxscope.collector.store import Store
 
 REFERENCE_SUFFIX = "-reference"
@@ -62,24 +61,29 @@ def reference_files(results: Path) -> list[Path]:
 
 
 def card_of(path: Path) -> str | None:
-    """The GPU the file's records were measured on (the first manifest that names one), or None."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            manifest = record.get("manifest") if isinstance(record, dict) else None
-            gpu = manifest.get("gpu") if isinstance(manifest, dict) else None
-            name = gpu.get("name") if isinstance(gpu, dict) else None
-            if isinstance(name, str) and name.strip():
-                return name.strip()
+    """The GPU the file's records were measured on (the first manifest that names one), or None, also
+    for a file that cannot be read (a damaged gzip stream, a file gone): the import says no more of it."""
+    try:
+        raw, stream = open_record_file(path)
+        with raw, stream:
+            for line in stream:
+                try:
+                    record = json.loads(line)
+                except ValueError:  # not JSON, not UTF-8
+                    continue
+                manifest = record.get("manifest") if isinstance(record, dict) else None
+                gpu = manifest.get("gpu") if isinstance(manifest, dict) else None
+                name = gpu.get("name") if isinstance(gpu, dict) else None
+                if isinstance(name, str) and name.strip():
+                    return name.strip()
+    except (OSError, *GZIP_ERRORS):
+        return None
     return None
 
 
 def reference_devices(results: Path) -> tuple[list[ReferenceDevice], list[Path]]:
-    """The committed files grouped by card (most files first), and those that name no card."""
+    """The committed files grouped by card (most files first), and those that name no card (or
+    cannot be read)."""
     by_card: dict[str, list[Path]] = {}
     unnamed: list[Path] = []
     for path in reference_files(results):

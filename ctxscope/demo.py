@@ -75,7 +75,7 @@ def _import_reference(console: Console, store: Store) -> None:
             f" {summary.duplicates} already present, {summary.bad_lines} bad"
         )
     if unnamed:
-        console.print(f"reference: {len(unnamed)} record files name no GPU and were left out")
+        console.print(f"reference: {len(unnamed)} record files name no GPU (or cannot be read): left out")
 
 
 def _wait_online(store: Store, timeout_s: float, agent: subprocess.Popen[bytes]) -> None:

@@ -67,6 +67,21 @@ def test_each_cards_records_are_imported_under_its_own_device(store: Store, tmp_
     assert [s.stored for _, s in again] == [0, 0]
 
 
+def test_a_damaged_or_binary_file_is_left_out_instead_of_stopping_the_start(tmp_path: Path) -> None:
+    """A truncated gzip record file (or bytes that are not text) once raised out of the card lookup
+    and stopped the demo's start with a traceback; the importer itself skips such lines."""
+    engine = tmp_path / "results" / "engine"
+    engine.mkdir(parents=True)
+    _records(engine / "h200.jsonl", "NVIDIA H200", "00000000000000a1", 1)
+    good = gzip.compress(b'{"manifest": {"gpu": {"name": "NVIDIA H100"}}}\n' * 50)
+    (engine / "cut.jsonl.gz").write_bytes(good[:12])  # the header and no complete line
+    (engine / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
+    assert card_of(engine / "cut.jsonl.gz") is None
+    devices, unnamed = reference_devices(tmp_path / "results")
+    assert [d.device for d in devices] == ["h200-reference"]
+    assert sorted(p.name for p in unnamed) == ["binary.jsonl", "cut.jsonl.gz"]
+
+
 def test_two_cards_of_one_model_token_keep_their_whole_names(tmp_path: Path) -> None:
     engine = tmp_path / "results" / "engine"
     engine.mkdir(parents=True)
