@@ -6,8 +6,9 @@ records name (the engine's choice on that device).
 
 Reads `*.jsonl`, `*.jsonl.gz` and `*.tgz` (archives of them, as the device calls return them) in the
 folder. Cells: the median of a metric's samples; decode with its interquartile range; `x floor` is the
-step against its HBM-bound floor (bytes each token must read over the measured bandwidth). A point that
-did not complete is listed with its outcome.
+step against its HBM-bound floor (bytes each token must read over the measured bandwidth); `PDL`
+whether the compiled step launched its kernels dependently (`implementation.decode_dependent_launch`).
+A point that did not complete is listed with its outcome.
 """
 
 from __future__ import annotations
@@ -72,14 +73,14 @@ def _number(value: float | None, digits: int) -> str:
 def point_rows(found: list[dict[str, Any]]) -> list[str]:
     rows = [
         "| model | context | TTFT, ms | decode, ms/token (IQR) | bytes per token | floor, ms | x floor "
-        "| decode energy per token, board / above idle | decode path | SSM step | revision |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| decode energy per token, board / above idle | decode path | PDL | SSM step | revision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in found:
         model, length = r.get("model", "?"), r.get("context_len", 0)
         if r.get("outcome") != "ok":
             error = str(r.get("error") or "")[:80]
-            rows.append(f"| {model} | {length // 1024}K | {r.get('outcome')}: {error} |" + " |" * 8)
+            rows.append(f"| {model} | {length // 1024}K | {r.get('outcome')}: {error} |" + " |" * 9)
             continue
         decode, floor = median(r, "decode_per_token"), median(r, "decode_floor")
         samples = r["metrics"].get("decode_per_token", {}).get("samples", [])
@@ -92,17 +93,26 @@ def point_rows(found: list[dict[str, Any]]) -> list[str]:
             f"| {_number(decode, 3)} ({_number(_iqr(samples) if samples else None, 4)}) "
             f"| {_number(read / 1e9 if read else None, 2)} GB | {_number(floor, 3)} | {_number(ratio, 2)} "
             f"| {_number(board, 3)} / {_number(above, 3)} J | {impl.get('decode_path', '-')} "
-            f"| {impl.get('ssm_step', '-')} | {r.get('manifest', {}).get('git_revision', '-')} |"
+            f"| {_dependent_launch(impl)} | {impl.get('ssm_step', '-')} "
+            f"| {r.get('manifest', {}).get('git_revision', '-')} |"
         )
     return rows
 
 
+def _dependent_launch(implementation: dict[str, Any]) -> str:
+    """ "on", "off" or "-" (the record predates the key, or the step was not compiled)."""
+    how = implementation.get("decode_dependent_launch")
+    if not how:
+        return "-"
+    return "on" if str(how).startswith("programmatic dependent launch") else "off"
+
+
 def crossover_rows(found: list[dict[str, Any]]) -> list[str]:
     """Decode crossovers: where each SSM or hybrid becomes faster than each Transformer. Where a model has
-    several points at one length (runs of different code), the one read last counts: files are read in
-    name order, so a later call's (`call8-*` after `call7-*`) replaces an earlier one's."""
+    several points at one length (runs of different code), the newest measured (the record's `ts`)
+    counts."""
     decode: dict[str, dict[int, float]] = {}
-    for r in found:
+    for r in sorted(found, key=lambda r: r.get("ts", 0)):
         value = median(r, "decode_per_token") if r.get("outcome") == "ok" else None
         if value is not None:
             decode.setdefault(r["model"], {})[r["context_len"]] = value

@@ -107,6 +107,25 @@ def test_curves_table_reads_archives_and_finds_where_the_ssm_overtakes(tmp_path:
     assert crossing.startswith("| qwen2.5-0.5b | mamba2-780m | ~") and "between 32K and 128K" in crossing
 
 
+def test_curves_table_crosses_over_on_the_newest_point_at_a_length(tmp_path: Path) -> None:
+    """Two runs of one model at one length (earlier code, then dependent launch): the newest measured
+    counts, whichever file is read last, and each point's row says whether it launched dependently."""
+    table = load_bench("engine/curves_table.py")
+    newer = {"ts": 2, "implementation": {"decode_dependent_launch": "programmatic dependent launch (...)"}}
+    llama_new = {**_point("llama3.2-1b", 32768, 1.0), **newer}
+    llama_old = {**_point("llama3.2-1b", 32768, 2.0), "ts": 1}  # slower: would cross before 32K
+    llama_4k = {**_point("llama3.2-1b", 4096, 0.5), "ts": 1}
+    mamba = [{**_point("mamba2-780m", n, 1.5), "ts": 1} for n in (4096, 32768)]
+    (tmp_path / "a-new.jsonl").write_text(json.dumps(llama_new) + "\n")
+    (tmp_path / "b-old.jsonl").write_text("\n".join(json.dumps(r) for r in (llama_old, llama_4k, *mamba)))
+    found = table.points(tmp_path)
+    assert table.crossover_rows(found)[2] == "| llama3.2-1b | mamba2-780m | no crossover up to 32K |"
+    pdl = [
+        row.split(" | ")[9] for row in table.point_rows(found)[2:] if row.startswith("| llama3.2-1b | 32K |")
+    ]
+    assert sorted(pdl) == ["-", "on"]
+
+
 def test_the_curves_script_refuses_a_package_stamped_with_another_revision(tmp_path: Path) -> None:
     """Records once named the device copy's stale git revision: the package had been installed before
     the revision was set. The script now stops before measuring anything."""
