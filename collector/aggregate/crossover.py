@@ -85,8 +85,9 @@ def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> li
     for transformer, other in pairs:
         a = dict((length, s.median) for length, s in curve(points, transformer, metric))
         b = dict((length, s.median) for length, s in curve(points, other, metric))
-        common = sorted(set(a) & set(b))
-        if len(common) < 2 or any(b[length] <= 0 for length in common):
+        # a ratio is defined where both medians are positive; a device may send any finite number
+        common = sorted(length for length in set(a) & set(b) if a[length] > 0 and b[length] > 0)
+        if len(common) < 2:
             continue
         ratios = [a[length] / b[length] for length in common]
         found.append(

@@ -167,17 +167,16 @@ def assumptions(source: DeviceRates, target: DeviceRates, points: list[SourcePoi
 
 
 def measured_points(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, float]]:
-    """The device's own medians per (model, phase) and length, from non-calibration results."""
+    """The device's own medians per (model, phase) and length, from non-calibration results; a median
+    that is not positive is no latency to compare a prediction with, and is left out."""
     out: dict[tuple[str, str], dict[int, float]] = {}
     for r in records:
         if r["kind"] != "result" or r.get("family") == CALIBRATION_FAMILY or r.get("outcome") != "ok":
             continue
         for phase, metric in METRIC_OF_PHASE.items():
             m = (r.get("metrics") or {}).get(metric)
-            if m:
-                out.setdefault((r["model"], phase), {})[int(r["context_len"])] = statistics.median(
-                    m["samples"]
-                )
+            if m and (value := statistics.median(m["samples"])) > 0:
+                out.setdefault((r["model"], phase), {})[int(r["context_len"])] = value
     return out
 
 

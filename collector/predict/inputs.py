@@ -130,20 +130,33 @@ def rates_from_calibration(
         name = info.get("name")
         out.reference = out.reference or bool(info.get("reference"))
         if name == "launch_floor":
-            out.launch_floor_ms = statistics.median(metrics["calibration_time"]["samples"])
+            out.launch_floor_ms = _positive(out.device, name, metrics["calibration_time"])
         elif name == "host_per_op":
-            out.host_per_op_ms = statistics.median(metrics["calibration_time"]["samples"])
+            out.host_per_op_ms = _positive(out.device, name, metrics["calibration_time"])
         elif "calibration_rate" in metrics:
             family = str(info.get("family"))
             rate = metrics["calibration_rate"]
             samples = rate["samples"]
             out.rates[family] = Rate(
-                statistics.median(samples),
+                _positive(out.device, str(name), rate),
                 rate["unit"],
                 "measured",
                 f"{name}: median of {len(samples)} ({min(samples):.4g}..{max(samples):.4g})",
             )
     return out
+
+
+def _positive(device: str, name: str, metric: Mapping[str, Any]) -> float:
+    """A calibration figure's median, which every prediction divides by or scales with: one that is not
+    positive (a broken benchmark, or a device sending any finite number) stops the prediction with a
+    reason instead of dividing by zero or predicting negative times."""
+    value = float(statistics.median(metric["samples"]))
+    if not value > 0:
+        raise PredictionInputError(
+            f"{device}'s calibration gave {name} = {value:g} {metric.get('unit', '')}, not a positive figure;"
+            " run `ctxscope agent calibrate` on it again"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -170,9 +183,18 @@ class SourcePoint:
         return sum(c.time_ms for c in self.classes.values())
 
 
+def _plausible(latency_samples: list[float], classes: Mapping[str, Mapping[str, Any]]) -> bool:
+    """A profile to scale from: a positive timed latency, kernel time and counts not negative, some
+    kernel time in all (interpolation between lengths takes logarithms of what comes of it)."""
+    times = [float(v["time_ms"]) for v in classes.values()]
+    kernels = [float(v["kernels"]) for v in classes.values()]
+    return statistics.median(latency_samples) > 0 and min(times) >= 0 and min(kernels) >= 0 and sum(times) > 0
+
+
 def source_points(records: Iterable[Mapping[str, Any]]) -> list[SourcePoint]:
     """Profiled points (results with `details.operators` and a timed latency), one per model, phase,
-    runtime and length; a later record of the same point replaces an earlier one."""
+    runtime and length; a later record of the same point replaces an earlier one. A point whose profile
+    is not plausible (`_plausible`) is left out."""
     found: dict[tuple[str, str, str, int], SourcePoint] = {}
     for r in records:
         if r.get("kind") != "result" or r.get("outcome") != "ok":
@@ -183,6 +205,8 @@ def source_points(records: Iterable[Mapping[str, Any]]) -> list[SourcePoint]:
             if latency is None or not ops.get("classes"):
                 continue
             passes = max(1, int(ops.get("passes", 1)))
+            if not _plausible(latency["samples"], ops["classes"]):
+                continue
             implementation = r.get("implementation", {})
             runtime = str(implementation.get("runtime", "unknown"))
             point = SourcePoint(

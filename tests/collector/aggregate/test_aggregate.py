@@ -126,6 +126,26 @@ def test_crossovers_pair_transformer_with_ssm_on_one_device(result_factory):
     assert [c.length_tokens for c in found[0].crossings] == pytest.approx([8192])
 
 
+def test_a_non_positive_median_is_left_out_of_the_ratios(result_factory):
+    """A device may send any finite number: a TTFT of -5 ms at one length once made the log-log
+    interpolation raise (math domain error), and with it the device's page."""
+    rows = []
+    for n, t_ms, s_ms in [(1024, -5, 10), (4096, 0, 15), (8192, 10, 20), (32768, 100, 40)]:
+        rows.append(
+            result_factory(
+                model="qwen", family="transformer", context_len=n, metrics={"ttft": ("ms", [t_ms])}
+            )
+        )
+        rows.append(
+            result_factory(model="mamba2", family="ssm", context_len=n, metrics={"ttft": ("ms", [s_ms])})
+        )
+    (found,) = crossovers(aggregate_points(rows))
+    assert found.lengths_tokens == [8192, 32768]
+    assert found.ratios == pytest.approx([0.5, 2.5])
+    assert len(found.crossings) == 1 and 8192 < found.crossings[0].length_tokens < 32768
+    assert characterize(rows)["crossovers"][0]["lengths_tokens"] == [8192, 32768]
+
+
 def test_quadratic_fit_recovers_coefficients_and_limit():
     a, b, c = 500.0, 0.02, 1e-6
     lengths = [1024, 8192, 32768, 65536, 131072]

@@ -14,6 +14,7 @@ from ctxscope.collector.predict.inputs import (
     SourcePoint,
     rates_from_calibration,
     rates_from_peaks,
+    source_points,
 )
 from ctxscope.collector.predict.model import (
     BAND_ASSUMED,
@@ -180,3 +181,50 @@ def test_calibration_records_override_peaks() -> None:
     assert r.rates["stream"].status == "assumed" and r.launch_floor_ms == 0.004 and r.calibrated
     with pytest.raises(PredictionInputError):
         rates_from_calibration(records[1:])
+
+
+def _profile(length: int, latency: list[float], classes: dict[str, tuple[float, float]]) -> dict[str, object]:
+    return {
+        "kind": "result",
+        "outcome": "ok",
+        "model": "m",
+        "context_len": length,
+        "implementation": {"runtime": "transformers"},
+        "metrics": {"profile_prefill_latency": {"unit": "ms", "method": "x", "samples": latency}},
+        "details": {
+            "operators": {
+                "prefill": {
+                    "passes": 1,
+                    "classes": {c: {"time_ms": t, "kernels": k} for c, (t, k) in classes.items()},
+                }
+            }
+        },
+    }
+
+
+def test_a_profile_that_is_not_plausible_is_no_source_point() -> None:
+    """Source profiles come from a fleet device too: a non-positive latency, negative kernel time or
+    count, or no kernel time at all would scale into zero or negative predictions (and logarithms of
+    them between lengths)."""
+    records = [
+        _profile(1024, [10.0], {"gemm": (6.0, 10), "elementwise": (3.0, 100)}),
+        _profile(2048, [0.0], {"gemm": (6.0, 10)}),
+        _profile(4096, [10.0], {"gemm": (-6.0, 10), "elementwise": (30.0, 100)}),
+        _profile(8192, [10.0], {"gemm": (6.0, -1)}),
+        _profile(16384, [10.0], {"gemm": (0.0, 10)}),
+    ]
+    assert [p.context_len for p in source_points(records)] == [1024]
+
+
+def test_a_calibration_figure_that_is_not_positive_stops_the_prediction_with_a_reason() -> None:
+    started = {"kind": "run_started", "run_id": "c1", "ts": 1, "device": "t", "plan": {"calibrate": {}}}
+    for name, metric in (("gemm", "calibration_rate"), ("launch_floor", "calibration_time")):
+        result = {
+            "kind": "result",
+            "run_id": "c1",
+            "outcome": "ok",
+            "details": {"calibration": {"name": name, "family": name}},
+            "metrics": {metric: {"unit": "TFLOP/s", "method": "x", "samples": [0.0, -1.0, 0.0]}},
+        }
+        with pytest.raises(PredictionInputError, match=f"{name} = 0 TFLOP/s, not a positive figure"):
+            rates_from_calibration([started, result])

@@ -17,7 +17,7 @@ import pytest
 
 from ctxscope.agent.calibrate.run import calibrate_run
 from ctxscope.agent.records import MemorySink
-from ctxscope.shared.messages import MESSAGE_ADAPTER, Message, RunStarted
+from ctxscope.shared.messages import MESSAGE_ADAPTER, Message, PointResult, RunStarted
 
 REPO = Path(__file__).resolve().parents[3]
 SOURCE_MODELS = {"qwen2.5-0.5b", "mamba2-130m"}
@@ -76,6 +76,32 @@ def test_prediction_json_marks_assumed_and_measured(served: Any, fleet: None) ->
     assert {"predicted-ttft", "predicted-classes"} <= set(view["figures"])
     missing = httpx.get(f"{served.url}/api/devices/h200/prediction", timeout=30).json()
     assert missing == {"device": "h200", "available": False, "reason": missing["reason"]}
+
+
+def test_figures_that_are_not_positive_give_a_reason_or_are_left_out(
+    served: Any, simfleet: Any, feeder: Any, calibration: list[Message], result_factory: Any
+) -> None:
+    """A device may send any finite number: a measured TTFT of 0 ms divided the comparison's error by
+    zero, and a calibration rate of 0 the prediction's scale factor (both a server error)."""
+    h200, nano = simfleet.SimDevice("h200"), simfleet.SimDevice(TARGET)
+    feeder([h200.meta(141 * 2**30), nano.meta(8 * 2**30)])
+    feeder(source_records())
+    feeder(calibration)
+    feeder([result_factory(device=TARGET, context_len=4096, metrics={"ttft": ("ms", [0.0])})])
+    feeder([result_factory(device=TARGET, context_len=16384, metrics={"ttft": ("ms", [900.0])})])
+    view = httpx.get(f"{served.url}/api/devices/{TARGET}/prediction", timeout=30).json()
+    qwen = next(c for c in view["curves"] if c["model"] == "qwen2.5-0.5b" and c["phase"] == "prefill")
+    assert [row["context_len"] for row in qwen["comparison"]] == [16384]
+    later = []  # the same calibration run again, later, with every rate 0
+    for r in calibration:
+        update: dict[str, Any] = {"run_id": "later", "seq": r.seq + 10_000, "ts": r.ts + 1}
+        if isinstance(r, PointResult) and "calibration_rate" in r.metrics:
+            rate = r.metrics["calibration_rate"]
+            update["metrics"] = {**r.metrics, "calibration_rate": rate.model_copy(update={"samples": [0.0]})}
+        later.append(r.model_copy(update=update))
+    feeder(later)
+    view = httpx.get(f"{served.url}/api/devices/{TARGET}/prediction", timeout=30).json()
+    assert view["available"] is False and "not a positive figure" in view["reason"], view
 
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
