@@ -70,6 +70,15 @@ def crossings(lengths: Sequence[int], ratios: Sequence[float]) -> list[Crossing]
     return found
 
 
+def _ratio(a: float, b: float) -> float | None:
+    """a / b where its logarithm exists: both positive and the quotient neither 0 nor infinite (a device
+    may send any finite number, 1e-320 and 1e300 included)."""
+    if not (a > 0 and b > 0):
+        return None
+    ratio = a / b
+    return ratio if 0 < ratio < math.inf else None
+
+
 def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> list[Crossover]:
     """Every Transformer x SSM/hybrid pair of series on the same device and logits mode."""
     points = list(aggregates)
@@ -85,8 +94,7 @@ def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> li
     for transformer, other in pairs:
         a = dict((length, s.median) for length, s in curve(points, transformer, metric))
         b = dict((length, s.median) for length, s in curve(points, other, metric))
-        # a ratio is defined where both medians are positive; a device may send any finite number
-        common = sorted(length for length in set(a) & set(b) if a[length] > 0 and b[length] > 0)
+        common = [length for length in sorted(set(a) & set(b)) if _ratio(a[length], b[length]) is not None]
         if len(common) < 2:
             continue
         ratios = [a[length] / b[length] for length in common]

@@ -57,7 +57,8 @@ class QuadraticFit:
 
 
 def fit_quadratic(lengths: Sequence[int], values: Sequence[float], unit: str) -> QuadraticFit | None:
-    """Fit a + bL + cL^2 by least squares; needs three distinct lengths, else None."""
+    """Fit a + bL + cL^2 by least squares; needs three distinct lengths, else None. None too where the
+    values are so large that the fit overflows (a device may send any finite number)."""
     if len(set(lengths)) < 3:
         return None
     x = np.asarray(lengths, dtype=np.float64)
@@ -65,14 +66,18 @@ def fit_quadratic(lengths: Sequence[int], values: Sequence[float], unit: str) ->
     # Scale L so the design matrix stays well conditioned at 10^5..10^6 tokens.
     scale = float(x.max())
     design = np.stack([np.ones_like(x), x / scale, (x / scale) ** 2], axis=1)
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    residual = y - design @ coef
+    with np.errstate(over="ignore", invalid="ignore"):
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        residual = y - design @ coef
+        rms = np.sqrt(np.mean(residual**2))
+    if not (np.all(np.isfinite(coef)) and np.isfinite(rms)):
+        return None
     return QuadraticFit(
         a=float(coef[0]),
         b=float(coef[1] / scale),
         c=float(coef[2] / scale**2),
         unit=unit,
-        rms_residual=float(np.sqrt(np.mean(residual**2))),
+        rms_residual=float(rms),
         n_points=int(x.size),
         min_length_tokens=int(x.min()),
         max_length_tokens=int(x.max()),

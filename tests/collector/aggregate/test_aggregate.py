@@ -127,10 +127,12 @@ def test_crossovers_pair_transformer_with_ssm_on_one_device(result_factory):
 
 
 def test_a_non_positive_median_is_left_out_of_the_ratios(result_factory):
-    """A device may send any finite number: a TTFT of -5 ms at one length once made the log-log
-    interpolation raise (math domain error), and with it the device's page."""
+    """A device may send any finite number: a TTFT of -5 ms at one length, or two whose quotient
+    underflows to 0, once made the log-log interpolation raise (math domain error), and with it the
+    device's page and the report."""
     rows = []
-    for n, t_ms, s_ms in [(1024, -5, 10), (4096, 0, 15), (8192, 10, 20), (32768, 100, 40)]:
+    lengths = [(512, 5e-324, 1e300), (1024, -5, 10), (2048, 1e300, 1e-300), (4096, 0, 15)]
+    for n, t_ms, s_ms in [*lengths, (8192, 10, 20), (32768, 100, 40)]:
         rows.append(
             result_factory(
                 model="qwen", family="transformer", context_len=n, metrics={"ttft": ("ms", [t_ms])}
@@ -158,6 +160,11 @@ def test_quadratic_fit_recovers_coefficients_and_limit():
     assert fit.length_at(capacity) == pytest.approx(expected)
     assert fit(expected) == pytest.approx(capacity)
     assert fit_quadratic([1, 2], [1, 2], "MiB") is None
+
+
+def test_a_fit_that_overflows_is_no_fit():
+    assert fit_quadratic([1024, 4096, 16384], [1e300, -1e300, 1e300], "ms") is None
+    assert fit_quadratic([1024, 4096, 16384], [1.0, 2.0, 3.0], "ms") is not None
 
 
 def test_linear_fit_limit_and_unreachable_capacity():
