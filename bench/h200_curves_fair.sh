@@ -7,8 +7,8 @@
 #   bash bench/h200_curves_fair.sh "qwen2.5-0.5b@4096,65536:150"          # model@lengths:seconds
 # LENGTHS="4096 32768" cuts every model's lengths; model@... cuts one model's. Each model's records and
 # stderr come back as one archive, curves-<model>.tgz (the device returns at most eight files).
-# The revision in command.txt is $CTXSCOPE_GIT_REVISION where set (the device's copy of the tree may
-# carry older git metadata), else the checkout's HEAD.
+# CTXSCOPE_GIT_REVISION must be set (the device's copy of the tree may carry older git metadata): the
+# installed package must be stamped with it, and command.txt names it.
 set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
 # mamba_ssm's Triton kernels autotune in every fresh process; keep the choices on disk between them
@@ -17,13 +17,17 @@ repo=$PWD
 cd /tmp || exit 1
 # The records name the revision the installed package was stamped with at build time: install with
 # CTXSCOPE_GIT_REVISION already set, or they name the device copy's git metadata, which may be older.
+if [ -z "${CTXSCOPE_GIT_REVISION:-}" ]; then
+  echo "set CTXSCOPE_GIT_REVISION to the commit of this tree before installing the package and running this" >&2
+  exit 2
+fi
 stamped=$(python3 -c 'from ctxscope.agent.engine.manifest import build_revision as b; print(b().get("git_revision", ""))')
-if [ -n "${CTXSCOPE_GIT_REVISION:-}" ] && [ "$stamped" != "$CTXSCOPE_GIT_REVISION" ]; then
+if [ "$stamped" != "$CTXSCOPE_GIT_REVISION" ]; then
   echo "the installed package is stamped ${stamped:-with no revision}, not $CTXSCOPE_GIT_REVISION: reinstall it with CTXSCOPE_GIT_REVISION set" >&2
   exit 2
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
-echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }bash bench/h200_curves_fair.sh \"$1\"  # ${CTXSCOPE_GIT_REVISION:-$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo 'revision unknown')}" >>"$OUT/command.txt"
+echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }bash bench/h200_curves_fair.sh \"$1\"  # $CTXSCOPE_GIT_REVISION" >>"$OUT/command.txt"
 for entry in $1; do
   model=${entry%%:*} limit=${entry##*:} lengths=${LENGTHS:-}
   if [[ $model == *@* ]]; then lengths=${model#*@} lengths=${lengths//,/ } model=${model%%@*}; fi

@@ -126,6 +126,19 @@ def test_curves_table_crosses_over_on_the_newest_point_at_a_length(tmp_path: Pat
     assert sorted(pdl) == ["-", "on"]
 
 
+def test_the_curves_script_refuses_to_run_without_a_revision(tmp_path: Path) -> None:
+    """Without CTXSCOPE_GIT_REVISION the check above was skipped, and records named the device copy's
+    stale revision again; the script now asks for it before measuring anything."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "h200_curves_fair.sh"
+    env = {k: v for k, v in os.environ.items() if k != "CTXSCOPE_GIT_REVISION"}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OUT=str(tmp_path))
+    done = subprocess.run(
+        ["bash", str(script), "qwen2.5-0.5b@4096:10"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "set CTXSCOPE_GIT_REVISION" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_curves_script_refuses_a_package_stamped_with_another_revision(tmp_path: Path) -> None:
     """Records once named the device copy's stale git revision: the package had been installed before
     the revision was set. The script now stops before measuring anything."""
