@@ -53,12 +53,17 @@ def device_rates(device: str, records: list[dict[str, Any]]) -> DeviceRates:
     peak table entry that its manifests name or match, all assumed."""
     runs = [r for r in records if r["kind"] == "run_started"]
     key: str | None = None
-    for run in runs:
+    for run in runs:  # manifests are free-form on the wire: a field of another type is absent here
         manifest = run.get("manifest") or {}
-        key = key or manifest.get("device_peaks")
-        description = manifest.get("device_description") or (manifest.get("gpu") or {}).get("name")
-        if not key and description:
-            key = peaks_key_for(str(description))
+        named = manifest.get("device_peaks")
+        if not key and isinstance(named, str) and named in peak_table():
+            key = named
+        gpu = manifest.get("gpu")
+        description = manifest.get("device_description") or (
+            gpu.get("name") if isinstance(gpu, dict) else None
+        )
+        if not key and isinstance(description, str):
+            key = peaks_key_for(description)
     if any("calibrate" in r["plan"] for r in runs):
         return rates_from_calibration(records, fallback=key)
     if key is None:
@@ -84,7 +89,8 @@ def decode_on_graph(records: list[dict[str, Any]]) -> tuple[bool, str, str]:
         return "graph" in path, "measured", f"the decode path of the device's newest decode point: {path}"
     calibrations = [r for r in records if r["kind"] == "run_started" and "calibrate" in r["plan"]]
     if calibrations:
-        device = str(max(calibrations, key=lambda r: r.get("ts") or 0)["plan"]["calibrate"].get("device"))
+        spec = max(calibrations, key=lambda r: r.get("ts") or 0)["plan"]["calibrate"]
+        device = str(spec.get("device")) if isinstance(spec, dict) else "unknown"
         on_gpu = device.startswith("cuda")
         how = f"the agent's default decode on the calibrated device ({device})"
         return on_gpu, "assumed", how

@@ -8,7 +8,9 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 Status = Literal["measured", "assumed"]
 
@@ -121,29 +123,76 @@ def rates_from_calibration(
     run = max(runs, key=lambda r: r.get("ts", 0))
     base = rates_from_peaks(fallback) if fallback else DeviceRates(device=str(run.get("device")))
     out = DeviceRates(device=str(run.get("device")), rates=dict(base.rates), peaks=dict(base.peaks))
-    out.operating_point = dict(run.get("manifest", {}).get("operating_point", {}))
+    operating_point = (run.get("manifest") or {}).get("operating_point")
+    out.operating_point = dict(operating_point) if isinstance(operating_point, dict) else {}
     for r in records:
         if r.get("kind") != "result" or r.get("run_id") != run["run_id"] or r.get("outcome") != "ok":
             continue
-        info = r.get("details", {}).get("calibration", {})
+        info = _shaped(_CALIBRATION, (r.get("details") or {}).get("calibration"))
+        if info is None:  # free-form on the wire: a result of another shape is no calibration figure
+            continue
         metrics = r.get("metrics", {})
-        name = info.get("name")
-        out.reference = out.reference or bool(info.get("reference"))
-        if name == "launch_floor":
-            out.launch_floor_ms = _positive(out.device, name, metrics["calibration_time"])
-        elif name == "host_per_op":
-            out.host_per_op_ms = _positive(out.device, name, metrics["calibration_time"])
+        name = info.name
+        out.reference = out.reference or info.reference
+        if name in ("launch_floor", "host_per_op") and "calibration_time" in metrics:
+            value = _positive(out.device, name, metrics["calibration_time"])
+            if name == "launch_floor":
+                out.launch_floor_ms = value
+            else:
+                out.host_per_op_ms = value
         elif "calibration_rate" in metrics:
-            family = str(info.get("family"))
+            family = info.family
             rate = metrics["calibration_rate"]
             samples = rate["samples"]
             out.rates[family] = Rate(
-                _positive(out.device, str(name), rate),
+                _positive(out.device, name, rate),
                 rate["unit"],
                 "measured",
                 f"{name}: median of {len(samples)} ({min(samples):.4g}..{max(samples):.4g})",
             )
     return out
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+_T = TypeVar("_T")
+
+
+class _CalibrationFigure(BaseModel):
+    """A calibration result's `details.calibration`."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    family: str = ""
+    reference: bool = False
+
+
+class _ClassFigures(BaseModel):
+    """One operator class of a profiled phase: device time and kernel count over all passes."""
+
+    model_config = ConfigDict(extra="ignore")
+    time_ms: Finite
+    kernels: Finite
+
+
+class _PhaseOperators(BaseModel):
+    """One phase of a profile result's `details.operators`, as `ctxscope agent profile` writes it."""
+
+    model_config = ConfigDict(extra="ignore")
+    passes: int = 1
+    classes: dict[str, _ClassFigures]
+
+
+_CALIBRATION = TypeAdapter(_CalibrationFigure)
+_OPERATORS = TypeAdapter(dict[str, _PhaseOperators])
+
+
+def _shaped(adapter: TypeAdapter[_T], value: Any) -> _T | None:
+    """`value`, a free-form part of a record (a device may send any shape), as `adapter`'s type, or
+    None where it has another shape."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
 
 
 def _positive(device: str, name: str, metric: Mapping[str, Any]) -> float:
@@ -183,29 +232,29 @@ class SourcePoint:
         return sum(c.time_ms for c in self.classes.values())
 
 
-def _plausible(latency_samples: list[float], classes: Mapping[str, Mapping[str, Any]]) -> bool:
+def _plausible(latency_samples: list[float], classes: Mapping[str, _ClassFigures]) -> bool:
     """A profile to scale from: a positive timed latency, kernel time and counts not negative, some
     kernel time in all (interpolation between lengths takes logarithms of what comes of it)."""
-    times = [float(v["time_ms"]) for v in classes.values()]
-    kernels = [float(v["kernels"]) for v in classes.values()]
+    times = [v.time_ms for v in classes.values()]
+    kernels = [v.kernels for v in classes.values()]
     return statistics.median(latency_samples) > 0 and min(times) >= 0 and min(kernels) >= 0 and sum(times) > 0
 
 
 def source_points(records: Iterable[Mapping[str, Any]]) -> list[SourcePoint]:
     """Profiled points (results with `details.operators` and a timed latency), one per model, phase,
-    runtime and length; a later record of the same point replaces an earlier one. A point whose profile
-    is not plausible (`_plausible`) is left out."""
+    runtime and length; a later record of the same point replaces an earlier one. A record whose
+    operators have another shape, or a point whose profile is not plausible (`_plausible`), is left out."""
     found: dict[tuple[str, str, str, int], SourcePoint] = {}
     for r in records:
         if r.get("kind") != "result" or r.get("outcome") != "ok":
             continue
-        operators = r.get("details", {}).get("operators", {})
+        operators = _shaped(_OPERATORS, (r.get("details") or {}).get("operators") or {}) or {}
         for phase, ops in operators.items():
             latency = r.get("metrics", {}).get(f"profile_{phase}_latency")
-            if latency is None or not ops.get("classes"):
+            if latency is None or not ops.classes:
                 continue
-            passes = max(1, int(ops.get("passes", 1)))
-            if not _plausible(latency["samples"], ops["classes"]):
+            passes = max(1, ops.passes)
+            if not _plausible(latency["samples"], ops.classes):
                 continue
             implementation = r.get("implementation", {})
             runtime = str(implementation.get("runtime", "unknown"))
@@ -216,8 +265,7 @@ def source_points(records: Iterable[Mapping[str, Any]]) -> list[SourcePoint]:
                 runtime=runtime,
                 scan=scan_family(r["model"], implementation),
                 classes={
-                    cls: ClassTime(float(v["time_ms"]) / passes, float(v["kernels"]) / passes)
-                    for cls, v in ops["classes"].items()
+                    cls: ClassTime(v.time_ms / passes, v.kernels / passes) for cls, v in ops.classes.items()
                 },
                 latency_ms=statistics.median(latency["samples"]),
                 logits=str(r.get("logits", "last")),

@@ -104,6 +104,46 @@ def test_figures_that_are_not_positive_give_a_reason_or_are_left_out(
     assert view["available"] is False and "not a positive figure" in view["reason"], view
 
 
+# free-form parts of records (`details`, `manifest`, `plan`) in shapes the agent never writes
+OTHER_SHAPES = [
+    ("x", {"device_peaks": 5}, {"calibrate": "x"}),
+    ({"prefill": "x"}, {"device_peaks": "no such card"}, {"calibrate": None}),
+    ({"prefill": {"classes": "x"}}, {"gpu": "x"}, {"calibrate": ["cuda"]}),
+    ({"prefill": {"classes": {"gemm": {"time_ms": None, "kernels": 1}}}}, {"gpu": {"name": 5}}, {}),
+    (
+        {"prefill": {"passes": "x", "classes": {"gemm": {"time_ms": 1.0, "kernels": 1}}}},
+        {"operating_point": "x"},
+        {},
+    ),
+    ({"prefill": {"classes": {"gemm": {"kernels": 1}}}}, {"device_description": ["x"]}, {}),
+]
+
+
+@pytest.mark.parametrize(("operators", "manifest", "plan"), OTHER_SHAPES)
+def test_free_form_parts_of_another_shape_are_left_out(
+    served: Any, simfleet: Any, feeder: Any, result_factory: Any, operators: Any, manifest: Any, plan: Any
+) -> None:
+    """A profile whose `details.operators` had another shape made every prediction from its device a
+    server error ('str' object has no attribute 'items'), as did a manifest's `gpu` or `device_peaks`
+    and a calibration plan of another shape on the target."""
+    h200, nano = simfleet.SimDevice("h200"), simfleet.SimDevice(TARGET)
+    feeder([h200.meta(141 * 2**30), nano.meta(8 * 2**30)])
+    feeder(source_records())
+    latency = {"profile_prefill_latency": ("ms", [5.0])}
+    feeder(
+        [result_factory(device="h200", context_len=2048, metrics=latency, details={"operators": operators})]
+    )
+    known = nano.run_started("known", 1).model_copy(
+        update={"manifest": {"device_peaks": "jetson-orin-nano-8gb"}}
+    )
+    other = nano.run_started("other", 1).model_copy(update={"manifest": manifest, "plan": plan})
+    feeder([known, other])
+    view = httpx.get(f"{served.url}/api/devices/{TARGET}/prediction", timeout=30).json()
+    assert view["available"] is True and view["source_device"] == "h200"
+    qwen = next(c for c in view["curves"] if c["model"] == "qwen2.5-0.5b" and c["phase"] == "prefill")
+    assert 2048 not in [p["context_len"] for p in qwen["points"]]
+
+
 playwright_sync = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium")
 LEGEND = "() => [...document.querySelectorAll('#chart-predicted-ttft .legendtext')].map(t => t.textContent)"
