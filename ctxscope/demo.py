@@ -4,10 +4,10 @@ Needs no GPU, broker or database server: it starts its own mosquitto (or the emb
 free loopback port, or uses the broker named with --broker (starting one there if none answers);
 stores into SQLite; starts `ctxscope agent serve` as a child process; sends it the demo plan
 through the collector, as a user would from the dashboard; and shows devices, the run's progress
-and results as they arrive. Ctrl-C (or `--duration`) stops the agent first, which publishes
-`offline` and flushes its spool, then lets the collector drain, then stops the collector and the
-broker it started: nothing is lost, and the summary proves it from the agent's spool and the
-collector's store.
+and results as they arrive. Ctrl-C (or `--duration`) stops the agent first, which finishes its current
+point, publishes `offline` and flushes its spool (a second Ctrl-C stops it at once, its current point
+lost), then lets the collector drain, then stops the collector and the broker it started: nothing
+recorded is lost, and the summary proves it from the agent's spool and the collector's store.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,9 @@ from ctxscope.compat import tomllib
 from ctxscope.paths import state_dir
 
 DEMO_DEVICE = "demo-local"
+# How long a stopped agent may take to finish its current point (a point of the demo plan takes ~15 s
+# on two idle CPU cores, several times that while other work shares them); a second Ctrl-C cuts it short.
+AGENT_STOP_GRACE_S = 300.0
 
 
 class Stop(Exception):
@@ -193,9 +197,9 @@ def demo(
         except Stop as stop:
             stopped_by = str(stop)
     finally:
-        for signum in stop_signals:  # a second signal must not cut the clean-up short
+        for signum in stop_signals:  # a second signal must not cut the clean-up short...
             signal.signal(signum, signal.SIG_IGN)
-        exit_code = _stop_agent(agent)
+        exit_code = _stop_agent(agent, console)  # ...but may the agent's current point
         agent_log.close()
         spool = Spool(spool_path, DEMO_DEVICE)
         stream, sent, left = spool.stream, spool.high_water_seq(), spool.backlog()
@@ -275,12 +279,27 @@ def _result_line(row: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _stop_agent(agent: subprocess.Popen[bytes]) -> int:
-    """SIGTERM: the agent finishes its current point, publishes offline and flushes its spool."""
-    if agent.poll() is None:
+def _stop_agent(agent: subprocess.Popen[bytes], console: Console, grace_s: float = AGENT_STOP_GRACE_S) -> int:
+    """SIGTERM: the agent finishes its current point, publishes offline and flushes its spool, within
+    `grace_s`. A second Ctrl-C (or SIGTERM) meanwhile kills it at once: the point in progress is lost,
+    everything it recorded stays in its spool for the next start. Call from the main thread."""
+    if agent.poll() is not None:
+        return agent.wait()
+    hurry = threading.Event()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda *_: hurry.set()) for signum in stop_signals}
+    try:
         agent.send_signal(signal.SIGTERM)
-        try:
-            return agent.wait(timeout=90)
-        except subprocess.TimeoutExpired:
+        console.print(
+            f"stopping the agent: it finishes its current point first (up to {grace_s:.0f} s); "
+            "Ctrl-C again stops it at once"
+        )
+        deadline = time.monotonic() + grace_s
+        while agent.poll() is None and not hurry.is_set() and time.monotonic() < deadline:
+            hurry.wait(0.2)
+        if agent.poll() is None:
             agent.kill()
-    return agent.wait()
+        return agent.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

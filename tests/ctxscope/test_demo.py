@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from ctxscope.broker import free_port
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.store import Store, open_store
+from ctxscope.demo import AGENT_STOP_GRACE_S, _stop_agent
 
 DEMO = [sys.executable, "-c", "from ctxscope.cli import main; main()", "demo"]
 POINTS = 8  # demo_plan.toml: 2 models x 4 context lengths
@@ -127,7 +130,7 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
         if line.startswith("result ") or time.monotonic() > deadline:
             break
     demo.send_signal(signal.SIGINT)
-    rest, _ = demo.communicate(timeout=180)
+    rest, _ = demo.communicate(timeout=AGENT_STOP_GRACE_S + 120)
     output = "".join(lines) + rest
     assert demo.returncode == 0, output
     assert "stopped (Ctrl-C)" in output
@@ -188,3 +191,43 @@ def test_demo_on_a_machine_without_mosquitto_uses_the_embedded_broker(
     assert "stopped (run finished)" in result.output
     summary = _summary(result.output)
     assert summary["lost"] == 0 and summary["gaps"] == 0 and summary["held"] > POINTS
+
+
+SLOW_TO_STOP = (
+    "import signal, time; signal.signal(signal.SIGTERM, lambda *_: None); "
+    "print('up', flush=True); time.sleep(120)"
+)
+
+
+def _slow_agent() -> subprocess.Popen[bytes]:
+    """A child that takes SIGTERM but goes on, as an agent in the middle of a long point does."""
+    child = subprocess.Popen([sys.executable, "-c", SLOW_TO_STOP], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"up\n"
+    return child
+
+
+def test_a_second_ctrl_c_stops_the_agent_at_once() -> None:
+    """A point on a loaded 2-core machine outlasted the demo's wait (90 s then): the agent was killed and
+    the demo failed. The wait is longer now, and a second Ctrl-C cuts it short."""
+    from rich.console import Console
+
+    child = _slow_agent()
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    assert _stop_agent(child, Console(quiet=True), grace_s=60.0) == -signal.SIGKILL
+    assert time.monotonic() - started < 10
+
+
+def test_an_agent_that_stops_in_its_grace_is_not_killed() -> None:
+    from rich.console import Console
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdout.readline() == b"up\n"
+    assert _stop_agent(child, Console(quiet=True), grace_s=60.0) == -signal.SIGTERM
+    slow = _slow_agent()
+    started = time.monotonic()
+    assert _stop_agent(slow, Console(quiet=True), grace_s=1.0) == -signal.SIGKILL  # past its grace
+    assert 1.0 <= time.monotonic() - started < 10
