@@ -100,7 +100,8 @@ def point_rows(found: list[dict[str, Any]]) -> list[str]:
 
 
 def _dependent_launch(implementation: dict[str, Any]) -> str:
-    """ "on", "off" or "-" (the record predates the key, or the step was not compiled)."""
+    """Whether the step launched dependently: on, off, or "-" where the record predates the key or the
+    step was not compiled."""
     how = implementation.get("decode_dependent_launch")
     if not how:
         return "-"

@@ -3,6 +3,7 @@ device's rates per kernel family (from its calibration records, or assumed from 
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections.abc import Iterable, Mapping
@@ -88,7 +89,9 @@ def family_of(cls: str, scan: str) -> str:
     return scan if cls == "ssm_scan" else CLASS_FAMILY.get(cls, "stream")
 
 
+@functools.cache
 def peak_table() -> dict[str, dict[str, Any]]:
+    """The packaged peak table (read once; callers only read it)."""
     text = resources.files("ctxscope.agent.profiling").joinpath("peaks.json").read_text()
     devices: dict[str, dict[str, Any]] = json.loads(text)["devices"]
     return devices
