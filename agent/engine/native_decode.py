@@ -11,11 +11,19 @@ from typing import Any
 import torch
 
 from ctxscope.agent.engine.decoding import Decoder, LogitsMode, PrefillOutput, keep_count
-from ctxscope.agent.engine.graphed import GraphedDecoder
+from ctxscope.agent.engine.graphed import PDL_LABEL, GraphedDecoder
 from ctxscope.agent.engine.loop import Timer
 
 # A timed choice between decode paths: blocks of steps per candidate, the median block decides.
 CHOICE_BLOCKS, CHOICE_STEPS = 3, 16
+# Why the compiled step of a native model runs without programmatic dependent launch where the device
+# has it (`implementation.decode_dependent_launch`): dependent launch speeds some steps and slows others.
+# On one H100 at 16K, Mamba2-780m's compiled step took 1.598 ms with it and 1.558-1.563 ms without, in
+# two pairs of fresh processes (results/engine/decode-tuning/h100/pdl-native/), so both are timed.
+PDL_SLOWER_LABEL = (
+    "each kernel starts once the one before it has ended (timed faster here than the same step with "
+    "programmatic dependent launch)"
+)
 
 
 def native_prefill(module: torch.nn.Module, ids: torch.Tensor, mode: LogitsMode) -> PrefillOutput:
@@ -159,13 +167,22 @@ def faster_decoder(candidates: list[Any], blocks: int = CHOICE_BLOCKS, steps: in
         times.append(per_step[len(per_step) // 2])
         decoder.rewind()
     best = candidates[times.index(min(times))]
-    timings = ", ".join(f"{d.path} {ns / 1e6:.4g} ms" for d, ns in zip(candidates, times, strict=True))
+    timed = zip(candidates, times, strict=True)
+    timings = ", ".join(f"{_choice_label(d)} {ns / 1e6:.4g} ms" for d, ns in timed)
     chosen = (
-        f"{best.path} chosen as the faster step on this device ({timings} per step, median of {blocks} "
-        f"blocks of {steps} steps)"
+        f"{_choice_label(best)} chosen as the faster step on this device ({timings} per step, median of "
+        f"{blocks} blocks of {steps} steps)"
     )
     best.note = f"{best.note}; {chosen}" if best.note else chosen
     return best
+
+
+def _choice_label(decoder: Any) -> str:
+    """A candidate's path, and for a compiled step whether it launches its kernels dependently."""
+    pdl_path = getattr(decoder, "pdl_path", None)
+    if pdl_path is None:
+        return str(decoder.path)
+    return f"{decoder.path} {'with' if pdl_path == PDL_LABEL else 'without'} dependent launch"
 
 
 def fastest_native_decoder(
@@ -177,9 +194,10 @@ def fastest_native_decoder(
     combo: bool = True,
     pdl: bool = True,
 ) -> Decoder:
-    """mamba_ssm's own graph, and its step compiled in the decoder's graph where that captures; of the
-    two, the one whose step is faster on this device (compiling helps some architectures and slows
-    others), with a note giving both times. Without the compiled step, a note says why."""
+    """mamba_ssm's own graph, and its step compiled in the decoder's graph where that captures (where it
+    launches its kernels dependently, also the same step without that); of these, the one whose step is
+    faster on this device (compiling, and dependent launch, help some architectures and slow others),
+    with a note giving every time. Without the compiled step, a note says why."""
     own_graph = NativeDecoder(module, ids, window, graph=True)
     try:
         compiled = NativeCompiledDecoder(module, ids, window, one_row=one_row, combo=combo, pdl=pdl)
@@ -190,9 +208,19 @@ def fastest_native_decoder(
         why = compiled.note or "compiled_cuda_graph_mamba_ssm was not captured"
         own_graph.note = f"{why}; {own_graph.path} used"
         return own_graph
-    best = faster_decoder([compiled, own_graph])
-    # The loser holds a CUDA graph and its states; a compiled decoder refers to itself, so only a
-    # collection frees it before the decode window is measured.
-    del compiled, own_graph
+    candidates: list[Any] = [compiled, own_graph]
+    if compiled.pdl_path == PDL_LABEL:
+        independent = NativeCompiledDecoder(module, ids, window, one_row=one_row, combo=combo, pdl=False)
+        if independent.graph is not None:
+            independent.pdl_path = PDL_SLOWER_LABEL  # read only if it is chosen
+            candidates.insert(1, independent)
+        else:
+            why = f"the step without dependent launch: {independent.note or 'it was not captured'}"
+            compiled.note = f"{compiled.note}; {why}" if compiled.note else why
+        del independent
+    best = faster_decoder(candidates)
+    # The losers hold CUDA graphs and their states; a compiled decoder refers to itself, so only a
+    # collection frees them before the decode window is measured.
+    del compiled, own_graph, candidates
     gc.collect()
     return best

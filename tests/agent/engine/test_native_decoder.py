@@ -8,7 +8,7 @@ import sys
 import time
 import types
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -188,3 +188,65 @@ def test_the_timed_choice_keeps_the_faster_step_and_says_why() -> None:
             "quick_path with dependent launch failed: RuntimeError; quick_path chosen"
         )
     assert slow.inner.params.seqlen_offset == slow.inner.prompt_len  # left rewound
+
+
+class CapturedStandIn(native_decode.NativeDecoder):
+    """A compiled decoder as a GPU with dependent launch makes it: captured, its launch mode recorded,
+    each step `delay_s` long (with dependent launch `pdl_delay_s` instead)."""
+
+    made: ClassVar[list[bool]] = []
+    delay_s, pdl_delay_s = 0.0, 0.0
+
+    def __init__(self, module: Any, ids: torch.Tensor, window: int, **options: bool) -> None:
+        super().__init__(module, ids, window, graph=False)
+        pdl = options["pdl"]
+        CapturedStandIn.made.append(pdl)
+        self.path = "compiled_cuda_graph_mamba_ssm"
+        self.graph = object()
+        self.pdl_path = native_decode.PDL_LABEL if pdl else "the plan's dependent_launch is false"
+        self.step_delay_s = self.pdl_delay_s if pdl else self.delay_s
+
+    def step(self) -> None:
+        time.sleep(self.step_delay_s)
+        super().step()
+
+
+class SlowOwnGraph(native_decode.NativeDecoder):
+    """mamba_ssm's own graph, slower than either compiled step."""
+
+    def step(self) -> None:
+        time.sleep(0.008)
+        super().step()
+
+
+@pytest.mark.parametrize(("pdl_delay_s", "delay_s", "expect_pdl"), [(0.004, 0.0, False), (0.0, 0.004, True)])
+def test_a_compiled_step_with_dependent_launch_is_timed_against_the_same_step_without(
+    monkeypatch: pytest.MonkeyPatch, pdl_delay_s: float, delay_s: float, expect_pdl: bool
+) -> None:
+    monkeypatch.setattr(native_decode, "NativeCompiledDecoder", CapturedStandIn)
+    monkeypatch.setattr(native_decode, "NativeDecoder", SlowOwnGraph)
+    monkeypatch.setattr(CapturedStandIn, "made", [])
+    monkeypatch.setattr(CapturedStandIn, "pdl_delay_s", pdl_delay_s)
+    monkeypatch.setattr(CapturedStandIn, "delay_s", delay_s)
+    with torch.inference_mode():
+        best = native_decode.fastest_native_decoder(StandInMamba(), _prompt(), window=4)
+    assert CapturedStandIn.made == [True, False]
+    assert best.path == "compiled_cuda_graph_mamba_ssm"
+    note = best.note or ""
+    assert "compiled_cuda_graph_mamba_ssm with dependent launch " in note
+    assert "compiled_cuda_graph_mamba_ssm without dependent launch " in note
+    assert "mamba_ssm_cuda_graph " in note
+    if expect_pdl:
+        assert best.pdl_path == native_decode.PDL_LABEL
+        assert note.startswith("compiled_cuda_graph_mamba_ssm with dependent launch chosen")
+    else:
+        assert best.pdl_path == native_decode.PDL_SLOWER_LABEL
+        assert note.startswith("compiled_cuda_graph_mamba_ssm without dependent launch chosen")
+
+
+def test_a_step_without_dependent_launch_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native_decode, "NativeCompiledDecoder", CapturedStandIn)
+    monkeypatch.setattr(CapturedStandIn, "made", [])
+    with torch.inference_mode():
+        native_decode.fastest_native_decoder(StandInMamba(), _prompt(), window=4, pdl=False)
+    assert CapturedStandIn.made == [False]
