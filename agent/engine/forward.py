@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 
 from ctxscope.agent.engine.decoding import DecodePreference, Decoder, LogitsMode, PrefillOutput
+from ctxscope.agent.engine.graphed import ENGINE_COMPILE, StepCompile
 from ctxscope.agent.engine.hf_decode import (
     HFEagerDecoder,
     HFStaticDecoder,
@@ -57,20 +58,15 @@ def make_decoder(
     ids: torch.Tensor,
     window: int,
     preference: DecodePreference,
-    *,
-    one_row: bool = True,
-    combo: bool = True,
-    pdl: bool = True,
+    options: StepCompile = ENGINE_COMPILE,
 ) -> Decoder:
     """The fastest decode path the runtime and device allow, the uncompiled graph, or eager; a
-    compiled step takes its one-row products as reductions unless `one_row` is False, combines
-    independent kernels into shared launches unless `combo` is False, and launches its kernels
-    dependently (where the device has it) unless `pdl` is False."""
+    compiled step is compiled as `options` say."""
     on_gpu = ids.device.type == "cuda"
     fast = preference != "eager"
     if runtime == "mamba_ssm":
         if preference == "auto" and on_gpu:
-            return fastest_native_decoder(module, ids, window, one_row=one_row, combo=combo, pdl=pdl)
+            return fastest_native_decoder(module, ids, window, options)
         return NativeDecoder(module, ids, window, graph=fast and on_gpu)
     if fast and static_cache_supported(module):
         return HFStaticDecoder(
@@ -79,8 +75,6 @@ def make_decoder(
             window,
             graph=on_gpu,
             compile_step=preference == "auto",
-            one_row=one_row,
-            combo=combo,
-            pdl=pdl,
+            options=options,
         )
     return HFEagerDecoder(module, ids, window)

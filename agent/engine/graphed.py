@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +35,21 @@ PDL_FAILED_LABEL = (
 )
 
 
+@dataclass(frozen=True)
+class StepCompile:
+    """How a decode step captured in a CUDA graph is compiled: its one-row matrix products as
+    reductions (`onerow`; else they stay GEMMs), inductor's combo kernels (else one launch per fused
+    kernel) and programmatic dependent launch where the device and torch have it. The plan's
+    `one_row_reductions`, `combo_kernels` and `dependent_launch`."""
+
+    one_row: bool = True
+    combo: bool = True
+    pdl: bool = True
+
+
+ENGINE_COMPILE = StepCompile()  # the engine's default: all three on
+
+
 class GraphedDecoder:
     """What every decoder that captures its step in a CUDA graph shares: the capture order (compiled
     step first, then the uncompiled one), the replay check against an uncompiled eager step from the
@@ -50,10 +66,10 @@ class GraphedDecoder:
     path: str
     last_logits: torch.Tensor
 
-    def _init_graph(self, one_row: bool, combo: bool, pdl: bool) -> None:
-        self.one_row = one_row  # compile the one-row products as reductions (else they stay GEMMs)
-        self.combo = combo  # compile with inductor's combo kernels (else one launch per fused kernel)
-        self.pdl = pdl  # compile with programmatic dependent launch where the device and torch have it
+    def _init_graph(self, options: StepCompile) -> None:
+        self.one_row = options.one_row
+        self.combo = options.combo
+        self.pdl = options.pdl  # turned off when the step with dependent launch fails
         self.pdl_off_label = PDL_OFF_LABEL  # why not, when it is not asked for
         self.graph: torch.cuda.CUDAGraph | None = None
         self.note: str | None = None

@@ -12,7 +12,7 @@ import torch
 
 from ctxscope.agent.engine.attention import ATTENTION_NAME
 from ctxscope.agent.engine.decoding import LogitsMode, PrefillOutput, keep_count
-from ctxscope.agent.engine.graphed import GraphedDecoder
+from ctxscope.agent.engine.graphed import ENGINE_COMPILE, GraphedDecoder, StepCompile
 from ctxscope.agent.zoo.hfcache import hf_cache, hf_cache_kwarg
 
 
@@ -80,9 +80,7 @@ class HFStaticDecoder(GraphedDecoder):
         *,
         graph: bool,
         compile_step: bool = False,
-        one_row: bool = True,
-        combo: bool = True,
-        pdl: bool = True,
+        options: StepCompile = ENGINE_COMPILE,
     ) -> None:
         from transformers import StaticCache
 
@@ -124,7 +122,7 @@ class HFStaticDecoder(GraphedDecoder):
         self.open = torch.zeros((), dtype=dtype, device=device)
         self.closed = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
         self.used = 0
-        self._init_graph(one_row, combo, pdl)
+        self._init_graph(options)
         self.rewind()
         self.path = "eager_static_cache"
         if graph:

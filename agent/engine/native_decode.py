@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from ctxscope.agent.engine.decoding import Decoder, LogitsMode, PrefillOutput, keep_count
-from ctxscope.agent.engine.graphed import PDL_LABEL, GraphedDecoder
+from ctxscope.agent.engine.graphed import ENGINE_COMPILE, PDL_LABEL, GraphedDecoder, StepCompile
 from ctxscope.agent.engine.loop import Timer
 
 # A timed choice between decode paths: blocks of steps per candidate, the median block decides.
@@ -49,10 +50,7 @@ class NativeCompiledDecoder(GraphedDecoder):
         module: torch.nn.Module,
         ids: torch.Tensor,
         window: int,
-        *,
-        one_row: bool = True,
-        combo: bool = True,
-        pdl: bool = True,
+        options: StepCompile = ENGINE_COMPILE,
     ) -> None:
         from mamba_ssm.utils.generation import InferenceParams
 
@@ -72,7 +70,7 @@ class NativeCompiledDecoder(GraphedDecoder):
         self.token = output.logits[:, -1:].argmax(-1)
         self.prompt_token = self.token.clone()
         self.used = 0
-        self._init_graph(one_row, combo, pdl)
+        self._init_graph(options)
         self.path = "mamba_ssm_eager"
         problems = self._capture_first_good(self._compiled_attempts("compiled_cuda_graph_mamba_ssm"))
         if problems:
@@ -189,10 +187,7 @@ def fastest_native_decoder(
     module: torch.nn.Module,
     ids: torch.Tensor,
     window: int,
-    *,
-    one_row: bool = True,
-    combo: bool = True,
-    pdl: bool = True,
+    options: StepCompile = ENGINE_COMPILE,
 ) -> Decoder:
     """mamba_ssm's own graph, and its step compiled in the decoder's graph where that captures (where it
     launches its kernels dependently, also the same step without that); of these, the one whose step is
@@ -200,7 +195,7 @@ def fastest_native_decoder(
     with a note giving every time. Without the compiled step, a note says why."""
     own_graph = NativeDecoder(module, ids, window, graph=True)
     try:
-        compiled = NativeCompiledDecoder(module, ids, window, one_row=one_row, combo=combo, pdl=pdl)
+        compiled = NativeCompiledDecoder(module, ids, window, options)
     except ValueError as exc:
         own_graph.note = f"compiled_cuda_graph_mamba_ssm not tried: {exc}; {own_graph.path} used"
         return own_graph
@@ -210,7 +205,7 @@ def fastest_native_decoder(
         return own_graph
     candidates: list[Any] = [compiled, own_graph]
     if compiled.pdl_path == PDL_LABEL:
-        independent = NativeCompiledDecoder(module, ids, window, one_row=one_row, combo=combo, pdl=False)
+        independent = NativeCompiledDecoder(module, ids, window, replace(options, pdl=False))
         if independent.graph is not None:
             independent.pdl_path = PDL_SLOWER_LABEL  # read only if it is chosen
             candidates.insert(1, independent)

@@ -20,6 +20,7 @@ import torch
 from ctxscope.agent.engine import attention, bandwidth, decoding, forward, graphops, memory
 from ctxscope.agent.engine.attention import AttentionMode
 from ctxscope.agent.engine.autotune import autotune_choices
+from ctxscope.agent.engine.graphed import StepCompile
 from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
 from ctxscope.agent.engine.outcome import Measured, Phase, PhaseLoop
 from ctxscope.agent.zoo.kernels import compiled_step_label
@@ -304,9 +305,7 @@ def _measure_decode(
             ids,
             settings.decode_tokens,
             settings.decode,
-            one_row=settings.one_row_reductions,
-            combo=settings.combo_kernels,
-            pdl=settings.dependent_launch,
+            StepCompile(settings.one_row_reductions, settings.combo_kernels, settings.dependent_launch),
         )
         setup_peak = memory.peak(device)
         record_decode_path(outcome, decoder)

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from ctxscope.agent.engine import decoding, forward, hf_decode, native_decode, point
+from ctxscope.agent.engine.graphed import StepCompile
 
 
 def replay_ms(decoder: Any, steps: int, repeats: int) -> list[float]:
@@ -149,7 +150,7 @@ def measure(
         if compiled:  # the engine's default path: the compiled step captured in a graph
             started = time.perf_counter()
             fast: Any = forward.make_decoder(
-                session.runtime, session.module, ids, steps, "auto", one_row=one_row, combo=combo, pdl=pdl
+                session.runtime, session.module, ids, steps, "auto", StepCompile(one_row, combo, pdl)
             )
             row["compiled"] = {
                 "path": fast.path,

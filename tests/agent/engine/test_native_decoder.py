@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ctxscope.agent.engine import native_decode
+from ctxscope.agent.engine.graphed import StepCompile
 
 VOCAB, WIDTH = 11, 6
 
@@ -197,9 +198,9 @@ class CapturedStandIn(native_decode.NativeDecoder):
     made: ClassVar[list[bool]] = []
     delay_s, pdl_delay_s = 0.0, 0.0
 
-    def __init__(self, module: Any, ids: torch.Tensor, window: int, **options: bool) -> None:
+    def __init__(self, module: Any, ids: torch.Tensor, window: int, options: StepCompile) -> None:
         super().__init__(module, ids, window, graph=False)
-        pdl = options["pdl"]
+        pdl = options.pdl
         CapturedStandIn.made.append(pdl)
         self.path = "compiled_cuda_graph_mamba_ssm"
         self.graph = object()
@@ -248,5 +249,5 @@ def test_a_step_without_dependent_launch_is_compiled_once(monkeypatch: pytest.Mo
     monkeypatch.setattr(native_decode, "NativeCompiledDecoder", CapturedStandIn)
     monkeypatch.setattr(CapturedStandIn, "made", [])
     with torch.inference_mode():
-        native_decode.fastest_native_decoder(StandInMamba(), _prompt(), window=4, pdl=False)
+        native_decode.fastest_native_decoder(StandInMamba(), _prompt(), 4, StepCompile(pdl=False))
     assert CapturedStandIn.made == [False]

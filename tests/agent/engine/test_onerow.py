@@ -100,13 +100,15 @@ def test_batched_products_of_several_rows_and_columns_stay_matrix_products() -> 
 def test_a_decoders_compiled_step_takes_the_pass_only_when_asked(one_row: bool) -> None:
     """The static-cache decoder's compiled step (as the engine compiles it) on a tiny transformers
     model: its projections' one-row products are rewritten with the pass and left alone without."""
-    from ctxscope.agent.engine import decoding, hf_decode
+    from ctxscope.agent.engine import decoding, graphed, hf_decode
     from ctxscope.agent.engine.point import ModelChoice, Session
 
     session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
     ids = decoding.synthetic_prompt(session.vocab_size, 8, seed=0, device=session.device)
     with torch.inference_mode():
-        decoder = hf_decode.HFStaticDecoder(session.module, ids, 2, graph=False, one_row=one_row)
+        decoder = hf_decode.HFStaticDecoder(
+            session.module, ids, 2, graph=False, options=graphed.StepCompile(one_row=one_row)
+        )
         before = onerow.tally()
         decoder._step_forward = decoder._compiled_forward()  # as the capture sets it
         decoder._forward()
@@ -153,7 +155,9 @@ def test_a_decoders_compiled_step_combines_kernels_only_when_asked(
     monkeypatch.setattr(graphed, "has_combo_kernels", lambda: in_torch)
     module, ids = _tiny_qwen()
     with torch.inference_mode():
-        decoder = hf_decode.HFStaticDecoder(module, ids, 2, graph=False, combo=combo)
+        decoder = hf_decode.HFStaticDecoder(
+            module, ids, 2, graph=False, options=graphed.StepCompile(combo=combo)
+        )
         decoder._forward()
         eager = decoder.last_logits.clone()
         decoder.rewind()
@@ -179,7 +183,7 @@ def test_a_decoders_compiled_step_launches_dependently_only_when_asked_and_possi
     monkeypatch.setattr(graphed, "dependent_launch_missing", lambda device: missing)
     module, ids = _tiny_qwen()
     with torch.inference_mode():
-        decoder = hf_decode.HFStaticDecoder(module, ids, 2, graph=False, pdl=pdl)
+        decoder = hf_decode.HFStaticDecoder(module, ids, 2, graph=False, options=graphed.StepCompile(pdl=pdl))
         decoder._compiled_forward()
     assert options == [asked]
     expected = {True: graphed.PDL_LABEL, False: graphed.PDL_OFF_LABEL}[pdl]
@@ -214,7 +218,9 @@ def test_a_step_whose_dependent_launch_fails_is_compiled_again_without_it(
     monkeypatch.setattr(graphed, "dependent_launch_missing", lambda device: None)
     module, ids = _tiny_qwen()
     with torch.inference_mode():
-        decoder = hf_decode.HFStaticDecoder(module, ids, 2, graph=False, pdl=True)
+        decoder = hf_decode.HFStaticDecoder(
+            module, ids, 2, graph=False, options=graphed.StepCompile(pdl=True)
+        )
         decoder._capture = decoder.warm_up  # type: ignore[method-assign]  # no CUDA graph on the CPU
         decoder._check_replay = lambda: None  # type: ignore[method-assign]
         problems = decoder._capture_first_good(decoder._compiled_attempts("compiled_cuda_graph_static_cache"))
