@@ -22,11 +22,12 @@ step sees the context being measured. Which decode path ran is the decoder's `pa
 - `eager_static_cache`: the same step without a graph (CPU);
 - `compiled_cuda_graph_mamba_ssm`: mamba_ssm's step (its conv, selective-state and norm kernels)
   compiled by torch.compile (one-row products as reductions too) and captured in a CUDA graph,
-  checked against an eager step like the static cache's; attention-free models only;
+  checked against an eager step like the static cache's; attention-free models only. Where the GPU
+  has programmatic dependent launch it is captured with it and without it;
 - `mamba_ssm_cuda_graph`: mamba_ssm's own graph cache (`update_graph_cache`) of its uncompiled step.
-  `auto` times it against the compiled step and keeps the faster (on an H200 compiling made
-  Mamba-2's step faster and Mamba-1's slower), or falls back to it, with a note, when the compiled
-  step fails;
+  `auto` times it against the compiled steps and keeps the fastest (on an H200 compiling made
+  Mamba-2's step faster and Mamba-1's slower; on an H100 dependent launch made Mamba-2's compiled
+  step slower), or falls back to it, with a note, when the compiled step fails;
 - `mamba_ssm_eager`: mamba_ssm's step path without graphs;
 - `eager_dynamic_cache`: transformers' default cache, one Python forward per token.
 """
