@@ -207,7 +207,7 @@ def fastest_native_decoder(
     if compiled.pdl_path == PDL_LABEL:
         independent = NativeCompiledDecoder(module, ids, window, replace(options, pdl=False))
         if independent.graph is not None:
-            independent.pdl_path = PDL_SLOWER_LABEL  # read only if it is chosen
+            independent.pdl_path = PDL_SLOWER_LABEL  # the record's reason, should it be chosen
             candidates.insert(1, independent)
         else:
             why = f"the step without dependent launch: {independent.note or 'it was not captured'}"

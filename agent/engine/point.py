@@ -305,7 +305,9 @@ def _measure_decode(
             ids,
             settings.decode_tokens,
             settings.decode,
-            StepCompile(settings.one_row_reductions, settings.combo_kernels, settings.dependent_launch),
+            options=StepCompile(
+                settings.one_row_reductions, settings.combo_kernels, settings.dependent_launch
+            ),
         )
         setup_peak = memory.peak(device)
         record_decode_path(outcome, decoder)

@@ -94,10 +94,11 @@ def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> li
     for transformer, other in pairs:
         a = dict((length, s.median) for length, s in curve(points, transformer, metric))
         b = dict((length, s.median) for length, s in curve(points, other, metric))
-        common = [length for length in sorted(set(a) & set(b)) if _ratio(a[length], b[length]) is not None]
-        if len(common) < 2:
+        usable = {length: ratio for length in set(a) & set(b) if (ratio := _ratio(a[length], b[length]))}
+        if len(usable) < 2:
             continue
-        ratios = [a[length] / b[length] for length in common]
+        common = sorted(usable)
+        ratios = [usable[length] for length in common]
         found.append(
             Crossover(
                 transformer.device, metric, transformer, other, common, ratios, crossings(common, ratios)

@@ -309,11 +309,10 @@ def test_the_plans_compile_switches_reach_the_decoder_and_the_record(
     asked: list[tuple[bool, bool, bool]] = []
     make_decoder = forward.make_decoder
 
-    def compiled_as_on_a_gpu(*args, **kwargs):
-        options = args[5]
+    def compiled_as_on_a_gpu(*args, options: graphed.StepCompile = graphed.ENGINE_COMPILE):
         one_row, combo, pdl = options.one_row, options.combo, options.pdl
         asked.append((one_row, combo, pdl))
-        decoder = make_decoder(*args, **kwargs)
+        decoder = make_decoder(*args, options)
         decoder.one_row_path = onerow.LABEL if one_row else onerow.OFF_LABEL
         decoder.one_row_products = "168 one-row matrix products compiled as reductions" if one_row else None
         decoder.combo_path = graphed.COMBO_LABEL if combo else graphed.COMBO_OFF_LABEL
