@@ -5,7 +5,9 @@
 # $OUT (copied to results/engine/curves-fair/).
 #   bash bench/h200_curves_fair.sh "qwen2.5-0.5b:110 llama3.2-1b:100"     # model:seconds ...
 #   bash bench/h200_curves_fair.sh "qwen2.5-0.5b@4096,65536:150"          # model@lengths:seconds
-# LENGTHS="4096 32768" cuts every model's lengths; model@... cuts one model's. Each model's records and
+# LENGTHS="4096 32768" cuts every model's lengths; model@... cuts one model's. SPREAD=3 measures each point
+# at or below 16K tokens in that many fresh processes (the plan's spread_processes; 1 by default, to fit
+# the device's calls). Each model's records and
 # stderr come back as one archive, curves-<model>.tgz (the device returns at most eight files).
 # CTXSCOPE_GIT_REVISION must be set (the device's copy of the tree may carry older git metadata): the
 # installed package must be stamped with it, and command.txt names it.
@@ -27,12 +29,13 @@ if [ "$stamped" != "$CTXSCOPE_GIT_REVISION" ]; then
   exit 2
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$OUT/gpu.txt"
-echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }bash bench/h200_curves_fair.sh \"$1\"  # $CTXSCOPE_GIT_REVISION" >>"$OUT/command.txt"
+echo "${LENGTHS:+LENGTHS=\"$LENGTHS\" }${SPREAD:+SPREAD=$SPREAD }bash bench/h200_curves_fair.sh \"$1\"  # $CTXSCOPE_GIT_REVISION" >>"$OUT/command.txt"
 for entry in $1; do
   model=${entry%%:*} limit=${entry##*:} lengths=${LENGTHS:-}
   if [[ $model == *@* ]]; then lengths=${model#*@} lengths=${lengths//,/ } model=${model%%@*}; fi
   sed -e "s/^models = .*/models = [\"$model\"]/" \
     ${lengths:+-e "s/^context_lengths = .*/context_lengths = [${lengths// /, }]/"} \
+    ${SPREAD:+-e "s/^spread_processes = .*/spread_processes = $SPREAD/"} \
     "$repo/bench/engine/plans/h200-curves-fair.toml" >"/tmp/plan-$model.toml"
   started=$SECONDS
   timeout "$limit" ctxscope agent run "/tmp/plan-$model.toml" --out "$OUT/curves-$model.jsonl" --no-progress \

@@ -155,3 +155,37 @@ def test_the_curves_script_refuses_a_package_stamped_with_another_revision(tmp_p
     assert done.returncode == 2, done.stderr
     assert f"not {'0' * 40}: reinstall it with CTXSCOPE_GIT_REVISION set" in done.stderr
     assert list(tmp_path.iterdir()) == []  # nothing measured, nothing recorded
+
+
+def test_the_curves_script_sets_the_processes_per_short_point_from_spread(tmp_path: Path) -> None:
+    """SPREAD=3 measures the points at or below 16K in three fresh processes; without it the plan keeps
+    one process per point. Run with stand-ins for python3, nvidia-smi and ctxscope that keep the plan."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "h200_curves_fair.sh"
+    bin_dir, out = tmp_path / "bin", tmp_path / "out"
+    bin_dir.mkdir()
+    out.mkdir()
+    stand_ins = {
+        "python3": '[ "$1" = -c ] && echo "$CTXSCOPE_GIT_REVISION"; exit 0',
+        "nvidia-smi": "echo 'name, driver_version'",
+        "ctxscope": 'cp "$3" "$OUT/seen-$SPREAD_LABEL.toml"; : >"$5"',
+    }
+    for name, body in stand_ins.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    for spread in ("3", ""):
+        env = {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "OUT": str(out),
+            "CTXSCOPE_GIT_REVISION": "1" * 40,
+            "SPREAD_LABEL": spread or "default",
+            **({"SPREAD": spread} if spread else {}),
+        }
+        done = subprocess.run(
+            ["bash", str(script), "qwen2.5-0.5b@4096:10"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    assert "spread_processes = 3\n" in (out / "seen-3.toml").read_text()
+    assert "spread_processes = 1\n" in (out / "seen-default.toml").read_text()
+    assert "context_lengths = [4096]\n" in (out / "seen-3.toml").read_text()
+    first_command = (out / "command.txt").read_text().splitlines()[0]
+    assert first_command.startswith("SPREAD=3 bash bench/h200_curves_fair.sh")
