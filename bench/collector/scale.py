@@ -93,11 +93,11 @@ def count_records(conn: psycopg.Connection[Any], schema: str) -> int:
 
 def stored_and_staged(reader: Any) -> tuple[int, int]:
     """Records stored (merged or staged) and records still staged, by a store with staging tables
-    (schema 4, `collector/store/staging.py`); (records, 0) by one without."""
+    (schema 6, `collector/store/staging.py`); (records, 0) by one without."""
     try:
         row = reader.execute(
             "SELECT (SELECT COUNT(*) FROM all_records),"
-            " (SELECT COUNT(*) FROM staged_telemetry) + (SELECT COUNT(*) FROM staged_results)"
+            " (SELECT COUNT(*) FROM telemetry_log_unmerged) + (SELECT COUNT(*) FROM staged_results_left)"
         ).fetchone()
     except (sqlite3.Error, psycopg.Error):
         return int(reader.execute("SELECT COUNT(*) FROM records").fetchone()[0]), 0

@@ -132,6 +132,8 @@ class Store(ABC):
     # Room left on each page of `devices` for new versions of its rows (migration 5); empty where the
     # backend updates rows in place.
     devices_room_ddl = ""
+    # Ends a table kept as its primary key's B-tree alone (migration 6); empty where there is no such kind.
+    without_rowid = ""
     # Set by a store that stages its frequent records (staging.py); None writes them in place.
     stager: Stager | None = None
     # Seconds ingest waits for more messages before it commits a batch (a group commit).
@@ -360,7 +362,7 @@ class Store(ABC):
         self._staged_news.refresh(self._query, STAGED_NEWS_AGE_S)
         if self._staged_news.has_telemetry(device):
             return "all_telemetry_series", "all_telemetry"
-        return "telemetry_series", "telemetry"
+        return "telemetry_series", "merged_telemetry"
 
     def telemetry_channels(self, device: str) -> list[tuple[str, str, str]]:
         """(source, channel, unit) of every telemetry channel a device has sent."""

@@ -27,6 +27,7 @@ class Store(Protocol):
     bool_type: str
     key_type: str
     devices_room_ddl: str
+    without_rowid: str
 
     def _transaction(self) -> AbstractContextManager[Any]: ...
 
@@ -40,7 +41,8 @@ class Migration:
     version: int
     name: str
     # Statements separated by ';'; column types that differ by backend are spelled {json}, {blob}, {bool},
-    # {key} (an arrival-ordered integer key: SQLite's rowid).
+    # {key} (an arrival-ordered integer key: SQLite's rowid); {without_rowid} ends a table kept as its
+    # primary key's B-tree alone (SQLite's WITHOUT ROWID; PostgreSQL has no such choice).
     ddl: str
 
 
@@ -95,6 +97,52 @@ CREATE VIEW all_results AS
     logits, outcome, error, metrics, implementation, manifest, details FROM staged_results_left
 """
 
+# Migration 6 (see staging.py): a merge no longer moves telemetry. A batch stays where it was staged,
+# in arrival order (`telemetry_log`, `telemetry_log_channels`), and the merge adds it to a per-device
+# index instead (`telemetry_index`, keyed by device: written once a merge for all of a device's batches).
+# The device-keyed `telemetry` and `telemetry_channels` keep what earlier versions merged, and what a
+# store that stages nothing (PostgreSQL) writes; the views read both.
+TELEMETRY_LOG_DDL = """
+DROP VIEW all_telemetry_series;
+DROP VIEW telemetry_series;
+DROP VIEW all_telemetry;
+DROP VIEW all_records;
+DROP VIEW staged_telemetry_left;
+ALTER TABLE staged_telemetry RENAME TO telemetry_log;
+ALTER TABLE staged_channels RENAME TO telemetry_log_channels;
+CREATE INDEX IF NOT EXISTS telemetry_log_by_age ON telemetry_log (wall_end_ns);
+CREATE TABLE IF NOT EXISTS telemetry_index (
+    device TEXT NOT NULL, id BIGINT NOT NULL, source TEXT NOT NULL, wall_end_ns BIGINT,
+    PRIMARY KEY (device, id)) {without_rowid};
+CREATE INDEX IF NOT EXISTS telemetry_index_by_time ON telemetry_index (device, source, wall_end_ns);
+CREATE VIEW telemetry_log_unmerged AS
+    SELECT s.* FROM telemetry_log s, staging_merged m
+    WHERE s.id > m.through AND (m.merged_to IS NULL OR s.id > m.merging OR s.device > m.merged_to);
+CREATE VIEW all_records AS
+    SELECT device, stream, seq, kind, ts, received_ns FROM records
+    UNION ALL SELECT device, stream, seq, 'telemetry', ts, received_ns FROM telemetry_log_unmerged
+    UNION ALL SELECT device, stream, seq, 'result', ts, received_ns FROM staged_results_left;
+CREATE VIEW merged_telemetry AS
+    SELECT device, stream, seq, source, wall_end_ns FROM telemetry
+    UNION ALL SELECT i.device, s.stream, s.seq, i.source, i.wall_end_ns
+    FROM telemetry_index i JOIN telemetry_log s ON s.id = i.id;
+CREATE VIEW all_telemetry AS
+    SELECT * FROM merged_telemetry
+    UNION ALL SELECT device, stream, seq, source, wall_end_ns FROM telemetry_log_unmerged;
+CREATE VIEW telemetry_series AS
+    SELECT t.device, t.source, t.mono_to_wall_ns, t.wall_start_ns, t.wall_end_ns, t.t_ns, c.channel,
+    c.unit, c.dtype, c.data FROM telemetry t
+    JOIN telemetry_channels c ON c.device = t.device AND c.stream = t.stream AND c.seq = t.seq
+    UNION ALL SELECT i.device, i.source, s.mono_to_wall_ns, s.wall_start_ns, i.wall_end_ns, s.t_ns,
+    c.channel, c.unit, c.dtype, c.data FROM telemetry_index i JOIN telemetry_log s ON s.id = i.id
+    JOIN telemetry_log_channels c ON c.id = i.id;
+CREATE VIEW all_telemetry_series AS
+    SELECT * FROM telemetry_series
+    UNION ALL SELECT t.device, t.source, t.mono_to_wall_ns, t.wall_start_ns, t.wall_end_ns, t.t_ns,
+    c.channel, c.unit, c.dtype, c.data FROM telemetry_log_unmerged t
+    JOIN telemetry_log_channels c ON c.id = t.id
+"""
+
 MIGRATIONS = (
     Migration(1, "baseline: the schema of the first release", ""),
     Migration(
@@ -123,6 +171,11 @@ MIGRATIONS = (
         5,
         "devices: room on each page for the versions a commit makes of its rows (PostgreSQL fillfactor)",
         "{devices_room}",
+    ),
+    Migration(
+        6,
+        "telemetry stays in arrival order once merged, found through a per-device index",
+        TELEMETRY_LOG_DDL,
     ),
 )
 LATEST = MIGRATIONS[-1].version
@@ -175,6 +228,7 @@ def migrate(store: Store, now_ns: int) -> list[int]:
                 bool=store.bool_type,
                 key=store.key_type,
                 devices_room=store.devices_room_ddl,
+                without_rowid=store.without_rowid,
             )
             for statement in ddl.split(";"):
                 if statement.strip():

@@ -4,7 +4,8 @@ newest telemetry values (staging.py).
 A staged record leaves its device's row alone (updating it is the page per record that staging
 avoids); the merge folds them in later. Readers of the rows (the fleet view, a device's page) take
 the newer of the row's values and these. Staged ids only grow and are never reused, so a reader
-follows the staging tables incrementally: each call reads only the rows staged since the last one
+follows the staging tables incrementally, from the newest merged id on (merged telemetry stays in its
+table, migration 6): each call reads only the rows staged since the last one
 (some 1,650 a fleet request at 3,000 devices, one request every 0.5 s), and what it folded in stays
 correct after the merge, since both sides keep the newer value.
 """
@@ -23,7 +24,7 @@ from ctxscope.collector.store.writes import merge_live
 Query = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
 
 NEW_ROWS = (
-    "SELECT id, device, received_ns, live FROM staged_telemetry WHERE id > ?"
+    "SELECT id, device, received_ns, live FROM telemetry_log WHERE id > ?"
     " UNION ALL SELECT id, device, received_ns, NULL FROM staged_results WHERE id > ?"
 )
 
@@ -47,6 +48,8 @@ class StagedNews:
             if now - self._refreshed < max_age_s:
                 return
             self._refreshed = now
+            if not self._after:  # merged telemetry stays in its table: start after the merged rows
+                self._after = int(query("SELECT through FROM staging_merged", ())[0]["through"])
             for row in query(NEW_ROWS, (self._after, self._after)):
                 device = row["device"]
                 self._after = max(self._after, int(row["id"]))

@@ -7,7 +7,8 @@ a crash leaves each chunk either rolled up and deleted or untouched. Rollups of 
 across two passes merge exactly (counts add, means weight by count). The `records` rows stay: they
 are the (device, stream, seq) keys that keep a late redelivery of a pruned batch from being stored
 again. Results, runs and logs are never pruned. A pass first merges what the store has staged
-(staging.py), so a late batch past the cutoff is pruned like any other.
+(staging.py), so a late batch past the cutoff is pruned like any other; it prunes both places raw
+batches are kept: the device-keyed tables and the telemetry log (merged batches in arrival order).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +78,77 @@ UPSERT = (
 )
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """A raw telemetry batch to prune: what its samples need, and the statements (with their
+    parameters) that read its channels and delete it."""
+
+    device: str
+    source: str
+    mono_to_wall_ns: int
+    t_ns: bytes
+    channels: tuple[str, tuple[Any, ...]]
+    deletes: tuple[tuple[str, tuple[Any, ...]], ...]
+
+
+Picker = Callable[[Store, Any, int, str], list[_Batch]]
+
+
+def _device_keyed(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batch]:
+    """The oldest batches of the device-keyed tables (what earlier versions merged, and what a store
+    that stages nothing writes)."""
+    cur.execute(
+        store._sql(
+            "SELECT device, stream, seq, source, mono_to_wall_ns, t_ns FROM telemetry"
+            f" WHERE wall_end_ns < ? ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
+        ),
+        (cutoff,),
+    )
+    where = "WHERE device = ? AND stream = ? AND seq = ?"
+    return [
+        _Batch(
+            device,
+            source,
+            mono_to_wall,
+            t_ns,
+            (f"SELECT channel, unit, dtype, data FROM telemetry_channels {where}", (device, stream, seq)),
+            tuple(
+                (f"DELETE FROM {table} {where}", (device, stream, seq))
+                for table in ("telemetry_channels", "telemetry")
+            ),
+        )
+        for device, stream, seq, source, mono_to_wall, t_ns in cur.fetchall()
+    ]
+
+
+def _arrival_ordered(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batch]:
+    """The oldest merged batches of the telemetry log (staging.py: merged telemetry stays in arrival
+    order; what is not merged yet is left for a later pass)."""
+    cur.execute(
+        store._sql(
+            "SELECT id, device, source, mono_to_wall_ns, t_ns FROM telemetry_log"
+            " WHERE wall_end_ns < ? AND id <= (SELECT through FROM staging_merged)"
+            f" ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
+        ),
+        (cutoff,),
+    )
+    return [
+        _Batch(
+            device,
+            source,
+            mono_to_wall,
+            t_ns,
+            ("SELECT channel, unit, dtype, data FROM telemetry_log_channels WHERE id = ?", (id_,)),
+            (
+                ("DELETE FROM telemetry_log_channels WHERE id = ?", (id_,)),
+                ("DELETE FROM telemetry_log WHERE id = ?", (id_,)),
+                ("DELETE FROM telemetry_index WHERE device = ? AND id = ?", (device, id_)),
+            ),
+        )
+        for id_, device, source, mono_to_wall, t_ns in cur.fetchall()
+    ]
+
+
 def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = None) -> RetentionOutcome:
     """Roll up and delete raw telemetry older than the policy's cutoff; return what was done."""
     cutoff = policy.cutoff_ns(time.time_ns() if now_ns is None else now_ns)
@@ -84,56 +157,52 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
     # On PostgreSQL several collectors may prune one store at once: each pass locks the batches it
     # folds and skips those another pass holds, so no batch is folded into the rollups twice.
     claim = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
-    while True:
-        with store._transaction() as cur:
-            cur.execute(
-                store._sql(
-                    "SELECT device, stream, seq, source, mono_to_wall_ns, t_ns FROM telemetry"
-                    f" WHERE wall_end_ns < ? ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
-                ),
-                (cutoff,),
+    pickers: tuple[Picker, ...] = (_device_keyed, _arrival_ordered)
+    for pick in pickers:
+        while _prune_chunk(store, pick, cutoff, claim, policy, outcome):
+            pass
+    return outcome
+
+
+def _prune_chunk(
+    store: Store, pick: Picker, cutoff: int, claim: str, policy: RetentionPolicy, outcome: RetentionOutcome
+) -> bool:
+    """Fold up to CHUNK_BATCHES of the oldest batches `pick` finds into the rollups and delete them, in
+    one transaction; False when there were none."""
+    with store._transaction() as cur:
+        batches = pick(store, cur, cutoff, claim)
+        if not batches:
+            return False
+        buckets: dict[tuple[str, str, str, int], _Bucket] = {}
+        for batch in batches:
+            wall = np.frombuffer(bytes(batch.t_ns), dtype="<i8") + int(batch.mono_to_wall_ns)
+            statement, params = batch.channels
+            cur.execute(store._sql(statement), params)
+            for channel, unit, dtype, data in cur.fetchall():
+                values = np.frombuffer(bytes(data), dtype=f"<{dtype}").astype(np.float64)
+                series = (batch.device, batch.source, channel)
+                folded = _fold(buckets, series, unit, wall, values, policy.rollup_s)
+                outcome.samples_rolled_up += folded
+                outcome.samples_unread += len(values) - folded
+            for statement, params in batch.deletes:
+                cur.execute(store._sql(statement), params)
+        for (device, source, channel, bucket_ns), b in buckets.items():
+            row = (
+                device,
+                source,
+                channel,
+                b.unit,
+                bucket_ns,
+                policy.rollup_s,
+                b.n,
+                b.total / b.n,
+                b.low,
+                b.high,
             )
-            batches = cur.fetchall()
-            if not batches:
-                return outcome
-            buckets: dict[tuple[str, str, str, int], _Bucket] = {}
-            for device, stream, seq, source, mono_to_wall, t_ns in batches:
-                wall = np.frombuffer(bytes(t_ns), dtype="<i8") + int(mono_to_wall)
-                cur.execute(
-                    store._sql(
-                        "SELECT channel, unit, dtype, data FROM telemetry_channels"
-                        " WHERE device = ? AND stream = ? AND seq = ?"
-                    ),
-                    (device, stream, seq),
-                )
-                for channel, unit, dtype, data in cur.fetchall():
-                    values = np.frombuffer(bytes(data), dtype=f"<{dtype}").astype(np.float64)
-                    folded = _fold(buckets, (device, source, channel), unit, wall, values, policy.rollup_s)
-                    outcome.samples_rolled_up += folded
-                    outcome.samples_unread += len(values) - folded
-                for table in ("telemetry_channels", "telemetry"):
-                    cur.execute(
-                        store._sql(f"DELETE FROM {table} WHERE device = ? AND stream = ? AND seq = ?"),
-                        (device, stream, seq),
-                    )
-            for (device, source, channel, bucket_ns), b in buckets.items():
-                cur.execute(
-                    store._sql(UPSERT),
-                    (
-                        device,
-                        source,
-                        channel,
-                        b.unit,
-                        bucket_ns,
-                        policy.rollup_s,
-                        b.n,
-                        b.total / b.n,
-                        b.low,
-                        b.high,
-                    ),
-                )
-            outcome.batches_pruned += len(batches)
-            outcome.buckets_written += len(buckets)
+            cur.execute(store._sql(UPSERT), row)
+        outcome.batches_pruned += len(batches)
+        outcome.buckets_written += len(buckets)
+    return True
 
 
 def _fold(

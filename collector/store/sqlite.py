@@ -9,8 +9,8 @@ second on its own connection, which never blocks the writer; the writer checkpoi
 passes WRITER_CHECKPOINT_PAGES, that is, if the checkpointer has fallen far behind.
 
 Telemetry batches and point results are staged (written in arrival order) and a thread of their own
-merges them into the device-keyed tables every MERGE_INTERVAL_S, and the store merges at open what a
-previous run left staged (`staging.py`).
+merges them every MERGE_INTERVAL_S (results into the device-keyed tables; telemetry stays in arrival
+order, indexed by device), and the store merges at open what a previous run left staged (`staging.py`).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class SQLiteStore(Store):
 
     stager: Staging
     commit_gather_s = 0.2
+    without_rowid = "WITHOUT ROWID"
 
     def __init__(
         self, path: Path, *, read_only: bool = False, merge_interval_s: float = MERGE_INTERVAL_S

@@ -1,26 +1,33 @@
 """Staging (SQLite store): telemetry batches and point results are written in arrival order first, and
-merged into the device-keyed tables later, sorted, a range of devices at a time.
+merged later, sorted, a range of devices at a time: results move into the device-keyed `results`
+table; a telemetry batch stays where it was staged and the merge adds it to a per-device index.
 
-Why: a telemetry record lands in four B-trees keyed by device (the `records`, `telemetry` and
-`telemetry_channels` keys, `telemetry_by_time`) and in its device's row. With one record per device
-per second, every record of a commit dirties some four 4 KB pages of its own, which SQLite's WAL
-writes whole and the checkpoint writes again: 33-54 KB written per 0.7 KB stored
-(results/collector/scale/README.md). Staged rows go to tables keyed by an id that grows with arrival,
-so the records of a commit share the tables' last pages; a merge then moves each device's many staged
-records at once, dirtying each of its leaf pages once for all of them.
+Why: a telemetry record kept in tables keyed by device (the `records`, `telemetry` and
+`telemetry_channels` keys, `telemetry_by_time`) and in its device's row dirties, with one record per
+device per second, some four 4 KB pages of its own in every commit, which SQLite's WAL writes whole
+and the checkpoint writes again: 33-54 KB written per 0.7 KB stored (results/collector/scale/README.md).
+Staged rows go to tables keyed by an id that grows with arrival, so the records of a commit share the
+tables' last pages; a merge then writes each device's many staged records at once, dirtying each of
+its leaf pages once for all of them. Telemetry is not moved (migration 6): moving it wrote every batch
+twice more (the staged copy's checkpoint, then the merged copy in the WAL and at its checkpoint),
+while its key row in `records` and its entry in `telemetry_index` (device, id, source, newest sample
+time) are some 100 bytes. Readers find a device's merged batches through that index
+(`merged_telemetry`, `telemetry_series`) and the unmerged ones, those after `staging_merged.through`,
+by id (`telemetry_log_unmerged`); retention deletes a batch from the log, its channels and its index
+entry.
 
-Exactly once: a record is staged only if its key is neither in `records` nor staged. The staged keys
-are held in memory (`StagedKeys`): exact because SQLite has one writer at a time (BEGIN IMMEDIATE),
+Exactly once: a record is staged only if its key is neither in `records` nor staged. The staged
+keys are held in memory (`StagedKeys`): exact because SQLite has one writer at a time (BEGIN IMMEDIATE),
 and each write transaction first reads what another process staged or merged since. Ids only grow
 (`staging_merged.through` keeps the highest merged one), which is also what lets readers follow the
 staging tables incrementally (`overlay.py`). Staged rows are committed data: they survive a crash and
-are merged at the next open or cycle. A merge moves every staged record, one range of devices a
+are merged at the next open or cycle. A merge takes every staged record, one range of devices a
 transaction (the store pauses between them, so ingest's commits go on); `staging_merged` notes how
-far it got, so a merge that a kill stopped is carried on, and the `*_left` views that readers query
-(with the merged tables, `all_*`, migration 4) leave out what it moved: a reader sees each record
-once, before, during and after its merge. The staged ids of each device are listed once per merge in
-SQLite's temporary store (the staging tables have no index by device: that index would cost the page
-per record that staging avoids).
+far it got, so a merge that a kill stopped is carried on, and the views that readers query leave out
+of the unmerged rows (`telemetry_log_unmerged`, `staged_results_left`) what it merged: a reader sees
+each record once, before, during and after its merge. The staged ids of each device are listed once
+per merge in SQLite's temporary store (the staging tables have no index by device: that index would
+cost the page per record that staging avoids).
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from typing import Any
 
 from ctxscope.collector.store.writes import RecordKey, Row, StagedBatch, Store, insert_rows, merge_live
 
-STAGED_TABLES = ("staged_telemetry", "staged_results")
+# The tables staged rows are written to: telemetry stays in its table once merged (migration 6), results
+# move to the device-keyed `results` table.
+STAGED_TABLES = ("telemetry_log", "staged_results")
 
 
 class StagedKeys:
@@ -99,8 +108,8 @@ class Staging:
             id_ = self.keys.assign((row[0], row[1], int(row[2])))
             staged_results.append((id_, *row[:4], now_ns, *row[4:]))
         for table, rows in (
-            ("staged_telemetry", staged_telemetry),
-            ("staged_channels", channels),
+            ("telemetry_log", staged_telemetry),
+            ("telemetry_log_channels", channels),
             ("staged_results", staged_results),
         ):
             insert_rows(self.store, cur, f"INSERT INTO {table}", rows)
@@ -121,9 +130,9 @@ class Staging:
         # (no WAL, no checkpoint), since the staging tables themselves have no index by device.
         cur.execute("DROP TABLE IF EXISTS temp.merging")
         cur.execute(
-            "CREATE TEMP TABLE merging AS SELECT id, device FROM staged_telemetry WHERE id <= ?"
+            "CREATE TEMP TABLE merging AS SELECT id, device FROM telemetry_log WHERE id > ? AND id <= ?"
             " UNION ALL SELECT id, device FROM staged_results WHERE id <= ?",
-            (merging, merging),
+            (through, merging, merging),
         )
         cur.execute("CREATE INDEX temp.merging_by_device ON merging (device, id)")
         cur.execute("SELECT DISTINCT device FROM temp.merging ORDER BY device")
@@ -142,22 +151,14 @@ class Staging:
         span = (first, last)
         cur.execute(
             "INSERT INTO records SELECT device, stream, seq, 'telemetry', ts, received_ns"
-            f" FROM staged_telemetry WHERE {where} UNION ALL SELECT device, stream, seq, 'result', ts,"
+            f" FROM telemetry_log WHERE {where} UNION ALL SELECT device, stream, seq, 'result', ts,"
             f" received_ns FROM staged_results WHERE {where} ORDER BY 1, 2, 3",
             span * 2,
         )
         moved = int(cur.rowcount)
         cur.execute(
-            "INSERT INTO telemetry SELECT device, stream, seq, ts, source, n, mono_to_wall_ns,"
-            f" wall_start_ns, wall_end_ns, t_ns FROM staged_telemetry WHERE {where}"
-            " ORDER BY device, stream, seq",
-            span,
-        )
-        cur.execute(
-            "INSERT INTO telemetry_channels SELECT t.device, t.stream, t.seq, c.channel, c.unit, c.dtype,"
-            " c.data FROM staged_channels c JOIN staged_telemetry t ON t.id = c.id"
-            " WHERE t.id IN (SELECT id FROM temp.merging WHERE device >= ? AND device <= ?)"
-            " ORDER BY 1, 2, 3, 4",
+            "INSERT INTO telemetry_index SELECT device, id, source, wall_end_ns FROM telemetry_log"
+            f" WHERE {where} ORDER BY device, id",
             span,
         )
         cur.execute(
@@ -171,17 +172,17 @@ class Staging:
         return moved
 
     def finish(self, cur: Any, through: int) -> None:
-        """Drop the merged rows and record the merge's end (readers' views then stop leaving rows out)."""
+        """Drop the merged results and record the merge's end (readers' views then stop leaving rows
+        out; merged telemetry stays where it is, found through `telemetry_index`)."""
         cur.execute("SELECT through FROM staging_merged")
         if cur.fetchone()[0] >= through:
             return
-        for table in ("staged_channels", *STAGED_TABLES):
-            cur.execute(f"SELECT MAX(id) FROM {table}")
-            (newest,) = cur.fetchone()
-            if newest is not None and newest > through:
-                cur.execute(f"DELETE FROM {table} WHERE id <= ?", (through,))
-            else:  # every row goes: without a WHERE, SQLite frees the pages without reading the rows
-                cur.execute(f"DELETE FROM {table}")
+        cur.execute("SELECT MAX(id) FROM staged_results")
+        (newest,) = cur.fetchone()
+        if newest is not None and newest > through:
+            cur.execute("DELETE FROM staged_results WHERE id <= ?", (through,))
+        else:  # every row goes: without a WHERE, SQLite frees the pages without reading the rows
+            cur.execute("DELETE FROM staged_results")
         cur.execute("UPDATE staging_merged SET through = ?, merging = NULL, merged_to = NULL", (through,))
         cur.execute("DROP TABLE IF EXISTS temp.merging")
 
@@ -194,7 +195,7 @@ class Staging:
         cur.execute(
             "SELECT device, json_group_object(source,"
             " json((SELECT value FROM json_each(live) WHERE key = source)))"
-            " FROM (SELECT device, source, live, MAX(wall_end_ns) FROM staged_telemetry"
+            " FROM (SELECT device, source, live, MAX(wall_end_ns) FROM telemetry_log"
             f" WHERE {where} AND wall_end_ns IS NOT NULL GROUP BY device, source) GROUP BY device"
             " ORDER BY device",
             span,
@@ -209,7 +210,7 @@ class Staging:
             insert_rows(self.store, cur, "INSERT INTO devices (device, first_seen_ns, last_seen_ns, live)",
                         rows, "ON CONFLICT (device) DO UPDATE SET live = excluded.live")  # fmt: skip
         cur.execute(
-            "SELECT device, MAX(received_ns) FROM (SELECT device, received_ns FROM staged_telemetry"
+            "SELECT device, MAX(received_ns) FROM (SELECT device, received_ns FROM telemetry_log"
             f" WHERE {where} UNION ALL SELECT device, received_ns FROM staged_results WHERE {where})"
             " GROUP BY device ORDER BY device",
             span * 2,

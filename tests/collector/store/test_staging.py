@@ -50,10 +50,11 @@ def batch(seq: int, device: str = DEV, wall_ns: int = WALL0, power: float = 100.
 
 
 def staged_rows(path: Path) -> int:
+    """Records staged and not merged yet (merged telemetry stays in the log, indexed)."""
     with sqlite3.connect(path) as db:
         return sum(
             db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-            for t in ("staged_telemetry", "staged_results")
+            for t in ("telemetry_log_unmerged", "staged_results")
         )
 
 
@@ -210,7 +211,9 @@ def test_a_reader_open_before_the_merge_keeps_newest_values_and_last_seen(sqlite
         reader.close()
 
 
-def test_the_merge_writes_the_device_keyed_tables_in_full(sqlite_store: SQLiteStore) -> None:
+def test_the_merge_indexes_telemetry_where_it_is_and_moves_results(sqlite_store: SQLiteStore) -> None:
+    """A merge writes each record's key, each telemetry batch's index entry and each result once; the
+    batches stay in the log, unmerged no more."""
     devices = [f"dev-{i}" for i in range(3)]
     sqlite_store.write_batch([accepted(batch(s, device=d)) for s in (1, 2) for d in devices])
     sqlite_store.write_batch([accepted(point_result(d, STREAM, 3)) for d in devices])
@@ -218,14 +221,24 @@ def test_the_merge_writes_the_device_keyed_tables_in_full(sqlite_store: SQLiteSt
     assert sqlite_store.merge_staged() == 0
     with sqlite3.connect(sqlite_store.path) as db:
         counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in (
-            "records", "telemetry", "telemetry_channels", "results", "staged_channels")}  # fmt: skip
+            "records", "telemetry_index", "telemetry_log", "telemetry_log_channels", "telemetry_log_unmerged",
+            "results", "staged_results", "telemetry", "telemetry_channels")}  # fmt: skip
         assert counts == {
             "records": 9,
-            "telemetry": 6,
-            "telemetry_channels": 6,
+            "telemetry_index": 6,
+            "telemetry_log": 6,
+            "telemetry_log_channels": 6,
+            "telemetry_log_unmerged": 0,
             "results": 3,
-            "staged_channels": 0,
+            "staged_results": 0,
+            "telemetry": 0,
+            "telemetry_channels": 0,
         }
+        indexed = db.execute(
+            "SELECT i.device, i.source, i.wall_end_ns = s.wall_end_ns FROM telemetry_index i"
+            " JOIN telemetry_log s ON s.id = i.id AND s.device = i.device ORDER BY i.device"
+        ).fetchall()
+        assert indexed == [(d, "nvml", 1) for d in devices for _ in (1, 2)]
         received = db.execute("SELECT DISTINCT received_ns FROM records").fetchall()
         seen = db.execute("SELECT last_seen_ns FROM devices").fetchall()
     assert len(received) == 2 and seen == [(max(r for (r,) in received),)] * 3  # the newest arrival
@@ -265,7 +278,7 @@ def test_a_merge_moves_device_ranges_and_readers_see_each_record_once_meanwhile(
         assert staged_rows(path) == 0
         assert [reopened.record_seqs(d, STREAM) for d in devices] == [[1, 2, 3]] * 3
         with sqlite3.connect(path) as db:
-            assert db.execute("SELECT COUNT(*) FROM telemetry").fetchone() == (9,)
+            assert db.execute("SELECT COUNT(*) FROM telemetry_index").fetchone() == (9,)
             assert db.execute("SELECT merging, merged_to FROM staging_merged").fetchone() == (None, None)
     finally:
         reopened.close()
