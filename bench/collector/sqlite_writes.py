@@ -13,7 +13,10 @@ high-water mark). `--merge-every` merges the staging tables every that many tick
 one second of the fleet, so 60 is the collector's MERGE_INTERVAL_S), as a collector that runs for
 hours does; without it the store merges once, after the ticks. Before that last merge, with what
 the ticks left staged, five devices' pages are read as the dashboard reads them (newest telemetry,
-results): `one_device_reads_ms`.
+results): `one_device_reads_ms`. `--wal-by-table` stops every checkpoint (the store's checkpoint thread
+too) and, after the last merge, counts the WAL's frames by the table or index that owns each page at
+the end (`dbstat`): `wal_bytes_per_record_by_table`, where the WAL half of the bytes goes (a page
+freed by then counts as "(freed)").
 
     python bench/collector/sqlite_writes.py --page-size 4096 --autocheckpoint 1000 --per-commit 4
 """
@@ -24,15 +27,22 @@ import argparse
 import json
 import os
 import sqlite3
+import struct
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from simfleet import SIMULATED, SimDevice
 
 from ctxscope.collector.store.base import Accepted
 from ctxscope.collector.store.sqlite import SQLiteStore
+
+# SQLite's WAL format: a 32-byte file header, then frames of a 24-byte header (the page number first)
+# and the page.
+WAL_HEADER_BYTES = 32
+WAL_FRAME_HEADER_BYTES = 24
 
 
 def written_bytes() -> int:
@@ -62,8 +72,28 @@ def one_device_reads_ms(store: SQLiteStore, names: list[str]) -> list[float]:
     return took
 
 
+def wal_bytes_by_table(store: SQLiteStore, wal: Path, records: int) -> dict[str, float]:
+    """Bytes of WAL frames per record, by the table or index owning each frame's page now."""
+    data = wal.read_bytes()
+    page_size = struct.unpack(">I", data[8:12])[0]
+    owner = dict(store._writer().execute("SELECT pageno, name FROM dbstat").fetchall())
+    frames: Counter[str] = Counter()
+    for offset in range(WAL_HEADER_BYTES, len(data) - page_size - WAL_FRAME_HEADER_BYTES + 1,
+                        page_size + WAL_FRAME_HEADER_BYTES):  # fmt: skip
+        (page,) = struct.unpack(">I", data[offset : offset + 4])
+        frames[owner.get(page, "(freed)")] += 1
+    frame_bytes = page_size + WAL_FRAME_HEADER_BYTES
+    return {name: n * frame_bytes / records for name, n in frames.most_common()}
+
+
 def run(
-    page_size: int, autocheckpoint: int, per_commit: int, devices: int, ticks: int, merge_every: int = 0
+    page_size: int,
+    autocheckpoint: int,
+    per_commit: int,
+    devices: int,
+    ticks: int,
+    merge_every: int = 0,
+    wal_by_table: bool = False,
 ) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp(prefix="sqlite-writes-"))
     db = folder / "store.sqlite"
@@ -71,7 +101,11 @@ def run(
         conn.execute(f"PRAGMA page_size={page_size}")
         conn.execute("PRAGMA journal_mode=WAL")
     store = SQLiteStore(db, merge_interval_s=1e9)  # merged here, every `merge_every` ticks
-    store._writer().execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
+    store._writer().execute(f"PRAGMA wal_autocheckpoint={0 if wal_by_table else autocheckpoint}")
+    if wal_by_table:  # no checkpoint at all: the WAL keeps every frame written
+        store._closing.set()
+        assert store._checkpointer is not None
+        store._checkpointer.join()
     fleet = [SimDevice(f"dev-{i:05d}") for i in range(devices)]
     store.write_batch([Accepted("setup", m) for d in fleet for m in (d.meta(), d.status("busy", run_id="w"))])
     store._writer().execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -98,7 +132,8 @@ def run(
     if batch:
         stored += store.write_batch(batch).stored
     read_ms = one_device_reads_ms(store, [fleet[i * len(fleet) // 5].device for i in range(5)])
-    store.merge_staged()  # what the store staged is written to its device-keyed tables, and counted
+    store.merge_staged()  # what the store staged is merged, and counted
+    by_table = wal_bytes_by_table(store, Path(f"{db}-wal"), stored) if wal_by_table else None
     os.sync()
     in_ticks = written_bytes() - start_written
     store._writer().execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -127,6 +162,7 @@ def run(
         "written_over_used_growth": total / used_growth,
         "one_device_reads_ms": read_ms,
         "seconds": time.monotonic() - started,
+        **({"wal_bytes_per_record_by_table": by_table} if by_table is not None else {}),
     }
 
 
@@ -142,9 +178,12 @@ def main() -> None:
     parser.add_argument(
         "--merge-every", type=int, default=0, help="ticks between merges of the staging tables; 0: once, last"
     )
+    parser.add_argument(
+        "--wal-by-table", action="store_true", help="no checkpoints; the WAL's bytes by table, at the end"
+    )
     args = parser.parse_args()
     sizes = (args.page_size, args.autocheckpoint, args.per_commit, args.devices, args.ticks)
-    row = run(*sizes, merge_every=args.merge_every)
+    row = run(*sizes, merge_every=args.merge_every, wal_by_table=args.wal_by_table)
     json.dump(
         {"command": " ".join(["python", "bench/collector/sqlite_writes.py", *sys.argv[1:]]), **row},
         sys.stdout,

@@ -38,8 +38,9 @@ def open_store(url: str, *, read_only: bool = False) -> Store:
     """Open (and migrate) the store at `sqlite:///path/to.db` or `postgresql://user@host/db`.
     `read_only` opens an existing store for reading only: no schema or migration, no writer connection
     (nor SQLite's checkpoint thread); a write raises StoreReadOnlyError. A SQLite URL may end in
-    `?merge_interval_s=SECONDS`: how long new records stay staged before they are merged into the
-    device-keyed tables (longer: fewer bytes written per record, slower reads of one device's records)."""
+    `?merge_interval_s=SECONDS`: how long new records stay staged before they are merged (results into
+    the device-keyed tables, telemetry into its per-device index; longer: fewer bytes written per
+    record, slower reads of one device's records)."""
     if url.startswith("sqlite:///"):
         from ctxscope.collector.store.sqlite import MERGE_INTERVAL_S, SQLiteStore
 

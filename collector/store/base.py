@@ -227,8 +227,8 @@ class Store(ABC):
             return BatchWrite(self, cur, time.time_ns()).run(items)
 
     def merge_staged(self) -> int:
-        """Move the staged records into the device-keyed tables now; the number moved (a store that
-        stages none has none to move)."""
+        """Merge the staged records now (staging.py); the number merged (a store that stages none has
+        none to merge)."""
         return 0
 
     def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]:
@@ -354,9 +354,9 @@ class Store(ABC):
         return rows
 
     def _telemetry_views(self, device: str) -> tuple[str, str]:
-        """The views of a device's telemetry (series of samples, batches): with the staging tables
-        only if it has staged rows, since they have no index by device (a scan of some 200,000 rows
-        at 3,000 devices). What was staged is known as of a refresh at most STAGED_NEWS_AGE_S old:
+        """The views of a device's telemetry (series of samples, batches): with the unmerged rows
+        only if it has some, since they have no index by device (a scan of some 200,000 rows at
+        3,000 devices). What was staged is known as of a refresh at most STAGED_NEWS_AGE_S old:
         the fleet view asks this for each device that had no `live` value when it read the rows (a
         device yet to send telemetry), and must not find its first batches staged since, 3,000 scans."""
         self._staged_news.refresh(self._query, STAGED_NEWS_AGE_S)

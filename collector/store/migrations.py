@@ -99,9 +99,13 @@ CREATE VIEW all_results AS
 
 # Migration 6 (see staging.py): a merge no longer moves telemetry. A batch stays where it was staged,
 # in arrival order (`telemetry_log`, `telemetry_log_channels`), and the merge adds it to a per-device
-# index instead (`telemetry_index`, keyed by device: written once a merge for all of a device's batches).
-# The device-keyed `telemetry` and `telemetry_channels` keep what earlier versions merged, and what a
-# store that stages nothing (PostgreSQL) writes; the views read both.
+# index instead (`telemetry_index`, keyed by device: written once a merge for all of a device's batches;
+# retention finds old batches through it too, so the log needs no index by time). The device-keyed
+# `telemetry` and `telemetry_channels` keep what earlier versions merged, and what a store that stages
+# nothing (PostgreSQL) writes; the views read both. The log's channel rows are kept in their key's
+# B-tree alone (SQLite: a table and its key's index would be two trees written per row). The unmerged
+# rows are those after `staging_merged.through`, found by id (scalar subqueries, not a join, so that
+# SQLite reads them as a range of the log's key and never scans the whole log).
 TELEMETRY_LOG_DDL = """
 DROP VIEW all_telemetry_series;
 DROP VIEW telemetry_series;
@@ -109,15 +113,20 @@ DROP VIEW all_telemetry;
 DROP VIEW all_records;
 DROP VIEW staged_telemetry_left;
 ALTER TABLE staged_telemetry RENAME TO telemetry_log;
-ALTER TABLE staged_channels RENAME TO telemetry_log_channels;
-CREATE INDEX IF NOT EXISTS telemetry_log_by_age ON telemetry_log (wall_end_ns);
+CREATE TABLE IF NOT EXISTS telemetry_log_channels (
+    id BIGINT NOT NULL, channel TEXT NOT NULL, unit TEXT NOT NULL, dtype TEXT NOT NULL,
+    data {blob} NOT NULL, PRIMARY KEY (id, channel)) {without_rowid};
+INSERT INTO telemetry_log_channels SELECT id, channel, unit, dtype, data FROM staged_channels;
+DROP TABLE staged_channels;
 CREATE TABLE IF NOT EXISTS telemetry_index (
     device TEXT NOT NULL, id BIGINT NOT NULL, source TEXT NOT NULL, wall_end_ns BIGINT,
     PRIMARY KEY (device, id)) {without_rowid};
 CREATE INDEX IF NOT EXISTS telemetry_index_by_time ON telemetry_index (device, source, wall_end_ns);
 CREATE VIEW telemetry_log_unmerged AS
-    SELECT s.* FROM telemetry_log s, staging_merged m
-    WHERE s.id > m.through AND (m.merged_to IS NULL OR s.id > m.merging OR s.device > m.merged_to);
+    SELECT * FROM telemetry_log
+    WHERE id > (SELECT through FROM staging_merged)
+    AND ((SELECT merged_to FROM staging_merged) IS NULL
+    OR id > (SELECT merging FROM staging_merged) OR device > (SELECT merged_to FROM staging_merged));
 CREATE VIEW all_records AS
     SELECT device, stream, seq, kind, ts, received_ns FROM records
     UNION ALL SELECT device, stream, seq, 'telemetry', ts, received_ns FROM telemetry_log_unmerged

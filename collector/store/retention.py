@@ -14,12 +14,13 @@ batches are kept: the device-keyed tables and the telemetry log (merged batches 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,32 +122,56 @@ def _device_keyed(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batc
     ]
 
 
-def _arrival_ordered(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batch]:
-    """The oldest merged batches of the telemetry log (staging.py: merged telemetry stays in arrival
-    order; what is not merged yet is left for a later pass)."""
-    cur.execute(
-        store._sql(
-            "SELECT id, device, source, mono_to_wall_ns, t_ns FROM telemetry_log"
-            " WHERE wall_end_ns < ? AND id <= (SELECT through FROM staging_merged)"
-            f" ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
-        ),
-        (cutoff,),
-    )
-    return [
-        _Batch(
-            device,
-            source,
-            mono_to_wall,
-            t_ns,
-            ("SELECT channel, unit, dtype, data FROM telemetry_log_channels WHERE id = ?", (id_,)),
-            (
-                ("DELETE FROM telemetry_log_channels WHERE id = ?", (id_,)),
-                ("DELETE FROM telemetry_log WHERE id = ?", (id_,)),
-                ("DELETE FROM telemetry_index WHERE device = ? AND id = ?", (device, id_)),
+def _indexed_series(store: Store) -> Iterator[tuple[str, str]]:
+    """Each (device, source) of the telemetry log's index, one index search apiece (a loose scan:
+    the index holds a row per batch)."""
+    after: tuple[str, str] | None = None
+    while True:
+        if after is None:
+            rows = store._query("SELECT device, source FROM telemetry_index ORDER BY device, source LIMIT 1")
+        else:
+            rows = store._query(
+                "SELECT device, source FROM telemetry_index WHERE (device, source) > (?, ?)"
+                " ORDER BY device, source LIMIT 1",
+                after,
+            )
+        if not rows:
+            return
+        after = (rows[0]["device"], rows[0]["source"])
+        yield after
+
+
+def _arrival_ordered(device: str, source: str) -> Picker:
+    """The oldest merged batches of one device's source in the telemetry log (staging.py: merged
+    telemetry stays in arrival order, found through its per-device index; what is not merged yet is
+    left for a later pass)."""
+
+    def pick(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batch]:
+        cur.execute(
+            store._sql(
+                "SELECT i.id, s.mono_to_wall_ns, s.t_ns FROM telemetry_index i JOIN telemetry_log s"
+                " ON s.id = i.id WHERE i.device = ? AND i.source = ? AND i.wall_end_ns < ?"
+                f" ORDER BY i.wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
             ),
+            (device, source, cutoff),
         )
-        for id_, device, source, mono_to_wall, t_ns in cur.fetchall()
-    ]
+        return [
+            _Batch(
+                device,
+                source,
+                mono_to_wall,
+                t_ns,
+                ("SELECT channel, unit, dtype, data FROM telemetry_log_channels WHERE id = ?", (id_,)),
+                (
+                    ("DELETE FROM telemetry_log_channels WHERE id = ?", (id_,)),
+                    ("DELETE FROM telemetry_log WHERE id = ?", (id_,)),
+                    ("DELETE FROM telemetry_index WHERE device = ? AND id = ?", (device, id_)),
+                ),
+            )
+            for id_, mono_to_wall, t_ns in cur.fetchall()
+        ]
+
+    return pick
 
 
 def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = None) -> RetentionOutcome:
@@ -157,7 +182,7 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
     # On PostgreSQL several collectors may prune one store at once: each pass locks the batches it
     # folds and skips those another pass holds, so no batch is folded into the rollups twice.
     claim = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
-    pickers: tuple[Picker, ...] = (_device_keyed, _arrival_ordered)
+    pickers = itertools.chain([_device_keyed], itertools.starmap(_arrival_ordered, _indexed_series(store)))
     for pick in pickers:
         while _prune_chunk(store, pick, cutoff, claim, policy, outcome):
             pass

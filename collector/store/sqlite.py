@@ -42,10 +42,13 @@ from ctxscope.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL_S = 1.0
-# Seconds between merges of the staging tables: each device's pages are dirtied once per merge, so
-# longer is fewer bytes written per record, and a longer pause of the writer while one runs.
-MERGE_INTERVAL_S = 60.0
-# Devices a merge transaction moves: at 3,000 devices and 60 s, ~0.4 s of the writer's time each.
+# Seconds between merges of the staging tables: each device's key and index pages are dirtied once per
+# merge, so longer is fewer bytes written per record, and slower reads of one device's page (they scan
+# what is not merged), more staged keys held in memory, a longer pause of the writer while one runs. At
+# 120 s the collector writes under 3x what its store grows by, alone or under a live fleet, and a device
+# page at 3,000 devices reads in under 0.1 s (results/collector/scale/README.md).
+MERGE_INTERVAL_S = 120.0
+# Devices a merge transaction moves.
 MERGE_DEVICES = 500
 STAGED_KIND_NAMES = frozenset(kind.model_fields["kind"].default for kind in STAGED_KINDS)
 WRITER_CHECKPOINT_PAGES = 16384  # 64 MiB of 4 KiB pages
@@ -153,10 +156,10 @@ class SQLiteStore(Store):
             return BatchWrite(self, cur, time.time_ns()).run(items)
 
     def merge_staged(self) -> int:
-        """Move every staged record into the device-keyed tables now, MERGE_DEVICES devices a
-        transaction, with a pause as long after each, so ingest's commits go on between them; first
-        the rest of a merge that a crash or kill stopped. The number moved. Its outcome is the
-        store's upkeep of task "merge"."""
+        """Merge every staged record now (staging.py), MERGE_DEVICES devices a transaction, with a
+        pause as long after each, so ingest's commits go on between them; first the rest of a merge
+        that a crash or kill stopped. The number merged. Its outcome is the store's upkeep of task
+        "merge"."""
         try:
             moved = self._merge_all_staged()
         except Exception as exc:

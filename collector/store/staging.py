@@ -140,9 +140,9 @@ class Staging:
         return int(merging), left, resumed
 
     def merge_range(self, cur: Any, through: int, first: str, last: str) -> int:
-        """Move the staged records of devices `first`..`last` with ids up to `through` into the
-        device-keyed tables, sorted by key, and note it; the number moved (0 if another merge of the
-        same store moved them already)."""
+        """Merge the staged records of devices `first`..`last` with ids up to `through`, sorted by key
+        (their keys into `records`, telemetry into `telemetry_index`, results into `results`), and note
+        it; the number merged (0 if another merge of the same store merged them already)."""
         cur.execute("SELECT merging, merged_to FROM staging_merged")
         merging, merged_to = cur.fetchone()
         if merging != through or (merged_to is not None and merged_to >= last):

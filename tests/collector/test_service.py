@@ -35,7 +35,7 @@ def test_a_sqlite_url_sets_how_long_records_stay_staged(tmp_path: Path) -> None:
     default = open_store(f"sqlite:///{tmp_path / 'a.sqlite'}")
     longer = open_store(f"sqlite:///{tmp_path / 'b.sqlite'}?merge_interval_s=300")
     try:
-        assert default.merge_interval_s == 60.0  # type: ignore[attr-defined]
+        assert default.merge_interval_s == 120.0  # type: ignore[attr-defined]
         assert longer.merge_interval_s == 300.0  # type: ignore[attr-defined]
         assert longer.path == tmp_path / "b.sqlite"  # type: ignore[attr-defined]
     finally:

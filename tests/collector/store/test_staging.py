@@ -255,6 +255,33 @@ def test_retention_reaches_staged_telemetry(store: Store) -> None:
     assert store.write_batch([accepted(batch(1, wall_ns=old))]).duplicates == 1  # its key stays
 
 
+def test_retention_prunes_every_device_and_source_of_the_merged_log(sqlite_store: SQLiteStore) -> None:
+    """Retention finds old merged batches through the log's per-device index, one (device, source) at a
+    time: each of two devices' two sources loses its old batch and keeps its recent one."""
+    old, recent = WALL0 - 10 * 86400 * NS, WALL0
+    sources = ("jtop", "nvml")
+    sent = [
+        batch(seq, device=d, wall_ns=wall).model_copy(update={"source": source})
+        for d in ("dev-a", "dev-b")
+        for source in sources
+        for seq, wall in ((sources.index(source) * 2 + 1, old), (sources.index(source) * 2 + 2, recent))
+    ]
+    assert sqlite_store.write_batch([accepted(b) for b in sent]).stored == 8
+    outcome = apply_retention(sqlite_store, RetentionPolicy(raw_days=7, rollup_s=60), now_ns=WALL0 + NS)
+    assert outcome.batches_pruned == 4
+    for d in ("dev-a", "dev-b"):
+        for source in sources:
+            assert [r["source"] for r in rollups(sqlite_store, d, "power_w")].count(source) == 1
+            kept = sqlite_store.latest_telemetry(d, source, "power_w", 30 * 86400.0)
+            assert kept is not None and len(kept.values) == 2  # the recent batch's two samples
+    with sqlite3.connect(sqlite_store.path) as db:
+        left = [
+            db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("telemetry_log", "telemetry_index")
+        ]
+    assert left == [4, 4]
+
+
 def test_a_merge_moves_device_ranges_and_readers_see_each_record_once_meanwhile(tmp_path: Path) -> None:
     """A merge commits one device range at a time; one stopped between two (a kill) is carried on by
     the next, and records staged while it ran stay staged for the next merge."""

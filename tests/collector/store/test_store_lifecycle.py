@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from ctxscope.collector.store import Accepted, Store, open_store
-from ctxscope.collector.store.migrations import LATEST, SchemaTooNew, applied_versions, migrate
+from ctxscope.collector.store.migrations import LATEST, MIGRATIONS, SchemaTooNew, applied_versions, migrate
+from ctxscope.collector.store.migrations import TABLE as SCHEMA_MIGRATIONS_TABLE
 from ctxscope.collector.store.retention import RetentionPolicy, apply_retention, rollups
 from ctxscope.shared.messages import TelemetryBatch, TelemetryChannel
 from ctxscope.shared.topics import Channel, topic_for
@@ -258,3 +259,65 @@ def test_retention_passes_of_two_collectors_never_fold_a_batch_twice(pg_url: str
         other_pass.close()
         for store in stores:
             store.close()
+
+
+def _schema_5_store(path: Path) -> None:
+    """A SQLite store as the release before migration 6 left it: batch 1 merged into the device-keyed
+    tables, batch 2 staged and not merged (a collector stopped between two merges)."""
+    conn = sqlite3.connect(path)
+    conn.executescript(FIRST_RELEASE_DDL.format(json="TEXT", blob="BLOB", bool="INTEGER") + ";")
+    conn.execute(SCHEMA_MIGRATIONS_TABLE)
+    for migration in MIGRATIONS[:5]:
+        ddl = migration.ddl.format(json="TEXT", blob="BLOB", bool="INTEGER", key="INTEGER", devices_room="")
+        for statement in ddl.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (migration.version, migration.name))
+    wall = 1_800_000_000 * NS
+    merged, staged = (
+        _batch(1, wall, [0.0, 1.0], [7.0, 8.0]),
+        _batch(2, wall + 2 * NS, [0.0, 1.0], [9.0, 10.0]),
+    )
+    conn.execute("INSERT INTO devices VALUES ('orin-1', 'online', 1, NULL, NULL, NULL, 5, 6, NULL)")
+    conn.execute("INSERT INTO records VALUES ('orin-1', ?, 1, 'telemetry', ?, 6)", (STREAM, merged.ts))
+    for seq, b, table in ((1, merged, "telemetry"), (2, staged, "staged_telemetry")):
+        t = b.timestamps()
+        ends = (int(t[0] + b.mono_to_wall_ns), int(t[-1] + b.mono_to_wall_ns))
+        head = ("orin-1", STREAM, seq, b.ts) if seq == 1 else (1, "orin-1", STREAM, seq, b.ts, 7, "{}")
+        conn.execute(
+            f"INSERT INTO {table} VALUES ({', '.join('?' * (len(head) + 6))})",
+            (*head, "nvml", len(t), b.mono_to_wall_ns, *ends, b.t_ns),
+        )
+        for name, channel in b.channels.items():
+            key = ("orin-1", STREAM, 1) if seq == 1 else (1,)
+            conn.execute(
+                f"INSERT INTO {'telemetry_channels' if seq == 1 else 'staged_channels'}"
+                f" VALUES ({', '.join('?' * (len(key) + 4))})",
+                (*key, name, channel.unit, channel.dtype, channel.data),
+            )
+    conn.commit()
+    conn.close()
+
+
+def test_a_store_of_schema_5_keeps_its_merged_and_staged_telemetry_through_migration_6(
+    tmp_path: Path,
+) -> None:
+    """Migration 6 keeps merged telemetry in arrival order: a store upgraded from 5 still holds its
+    earlier merged batches in the device-keyed tables, and its staged ones become the log's."""
+    _schema_5_store(tmp_path / "old.db")
+    store = open_store(f"sqlite:///{tmp_path / 'old.db'}")  # migrates, then merges batch 2 at open
+    try:
+        assert applied_versions(store) == list(range(1, LATEST + 1))
+        assert store.record_seqs("orin-1", STREAM) == [1, 2]
+        series = store.latest_telemetry("orin-1", "nvml", "power_w", 3600.0)
+        assert series is not None and series.values.tolist() == [7.0, 8.0, 9.0, 10.0]
+        assert store.telemetry_channels("orin-1") == [("nvml", "power_w", "W"), ("nvml", "temp_gpu_c", "C")]
+        assert _write(store, _batch(2, 0, [0.0], [1.0])).duplicates == 1
+        with store._transaction() as cur:
+            cur.execute("SELECT COUNT(*) FROM telemetry_index")
+            assert cur.fetchone() == (1,)  # batch 2, merged at open; batch 1 stays where 5 merged it
+        pruned = apply_retention(store, RetentionPolicy(raw_days=1), now_ns=1_800_000_000 * NS + 3 * DAY_NS)
+        assert (pruned.batches_pruned, pruned.samples_rolled_up) == (2, 8)
+        assert store.latest_telemetry("orin-1", "nvml", "power_w", 3600.0) is None
+    finally:
+        store.close()
