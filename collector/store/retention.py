@@ -122,9 +122,10 @@ def _device_keyed(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batc
     ]
 
 
-def _indexed_series(store: Store) -> Iterator[tuple[str, str]]:
-    """Each (device, source) of the telemetry log's index, one index search apiece (a loose scan:
-    the index holds a row per batch)."""
+def _indexed_series(store: Store, cutoff: int) -> Iterator[tuple[str, str]]:
+    """Each (device, source) of the telemetry log's index with a batch that ended before `cutoff`, by
+    two index searches a pair (a loose scan: the index holds a row per batch), on the reading
+    connection: a pass opens no write transaction for a series with nothing to prune."""
     after: tuple[str, str] | None = None
     while True:
         if after is None:
@@ -138,7 +139,13 @@ def _indexed_series(store: Store) -> Iterator[tuple[str, str]]:
         if not rows:
             return
         after = (rows[0]["device"], rows[0]["source"])
-        yield after
+        old = store._query(
+            "SELECT 1 AS old FROM telemetry_index WHERE device = ? AND source = ? AND wall_end_ns < ?"
+            " LIMIT 1",
+            (*after, cutoff),
+        )
+        if old:
+            yield after
 
 
 def _arrival_ordered(device: str, source: str) -> Picker:
@@ -182,7 +189,9 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
     # On PostgreSQL several collectors may prune one store at once: each pass locks the batches it
     # folds and skips those another pass holds, so no batch is folded into the rollups twice.
     claim = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
-    pickers = itertools.chain([_device_keyed], itertools.starmap(_arrival_ordered, _indexed_series(store)))
+    pickers = itertools.chain(
+        [_device_keyed], itertools.starmap(_arrival_ordered, _indexed_series(store, cutoff))
+    )
     for pick in pickers:
         while _prune_chunk(store, pick, cutoff, claim, policy, outcome):
             pass

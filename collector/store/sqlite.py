@@ -45,8 +45,9 @@ CHECKPOINT_INTERVAL_S = 1.0
 # Seconds between merges of the staging tables: each device's key and index pages are dirtied once per
 # merge, so longer is fewer bytes written per record, and slower reads of one device's page (they scan
 # what is not merged), more staged keys held in memory, a longer pause of the writer while one runs. At
-# 120 s the collector writes under 3x what its store grows by, alone or under a live fleet, and a device
-# page at 3,000 devices reads in under 0.1 s (results/collector/scale/README.md).
+# 120 s the collector under a live fleet wrote 2.2-2.8x what its store grew by (3.0-3.6x by the store
+# alone, with 10-30 minutes of history, which costs more as it grows), and a device page at 3,000
+# devices read in under 0.1 s (results/collector/scale/README.md).
 MERGE_INTERVAL_S = 120.0
 # Devices a merge transaction moves.
 MERGE_DEVICES = 500
