@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ctxscope.collector.store.overlay import StagedNews
+from ctxscope.collector.store.pruned_keys import pruned_among
 from ctxscope.collector.store.upkeep import Upkeep
 from ctxscope.collector.store.writes import (
     Accepted,
@@ -234,10 +235,21 @@ class Store(ABC):
     def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]:
         """Insert the records' key rows (device, stream, seq, kind, ts, received_ns), sorted by key,
         and return the keys that were new: on PostgreSQL the insert itself says so (RETURNING), since
-        another collector may insert the same key at the same time."""
+        another collector may insert the same key at the same time; a key retention pruned is not new
+        (pruned_keys.py)."""
         tail = "ON CONFLICT DO NOTHING RETURNING device, stream, seq"
         returned = insert_rows(self, cur, "INSERT INTO records", rows, tail, returning=True)
-        return {(device, stream, int(seq)) for device, stream, seq in returned}
+        new = {(device, stream, int(seq)) for device, stream, seq in returned}
+        # A new key row in a pruned range was a telemetry batch retention has removed: take it back.
+        # Looked up after the insert, so that a range another collector's pass commits meanwhile is
+        # seen (the insert waits for that pass's deletion of the key row).
+        for device, stream, seq in pruned_among(self, cur, new):
+            cur.execute(
+                self._sql("DELETE FROM records WHERE device = ? AND stream = ? AND seq = ?"),
+                (device, stream, seq),
+            )
+            new.discard((device, stream, seq))
+        return new
 
     def _column_types(self, cur: Any, head: str) -> list[str] | None:
         """The SQL types of the columns that an `INSERT INTO table [(columns)]` head fills, for a store
@@ -291,32 +303,44 @@ class Store(ABC):
         return self._staged_news.apply(row)
 
     def record_count(self, device: str | None = None) -> int:
-        if device is None:
-            return int(self._query("SELECT COUNT(*) AS n FROM all_records")[0]["n"])
-        return int(self._query("SELECT COUNT(*) AS n FROM all_records WHERE device = ?", (device,))[0]["n"])
+        """Records stored: those held and the telemetry batches retention has pruned since."""
+        where, params = ("", ()) if device is None else (" WHERE device = ?", (device,))
+        held = self._query(f"SELECT COUNT(*) AS n FROM all_records{where}", params)[0]["n"]
+        pruned = self._query(f"SELECT SUM(pruned) AS n FROM pruned_keys{where}", params)[0]["n"]
+        return int(held) + int(pruned or 0)
 
     def record_seqs(self, device: str, stream: str) -> list[int]:
+        """The seqs of a stream's records held (not those of pruned telemetry)."""
         rows = self._query(
             "SELECT seq FROM all_records WHERE device = ? AND stream = ? ORDER BY seq", (device, stream)
         )
         return [int(r["seq"]) for r in rows]
 
     def streams(self, device: str) -> list[dict[str, Any]]:
-        """Per stream of a device: records held, first and last seq, when the last one arrived."""
+        """Per stream of a device: records stored (held, and pruned by retention), first and last seq,
+        when the last one held arrived."""
         return self._query(
-            "SELECT stream, COUNT(*) AS records, MIN(seq) AS first_seq, MAX(seq) AS last_seq,"
-            " MAX(received_ns) AS last_received_ns FROM all_records WHERE device = ? GROUP BY stream"
-            " ORDER BY MIN(received_ns)",
-            (device,),
+            "SELECT stream, CAST(SUM(n) AS BIGINT) AS records, MIN(first_seq) AS first_seq,"
+            " MAX(last_seq) AS last_seq, MAX(received_ns) AS last_received_ns FROM ("
+            " SELECT stream, COUNT(*) AS n, MIN(seq) AS first_seq, MAX(seq) AS last_seq,"
+            " MAX(received_ns) AS received_ns FROM all_records WHERE device = ? GROUP BY stream"
+            " UNION ALL SELECT stream, SUM(pruned), MIN(lo), MAX(hi), NULL FROM pruned_keys"
+            " WHERE device = ? GROUP BY stream) AS parts GROUP BY stream"
+            " ORDER BY MIN(received_ns) IS NOT NULL, MIN(received_ns), stream",
+            (device, device),
         )
 
     def gaps(self, device: str) -> list[Gap]:
-        """Missing seq ranges per stream of a device (a stream's seqs start at 1)."""
+        """Missing seq ranges per stream of a device (a stream's seqs start at 1): seqs neither held
+        nor in a range retention pruned."""
         rows = self._query(
-            "SELECT stream, prev + 1 AS first, seq - 1 AS last FROM ("
-            " SELECT stream, seq, LAG(seq, 1, 0) OVER (PARTITION BY stream ORDER BY seq) AS prev"
-            " FROM all_records WHERE device = ?) AS ordered WHERE seq > prev + 1 ORDER BY stream, first",
-            (device,),
+            "SELECT stream, prev + 1 AS first, lo - 1 AS last FROM ("
+            " SELECT stream, lo, COALESCE(MAX(hi) OVER (PARTITION BY stream ORDER BY lo, hi"
+            " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS prev FROM ("
+            " SELECT stream, seq AS lo, seq AS hi FROM all_records WHERE device = ?"
+            " UNION ALL SELECT stream, lo, hi FROM pruned_keys WHERE device = ?) AS spans) AS ordered"
+            " WHERE lo > prev + 1 ORDER BY stream, first",
+            (device, device),
         )
         return [Gap(r["stream"], int(r["first"]), int(r["last"])) for r in rows]
 

@@ -152,6 +152,17 @@ CREATE VIEW all_telemetry_series AS
     JOIN telemetry_log_channels c ON c.id = t.id
 """
 
+# Migration 7 (see retention.py): a pruned telemetry batch's key row in `records` goes with its samples,
+# and the seqs its stream stored are kept as ranges instead: every seq in [lo, hi] of the stream was
+# stored, `pruned` of them by batches retention has removed, the rest still keyed in `records`. A
+# redelivered batch whose seq lies in a range and has no key row was pruned, and is a duplicate. Without
+# it the keys of raw telemetry, one row a batch, grew the store for as long as it ran.
+PRUNED_KEYS_DDL = """
+CREATE TABLE IF NOT EXISTS pruned_keys (
+    device TEXT NOT NULL, stream TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL,
+    pruned BIGINT NOT NULL, PRIMARY KEY (device, stream, lo)) {without_rowid}
+"""
+
 MIGRATIONS = (
     Migration(1, "baseline: the schema of the first release", ""),
     Migration(
@@ -185,6 +196,11 @@ MIGRATIONS = (
         6,
         "telemetry stays in arrival order once merged, found through a per-device index",
         TELEMETRY_LOG_DDL,
+    ),
+    Migration(
+        7,
+        "pruned telemetry keys: retention drops a batch's key row and keeps its stream's seqs as ranges",
+        PRUNED_KEYS_DDL,
     ),
 )
 LATEST = MIGRATIONS[-1].version

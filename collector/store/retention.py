@@ -4,11 +4,12 @@ Raw telemetry is about 0.1 GB per device per day. `apply_retention` takes every 
 that ended before the cutoff, folds its samples into fixed time buckets per (device, source,
 channel) in `telemetry_rollups`, and deletes the raw batch, in chunks of one transaction each, so
 a crash leaves each chunk either rolled up and deleted or untouched. Rollups of a bucket split
-across two passes merge exactly (counts add, means weight by count). The `records` rows stay: they
-are the (device, stream, seq) keys that keep a late redelivery of a pruned batch from being stored
-again. Results, runs and logs are never pruned. A pass first merges what the store has staged
-(staging.py), so a late batch past the cutoff is pruned like any other; it prunes both places raw
-batches are kept: the device-keyed tables and the telemetry log (merged batches in arrival order).
+across two passes merge exactly (counts add, means weight by count). A pruned batch's key row in
+`records` goes too: its stream's seqs are kept as ranges instead (pruned_keys.py), which refuse a late
+redelivery of the batch as its key row did. Results, runs and logs are never pruned. A pass first
+merges what the store has staged (staging.py), so a late batch past the cutoff is pruned like any
+other; it prunes both places raw batches are kept: the device-keyed tables and the telemetry log
+(merged batches in arrival order).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import click
 import numpy as np
 
 from ctxscope.collector.store.base import Store
+from ctxscope.collector.store.pruned_keys import note_pruned
 
 log = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
@@ -85,6 +87,8 @@ class _Batch:
     parameters) that read its channels and delete it."""
 
     device: str
+    stream: str
+    seq: int
     source: str
     mono_to_wall_ns: int
     t_ns: bytes
@@ -109,6 +113,8 @@ def _device_keyed(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batc
     return [
         _Batch(
             device,
+            stream,
+            seq,
             source,
             mono_to_wall,
             t_ns,
@@ -156,7 +162,8 @@ def _arrival_ordered(device: str, source: str) -> Picker:
     def pick(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batch]:
         cur.execute(
             store._sql(
-                "SELECT i.id, s.mono_to_wall_ns, s.t_ns FROM telemetry_index i JOIN telemetry_log s"
+                "SELECT i.id, s.stream, s.seq, s.mono_to_wall_ns, s.t_ns FROM telemetry_index i"
+                " JOIN telemetry_log s"
                 " ON s.id = i.id WHERE i.device = ? AND i.source = ? AND i.wall_end_ns < ?"
                 f" ORDER BY i.wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
             ),
@@ -165,6 +172,8 @@ def _arrival_ordered(device: str, source: str) -> Picker:
         return [
             _Batch(
                 device,
+                stream,
+                seq,
                 source,
                 mono_to_wall,
                 t_ns,
@@ -175,7 +184,7 @@ def _arrival_ordered(device: str, source: str) -> Picker:
                     ("DELETE FROM telemetry_index WHERE device = ? AND id = ?", (device, id_)),
                 ),
             )
-            for id_, mono_to_wall, t_ns in cur.fetchall()
+            for id_, stream, seq, mono_to_wall, t_ns in cur.fetchall()
         ]
 
     return pick
@@ -220,6 +229,7 @@ def _prune_chunk(
                 outcome.samples_unread += len(values) - folded
             for statement, params in batch.deletes:
                 cur.execute(store._sql(statement), params)
+        note_pruned(store, cur, ((batch.device, batch.stream, batch.seq) for batch in batches))
         for (device, source, channel, bucket_ns), b in buckets.items():
             row = (
                 device,

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxscope.collector.store.base import Store, StoreOpenError, StoreReadOnlyError
+from ctxscope.collector.store.pruned_keys import pruned_among
 from ctxscope.collector.store.staging import Staging
 from ctxscope.collector.store.writes import (
     ROWS_PER_STATEMENT,
@@ -208,7 +209,8 @@ class SQLiteStore(Store):
         conn.execute("BEGIN IMMEDIATE")
 
     def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]:
-        """The keys already stored are looked up first, then the new rows inserted: BEGIN IMMEDIATE
+        """The keys already stored (kept, or pruned: pruned_keys.py) are looked up first, then the new
+        rows inserted: BEGIN IMMEDIATE
         makes this transaction the store's only writer, so no key can appear in between. (RETURNING,
         which PostgreSQL's path uses, needs SQLite 3.35; this works on the SQLite of older hosts.)"""
         stored: set[RecordKey] = set()
@@ -222,6 +224,8 @@ class SQLiteStore(Store):
                 [value for key in chunk for value in key],
             )
             stored.update((device, stream, int(seq)) for device, stream, seq in cur.fetchall())
+        # a key in a pruned range with no key row was a telemetry batch retention has removed
+        stored |= pruned_among(self, cur, {row[:3] for row in rows} - stored)
         new: dict[RecordKey, tuple[Any, ...]] = {}
         for row in rows:
             key = (row[0], row[1], int(row[2]))

@@ -14,7 +14,7 @@ from ctxscope.collector.store import Accepted, Store, open_store
 from ctxscope.collector.store.migrations import LATEST, MIGRATIONS, SchemaTooNew, applied_versions, migrate
 from ctxscope.collector.store.migrations import TABLE as SCHEMA_MIGRATIONS_TABLE
 from ctxscope.collector.store.retention import RetentionPolicy, apply_retention, rollups
-from ctxscope.shared.messages import TelemetryBatch, TelemetryChannel
+from ctxscope.shared.messages import Log, TelemetryBatch, TelemetryChannel
 from ctxscope.shared.topics import Channel, topic_for
 
 # The schema of the first release, as its store/base.py created it (frozen here: this is what stores
@@ -172,6 +172,51 @@ def test_retention_rolls_up_old_telemetry_and_keeps_recent(store: Store) -> None
     assert store.latest_telemetry("orin-1", "nvml", "power_w", 20 * 86400.0).values.tolist() == [7.0, 9.0]
     assert _write(store, a).duplicates == 1
     assert apply_retention(store, policy, now_ns=now).batches_pruned == 0
+
+
+def test_pruned_batches_leave_no_key_rows_and_still_refuse_their_redelivery(store: Store) -> None:
+    """A pruned batch's key row used to stay for as long as the store ran (one row a batch, a day at a
+    batch a second is 86,400); its stream's seqs are now kept as ranges: a range spans kept records
+    (a log here), a seq never stored splits it, and the counts and gaps a device shows stay whole."""
+    now = 1_800_000_000 * NS
+    w0 = ((now - 10 * DAY_NS) // (60 * NS)) * 60 * NS
+    old = {seq: _batch(seq, w0 + seq * 60 * NS, [0.0, 1.0], [1.0, 2.0]) for seq in (1, 2, 3, 5, 6, 8)}
+    log = Log(device="orin-1", stream=STREAM, seq=4, ts=1, level="info", message="kept")
+    recent = _batch(9, now - DAY_NS, [0.0], [5.0])
+    _write(store, *old.values(), recent)
+    store.write_batch([Accepted(topic_for("orin-1", Channel.LOG), log)])
+    # seq 7 never arrived
+    policy = RetentionPolicy(raw_days=7, rollup_s=60)
+
+    assert apply_retention(store, policy, now_ns=now).batches_pruned == 6
+
+    def key_rows() -> list[int]:
+        return [r["seq"] for r in store._query("SELECT seq FROM records ORDER BY seq")]
+
+    def ranges() -> list[tuple[int, int, int]]:
+        rows = store._query("SELECT lo, hi, pruned FROM pruned_keys ORDER BY lo")
+        return [(r["lo"], r["hi"], r["pruned"]) for r in rows]
+
+    assert key_rows() == [4, 9]
+    assert ranges() == [(1, 6, 5), (8, 8, 1)]
+    assert store.record_count("orin-1") == store.record_count() == 8
+    assert [(g.first, g.last) for g in store.gaps("orin-1")] == [(7, 7)]
+    (stream,) = store.streams("orin-1")
+    assert (stream["records"], stream["first_seq"], stream["last_seq"]) == (8, 1, 9)
+    assert store.record_seqs("orin-1", STREAM) == [4, 9]
+
+    # every pruned batch redelivered is a duplicate; the one never stored is new, and once pruned it
+    # joins the ranges on both sides
+    assert _write(store, *old.values()).duplicates == 6
+    missing = _write(store, _batch(7, w0 + 7 * 60 * NS, [0.0], [3.0]))
+    assert (missing.stored, missing.duplicates) == (1, 0)
+    assert apply_retention(store, policy, now_ns=now).batches_pruned == 1
+    assert key_rows() == [4, 9] and ranges() == [(1, 8, 7)]
+    assert _write(store, *old.values(), _batch(7, w0, [0.0], [3.0])).duplicates == 7
+    assert store.record_count("orin-1") == 9 and store.gaps("orin-1") == []
+    assert apply_retention(store, policy, now_ns=now).batches_pruned == 0
+    counts = {(r["bucket_ns"] - w0) // (60 * NS): r["n"] for r in rollups(store, "orin-1", "power_w")}
+    assert counts == {1: 2, 2: 2, 3: 2, 5: 2, 6: 2, 7: 1, 8: 2}, "a redelivery was folded in again"
 
 
 def test_retention_leaves_unread_samples_out_of_the_rollups_and_goes_on(store: Store) -> None:
