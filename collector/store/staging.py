@@ -13,10 +13,10 @@ twice more (the staged copy's checkpoint, then the merged copy in the WAL and at
 while its key row in `records` and its entry in `telemetry_index` (device, id, source, newest sample
 time) are some 100 bytes. Readers find a device's merged batches through that index
 (`merged_telemetry`, `telemetry_series`) and the unmerged ones, those after `staging_merged.through`,
-by id (`telemetry_log_unmerged`); retention deletes a batch from the log, its channels and its index
-entry.
+by id (`telemetry_log_unmerged`); retention deletes a batch from the log, its channels, its index
+entry and its key row (pruned_keys.py keeps its seq).
 
-Exactly once: a record is staged only if its key is neither in `records` nor staged. The staged
+Exactly once: a record is staged only if its key is neither in `records`, nor pruned, nor staged. The staged
 keys are held in memory (`StagedKeys`): exact because SQLite has one writer at a time (BEGIN IMMEDIATE),
 and each write transaction first reads what another process staged or merged since. Ids only grow
 (`staging_merged.through` keeps the highest merged one), which is also what lets readers follow the
