@@ -116,4 +116,15 @@ def render_mosquitto_conf(paths: BrokerPaths, port: int = TLS_PORT, bind: str = 
     return "\n".join(lines) + "\n"
 
 
+def render_logrotate(log_file: str, max_mb: int = 20, keep: int = 5) -> str:
+    """A logrotate stanza for a host broker's log file. The broker logs every connection, refused ones
+    too, so anyone who can reach its port could otherwise grow the file until the disk is full;
+    `copytruncate` because mosquitto keeps the file open (in append mode: it writes on at the start)."""
+    return (
+        "# ctxscope broker log (host install): install as /etc/logrotate.d/ctxscope-broker\n"
+        f"{log_file} {{\n    size {max_mb}M\n    rotate {keep}\n    compress\n    missingok\n"
+        "    notifempty\n    copytruncate\n}\n"
+    )
+
+
 COMPOSE_PATHS = BrokerPaths(config_dir="/mosquitto/config", data_dir="/mosquitto/data")

@@ -7,6 +7,7 @@ Layout of a site directory (default `<state dir>/site`):
     identities/share-group.secret  the secret part of every collector share group's name (owner-only)
     broker/                      what the broker reads (mount it as /mosquitto/config in compose):
         mosquitto.conf           for a host install (compose ships docker/mosquitto.conf)
+        logrotate.conf           for a host install: caps the broker's log (data/mosquitto.log)
         ca.crt, server.crt, server.key, passwd, acl
 
 Passwords are random (32 bytes, URL-safe) and stored hashed in `broker/passwd` by `mosquitto_passwd`;
@@ -34,6 +35,7 @@ from ctxscope.collector.security.broker_config import (
     collector_user,
     is_collector_user,
     render_acl,
+    render_logrotate,
     render_mosquitto_conf,
 )
 from ctxscope.shared.broker_access import COMMAND_USER_SUFFIX, BrokerAccess
@@ -116,15 +118,18 @@ class Site:
         self.write_broker_conf(port)
 
     def write_broker_conf(self, port: int = TLS_PORT, bind: str = "0.0.0.0") -> Path:
-        """The host install's mosquitto.conf, pointing at this site's files."""
+        """The host install's mosquitto.conf, pointing at this site's files, and the logrotate stanza
+        that caps its log."""
+        log_file = str(self.root / "data" / "mosquitto.log")
         paths = BrokerPaths(
             config_dir=str(self.broker_dir),
             data_dir=str(self.root / "data"),
-            log_file=str(self.root / "data" / "mosquitto.log"),
+            log_file=log_file,
             pid_file=str(self.broker_dir / "mosquitto.pid"),
         )
         conf = self.broker_dir / "mosquitto.conf"
         conf.write_text(render_mosquitto_conf(paths, port, bind))
+        (self.broker_dir / "logrotate.conf").write_text(render_logrotate(log_file))
         return conf
 
     def _new_collector(self, user: str) -> None:

@@ -104,6 +104,11 @@ def test_services_volumes_and_dependencies_exist(site: Site, tmp_path: Path) -> 
     ports = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
     assert len(ports) == len(set(ports)) and "8883" in ports
     assert "healthcheck" in services["postgres"]
+    for name, service in services.items():  # a log without a cap fills the disk of a host left alone
+        logging = service.get("logging", {})
+        assert logging.get("driver") in {"local", "json-file"}, f"{name}: no log driver set"
+        cap = logging.get("options", {}).get("max-size", "")
+        assert re.fullmatch(r"\d+[kmg]", cap), f"{name}: its log has no size cap"
     broker_conf = parse_conf((DOCKER / "mosquitto.conf").read_text())
     assert broker_conf["listener"].split()[0] == "8883" and conf_problems(broker_conf) == []
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -92,6 +94,29 @@ def test_anonymous_wrong_password_plain_tcp_and_foreign_ca_are_refused(
     assert not accepts_anonymous(HOST, port, good)
     conf = secure_broker.site.broker_dir / "mosquitto.conf"
     assert check_broker(HOST, port, good, conf) == []
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate is not installed")
+def test_the_site_logrotate_stanza_caps_the_broker_log_while_it_runs(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    """The broker logs every connection, refused ones too: a flood of them (here, padding past the
+    stanza's size) is rotated away, and the running broker logs on into the truncated file."""
+    log = secure_broker.site.root / "data" / "mosquitto.log"
+    with log.open("ab") as out:
+        out.write(b"x" * (21 * 2**20))
+    stanza = tmp_path / "ctxscope-broker"
+    stanza.write_text((secure_broker.site.broker_dir / "logrotate.conf").read_text())
+    rotated = subprocess.run(
+        ["logrotate", "--state", str(tmp_path / "state"), str(stanza)], capture_output=True, text=True
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    assert (log.parent / "mosquitto.log.1.gz").stat().st_size < 2**20
+    client, reason = connect(secure_broker.port, BrokerAccess(tls=True, ca_file=secure_broker.site.ca_cert))
+    stop_client(client)
+    assert reason is not None and reason.is_failure
+    wait_for(lambda: b"not authorised" in log.read_bytes(), 10, "the refusal in the rotated log")
+    assert log.stat().st_size < 2**20, "the broker wrote on at its old offset"
 
 
 def test_a_device_can_neither_read_nor_send_commands_of_another(
