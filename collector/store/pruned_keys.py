@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ctxscope.collector.store.writes import ROWS_PER_STATEMENT, chunks
-
-if TYPE_CHECKING:
-    from ctxscope.collector.store.base import Store
+# the store as a batch write sees it (base.Store provides it; base imports this module)
+from ctxscope.collector.store.writes import ROWS_PER_STATEMENT, Store, chunks
 
 Key = tuple[str, str, int]
 
