@@ -210,9 +210,9 @@ class SQLiteStore(Store):
 
     def _insert_new_records(self, cur: Any, rows: list[tuple[Any, ...]]) -> set[RecordKey]:
         """The keys already stored (kept, or pruned: pruned_keys.py) are looked up first, then the new
-        rows inserted: BEGIN IMMEDIATE
-        makes this transaction the store's only writer, so no key can appear in between. (RETURNING,
-        which PostgreSQL's path uses, needs SQLite 3.35; this works on the SQLite of older hosts.)"""
+        rows inserted: BEGIN IMMEDIATE makes this transaction the store's only writer, so no key can
+        appear in between. (RETURNING, which PostgreSQL's path uses, needs SQLite 3.35; this works on
+        the SQLite of older hosts.)"""
         stored: set[RecordKey] = set()
         for chunk in chunks(sorted({row[:3] for row in rows}), ROWS_PER_STATEMENT):
             values = ", ".join(["(?, ?, ?)"] * len(chunk))
