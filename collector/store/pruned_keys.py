@@ -28,7 +28,8 @@ def note_pruned(store: Store, cur: Any, keys: Iterable[Key]) -> None:
     by_stream: dict[tuple[str, str], list[int]] = defaultdict(list)
     for device, stream, seq in keys:
         by_stream[(device, stream)].append(seq)
-    for (device, stream), seqs in by_stream.items():
+    # streams in one order in every pass: two collectors' passes lock their ranges without deadlock
+    for (device, stream), seqs in sorted(by_stream.items()):
         seqs.sort()
         for seq in seqs:
             cur.execute(
