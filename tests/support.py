@@ -4,6 +4,7 @@ SQLite `store`, and `tests/collector/store/` takes both backends back."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,3 +71,15 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.05)
+
+
+def assert_method_matches_windows(method: str, loop: dict[str, Any], one: str, many: str) -> None:
+    """A timed metric's method says what one sample is, as its loop's windows held it: `one` when each
+    window ran the phase once, else "mean of k back-to-back <many>" naming every window's k."""
+    counts = sorted({w["repetitions"] for w in loop["windows"]})
+    if counts == [1]:
+        assert one in method and "back-to-back" not in method, method
+    else:
+        found = re.search(rf"mean of ([\d/]+) back-to-back {many}", method)
+        assert found is not None, method
+        assert [int(k) for k in found.group(1).split("/")] == counts, (method, counts)

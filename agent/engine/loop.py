@@ -54,13 +54,22 @@ class LoopResult:
         return float(statistics.median(self.samples_ns))
 
     def sample_phrase(self, one: str, many: str) -> str:
-        """What one sample is, from the windows' repetition counts: `one` when every window ran the
-        phase once, else "mean of k back-to-back <many>" with the k each window held."""
-        counts = sorted({w.repetitions for w in self.windows})
-        if counts == [1]:
-            return one
-        ks = "/".join(map(str, counts))
-        return f"mean of {ks} back-to-back {many} (one window each)"
+        """What one sample is, from the windows' repetition counts (`sample_phrase`)."""
+        return sample_phrase(self.windows, one, many)
+
+
+# what one sample of a timed metric is, in its method string: (one run of the phase, several of them)
+SAMPLE_WORDS = {"ttft": ("one prefill", "prefills"), "decode_per_token": ("one greedy step", "greedy steps")}
+
+
+def sample_phrase(windows: list[PhaseWindow], one: str, many: str) -> str:
+    """What one sample is, from the windows' repetition counts: `one` when every window ran the phase
+    once, else "mean of k back-to-back <many>" with the k each window held."""
+    counts = sorted({w.repetitions for w in windows})
+    if counts == [1]:
+        return one
+    ks = "/".join(map(str, counts))
+    return f"mean of {ks} back-to-back {many} (one window each)"
 
 
 class Timer:

@@ -21,7 +21,7 @@ from ctxscope.agent.engine import attention, bandwidth, decoding, forward, graph
 from ctxscope.agent.engine.attention import AttentionMode
 from ctxscope.agent.engine.autotune import autotune_choices
 from ctxscope.agent.engine.graphed import StepCompile
-from ctxscope.agent.engine.loop import LoopPolicy, LoopResult, Timer, measure
+from ctxscope.agent.engine.loop import SAMPLE_WORDS, LoopPolicy, LoopResult, Timer, measure
 from ctxscope.agent.engine.outcome import Measured, Phase, PhaseLoop
 from ctxscope.agent.zoo.kernels import compiled_step_label
 from ctxscope.shared.messages import Metric
@@ -210,7 +210,7 @@ def measure_point(session: Session, settings: PointSettings) -> Measured:
             min_window_ns=settings.min_window_ns,
         )
         outcome.loops.append(_loop("prefill", ttft))
-        sample = ttft.sample_phrase("one prefill", "prefills")
+        sample = ttft.sample_phrase(*SAMPLE_WORDS["ttft"])
         outcome.metrics["ttft"] = _metric_ms(
             ttft, f"{timer.method}; {sample} of {settings.context_len} random tokens, batch 1"
         )
@@ -337,7 +337,7 @@ def _measure_decode(
     outcome.metrics["decode_per_token"] = _metric_ms(
         result,
         f"{timer.method}; {decoder.path}; "
-        f"{result.sample_phrase('one greedy step', 'greedy steps')} at context "
+        f"{result.sample_phrase(*SAMPLE_WORDS['decode_per_token'])} at context "
         f"{settings.context_len} (rewound every {decoder.window}), per token",
     )
     outcome.metrics.update(_floor_metrics(session, settings.context_len, result))

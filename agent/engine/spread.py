@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ctxscope.agent.engine.loop import SAMPLE_WORDS, sample_phrase
 from ctxscope.agent.engine.outcome import Measured, PhaseLoop
 from ctxscope.shared.messages import Metric
 
@@ -35,22 +36,25 @@ def pool(measured: list[Measured]) -> Measured:
             continue
         medians = [m.median for m in per_process]
         center = statistics.median(medians)
-        metrics[name] = Metric(
-            unit=per_process[0].unit,
-            method=f"{per_process[0].method}; pooled from {len(measured)} fresh processes",
-            samples=[s for m in per_process for s in m.samples],
-        )
-        spreads[name] = {
-            "process_medians": medians,
-            "within_rel_iqr": [_relative_iqr(m) for m in per_process],
-            "between_rel_range": (max(medians) - min(medians)) / center if center else 0.0,
-        }
+        method = f"{per_process[0].method}; pooled from {len(measured)} fresh processes"
         same_phase = [loop for m in measured for loop in m.loops if loop.phase == phase]
         if len(same_phase) == len(measured):
             windows = [w for loop in same_phase for w in loop.windows]
             loops[phase] = PhaseLoop(
                 phase=phase, stop_reason=same_phase[0].stop_reason, inner=same_phase[0].inner, windows=windows
             )
+            # each process settles on its own repetitions per window: the method names them all
+            one, many = SAMPLE_WORDS[name]
+            first_phrase = sample_phrase(same_phase[0].windows, one, many)
+            method = method.replace(first_phrase, sample_phrase(windows, one, many), 1)
+        metrics[name] = Metric(
+            unit=per_process[0].unit, method=method, samples=[s for m in per_process for s in m.samples]
+        )
+        spreads[name] = {
+            "process_medians": medians,
+            "within_rel_iqr": [_relative_iqr(m) for m in per_process],
+            "between_rel_range": (max(medians) - min(medians)) / center if center else 0.0,
+        }
     details = {**first.details, "processes": len(measured), "process_spread": spreads}
     if any(m.implementation != first.implementation for m in measured):
         # e.g. an attention backend trial that came out the other way in one process: the pooled

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import pytest
 
 from ctxscope.agent.engine import point
-
-
-def _assert_method_matches_windows(method: str, loop: dict[str, Any], one: str, many: str) -> None:
-    counts = sorted({w["repetitions"] for w in loop["windows"]})
-    if counts == [1]:
-        assert one in method and "back-to-back" not in method, method
-    else:
-        found = re.search(rf"mean of ([\d/]+) back-to-back {many}", method)
-        assert found is not None, method
-        assert [int(k) for k in found.group(1).split("/")] == counts, (method, counts)
+from tests.support import assert_method_matches_windows
 
 
 @pytest.mark.parametrize("min_window_ns", [0, 300_000_000])
@@ -32,8 +20,8 @@ def test_ttft_and_decode_methods_match_their_windows(min_window_ns: int) -> None
     ttft_loop = loops["ttft_loop"]
     if min_window_ns:  # a tiny prefill is far shorter than the window: several run back to back
         assert ttft_loop["inner"] > 1
-    _assert_method_matches_windows(outcome.metrics["ttft"].method, ttft_loop, "one prefill", "prefills")
-    _assert_method_matches_windows(
+    assert_method_matches_windows(outcome.metrics["ttft"].method, ttft_loop, "one prefill", "prefills")
+    assert_method_matches_windows(
         outcome.metrics["decode_per_token"].method,
         loops["decode_loop"],
         "one greedy step",
@@ -44,10 +32,10 @@ def test_ttft_and_decode_methods_match_their_windows(min_window_ns: int) -> None
 def test_a_disagreeing_method_is_caught() -> None:
     loop = {"windows": [{"repetitions": 4}, {"repetitions": 4}]}
     with pytest.raises(AssertionError):
-        _assert_method_matches_windows(
+        assert_method_matches_windows(
             "cuda events; one prefill of 1024 tokens", loop, "one prefill", "prefills"
         )
     with pytest.raises(AssertionError):
-        _assert_method_matches_windows(
+        assert_method_matches_windows(
             "mean of 2 back-to-back prefills (one window each)", loop, "one prefill", "prefills"
         )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ctxscope.agent.engine import spread
+from ctxscope.agent.engine import loop, spread
 from ctxscope.agent.engine.outcome import Measured, PhaseLoop
 from ctxscope.agent.engine.plan import validate
 from ctxscope.agent.phases import PhaseWindow
 from ctxscope.shared.messages import Metric
+from tests.support import assert_method_matches_windows
 
 
 def _reply(ttft: list[float]) -> Measured:
@@ -48,6 +49,31 @@ def test_pool_lists_the_implementations_when_processes_chose_differently() -> No
         "cudnn_attention",
         "flash_attention",
     ]
+
+
+def test_pooled_method_names_every_process_repetitions() -> None:
+    """Each process settles on its own number of prefills per window (an H100 run pooled windows of 80,
+    46 and 75): the pooled method once named only the first process's 80, disagreeing with its windows."""
+
+    def reply(repetitions: int) -> Measured:
+        windows = [PhaseWindow("prefill", i, i + 1, 4096 * repetitions, repetitions) for i in range(3)]
+        phrase = loop.sample_phrase(windows, *loop.SAMPLE_WORDS["ttft"])
+        method = f"CUDA events; {phrase} of 4096 random tokens, batch 1"
+        return Measured(
+            metrics={"ttft": Metric(unit="ms", method=method, samples=[20.0, 20.0, 20.0])},
+            loops=[PhaseLoop(phase="prefill", stop_reason="max_time", inner=repetitions, windows=windows)],
+            wall_s=1.0,
+        )
+
+    pooled = spread.pool([reply(80), reply(46), reply(75)])
+    method = pooled.metrics["ttft"].method
+    assert method == (
+        "CUDA events; mean of 46/75/80 back-to-back prefills (one window each) of 4096 random tokens,"
+        " batch 1; pooled from 3 fresh processes"
+    )
+    assert_method_matches_windows(method, pooled.record_details()["ttft_loop"], "one prefill", "prefills")
+    single = spread.pool([reply(1), reply(4)]).metrics["ttft"].method
+    assert single.startswith("CUDA events; mean of 1/4 back-to-back prefills"), single
 
 
 def test_plan_spreads_short_points_only() -> None:
