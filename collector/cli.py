@@ -31,6 +31,11 @@ COMMANDS = {
         "Give a device (or another collector) broker credentials.",
     ),
     "revoke": ("ctxscope.collector.security.cli", "revoke", "Remove a device's (or a collector's) access."),
+    "renew-cert": (
+        "ctxscope.collector.security.cli",
+        "renew_cert",
+        "Issue the broker a new TLS certificate before the old one expires.",
+    ),
     "passwd": ("ctxscope.collector.web.auth", "passwd", "Add a dashboard user or change their password."),
 }
 

@@ -28,6 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from ctxscope.collector.inbox import Inbox
+from ctxscope.collector.security.cert_watch import CertWatch
 from ctxscope.collector.store import Accepted, BatchOutcome, Rejected, Store
 from ctxscope.ratelog import RateLimitedLog
 from ctxscope.shared.codec import DecodeError, decode, shorten
@@ -141,6 +142,7 @@ class Ingest:
         self._counters_lock = threading.Lock()
         self._inbox: Inbox[mqtt.MQTTMessage] = inbox or Inbox()
         self._store_failure: StoreFailure | None = None
+        self.cert_watch = CertWatch(f"{host}:{port}")
         self._log = RateLimitedLog(log)
         self._connected = threading.Event()
         self._stopping = threading.Event()
@@ -180,6 +182,11 @@ class Ingest:
         """Messages taken from the broker and not yet stored."""
         return self._inbox.stats().messages
 
+    @property
+    def broker_cert_not_after_ns(self) -> int | None:
+        """When the broker's TLS certificate expires, as it presented it at the latest connection."""
+        return self.cert_watch.not_after_ns
+
     def counters(self) -> IngestCounters:
         """A snapshot of the counters."""
         with self._counters_lock:
@@ -209,6 +216,7 @@ class Ingest:
                 "inbox_messages": inbox.messages,
                 "inbox_bytes": inbox.bytes,
                 "inbox_full_waits": inbox.full_waits,
+                **self.cert_watch.health(),
             }
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -229,6 +237,7 @@ class Ingest:
             "collector connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present
         )
         client.subscribe([(self._filter(channel), 1) for channel in DATA_CHANNELS])
+        self.cert_watch.connected(client)
 
     def _filter(self, channel: Channel) -> str:
         """The channel's topic filter; with a share group, records are split between the group's
@@ -264,6 +273,7 @@ class Ingest:
 
     def _write_loop(self) -> None:
         while True:
+            self.cert_watch.check()  # a collector left running learns of an expiring broker certificate
             batch = self._inbox.take(self.batch_max, BATCH_MAX_BYTES, timeout_s=0.1)
             if not batch:
                 if self._stopping.is_set():

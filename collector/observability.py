@@ -37,6 +37,9 @@ class IngestState(Protocol):
 
     def counters(self) -> IngestCounters: ...
 
+    @property
+    def broker_cert_not_after_ns(self) -> int | None: ...
+
 
 @dataclass(frozen=True)
 class Readiness:
@@ -102,6 +105,14 @@ class FleetMetrics(Collector):
             "1 while ingest holds its broker subscriptions.",
             value=ingest.connected,
         )
+        not_after = ingest.broker_cert_not_after_ns
+        if not_after is not None:  # no TLS, or not yet connected: absent, not 0
+            yield GaugeMetricFamily(
+                f"{PREFIX}_broker_cert_expiry_timestamp_seconds",
+                "When the TLS certificate the broker presented expires (Unix time); renew it before then "
+                "with `ctxscope collector renew-cert`.",
+                value=not_after / 1e9,
+            )
 
     def _device_metrics(self) -> Iterator[Metric]:
         now_ns = time.time_ns()

@@ -1,8 +1,10 @@
 """`ctxscope collector enroll DEVICE --out DIR` and `ctxscope collector revoke DEVICE`; with
-`--collector NAME` instead of DEVICE, the same for another collector identity of a share group."""
+`--collector NAME` instead of DEVICE, the same for another collector identity of a share group.
+`ctxscope collector renew-cert` issues the broker a new certificate before its old one expires."""
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 
@@ -125,3 +127,28 @@ def revoke(device: str | None, collector_name: str | None, site_dir: Path | None
     except (SiteError, InvalidIdentifier) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(_reload_note(reloaded, site), err=True)
+
+
+@click.command("renew-cert")
+@click.option(
+    "--broker-host",
+    "broker_hosts",
+    multiple=True,
+    help="a further name or address for the certificate (repeatable); the current one's are kept",
+)
+@site_option
+def renew_cert(broker_hosts: tuple[str, ...], site_dir: Path | None) -> None:
+    """Issue the broker a new TLS certificate from the site's CA (devices keep their bundles) and tell
+    the broker to reload it. The certificate is valid for 825 days; the collector warns 30 days
+    before it expires (its log, /api/ingest, the fleet page, /metrics)."""
+    site = Site(site_dir or default_site())
+    try:
+        renewed = site.renew_broker_cert(list(broker_hosts))
+    except SiteError as exc:
+        raise click.ClickException(str(exc)) from exc
+    days = (renewed.not_after - datetime.datetime.now(datetime.timezone.utc)).days
+    click.echo(
+        f"renewed the broker certificate for {', '.join(renewed.host_names)}: valid until "
+        f"{renewed.not_after:%Y-%m-%d} ({days} days; the site's CA until {renewed.ca_not_after:%Y-%m-%d})"
+    )
+    click.echo(_reload_note(renewed.broker_reloaded, site), err=True)

@@ -29,10 +29,14 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
+def _validity(
+    builder: x509.CertificateBuilder, days: int, until: datetime.datetime | None = None
+) -> x509.CertificateBuilder:
+    """Valid from five minutes ago for `days`, or up to `until` where that comes first."""
     now = datetime.datetime.now(datetime.timezone.utc)
+    end = now + datetime.timedelta(days=days)
     return builder.not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(
-        now + datetime.timedelta(days=days)
+        end if until is None else min(end, until)
     )
 
 
@@ -70,7 +74,8 @@ def _san(hostname: str) -> x509.GeneralName:
 def new_server_cert(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, hostnames: list[str]
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """The broker's certificate, valid for every name and address clients use to reach it."""
+    """The broker's certificate, valid for every name and address clients use to reach it, for
+    SERVER_DAYS or until the CA expires, whichever comes first (clients would refuse it after that)."""
     if not hostnames:
         raise ValueError("the broker certificate needs at least one host name or address")
     key = ec.generate_private_key(ec.SECP256R1())
@@ -89,7 +94,27 @@ def new_server_cert(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
     )
-    return key, _validity(builder, SERVER_DAYS).sign(ca_key, hashes.SHA256())
+    return key, _validity(builder, SERVER_DAYS, ca_cert.not_valid_after_utc).sign(ca_key, hashes.SHA256())
+
+
+def host_names(cert: x509.Certificate) -> list[str]:
+    """The names and addresses a certificate is valid for (its subject alternative names)."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in names if isinstance(name, (x509.DNSName, x509.IPAddress))]
+
+
+def read_cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def read_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{path} is not an EC private key")
+    return key
 
 
 def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

@@ -18,6 +18,7 @@ process, as for a host install that uses the written mosquitto.conf).
 
 from __future__ import annotations
 
+import datetime
 import os
 import secrets
 import shutil
@@ -59,6 +60,14 @@ class Enrollment:
 @dataclass(frozen=True)
 class CollectorIdentity:
     user: str
+    broker_reloaded: bool
+
+
+@dataclass(frozen=True)
+class RenewedCert:
+    host_names: list[str]
+    not_after: datetime.datetime
+    ca_not_after: datetime.datetime
     broker_reloaded: bool
 
 
@@ -131,6 +140,52 @@ class Site:
         conf.write_text(render_mosquitto_conf(paths, port, bind))
         (self.broker_dir / "logrotate.conf").write_text(render_logrotate(log_file))
         return conf
+
+    def renew_broker_cert(self, extra_hostnames: list[str] | None = None) -> RenewedCert:
+        """Issue the broker a new certificate and key from the site's CA, for the names the current
+        one covers plus `extra_hostnames`; the agents keep trusting it (same CA), so nothing is
+        re-enrolled. Each file is replaced in one step, keeping its owner and mode, and the broker is
+        told to reload (mosquitto 2.x rereads its certificate and key on SIGHUP)."""
+        from ctxscope.collector.security import pki
+
+        self._require_initialized()
+        cert_path, key_path = self.broker_dir / "server.crt", self.broker_dir / "server.key"
+        try:
+            ca_key, ca_cert = pki.read_key(self.root / "ca.key"), pki.read_cert(self.ca_cert)
+            names = pki.host_names(pki.read_cert(cert_path))
+        except (OSError, ValueError) as exc:
+            raise SiteError(f"cannot read the site's CA or broker certificate: {exc}") from exc
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if ca_cert.not_valid_after_utc <= now + datetime.timedelta(days=1):
+            raise SiteError(
+                f"the site's CA expires {ca_cert.not_valid_after_utc:%Y-%m-%d}: a certificate it signs "
+                "would not be trusted for long; set up a new site and re-enroll every device"
+            )
+        key, cert = pki.new_server_cert(ca_key, ca_cert, [*names, *(extra_hostnames or [])])
+        staged = [
+            (key_path.with_name("server.key.new"), key_path),
+            (cert_path.with_name("server.crt.new"), cert_path),
+        ]
+        pki.write_key(staged[0][0], key)
+        pki.write_cert(staged[1][0], cert)
+        for new, old in staged:  # as the old files were: the broker's user must still read them
+            try:
+                kept = os.stat(old)
+                os.chmod(new, kept.st_mode & 0o777)
+                if (kept.st_uid, kept.st_gid) != (os.getuid(), os.getgid()):
+                    os.chown(new, kept.st_uid, kept.st_gid)
+            except OSError as exc:
+                for path, _ in staged:
+                    path.unlink(missing_ok=True)
+                raise SiteError(
+                    f"cannot give the new {old.name} the old one's owner and mode ({exc.strerror}): "
+                    f"run this as root or as the owner of {old}"
+                ) from exc
+        for new, old in staged:
+            os.replace(new, old)
+        return RenewedCert(
+            pki.host_names(cert), cert.not_valid_after_utc, ca_cert.not_valid_after_utc, self.reload_broker()
+        )
 
     def _new_collector(self, user: str) -> None:
         """A collector identity: its ingest user and its command publisher (`_cmd`) share one password;

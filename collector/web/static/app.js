@@ -186,16 +186,26 @@ const ctxscope = (() => {
       const banner = document.getElementById("ingest-banner");
       const h = await getJson("/api/ingest");
       const upkeep = h.store_upkeep_failing || [];
-      banner.hidden = !h.store_failing && upkeep.length === 0;
+      const notes = [];
       if (h.store_failing) {
-        banner.textContent = `Ingest paused: the store has been failing since ${age(h.store_failing_since_ns)} ` +
+        notes.push(`Ingest paused: the store has been failing since ${age(h.store_failing_since_ns)} ` +
           `(${h.store_errors} failed writes; nothing is acknowledged, the broker keeps the records). ` +
-          `Last error: ${h.store_error}`;
+          `Last error: ${h.store_error}`);
       } else if (upkeep.length) {
         // records are stored; what fails is a background pass that keeps the store from growing
-        banner.textContent = "Store upkeep failing (records are still stored; retried): " + upkeep.map((f) =>
-          `${f.task} since ${age(f.since_ns)}, ${f.failures} failed passes, last error: ${f.error}`).join("; ");
+        notes.push("Store upkeep failing (records are still stored; retried): " + upkeep.map((f) =>
+          `${f.task} since ${age(f.since_ns)}, ${f.failures} failed passes, last error: ${f.error}`).join("; "));
       }
+      if (h.broker_cert_expiring) {
+        // once it has expired no agent or collector can connect: the whole fleet goes dark
+        const end = new Date(h.broker_cert_expires_ns / 1e6);
+        const days = Math.floor((end - Date.now()) / 86400000);
+        notes.push(`The broker's TLS certificate ${days >= 0 ? `expires in ${days} days` : "has expired"} ` +
+          `(${end.toISOString().slice(0, 16).replace("T", " ")} UTC): after that no agent or collector can ` +
+          "connect. Renew it on the site's host: ctxscope collector renew-cert");
+      }
+      banner.hidden = notes.length === 0;
+      banner.textContent = notes.join(" · ");
     }
     setInterval(() => checkIngest().catch(console.warn), 5000);
     checkIngest().catch(console.warn);

@@ -134,3 +134,26 @@ def test_a_failing_upkeep_pass_shows_in_the_api_and_as_a_banner(
         server.stop()
         ingest.stop()
         store.close()
+
+
+@pytest.mark.browser
+def test_a_broker_certificate_near_its_end_shows_as_a_banner(broker: MosquittoBroker, tmp_path: Path) -> None:
+    """A broker certificate 10 days from its end (as a TLS connection would have presented it): the
+    fleet page says when it expires and how to renew it; a renewed one takes the banner away."""
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    ingest = Ingest(store, broker.host, broker.port, client_id="cert_c")
+    ingest.start()
+    server = WebServer(create_app(store, LiveHub(), None, ingest.health, ingest=ingest)).start()
+    day_ns = 86_400 * 10**9
+    try:
+        ingest.cert_watch.seen(time.time_ns() + 10 * day_ns + day_ns // 2)
+        assert get_json(server.url + "/api/ingest")["broker_cert_expiring"]
+        with fleet_banner(server.url) as banner:
+            text = banner.inner_text()
+            assert "TLS certificate expires in 10 days" in text and "ctxscope collector renew-cert" in text
+            ingest.cert_watch.seen(time.time_ns() + 825 * day_ns)
+            banner.wait_for(state="hidden", timeout=15_000)
+    finally:
+        server.stop()
+        ingest.stop()
+        store.close()
