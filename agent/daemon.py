@@ -276,6 +276,7 @@ def serve(
             "broker": f"{config.broker_host}:{config.broker_port}",
             "connected": link.connected,
             "spool_depth": outbox.backlog(),
+            "holding": link.holding,
             "last_error": link.last_error,
         },
     )

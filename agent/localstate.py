@@ -93,7 +93,8 @@ def describe(state: dict[str, Any], now: float) -> tuple[bool, list[str]]:
         f"device:      {state['device']}",
         f"agent:       {activity}",
         f"broker:      {state['broker']} ({'connected' if state['connected'] else 'not connected'})",
-        f"spool depth: {state['spool_depth']} records waiting",
+        f"spool depth: {state['spool_depth']} records waiting"
+        + (" (held: no collector is online to take them)" if state.get("holding") else ""),
         f"last error:  {state.get('last_error') or '-'}",
         f"updated:     {age:.0f} s ago",
     ]

@@ -83,9 +83,14 @@ def streaming_sink(
         left = spool.backlog()
         spool.close()
         if not flushed:
+            why = (
+                "no collector is online to take them"
+                if link.holding
+                else f"not yet acknowledged by {config.broker_host}:{config.broker_port}"
+            )
             click.echo(
-                f"{left} records are not yet acknowledged by {config.broker_host}:{config.broker_port}; "
-                f"they stay in {config.resolved_spool_path()} and are sent by the next agent run or serve",
+                f"{left} records are {why}; they stay in {config.resolved_spool_path()} and are sent by the "
+                "next agent run or serve",
                 err=True,
             )
 

@@ -11,6 +11,12 @@ redelivered; it never stops ingest and is never half-written. A store that raise
 exception, gets the same batch again with backoff, and nothing is acknowledged until it commits: the
 failure shows in the counters, the log (rate-limited) and `health()`, which the dashboard shows.
 The inbox between paho's thread and the writer is bounded (see `inbox.py`).
+
+Once subscribed, the collector announces itself on its retained presence topic; its last will and
+its clean stop say it is offline. Agents hold their records in their own spools while no collector
+is online, so an absent collector's queue does not grow in the broker's memory (`shared/topics.py`).
+The presence is published at QoS 0: a broker whose ACL predates it refuses it silently, where a
+refused QoS 1 publish would cost the connection.
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ from ctxscope.collector.inbox import Inbox
 from ctxscope.collector.security.cert_watch import CertWatch
 from ctxscope.collector.store import Accepted, BatchOutcome, Rejected, Store
 from ctxscope.ratelog import RateLimitedLog
-from ctxscope.shared.codec import DecodeError, decode, shorten
+from ctxscope.shared.codec import DecodeError, decode, encode, shorten
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
-from ctxscope.shared.messages import CHANNEL_OF_KIND
-from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscription
+from ctxscope.shared.messages import CHANNEL_OF_KIND, CollectorPresence
+from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, presence_topic, subscription
 
 log = logging.getLogger(__name__)
 DATA_CHANNELS = tuple(c for c in Channel if c is not Channel.CMD)
@@ -145,6 +151,7 @@ class Ingest:
         self.cert_watch = CertWatch(f"{host}:{port}")
         self._log = RateLimitedLog(log)
         self._connected = threading.Event()
+        self._disconnected = threading.Event()
         self._stopping = threading.Event()
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -157,6 +164,10 @@ class Ingest:
             self._client.username_pw_set(username, password)
         if tls:
             self._client.tls_set(ca_certs=tls_ca)
+        # Under the site's broker the user name is the client id (`use_username_as_clientid`).
+        self._identity = username or client_id
+        self._presence_topic = presence_topic(self._identity)
+        self._client.will_set(self._presence_topic, self._presence(online=False), qos=1, retain=True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -220,10 +231,18 @@ class Ingest:
             }
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop taking messages, store and ack those already taken, then disconnect."""
+        """Stop taking messages, store and ack those already taken, say offline, then disconnect."""
         self._stopping.set()
         if self._writer.is_alive():
             self._writer.join(timeout_s)
+        if self._client.is_connected():  # a clean disconnect sends no will
+            self._publish_presence(online=False).wait_for_publish(min(timeout_s, 5.0))
+            # Wait for the DISCONNECT to go out: a socket left open would be closed whenever this object
+            # is collected, and the broker would then publish the will, perhaps after a newer collector
+            # of this identity has said it is online.
+            self._disconnected.clear()
+            self._client.disconnect()
+            self._disconnected.wait(min(timeout_s, 5.0))
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -238,6 +257,12 @@ class Ingest:
         )
         client.subscribe([(self._filter(channel), 1) for channel in DATA_CHANNELS])
         self.cert_watch.connected(client)
+
+    def _presence(self, online: bool) -> bytes:
+        return encode(CollectorPresence(collector=self._identity, online=online, ts=time.time_ns()))
+
+    def _publish_presence(self, online: bool) -> mqtt.MQTTMessageInfo:
+        return self._client.publish(self._presence_topic, self._presence(online), qos=0, retain=True)
 
     def _filter(self, channel: Channel) -> str:
         """The channel's topic filter; with a share group, records are split between the group's
@@ -255,9 +280,12 @@ class Ingest:
             log.error("broker %s:%s refused the collector's subscriptions: %s", self.host, self.port, refused)
             return
         self._connected.set()
+        if not self._stopping.is_set():
+            self._publish_presence(online=True)  # only now does the broker keep records for this session
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: mqtt.ReasonCode, _p: Any) -> None:
         self._connected.clear()
+        self._disconnected.set()
         if reason.is_failure:
             log.warning("collector lost the broker (%s); reconnecting", reason)
 

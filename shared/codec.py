@@ -9,12 +9,12 @@ echoes more than a few dozen characters of the input.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ctxscope.shared.messages import MESSAGE_ADAPTER, Message
+from ctxscope.shared.messages import MESSAGE_ADAPTER, PRESENCE_ADAPTER, CollectorPresence, Message
 from ctxscope.shared.version import SCHEMA_VERSION
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -46,13 +46,25 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
-def encode(message: Message) -> bytes:
+T = TypeVar("T")
+
+
+def encode(message: BaseModel) -> bytes:
     """Serialize a message to msgpack (bytes stay binary, no JSON detour)."""
     return msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
 
 
 def decode(payload: bytes) -> Message:
     """Parse and validate bytes into a message; raise DecodeError with a reason otherwise."""
+    return _validated(payload, MESSAGE_ADAPTER)
+
+
+def decode_presence(payload: bytes) -> CollectorPresence:
+    """Parse and validate a collector's presence, bounded and refused as `decode` does."""
+    return _validated(payload, PRESENCE_ADAPTER)
+
+
+def _validated(payload: bytes, adapter: TypeAdapter[T]) -> T:
     raw = unpack_bounded(payload)
     if not isinstance(raw, dict):
         raise DecodeError("not_a_map", f"top level is {type(raw).__name__}")
@@ -61,7 +73,7 @@ def decode(payload: bytes) -> Message:
     if type(version) is not int or version != SCHEMA_VERSION:
         raise DecodeError("unsupported_version", f"schema version {describe(version)}")
     try:
-        return MESSAGE_ADAPTER.validate_python(raw)
+        return adapter.validate_python(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p)[:40] for p in first.get("loc", ()))

@@ -13,7 +13,7 @@ import statistics
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, field_validator, model_validator
 
 from ctxscope.shared.ids import DEVICE_ID_PATTERN, STREAM_ID_PATTERN
 from ctxscope.shared.topics import Channel
@@ -277,6 +277,21 @@ Message = Annotated[
     Field(discriminator="kind"),
 ]
 MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+class CollectorPresence(_Model):
+    """A collector's presence, retained on its presence topic (not a device's record: no envelope).
+    It announces itself online when it has subscribed; its last will, and its clean stop, say
+    offline. An agent holds its records in its spool while every collector it knows of is offline."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["collector_presence"] = "collector_presence"
+    collector: Annotated[str, Field(min_length=1, max_length=128)]
+    online: StrictBool
+    ts: NonNegativeInt = Field(description="the collector's wall clock, ns since the Unix epoch")
+
+
+PRESENCE_ADAPTER: TypeAdapter[CollectorPresence] = TypeAdapter(CollectorPresence)
 
 CHANNEL_OF_KIND: dict[str, Channel] = {
     "meta": Channel.META,

@@ -1,4 +1,6 @@
-"""Topic builder and parser: `ctxscope/v1/<device>/<channel>` and `ctxscope/v1/<device>/cmd/<name>`."""
+"""Topic builder and parser: `ctxscope/v1/<device>/<channel>` and `ctxscope/v1/<device>/cmd/<name>`;
+and, outside every device's topics, `ctxscope/presence/v1/<collector>`: each collector's retained
+presence, which agents read to hold their records while no collector is there to take them."""
 
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ class Channel(str, Enum):
 
 
 PREFIX = f"{TOPIC_ROOT}/v{SCHEMA_VERSION}"
+PRESENCE_PREFIX = f"{TOPIC_ROOT}/presence/v{SCHEMA_VERSION}"
+PRESENCE_FILTER = f"{PRESENCE_PREFIX}/+"
+MAX_COLLECTOR_ID = 128
 
 
 class InvalidTopic(ValueError):
@@ -77,3 +82,18 @@ def parse_topic(topic: str) -> Topic:
     if len(parts) != 4:
         raise InvalidTopic(f"topic {topic!r} has extra levels")
     return Topic(device, channel)
+
+
+def presence_topic(collector: str) -> str:
+    """The retained presence topic of a collector (by its MQTT client id)."""
+    if not 1 <= len(collector) <= MAX_COLLECTOR_ID or any(c in collector for c in "/+#"):
+        raise InvalidTopic(f"invalid collector id {collector!r} for a presence topic")
+    return f"{PRESENCE_PREFIX}/{collector}"
+
+
+def presence_collector(topic: str) -> str | None:
+    """The collector a presence topic names; None for any other topic."""
+    head, _, collector = topic.rpartition("/")
+    if head != PRESENCE_PREFIX or not 1 <= len(collector) <= MAX_COLLECTOR_ID or "+" in collector:
+        return None
+    return collector

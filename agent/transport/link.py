@@ -7,6 +7,12 @@ pass the CommandGuard before the handler sees them. Before every connection atte
 counter (persisted in the spool) goes up and the will is re-armed with it: paho reads the will when
 it builds each CONNECT packet, so a will set between connections is honoured, and the collector can
 ignore a late will older than a newer birth.
+
+The link also reads the collectors' retained presence (`ctxscope/presence/v1/+`). While every
+collector it has heard of is offline, it holds its records in the spool instead of handing them to a
+broker that would keep them in memory for the absent collector's session, for as long as it is
+away; the forwarder resumes once one is online. A link that has heard of no collector (a broker
+whose ACL predates presence, a collector that never connected) forwards as before.
 """
 
 from __future__ import annotations
@@ -28,9 +34,17 @@ from ctxscope.agent.transport.command_guard import CommandGuard
 from ctxscope.agent.transport.forwarder import Forwarder
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.ratelog import RateLimitedLog, guard
-from ctxscope.shared.codec import DecodeError, decode, encode, shorten
+from ctxscope.shared.codec import DecodeError, decode, decode_presence, encode, shorten
 from ctxscope.shared.messages import Command, CommandAck, DeviceMeta, Status
-from ctxscope.shared.topics import Channel, InvalidTopic, parse_topic, subscription, topic_for
+from ctxscope.shared.topics import (
+    PRESENCE_FILTER,
+    Channel,
+    InvalidTopic,
+    parse_topic,
+    presence_collector,
+    subscription,
+    topic_for,
+)
 
 log = logging.getLogger(__name__)
 _log = RateLimitedLog(log)
@@ -42,6 +56,8 @@ FAILURE_LOG_EVERY_S = 60.0  # a broker that stays away is logged once a minute, 
 # most 256 KiB of TOML (collector/commands.py), smaller once encoded; validating a plan of megabytes
 # on paho's network thread took seconds and cost the connection its keepalive.
 MAX_COMMAND_BYTES = 512 * 1024
+MAX_PRESENCE_BYTES = 1024  # a presence message is about 100 bytes
+MAX_COLLECTORS = 1024  # collectors a link keeps the presence of (a site has a handful)
 LiveState = Literal["online", "busy"]
 CommandHandler = Callable[[Command], None]
 
@@ -74,6 +90,9 @@ class Link:
         self._guard = CommandGuard(spool.path)
         self._rejected: Counter[str] = Counter()
         self._rejected_lock = threading.Lock()
+        # collector -> whether it is online; only paho's thread touches it, the forwarder reads _holding
+        self._collectors: dict[str, bool] = {}
+        self._holding = False
         self.last_error: str | None = None
         self._failures = 0
         self._failure_logged: tuple[str, float] | None = None
@@ -81,7 +100,7 @@ class Link:
         # lost (for the first connection: before this process started; see Spool).
         self._replay_from_ns: int | None = time.time_ns() - spool.keep_acked_ns
         self._client = self._build_client()
-        self._forwarder = Forwarder(self._client, spool, self._connected.is_set, window)
+        self._forwarder = Forwarder(self._client, spool, self._may_send, window)
 
     def _build_client(self) -> mqtt.Client:
         client = mqtt.Client(
@@ -124,19 +143,29 @@ class Link:
     def close(self, flush_timeout_s: float = 10.0) -> bool:
         """Publish a retained `offline` (a clean disconnect sends no will), flush, then disconnect.
 
-        Returns whether the spool was empty when the link closed; what is left stays spooled.
+        Returns whether the spool was empty when the link closed; what is left stays spooled (all of it,
+        at once, while every collector is offline).
         """
         self._status = {"state": "offline"}  # a reconnect while flushing must not claim online again
         if self.connected:
             info = self._publish_status()
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(min(flush_timeout_s, 5.0))
-        flushed = self.flush(flush_timeout_s) if self.connected else self.spool.backlog() == 0
+        # While no collector is online the records stay spooled by design: no point waiting for them.
+        flushed = self.flush(flush_timeout_s) if self._may_send() else self.spool.backlog() == 0
         self._forwarder.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._guard.close()
         return flushed
+
+    @property
+    def holding(self) -> bool:
+        """True while every collector this link has heard of is offline: records stay spooled."""
+        return self._holding
+
+    def _may_send(self) -> bool:
+        return self._connected.is_set() and not self.holding
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -185,13 +214,60 @@ class Link:
     @_guarded("on_message")
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            reason = self._take_command(msg)
+            collector = presence_collector(_topic_of(msg))
+            reason = self._take_command(msg) if collector is None else self._take_presence(collector, msg)
         except Exception as exc:  # whatever the bytes, paho's thread must live on: reject this one only
             _log.exception("internal_error", "a message on %s failed: %s", _topic_of(msg), shorten(repr(exc)))
             reason = "internal_error"
         if reason is not None:
             with self._rejected_lock:
                 self._rejected[reason] += 1
+
+    def _take_presence(self, collector: str, msg: mqtt.MQTTMessage) -> str | None:
+        """Note a collector's presence; the reason it was ignored, or None."""
+        if len(msg.payload) > MAX_PRESENCE_BYTES:
+            _log.warning("presence_too_large", "ignoring %d bytes of presence", len(msg.payload))
+            return "presence_too_large"
+        if not msg.payload:  # a cleared retained message: the collector's identity is gone
+            self._collectors.pop(collector, None)
+            self._presence_changed()
+            return None
+        try:
+            presence = decode_presence(msg.payload)
+        except DecodeError as exc:
+            _log.warning(f"presence_{exc.reason}", "ignoring presence of %s: %s", shorten(collector), exc)
+            return f"presence_{exc.reason}"
+        if presence.collector != collector:
+            _log.warning(
+                "presence_misaddressed", "ignoring presence of %s on %s", presence.collector, collector
+            )
+            return "presence_misaddressed"
+        # No ordering by `ts`: a will carries the time it was set, before the online it follows. The
+        # broker delivers one topic's messages in the order they were published, which is the truth.
+        if collector not in self._collectors and len(self._collectors) >= MAX_COLLECTORS:
+            _log.warning(
+                "presence_too_many", "ignoring presence of a collector past the first %d", MAX_COLLECTORS
+            )
+            return "presence_too_many"
+        self._collectors[collector] = presence.online
+        self._presence_changed()
+        return None
+
+    def _presence_changed(self) -> None:
+        """Log a change between holding and forwarding; wake the forwarder when it may send."""
+        was_holding = self._holding
+        self._holding = bool(self._collectors) and not any(self._collectors.values())
+        if self._holding and not was_holding:
+            collectors = ", ".join(sorted(self._collectors))
+            backlog = self.spool.backlog()
+            log.warning(
+                "no collector is online (%s): holding records in the spool (%d waiting)", collectors, backlog
+            )
+        elif was_holding and not self._holding:
+            online = ", ".join(sorted(c for c, up in self._collectors.items() if up)) or "none known"
+            log.info("collector online (%s): sending the %d held records", online, self.spool.backlog())
+        if not self._holding:
+            self._forwarder.notify()
 
     def _take_command(self, msg: mqtt.MQTTMessage) -> str | None:
         """Check one message and hand a command to the handler; the reason it was ignored, or None."""
@@ -276,6 +352,7 @@ class Link:
         # Subscribe before announcing the birth: the broker handles this connection's packets in
         # order, so whoever sees the device online can already reach its command topic.
         try:
+            client.subscribe(PRESENCE_FILTER, qos=1)
             if self._command_handler is not None:
                 client.subscribe(subscription(Channel.CMD, self.config.device), qos=1)
             self._publish_state(DeviceMeta, **self._meta, birth=self._birth)

@@ -34,7 +34,7 @@ from ctxscope.shared.messages import (
     TelemetryBatch,
     TelemetryChannel,
 )
-from ctxscope.shared.topics import PREFIX, Channel, command_topic, topic_for
+from ctxscope.shared.topics import PREFIX, Channel, command_topic, presence_topic, topic_for
 
 VALID = "valid"
 ANY_REJECT = "any_reject"
@@ -229,9 +229,24 @@ class Hostile:
             args={"plan": {"name": "x"}}, expires_at=TS + int(expires_in_s * 1e9),
         )  # fmt: skip
 
+    def _presence(self, case: int) -> Case:
+        """A hostile message on a collector's presence topic, which every agent reads."""
+        collector = f"fz-collector-{self.rng.randrange(3)}"
+        topic = presence_topic(collector)
+        body = {"v": 1, "kind": "collector_presence", "collector": collector, "online": False, "ts": TS}
+        if case == 0:
+            return Case(topic, self.rng.randbytes(self.rng.randint(1, 300)), ANY_REJECT)
+        if case == 1:
+            return Case(
+                topic, b"\x81\xa1v" + _nested(self.rng.randint(MAX_DEPTH + 1, 1023) - 1), "presence_too_deep"
+            )
+        if case == 2:  # a device cannot say that the collector is offline for another
+            return Case(topic, _pack({**body, "collector": "fz-someone-else"}), "presence_misaddressed")
+        return Case(topic, _pack({**body, "online": "no"}), "presence_invalid")
+
     def agent_cases(self, device: str, n: int, now_ns: int) -> Iterator[Case]:
-        """`n` messages on `device`'s command topics; VALID ones are live commands the handler must get.
-        Labels are the agent link's reasons (`Link.rejected()`)."""
+        """`n` messages on `device`'s command topics and the collectors' presence topics; VALID ones are
+        live commands the handler must get. Labels are the agent link's reasons (`Link.rejected()`)."""
         rng = self.rng
         live = (now_ns - TS) / 1e9 + 300  # seconds from TS to five minutes from now
         for seq in range(1, n + 1):
@@ -265,6 +280,8 @@ class Hostile:
                 yield Case(topic, _pack(body), "invalid")
             elif roll < 0.90:
                 yield Case(topic, _pack(self._base(self.devices[0])), "not_a_command")
+            elif roll < 0.95:
+                yield self._presence(rng.randrange(4))
             else:
                 body = {
                     **self.command(device, name, expires_in_s=live, seq=seq).model_dump(),

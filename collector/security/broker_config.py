@@ -2,7 +2,8 @@
 
 What each setting is for:
 - `allow_anonymous false`, `password_file`, `acl_file`: every client has an identity and the ACL
-  confines a device to `ctxscope/v1/<its id>/...` and to reading its own `cmd/` topics.
+  confines a device to `ctxscope/v1/<its id>/...`, to reading its own `cmd/` topics and the
+  collectors' presence (`ctxscope/presence/v1/+`, which only each collector writes, its own).
 - `use_username_as_clientid true`: a client's id is its user name, so nobody can take over another
   identity's session (the collector's persistent session included) without that identity's password.
 - TLS listener: credentials and commands never cross the network in clear.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ctxscope.shared.broker_access import COMMAND_USER_SUFFIX
-from ctxscope.shared.topics import PREFIX, Channel
+from ctxscope.shared.topics import PREFIX, PRESENCE_FILTER, Channel, presence_topic
 
 COLLECTOR_USER = "ctxscope_collector"
 OPERATOR_USER = "ctxscope_operator"
@@ -75,7 +76,10 @@ def render_acl(collector_users: Sequence[str] = (COLLECTOR_USER,), operator_user
     ]
     for collector in collector_users:
         for user in (collector, collector + COMMAND_USER_SUFFIX):
-            lines += [f"user {user}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/cmd/+", ""]
+            lines += [f"user {user}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/cmd/+"]
+            if user == collector:  # ingest announces the collector's presence, under its own name only
+                lines.append(f"topic write {presence_topic(collector)}")
+            lines.append("")
     lines += [
         "# The operator (command line): sends commands and reads their acks and the devices' state.",
         f"user {operator_user}",
@@ -85,6 +89,9 @@ def render_acl(collector_users: Sequence[str] = (COLLECTOR_USER,), operator_user
         "# Every device: writes only its own data channels, reads only its own commands.",
         *(f"pattern write {PREFIX}/%u/{c.value}" for c in Channel if c is not Channel.CMD),
         f"pattern read {PREFIX}/%u/{Channel.CMD.value}/+",
+        "",
+        "# Everyone reads the collectors' presence (agents hold their records while none is online).",
+        f"pattern read {PRESENCE_FILTER}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -314,6 +314,7 @@ class Site:
             out / "agent.toml", agent_toml(device, password, broker_host, broker_port, device_dir).encode()
         )
         self._set_password(device, password)
+        self._write_acl()  # derived from the site's identities: a site made by an older version gets today's
         return Enrollment(device, out, self.reload_broker())
 
     def revoke(self, device: str) -> bool:
@@ -324,6 +325,7 @@ class Site:
             enrolled = ", ".join(self.devices()) or "none"
             raise SiteError(f"device {device!r} is not enrolled in {self.root} (enrolled: {enrolled})")
         self._passwd_tool("-D", str(self.passwd), device)
+        self._write_acl()
         return self.reload_broker()
 
     def reload_broker(self) -> bool:

@@ -93,6 +93,10 @@ def test_status_of_a_running_connected_agent_and_a_hung_one(tmp_path: Path) -> N
     hung = CliRunner().invoke(agent, args)
     assert hung.exit_code == 1
     assert "not refreshed" in hung.output
+    snapshot["holding"] = True  # every collector offline: the agent keeps its records
+    writer._write(running=True)
+    held = CliRunner().invoke(agent, args)
+    assert "spool depth: 7 records waiting (held: no collector is online to take them)" in held.output
 
 
 def test_a_failed_state_write_is_retried_and_leaves_no_partial_file(tmp_path: Path) -> None:

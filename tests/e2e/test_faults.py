@@ -26,7 +26,7 @@ from ctxscope.collector.store import Store, open_store
 from ctxscope.shared import codec
 from ctxscope.shared.codec import encode
 from ctxscope.shared.messages import Command, CommandAck, PointResult
-from ctxscope.shared.topics import Channel, command_topic, topic_for
+from ctxscope.shared.topics import Channel, command_topic, subscription, topic_for
 from tests.support import point_result, result_fields, wait_for
 
 pytestmark = pytest.mark.slow
@@ -319,6 +319,20 @@ def test_an_exception_in_the_command_publishers_callback_does_not_end_it(
 # -- processes killed mid-stream --------------------------------------------------------------
 
 
+def collector_session(broker: MosquittoBroker, client_id: str) -> None:
+    """A collector's persistent session for results (what ingest subscribes to), made by a plain client
+    that announces no presence: agents do not know whether a collector is there, and send."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False
+    )
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.subscribe(subscription(Channel.RESULT), qos=1)
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+
+
 def collector_process(broker: MosquittoBroker, db: Path, client_id: str) -> subprocess.Popen[str]:
     cli = [sys.executable, "-c", "from ctxscope.cli import main; main()"]
     args = ["collector", "run", "--broker", f"{broker.host}:{broker.port}", "--store", f"sqlite:///{db}"]
@@ -351,7 +365,10 @@ def produce(spool: Spool, total: int, pace_s: float) -> threading.Thread:
 
 def test_records_queued_but_never_autosaved_survive_a_broker_crash(tmp_path: Path) -> None:
     """The collector is away, the broker holds 100 acknowledged records for it in memory only (no
-    autosave for an hour) and is killed: the agent's replay after the reconnect brings all of them."""
+    autosave for an hour) and is killed: the agent's replay after the reconnect brings all of them.
+    The collector's session is made without presence: an agent that knows the collector is offline
+    holds its records instead (the next test), so here the agent must not know, as with a broker whose
+    ACL predates presence."""
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed")
     broker = MosquittoBroker(tmp_path / "broker", autosave_interval_s=3600)
@@ -360,8 +377,8 @@ def test_records_queued_but_never_autosaved_survive_a_broker_crash(tmp_path: Pat
     store = open_store(f"sqlite:///{tmp_path / 'collector.db'}")
     link: Link | None = None
     try:
-        started_ingest(store, broker, "crash_c").stop()  # the persistent session, saved by a clean restart
-        broker.restart()
+        collector_session(broker, "crash_c")
+        broker.restart()  # the session, saved by a clean restart
         link, spool = streaming_link(broker, tmp_path, device)
         for i in range(total):
             spool.emit(PointResult, **result_fields(i))
@@ -401,11 +418,16 @@ def test_collector_sigkill_mid_stream_loses_and_duplicates_nothing(
         wait_for(lambda: store.record_count(device) > 100, 15, "records before the kill")
         first.send_signal(signal.SIGKILL)
         first.wait()
+        # the broker publishes the dead collector's will: the agent keeps what it makes in its spool
+        wait_for(lambda: link.holding, 10, "the agent to hold its records")
+        time.sleep(1.0)
+        assert link.holding and spool.backlog() > 0, "the agent sent on while no collector was online"
         stored_at_kill = store.record_count(device)
         second = collector_process(mosquitto, db, "killed_c")
         try:
             producer.join()
             assert link.flush(20)
+            assert not link.holding
             wait_for(lambda: store.record_count(device) == total, 20, "every record after the restart")
         finally:
             second.send_signal(signal.SIGTERM)

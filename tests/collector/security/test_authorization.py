@@ -2,7 +2,8 @@
 
 Anonymous clients are refused; device A cannot publish as B, read B's commands or send commands;
 replayed, expired, far-future and retained commands are not run (a replay after a restart neither);
-the forged-sequence attack and a forged retained status lose nothing; a revoked device is shut out.
+the forged-sequence attack and a forged retained status lose nothing; a revoked device is shut out;
+only a collector announces its presence, and every device reads it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from ctxscope.collector.security.broker_config import COLLECTOR_USER, OPERATOR_U
 from ctxscope.collector.store import Store, open_store
 from ctxscope.shared.broker_access import BrokerAccess
 from ctxscope.shared.codec import encode
-from ctxscope.shared.messages import MAX_BIRTH, Command, PointResult, Status
-from ctxscope.shared.topics import Channel, command_topic, subscription, topic_for
+from ctxscope.shared.messages import MAX_BIRTH, CollectorPresence, Command, PointResult, Status
+from ctxscope.shared.topics import Channel, command_topic, presence_topic, subscription, topic_for
 from tests.support import result_fields, wait_for
 
 from .conftest import HOST, SecureBroker, collector_run, connect, stop_client
@@ -365,3 +366,42 @@ def test_collector_run_with_the_site_identity_passes_the_broker_check(
     assert "collector connected" in text and "UNSAFE BROKER" not in text, text
     assert process.returncode == 0, text
     assert sent.exit_code == 0 and "sent cmd-" in sent.output, sent.output
+
+
+def test_only_a_collector_announces_its_presence_and_every_device_reads_it(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    """The collector's presence reaches a device's agent, which holds its records while it is offline;
+    a device cannot forge a collector's presence (to make the fleet hold, or send into the void)."""
+    store = open_store(f"sqlite:///{tmp_path / 'collector.sqlite'}")
+    collector = secure_broker.site.access(COLLECTOR_USER)
+    link = agent_link(secure_broker, A, tmp_path / "a.sqlite")
+
+    def started_ingest() -> Ingest:
+        ingest = Ingest(
+            store, HOST, secure_broker.port, COLLECTOR_USER, username=collector.username,
+            password=collector.password, tls=True, tls_ca=str(collector.ca_file),
+        )  # fmt: skip
+        ingest.start()
+        assert ingest.wait_connected(10)
+        return ingest
+
+    try:
+        ingest = started_ingest()
+        link.start()
+        assert link.wait_connected(10)
+        ingest.stop()
+        wait_for(lambda: link.holding, 10, "device A to see the collector offline")
+        forger, reason = connect(secure_broker.port, secure_broker.device_access(B), client_id=B)
+        assert reason is not None and not reason.is_failure
+        online = CollectorPresence(collector=COLLECTOR_USER, online=True, ts=time.time_ns())
+        forger.publish(presence_topic(COLLECTOR_USER), encode(online), qos=0, retain=True).wait_for_publish(5)
+        stop_client(forger)
+        time.sleep(1.0)
+        assert link.holding, "a device's forged presence reached another device"
+        ingest = started_ingest()
+        wait_for(lambda: not link.holding, 10, "device A to see the collector online")
+        ingest.stop()
+    finally:
+        link.close(2)
+        store.close()

@@ -100,3 +100,17 @@ def test_a_bad_share_group_name_is_refused_without_printing_the_site_secret(tmp_
     for bad in ("a/b", "x" * 65):
         code, out = invoke(run, "--site", str(site_dir), "--share-group", bad, "--no-web")
         assert code != 0 and f"share group {bad!r}" in out and secret not in out
+
+
+def test_enrolling_brings_an_older_sites_acl_up_to_date(tmp_path: Path) -> None:
+    """The ACL is derived from the site's identities: one written before collectors announced their
+    presence lacks those lines, and the next enroll writes them (the broker rereads it on SIGHUP)."""
+    site_dir = tmp_path / "site"
+    assert invoke(enroll, "orin-01", "--out", str(tmp_path / "b1"), "--site", str(site_dir))[0] == 0
+    acl = site_dir / "broker" / "acl"
+    current = acl.read_text()
+    assert "topic write ctxscope/presence/v1/ctxscope_collector\n" in current
+    assert "pattern read ctxscope/presence/v1/+\n" in current
+    acl.write_text("\n".join(line for line in current.splitlines() if "presence" not in line) + "\n")
+    assert invoke(enroll, "orin-02", "--out", str(tmp_path / "b2"), "--site", str(site_dir))[0] == 0
+    assert acl.read_text() == current
