@@ -14,6 +14,11 @@ from typing import Any, Protocol
 from ctxscope.shared.messages import Metric
 
 
+class DeviceBusy(RuntimeError):
+    """The GPU was busy (another process on it) in every window meant to measure idle power; the
+    message says with what."""
+
+
 @dataclass(frozen=True)
 class PhaseWindow:
     """One contiguous stretch of one phase, possibly holding several repetitions of it.

@@ -2,13 +2,16 @@
 
 Idle power is measured once before a run's first point (a short window with the engine quiet); each
 phase window's energy, less idle power x the window's duration, divided by the runs it held (and by
-its tokens), gives the energy the work itself added.
+its tokens), gives the energy the work itself added. A GPU that is busy all the same (another process
+computing on it) has no idle power to measure: the record then says so instead.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ctxscope.agent.phases import DeviceBusy
 from ctxscope.shared.messages import Metric
 
 IDLE_SECONDS = 3.0
@@ -17,14 +20,28 @@ PHASES = ("prefill", "decode")
 
 class IdleMeter(Protocol):
     def idle_power(self, seconds: float) -> Metric | None:
-        """Power samples taken while the caller stays idle for `seconds`."""
+        """Power samples taken while the caller stays idle for `seconds` (DeviceBusy if never idle)."""
         ...
 
 
-def measure_idle(observer: object) -> Metric | None:
-    """Idle power where the observer samples power (a telemetry session), else None."""
+@dataclass(frozen=True)
+class IdleReading:
+    """Idle power, or why there is none although power is sampled (`absent`, for the record)."""
+
+    power: Metric | None = None
+    absent: str | None = None
+
+
+def measure_idle(observer: object) -> IdleReading:
+    """Idle power where the observer samples power (a telemetry session); a GPU that stayed busy
+    (another process on it) gives no idle power and says why: energy above idle would be wrong."""
     meter = getattr(observer, "idle_power", None)
-    return None if meter is None else meter(IDLE_SECONDS)
+    if meter is None:
+        return IdleReading()
+    try:
+        return IdleReading(power=meter(IDLE_SECONDS))
+    except DeviceBusy as exc:
+        return IdleReading(absent=f"not measured: the GPU was busy ({exc}); no energy above idle")
 
 
 def above_idle(details: dict[str, Any], idle: Metric) -> dict[str, Metric]:

@@ -26,7 +26,7 @@ from ctxscope.agent.engine.protocol import LoadJob, PointJob, ProfileJob
 from ctxscope.agent.engine.recorder import RunRecorder
 from ctxscope.agent.phases import PhaseObserver
 from ctxscope.agent.records import RecordSink
-from ctxscope.shared.messages import Metric, PointResult
+from ctxscope.shared.messages import PointResult
 
 
 @dataclass
@@ -210,7 +210,7 @@ def run_plan(
     searches: dict[str, maxctx.SearchResult] = {}
     min_window_ns = observer.min_window_ns if observer is not None else 0
     with recorder:
-        idle_power = idle.measure_idle(observer) if observer is not None else None  # before any work
+        idle_power = idle.measure_idle(observer)  # before any work
         for (model, precision), members in groups.items():
             family = zoo.get_spec(model).family
             choice = point.ModelChoice(
@@ -257,7 +257,7 @@ def _measure_and_emit(
     p: PlanPoint,
     family: str,
     observer: PhaseObserver | None,
-    idle_power: Metric | None = None,
+    idle_power: idle.IdleReading | None = None,
 ) -> PointResult:
     """Measure one point, add the observer's figures (and energy above idle), and emit its result."""
     outcome, child = group.run(p.context_len)
@@ -267,9 +267,11 @@ def _measure_and_emit(
         report = observer.summarize(outcome.windows)
         metrics.update(report.metrics)
         details["observer"] = {"flags": report.flags, **report.details}
-        if idle_power is not None:
-            metrics["idle_power"] = idle_power
-            metrics.update(idle.above_idle(report.details, idle_power))
+        if idle_power is not None and idle_power.power is not None:
+            metrics["idle_power"] = idle_power.power
+            metrics.update(idle.above_idle(report.details, idle_power.power))
+        elif idle_power is not None and idle_power.absent is not None:
+            details["idle_power"] = idle_power.absent
     if child:
         details["child_process"] = child
     details["wall_s"] = outcome.wall_s

@@ -3,12 +3,17 @@
 It reads typed jobs (`protocol.py`) one per line and answers each with its typed outcome. The first
 job loads the model; later jobs measure points, probe one context length, or profile the model's
 operators at given lengths. After a fault (anything but out-of-memory), a malformed job included,
-the worker replies and exits, since a CUDA error may have poisoned its context.
+the worker replies and exits, since a CUDA error may have poisoned its context. It also ends, with
+the processes it started, as soon as its parent is gone (killed, or stopped by a time limit): left
+running on the GPU it would skew whatever is measured next, idle power included.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -86,7 +91,27 @@ def handle(job: Job, state: dict[str, Any]) -> Loaded | Measured | Probed | Prof
     return Profiled(results=plan_profile(session, job.phases, job.lengths, job.logits, job.iterations))
 
 
+PARENT_POLL_S = 0.5
+
+
+def die_with_parent(parent: int) -> threading.Thread:
+    """Watch the parent process; once it is gone, kill this process and the group it leads (the
+    isolation starts each worker in a session of its own, compile workers included)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        if os.getpgrp() == os.getpid():
+            os.killpg(0, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    watcher = threading.Thread(target=watch, name="ctxscope-parent-watch", daemon=True)
+    watcher.start()
+    return watcher
+
+
 def main() -> int:
+    die_with_parent(os.getppid())
     state: dict[str, Any] = {}
     out = sys.stdout
     # Anything the libraries print goes to stderr, so that stdout carries only replies.

@@ -15,16 +15,17 @@ from types import TracebackType
 
 import numpy as np
 
-from ctxscope.agent.phases import PhaseReport, PhaseWindow
+from ctxscope.agent.phases import DeviceBusy, PhaseReport, PhaseWindow
 from ctxscope.agent.records import RecordSink
 from ctxscope.agent.telemetry.base import Backend
 from ctxscope.agent.telemetry.detect import detect_backends, telemetry_meta
 from ctxscope.agent.telemetry.ring import Chunk, SampleRing, concat
 from ctxscope.agent.telemetry.sampler import Sampler
-from ctxscope.agent.telemetry.summary import WindowSummarizer, idle_metric
+from ctxscope.agent.telemetry.summary import WindowSummarizer, busy_during, idle_metric
 from ctxscope.shared.messages import Metric, TelemetryBatch, TelemetryChannel
 
 log = logging.getLogger(__name__)
+IDLE_ATTEMPTS = 4
 
 
 class TelemetrySession:
@@ -159,16 +160,23 @@ class TelemetrySession:
         )
         return summarizer.report(windows)
 
-    def idle_power(self, seconds: float) -> Metric | None:
+    def idle_power(self, seconds: float, attempts: int = IDLE_ATTEMPTS) -> Metric | None:
         """Power samples taken while the caller stays idle for `seconds`, as a Metric (median and
-        spread come from its samples); None where no power is sampled."""
-        start = time.monotonic_ns()
-        time.sleep(seconds)
-        end = time.monotonic_ns()
-        self.wait_until(end)
-        return idle_metric(
-            self.ring, self._power_backends(), start, end, {b.name: self.rate_of(b) for b in self.backends}
-        )
+        spread come from its samples); None where no power is sampled. A window in which the GPU was
+        busy all the same (another process on it) is measured again, up to `attempts` windows in all;
+        then DeviceBusy says why there is no idle power."""
+        busy = None
+        for attempt in range(1, attempts + 1):
+            start = time.monotonic_ns()
+            time.sleep(seconds)
+            end = time.monotonic_ns()
+            self.wait_until(end)
+            busy = busy_during(self.ring, self.backends, start, end)
+            if busy is None:
+                rates = {b.name: self.rate_of(b) for b in self.backends}
+                return idle_metric(self.ring, self._power_backends(), start, end, rates)
+            log.warning("not idle (%s): idle power window %d of %d", busy, attempt, attempts)
+        raise DeviceBusy(f"{busy}, in each of {attempts} idle windows of {seconds:.1f} s")
 
 
 def batch_fields(chunk: Chunk, backend: Backend) -> dict[str, object]:

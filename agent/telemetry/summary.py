@@ -234,6 +234,27 @@ class WindowSummarizer:
         report.details[f"{phase}_windows"] = acc.windows
 
 
+IDLE_UTIL_MAX_PCT = 10.0  # mean GPU utilization above which an "idle" window is not idle
+
+
+def busy_during(ring: SampleRing, backends: Sequence[Backend], start_ns: int, end_ns: int) -> str | None:
+    """Why the GPU was not idle in [start, end] (another process computing on it, say), or None: a
+    GPU utilization channel (`util_gpu_pct`: NVML, jtop, tegrastats) whose mean exceeds
+    IDLE_UTIL_MAX_PCT. A source without one cannot tell, and None is returned for it."""
+    for backend in backends:
+        chunk = ring.window(backend.name, start_ns, end_ns)
+        if chunk is None or "util_gpu_pct" not in chunk.channels:
+            continue
+        values = chunk.channels["util_gpu_pct"][(chunk.t_ns >= start_ns) & (chunk.t_ns <= end_ns)]
+        values = values[np.isfinite(values)]
+        if len(values) and float(values.mean()) > IDLE_UTIL_MAX_PCT:
+            return (
+                f"GPU utilization {float(values.mean()):.0f}% on average (up to {float(values.max()):.0f}%, "
+                f"{backend.name}) while nothing of this run ran"
+            )
+    return None
+
+
 def idle_metric(
     ring: SampleRing, power_backends: Sequence[Backend], start_ns: int, end_ns: int, rates: dict[str, float]
 ) -> Metric | None:

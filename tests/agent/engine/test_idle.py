@@ -26,4 +26,4 @@ def test_above_idle_per_run_and_per_token() -> None:
 
 
 def test_no_power_sampling_no_idle() -> None:
-    assert idle.measure_idle(object()) is None
+    assert idle.measure_idle(object()) == idle.IdleReading()

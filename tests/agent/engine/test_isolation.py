@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,48 @@ def test_a_timed_out_child_is_killed_with_the_processes_it_started(tmp_path: Pat
         return True
 
     assert all(ended(helper) for helper in helpers)
+
+
+def test_a_busy_child_ends_with_the_processes_it_started_when_its_parent_dies(tmp_path: Path) -> None:
+    """A run stopped by a time limit (or killed) left its worker computing on the GPU, which then
+    skewed the next run's idle power. The worker's watch ends it, and its group, once the parent is
+    gone, even while its main thread is busy."""
+    import os
+    import signal
+
+    import psutil
+
+    child = textwrap.dedent(
+        """
+        import os, subprocess, time
+        from ctxscope.agent.engine.worker import die_with_parent
+        die_with_parent(os.getppid())
+        helper = subprocess.Popen(["sleep", "300"])
+        print(os.getpid(), helper.pid, flush=True)
+        time.sleep(300)  # busy, as with a long measurement
+        """
+    )
+    parent = textwrap.dedent(
+        f"""
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", {child!r}], start_new_session=True)
+        time.sleep(300)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    pids = [int(pid) for pid in process.stdout.readline().split()]
+    assert len(pids) == 2
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    def gone(pid: int) -> bool:  # reaped by the init it was handed to, or its zombie
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 5
+    while not all(gone(pid) for pid in pids):
+        assert time.monotonic() < deadline, "the worker or its helper outlived the parent"
+        time.sleep(0.1)

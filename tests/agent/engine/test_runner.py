@@ -8,7 +8,7 @@ import pytest
 
 from ctxscope.agent import zoo
 from ctxscope.agent.engine.runner import run_plan
-from ctxscope.agent.phases import PhaseReport, PhaseWindow
+from ctxscope.agent.phases import DeviceBusy, PhaseReport, PhaseWindow
 from ctxscope.agent.records import MemorySink
 from ctxscope.shared.codec import decode, encode
 from ctxscope.shared.messages import Metric, PointResult
@@ -354,3 +354,18 @@ def test_attention_trials_time_decode_as_the_plan_runs_it(
     assert "decode/math" in result.results[0].details["attention_trials"]  # times: not in the series key
     assert not any(key.startswith("attention_trial_decode") for key in result.results[0].implementation)
     attention.reset()
+
+
+class BusyGpuObserver(CountingObserver):
+    """An observer whose idle windows all found the GPU busy (another process computing on it)."""
+
+    def idle_power(self, seconds: float) -> Metric | None:
+        raise DeviceBusy("GPU utilization 97% on average (up to 100%, nvml0) while nothing of this run ran")
+
+
+def test_a_busy_gpu_gives_no_idle_power_and_the_record_says_why(make_plan) -> None:
+    summary = run_plan(make_plan(), MemorySink(), observer=BusyGpuObserver(), progress=False, device="cpu")
+    (result,) = summary.results
+    assert "idle_power" not in result.metrics
+    assert not any("above_idle" in name for name in result.metrics)
+    assert "the GPU was busy (GPU utilization 97%" in result.details["idle_power"]

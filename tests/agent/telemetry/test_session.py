@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
 
-from ctxscope.agent.phases import PhaseWindow
+from ctxscope.agent.phases import DeviceBusy, PhaseWindow
 from ctxscope.agent.telemetry.host import HostBackend
 from ctxscope.agent.telemetry.session import TelemetrySession
 from ctxscope.agent.telemetry.tegrastats import TegrastatsBackend
@@ -111,3 +112,26 @@ def test_sampler_errors_are_kept_after_the_session_stops():
     with TelemetrySession([broken, host], rate_hz=20.0) as session:
         time.sleep(0.2)
     assert any(error.startswith("tegrastats: open failed") for error in session.errors)
+
+
+def test_an_idle_window_with_the_gpu_busy_is_measured_again_then_refused(tmp_path):
+    """The recorded Orin NX line with its GPU load (GR3D_FREQ) set to 99%, as while another process
+    computes on the GPU: every idle window is refused, and DeviceBusy says with what."""
+    from ctxscope.agent.engine.idle import measure_idle
+    from tests.agent.telemetry.conftest import REPLAY, tegrastats_lines
+
+    (line,) = tegrastats_lines("orin_nx")
+    busy = tmp_path / "tegrastats_busy.txt"
+    busy.write_text(line.replace("GR3D_FREQ 0%", "GR3D_FREQ 99%") + "\n")
+    tegra = TegrastatsBackend(
+        interval_ms=50, command=[sys.executable, "-u", str(REPLAY), str(busy), "--interval", "50"]
+    )
+    assert tegra.available()
+    with TelemetrySession([tegra], rate_hz=20.0) as session:
+        time.sleep(0.3)
+        started = time.monotonic()
+        with pytest.raises(DeviceBusy, match=r"GPU utilization 99% on average .* in each of 2 idle windows"):
+            session.idle_power(0.4, attempts=2)
+        assert time.monotonic() - started >= 0.8  # both windows were measured
+        reading = measure_idle(session)
+    assert reading.power is None and "the GPU was busy" in reading.absent
