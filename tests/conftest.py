@@ -12,9 +12,9 @@ import pytest
 
 from ctxscope.collector.store import BatchOutcome
 from ctxscope.collector.store.sqlite import SQLiteStore
-from tests.support import mosquitto, store, store_url
+from tests.support import mosquitto, publisher, store, store_url
 
-__all__ = ["mosquitto", "store", "store_url"]  # fixtures for every folder (see tests/support.py)
+__all__ = ["mosquitto", "publisher", "store", "store_url"]  # fixtures for every folder (see tests/support.py)
 
 PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

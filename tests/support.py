@@ -1,6 +1,7 @@
-"""What the tests of records in flight share: a store on both backends, a private broker, message builders
-and a wait. `tests/conftest.py` registers the fixtures for every folder; `tests/collector/` swaps in its
-SQLite `store`, and `tests/collector/store/` takes both backends back."""
+"""What the tests of records in flight share: a store on both backends, a private broker and a client
+publishing to it, message builders and a wait. `tests/conftest.py` registers the fixtures for every
+folder; `tests/collector/` swaps in its SQLite `store`, and `tests/collector/store/` takes both backends
+back."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from ctxscope.broker import MosquittoBroker, mosquitto_binary
@@ -41,6 +43,17 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def publisher(mosquitto: MosquittoBroker) -> Iterator[mqtt.Client]:
+    """A plain MQTT client connected to the private broker, its network loop running."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    yield client
+    client.loop_stop()
+    client.disconnect()
 
 
 def result_fields(i: int, run_id: str = "run-1") -> dict[str, Any]:

@@ -36,16 +36,6 @@ RESULT_TOPIC = topic_for(DEV, Channel.RESULT)
 POISON = b"\x82\xa1v\x01\xa1x" + b"\x91" * 999 + b"\x90"  # 1,000 deep: once a RecursionError
 
 
-@pytest.fixture
-def publisher(mosquitto: MosquittoBroker) -> Iterator[mqtt.Client]:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-    yield client
-    client.loop_stop()
-    client.disconnect()
-
-
 def publish(client: mqtt.Client, topic: str, payload: bytes) -> None:
     client.publish(topic, payload, qos=1).wait_for_publish(5)
 

@@ -28,16 +28,6 @@ DEV = "presence-dev"
 
 
 @pytest.fixture
-def publisher(mosquitto: MosquittoBroker) -> Iterator[mqtt.Client]:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-    yield client
-    client.loop_stop()
-    client.disconnect()
-
-
-@pytest.fixture
 def link(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Link]:
     config = AgentConfig(device=DEV, broker_port=mosquitto.port, spool_path=tmp_path / "spool.sqlite")
     link = Link(config, Spool(config.resolved_spool_path(), DEV))
