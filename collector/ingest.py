@@ -235,15 +235,16 @@ class Ingest:
         self._stopping.set()
         if self._writer.is_alive():
             self._writer.join(timeout_s)
-        if self._client.is_connected():  # a clean disconnect sends no will
+        connected = self._client.is_connected()
+        if connected:  # a clean disconnect sends no will
             self._publish_presence(online=False).wait_for_publish(min(timeout_s, 5.0))
+            self._disconnected.clear()
+        self._client.disconnect()
+        if connected:
             # Wait for the DISCONNECT to go out: a socket left open would be closed whenever this object
             # is collected, and the broker would then publish the will, perhaps after a newer collector
             # of this identity has said it is online.
-            self._disconnected.clear()
-            self._client.disconnect()
             self._disconnected.wait(min(timeout_s, 5.0))
-        self._client.disconnect()
         self._client.loop_stop()
 
     # -- paho callbacks -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, field_validator, model_validator
 
 from ctxscope.shared.ids import DEVICE_ID_PATTERN, STREAM_ID_PATTERN
-from ctxscope.shared.topics import Channel
+from ctxscope.shared.topics import MAX_COLLECTOR_ID, Channel
 from ctxscope.shared.version import SCHEMA_VERSION
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN.pattern)]
@@ -286,7 +286,7 @@ class CollectorPresence(_Model):
 
     v: Literal[1] = SCHEMA_VERSION
     kind: Literal["collector_presence"] = "collector_presence"
-    collector: Annotated[str, Field(min_length=1, max_length=128)]
+    collector: Annotated[str, Field(min_length=1, max_length=MAX_COLLECTOR_ID)]
     online: StrictBool
     ts: NonNegativeInt = Field(description="the collector's wall clock, ns since the Unix epoch")
 
