@@ -46,7 +46,7 @@ python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 med = lambda m, k: sorted(m[k]["samples"])[len(m[k]["samples"]) // 2] if k in m else float("nan")
-print(f"{'model':15} {'ctx':>7} {'TTFT ms':>9} {'ms/token':>9} {'floor':>7} {'x floor':>7}  decode path / breaks")
+print(f"{'model':15} {'ctx':>7} {'TTFT ms':>9} {'ms/token':>9} {'floor':>7} {'x floor':>7} {'idle W':>14}  decode path / breaks")
 for path in sorted(out.glob("curves-*.jsonl")):
     for line in path.read_text().splitlines():
         res = json.loads(line)
@@ -57,8 +57,9 @@ for path in sorted(out.glob("curves-*.jsonl")):
             print(f"{res.get('model', '?'):15} {res.get('context_len', 0):>7} {res.get('outcome')}")
             continue
         ttft, dec, floor = med(m, "ttft"), med(m, "decode_per_token"), med(m, "decode_floor")
+        idle = f"{med(m, 'idle_power'):.1f}" if "idle_power" in m else str(res.get("details", {}).get("idle_power", "-"))[:14]
         print(f"{res.get('model', '?'):15} {res.get('context_len', 0):>7} {ttft:9.1f} {dec:9.3f} {floor:7.3f} "
-              f"{dec / floor if floor == floor and floor else float('nan'):7.2f}  {impl.get('decode_path', '-')} "
+              f"{dec / floor if floor == floor and floor else float('nan'):7.2f} {idle:>14}  {impl.get('decode_path', '-')} "
               f"{impl.get('decode_graph_breaks', '-')} {str(res.get('details', {}).get('decode_note', ''))[:120]}")
 PY
 # the device returns at most 8 files: one archive per model
