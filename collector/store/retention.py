@@ -9,7 +9,8 @@ across two passes merge exactly (counts add, means weight by count). A pruned ba
 redelivery of the batch as its key row did. Results, runs and logs are never pruned. A pass first
 merges what the store has staged (staging.py), so a late batch past the cutoff is pruned like any
 other; it prunes both places raw batches are kept: the device-keyed tables and the telemetry log
-(merged batches in arrival order).
+(merged batches in arrival order). A batch of no samples has no end time and nothing to roll up:
+every pass prunes it.
 """
 
 from __future__ import annotations
@@ -96,18 +97,36 @@ class _Batch:
     deletes: tuple[tuple[str, tuple[Any, ...]], ...]
 
 
-Picker = Callable[[Store, Any, int, str], list[_Batch]]
+@dataclass(frozen=True)
+class _Due:
+    """Which raw batches a pass prunes: a condition on a batch's end time (`{end}`, the column), one
+    that an index on the end time answers by a search, and its parameters."""
+
+    condition: str
+    params: tuple[int, ...]
+
+    def where(self, end: str = "wall_end_ns") -> str:
+        return self.condition.format(end=end)
 
 
-def _device_keyed(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batch]:
+def _due(cutoff: int) -> tuple[_Due, ...]:
+    """Batches that ended before the cutoff, and those of no samples: one has no end time (NULL) and
+    nothing to roll up, and no cutoff would ever reach it."""
+    return _Due("{end} < ?", (cutoff,)), _Due("{end} IS NULL", ())
+
+
+Picker = Callable[[Store, Any, _Due, str], list[_Batch]]
+
+
+def _device_keyed(store: Store, cur: Any, due: _Due, claim: str) -> list[_Batch]:
     """The oldest batches of the device-keyed tables (what earlier versions merged, and what a store
     that stages nothing writes)."""
     cur.execute(
         store._sql(
             "SELECT device, stream, seq, source, mono_to_wall_ns, t_ns FROM telemetry"
-            f" WHERE wall_end_ns < ? ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
+            f" WHERE {due.where()} ORDER BY wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
         ),
-        (cutoff,),
+        due.params,
     )
     where = "WHERE device = ? AND stream = ? AND seq = ?"
     return [
@@ -128,9 +147,9 @@ def _device_keyed(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batc
     ]
 
 
-def _indexed_series(store: Store, cutoff: int) -> Iterator[tuple[str, str]]:
-    """Each (device, source) of the telemetry log's index with a batch that ended before `cutoff`, by
-    two index searches a pair (a loose scan: the index holds a row per batch), on the reading
+def _indexed_series(store: Store, dues: tuple[_Due, ...]) -> Iterator[tuple[str, str]]:
+    """Each (device, source) of the telemetry log's index with a batch due, by an index search a pair
+    and one a condition (a loose scan: the index holds a row per batch), on the reading
     connection: a pass opens no write transaction for a series with nothing to prune."""
     after: tuple[str, str] | None = None
     while True:
@@ -145,12 +164,14 @@ def _indexed_series(store: Store, cutoff: int) -> Iterator[tuple[str, str]]:
         if not rows:
             return
         after = (rows[0]["device"], rows[0]["source"])
-        old = store._query(
-            "SELECT 1 AS old FROM telemetry_index WHERE device = ? AND source = ? AND wall_end_ns < ?"
-            " LIMIT 1",
-            (*after, cutoff),
-        )
-        if old:
+        if any(
+            store._query(
+                "SELECT 1 AS due FROM telemetry_index WHERE device = ? AND source = ?"
+                f" AND {due.where()} LIMIT 1",
+                (*after, *due.params),
+            )
+            for due in dues
+        ):
             yield after
 
 
@@ -159,15 +180,15 @@ def _arrival_ordered(device: str, source: str) -> Picker:
     telemetry stays in arrival order, found through its per-device index; what is not merged yet is
     left for a later pass)."""
 
-    def pick(store: Store, cur: Any, cutoff: int, claim: str) -> list[_Batch]:
+    def pick(store: Store, cur: Any, due: _Due, claim: str) -> list[_Batch]:
         cur.execute(
             store._sql(
                 "SELECT i.id, s.stream, s.seq, s.mono_to_wall_ns, s.t_ns FROM telemetry_index i"
                 " JOIN telemetry_log s"
-                " ON s.id = i.id WHERE i.device = ? AND i.source = ? AND i.wall_end_ns < ?"
+                f" ON s.id = i.id WHERE i.device = ? AND i.source = ? AND {due.where('i.wall_end_ns')}"
                 f" ORDER BY i.wall_end_ns LIMIT {CHUNK_BATCHES}{claim}"
             ),
-            (device, source, cutoff),
+            (device, source, *due.params),
         )
         return [
             _Batch(
@@ -198,22 +219,24 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
     # On PostgreSQL several collectors may prune one store at once: each pass locks the batches it
     # folds and skips those another pass holds, so no batch is folded into the rollups twice.
     claim = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
+    dues = _due(cutoff)
     pickers = itertools.chain(
-        [_device_keyed], itertools.starmap(_arrival_ordered, _indexed_series(store, cutoff))
+        [_device_keyed], itertools.starmap(_arrival_ordered, _indexed_series(store, dues))
     )
     for pick in pickers:
-        while _prune_chunk(store, pick, cutoff, claim, policy, outcome):
-            pass
+        for due in dues:
+            while _prune_chunk(store, pick, due, claim, policy, outcome):
+                pass
     return outcome
 
 
 def _prune_chunk(
-    store: Store, pick: Picker, cutoff: int, claim: str, policy: RetentionPolicy, outcome: RetentionOutcome
+    store: Store, pick: Picker, due: _Due, claim: str, policy: RetentionPolicy, outcome: RetentionOutcome
 ) -> bool:
     """Fold up to CHUNK_BATCHES of the oldest batches `pick` finds into the rollups and delete them, in
     one transaction; False when there were none."""
     with store._transaction() as cur:
-        batches = pick(store, cur, cutoff, claim)
+        batches = pick(store, cur, due, claim)
         if not batches:
             return False
         buckets: dict[tuple[str, str, str, int], _Bucket] = {}

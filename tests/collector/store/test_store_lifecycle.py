@@ -240,6 +240,25 @@ def test_retention_leaves_unread_samples_out_of_the_rollups_and_goes_on(store: S
     assert len(rollups(store, "orin-1", "temp_gpu_c")) == 3
 
 
+def test_retention_prunes_a_batch_without_samples_at_its_first_pass(store: Store) -> None:
+    """A batch of no samples has no end time, so no cutoff ever reached it: its rows stayed for as
+    long as the store ran. It has nothing to roll up; a pass prunes it at once, and its key still
+    refuses a redelivery."""
+    now = 1_800_000_000 * NS
+    empty = TelemetryBatch(
+        device="orin-1", stream=STREAM, seq=1, ts=1, source="nvml", mono_to_wall_ns=0, t_ns=b"", channels={}
+    )
+    recent = _batch(2, now - DAY_NS, [0.0], [5.0])
+    _write(store, empty, recent)
+    store.merge_staged()  # the log's batches too, not only the staged ones
+    outcome = apply_retention(store, RetentionPolicy(raw_days=7, rollup_s=60), now_ns=now)
+    assert (outcome.batches_pruned, outcome.samples_rolled_up, outcome.buckets_written) == (1, 0, 0)
+    assert [r["seq"] for r in store._query("SELECT seq FROM records ORDER BY seq")] == [2]
+    assert _write(store, empty).duplicates == 1
+    assert store.record_count("orin-1") == 2
+    assert apply_retention(store, RetentionPolicy(raw_days=7, rollup_s=60), now_ns=now).batches_pruned == 0
+
+
 def test_retention_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="raw_days"):
         RetentionPolicy(raw_days=-1)
