@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -32,6 +33,21 @@ class Refusal(NamedTuple):
 
     def __str__(self) -> str:
         return self.reason
+
+
+def _clock_hint(command: Command, now_ns: int) -> str:
+    """Where the device's clock and the sender's (the command's `ts`) disagree beyond the skew allowed,
+    the likelier cause of an expiry refusal: a board without a set clock (no network time, a flat RTC
+    battery) refuses every command until its clock is right."""
+    behind_s = (command.ts - now_ns) / 1e9
+    if abs(behind_s) <= CLOCK_SKEW_S:
+        return ""
+    reads = datetime.fromtimestamp(now_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    side = "behind" if behind_s > 0 else "ahead of"
+    return (
+        f"; this device's clock reads {reads}, {abs(behind_s):.0f} s {side} the sender's: set it"
+        " (network time) and commands are accepted again"
+    )
 
 
 class CommandGuard:
@@ -62,13 +78,16 @@ class CommandGuard:
                 "a retained command is never run (commands are sent once, not stored by the broker)",
             )
         if command.expires_at < now:
-            return Refusal("expired", f"expired {(now - command.expires_at) / 1e9:.1f} s ago")
+            return Refusal(
+                "expired", f"expired {(now - command.expires_at) / 1e9:.1f} s ago{_clock_hint(command, now)}"
+            )
         horizon = self.max_ttl_ns + int(CLOCK_SKEW_S * 1e9)
         if command.expires_at - now > horizon:
             return Refusal(
                 "far_future",
                 f"expires {(command.expires_at - now) / 1e9:.0f} s from now; at most "
-                f"{self.max_ttl_ns / 1e9:.0f} s (+{CLOCK_SKEW_S:.0f} s clock skew) is accepted",
+                f"{self.max_ttl_ns / 1e9:.0f} s (+{CLOCK_SKEW_S:.0f} s clock skew) is accepted"
+                f"{_clock_hint(command, now)}",
             )
         try:
             with self._lock:

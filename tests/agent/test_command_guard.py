@@ -40,6 +40,22 @@ def test_each_rule_and_its_reason(tmp_path: Path) -> None:
     guard.close()
 
 
+def test_a_refusal_by_time_names_a_device_clock_that_disagrees_with_the_sender(tmp_path: Path) -> None:
+    """A board whose clock is a year behind (no network time, a flat RTC battery) refuses every command
+    as too far in the future; the reason says the clock is the cause, not the sender."""
+    guard = CommandGuard(tmp_path / "spool.sqlite")
+    year_s = 365 * 86400
+    behind = guard.admit(command("b", NOW + 600 * S), retained=False, now_ns=NOW - year_s * S)
+    assert behind is not None and behind.kind == "far_future"
+    assert f"this device's clock reads 2026-01-15 08:00:00 UTC, {year_s} s behind the sender's" in str(behind)
+    ahead = guard.admit(command("a", NOW + 600 * S), retained=False, now_ns=NOW + 7200 * S)
+    assert ahead is not None and ahead.kind == "expired" and "7200 s ahead of the sender's" in str(ahead)
+    # within the skew allowed, the reason is the command's own
+    late = guard.admit(command("l", NOW - S), retained=False, now_ns=NOW + 30 * S)
+    assert late is not None and "clock" not in str(late)
+    guard.close()
+
+
 def test_ids_persist_across_restarts_until_their_command_expires(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite"
     first = CommandGuard(path)
