@@ -10,7 +10,8 @@ set -uo pipefail
 export PATH=/tmp/site/bin:$PATH OUT
 repo=$PWD
 cd /tmp || exit 1
-sed -e 's/^models = .*/models = ["falcon-h1-0.5b"]/' -e 's/^context_lengths = .*/context_lengths = [4096]/' \
+# 32K is at or above the plan's isolate_from: the point runs in a worker process
+sed -e 's/^models = .*/models = ["falcon-h1-0.5b"]/' -e 's/^context_lengths = .*/context_lengths = [32768]/' \
   "$repo/bench/engine/plans/h200-curves-fair.toml" >/tmp/plan-guard.toml
 ctxscope agent run /tmp/plan-guard.toml --out /tmp/guard.jsonl --no-progress 2>/tmp/guard.err >/dev/null &
 agent=$!
