@@ -21,6 +21,7 @@ from ctxscope.collector.security.options import (
 )
 from ctxscope.collector.service import build_service
 from ctxscope.collector.settings import default_store_url, parse_broker
+from ctxscope.collector.store.retention import RetentionLoop, RetentionPolicy, coarse_options
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ log = logging.getLogger(__name__)
 )
 @click.option("--rollup-s", type=click.IntRange(min=1), default=60, show_default=True, help="rollup width")
 @click.option("--keep-raw", is_flag=True, help="never prune raw telemetry")
+@coarse_options
 @access_options
 @click.option(
     "--broker-config",
@@ -118,16 +120,19 @@ def run(
     raw_days: float,
     rollup_s: int,
     keep_raw: bool,
+    coarse_after_days: float,
+    coarse_s: int,
     broker_config: Path | None,
     require_safe_broker: bool,
     **access_params: Any,
 ) -> None:
     """Ingest records from the broker into the store (and serve the dashboard) until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ctxscope.collector.store.retention import RetentionLoop, RetentionPolicy
-
     url = store_url or default_store_url()
-    policy = RetentionPolicy(raw_days, rollup_s)
+    try:
+        policy = RetentionPolicy(raw_days, rollup_s, coarse_after_days, coarse_s)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         host, port = parse_broker(broker)
     except ValueError as exc:

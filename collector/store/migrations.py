@@ -202,6 +202,11 @@ MIGRATIONS = (
         "pruned telemetry keys: retention drops a batch's key row and keeps its stream's seqs as ranges",
         PRUNED_KEYS_DDL,
     ),
+    Migration(
+        8,
+        "telemetry rollups by width and age: retention finds the rollups to fold into coarse ones",
+        "CREATE INDEX IF NOT EXISTS telemetry_rollups_by_width ON telemetry_rollups (bucket_s, bucket_ns)",
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 # An arbitrary constant naming ctxscope's migration lock among PostgreSQL advisory locks.

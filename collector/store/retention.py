@@ -10,7 +10,8 @@ redelivery of the batch as its key row did. Results, runs and logs are never pru
 merges what the store has staged (staging.py), so a late batch past the cutoff is pruned like any
 other; it prunes both places raw batches are kept: the device-keyed tables and the telemetry log
 (merged batches in arrival order). A batch of no samples has no end time and nothing to roll up:
-every pass prunes it.
+every pass prunes it. Last, a pass folds rollups older than `coarse_after_days` into wider ones
+(rollups.py), so that what is kept indefinitely grows by about 17 MB a device a year, not 1 GB.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 from ctxscope.collector.store.base import Store
 from ctxscope.collector.store.pruned_keys import note_pruned
+from ctxscope.collector.store.rollups import UPSERT, Bucket, coarsen
 
 log = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
@@ -39,19 +41,32 @@ CHUNK_BATCHES = 200
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """Keep raw telemetry `raw_days`; after that, `rollup_s`-second rollups (kept indefinitely)."""
+    """Keep raw telemetry `raw_days`; after that, `rollup_s`-second rollups, which are folded into
+    `coarse_s`-second rollups once `coarse_after_days` old (those are kept indefinitely)."""
 
-    raw_days: float = 7.0
+    raw_days: float = 30.0
     rollup_s: int = 60
+    coarse_after_days: float = 90.0
+    coarse_s: int = 3600
 
     def __post_init__(self) -> None:
         if self.raw_days < 0:
             raise ValueError(f"raw_days must be >= 0, not {self.raw_days}")
         if self.rollup_s < 1:
             raise ValueError(f"rollup_s must be >= 1 second, not {self.rollup_s}")
+        if self.coarse_after_days < 0:
+            raise ValueError(f"coarse_after_days must be >= 0, not {self.coarse_after_days}")
+        if self.coarse_s <= self.rollup_s or self.coarse_s % self.rollup_s:
+            raise ValueError(
+                f"coarse_s ({self.coarse_s} s) must be a multiple of rollup_s ({self.rollup_s} s) larger"
+                " than it, so that each rollup falls in one coarse rollup"
+            )
 
     def cutoff_ns(self, now_ns: int) -> int:
         return now_ns - int(self.raw_days * 86400 * NS_PER_S)
+
+    def coarse_cutoff_ns(self, now_ns: int) -> int:
+        return now_ns - int(self.coarse_after_days * 86400 * NS_PER_S)
 
 
 @dataclass
@@ -60,26 +75,8 @@ class RetentionOutcome:
     samples_rolled_up: int = 0  # finite samples folded into rollups
     samples_unread: int = 0  # not finite (a metric the agent could not read): pruned, in no rollup
     buckets_written: int = 0
-
-
-@dataclass
-class _Bucket:
-    unit: str
-    n: int
-    total: float
-    low: float
-    high: float
-
-
-UPSERT = (
-    "INSERT INTO telemetry_rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (device, source, channel, bucket_ns) DO UPDATE SET"
-    " mean = (telemetry_rollups.mean * telemetry_rollups.n + excluded.mean * excluded.n)"
-    " / (telemetry_rollups.n + excluded.n),"
-    " n = telemetry_rollups.n + excluded.n,"
-    " min = CASE WHEN excluded.min < telemetry_rollups.min THEN excluded.min ELSE telemetry_rollups.min END,"
-    " max = CASE WHEN excluded.max > telemetry_rollups.max THEN excluded.max ELSE telemetry_rollups.max END"
-)
+    rollups_coarsened: int = 0  # rollups folded into coarse ones
+    coarse_buckets_written: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,7 +210,8 @@ def _arrival_ordered(device: str, source: str) -> Picker:
 
 def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = None) -> RetentionOutcome:
     """Roll up and delete raw telemetry older than the policy's cutoff; return what was done."""
-    cutoff = policy.cutoff_ns(time.time_ns() if now_ns is None else now_ns)
+    now = time.time_ns() if now_ns is None else now_ns
+    cutoff = policy.cutoff_ns(now)
     outcome = RetentionOutcome()
     store.merge_staged()  # a staged batch may be past the cutoff too (a device's late backlog)
     # On PostgreSQL several collectors may prune one store at once: each pass locks the batches it
@@ -227,6 +225,9 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
         for due in dues:
             while _prune_chunk(store, pick, due, claim, policy, outcome):
                 pass
+    outcome.rollups_coarsened, outcome.coarse_buckets_written = coarsen(
+        store, policy.coarse_cutoff_ns(now), policy.coarse_s, claim
+    )
     return outcome
 
 
@@ -239,7 +240,7 @@ def _prune_chunk(
         batches = pick(store, cur, due, claim)
         if not batches:
             return False
-        buckets: dict[tuple[str, str, str, int], _Bucket] = {}
+        buckets: dict[tuple[str, str, str, int], Bucket] = {}
         for batch in batches:
             wall = np.frombuffer(bytes(batch.t_ns), dtype="<i8") + int(batch.mono_to_wall_ns)
             statement, params = batch.channels
@@ -253,27 +254,16 @@ def _prune_chunk(
             for statement, params in batch.deletes:
                 cur.execute(store._sql(statement), params)
         note_pruned(store, cur, ((batch.device, batch.stream, batch.seq) for batch in batches))
-        for (device, source, channel, bucket_ns), b in buckets.items():
-            row = (
-                device,
-                source,
-                channel,
-                b.unit,
-                bucket_ns,
-                policy.rollup_s,
-                b.n,
-                b.total / b.n,
-                b.low,
-                b.high,
-            )
-            cur.execute(store._sql(UPSERT), row)
+        upsert = store._sql(UPSERT)
+        for (device, source, channel, bucket_ns), bucket in buckets.items():
+            cur.execute(upsert, bucket.row((device, source, channel), bucket_ns, policy.rollup_s))
         outcome.batches_pruned += len(batches)
         outcome.buckets_written += len(buckets)
     return True
 
 
 def _fold(
-    buckets: dict[tuple[str, str, str, int], _Bucket],
+    buckets: dict[tuple[str, str, str, int], Bucket],
     series: tuple[str, str, str],
     unit: str,
     wall: np.ndarray,
@@ -291,15 +281,8 @@ def _fold(
     for start, value in zip(starts.tolist(), values.tolist(), strict=True):
         grouped[start].append(value)
     for start, vals in grouped.items():
-        key = (*series, start)
-        b = buckets.get(key)
-        if b is None:
-            buckets[key] = _Bucket(unit, len(vals), sum(vals), min(vals), max(vals))
-        else:
-            b.n += len(vals)
-            b.total += sum(vals)
-            b.low = min(b.low, *vals)
-            b.high = max(b.high, *vals)
+        bucket = buckets.setdefault((*series, start), Bucket(unit, 0, 0.0, vals[0], vals[0]))
+        bucket.add(len(vals), sum(vals), min(vals), max(vals))
     return len(values)
 
 
@@ -309,6 +292,24 @@ def rollups(store: Store, device: str, channel: str | None = None) -> list[dict[
         ("device = ?", [device]) if channel is None else ("device = ? AND channel = ?", [device, channel])
     )
     return store._query(f"SELECT * FROM telemetry_rollups WHERE {where} ORDER BY channel, bucket_ns", params)
+
+
+def coarse_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The coarse tier's options, shared by `collector run` and `collector prune`."""
+    command = click.option(
+        "--coarse-s",
+        type=click.IntRange(min=2),
+        default=RetentionPolicy.coarse_s,
+        show_default=True,
+        help="width of the rollups kept indefinitely, in seconds (a multiple of --rollup-s)",
+    )(command)
+    return click.option(
+        "--coarse-after-days",
+        type=click.FloatRange(min=0),
+        default=RetentionPolicy.coarse_after_days,
+        show_default=True,
+        help="keep --rollup-s rollups this many days, then fold them into --coarse-s rollups",
+    )(command)
 
 
 class RetentionLoop:
@@ -342,6 +343,14 @@ class RetentionLoop:
                         self.policy.raw_days,
                         outcome.buckets_written,
                     )
+                if outcome.rollups_coarsened:
+                    log.info(
+                        "retention: %d rollups older than %g days folded into %d rollups of %d s",
+                        outcome.rollups_coarsened,
+                        self.policy.coarse_after_days,
+                        outcome.coarse_buckets_written,
+                        self.policy.coarse_s,
+                    )
             except Exception as exc:
                 self.store.upkeep.failed("retention", exc)
                 log.exception("retention pass failed; retrying in %.0f s", self.interval_s)
@@ -351,21 +360,37 @@ class RetentionLoop:
 @click.command("prune")
 @click.option("--store", "store_url", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB.")
 @click.option(
-    "--raw-days", type=float, default=7.0, show_default=True, help="keep raw telemetry this many days."
+    "--raw-days",
+    type=click.FloatRange(min=0),
+    default=RetentionPolicy.raw_days,
+    show_default=True,
+    help="keep raw telemetry this many days.",
 )
 @click.option(
-    "--rollup-s", type=int, default=60, show_default=True, help="rollup bucket width in seconds after that."
+    "--rollup-s",
+    type=click.IntRange(min=1),
+    default=RetentionPolicy.rollup_s,
+    show_default=True,
+    help="rollup bucket width in seconds after that.",
 )
+@coarse_options
 @click.option("--json", "as_json", is_flag=True, help="print what was done as JSON.")
-def prune(store_url: str | None, raw_days: float, rollup_s: int, as_json: bool) -> None:
+def prune(
+    store_url: str | None,
+    raw_days: float,
+    rollup_s: int,
+    coarse_after_days: float,
+    coarse_s: int,
+    as_json: bool,
+) -> None:
     """Roll up raw telemetry older than --raw-days into --rollup-s buckets (mean, min, max, count) and
-    delete the raw samples. Results, runs and logs are never pruned. `collector run --raw-days` does
-    the same every hour."""
+    delete the raw samples; fold rollups older than --coarse-after-days into --coarse-s buckets.
+    Results, runs and logs are never pruned. `collector run` does the same every hour."""
     from ctxscope.collector.settings import default_store_url
     from ctxscope.collector.store import open_store
 
     try:
-        policy = RetentionPolicy(raw_days, rollup_s)
+        policy = RetentionPolicy(raw_days, rollup_s, coarse_after_days, coarse_s)
         store = open_store(store_url or default_store_url())
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -379,5 +404,7 @@ def prune(store_url: str | None, raw_days: float, rollup_s: int, as_json: bool) 
         click.echo(
             f"pruned {outcome.batches_pruned} telemetry batches older than {raw_days:g} days:"
             f" {outcome.samples_rolled_up} samples into {outcome.buckets_written} {rollup_s} s rollups,"
-            f" {outcome.samples_unread} unread (not a finite number) left out"
+            f" {outcome.samples_unread} unread (not a finite number) left out;"
+            f" folded {outcome.rollups_coarsened} rollups older than {coarse_after_days:g} days into"
+            f" {outcome.coarse_buckets_written} {coarse_s} s rollups"
         )

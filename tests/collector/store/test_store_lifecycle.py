@@ -259,11 +259,62 @@ def test_retention_prunes_a_batch_without_samples_at_its_first_pass(store: Store
     assert apply_retention(store, RetentionPolicy(raw_days=7, rollup_s=60), now_ns=now).batches_pruned == 0
 
 
+def test_rollups_older_than_the_coarse_cutoff_fold_into_hours_exactly(store: Store) -> None:
+    """Minute rollups kept for good grew a store by about 1 GB a device a year; past
+    `coarse_after_days` they are folded into hours, exactly (counts, means by count, min, max), and a
+    late batch for a folded hour joins that hour."""
+    now = 1_800_000_000 * NS
+    hour = 3600 * NS
+    h0 = ((now - 100 * DAY_NS) // hour) * hour
+    two_hours = _batch(1, h0, [30.0 * i for i in range(240)], [float(i) for i in range(240)])
+    recent = _batch(2, now - 40 * DAY_NS, [0.0, 1.0], [7.0, 9.0])
+    _write(store, two_hours, recent)
+    policy = RetentionPolicy(raw_days=30, rollup_s=60, coarse_after_days=90, coarse_s=3600)
+
+    outcome = apply_retention(store, policy, now_ns=now)
+    assert outcome.batches_pruned == 2
+    # 120 minutes of two channels folded into 2 hours of two channels
+    assert (outcome.rollups_coarsened, outcome.coarse_buckets_written) == (240, 4)
+    power = [
+        (r["bucket_ns"], r["bucket_s"], r["n"], r["mean"], r["min"], r["max"])
+        for r in rollups(store, "orin-1", "power_w")
+    ]
+    assert power[:2] == [
+        (h0, 3600, 120, pytest.approx(59.5), 0.0, 119.0),
+        (h0 + hour, 3600, 120, pytest.approx(179.5), 120.0, 239.0),
+    ]
+    assert [(r[1], r[2], r[3]) for r in power[2:]] == [(60, 2, 8.0)]  # 40 days old: still minutes
+    assert [(r["bucket_s"], r["n"]) for r in rollups(store, "orin-1", "temp_gpu_c")][:2] == [(3600, 120)] * 2
+
+    # A late batch for the first hour: its first minute's rollup has the hour's key and merges at once,
+    # its thirtieth minute's is folded by the same pass.
+    late = _batch(3, h0, [0.0, 1800.0], [1000.0, -5.0])
+    _write(store, late)
+    again = apply_retention(store, policy, now_ns=now)
+    assert (again.batches_pruned, again.rollups_coarsened) == (1, 2)
+    first = rollups(store, "orin-1", "power_w")[0]
+    assert (first["bucket_ns"], first["bucket_s"], first["n"], first["min"], first["max"]) == (
+        h0,
+        3600,
+        122,
+        -5.0,
+        1000.0,
+    )
+    assert first["mean"] == pytest.approx((sum(range(120)) + 1000 - 5) / 122)
+    assert len(rollups(store, "orin-1", "power_w")) == 3
+    assert apply_retention(store, policy, now_ns=now).rollups_coarsened == 0
+
+
 def test_retention_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="raw_days"):
         RetentionPolicy(raw_days=-1)
     with pytest.raises(ValueError, match="rollup_s"):
         RetentionPolicy(rollup_s=0)
+    with pytest.raises(ValueError, match="coarse_after_days"):
+        RetentionPolicy(coarse_after_days=-1)
+    for coarse_s in (60, 90):  # not wider, not a multiple
+        with pytest.raises(ValueError, match="multiple of rollup_s"):
+            RetentionPolicy(rollup_s=60, coarse_s=coarse_s)
 
 
 def test_collectors_opening_one_new_postgresql_store_at_once_all_succeed(pg_url: str) -> None:
