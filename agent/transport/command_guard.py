@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -42,7 +42,7 @@ def _clock_hint(command: Command, now_ns: int) -> str:
     behind_s = (command.ts - now_ns) / 1e9
     if abs(behind_s) <= CLOCK_SKEW_S:
         return ""
-    reads = datetime.fromtimestamp(now_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    reads = datetime.fromtimestamp(now_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     side = "behind" if behind_s > 0 else "ahead of"
     return (
         f"; this device's clock reads {reads}, {abs(behind_s):.0f} s {side} the sender's: set it"
