@@ -32,7 +32,7 @@ import numpy as np
 
 from ctxscope.collector.store.base import Store
 from ctxscope.collector.store.pruned_keys import note_pruned
-from ctxscope.collector.store.rollups import UPSERT, Bucket, coarsen
+from ctxscope.collector.store.rollups import Bucket, coarsen, write_buckets
 
 log = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
@@ -226,7 +226,7 @@ def apply_retention(store: Store, policy: RetentionPolicy, now_ns: int | None = 
             while _prune_chunk(store, pick, due, claim, policy, outcome):
                 pass
     outcome.rollups_coarsened, outcome.coarse_buckets_written = coarsen(
-        store, policy.coarse_cutoff_ns(now), policy.coarse_s, claim
+        store, policy.coarse_cutoff_ns(now), policy.coarse_s
     )
     return outcome
 
@@ -254,9 +254,7 @@ def _prune_chunk(
             for statement, params in batch.deletes:
                 cur.execute(store._sql(statement), params)
         note_pruned(store, cur, ((batch.device, batch.stream, batch.seq) for batch in batches))
-        upsert = store._sql(UPSERT)
-        for (device, source, channel, bucket_ns), bucket in buckets.items():
-            cur.execute(upsert, bucket.row((device, source, channel), bucket_ns, policy.rollup_s))
+        write_buckets(store, cur, buckets, policy.rollup_s)
         outcome.batches_pruned += len(batches)
         outcome.buckets_written += len(buckets)
     return True

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ctxscope.collector.store.base import Store
 
 NS_PER_S = 1_000_000_000
 CHUNK_ROWS = 5000
+# An arbitrary constant naming the coarsening lock among PostgreSQL advisory locks (the migration lock
+# is 0x63747873).
+PG_COARSEN_LOCK_KEY = 0x63747874
 
 # Merge one bucket into the table: counts add, means weight by count, min and max stay exact. The row
 # already there keeps its width (a narrow bucket that starts a folded hour joins the hour).
@@ -54,6 +58,16 @@ class Bucket:
         return (*series, self.unit, bucket_ns, width_s, self.n, self.total / self.n, self.low, self.high)
 
 
+def write_buckets(
+    store: Store, cur: Any, buckets: dict[tuple[str, str, str, int], Bucket], width_s: int
+) -> None:
+    """Merge buckets into the table in key order: two passes on one PostgreSQL store (two collectors)
+    that write some of the same buckets then wait for each other in one order, never in a cycle."""
+    upsert = store._sql(UPSERT)
+    for (device, source, channel, start), bucket in sorted(buckets.items()):
+        cur.execute(upsert, bucket.row((device, source, channel), start, width_s))
+
+
 def _narrower_widths(store: Store, coarse_s: int) -> Iterator[int]:
     """Each bucket width in the table narrower than `coarse_s`, by one index search a width (a store
     holds one or two: the retention policy's, and an earlier one where it was changed)."""
@@ -69,22 +83,26 @@ def _narrower_widths(store: Store, coarse_s: int) -> Iterator[int]:
         yield width
 
 
-def coarsen(store: Store, cutoff_ns: int, coarse_s: int, claim: str = "") -> tuple[int, int]:
+def coarsen(store: Store, cutoff_ns: int, coarse_s: int) -> tuple[int, int]:
     """Fold the buckets narrower than `coarse_s` that start before `cutoff_ns` (rounded down to a
     whole coarse bucket, so that none is folded in part) into `coarse_s` buckets; return how many rows
-    were folded and how many coarse buckets written. `claim` locks the rows a chunk reads (PostgreSQL:
-    several collectors may prune one store at once)."""
+    were folded and how many coarse buckets written. On PostgreSQL several collectors may fold one
+    store at once: a chunk first takes an advisory lock, so chunks run one at a time. (Locking rows and
+    skipping those another pass holds, as raw pruning does, deadlocked here: two passes held some of
+    the same hours' rows, and each waited on the other's deleted rows to write an hour.)"""
     width_ns = coarse_s * NS_PER_S
     cutoff = cutoff_ns // width_ns * width_ns
     folded = written = 0
     for narrow in _narrower_widths(store, coarse_s):
         while True:
             with store._transaction() as cur:
+                if store.placeholder == "%s":
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (PG_COARSEN_LOCK_KEY,))
                 cur.execute(
                     store._sql(
                         "SELECT device, source, channel, unit, bucket_ns, n, mean, min, max"
                         " FROM telemetry_rollups WHERE bucket_s = ? AND bucket_ns < ?"
-                        f" ORDER BY bucket_ns LIMIT {CHUNK_ROWS}{claim}"
+                        f" ORDER BY bucket_ns LIMIT {CHUNK_ROWS}"
                     ),
                     (narrow, cutoff),
                 )
@@ -103,9 +121,7 @@ def coarsen(store: Store, cutoff_ns: int, coarse_s: int, claim: str = "") -> tup
                     cur.execute(delete, (device, source, channel, bucket_ns))
                 # Rows go before their hour's bucket is written: an hour's first narrow bucket has
                 # the hour's key, and in bucket order it is in the first chunk that holds the hour.
-                upsert = store._sql(UPSERT)
-                for (device, source, channel, start), bucket in buckets.items():
-                    cur.execute(upsert, bucket.row((device, source, channel), start, coarse_s))
+                write_buckets(store, cur, buckets, coarse_s)
             folded += len(rows)
             written += len(buckets)
     return folded, written

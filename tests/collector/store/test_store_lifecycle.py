@@ -14,6 +14,7 @@ from ctxscope.collector.store import Accepted, Store, open_store
 from ctxscope.collector.store.migrations import LATEST, MIGRATIONS, SchemaTooNew, applied_versions, migrate
 from ctxscope.collector.store.migrations import TABLE as SCHEMA_MIGRATIONS_TABLE
 from ctxscope.collector.store.retention import RetentionPolicy, apply_retention, rollups
+from ctxscope.collector.store.rollups import Bucket, coarsen, write_buckets
 from ctxscope.shared.messages import Log, TelemetryBatch, TelemetryChannel
 from ctxscope.shared.topics import Channel, topic_for
 
@@ -372,6 +373,52 @@ def test_retention_passes_of_two_collectors_never_fold_a_batch_twice(pg_url: str
     finally:
         pass_.join(10)
         other_pass.close()
+        for store in stores:
+            store.close()
+
+
+def test_coarsening_passes_of_two_collectors_fold_every_rollup_once(pg_url: str) -> None:
+    """Two collectors folding one store's minute rollups at once: every hour ends with the counts and
+    means of all its minutes, once, and neither pass fails (locking rows and skipping those the other
+    held, each pass waited on the other's deleted rows: a deadlock)."""
+    stores = [open_store(pg_url), open_store(pg_url)]
+    hour = 3600 * NS
+    h0 = 1_700_000_000 * NS // hour * hour
+    minutes = 2 * 24 * 60  # two days of three series: more rows than one chunk
+    buckets = {
+        ("orin-1", "nvml", channel, h0 + m * 60 * NS): Bucket("W", 2, 2.0 * m, float(m), float(m))
+        for channel in ("power_w", "temp_gpu_c", "clock_gpu_mhz")
+        for m in range(minutes)
+    }
+    with stores[0]._transaction() as cur:
+        write_buckets(stores[0], cur, buckets, 60)
+    results: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def fold(store: Store) -> None:
+        try:
+            results.append(coarsen(store, h0 + minutes * 60 * NS, 3600))
+        except BaseException as exc:  # a deadlock between the two passes would land here
+            errors.append(exc)
+
+    passes = [threading.Thread(target=fold, args=(store,)) for store in stores]
+    try:
+        for thread in passes:
+            thread.start()
+        for thread in passes:
+            thread.join(60)
+        assert errors == []
+        assert sum(folded for folded, _ in results) == len(buckets)
+        for channel in ("power_w", "temp_gpu_c", "clock_gpu_mhz"):
+            rows = rollups(stores[0], "orin-1", channel)
+            assert [r["bucket_s"] for r in rows] == [3600] * 48
+            for i, row in enumerate(rows):
+                first = i * 60
+                assert (row["n"], row["min"], row["max"]) == (120, float(first), float(first + 59))
+                assert row["mean"] == pytest.approx(first + 29.5)
+    finally:
+        for thread in passes:
+            thread.join(10)
         for store in stores:
             store.close()
 
