@@ -284,14 +284,6 @@ def _fold(
     return len(values)
 
 
-def rollups(store: Store, device: str, channel: str | None = None) -> list[dict[str, Any]]:
-    """A device's rollups (of one channel, or all), oldest first."""
-    where, params = (
-        ("device = ?", [device]) if channel is None else ("device = ? AND channel = ?", [device, channel])
-    )
-    return store._query(f"SELECT * FROM telemetry_rollups WHERE {where} ORDER BY channel, bucket_ns", params)
-
-
 def coarse_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The coarse tier's options, shared by `collector run` and `collector prune`."""
     command = click.option(

@@ -1,4 +1,5 @@
-"""The telemetry rollups table: a bucket merged into it, and old buckets folded into wider ones.
+"""The telemetry rollups table: a bucket merged into it, read back, and old buckets folded into wider
+ones.
 
 Retention (retention.py) folds raw telemetry into `rollup_s` buckets (60 s by default). Kept at that
 width they would grow a store for as long as it runs: an agent's 17 channels (NVML and host) make
@@ -66,6 +67,14 @@ def write_buckets(
     upsert = store._sql(UPSERT)
     for (device, source, channel, start), bucket in sorted(buckets.items()):
         cur.execute(upsert, bucket.row((device, source, channel), start, width_s))
+
+
+def rollups(store: Store, device: str, channel: str | None = None) -> list[dict[str, Any]]:
+    """A device's rollups (of one channel, or all), oldest first."""
+    where, params = (
+        ("device = ?", [device]) if channel is None else ("device = ? AND channel = ?", [device, channel])
+    )
+    return store._query(f"SELECT * FROM telemetry_rollups WHERE {where} ORDER BY channel, bucket_ns", params)
 
 
 def _narrower_widths(store: Store, coarse_s: int) -> Iterator[int]:

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from ctxscope.collector.store import Accepted, Store, open_store
-from ctxscope.collector.store.retention import RetentionPolicy, apply_retention, rollups
+from ctxscope.collector.store.retention import RetentionPolicy, apply_retention
+from ctxscope.collector.store.rollups import rollups
 from ctxscope.collector.store.sqlite import SQLiteStore
 from ctxscope.shared.messages import CHANNEL_OF_KIND, Message, TelemetryBatch, TelemetryChannel
 from ctxscope.shared.topics import topic_for

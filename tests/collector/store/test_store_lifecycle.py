@@ -13,8 +13,8 @@ import pytest
 from ctxscope.collector.store import Accepted, Store, open_store
 from ctxscope.collector.store.migrations import LATEST, MIGRATIONS, SchemaTooNew, applied_versions, migrate
 from ctxscope.collector.store.migrations import TABLE as SCHEMA_MIGRATIONS_TABLE
-from ctxscope.collector.store.retention import RetentionPolicy, apply_retention, rollups
-from ctxscope.collector.store.rollups import Bucket, coarsen, write_buckets
+from ctxscope.collector.store.retention import RetentionPolicy, apply_retention
+from ctxscope.collector.store.rollups import Bucket, coarsen, rollups, write_buckets
 from ctxscope.shared.messages import Log, TelemetryBatch, TelemetryChannel
 from ctxscope.shared.topics import Channel, topic_for
 
