@@ -127,8 +127,13 @@ class MosquittoBroker:
             return
         self._write_config()
         assert self.binary is not None
+        # A session of its own: a terminal's Ctrl-C (sent to the whole foreground group) must not stop
+        # the broker before its owner has let the agent's last records through; the owner stops it.
         self._process = subprocess.Popen(
-            [self.binary, "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [self.binary, "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             _wait_until_answers(self.host, self.port, timeout_s, lambda: self.running)

@@ -180,7 +180,9 @@ def demo(
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         raise Stop("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
 
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP: the terminal was closed; the agent and the broker run in sessions of their own, so only
+    # this clean stop ends them
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {signum: signal.signal(signum, request_stop) for signum in stop_signals}
     try:
         try:

@@ -115,12 +115,14 @@ def _curves(view: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # a whole demo run on a loaded 2-core machine
 def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
-    port = free_port()
+    """Ctrl-C in a terminal signals the whole foreground process group, the broker the demo started
+    included: it once died at once, before the agent's last records reached the collector."""
     demo = subprocess.Popen(
-        [*DEMO, "--broker", f"127.0.0.1:{port}", "--workdir", str(tmp_path), "--web-port", "0", "--headless"],
+        [*DEMO, "--workdir", str(tmp_path), "--web-port", "0", "--headless"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
     )
     assert demo.stdout is not None
     lines: list[str] = []
@@ -129,7 +131,7 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
         lines.append(line)
         if line.startswith("result ") or time.monotonic() > deadline:
             break
-    demo.send_signal(signal.SIGINT)
+    os.killpg(demo.pid, signal.SIGINT)
     rest, _ = demo.communicate(timeout=AGENT_STOP_GRACE_S + 120)
     output = "".join(lines) + rest
     assert demo.returncode == 0, output
@@ -151,7 +153,7 @@ def test_a_stopped_demo_gives_back_the_signal_handlers(
         raise demo_module.Stop("SIGTERM")
 
     monkeypatch.setattr(demo_module, "_wait_online", stopped_at_once)
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {signum: signal.getsignal(signum) for signum in stop_signals}
     broker = f"127.0.0.1:{free_port()}"
     args = ["--broker", broker, "--workdir", str(tmp_path), "--web-port", "0", "--headless"]
