@@ -2,7 +2,10 @@
 
 Two tables: `results` (one row per point result: its fields, each metric's median, quartiles, n and
 unit, and the raw samples as JSON so nothing is lost) and `aggregates` (one row per device x model x
-precision x logits x kernel path x context length, re-aggregated from the pooled raw samples).
+precision x logits x kernel path x context length, re-aggregated from the pooled raw samples). A third,
+`telemetry_rollups`, where the store holds any: the telemetry retention kept after the raw samples aged
+out (one row per device, source, channel and bucket: its start, width, count, mean, min and max), the
+only record of a device's power and temperature over months.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +21,10 @@ import click
 
 from ctxscope.collector.aggregate.points import aggregate_points
 from ctxscope.collector.aggregate.stats import summarize
-from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.shrunk import labelled_point_results
-from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
+from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
+from ctxscope.collector.store.rollups import rollups
 from ctxscope.shared.messages import PointResult
 
 FORMATS = ("csv", "parquet")
@@ -88,6 +92,30 @@ def aggregate_rows(results: Iterable[PointResult]) -> list[dict[str, Any]]:
     return rows
 
 
+def rollup_rows(store: Store, devices: Sequence[str]) -> list[dict[str, Any]]:
+    """Each rollup of the devices' telemetry, its bucket's start in ns since the epoch and in UTC."""
+    rows = []
+    for device in devices:
+        for r in rollups(store, device):
+            start = datetime.fromtimestamp(r["bucket_ns"] / 1e9, tz=timezone.utc)
+            rows.append(
+                {
+                    "device": r["device"],
+                    "source": r["source"],
+                    "channel": r["channel"],
+                    "unit": r["unit"],
+                    "bucket_start_ns": r["bucket_ns"],
+                    "bucket_start_utc": start.isoformat(timespec="seconds"),
+                    "bucket_s": r["bucket_s"],
+                    "n": r["n"],
+                    "mean": r["mean"],
+                    "min": r["min"],
+                    "max": r["max"],
+                }
+            )
+    return rows
+
+
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     columns: dict[str, None] = {}
     for row in rows:
@@ -124,16 +152,20 @@ def write_table(rows: Sequence[dict[str, Any]], path: Path, fmt: str) -> Path:
 
 
 def export_tables(
-    source: FleetSource, out_dir: Path, formats: Sequence[str], devices: Sequence[str] = ()
+    store: Store, out_dir: Path, formats: Sequence[str], devices: Sequence[str] = ()
 ) -> list[Path]:
-    """Write the results and aggregates tables of the chosen devices (all when none) in each format."""
-    chosen = list(devices) or [d["device"] for d in source.devices()]
-    results = [r for d in chosen for r in labelled_point_results(source, d)]
+    """Write the results and aggregates tables of the chosen devices (all when none) in each format,
+    and their telemetry rollups where there are any."""
+    chosen = list(devices) or [d["device"] for d in store.devices()]
+    results = [r for d in chosen for r in labelled_point_results(store, d)]
+    telemetry = rollup_rows(store, chosen)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         written.append(write_table(result_rows(results), out_dir / "results", fmt))
         written.append(write_table(aggregate_rows(results), out_dir / "aggregates", fmt))
+        if telemetry:
+            written.append(write_table(telemetry, out_dir / "telemetry_rollups", fmt))
     return written
 
 
@@ -148,7 +180,7 @@ def export_tables(
 def export(
     store_url: str | None, out_dir: Path, formats: tuple[str, ...], devices: tuple[str, ...], as_json: bool
 ) -> None:
-    """Export stored results (per point and aggregated) to CSV or Parquet."""
+    """Export stored results (per point and aggregated), and telemetry rollups, to CSV or Parquet."""
     try:
         store = open_store(store_url or default_store_url())
     except (StoreURLError, StoreOpenError) as exc:

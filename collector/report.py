@@ -23,9 +23,8 @@ import click
 from ctxscope.collector.export import FORMATS, ExportError, export_tables
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.readmodel.figures import device_figures
-from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.store import StoreOpenError, StoreURLError, open_store
+from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 PLOTLY_JS = "plotly.min.js"
@@ -152,9 +151,7 @@ def _round(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def build_report(
-    source: FleetSource, out_dir: Path, formats: tuple[str, ...] = FORMATS, png: bool = False
-) -> Path:
+def build_report(source: Store, out_dir: Path, formats: tuple[str, ...] = FORMATS, png: bool = False) -> Path:
     """Write index.html, plotly.min.js, the exports and (with `png`) a PNG per figure into `out_dir`;
     returns the HTML's path."""
     from plotly.offline import get_plotlyjs

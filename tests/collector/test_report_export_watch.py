@@ -15,6 +15,7 @@ from rich.console import Console
 from ctxscope.collector.export import export
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.report import report
+from ctxscope.collector.store.rollups import Bucket, write_buckets
 from ctxscope.collector.watch import frame, watch
 
 
@@ -41,6 +42,34 @@ def test_csv_export_keeps_samples_and_leaves_unmeasured_empty(stored, tmp_path: 
     aggregates = list(csv.DictReader((out / "aggregates.csv").open()))
     assert {r["model"] for r in aggregates} == {"qwen2.5-0.5b", "mamba2-780m"}
     assert json.loads(next(r for r in aggregates if r["context_len"] == "131072")["outcomes"]) == {"oom": 1}
+
+
+def test_export_writes_the_telemetry_rollups_kept_after_raw_telemetry_aged_out(store, tmp_path: Path):
+    """A device's power and temperature over months live only in the rollups; export gives them with
+    their units and bucket widths, minutes and hours alike. Without rollups, no such file."""
+    out = tmp_path / "export"
+    url = f"sqlite:///{store.path}"
+    assert CliRunner().invoke(export, ["--store", url, "--out", str(out)]).exit_code == 0
+    assert not (out / "telemetry_rollups.csv").exists()
+    hour = 1_800_000_000 // 3600 * 3600 * 10**9
+    buckets = {
+        ("orin-1", "nvml", "power_w", hour): Bucket("W", 7200, 7200 * 41.5, 12.0, 230.0),
+        ("orin-1", "nvml", "temp_gpu_c", hour + 3600 * 10**9): Bucket("C", 60, 60 * 51.0, 50.0, 52.0),
+    }
+    with store._transaction() as cur:
+        write_buckets(store, cur, dict(list(buckets.items())[:1]), 3600)
+        write_buckets(store, cur, dict(list(buckets.items())[1:]), 60)
+    result = CliRunner().invoke(export, ["--store", url, "--out", str(out), "--device", "orin-1"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "telemetry_rollups.csv").open()))
+    assert [(r["channel"], r["unit"], r["bucket_s"], r["n"]) for r in rows] == [
+        ("power_w", "W", "3600", "7200"),
+        ("temp_gpu_c", "C", "60", "60"),
+    ]
+    assert (float(rows[0]["mean"]), float(rows[0]["min"]), float(rows[0]["max"])) == (41.5, 12.0, 230.0)
+    assert (
+        rows[0]["bucket_start_ns"] == str(hour) and rows[0]["bucket_start_utc"] == "2027-01-15T08:00:00+00:00"
+    )
 
 
 def test_parquet_export_round_trips(stored, tmp_path: Path):
