@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.shrunk import labelled_point_results
 from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
-from ctxscope.collector.store.rollups import rollups
+from ctxscope.collector.store.rollups import rollup_channels, rollups
 from ctxscope.shared.messages import PointResult
 
 FORMATS = ("csv", "parquet")
@@ -92,14 +92,21 @@ def aggregate_rows(results: Iterable[PointResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def rollup_rows(store: Store, devices: Sequence[str]) -> list[dict[str, Any]]:
-    """Each rollup of the devices' telemetry, its bucket's start in ns since the epoch and in UTC."""
-    rows = []
+ROLLUP_COLUMNS = (
+    "device", "source", "channel", "unit", "bucket_start_ns", "bucket_start_utc", "bucket_s", "n", "mean",
+    "min", "max",
+)  # fmt: skip
+PARQUET_BATCH_ROWS = 50_000
+
+
+def rollup_rows(store: Store, devices: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """Each rollup of the devices' telemetry, its bucket's start in ns since the epoch and in UTC; read
+    one device's channel at a time, so that a fleet's months of rollups are never in memory at once."""
     for device in devices:
-        for r in rollups(store, device):
-            start = datetime.fromtimestamp(r["bucket_ns"] / 1e9, tz=timezone.utc)
-            rows.append(
-                {
+        for channel in rollup_channels(store, device):
+            for r in rollups(store, device, channel):
+                start = datetime.fromtimestamp(r["bucket_ns"] / 1e9, tz=timezone.utc)
+                yield {
                     "device": r["device"],
                     "source": r["source"],
                     "channel": r["channel"],
@@ -112,8 +119,49 @@ def rollup_rows(store: Store, devices: Sequence[str]) -> list[dict[str, Any]]:
                     "min": r["min"],
                     "max": r["max"],
                 }
-            )
-    return rows
+
+
+def write_stream(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path, fmt: str) -> Path | None:
+    """Write rows as they come (CSV row by row, Parquet in row groups); None, and no file, when there
+    were none."""
+    target = path.with_suffix(f".{fmt}")
+    written = 0
+    if fmt == "csv":
+        with target.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([csv_cell(row.get(c, "")) for c in columns])
+                written += 1
+    else:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise ExportError("Parquet export needs pyarrow (pip install pyarrow)") from exc
+        parquet: Any = None
+        for batch in _batches(rows):
+            table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in batch])
+            parquet = parquet or pq.ParquetWriter(target, table.schema)
+            parquet.write_table(table)
+            written += len(batch)
+        if parquet is not None:
+            parquet.close()
+    if not written:
+        target.unlink(missing_ok=True)
+        return None
+    return target
+
+
+def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == PARQUET_BATCH_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -158,14 +206,16 @@ def export_tables(
     and their telemetry rollups where there are any."""
     chosen = list(devices) or [d["device"] for d in store.devices()]
     results = [r for d in chosen for r in labelled_point_results(store, d)]
-    telemetry = rollup_rows(store, chosen)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         written.append(write_table(result_rows(results), out_dir / "results", fmt))
         written.append(write_table(aggregate_rows(results), out_dir / "aggregates", fmt))
-        if telemetry:
-            written.append(write_table(telemetry, out_dir / "telemetry_rollups", fmt))
+        telemetry = write_stream(
+            rollup_rows(store, chosen), ROLLUP_COLUMNS, out_dir / "telemetry_rollups", fmt
+        )
+        if telemetry is not None:
+            written.append(telemetry)
     return written
 
 

@@ -77,6 +77,14 @@ def rollups(store: Store, device: str, channel: str | None = None) -> list[dict[
     return store._query(f"SELECT * FROM telemetry_rollups WHERE {where} ORDER BY channel, bucket_ns", params)
 
 
+def rollup_channels(store: Store, device: str) -> list[str]:
+    """The channels a device has rollups of."""
+    rows = store._query(
+        "SELECT DISTINCT channel FROM telemetry_rollups WHERE device = ? ORDER BY channel", (device,)
+    )
+    return [r["channel"] for r in rows]
+
+
 def _narrower_widths(store: Store, coarse_s: int) -> Iterator[int]:
     """Each bucket width in the table narrower than `coarse_s`, by one index search a width (a store
     holds one or two: the retention policy's, and an earlier one where it was changed)."""

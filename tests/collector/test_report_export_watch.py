@@ -70,6 +70,16 @@ def test_export_writes_the_telemetry_rollups_kept_after_raw_telemetry_aged_out(s
     assert (
         rows[0]["bucket_start_ns"] == str(hour) and rows[0]["bucket_start_utc"] == "2027-01-15T08:00:00+00:00"
     )
+    parquet = CliRunner().invoke(
+        export, ["--store", url, "--out", str(out), "--device", "orin-1", "--format", "parquet"]
+    )
+    assert parquet.exit_code == 0, parquet.output
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pq.read_table(out / "telemetry_rollups.parquet").to_pylist()
+    assert [(r["channel"], r["bucket_s"], r["n"], r["mean"]) for r in table] == [
+        ("power_w", 3600, 7200, 41.5),
+        ("temp_gpu_c", 60, 60, 51.0),
+    ]
 
 
 def test_parquet_export_round_trips(stored, tmp_path: Path):
