@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from fastapi import HTTPException
 
 from ctxscope.collector.store.base import TelemetrySeries
+from ctxscope.collector.store.history import TelemetryHistory
 from ctxscope.shared.ids import DEVICE_ID_PATTERN
 
 
@@ -29,6 +30,12 @@ class FleetSource(Protocol):
     def latest_telemetry(
         self, device: str, source: str, channel: str, seconds: float
     ) -> TelemetrySeries | None: ...
+
+    def history_channels(self, device: str) -> list[tuple[str, str, str]]: ...
+
+    def telemetry_history(
+        self, device: str, source: str, channel: str, since_ns: int, until_ns: int, max_points: int
+    ) -> TelemetryHistory: ...
 
 
 def require_known_device(source: FleetSource, device: str) -> None:

@@ -18,12 +18,13 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ctxscope.collector.store.history import TelemetryHistory, read_history, rollup_series
 from ctxscope.collector.store.overlay import StagedNews
 from ctxscope.collector.store.pruned_keys import pruned_among
 from ctxscope.collector.store.upkeep import Upkeep
@@ -159,6 +160,10 @@ class Store(ABC):
         """The DB-API connection that reads (autocommit, so each read sees the latest commit)."""
 
     @abstractmethod
+    def _reader_apart(self) -> AbstractContextManager[Any]:
+        """A read-only connection of its own, closed at the end (`_stream`)."""
+
+    @abstractmethod
     def _begin(self, conn: Any) -> None: ...
 
     @abstractmethod
@@ -272,6 +277,21 @@ class Store(ABC):
             cur.execute(self._sql(statement), tuple(params))
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def _stream(self, statement: str, params: Sequence[Any], size: int) -> Iterator[list[dict[str, Any]]]:
+        """The rows of one statement (one snapshot of the store), `size` at a time, read on a connection
+        of their own: a read of millions of rows holds neither the memory of all of them nor the shared
+        reader, which every page's reads wait for."""
+        with self._reader_apart() as conn:
+            cur = self._streaming_cursor(conn)
+            cur.execute(self._sql(statement), tuple(params))
+            names = [d[0] for d in cur.description]
+            while rows := cur.fetchmany(size):
+                yield [dict(zip(names, row, strict=True)) for row in rows]
+
+    def _streaming_cursor(self, conn: Any) -> Any:
+        """A cursor that fetches its rows as they are asked for."""
+        return conn.cursor()
 
     def devices(self, names: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Every device (or those of `names` the store has seen), by name, with its state, meta, last-seen
@@ -421,6 +441,23 @@ class Store(ABC):
         wall, values = wall[order], values[order]
         keep = wall >= wall[-1] - int(seconds * 1e9)
         return TelemetrySeries(source, channel, rows[-1]["unit"], wall[keep], values[keep])
+
+    def history_channels(self, device: str) -> list[tuple[str, str, str]]:
+        """(source, channel, unit) of every channel a device has telemetry of, raw or rolled up: a device
+        whose raw telemetry has all aged out still has its history."""
+        raw = self.telemetry_channels(device)
+        sent = {(source, channel) for source, channel, _ in raw}
+        rolled = [entry for entry in rollup_series(self._query, device) if entry[:2] not in sent]
+        return sorted(raw + rolled)
+
+    def telemetry_history(
+        self, device: str, source: str, channel: str, since_ns: int, until_ns: int, max_points: int
+    ) -> TelemetryHistory:
+        """One channel over [since_ns, until_ns) in at most `max_points` buckets of count, mean, minimum
+        and maximum, from its rollups and its raw telemetry, each sample counted once (history.py)."""
+        series, _ = self._telemetry_views(device)
+        key = (device, source, channel)
+        return read_history(self._stream, series, key, since_ns, until_ns, max_points)
 
 
 def _to_json(value: Any) -> str:

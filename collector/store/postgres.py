@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -115,6 +116,20 @@ class PostgresStore(Store):
             if not self._read_conn.broken:
                 raise
             return super()._query(statement, params)
+
+    @contextmanager
+    def _reader_apart(self) -> Iterator[psycopg.Connection]:
+        """In a read-only transaction, which a server-side cursor needs."""
+        conn = self._connect(autocommit=False)
+        try:
+            conn.read_only = True
+            yield conn
+        finally:
+            conn.close()
+
+    def _streaming_cursor(self, conn: psycopg.Connection) -> Any:
+        """A server-side cursor: a client-side one holds the whole result before the first row."""
+        return conn.cursor(name="ctxscope_stream")
 
     def _begin(self, conn: psycopg.Connection) -> None:
         """psycopg opens a transaction at the first statement of a non-autocommit connection."""

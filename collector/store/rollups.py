@@ -14,10 +14,10 @@ merges into that hour's bucket at the next pass, or at once where it starts the 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from ctxscope.collector.store.base import Store
+from ctxscope.collector.store.buckets import Bucket
 
 NS_PER_S = 1_000_000_000
 CHUNK_ROWS = 5000
@@ -36,27 +36,6 @@ UPSERT = (
     " min = CASE WHEN excluded.min < telemetry_rollups.min THEN excluded.min ELSE telemetry_rollups.min END,"
     " max = CASE WHEN excluded.max > telemetry_rollups.max THEN excluded.max ELSE telemetry_rollups.max END"
 )
-
-
-@dataclass
-class Bucket:
-    """A rollup being built: its unit, count, sum, minimum and maximum."""
-
-    unit: str
-    n: int
-    total: float
-    low: float
-    high: float
-
-    def add(self, n: int, total: float, low: float, high: float) -> None:
-        self.n += n
-        self.total += total
-        self.low = min(self.low, low)
-        self.high = max(self.high, high)
-
-    def row(self, series: tuple[str, str, str], bucket_ns: int, width_s: int) -> tuple[object, ...]:
-        """The bucket as the UPSERT's parameters."""
-        return (*series, self.unit, bucket_ns, width_s, self.n, self.total / self.n, self.low, self.high)
 
 
 def write_buckets(

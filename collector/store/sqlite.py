@@ -21,7 +21,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,15 @@ class SQLiteStore(Store):
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         return conn
+
+    @contextmanager
+    def _reader_apart(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            yield conn
+        finally:
+            conn.close()
 
     def _writer(self) -> sqlite3.Connection:
         if self.read_only:

@@ -12,6 +12,9 @@ POST /api/devices/<id>/plans  {"plan_toml" | "shipped", "ttl_s"} -> 202 {"comman
 /api/ingest                ingest health: connected, store failing (the fleet page's banner), inbox
 /login, POST /login, POST /logout   when credentials are configured (see `security`)
 /api/devices/<id>/trace    power and temperature trace (device page)
+/api/devices/<id>/history?channel=[&source=&since_ns=&until_ns=&max_points=]
+                           a channel over months, from rollups and raw telemetry (device page)
+/api/devices/<id>/history/channels   the channels that have a history
 /api/fleet/traces          the same, small, per device (fleet page sparklines)
 /metrics                   Prometheus metrics (ingest counters and backlog, per-device state, power)
 /healthz, /readyz          liveness; readiness (store answers, broker subscriptions held): 200 or 503
@@ -41,7 +44,7 @@ from pydantic import BaseModel, Field
 from ctxscope.collector import observability, plans
 from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.observability import IngestState
-from ctxscope.collector.readmodel import figures, traces, views
+from ctxscope.collector.readmodel import figures, history, traces, views
 from ctxscope.collector.readmodel.source import FleetSource, require_known_device
 from ctxscope.collector.web.fleet_worker import answer_json, fleet_answer
 from ctxscope.collector.web.hub import LiveHub
@@ -109,6 +112,7 @@ def create_app(
     app.mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static")
     # Before /api/fleet/{device}, which would otherwise take /api/fleet/traces for a device's path.
     app.include_router(traces.router(store))
+    app.include_router(history.router(store))
 
     # ---------------------------------------------------------------- pages (render their twins)
 

@@ -372,4 +372,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (typeof ctxscopePrediction !== "undefined" && document.body.dataset.page === "device") {
     ctxscopePrediction.load(document.body.dataset.device);  // predicted curves (prediction.js)
   }
+  if (typeof ctxscopeHistory !== "undefined" && document.body.dataset.page === "device") {
+    ctxscopeHistory.load(document.body.dataset.device);  // telemetry over months (history.js)
+  }
 });

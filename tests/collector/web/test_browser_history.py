@@ -1,0 +1,75 @@
+"""The device page's History section in headless Chromium: a year of seeded rollups drawn as a line of
+daily means in a minimum-maximum band, with its unit and bucket width, a break where the device was
+off, and a device-supplied unit shown as text."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from ctxscope.collector.store import Store
+from ctxscope.collector.store.buckets import Bucket
+from ctxscope.collector.store.rollups import write_buckets
+from tests.collector.web.test_browser import browser, page, shot  # noqa: F401 (fixtures)
+from tests.collector.web.test_history_api import DAY, seed_year
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHART = "document.getElementById('history-chart')"
+YEAR = "#history-section button[data-seconds='31536000']"
+HOSTILE_UNIT = '<img src=x onerror="pwned=1">'
+
+
+def test_a_year_of_rollups_shows_as_daily_means_in_a_band(
+    served: Any,
+    page: Any,  # noqa: F811
+    store: Store,
+    feeder: Any,
+    simfleet: Any,
+) -> None:
+    seed_year(store, feeder, simfleet, time.time_ns())
+    p, console = page
+    p.goto(served.url + "/devices/orin-1")
+    p.wait_for_function(f"() => {CHART}.data && {CHART}.data.length === 2")  # the last 24 h first
+    assert p.evaluate(f"{CHART}.layout.xaxis.title.text") == "time (buckets of 5 min)"
+    p.click(YEAR)
+    p.wait_for_function(f"() => {CHART}.layout.xaxis.title.text === 'time (buckets of 1 d)'")
+    assert p.locator("#history-note").text_content() == "", "the loading note stays after the answer"
+    band, mean = (p.evaluate(f"{CHART}.data[{i}].y") for i in range(2))
+    days = [m for m in mean if m is not None]
+    assert len(days) > 350
+    assert mean.count(None) == band.count(None) == 2, "the week the device was off is drawn through"
+    assert all(10 <= m <= 30 for m in days), "a gap drawn as a zero, or a mean not of the seeded rollups"
+    assert min(v for v in band if v is not None) == pytest.approx(min(days) - 5, abs=0.5)
+    assert max(v for v in band if v is not None) == pytest.approx(max(days) + 5, abs=0.5)
+    assert p.locator("#history-chart .ytitle").text_content() == "W"
+    legend = p.locator("#history-chart .legendtext").all_text_contents()
+    assert "power_w mean per 1 d (W)" in legend and "min–max per 1 d" in legend
+    shot(p, "history-year")
+    assert console.errors == []
+
+
+def test_a_device_supplied_unit_is_shown_as_text(
+    served: Any,
+    page: Any,  # noqa: F811
+    store: Store,
+    feeder: Any,
+    simfleet: Any,
+) -> None:
+    now = time.time_ns()
+    seed_year(store, feeder, simfleet, now)
+    with store._transaction() as cur:
+        hostile = {("orin-1", "jtop", "fan", now - 100 * DAY): Bucket(HOSTILE_UNIT, 1, 5.0, 5.0, 5.0)}
+        write_buckets(store, cur, hostile, 3600)
+    p, console = page
+    p.goto(served.url + "/devices/orin-1")
+    p.wait_for_function("() => document.getElementById('history-channel').options.length === 3")
+    p.select_option("#history-channel", label=f"fan (jtop, {HOSTILE_UNIT})")
+    p.click(YEAR)
+    p.wait_for_function(f"() => {CHART}.data[1].name.startsWith('fan')")
+    assert p.locator("#history-chart .ytitle").text_content() == HOSTILE_UNIT
+    assert p.locator("#history-section img").count() == 0
+    assert p.evaluate("() => window.pwned") is None
+    assert console.errors == []
