@@ -12,6 +12,7 @@ one source sends the channel. A number that is not finite (a sum past the float 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any
 
@@ -23,6 +24,10 @@ from ctxscope.collector.store.history import HistoryBucket
 DEFAULT_SPAN_NS = 86400 * 1_000_000_000
 MAX_POINTS = 5000
 INT64_MAX = 2**63 - 1
+# Folds of raw telemetry run at once (seconds of CPU each for a span of weeks): more would take the
+# cores that ingest needs. A request that finds them busy for WAIT_S is answered 503 with Retry-After.
+CONCURRENT_FOLDS = 2
+WAIT_S = 30.0
 
 
 def history_channels(source: FleetSource, device: str) -> dict[str, Any]:
@@ -94,8 +99,11 @@ def _span(since_ns: int | None, until_ns: int | None) -> tuple[int, int]:
     return since, until
 
 
-def router(source: FleetSource) -> APIRouter:
+def router(
+    source: FleetSource, concurrent_folds: int = CONCURRENT_FOLDS, wait_s: float = WAIT_S
+) -> APIRouter:
     routes = APIRouter()
+    folds = threading.BoundedSemaphore(concurrent_folds)
 
     @routes.get("/api/devices/{device}/history/channels")
     def history_channels_json(device: str) -> dict[str, Any]:
@@ -112,6 +120,14 @@ def router(source: FleetSource) -> APIRouter:
         max_points: int = Query(500, ge=2, le=MAX_POINTS),
     ) -> dict[str, Any]:
         require_known_device(source, device)
-        return history(source, device, channel, src, _span(since_ns, until_ns), max_points)
+        span = _span(since_ns, until_ns)
+        if not folds.acquire(timeout=wait_s):
+            raise HTTPException(
+                503, f"{concurrent_folds} history reads are running; try again", {"Retry-After": "10"}
+            )
+        try:
+            return history(source, device, channel, src, span, max_points)
+        finally:
+            folds.release()
 
     return routes

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
+from ctxscope.collector.readmodel import history
 from ctxscope.collector.store import Store
 from ctxscope.collector.store.buckets import Bucket
 from ctxscope.collector.store.rollups import write_buckets
@@ -175,3 +180,42 @@ def test_a_sum_past_the_float_range_is_null_not_a_failed_answer(served, store, f
     status, answer = _history(served.url, since_ns=0, until_ns=HOUR, max_points=2)
     assert status == 200, answer
     assert [(b["n"], b["mean"], b["max"]) for b in answer["buckets"]] == [(2, None, 1e308)]
+
+
+def test_history_reads_beyond_the_bound_wait_then_are_refused_with_retry_after(
+    store, feeder, simfleet
+) -> None:
+    """A span of weeks costs seconds of CPU to fold: the reads that run at once are bounded, so that a
+    few users clicking "1 y" cannot take the cores ingest needs. One more waits, then gets 503."""
+    device = simfleet.SimDevice("orin-1")
+    feeder([device.meta(), device.telemetry(power_w=25.0, temp_c=50.0)])
+    release, entered = threading.Event(), threading.Event()
+
+    class SlowStore:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def telemetry_history(self, *args: Any) -> Any:
+            entered.set()
+            release.wait(30)
+            return store.telemetry_history(*args)
+
+    app = FastAPI()
+    app.include_router(history.router(SlowStore(), concurrent_folds=1, wait_s=0.3))
+    server = WebServer(app).start()
+    try:
+        url = f"{server.url}/api/devices/orin-1/history?channel=power_w"
+        first: list[int] = []
+        reader = threading.Thread(target=lambda: first.append(get(url)[0]))
+        reader.start()
+        assert entered.wait(10)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "10"
+        release.set()
+        reader.join(10)
+        assert first == [200]
+        assert get(url)[0] == 200, "the bound was not released"
+    finally:
+        release.set()
+        server.stop()
