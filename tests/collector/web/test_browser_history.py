@@ -22,14 +22,19 @@ YEAR = "#history-section button[data-seconds='31536000']"
 HOSTILE_UNIT = '<img src=x onerror="pwned=1">'
 
 
+@pytest.fixture
+def year_seeded(store: Store, feeder: Any, simfleet: Any) -> int:
+    """orin-1 with a year of power rollups (seed_year); the "now" they end at."""
+    now = time.time_ns()
+    seed_year(store, feeder, simfleet, now)
+    return now
+
+
 def test_a_year_of_rollups_shows_as_daily_means_in_a_band(
     served: Any,
     page: Any,  # noqa: F811
-    store: Store,
-    feeder: Any,
-    simfleet: Any,
+    year_seeded: int,
 ) -> None:
-    seed_year(store, feeder, simfleet, time.time_ns())
     p, console = page
     p.goto(served.url + "/devices/orin-1")
     p.wait_for_function(f"() => {CHART}.data && {CHART}.data.length === 2")  # the last 24 h first
@@ -55,13 +60,10 @@ def test_a_device_supplied_unit_is_shown_as_text(
     served: Any,
     page: Any,  # noqa: F811
     store: Store,
-    feeder: Any,
-    simfleet: Any,
+    year_seeded: int,
 ) -> None:
-    now = time.time_ns()
-    seed_year(store, feeder, simfleet, now)
     with store._transaction() as cur:
-        hostile = {("orin-1", "jtop", "fan", now - 100 * DAY): Bucket(HOSTILE_UNIT, 1, 5.0, 5.0, 5.0)}
+        hostile = {("orin-1", "jtop", "fan", year_seeded - 100 * DAY): Bucket(HOSTILE_UNIT, 1, 5.0, 5.0, 5.0)}
         write_buckets(store, cur, hostile, 3600)
     p, console = page
     p.goto(served.url + "/devices/orin-1")
