@@ -214,13 +214,18 @@ def test_the_width_is_the_narrowest_that_fits(span_ns: int, max_points: int, wid
 
 
 def test_history_lists_channels_only_rollups_hold(store: Store) -> None:
-    """A device whose raw telemetry has all aged out still has its channels' history."""
+    """A channel the device no longer sends, whose raw telemetry has all aged out, still has its
+    history: the channels sent now come from the device row, the others from the rollups."""
     _write(store, [(T0 - 40 * DAY, 3.0), (T0 - 40 * DAY + NS, 5.0)], per_batch=2)
     assert store.history_channels(DEV) == [("nvml", "power_w", "W")]
+    temp = TelemetryChannel(unit="C", dtype="f8", data=np.asarray([50.0], "<f8").tobytes())
+    now = _batch(9, [(T0 - NS, 50.0)]).model_copy(update={"channels": {"temp_c": temp}})
+    store.write_batch([Accepted(topic_for(DEV, Channel.TELEMETRY), now)])
     apply_retention(store, RetentionPolicy(raw_days=30), now_ns=T0)
-    assert store.telemetry_channels(DEV) == []
-    assert store.history_channels(DEV) == [("nvml", "power_w", "W")]
-    (bucket,) = _history(store, T0 - 41 * DAY, T0, 500).buckets
+    assert store.latest_telemetry(DEV, "nvml", "power_w", 3600) is None, "power_w's raw telemetry is kept"
+    assert store.telemetry_channels(DEV) == [("nvml", "temp_c", "C")]
+    assert store.history_channels(DEV) == [("nvml", "power_w", "W"), ("nvml", "temp_c", "C")]
+    (bucket,) = _history(store, T0 - 41 * DAY, T0 - 2 * DAY, 500).buckets
     assert (bucket.n, bucket.mean, bucket.width_s) == (2, 4.0, 6 * 3600)
 
 
@@ -246,3 +251,24 @@ def test_a_retention_pass_while_reading_never_hides_or_repeats_a_sample(store: S
     counts.append(sum(b.n for b in _history(store, T0 - 30 * DAY, T0, 30).buckets))
     assert rollups(store, DEV, "power_w"), "retention rolled nothing up"
     assert set(counts) == {len(samples)}, "an answer saw part of a retention pass"
+
+
+def test_the_channels_sent_now_come_from_the_device_row_not_a_scan(store: Store, monkeypatch: Any) -> None:
+    """Listing a device's channels is on every device page and history request; a scan of its telemetry
+    costs about a second per day of it (17 channels a second), so the list comes from the device row's
+    `live` column: the channels of each source's newest batch."""
+    _write(store, [(T0 - DAY, 3.0)], per_batch=1)
+    temp = TelemetryChannel(unit="C", dtype="f8", data=np.asarray([50.0], "<f8").tobytes())
+    store.write_batch(
+        [
+            Accepted(
+                topic_for(DEV, Channel.TELEMETRY),
+                _batch(9, [(T0, 50.0)]).model_copy(update={"channels": {"temp_c": temp}}),
+            )
+        ]
+    )
+    asked: list[str] = []
+    query = store._query
+    monkeypatch.setattr(store, "_query", lambda sql, params=(): asked.append(sql) or query(sql, params))
+    assert store.telemetry_channels(DEV) == [("nvml", "temp_c", "C")]
+    assert not [sql for sql in asked if "telemetry_series" in sql], asked
