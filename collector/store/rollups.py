@@ -18,6 +18,7 @@ from typing import Any
 
 from ctxscope.collector.store.base import Store
 from ctxscope.collector.store.buckets import Bucket
+from ctxscope.collector.store.history import rollup_series
 
 NS_PER_S = 1_000_000_000
 CHUNK_ROWS = 5000
@@ -57,11 +58,9 @@ def rollups(store: Store, device: str, channel: str | None = None) -> list[dict[
 
 
 def rollup_channels(store: Store, device: str) -> list[str]:
-    """The channels a device has rollups of."""
-    rows = store._query(
-        "SELECT DISTINCT channel FROM telemetry_rollups WHERE device = ? ORDER BY channel", (device,)
-    )
-    return [r["channel"] for r in rows]
+    """The channels a device has rollups of, by index searches (`rollup_series`), not a scan of its
+    rollups."""
+    return sorted({channel for _, channel, _ in rollup_series(store._query, device)})
 
 
 def _narrower_widths(store: Store, coarse_s: int) -> Iterator[int]:
