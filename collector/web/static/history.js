@@ -97,7 +97,13 @@ const ctxscopeHistory = (() => {
       const since = until - BigInt(range.dataset.seconds) * 1000000000n;
       const query = new URLSearchParams({ channel: chosen.channel, source: chosen.source, since_ns: since,
         until_ns: until, max_points: MAX_POINTS });
-      const answer = await getJson(`${base}?${query}`);
+      let answer;
+      try {
+        answer = await getJson(`${base}?${query}`);
+      } catch (e) {
+        if (mine === asked) note.textContent = "history: " + e.message; // an older failure says nothing
+        return;
+      }
       if (mine !== asked) return;
       const empty = answer.buckets.length === 0;
       note.textContent = empty ? `no ${chosen.channel} telemetry in the last ${range.textContent}` : "";

@@ -1,9 +1,10 @@
 """The device page's History section in headless Chromium: a year of seeded rollups drawn as a line of
 daily means in a minimum-maximum band, with its unit and bucket width, a break where the device was
-off, and a device-supplied unit shown as text."""
+off, a device-supplied unit shown as text, and an older request's failure kept off a newer one's note."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -75,3 +76,33 @@ def test_a_device_supplied_unit_is_shown_as_text(
     assert p.locator("#history-section img").count() == 0
     assert p.evaluate("() => window.pwned") is None
     assert console.errors == []
+
+
+def test_an_older_request_that_fails_leaves_the_newer_ones_loading_note(
+    served: Any,
+    page: Any,  # noqa: F811
+    year_seeded: int,
+) -> None:
+    p, console = page
+    held: list[Any] = []
+    p.route(re.compile(r"/history\?"), lambda route: held.append(route))
+
+    def requests_held(count: int) -> None:
+        for _ in range(200):
+            if len(held) >= count:
+                return
+            p.wait_for_timeout(25)
+        raise AssertionError(f"{len(held)} history requests, not {count}")
+
+    p.goto(served.url + "/devices/orin-1")
+    requests_held(1)  # the last 24 h, held
+    p.click(YEAR)
+    requests_held(2)
+    held[0].fulfill(status=503, json={"detail": "busy"})
+    p.wait_for_timeout(300)
+    note = p.locator("#history-note")
+    assert note.text_content().startswith("loading power_w over the last"), note.text_content()
+    held[1].continue_()
+    p.wait_for_function(f"() => {CHART}.data && {CHART}.layout.xaxis.title.text === 'time (buckets of 1 d)'")
+    assert note.text_content() == ""
+    assert [e for e in console.errors if "503" not in e] == []
