@@ -315,18 +315,18 @@ class BatchWrite:
             self.outcome.state_stale += 1
 
     def _write_records(self, records: list[Message]) -> None:
-        """Key every record; those whose key is new (the first of a key within the batch) get their
-        typed rows, the rest are counted as duplicates."""
-        keys = [(m.device, m.stream, m.seq, m.kind, m.ts, self.now) for m in records]
-        new = self.store._insert_new_records(self.cur, sorted(keys))
-        fresh: list[Message] = []
+        """Key every record; those whose key is new (the first of a key within the batch, in arrival
+        order) get their typed rows, the rest are counted as duplicates. Only the first of a key is
+        offered to the store: two kinds under one key (a result and a log both at seq 7) would
+        otherwise be keyed as one kind and typed as the other, and a staged record whose key row
+        already exists would stop every later merge."""
+        first: dict[RecordKey, Message] = {}
         for msg in records:
-            key = (msg.device, msg.stream, msg.seq)
-            if key in new:
-                new.discard(key)
-                fresh.append(msg)
-            else:
-                self.outcome.duplicates += 1
+            first.setdefault((msg.device, msg.stream, msg.seq), msg)
+        keys = [(m.device, m.stream, m.seq, m.kind, m.ts, self.now) for m in first.values()]
+        new = self.store._insert_new_records(self.cur, sorted(keys))
+        fresh = [msg for key, msg in first.items() if key in new]
+        self.outcome.duplicates += len(records) - len(fresh)
         self.outcome.stored += len(fresh)
         self._write_typed(fresh)
 

@@ -70,6 +70,28 @@ def test_a_record_twice_in_one_batch_is_stored_once(store: Store) -> None:
     assert [r["seq"] for r in store.logs(DEV)] == [4]
 
 
+def test_two_kinds_under_one_key_in_one_batch_store_the_first_and_leave_merging_working(
+    store: Store,
+) -> None:
+    """A device that sends a result and a log at one seq in one batch: the first (in arrival order) is
+    keyed and typed as what it is, the other is a duplicate, and merging staged records goes on (a
+    result staged under a key already written as a log stopped every later merge, and retention)."""
+    log = Log(**envelope(7), level="info", logger="agent", message="m")
+    outcome = store.write_batch([accepted(point_result(DEV, STREAM, 7)), accepted(log)])
+    assert (outcome.stored, outcome.duplicates) == (1, 1)
+    outcome = store.write_batch([accepted(Log(**envelope(8), level="info", logger="agent", message="m"))])
+    outcome = store.write_batch(
+        [accepted(point_result(DEV, STREAM, 8)), accepted(point_result("good-1", STREAM, 1))]
+    )
+    assert (outcome.stored, outcome.duplicates) == (1, 1)
+    store.merge_staged()
+    assert [r["seq"] for r in store.results(DEV)] == [7]
+    assert [r["seq"] for r in store.logs(DEV)] == [8]
+    assert [r["seq"] for r in store.results("good-1")] == [1]
+    kinds = store._query("SELECT seq, kind FROM records WHERE device = ? ORDER BY seq", (DEV,))
+    assert [(r["seq"], r["kind"]) for r in kinds] == [(7, "result"), (8, "log")]
+
+
 def test_gaps_show_missing_seqs_per_stream(store: Store) -> None:
     store.write_batch([accepted(point_result(DEV, STREAM, s)) for s in (1, 2, 5, 9)])
     store.write_batch([accepted(point_result(DEV, "fedcba9876543210", s)) for s in (3,)])
