@@ -92,7 +92,7 @@ class DeviceMeta(Envelope):
     """Birth message: who the device is and what it can measure. Retained on `meta`."""
 
     kind: Literal["meta"] = "meta"
-    birth: Birth = Field(description="per-connection counter; a newer birth wins")
+    birth: Birth = Field(description="per-connection counter of the stream; a newer birth wins")
     agent_version: str
     hostname: str
     platform: dict[str, str] = Field(default_factory=dict)

@@ -292,27 +292,30 @@ class BatchWrite:
         )
 
     def _apply_state(self, msg: Status | DeviceMeta) -> None:
+        """Keep the newer of the stored status (or meta) and `msg`: within one stream the higher birth
+        (the agent counts its connections in its spool), across streams the later device clock. A
+        board whose spool was lost or reinstalled starts a new stream whose births count from 1 again;
+        ordered by birth alone its every status would be stale until it had reconnected as often as
+        before, and the dashboard would show its last state (the old will: offline) all that time."""
+        value, birth = ("status", "birth") if isinstance(msg, Status) else ("meta", "meta_birth")
+        lock = " FOR UPDATE" if self.store.placeholder == "%s" else ""
+        self.cur.execute(
+            self._sql(f"SELECT {birth}, {value} FROM devices WHERE device = ?{lock}"), (msg.device,)
+        )
+        row = self.cur.fetchone()
+        if row is None or (
+            row[0] is not None and not _newer_state(msg, int(row[0]), self.store._json_out(row[1]))
+        ):
+            self.outcome.state_stale += 1
+            return
         body = self.store._json_in(msg.model_dump(mode="python"))
         if isinstance(msg, Status):
-            self.cur.execute(
-                self._sql(
-                    "UPDATE devices SET state = ?, birth = ?, status = ? WHERE device = ?"
-                    " AND (birth IS NULL OR birth <= ?)"
-                ),
-                (msg.state, msg.birth, body, msg.device, msg.birth),
-            )
+            update = "UPDATE devices SET state = ?, birth = ?, status = ? WHERE device = ?"
+            self.cur.execute(self._sql(update), (msg.state, msg.birth, body, msg.device))
         else:
-            self.cur.execute(
-                self._sql(
-                    "UPDATE devices SET meta = ?, meta_birth = ? WHERE device = ?"
-                    " AND (meta_birth IS NULL OR meta_birth <= ?)"
-                ),
-                (body, msg.birth, msg.device, msg.birth),
-            )
-        if self.cur.rowcount:
-            self.outcome.state_applied += 1
-        else:
-            self.outcome.state_stale += 1
+            update = "UPDATE devices SET meta = ?, meta_birth = ? WHERE device = ?"
+            self.cur.execute(self._sql(update), (body, msg.birth, msg.device))
+        self.outcome.state_applied += 1
 
     def _write_records(self, records: list[Message]) -> None:
         """Key every record; those whose key is new (the first of a key within the batch, in arrival
@@ -436,3 +439,10 @@ class BatchWrite:
             head = "INSERT INTO devices (device, first_seen_ns, last_seen_ns, live)"
             tail = "ON CONFLICT (device) DO UPDATE SET live = excluded.live"
             insert_rows(self.store, self.cur, head, rows, tail)
+
+
+def _newer_state(msg: Status | DeviceMeta, birth: int, stored: Any) -> bool:
+    """Whether `msg` is at least as new as the stored status or meta of birth `birth`."""
+    if not isinstance(stored, dict) or stored.get("stream") == msg.stream:
+        return msg.birth >= birth
+    return msg.ts >= int(stored.get("ts") or 0)

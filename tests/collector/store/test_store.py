@@ -92,6 +92,30 @@ def test_two_kinds_under_one_key_in_one_batch_store_the_first_and_leave_merging_
     assert [(r["seq"], r["kind"]) for r in kinds] == [(7, "result"), (8, "log")]
 
 
+def test_a_new_stream_s_state_is_ordered_by_device_clock_not_by_its_restarted_births(store: Store) -> None:
+    """A board whose spool was lost starts a new stream, its births counting from 1 again: its status
+    and meta are newer by the device clock, and the old stream's late will is not."""
+    old, new = STREAM, "fedcba9876543210"
+
+    def status(stream: str, ts: int, state: str, birth: int) -> Accepted:
+        return accepted(Status(device=DEV, stream=stream, seq=0, ts=ts, state=state, birth=birth))
+
+    def meta(stream: str, ts: int, birth: int, version: str) -> Accepted:
+        fields = {"agent_version": version, "hostname": "orin", "telemetry": {}}
+        return accepted(DeviceMeta(device=DEV, stream=stream, seq=0, ts=ts, birth=birth, **fields))
+
+    store.write_batch([status(old, 1_000, "online", 5000), meta(old, 1_000, 5000, "0.1.0")])
+    store.write_batch([status(old, 2_000, "offline", 5000)])
+    outcome = store.write_batch([status(new, 3_000, "online", 1), meta(new, 3_000, 1, "0.2.0")])
+    assert (outcome.state_applied, outcome.state_stale) == (2, 0)
+    (device,) = store.devices()
+    assert (device["state"], device["birth"], device["meta"]["agent_version"]) == ("online", 1, "0.2.0")
+    outcome = store.write_batch([status(old, 2_500, "offline", 5001), meta(old, 2_500, 5001, "0.1.0")])
+    assert (outcome.state_applied, outcome.state_stale) == (0, 2)
+    store.write_batch([status(new, 4_000, "offline", 1)])
+    assert store.devices()[0]["state"] == "offline"
+
+
 def test_gaps_show_missing_seqs_per_stream(store: Store) -> None:
     store.write_batch([accepted(point_result(DEV, STREAM, s)) for s in (1, 2, 5, 9)])
     store.write_batch([accepted(point_result(DEV, "fedcba9876543210", s)) for s in (3,)])
