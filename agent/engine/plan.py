@@ -24,6 +24,9 @@ Precision = Literal["bf16", "fp16", "fp32"]
 MAX_CONTEXT_TOKENS = 1 << 24  # 16,777,216 tokens: 16x the longest context the zoo's models were trained on
 MAX_LIST_LEN = 256
 MAX_TIMEOUT_S = 86_400.0
+# A memory cap below 64 MiB cannot hold a CUDA context; above 1 PiB it is no cap (and no longer fits
+# the records' 64-bit integers).
+MIN_MEMORY_CAP, MAX_MEMORY_CAP = 64 << 20, 1 << 50
 
 
 class PlanError(ValueError):
@@ -106,11 +109,16 @@ class Plan(BaseModel):
         " without it and the faster kept, Mamba2-780m's being 2.5% slower with it); elsewhere, or false,"
         " each starts after the one before. Each record names which",
     )
-    memory_cap: ByteSize | None = None
+    memory_cap: Annotated[ByteSize, Field(ge=MIN_MEMORY_CAP, le=MAX_MEMORY_CAP)] | None = Field(
+        default=None, description="device memory the process may use, CUDA context included (e.g. '24GiB')"
+    )
     point_timeout_s: float = Field(default=600.0, gt=0, le=MAX_TIMEOUT_S)
     isolate: Literal["always", "never", "auto"] = "auto"
     isolate_from: int = Field(
-        default=16384, ge=1, description="with isolate=auto: child processes from this length"
+        default=16384,
+        ge=1,
+        le=MAX_CONTEXT_TOKENS,
+        description="with isolate=auto: child processes from this length",
     )
     spread_processes: int = Field(
         default=3,
