@@ -3,8 +3,10 @@
 Who may send a command is the broker's job (its ACL lets only the collector and operator identities
 write `cmd/` topics, over TLS); this guard covers what an authorized sender's message can still get
 wrong or what a recorded one can be replayed for. The ids already admitted live in a table of the
-spool's SQLite database, so a replay after a restart is refused too. A row is kept until its command
-has expired (then the expiry alone refuses a replay), which bounds the table by the command rate.
+spool's SQLite database, so a replay after a restart is refused too. A row is kept while it is among the
+newest KEEP_IDS ids or its command has not long expired: the expiry refuses a replay only while the
+board's clock does not step back, and a clock that ran ahead (a bad RTC, a wrong NTP answer) and was
+set right would otherwise make an admitted command look fresh once its id was gone.
 Where the spool wrote its database back to its path (its file was deleted under the running agent), the
 guard connects to the file now there, which holds the ids it had recorded.
 """
@@ -22,6 +24,8 @@ from ctxscope.agent.transport.spool import file_identity
 from ctxscope.shared.messages import MAX_COMMAND_TTL_S, Command
 
 CLOCK_SKEW_S = 60.0  # tolerated difference between the collector's and the device's clocks
+# Admitted ids kept whatever the clock says: years of commands at a few a day, a few MB at most.
+KEEP_IDS = 10_000
 
 
 class Refusal(NamedTuple):
@@ -94,7 +98,11 @@ class CommandGuard:
                 if file_identity(self.database) not in (self._file, None):  # written back by the spool
                     self._db.close()
                     self._connect()
-                self._db.execute("DELETE FROM commands_seen WHERE expires_at < ?", (now,))
+                self._db.execute(
+                    "DELETE FROM commands_seen WHERE expires_at < ?"
+                    " AND rowid <= (SELECT MAX(rowid) FROM commands_seen) - ?",
+                    (now - horizon, KEEP_IDS),
+                )
                 inserted = self._db.execute(
                     "INSERT OR IGNORE INTO commands_seen VALUES (?, ?, ?)",
                     (command.command_id, command.expires_at, now),

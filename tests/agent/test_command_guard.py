@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ctxscope.agent.transport import command_guard
 from ctxscope.agent.transport.command_guard import CommandGuard
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.shared.messages import Command, Log
@@ -56,18 +57,43 @@ def test_a_refusal_by_time_names_a_device_clock_that_disagrees_with_the_sender(t
     guard.close()
 
 
-def test_ids_persist_across_restarts_until_their_command_expires(tmp_path: Path) -> None:
+def test_ids_persist_across_restarts_and_are_pruned_only_when_old_by_count_and_by_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(command_guard, "KEEP_IDS", 1)
     path = tmp_path / "spool.sqlite"
     first = CommandGuard(path)
     assert first.admit(command("c1", NOW + 60 * S), retained=False, now_ns=NOW) is None
     first.close()
     second = CommandGuard(path)
     assert "already received" in str(second.admit(command("c1", NOW + 60 * S), retained=False, now_ns=NOW))
-    # after expiry the row is pruned (the expiry alone refuses a replay then)
+    # expired, but not by more than the longest lifetime and the skew: kept
     assert second.admit(command("c2", NOW + 200 * S), retained=False, now_ns=NOW + 100 * S) is None
-    rows = sqlite3.connect(path).execute("SELECT command_id FROM commands_seen").fetchall()
-    assert rows == [("c2",)]
+    assert _seen(path) == ["c1", "c2"]
+    # long expired and no longer among the newest KEEP_IDS: pruned (the expiry alone refuses a replay)
+    late = NOW + 4000 * S
+    assert second.admit(command("c3", late + 60 * S), retained=False, now_ns=late) is None
+    assert _seen(path) == ["c2", "c3"]
     second.close()
+
+
+def test_a_clock_stepped_back_does_not_let_a_command_run_twice(tmp_path: Path) -> None:
+    """A board whose clock ran an hour ahead and was then set right: the id admitted before the step
+    is still known, so the command, fresh again by the corrected clock, is refused as a replay."""
+    guard = CommandGuard(tmp_path / "spool.sqlite")
+    assert guard.admit(command("a", NOW + 600 * S), retained=False, now_ns=NOW) is None
+    ahead = NOW + 3600 * S
+    assert guard.admit(command("b", ahead + 600 * S), retained=False, now_ns=ahead) is None
+    refusal = guard.admit(command("a", NOW + 600 * S), retained=False, now_ns=NOW + S)
+    assert refusal is not None and refusal.kind == "replay"
+    guard.close()
+
+
+def _seen(path: Path) -> list[str]:
+    rows = (
+        sqlite3.connect(path).execute("SELECT command_id FROM commands_seen ORDER BY command_id").fetchall()
+    )
+    return [row[0] for row in rows]
 
 
 def test_a_database_error_refuses_the_command(tmp_path: Path) -> None:
