@@ -22,9 +22,11 @@ from ctxscope.agent.telemetry.detect import detect_backends, telemetry_meta
 from ctxscope.agent.telemetry.ring import Chunk, SampleRing, concat
 from ctxscope.agent.telemetry.sampler import Sampler
 from ctxscope.agent.telemetry.summary import WindowSummarizer, busy_during, idle_metric
+from ctxscope.ratelog import RateLimitedLog
 from ctxscope.shared.messages import Metric, TelemetryBatch, TelemetryChannel
 
 log = logging.getLogger(__name__)
+_log = RateLimitedLog(log)
 IDLE_ATTEMPTS = 4
 
 
@@ -120,8 +122,12 @@ class TelemetrySession:
                 self.sink.emit(TelemetryBatch, **batch_fields(concat(chunks), backends[source]))
             except Exception:  # a sink failure must not stop sampling: the ring still feeds summaries
                 self.emit_failures += 1
-                log.exception(
-                    "telemetry batch of %s could not be emitted (%d so far)", source, self.emit_failures
+                # once a batch interval for as long as it lasts (a full disk): rate-limited
+                _log.exception(
+                    f"emit {source}",
+                    "telemetry batch of %s could not be emitted (%d so far)",
+                    source,
+                    self.emit_failures,
                 )
 
     # -- PhaseObserver ---------------------------------------------------------------------------

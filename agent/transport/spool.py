@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ctxscope.agent.config import AgentConfig
 from ctxscope.shared.codec import MAX_MESSAGE_BYTES, encode
@@ -58,6 +58,11 @@ _PENDING_INDEX = "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (acked_ns,
 
 class RecordTooLarge(ValueError):
     """A record whose encoding exceeds the contract's message size; it is not spooled."""
+
+
+class SpoolFull(OSError):
+    """A droppable record (telemetry, a log line) that a full disk left no room for, even after the
+    spool dropped its oldest droppable rows: it is lost, and counted in `stats().dropped`."""
 
 
 class _ReopenFailed(Exception):
@@ -128,6 +133,8 @@ class Spool:
         self.keep_acked_ns = int(keep_acked_s * 1e9)
         self._pruned_ns = 0
         self._checked_ns = time.monotonic_ns()
+        # Droppable records a full disk lost: not in the file's own count, which could not be written.
+        self._lost_to_full_disk = 0
         # The notice of a write-back whose reopening failed: the file holds every record, the database
         # is closed; every write tries to open it again first, and stores this notice once it has.
         self._reopen_notice: str | None = None
@@ -211,18 +218,29 @@ class Spool:
                 return self._store(message_cls, kind, topic, droppable, fields)
             except sqlite3.OperationalError as exc:
                 self._count_backlog()  # the transaction rolled back: drops and inserts did not happen
-                # A full disk (or file) before the spool's own bound: a result or run record is worth
-                # the room of the oldest telemetry and of what the broker has acknowledged.
-                if droppable or not _disk_full(exc) or not self._free_room():
-                    raise
+                # A full disk (or file) before the spool's own bound: any record is worth the room of
+                # the oldest telemetry and of what the broker has acknowledged.
+                if not _disk_full(exc) or not self._free_room():
+                    return self._lost(kind, droppable, exc)
             except BaseException:
                 self._count_backlog()
                 raise
             try:
                 return self._store(message_cls, kind, topic, droppable, fields)
+            except sqlite3.OperationalError as exc:
+                self._count_backlog()
+                return self._lost(kind, droppable, exc)
             except BaseException:
                 self._count_backlog()
                 raise
+
+    def _lost(self, kind: str, droppable: bool, exc: sqlite3.OperationalError) -> NoReturn:
+        """Raise for a record the spool could not store: a droppable one on a full disk is counted as
+        dropped (SpoolFull); anything else raises the database's error to its producer."""
+        if droppable and _disk_full(exc):
+            self._lost_to_full_disk += 1
+            raise SpoolFull(f"the disk is full: a {kind} record was dropped ({exc})") from exc
+        raise exc
 
     def _store(
         self, message_cls: type[M], kind: str, topic: str, droppable: bool, fields: dict[str, Any]
@@ -322,7 +340,7 @@ class Spool:
                 backlog=self._rows,
                 backlog_bytes=self._bytes,
                 high_water_seq=int(self._state("next_seq")) - 1,
-                dropped=int(self._state("dropped")),
+                dropped=int(self._state("dropped")) + self._lost_to_full_disk,
                 over_bound=self._exceeds(0, 0),
             )
 

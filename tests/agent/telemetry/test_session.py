@@ -135,3 +135,20 @@ def test_an_idle_window_with_the_gpu_busy_is_measured_again_then_refused(tmp_pat
         assert time.monotonic() - started >= 0.8  # both windows were measured
         reading = measure_idle(session)
     assert reading.power is None and "the GPU was busy" in reading.absent
+
+
+class _FullDisk:
+    """A record sink on a full disk: every telemetry batch is refused."""
+
+    def emit(self, message_cls: type, **fields: object) -> object:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_sink_refusing_every_batch_is_logged_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    host = HostBackend()
+    host.available()
+    with TelemetrySession([host], rate_hz=20.0, sink=_FullDisk(), batch_interval_s=0.05) as session:
+        time.sleep(1.5)
+    assert session.emit_failures >= 10
+    lines = [r for r in caplog.records if "could not be emitted" in r.getMessage()]
+    assert 1 <= len(lines) <= 5, "one line a batch interval, for as long as the disk stays full"

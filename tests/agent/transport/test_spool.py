@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from ctxscope.agent.transport.spool import RecordTooLarge, Spool
+from ctxscope.agent.transport.spool import RecordTooLarge, Spool, SpoolFull
 from ctxscope.shared.codec import decode
 from ctxscope.shared.messages import CommandAck, Log, PointResult, Status, TelemetryBatch, TelemetryChannel
 from tests.support import result_fields
@@ -281,21 +281,39 @@ def test_rows_acknowledged_while_the_clock_was_ahead_are_pruned_and_not_replayed
 
 def test_a_full_disk_gives_a_result_the_room_of_the_oldest_telemetry(tmp_path: Path) -> None:
     """The spool's own bound is far away, but the file cannot grow (a full disk, here SQLite's page
-    limit): a result once failed while telemetry filled the spool; it now takes telemetry's room."""
+    limit): telemetry goes on in the room of the oldest telemetry (counted as dropped; it once raised
+    at every batch, uncounted), and a result takes that room too."""
     path = tmp_path / "spool.sqlite"
     spool = Spool(path, DEV)
     spool._db.execute("PRAGMA max_page_count = 64")
-    telemetry = 0
-    with pytest.raises(sqlite3.OperationalError, match="full"):
-        while True:  # telemetry until the file is full: the last one is refused, droppable as it is
-            spool.emit(TelemetryBatch, **telemetry_fields(200))
-            telemetry += 1
-    assert telemetry > 10
+    for _ in range(400):
+        spool.emit(TelemetryBatch, **telemetry_fields(200))
+    kept = [r.seq for r in spool.oldest(10_000)]
+    assert spool.stats().dropped == 400 - len(kept) > 0
+    assert kept[-1] == 400, "the newest telemetry is kept, the oldest dropped"
     for i in range(40):
         spool.emit(PointResult, **result_fields(i))  # room made from the oldest telemetry
     kinds = [r.kind for r in spool.oldest(10_000)]
-    assert kinds.count("result") == 40 and kinds.count("telemetry") < telemetry
-    assert spool.stats().dropped == telemetry - kinds.count("telemetry")
+    assert kinds.count("result") == 40
+    assert spool.stats().dropped == 400 - kinds.count("telemetry")
+
+
+def test_a_full_disk_without_droppable_room_refuses_a_result_and_counts_lost_telemetry(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+    spool._db.execute("PRAGMA max_page_count = 64")
+    results = 0
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        while True:  # results only: nothing the spool may drop
+            spool.emit(PointResult, **result_fields(results))
+            results += 1
+    assert results > 10
+    for expected_drops in (1, 2):
+        with pytest.raises(SpoolFull, match="telemetry record was dropped"):
+            spool.emit(TelemetryBatch, **telemetry_fields(200))
+        assert spool.stats().dropped == expected_drops
+    assert [r.kind for r in spool.oldest(10_000)] == ["result"] * results
 
 
 @pytest.mark.parametrize("loss", ["file deleted", "folder removed", "file replaced"])
