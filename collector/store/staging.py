@@ -35,11 +35,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ctxscope.collector.store.writes import RecordKey, Row, StagedBatch, Store, insert_rows, merge_live
+from ctxscope.collector.store.writes import (
+    LIVE_AHEAD_NS,
+    RecordKey,
+    Row,
+    StagedBatch,
+    Store,
+    insert_rows,
+    merge_live,
+)
 
 # The tables staged rows are written to: telemetry stays in its table once merged (migration 6), results
 # move to the device-keyed `results` table.
 STAGED_TABLES = ("telemetry_log", "staged_results")
+# `writes.live_order` as one SQL value: a batch whose newest sample is dated more than LIVE_AHEAD_NS
+# past its arrival ranks below every batch that is not (its time mapped below -2^61), then by time.
+_LIVE_ORDER = (
+    f"CASE WHEN wall_end_ns > received_ns + {LIVE_AHEAD_NS} THEN wall_end_ns / 4 - 4611686018427387904"
+    " ELSE wall_end_ns END"
+)
 
 
 class StagedKeys:
@@ -189,13 +203,14 @@ class Staging:
     def _merge_devices(self, cur: Any, where: str, span: tuple[Any, ...]) -> None:
         """The devices' newest arrival and newest values into their rows. Of each source's staged
         batches, the one with the newest sample holds that source's newest values (SQLite takes the
-        bare `live` column from the row where MAX finds its value). The source's entry is found by key
-        (`json_each`), not by a JSON path built from its name: a path misses names with a quote, and
-        names that `live`'s text holds escaped (any non-ASCII character)."""
+        bare `live` column from the row where MAX finds its value), in `writes.live_order`'s order. The
+        source's entry is found by key (`json_each`), not by a JSON path built from its name: a path
+        misses names with a quote, and names that `live`'s text holds escaped (any non-ASCII
+        character)."""
         cur.execute(
             "SELECT device, json_group_object(source,"
             " json((SELECT value FROM json_each(live) WHERE key = source)))"
-            " FROM (SELECT device, source, live, MAX(wall_end_ns) FROM telemetry_log"
+            f" FROM (SELECT device, source, live, MAX({_LIVE_ORDER}) FROM telemetry_log"
             f" WHERE {where} AND wall_end_ns IS NOT NULL GROUP BY device, source) GROUP BY device"
             " ORDER BY device",
             span,

@@ -49,6 +49,9 @@ RECORD_KINDS = (PointResult, TelemetryBatch, RunStarted, RunProgress, RunFinishe
 STAGED_KINDS = (PointResult, TelemetryBatch)
 
 RecordKey = tuple[str, str, int]
+# How far past its arrival a telemetry sample may be dated and still count as on time for the live
+# column (device clocks run somewhat ahead of the collector's; a minute is far more than NTP leaves).
+LIVE_AHEAD_NS = 60 * 1_000_000_000
 Row = tuple[Any, ...]
 # A telemetry batch to stage: its `telemetry` row, its channels' (channel, unit, dtype, data) and its
 # newest values as the `live` column holds them (source -> wall time and channel values).
@@ -117,10 +120,10 @@ class LiveValues:
     def __init__(self) -> None:
         self.by_device: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def add(self, msg: TelemetryBatch, t: list[int]) -> None:
+    def add(self, msg: TelemetryBatch, t: list[int], received_ns: int) -> None:
         """`t`: the batch's timestamps as a list (numpy's argmax would give up the interpreter's lock
         for a few values, see the module's doc)."""
-        newest = newest_values(msg, t)
+        newest = newest_values(msg, t, received_ns)
         if newest:
             self.by_device[msg.device] = merge_live(self.by_device.get(msg.device, {}), newest)
 
@@ -129,9 +132,10 @@ class LiveValues:
         return merge_live(stored, self.by_device[device])
 
 
-def newest_values(msg: TelemetryBatch, t: list[int]) -> dict[str, Any]:
-    """A batch's newest sample as the `live` column holds it: {source: {wall_ns, channels}}; empty for
-    a batch without samples. `t`: the batch's timestamps as a list."""
+def newest_values(msg: TelemetryBatch, t: list[int], received_ns: int) -> dict[str, Any]:
+    """A batch's newest sample as the `live` column holds it: {source: {wall_ns, channels}}, with
+    `ahead: true` when the sample is dated more than LIVE_AHEAD_NS past the batch's arrival (see
+    `live_order`); empty for a batch without samples. `t`: the batch's timestamps as a list."""
     if not t:
         return {}
     newest = t.index(max(t))
@@ -141,7 +145,19 @@ def newest_values(msg: TelemetryBatch, t: list[int]) -> dict[str, Any]:
         if newest < len(values):
             value = float(values[newest])
             channels[name] = {"unit": channel.unit, "value": value if math.isfinite(value) else None}
-    return {msg.source: {"wall_ns": t[newest] + msg.mono_to_wall_ns, "channels": channels}}
+    wall_ns = t[newest] + msg.mono_to_wall_ns
+    entry: dict[str, Any] = {"wall_ns": wall_ns, "channels": channels}
+    if wall_ns > received_ns + LIVE_AHEAD_NS:
+        entry["ahead"] = True
+    return {msg.source: entry}
+
+
+def live_order(entry: dict[str, Any]) -> tuple[bool, int]:
+    """Which of two live entries is newer: a sample dated ahead of its arrival loses to any that is
+    not, and the later sample wins among alike. One sample dated years ahead (a board whose clock was
+    briefly wrong) would otherwise hold the live column for good; a board whose clock always runs
+    ahead still shows its newest sample."""
+    return not entry.get("ahead", False), int(entry["wall_ns"])
 
 
 def merge_live(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +167,7 @@ def merge_live(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
     for source, entry in newer.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("wall_ns"), int):
             continue
-        if out.get(source, {}).get("wall_ns", -1) < entry["wall_ns"]:
+        if source not in out or live_order(out[source]) < live_order(entry):
             out[source] = entry
     return out
 
@@ -362,14 +378,14 @@ class BatchWrite:
                 row = (*key, msg.source, len(t), msg.mono_to_wall_ns, *wall, msg.t_ns)
                 if staged:
                     named = [(name, c.unit, c.dtype, c.data) for name, c in msg.channels.items()]
-                    staged_telemetry.append((row, named, newest_values(msg, t)))
+                    staged_telemetry.append((row, named, newest_values(msg, t, self.now)))
                     continue
                 telemetry.append(row)
                 channels += [
                     (msg.device, msg.stream, msg.seq, name, c.unit, c.dtype, c.data)
                     for name, c in msg.channels.items()
                 ]
-                self.live.add(msg, t)
+                self.live.add(msg, t, self.now)
             elif isinstance(msg, Log):
                 logs.append((*key, msg.level, msg.logger, msg.message))
             elif isinstance(msg, CommandAck):

@@ -3,7 +3,9 @@ fleet view what reading the telemetry tables gives, on both backends, whatever o
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +61,21 @@ def test_a_store_from_before_the_column_still_shows_live_values(tmp_path: Path, 
         assert shown == views.live_telemetry(reopened, "orin-1")
     finally:
         reopened.close()
+
+
+def test_one_sample_dated_years_ahead_does_not_hold_the_live_column(store, pg_store, simfleet, feed_store):
+    """A board whose clock was briefly a century ahead: its next batch, on time, shows in the column
+    (a board whose clock always runs ahead is ordered by its own clock: the other tests' times)."""
+    dev = simfleet.SimDevice("orin-1")
+    for target in (store, pg_store):
+        feed_store(target, [dev.meta(), batch(dev, "jtop", 2**62 - 10**18, [99.0])])
+        feed_store(target, [batch(dev, "jtop", time.time_ns() - 10**18, [7.0])])
+        (row,) = target.devices()
+        assert views.stored_live(row["live"])["power_w"] == 7.0
+    # both staged, then merged at once (SQLite): the merge picks each source's newest batch
+    dev2 = simfleet.SimDevice("orin-2")
+    feed_store(store, [dev2.meta(), batch(dev2, "jtop", 2**62 - 10**18, [99.0])])
+    feed_store(store, [batch(dev2, "jtop", time.time_ns() - 10**18, [7.0])])
+    store.merge_staged()
+    (stored,) = store._query("SELECT live FROM devices WHERE device = 'orin-2'", ())
+    assert json.loads(stored["live"])["jtop"]["channels"]["power_w"]["value"] == 7.0

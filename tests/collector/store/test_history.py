@@ -23,7 +23,7 @@ DEV = "orin-1"
 STREAM = "00000000000000c1"
 NS = 1_000_000_000
 MINUTE, HOUR, DAY = 60 * NS, 3600 * NS, 86400 * NS
-T0 = 1_800_000_000 // 86400 * DAY  # midnight UTC, "now" of these tests
+T0 = 1_700_000_000 // 86400 * DAY  # midnight UTC, "now" of these tests (in the past: see live_order)
 
 Sample = tuple[int, float]
 
