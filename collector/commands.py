@@ -7,6 +7,7 @@ on its `run` channel, which `send-plan` waits for and prints (accepted, or the r
 
 from __future__ import annotations
 
+import datetime
 import logging
 import secrets
 import threading
@@ -50,9 +51,27 @@ def parse_plan(text: str) -> dict[str, Any]:
         plan = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"plan is not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise PlanError("plan is nested too deeply to be read") from exc
     if not plan:
         raise PlanError("plan is empty")
+    _check_plain(plan, "plan", 0)
     return plan
+
+
+def _check_plain(value: Any, where: str, depth: int) -> None:
+    """Refuse what the wire cannot carry before it is sent: TOML's dates and times (msgpack has no
+    such type) and nesting deeper than the codec decodes."""
+    if depth > codec.MAX_DEPTH:
+        raise PlanError(f"{where}: nested deeper than {codec.MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, datetime.date | datetime.time):
+        raise PlanError(f"{where}: a TOML date or time ({value.isoformat()}) is not a plan value")
 
 
 def read_plan(plan: str) -> str:

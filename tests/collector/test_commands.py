@@ -82,6 +82,12 @@ def test_parse_plan_refuses_bad_toml_with_reason():
         parse_plan("models = [")
     with pytest.raises(PlanError, match="empty"):
         parse_plan("")
+    with pytest.raises(PlanError, match="nested too deeply"):
+        parse_plan("x = " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(PlanError, match=r"plan\.x(\[0\])+: nested deeper than 32 levels"):
+        parse_plan("x = " + "[" * 40 + "]" * 40)
+    with pytest.raises(PlanError, match=r"plan\.when\[1\]: a TOML date or time \(2026-12-07T10:00:00\)"):
+        parse_plan("when = [1, 2026-12-07T10:00:00]")
 
 
 def test_publisher_sends_expiring_qos1_unretained_command_and_gets_ack(broker, agent):
