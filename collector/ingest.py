@@ -288,7 +288,14 @@ class Ingest:
         self._connected.clear()
         self._disconnected.set()
         if reason.is_failure:
-            log.warning("collector lost the broker (%s); reconnecting", reason)
+            # Rate-limited: two collectors started with one identity take the session from each other
+            # about once a second, for as long as both run.
+            self._log.warning(
+                "disconnected",
+                "collector lost the broker (%s); reconnecting (if this repeats, another client may be"
+                " connected with this collector's identity and client id)",
+                reason,
+            )
 
     def _on_message(self, _client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         # Blocks while the inbox is full: paho stops reading and the broker keeps the rest queued.
