@@ -1,9 +1,12 @@
 # ctxscope agent for desktop/server NVIDIA GPUs (CUDA 12.6, torch 2.6, mamba-ssm/causal-conv1d kernels).
 # Build from the repository root (the kernel stage compiles for TORCH_CUDA_ARCH_LIST, ~20 min):
 #   docker build -f docker/agent-cuda.Dockerfile -t ctxscope-agent:cuda .
-# Run with the GPU and a broker address (or mount an enrollment bundle at /etc/ctxscope):
-#   docker run --gpus all -e CTXSCOPE_BROKER_HOST=collector -e CTXSCOPE_DEVICE=rtx4090-a \
-#     -v ctxscope-spool:/var/lib/ctxscope ctxscope-agent:cuda
+# Run with the GPU and the device's enrollment bundle (`ctxscope collector enroll`: a broker beyond
+# loopback needs its credentials and TLS), readable by the image's user, uid 10001:
+#   sudo install -d -o 10001 -m 0700 /etc/ctxscope
+#   sudo install -o 10001 -m 0600 ~/ctxscope-bundle/agent.toml ~/ctxscope-bundle/ca.crt /etc/ctxscope/
+#   docker run --gpus all -v /etc/ctxscope:/etc/ctxscope:ro -v ctxscope-spool:/var/lib/ctxscope \
+#     ctxscope-agent:cuda --config /etc/ctxscope/agent.toml
 # docker/agent-cuda-steps.sh follows the same steps without a container engine.
 ARG TORCH_IMAGE=pytorch/pytorch:2.6.0-cuda12.6-cudnn9
 

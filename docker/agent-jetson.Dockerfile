@@ -1,10 +1,14 @@
 # ctxscope agent for Jetson Orin (JetPack 6 / L4T r36.4, CUDA 12.6, Python 3.10). Build on the board
 # (or on an arm64 host with the NVIDIA container runtime) from the repository root:
 #   docker build -f docker/agent-jetson.Dockerfile -t ctxscope-agent:jetson .
-# Run with the NVIDIA runtime and jtop's socket so power and thermals can be read:
-#   docker run --runtime nvidia -v /run/jtop.sock:/run/jtop.sock \
-#     -e CTXSCOPE_BROKER_HOST=collector.local -e CTXSCOPE_DEVICE=orin-nx-01 \
-#     -v ctxscope-spool:/var/lib/ctxscope ctxscope-agent:jetson
+# Run with the NVIDIA runtime, the GPU's device group (L4T's nodes belong to `video`), jtop's socket so
+# power and thermals can be read, and the board's enrollment bundle (`ctxscope collector enroll`: a
+# broker beyond loopback needs its credentials and TLS), readable by the image's user, uid 10001:
+#   sudo install -d -o 10001 -m 0700 /etc/ctxscope
+#   sudo install -o 10001 -m 0600 ~/ctxscope-bundle/agent.toml ~/ctxscope-bundle/ca.crt /etc/ctxscope/
+#   docker run --runtime nvidia --group-add video -v /run/jtop.sock:/run/jtop.sock \
+#     -v /etc/ctxscope:/etc/ctxscope:ro -v ctxscope-spool:/var/lib/ctxscope \
+#     ctxscope-agent:jetson --config /etc/ctxscope/agent.toml
 # torch >= 2.6 for JetPack 6 comes from NVIDIA's jetson-ai-lab index (CUDA 12.6 builds for sm_87);
 # mamba-ssm and causal-conv1d are not built here: the engine records its torch fallback for SSM layers
 # (see jetson/README.md for building the kernels on the board).
