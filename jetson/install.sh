@@ -132,7 +132,8 @@ elif [ -e "$config" ]; then
 else
   device_id=${device_id:-$(derive_id)}
   valid_id "$device_id"
-  sed "s/^device = .*/device = \"$device_id\"/" "$here/agent.example.toml" >"$config"
+  sed -e "s/^device = .*/device = \"$device_id\"/" -e "s/^username = .*/username = \"$device_id\"/" \
+    "$here/agent.example.toml" >"$config"
   chmod 0600 "$config"
   say "wrote $config for device '$device_id': set the broker and credentials (or rerun with --bundle)"
 fi

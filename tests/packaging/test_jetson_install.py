@@ -78,6 +78,7 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
     # a unique device id from the machine id, in a config only its owner reads
     config = root / "etc" / "ctxscope" / "agent.toml"
     assert f'device = "jetson-{MACHINE_ID[:12]}"' in config.read_text()
+    assert f'username = "jetson-{MACHINE_ID[:12]}"' in config.read_text()
     assert config.stat().st_mode & 0o777 == 0o600
 
     # the unit runs the installed command; without a bundle the service is neither enabled nor started
