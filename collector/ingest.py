@@ -51,6 +51,7 @@ STORE_RETRY_S = 1.0
 STORE_RETRY_MAX_S = 30.0
 BATCH_MAX_BYTES = 16 * 1024**2
 GATHER_POLL_S = 0.02
+BAD_TOPIC_KEY = "(a topic outside the contract)"  # the rejects row of every such topic
 
 # Not a valid device id (it has '_'), so no device can connect with it and take over the session.
 DEFAULT_CLIENT_ID = "ctxscope_collector"
@@ -94,7 +95,10 @@ def validate(topic: str, payload: bytes) -> Accepted | Rejected:
     try:
         parsed = parse_topic(topic)
     except InvalidTopic as exc:
-        return Rejected(topic, "bad_topic", str(exc), payload)
+        # One key for every such topic: a topic is up to 64 KiB of anyone's choosing (on a broker
+        # without the site's ACL), too long for PostgreSQL's index of `rejects` (whose failing insert
+        # held every later record back) and, one row per distinct topic, a way to grow the store.
+        return Rejected(BAD_TOPIC_KEY, "bad_topic", shorten(str(exc)), payload)
     if parsed.channel is Channel.CMD:
         return Rejected(topic, "unexpected_channel", "commands go to devices, not to the collector", payload)
     try:
@@ -349,9 +353,9 @@ class Ingest:
             self._client.ack(m.mid, m.qos)
         rejects = [item for item in items if isinstance(item, Rejected)]
         for reject in rejects:
-            self._log.warning(
+            self._log.warning(  # %r: a device's text (a metric's name) may hold a line break
                 f"reject {reject.reason}",
-                "rejected a message on %s: %s (%s)",
+                "rejected a message on %r: %s (%r)",
                 reject.topic,
                 reject.reason,
                 reject.detail,
@@ -372,8 +376,10 @@ class Ingest:
         try:
             return _retained(validate(topic, payload), message.retain)
         except Exception as exc:
-            self._log.exception("validate", "validating a message on %s failed", topic)
-            return Rejected(topic, "internal_error", shorten(f"{type(exc).__name__}: {exc}"), payload)
+            self._log.exception("validate", "validating a message on %r failed", shorten(topic))
+            return Rejected(
+                shorten(topic), "internal_error", shorten(f"{type(exc).__name__}: {exc}"), payload
+            )
 
     def _store_until_it_works(self, items: list[Accepted | Rejected]) -> BatchOutcome | None:
         """Write the batch, retrying with backoff for as long as the store fails; None if stopped.

@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from ctxscope.collector.ingest import BAD_TOPIC_KEY, validate
 from ctxscope.collector.store import Accepted, Gap, Rejected, Store, open_store
+from ctxscope.shared.codec import encode
 from ctxscope.shared.messages import (
     CHANNEL_OF_KIND,
     Command,
@@ -174,6 +176,22 @@ def test_runs_logs_acks_and_rejects(store: Store) -> None:
     assert store.command_acks(DEV)[0]["accepted"] is False
     (reject,) = store.reject_counts()
     assert (reject["reason"], reject["count"], reject["last_example"]) == ("not_msgpack", 2, b"\xc1more")
+
+
+def test_messages_on_topics_outside_the_contract_share_one_bounded_reject_row(store: Store) -> None:
+    """A topic of thousands of characters (PostgreSQL's index of `rejects` takes at most 2,704 bytes a
+    row: the failing insert held every later record back for good), and many distinct ones: one row."""
+    payload = encode(point_result(DEV, STREAM, 1))
+    topics = [
+        f"ctxscope/v1/{secrets.token_hex(2000)}/result",
+        "ctxscope/v1/Bad_Id/result",
+        "ctxscope/v2/x/result",
+    ]
+    outcome = store.write_batch([validate(topic, payload) for topic in topics])
+    assert outcome.rejected == 3
+    (reject,) = store.reject_counts()
+    assert (reject["reason"], reject["topic"], reject["count"]) == ("bad_topic", BAD_TOPIC_KEY, 3)
+    assert len(reject["last_detail"]) < 400
 
 
 def test_latest_telemetry_window(store: Store) -> None:
