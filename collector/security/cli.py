@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 from pathlib import Path
 
 import click
@@ -32,9 +33,14 @@ site_option = click.option(
 def _reload_note(reloaded: bool, site: Site) -> str:
     if reloaded:
         return "the broker was told to reload (SIGHUP)"
+    # Not `kill -HUP $(cat mosquitto.pid)`: a pid file that names no broker of this site may name any
+    # process by now.
+    conf = site.broker_dir / "mosquitto.conf"
     return (
-        f"reload the broker to apply it: `kill -HUP $(cat {site.broker_dir}/mosquitto.pid)`, or "
-        "`docker compose -f docker/compose.yaml kill -s HUP broker`"
+        f"the broker was NOT reloaded: {site.broker_dir}/mosquitto.pid names no running mosquitto with "
+        f"{conf}. Reload it to apply this change: on this host "
+        f"`kill -HUP $(pgrep -f {shlex.quote(f'mosquitto -c {conf}')})`, with compose "
+        "`docker compose -f docker/compose.yaml kill -s HUP broker` (a broker started later reads it anyway)"
     )
 
 
@@ -61,7 +67,7 @@ def _one_of(device: str | None, collector_name: str | None) -> None:
     "--broker-host",
     default=None,
     help="the broker's address as the device reaches it (default: this host's name); a new site's "
-    "certificate is issued for it",
+    "certificate is issued for it, an existing site's must name it (`renew-cert --broker-host` adds one)",
 )
 @click.option("--broker-port", type=click.IntRange(1, 65535), default=TLS_PORT, show_default=True)
 @click.option(
@@ -92,6 +98,7 @@ def enroll(
             site.init([*default_hostnames(), host], broker_port)
             click.echo(f"created site {site.root}: broker files in {site.broker_dir}", err=True)
         if device is not None and out is not None:
+            site.require_certified(host)
             enrolled = site.enroll(device, out, host, broker_port, device_dir)
             click.echo(f"enrolled {device}: copy {enrolled.bundle}/ to {device_dir}/ on the device")
             reloaded = enrolled.broker_reloaded

@@ -106,6 +106,21 @@ def host_names(cert: x509.Certificate) -> list[str]:
     return [str(name.value) for name in names if isinstance(name, (x509.DNSName, x509.IPAddress))]
 
 
+def covers(cert: x509.Certificate, host: str) -> bool:
+    """Whether `cert` names `host` as a TLS client checks it: an address among its IP names, a host name
+    among its DNS names (in any case). A wildcard name counts for itself only (the site's certificates
+    have none unless given one), so a host it would cover is refused here, never wrongly accepted."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a host name
+        return host.lower() in (name.lower() for name in names.get_values_for_type(x509.DNSName))
+    return address in names.get_values_for_type(x509.IPAddress)
+
+
 def read_cert(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 

@@ -1,30 +1,36 @@
 """A site's security files: CA, broker certificate, password file, ACL, identities; enroll and revoke.
 
-Layout of a site directory (default `<state dir>/site`):
+Layout of a site directory (default `<state dir>/site`; mode 0711, so that a host broker's user can
+pass through it to `broker/` and `data/` without listing it):
 
-    ca.key, ca.crt               the project CA (the key never leaves this directory)
-    identities/<user>.password   the collectors' and the operator's MQTT passwords (owner-only)
-    identities/share-group.secret  the secret part of every collector share group's name (owner-only)
+    ca.key, ca.crt               the project CA (the key never leaves this directory; owner-only)
+    identities/ (0700)           the collectors' and the operator's MQTT passwords (`<user>.password`)
+                                 and the secret part of every collector share group's name
     broker/                      what the broker reads (mount it as /mosquitto/config in compose):
         mosquitto.conf           for a host install (compose ships docker/mosquitto.conf)
         logrotate.conf           for a host install: caps the broker's log (data/mosquitto.log)
         ca.crt, server.crt, server.key, passwd, acl
+    data/ (0700)                 a host broker's persistence (queued records) and log
 
-Passwords are random (32 bytes, URL-safe) and stored hashed in `broker/passwd` by `mosquitto_passwd`;
-a device's password exists in clear only in its enrollment bundle. Revoking removes the device from
-the password file; the broker applies both on SIGHUP (sent when `broker/mosquitto.pid` names a live
-process, as for a host install that uses the written mosquitto.conf).
+Passwords are random (32 bytes, URL-safe) and stored in `broker/passwd`, hashed by this module in the
+format `mosquitto_passwd` writes: a password never appears on a command line, where any local user
+could read it. A device's password exists in clear only in its enrollment bundle. Revoking
+removes the device from the password file; the broker applies both on SIGHUP, sent to the process
+`broker/mosquitto.pid` names only if that is mosquitto running this site's mosquitto.conf (a host
+install).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import itertools
 import os
 import secrets
 import shutil
 import signal
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +54,11 @@ class SiteError(RuntimeError):
 
 
 SHARE_SECRET_FILE = "share-group.secret"
+# mosquitto 2.0's password hash (`$7$`, src/password_mosq.c): PBKDF2-HMAC-SHA512 with a 12-byte salt and
+# a 64-byte key. The broker derives the key at every connection; 101 rounds is mosquitto_passwd's
+# default, and more would not slow an attacker down against passwords of 256 random bits.
+PASSWORD_SALT_BYTES = 12
+PASSWORD_ITERATIONS = 101
 
 
 @dataclass(frozen=True)
@@ -77,14 +88,12 @@ def default_hostnames() -> list[str]:
     return [n for n in dict.fromkeys(names) if n]
 
 
-def _passwd_binary() -> str:
-    found = shutil.which("mosquitto_passwd") or next(
-        (p for p in ("/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd") if Path(p).is_file()),
-        None,
-    )
-    if found is None:
-        raise SiteError("mosquitto_passwd is not installed (Debian/Ubuntu: apt install mosquitto)")
-    return found
+def password_hash(password: str, salt: bytes | None = None, iterations: int = PASSWORD_ITERATIONS) -> str:
+    """`password` as a mosquitto 2.x password file stores it: `$7$<iterations>$<salt>$<key>`, salt and
+    key in standard base64 with padding (what `mosquitto_passwd` writes and the broker reads)."""
+    salt = secrets.token_bytes(PASSWORD_SALT_BYTES) if salt is None else salt
+    key = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
 
 
 class Site:
@@ -111,9 +120,13 @@ class Site:
         if self.initialized:
             raise SiteError(f"{self.root} already holds a site; enroll and revoke devices in it")
         self.broker_dir.mkdir(parents=True, exist_ok=True)
-        (self.root / "identities").mkdir(exist_ok=True)
-        (self.root / "data").mkdir(exist_ok=True)
-        os.chmod(self.root, 0o700)
+        # A host broker starts as root and runs as user `mosquitto`, which must pass through the root
+        # to broker/ and data/ (0711: it can neither list it nor read ca.key, 0600); identities/ holds
+        # secrets and data/ the broker's queue and log: owner-only (data/ is given to `mosquitto`).
+        os.chmod(self.root, 0o711)
+        for private in (self.root / "identities", self.root / "data"):
+            private.mkdir(exist_ok=True)
+            os.chmod(private, 0o700)
         ca_key, ca_cert = pki.new_ca(f"ctxscope CA {secrets.token_hex(4)}")
         pki.write_key(self.root / "ca.key", ca_key)
         pki.write_cert(self.ca_cert, ca_cert)
@@ -168,19 +181,13 @@ class Site:
         ]
         pki.write_key(staged[0][0], key)
         pki.write_cert(staged[1][0], cert)
-        for new, old in staged:  # as the old files were: the broker's user must still read them
+        for new, old in staged:
             try:
-                kept = os.stat(old)
-                os.chmod(new, kept.st_mode & 0o777)
-                if (kept.st_uid, kept.st_gid) != (os.getuid(), os.getgid()):
-                    os.chown(new, kept.st_uid, kept.st_gid)
-            except OSError as exc:
+                keep_owner_and_mode(new, old)
+            except SiteError:
                 for path, _ in staged:
                     path.unlink(missing_ok=True)
-                raise SiteError(
-                    f"cannot give the new {old.name} the old one's owner and mode ({exc.strerror}): "
-                    f"run this as root or as the owner of {old}"
-                ) from exc
+                raise
         for new, old in staged:
             os.replace(new, old)
         return RenewedCert(
@@ -207,14 +214,28 @@ class Site:
         return password
 
     def _set_password(self, user: str, password: str) -> None:
-        # -b puts the password on the command line, visible in the process list for the moment the
-        # tool runs on this (the collector's) host; mosquitto_passwd 2.0 has no stdin batch mode.
-        self._passwd_tool("-b", str(self.passwd), user, password)
+        # Hashed here, not by `mosquitto_passwd -b`, which takes the password on its command line: any
+        # local user who reads the process list (/proc/*/cmdline) would see it.
+        self._write_passwd([*self._passwd_lines(without={user}), f"{user}:{password_hash(password)}"])
 
-    def _passwd_tool(self, *args: str) -> None:
-        result = subprocess.run([_passwd_binary(), *args], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise SiteError(f"mosquitto_passwd failed: {(result.stderr or result.stdout).strip()}")
+    def _remove_users(self, *users: str) -> None:
+        self._write_passwd(self._passwd_lines(without=set(users)))
+
+    def _passwd_lines(self, without: set[str]) -> list[str]:
+        lines = self.passwd.read_text().splitlines()
+        return [line for line in lines if line.split(":", 1)[0] not in without]
+
+    def _write_passwd(self, lines: list[str]) -> None:
+        """Replace broker/passwd in one step (a broker reloading meanwhile reads the old or the new file,
+        never half of one), keeping its owner and mode: the broker's user must still read it."""
+        staged = self.passwd.with_name("passwd.new")
+        write_secret(staged, "".join(line + "\n" for line in lines).encode())
+        try:
+            keep_owner_and_mode(staged, self.passwd)
+        except SiteError:
+            staged.unlink()
+            raise
+        os.replace(staged, self.passwd)
 
     # -- identities -----------------------------------------------------------------------------
 
@@ -250,8 +271,7 @@ class Site:
         if user not in self.users():
             others = ", ".join(c for c in self.collectors() if c != COLLECTOR_USER) or "none"
             raise SiteError(f"no collector identity {user!r} in {self.root} (added ones: {others})")
-        for gone in (user, user + COMMAND_USER_SUFFIX):
-            self._passwd_tool("-D", str(self.passwd), gone)
+        self._remove_users(user, user + COMMAND_USER_SUFFIX)
         (self.root / "identities" / f"{user}.password").unlink(missing_ok=True)
         self._write_acl()
         return CollectorIdentity(user, self.reload_broker())
@@ -324,18 +344,61 @@ class Site:
         if device not in self.users():
             enrolled = ", ".join(self.devices()) or "none"
             raise SiteError(f"device {device!r} is not enrolled in {self.root} (enrolled: {enrolled})")
-        self._passwd_tool("-D", str(self.passwd), device)
+        self._remove_users(device)
         self._write_acl()
         return self.reload_broker()
 
+    def require_certified(self, broker_host: str) -> None:
+        """Refuse a broker address the broker's certificate does not name: a device given it in its
+        bundle would refuse the broker (certificate verify failed)."""
+        from ctxscope.collector.security import pki
+
+        self._require_initialized()
+        try:
+            cert = pki.read_cert(self.broker_dir / "server.crt")
+        except (OSError, ValueError) as exc:
+            raise SiteError(f"cannot read the broker's certificate: {exc}") from exc
+        if not pki.covers(cert, broker_host):
+            raise SiteError(
+                f"the broker's certificate does not name {broker_host!r} (it covers "
+                f"{', '.join(pki.host_names(cert))}), so the device would refuse the broker: add the name "
+                f"with `ctxscope collector renew-cert --broker-host {broker_host} --site {self.root}` "
+                "(enrolled devices keep their bundles), then enroll again"
+            )
+
     def reload_broker(self) -> bool:
-        """SIGHUP the broker named by broker/mosquitto.pid, if it runs: it rereads passwd and acl."""
+        """SIGHUP the broker named by broker/mosquitto.pid, if that is this site's: it rereads passwd,
+        acl and its certificate. Returns whether it was signalled."""
         try:
             pid = int((self.broker_dir / "mosquitto.pid").read_text().strip())
-            os.kill(pid, signal.SIGHUP)
         except (OSError, ValueError):
             return False
+        # A broker that crashed left its pid file behind, and the pid may belong to any process by now.
+        if not self._runs_site_broker(pid):
+            return False
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError:
+            return False
         return True
+
+    def _runs_site_broker(self, pid: int) -> bool:
+        """Whether process `pid` is mosquitto started with this site's mosquitto.conf (`-c FILE` or
+        `--config-file FILE`; a relative FILE is taken from the process's working directory)."""
+        proc = Path("/proc", str(pid))
+        try:
+            args = [os.fsdecode(arg) for arg in (proc / "cmdline").read_bytes().split(b"\0")]
+        except OSError:  # no such process, or no /proc: nothing shows it is the broker
+            return False
+        if Path(args[0]).name != "mosquitto":
+            return False
+        configs = [value for flag, value in itertools.pairwise(args) if flag in ("-c", "--config-file")]
+        if not configs:
+            return False
+        try:  # mosquitto rereads the last one on SIGHUP
+            return os.path.samefile(proc / "cwd" / configs[-1], self.broker_dir / "mosquitto.conf")
+        except OSError:
+            return False
 
     def _require_initialized(self) -> None:
         if not self.initialized:
@@ -347,6 +410,21 @@ def write_secret(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def keep_owner_and_mode(new: Path, old: Path) -> None:
+    """Give `new`, about to replace `old`, the old file's mode and owner: the broker's user must still
+    read it (a host install gives broker/ to `mosquitto`, compose to uid 1883)."""
+    try:
+        kept = os.stat(old)
+        os.chmod(new, kept.st_mode & 0o777)
+        if (kept.st_uid, kept.st_gid) != (os.getuid(), os.getgid()):
+            os.chown(new, kept.st_uid, kept.st_gid)
+    except OSError as exc:
+        raise SiteError(
+            f"cannot give the new {old.name} the old one's owner and mode ({exc.strerror}): "
+            f"run this as root or as the owner of {old}"
+        ) from exc
 
 
 def agent_toml(device: str, password: str, broker_host: str, broker_port: int, device_dir: str) -> str:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import re
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from cryptography import x509
 
 from ctxscope.agent.config import load_config
-from ctxscope.collector.security.cli import enroll, revoke
-from ctxscope.collector.security.site import Site
+from ctxscope.collector.security.cli import enroll, renew_cert, revoke
+from ctxscope.collector.security.site import PASSWORD_ITERATIONS, Site, password_hash
+from tests.support import wait_for
 
 
 def invoke(command: object, *args: str) -> tuple[int, str]:
@@ -114,3 +123,137 @@ def test_enrolling_brings_an_older_sites_acl_up_to_date(tmp_path: Path) -> None:
     acl.write_text("\n".join(line for line in current.splitlines() if "presence" not in line) + "\n")
     assert invoke(enroll, "orin-02", "--out", str(tmp_path / "b2"), "--site", str(site_dir))[0] == 0
     assert acl.read_text() == current
+
+
+def test_no_password_is_ever_on_a_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any local user can read every process's command line (/proc/*/cmdline): making a site, enrolling
+    and revoking must start no process that is given a password."""
+    command_lines: list[str] = []
+
+    class Recorded(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, args: Any, *rest: Any, **options: Any) -> None:
+            command_lines.append(" ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args))
+            super().__init__(args, *rest, **options)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    site_dir, site = tmp_path / "site", ["--site", str(tmp_path / "site")]
+    assert invoke(enroll, "dev-1", "--out", str(tmp_path / "b1"), *site)[0] == 0
+    assert invoke(enroll, "--collector", "b", *site)[0] == 0
+    assert invoke(revoke, "dev-1", *site)[0] == 0
+    passwords = [load_config(tmp_path / "b1" / "agent.toml", environ={}).password]
+    passwords += [p.read_text().strip() for p in (site_dir / "identities").glob("*.password")]
+    assert len(passwords) == 4 and all(passwords)
+    assert not [line for line in command_lines for p in passwords if p in line]
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
+def test_passwords_are_hashed_exactly_as_mosquitto_passwd_hashes_them(tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    reference.touch()
+    secret = "a password, not a real one: ü$:"
+    subprocess.run(["mosquitto_passwd", "-b", str(reference), "someone", secret], check=True)
+    user, stored = reference.read_text().strip().split(":", 1)
+    _, kind, iterations, salt, _ = stored.split("$")
+    assert (user, kind, int(iterations)) == ("someone", "7", PASSWORD_ITERATIONS)
+    assert password_hash(secret, base64.b64decode(salt), int(iterations)) == stored
+    assert password_hash(secret) != password_hash(secret)  # a new salt each time
+    site = Site(tmp_path / "site")
+    site.init(["localhost"])
+    site.enroll("dev-1", tmp_path / "bundle", "localhost")
+    for line in site.passwd.read_text().splitlines():
+        assert re.fullmatch(r"[a-z0-9_-]+:\$7\$101\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==", line), line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the broker's files to another user needs root")
+def test_passwd_keeps_its_owner_and_mode_through_enroll_and_revoke(tmp_path: Path) -> None:
+    """A host install gives broker/ to the broker's user: the password file that enroll and revoke write
+    anew must stay that user's, and owner-only."""
+    site = Site(tmp_path / "site")
+    site.init(["localhost"])
+    os.chown(site.passwd, 4242, 4343)
+    site.enroll("dev-1", tmp_path / "bundle", "localhost")
+    add = site.add_collector("b")
+    site.revoke("dev-1")
+    site.remove_collector("b")
+    kept = site.passwd.stat()
+    assert (kept.st_uid, kept.st_gid, stat.S_IMODE(kept.st_mode)) == (4242, 4343, 0o600)
+    assert not add.broker_reloaded and not list(site.broker_dir.glob("passwd.*"))
+    assert site.users() == {"ctxscope_collector", "ctxscope_collector_cmd", "ctxscope_operator"}
+
+
+def test_the_site_lets_a_broker_user_through_and_keeps_its_secrets_private(tmp_path: Path) -> None:
+    """A host broker runs as user `mosquitto`: it must pass through the site's folder to broker/ and
+    data/, and must not reach the CA key or the identities."""
+    site = Site(tmp_path / "site")
+    site.init(["localhost"])
+    mode = {p: stat.S_IMODE((site.root / p).stat().st_mode) for p in ("", "identities", "data", "ca.key")}
+    assert mode == {"": 0o711, "identities": 0o700, "data": 0o700, "ca.key": 0o600}
+    secrets = [site.passwd, site.broker_dir / "server.key", *(site.root / "identities").iterdir()]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in secrets} == {0o600}
+
+
+def test_enroll_refuses_a_broker_host_the_certificate_does_not_name(tmp_path: Path) -> None:
+    """The device checks the broker's certificate against the address in its bundle: a bundle for a
+    name the certificate lacks could never connect (CERTIFICATE_VERIFY_FAILED)."""
+    site_dir, bundle = tmp_path / "site", tmp_path / "b2"
+    site = ["--site", str(site_dir)]
+    code, out = invoke(
+        enroll, "dev-1", "--out", str(tmp_path / "b1"), "--broker-host", "collector.lan", *site
+    )
+    assert code == 0, out
+    code, out = invoke(enroll, "dev-2", "--out", str(bundle), "--broker-host", "other.lan", *site)
+    assert code != 0 and "does not name 'other.lan'" in out and "collector.lan" in out, out
+    assert f"renew-cert --broker-host other.lan --site {site_dir}" in out
+    assert not bundle.exists() and Site(site_dir).devices() == ["dev-1"]
+    # Names in any case, addresses in any spelling (the site was made on this host: loopback is named).
+    for n, covered in enumerate(("COLLECTOR.lan", "0:0::1", "127.0.0.1")):
+        code, out = invoke(
+            enroll, f"dev-c{n}", "--out", str(tmp_path / f"c{n}"), "--broker-host", covered, *site
+        )
+        assert code == 0, out
+    assert invoke(renew_cert, "--broker-host", "other.lan", *site)[0] == 0
+    code, out = invoke(enroll, "dev-2", "--out", str(bundle), "--broker-host", "other.lan", *site)
+    assert code == 0, out
+
+
+def test_reload_signals_no_process_but_this_sites_mosquitto(tmp_path: Path) -> None:
+    """A pid file left by a crashed broker may name any process by now: enroll and revoke signal it
+    only if it is mosquitto running this site's mosquitto.conf, and otherwise say it was not reloaded."""
+    site_dir, site = tmp_path / "site", ["--site", str(tmp_path / "site")]
+    assert invoke(enroll, "dev-1", "--out", str(tmp_path / "b1"), *site)[0] == 0
+    broker_dir = site_dir / "broker"
+    conf = broker_dir / "mosquitto.conf"
+    hup_seen, ready = tmp_path / "hup-seen", tmp_path / "ready"
+    ready.mkdir()
+    # A stand-in for mosquitto: a program called `mosquitto` that notes a SIGHUP in a file.
+    stand_in = tmp_path / "bin" / "mosquitto"
+    stand_in.parent.mkdir()
+    stand_in.symlink_to(sys.executable)
+    script = tmp_path / "stand_in.py"
+    script.write_text(
+        "import os, signal, time\n"
+        f"signal.signal(signal.SIGHUP, lambda *_: open({str(hup_seen)!r}, 'a').write('hup'))\n"
+        f"open(os.path.join({str(ready)!r}, str(os.getpid())), 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    strangers = [
+        subprocess.Popen(["sleep", "60"]),  # not mosquitto
+        subprocess.Popen([str(stand_in), str(script), "-c", str(tmp_path / "other.conf")]),  # another config
+    ]
+    ours = subprocess.Popen([str(stand_in), str(script), "-c", "mosquitto.conf"], cwd=broker_dir)
+    try:
+        wait_for(lambda: len(list(ready.iterdir())) == 2, 30, "the stand-ins to handle SIGHUP")
+        for stranger in strangers:
+            (broker_dir / "mosquitto.pid").write_text(f"{stranger.pid}\n")
+            code, out = invoke(revoke, "dev-1", *site)
+            assert code == 0 and "NOT reloaded" in out and f"pgrep -f 'mosquitto -c {conf}'" in out, out
+            assert stranger.poll() is None and not hup_seen.exists()
+            assert invoke(enroll, "dev-1", "--out", str(tmp_path / f"b-{stranger.pid}"), *site)[0] == 0
+        (broker_dir / "mosquitto.pid").write_text(f"{ours.pid}\n")
+        code, out = invoke(revoke, "dev-1", *site)  # a relative -c is read from the broker's folder
+        assert code == 0 and "the broker was told to reload (SIGHUP)" in out, out
+        wait_for(hup_seen.exists, 5, "the SIGHUP")
+    finally:
+        for process in (*strangers, ours):
+            process.kill()
+            process.wait()
