@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
     default=None,
     help="ingest through the MQTT shared subscription $share/NAME/...: several collectors (each its own "
     "--client-id, one PostgreSQL --store) split the fleet's records; each still gets every device's state. "
-    "With --site the group's name on the broker also holds the site's secret, out of the devices' reach",
+    "The group's name on the broker also holds a secret, out of the devices' reach: the site's with --site, "
+    "else $CTXSCOPE_SHARE_GROUP_SECRET (required then)",
 )
 @click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
 @click.option(

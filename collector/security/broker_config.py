@@ -11,6 +11,9 @@ What each setting is for:
 - `max_queued_messages 0`: the broker never drops the queue of a collector that is away (a stock
   mosquitto keeps 1,000 per session and silently drops the rest); memory is the bound, see
   docs/security.md for sizing.
+- `max_packet_size`: with the queue unbounded, a device could otherwise queue messages of up to
+  256 MiB each for an absent collector, which refuses anything over the contract's MAX_MESSAGE_BYTES;
+  mosquitto disconnects a client that sends a bigger packet before reading its body.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ctxscope.shared.broker_access import COMMAND_USER_SUFFIX
+from ctxscope.shared.codec import MAX_MESSAGE_BYTES
 from ctxscope.shared.topics import PREFIX, PRESENCE_FILTER, Channel, presence_topic
 
 COLLECTOR_USER = "ctxscope_collector"
@@ -30,6 +34,10 @@ COLLECTOR_NAME = re.compile(r"[a-z0-9-]{1,32}")
 _COMMAND_NAME = COMMAND_USER_SUFFIX.lstrip("_")
 AUTOSAVE_INTERVAL_S = 10
 TLS_PORT = 8883
+# A PUBLISH of the largest record the collector accepts: the record plus at most 63 bytes of MQTT 3.1.1
+# (fixed header 5, topic length 2, the longest device topic 54, packet id 2); the rest of the KiB leaves
+# room for MQTT 5 properties. mosquitto measures the packet, not its payload, against max_packet_size.
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 1024
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ def render_mosquitto_conf(paths: BrokerPaths, port: int = TLS_PORT, bind: str = 
         f"autosave_interval {AUTOSAVE_INTERVAL_S}",
         "max_queued_messages 0",
         "max_inflight_messages 20",
+        f"max_packet_size {MAX_PACKET_BYTES}",
     ]
     if paths.pid_file:
         lines.append(f"pid_file {paths.pid_file}")

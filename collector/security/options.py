@@ -3,11 +3,16 @@
 `--site DIR` takes the identity (collector or operator) and CA from a site made by `enroll`;
 `--username/--password/--ca-file` name them one by one (for a collector on another host). A broker
 outside loopback without credentials and TLS is refused unless `--insecure` is given.
+
+A share group's name on the broker always carries a secret (the site's, or $CTXSCOPE_SHARE_GROUP_SECRET
+without --site): mosquitto lets any authenticated client join a group it can name, and hands it, and
+so loses, its turn of the group's records.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +27,8 @@ from ctxscope.shared.broker_access import BrokerAccess, InsecureBroker, require_
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 SHARE_GROUP_NAME_MAX = 64  # the site's secret adds 33 characters, within the 100 a group may have
+SHARE_SECRET_ENV = "CTXSCOPE_SHARE_GROUP_SECRET"
+SHARE_SECRET_MIN = 32  # as long as a site's (128 bits in hex)
 
 
 def access_options(func: F) -> F:
@@ -78,27 +85,46 @@ def resolve_access(host: str, user: str, who: str, params: dict[str, Any]) -> Br
 
 
 def resolve_share_group(name: str | None, site_dir: Path | None) -> str | None:
-    """The share group as subscribed: with a site, the name joined to the site's secret (the name is
-    checked first, so that a refusal never prints the secret)."""
-    if name is None or site_dir is None:
-        return name
+    """The share group as subscribed: the name joined to the site's secret, or without a site to
+    $CTXSCOPE_SHARE_GROUP_SECRET (the name is checked first, so that a refusal never prints the secret)."""
+    if name is None:
+        return None
     if len(name) > SHARE_GROUP_NAME_MAX or not SHARE_GROUP.fullmatch(name):
         raise click.ClickException(
             f"share group {name!r}: use 1-{SHARE_GROUP_NAME_MAX} of A-Z, a-z, 0-9, '_' and '-'"
         )
+    if site_dir is None:
+        return f"{name}-{_env_share_secret(name)}"
     try:
         return Site(site_dir).share_group(name)
     except SiteError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
+def _env_share_secret(name: str) -> str:
+    """The group secret from the environment; refuse a missing or short one, since a group named as
+    given can be joined by any device, which then makes its turn of the records vanish."""
+    secret = os.environ.get(SHARE_SECRET_ENV, "").strip()
+    longest = 100 - len(name) - 1  # a group name on the broker has at most 100 characters (ingest)
+    if len(secret) < SHARE_SECRET_MIN or len(secret) > longest or not SHARE_GROUP.fullmatch(secret):
+        raise click.ClickException(
+            f"--share-group without --site needs ${SHARE_SECRET_ENV}: {SHARE_SECRET_MIN}-{longest} random "
+            "characters of A-Z, a-z, 0-9, '_' and '-' (e.g. `openssl rand -hex 16`, or a site's "
+            "identities/share-group.secret), the same for every collector of the group"
+        )
+    return secret
+
+
 def enforce_safe_broker(
     host: str, port: int, access: BrokerAccess, config: Path | None, site_dir: Path | None, require: bool
 ) -> None:
-    """Warn loudly about an unsafe or unverifiable broker; with `require`, refuse to start."""
+    """Warn loudly about an unsafe or unverifiable broker; with `require`, refuse to start. The site's
+    configuration stands for the broker only if it can be the one at `host:port`: --broker may name
+    another (a file named with --broker-config is taken at its word, e.g. behind a port mapping)."""
+    from_site = False
     if config is None and site_dir is not None:
-        config = Site(site_dir).broker_dir / "mosquitto.conf"
-    problems = check_broker(host, port, access, config)
+        config, from_site = Site(site_dir).broker_dir / "mosquitto.conf", True
+    problems = check_broker(host, port, access, config, must_serve=from_site)
     for problem in problems:
         log.warning("UNSAFE BROKER: %s", problem)
     if problems and require:

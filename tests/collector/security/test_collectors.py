@@ -161,3 +161,48 @@ def test_why_the_group_name_is_a_secret_a_device_in_a_known_group_makes_records_
     finally:
         for client in (collector, thief, device):
             stop_client(client)
+
+
+def test_collector_run_without_a_site_needs_the_group_secret_and_a_device_takes_nothing(
+    secure_broker: SecureBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`collector run --share-group fleet` with --username/--password/--ca-file (no site) subscribes under
+    `fleet-$CTXSCOPE_SHARE_GROUP_SECRET`: a device in the group named `fleet` takes none of its records
+    (under the plain name it made about half vanish)."""
+    site, port = secure_broker.site, secure_broker.port
+    added = site.add_collector("nosite")  # an identity of its own: no session left by the tests above
+    access = site.access(added.user)
+    wait_admitted(port, access, admitted=True)
+    monkeypatch.setenv("CTXSCOPE_PASSWORD", access.password or "")
+    monkeypatch.setenv("CTXSCOPE_SHARE_GROUP_SECRET", "s" * 32)
+    store_url = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    args = [
+        "--broker", f"127.0.0.1:{port}", "--username", added.user, "--ca-file", str(site.ca_cert),
+        "--share-group", "fleet", "--no-web", "--store", store_url,
+    ]  # fmt: skip
+    thief, _ = connect(port, secure_broker.device_access(A))
+    granted: queue.Queue[list[mqtt.ReasonCode]] = queue.Queue()
+    thief.on_subscribe = lambda _c, _u, _m, reasons, _p: granted.put(reasons)
+    device, _ = connect(port, secure_broker.device_access(B))
+    store = open_store(store_url)
+    try:
+        thief.subscribe(f"$share/fleet/{subscription(Channel.RESULT)}", 1)
+        assert not any(r.is_failure for r in granted.get(timeout=10))
+        with collector_run(tmp_path / "collector.log", *args) as process:
+            assert process.poll() is None, (tmp_path / "collector.log").read_text()
+            for seq in range(1, 101):
+                message = encode(point_result(B, STREAM, seq))
+                device.publish(topic_for(B, Channel.RESULT), message, qos=1).wait_for_publish(10)
+            wait_for(lambda: store.record_count() == 100, 30, "all 100 records stored")
+    finally:
+        store.close()
+        for client in (thief, device):
+            stop_client(client)
+    monkeypatch.delenv("CTXSCOPE_SHARE_GROUP_SECRET")
+    with collector_run(tmp_path / "refused.log", *args) as process:
+        process.wait(30)
+    assert process.returncode != 0
+    assert (
+        "--share-group without --site needs $CTXSCOPE_SHARE_GROUP_SECRET"
+        in (tmp_path / "refused.log").read_text()
+    )
