@@ -1,10 +1,13 @@
 // Power and temperature traces: a sparkline per device on the fleet page, a live trace on the device
 // page. Reads /api/fleet/traces and /api/devices/<id>/trace (see collector/readmodel/traces.py), redraws
-// every REFRESH_MS while the page is visible. Plotly is served locally (/static/plotly.min.js).
+// every REFRESH_MS while the page is visible. Plotly is served locally (/static/plotly.min.js). Units and
+// channel names come from the device: they are escaped before plotly.js, which renders a subset of HTML
+// (links, styles) in trace names.
 (function () {
   "use strict";
   const REFRESH_MS = 2000;
   const CONFIG = { displayModeBar: false, responsive: true, staticPlot: false };
+  const escaped = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
   async function getJson(url) {
     const response = await fetch(url, { headers: { accept: "application/json" } });
@@ -18,14 +21,14 @@
     const out = [];
     if (trace.power) {
       out.push({
-        x: times(trace.power), y: trace.power.values, mode: "lines", name: "power (" + trace.power.unit + ")",
+        x: times(trace.power), y: trace.power.values, mode: "lines", name: escaped("power (" + trace.power.unit + ")"),
         line: { color: "#d62728", width: small ? 1.5 : 2 },
       });
     }
     if (trace.temperature) {
       out.push({
         x: times(trace.temperature), y: trace.temperature.values, mode: "lines", yaxis: "y2",
-        name: trace.temperature.channel + " (" + trace.temperature.unit + ")",
+        name: escaped(trace.temperature.channel + " (" + trace.temperature.unit + ")"),
         line: { color: "#1f77b4", width: small ? 1 : 1.5, dash: "dot" },
       });
     }

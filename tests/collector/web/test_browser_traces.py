@@ -71,3 +71,28 @@ def test_a_device_without_telemetry_shows_a_note_not_empty_axes(
     )
     assert p.evaluate("document.getElementById('power-trace').hidden") is True
     assert console.errors == []
+
+
+def test_device_supplied_units_and_channel_names_are_text_in_the_traces(
+    served: Any,
+    page: Any,  # noqa: F811
+    simfleet: Any,
+    feeder: Any,
+) -> None:
+    """plotly.js renders links and styles in trace names: the device's unit and channel name are shown
+    as text (the fleet page's sparklines take their names from the same code, in hover labels)."""
+    evil = simfleet.SimDevice("evil-1")
+    batch = evil.telemetry(12.0, 40.0)
+    power, temp = batch.channels["power_w"], batch.channels["temp_gpu_c"]
+    hostile = {
+        "power_w": power.model_copy(update={"unit": '<a href="//e.example">u</a>'}),
+        'temp_<b style="font-size:90px">B</b>_c': temp,
+    }
+    feeder([evil.meta(), evil.status("online"), batch.model_copy(update={"channels": hostile})])
+    p, console = page
+    p.goto(served.url + "/devices/evil-1")
+    p.wait_for_function(f"() => {POINTS} && {POINTS}.length === 2")
+    legend = p.locator("#power-trace .legendtext").all_text_contents()
+    assert legend == ['power (<a href="//e.example">u</a>)', 'temp_<b style="font-size:90px">B</b>_c (C)']
+    assert p.locator("#power-trace a, #power-trace b").count() == 0
+    assert console.errors == []
