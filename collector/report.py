@@ -46,13 +46,31 @@ def write_pngs(figures: dict[Path, dict[str, Any]]) -> None:
         return
     import plotly.io as pio
 
+    for path in figures:
+        path.unlink(missing_ok=True)  # a file from an earlier report must not pass for this one's
     try:
-        pio.write_images(list(figures.values()), list(figures), format="png", **PNG_SIZE)
+        pio.write_images([_visible_nul(f) for f in figures.values()], list(figures), format="png", **PNG_SIZE)
     except Exception as exc:  # kaleido reports a missing package or browser with several types
         raise ReportError(
             "PNG figures need kaleido and a Chrome or Chromium it can start "
             f"(pip install kaleido; apt-get install chromium): {type(exc).__name__}: {exc}"
         ) from exc
+    # kaleido logs a figure that plotly.js fails to draw and goes on with the next one
+    missing = [path.name for path in figures if not path.is_file()]
+    if missing:
+        raise ReportError(f"plotly.js could not draw {len(missing)} figure(s): {', '.join(missing)}")
+
+
+def _visible_nul(value: Any) -> Any:
+    """The figure with each NUL in its text shown as U+2400: a NUL in a name or title (device-supplied)
+    makes plotly.js fail on the whole figure, which kaleido then skips."""
+    if isinstance(value, str):
+        return value.replace("\0", "\u2400")
+    if isinstance(value, dict):
+        return {key: _visible_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_visible_nul(item) for item in value]
+    return value
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from ctxscope.collector.export import export
 from ctxscope.collector.readmodel import views
-from ctxscope.collector.report import report
+from ctxscope.collector.report import ReportError, report, write_pngs
 from ctxscope.collector.store.rollups import Bucket, write_buckets
 from ctxscope.collector.watch import frame, watch
 
@@ -149,6 +149,26 @@ def test_report_png_writes_every_figure_through_a_headless_browser(stored, tmp_p
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 10_000  # a drawn figure, not an empty canvas
         assert png.name in (out / "index.html").read_text()
+
+
+@pytest.mark.browser
+def test_a_figure_whose_text_holds_a_nul_is_drawn_and_one_plotly_cannot_draw_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kaleido skips a figure plotly.js fails on (a device's name holding NUL did that) and goes on:
+    the report once linked PNGs it never wrote and exited 0."""
+    pytest.importorskip("kaleido", reason="PNG figures need kaleido")
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    nul = {"data": [{"type": "bar", "x": ["evil\x00-1"], "y": [1]}], "layout": {"title": {"text": "a\x00b"}}}
+    write_pngs({tmp_path / "nul.png": nul})
+    assert (tmp_path / "nul.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a figure plotly.js fails on: the same one, were its NULs not replaced
+    monkeypatch.setattr("ctxscope.collector.report._visible_nul", lambda figure: figure)
+    fine = {"data": [{"type": "bar", "x": ["a"], "y": [1]}], "layout": {}}
+    with pytest.raises(ReportError, match=r"plotly.js could not draw 1 figure\(s\): broken.png"):
+        write_pngs({tmp_path / "fine.png": fine, tmp_path / "broken.png": nul})
+    assert (tmp_path / "fine.png").is_file()
 
 
 def test_report_png_without_a_browser_fails_with_the_reason(stored, tmp_path: Path, monkeypatch):
