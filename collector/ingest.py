@@ -49,6 +49,7 @@ STATE_CHANNELS = frozenset({Channel.STATUS, Channel.META})
 SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,100}")
 STORE_RETRY_S = 1.0
 STORE_RETRY_MAX_S = 30.0
+STORE_STALL_S = 5.0  # a write taking longer is shown as stalled (health, the fleet page's banner)
 BATCH_MAX_BYTES = 16 * 1024**2
 GATHER_POLL_S = 0.02
 BAD_TOPIC_KEY = "(a topic outside the contract)"  # the rejects row of every such topic
@@ -152,6 +153,9 @@ class Ingest:
         self._counters_lock = threading.Lock()
         self._inbox: Inbox[mqtt.MQTTMessage] = inbox or Inbox()
         self._store_failure: StoreFailure | None = None
+        # When the write in progress began (monotonic s): a locked database blocks a write, not fails
+        # it, for as long as SQLite's busy timeout, which health() must show too.
+        self._writing_since: float | None = None
         self.cert_watch = CertWatch(f"{host}:{port}")
         self._log = RateLimitedLog(log)
         self._connected = threading.Event()
@@ -214,6 +218,8 @@ class Ingest:
     def health(self) -> dict[str, Any]:
         """JSON-ready state for the dashboard: connection, store failure (if any), inbox fill, counters."""
         inbox = self._inbox.stats()
+        since = self._writing_since
+        writing_s = None if since is None else time.monotonic() - since
         with self._counters_lock:
             failure = self._store_failure
             counters = self._counters
@@ -222,6 +228,8 @@ class Ingest:
                 "store_failing": failure is not None,
                 "store_failing_since_ns": failure.since_ns if failure else None,
                 "store_error": failure.last_error if failure else None,
+                # a write blocked this long (a lock another process holds): null when none is
+                "store_stalled_s": round(writing_s, 1) if writing_s and writing_s >= STORE_STALL_S else None,
                 "store_errors": counters.store_errors,
                 "store_upkeep_failing": [dataclasses.asdict(fault) for fault in self.store.upkeep.faults()],
                 "received": counters.received,
@@ -390,14 +398,17 @@ class Ingest:
         """
         delay = STORE_RETRY_S
         while True:
+            self._writing_since = time.monotonic()
             try:
                 outcome = self.store.write_batch(items)
             except Exception as exc:
+                self._writing_since = None
                 self._store_failed(exc, len(items), delay)
                 if self._stopping.wait(delay):
                     return None
                 delay = min(delay * 2, STORE_RETRY_MAX_S)
                 continue
+            self._writing_since = None
             if self._store_failure is not None:
                 with self._counters_lock:
                     self._store_failure = None

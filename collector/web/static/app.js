@@ -191,6 +191,9 @@ const ctxscope = (() => {
         notes.push(`Ingest paused: the store has been failing since ${age(h.store_failing_since_ns)} ` +
           `(${h.store_errors} failed writes; nothing is acknowledged, the broker keeps the records). ` +
           `Last error: ${h.store_error}`);
+      } else if (h.store_stalled_s) {
+        notes.push(`Ingest waiting: one write to the store has taken ${Math.round(h.store_stalled_s)} s so far ` +
+          "(the database is locked or slow; nothing is acknowledged until it commits, the broker keeps the records).");
       } else if (upkeep.length) {
         // records are stored; what fails is a background pass that keeps the store from growing
         notes.push("Store upkeep failing (records are still stored; retried): " + upkeep.map((f) =>

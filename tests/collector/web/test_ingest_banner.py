@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sqlite3
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -154,6 +155,44 @@ def test_a_broker_certificate_near_its_end_shows_as_a_banner(broker: MosquittoBr
             ingest.cert_watch.seen(time.time_ns() + 825 * day_ns)
             banner.wait_for(state="hidden", timeout=15_000)
     finally:
+        server.stop()
+        ingest.stop()
+        store.close()
+
+
+@pytest.mark.browser
+def test_a_write_blocked_by_a_locked_database_shows_before_it_fails(
+    broker: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the SQLite database locked: the write neither commits nor fails for as
+    long as SQLite's busy timeout (30 s); the API and the fleet page say that ingest is waiting."""
+    monkeypatch.setattr("ctxscope.collector.ingest.STORE_STALL_S", 0.5)
+    path = tmp_path / "c.db"
+    store = open_store(f"sqlite:///{path}")
+    ingest = Ingest(store, broker.host, broker.port, client_id="stall_c")
+    ingest.start()
+    assert ingest.wait_connected(10)
+    server = WebServer(create_app(store, LiveHub(), None, ingest.health, ingest=ingest)).start()
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert get_json(server.url + "/api/ingest")["store_stalled_s"] is None
+        locker.execute("BEGIN EXCLUSIVE")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        log = Log(device="dev-1", stream="00000000000000ab", seq=1, ts=1, level="info", message="m")
+        client.publish(topic_for("dev-1", Channel.LOG), encode(log), qos=1).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+        wait_for(lambda: get_json(server.url + "/api/ingest")["store_stalled_s"] is not None, 10)
+        assert not get_json(server.url + "/api/ingest")["store_failing"]
+        with fleet_banner(server.url) as banner:
+            assert "Ingest waiting: one write to the store has taken" in banner.inner_text()
+            locker.execute("ROLLBACK")
+            banner.wait_for(state="hidden", timeout=15_000)
+        wait_for(lambda: ingest.counters().stored == 1, 10)
+    finally:
+        locker.close()
         server.stop()
         ingest.stop()
         store.close()
