@@ -73,7 +73,7 @@ def _validated(payload: bytes, adapter: TypeAdapter[T]) -> T:
     if type(version) is not int or version != SCHEMA_VERSION:
         raise DecodeError("unsupported_version", f"schema version {describe(version)}")
     try:
-        return adapter.validate_python(raw)
+        return adapter.validate_python(raw, strict=True)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p)[:40] for p in first.get("loc", ()))

@@ -80,6 +80,27 @@ def test_big_ints_and_nan_are_invalid_where_the_contract_bounds_them() -> None:
     assert caught.value.reason == "invalid"
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{"seq": "1"}, {"seq": 1.0}, {"seq": True}, {"ts": "5"}, {"device": b"dev-1"}, {"message": 7}],
+)
+def test_fields_are_taken_as_their_own_type_not_coerced(overrides: dict[str, object]) -> None:
+    """The wire is typed: a seq sent as text, a float or a boolean is a broken sender, not seq 1."""
+    assert reason_of(body(**overrides)) == "invalid"
+
+
+def test_a_birth_or_a_sample_of_another_type_is_invalid() -> None:
+    status = {"v": 1, "kind": "status", "device": "d", "stream": "00000000000000aa", "seq": 0, "ts": 1}
+    assert reason_of(msgpack.packb({**status, "state": "online", "birth": True})) == "invalid"
+    result = {**status, "kind": "result", "run_id": "r", "point_id": "p", "model": "m", "family": "f",
+              "context_len": 1, "precision": "bf16", "outcome": "ok"}  # fmt: skip
+    for sample in ("1.5", True):
+        metrics = {"ttft": {"unit": "s", "method": "m", "samples": [sample]}}
+        assert reason_of(msgpack.packb({**result, "metrics": metrics})) == "invalid"
+    metrics = {"ttft": {"unit": "s", "method": "m", "samples": [2]}}  # an integer is a number
+    assert decode(msgpack.packb({**result, "metrics": metrics})).metrics["ttft"].samples == [2.0]
+
+
 def test_validation_details_are_short() -> None:
     with pytest.raises(DecodeError) as caught:
         decode(body(level="x" * 1_000_000))
