@@ -6,7 +6,7 @@
                                            /api/fleet/<id>              one device's live values
                                            /api/devices/<id>/prediction predicted curves [?source=<id>]
 /compare                   compare page    /api/compare?devices=&models=&metric=
-/api/events[?device=<id>]  server-sent events: `changed` per device after each ingest commit
+/api/events[?device=<id>]  server-sent events: `changed` per device after each ingest commit, while logged in
 POST /api/devices/<id>/plans  {"plan_toml" | "shipped", "ttl_s"} -> 202 {"command_id"}
 /api/plans                 plans shipped with ctxscope
 /api/ingest                ingest health: connected, store failing (the fleet page's banner), inbox
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -46,15 +45,24 @@ from ctxscope.collector.commands import CommandPublisher, PlanError, parse_plan
 from ctxscope.collector.observability import IngestState
 from ctxscope.collector.readmodel import figures, history, traces, views
 from ctxscope.collector.readmodel.source import FleetSource, require_known_device
+from ctxscope.collector.web.auth import Credentials
 from ctxscope.collector.web.fleet_worker import answer_json, fleet_answer
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.login_gate import LoginGate
-from ctxscope.collector.web.security import COOKIE, Session, Sessions, WebSecurity, middleware, set_cookie
+from ctxscope.collector.web.login_throttle import LoginThrottle, retry_after
+from ctxscope.collector.web.security import (
+    COOKIE,
+    Session,
+    Sessions,
+    WebSecurity,
+    middleware,
+    same_token,
+    set_cookie,
+)
 from ctxscope.shared.messages import MAX_COMMAND_TTL_S
 
 KEEPALIVE_S = 15.0
 MAX_FORM_BYTES = 4096
-LOGIN_FAILURE_DELAY_S = 1.0
 
 
 class PlanRequest(BaseModel):
@@ -92,6 +100,7 @@ def create_app(
     security = security or WebSecurity()
     sessions = Sessions()
     login_gate = LoginGate()
+    login_throttle = LoginThrottle()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -143,17 +152,36 @@ def create_app(
         if security.credentials is None:
             return RedirectResponse(target, 303)
         user = form.get("username", "")
-        passed = await login_gate.check(security.credentials.check, user, form.get("password", ""))
-        if passed is None:
-            busy = "too many login attempts at once: try again in a few seconds"
-            return HTMLResponse(_login_page(request, target, busy), 429, headers={"retry-after": "5"})
-        if not passed:
-            await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
-            return HTMLResponse(_login_page(request, target, "wrong user or password"), 401)
+        refused = await check_password(request, target, security.credentials, user, form.get("password", ""))
+        if refused is not None:
+            return refused
         sessions.drop(request.cookies.get(COOKIE))  # a fresh id after login: no session fixation
         response = RedirectResponse(target, 303)
         set_cookie(response, request, security, sessions.add(Session(csrf=session.csrf, user=user)))
         return response
+
+    async def check_password(
+        request: Request, target: str, credentials: Credentials, user: str, password: str
+    ) -> Response | None:
+        """None when the password is right; otherwise the answer: 429 while the client address or the
+        user name is throttled or the gate is full (no check runs), 401 when it is wrong."""
+        address = request.client.host if request.client else ""
+        wait_s = login_throttle.admit(address, user)
+        if wait_s > 0:
+            error = f"too many failed logins: try again in {retry_after(wait_s)} s"
+            return _too_many(request, target, error, wait_s)
+        passed = await login_gate.check(credentials.check, user, password)
+        if passed is None:
+            login_throttle.refund(address, user)  # refused without a check: no guess was made
+            return _too_many(
+                request, target, "too many login attempts at once: try again in a few seconds", 5
+            )
+        if not passed:
+            # The answer waits out the address's pace, so that a user who retries is let in at once.
+            await asyncio.sleep(login_throttle.pace.refill_s)
+            return HTMLResponse(_login_page(request, target, "wrong user or password"), 401)
+        login_throttle.refund(address, user)
+        return None
 
     @app.post("/logout", response_model=None)
     async def logout(request: Request) -> Response:
@@ -262,29 +290,43 @@ def create_app(
 
     @app.get("/api/events")
     async def events(request: Request, device: str | None = None) -> StreamingResponse:
+        opened_by, session_id = request.state.session, request.cookies.get(COOKIE)
 
-        async def stream() -> AsyncIterator[str]:
-            async with hub.subscribe() as sub:
-                yield "retry: 2000\n\n"
-                while not await request.is_disconnected():
-                    try:
-                        batch = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                    except asyncio.TimeoutError:
-                        yield ": keepalive\n\n"
-                        continue
-                    chosen = [e for e in batch if device is None or e["device"] == device]
-                    missed, sub.missed = sub.missed, 0
-                    if chosen or missed:
-                        body = {"sent_ns": time.time_ns(), "missed": missed, "events": chosen}
-                        yield f"event: batch\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+        def logged_in() -> bool:
+            """Whether the session that opened the stream still holds: not logged out, not expired."""
+            return security.credentials is None or sessions.get(session_id) is opened_by
 
         return StreamingResponse(
-            stream(),
+            _event_stream(request, hub, device, logged_in),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
     return app
+
+
+async def _event_stream(
+    request: Request, hub: LiveHub, device: str | None, logged_in: Callable[[], bool]
+) -> AsyncIterator[str]:
+    """Batches of `device`'s events (all devices' when None) and keepalives, while the client listens
+    and `logged_in()`, which is asked after every wait, before anything is sent."""
+    async with hub.subscribe() as sub:
+        yield "retry: 2000\n\n"
+        while not await request.is_disconnected():
+            try:
+                batch = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                batch = None
+            if not logged_in():
+                return  # logged out or expired: the stream ends, and a reconnect meets the login
+            if batch is None:
+                yield ": keepalive\n\n"
+                continue
+            chosen = [e for e in batch if device is None or e["device"] == device]
+            missed, sub.missed = sub.missed, 0
+            if chosen or missed:
+                body = {"sent_ns": time.time_ns(), "missed": missed, "events": chosen}
+                yield f"event: batch\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
 
 
 def _csrf(request: Request) -> str:
@@ -295,6 +337,12 @@ def _csrf(request: Request) -> str:
 def _login_page(request: Request, target: str, error: str) -> str:
     return _page("login.html").substitute(
         csrf=_csrf(request), next=html.escape(target), error=html.escape(error)
+    )
+
+
+def _too_many(request: Request, target: str, error: str, wait_s: float) -> HTMLResponse:
+    return HTMLResponse(
+        _login_page(request, target, error), 429, headers={"retry-after": retry_after(wait_s)}
     )
 
 
@@ -313,7 +361,7 @@ async def _form(request: Request) -> dict[str, str]:
 def _form_session(request: Request, sessions: Sessions, form: dict[str, str]) -> Session:
     """The session whose CSRF token the form carries; 403 otherwise."""
     session = sessions.get(request.cookies.get(COOKIE))
-    if session is None or not secrets.compare_digest(form.get("csrf_token", ""), session.csrf):
+    if session is None or not same_token(form.get("csrf_token", ""), session.csrf):
         raise HTTPException(403, "missing or wrong CSRF token (reload the page)")
     return session
 

@@ -4,7 +4,8 @@ A check is one scrypt (N 2^15, r 8: about 32 MiB and tens of milliseconds of a c
 threads that every page and JSON answer shares. Unbounded, a flood of logins from anyone who can reach
 the login form (its CSRF token comes with the form) held 1.4 GiB and stalled a logged-in operator's
 `/api/fleet` from 3 ms to 17 s on two cores. The gate runs at most `checks` at a time and lets at most
-`waiting` more wait for a turn; an attempt beyond that is refused at once, without a check.
+`waiting` more wait for a turn; an attempt beyond that is refused at once, without a check. How often
+one client or one user name may try is `login_throttle`'s, in front of the gate.
 """
 
 from __future__ import annotations

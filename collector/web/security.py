@@ -154,6 +154,12 @@ def host_of(value: str) -> str:
         return ""
 
 
+def same_token(given: str, expected: str) -> bool:
+    """Whether a CSRF token a client sent is the session's, in constant time. Compared as UTF-8 bytes:
+    `compare_digest` raises on a str with a non-ASCII character, which a client may send at will."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+
+
 def refusal(request: Request, security: WebSecurity, session: Session | None) -> Response | None:
     """Why `request` may not go on (as the answer to send), or None."""
     if host_of(request.headers.get("host", "")) not in security.allowed_hosts:
@@ -168,7 +174,7 @@ def refusal(request: Request, security: WebSecurity, session: Session | None) ->
             return JSONResponse({"detail": "cross-site request"}, 403)
         if request.url.path not in ("/login", "/logout"):
             token = request.headers.get(CSRF_HEADER, "")
-            if session is None or not secrets.compare_digest(token, session.csrf):
+            if session is None or not same_token(token, session.csrf):
                 return JSONResponse({"detail": "missing or wrong CSRF token"}, 403)
     logged_in = session is not None and session.user is not None
     if security.credentials is not None and request.url.path not in PUBLIC_PATHS and not logged_in:

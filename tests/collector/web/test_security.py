@@ -1,4 +1,5 @@
-"""The dashboard safe to expose: Host/Origin allow-list (DNS rebinding), CSRF, login, headers, bind.
+"""The dashboard safe to expose: Host/Origin allow-list (DNS rebinding), CSRF, login and its limits,
+the event stream's end with its session, headers, bind.
 
 Served by uvicorn over a real SQLite store; plans go to a real mosquitto, where a subscriber on the
 device's command topic sees what was (or was not) sent.
@@ -6,11 +7,14 @@ device's command topic sees what was (or was not) sent.
 
 from __future__ import annotations
 
+import http.client
 import os
 import stat
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from click.testing import CliRunner
 
 from ctxscope.collector.commands import CommandPublisher
 from ctxscope.collector.run import run
+from ctxscope.collector.web import app as app_module
 from ctxscope.collector.web import security as security_module
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.auth import Credentials, CredentialsError, passwd, verify_password
@@ -38,6 +43,7 @@ from ctxscope.shared.topics import Channel, subscription
 
 PLAN = 'name = "smoke"\nmodels = ["qwen2.5-0.5b"]\ncontext_lengths = [32]\n'
 PASSWORD = "correct horse battery"
+FORM = {"content-type": "application/x-www-form-urlencoded", "accept": "text/html"}
 
 
 class CommandWatcher:
@@ -210,6 +216,91 @@ def test_with_credentials_everything_but_the_login_page_needs_a_login(
         assert client.request("/api/fleet")[0] == 401
     finally:
         server.stop()
+
+
+@pytest.fixture
+def login_server(store, hub, credentials_file) -> Iterator[WebServer]:
+    server = WebServer(create_app(store, hub, None, security=WebSecurity(Credentials.load(credentials_file))))
+    yield server.start()
+    server.stop()
+
+
+def _login_from(client: Any, address: str, password: str) -> tuple[int, dict[str, str]]:
+    """Log in as alice with the client's CSRF token from `address` (uvicorn believes the
+    X-Forwarded-For of a proxy on loopback, as the dashboard behind one does)."""
+    form = {"username": "alice", "password": password, "csrf_token": client.csrf}
+    status, headers, _ = client.request(
+        "/login", urllib.parse.urlencode(form).encode(), {**FORM, "x-forwarded-for": address}
+    )
+    return status, {k.lower(): v for k, v in headers.items()}
+
+
+def test_a_login_flood_from_one_address_is_locked_out_while_the_user_gets_in_from_another(
+    login_server, web_client
+):
+    attacker = web_client(login_server.url)
+    attacker.page("/login")
+    with ThreadPoolExecutor(12) as pool:  # parallel guesses: one is checked, the others told to wait
+        answers = list(pool.map(lambda n: _login_from(attacker, "203.0.113.7", f"guess-{n}"), range(12)))
+    statuses = [status for status, _ in answers]
+    checked = statuses.count(401)  # one, or two where a thread started over a second late
+    assert 1 <= checked <= 2 and statuses.count(429) == 12 - checked
+    assert all(int(headers["retry-after"]) >= 1 for status, headers in answers if status == 429)
+    for n in range(5 - checked):  # one at a time (each answer waits out the pace) up to 5 failures
+        assert _login_from(attacker, "203.0.113.7", f"again-{n}")[0] == 401
+    status, headers = _login_from(attacker, "203.0.113.7", PASSWORD)
+    assert status == 429 and int(headers["retry-after"]) > 60  # locked out: not even checked
+
+    flooding, flood_answers = threading.Event(), []
+
+    def flood() -> None:
+        while not flooding.is_set():
+            flood_answers.append(_login_from(attacker, "203.0.113.7", "more guesses")[0])
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        user = web_client(login_server.url, {"x-forwarded-for": "198.51.100.9"})
+        status, body = user.login("alice", PASSWORD)
+    finally:
+        flooding.set()
+        flooder.join()
+    assert status == 200 and 'data-page="fleet"' in body
+    assert flood_answers and set(flood_answers) == {429}
+
+
+@pytest.mark.parametrize("ending", ["logout", "expiry"])
+def test_the_event_stream_ends_with_its_session(ending, login_server, hub, web_client, monkeypatch):
+    monkeypatch.setattr(app_module, "KEEPALIVE_S", 0.2)
+    if ending == "expiry":
+        monkeypatch.setattr(security_module, "SESSION_TTL_S", 2)  # whole seconds: the cookie's Max-Age
+    client = web_client(login_server.url)
+    assert client.login("alice", PASSWORD)[0] == 200
+    conn = http.client.HTTPConnection("127.0.0.1", login_server.port, timeout=5)
+    conn.request("GET", "/api/events", headers={"cookie": f"{COOKIE}={_cookie(client)}"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.readline().startswith(b"retry:")
+    assert response.readline() == b"\n" and response.readline() == b": keepalive\n"  # it lives on
+    if ending == "logout":
+        client.request("/logout", f"csrf_token={client.csrf}".encode(), FORM)
+    else:
+        time.sleep(2.0)
+    ended = time.monotonic()
+    hub.publish([{"kind": "changed", "device": "orin-1", "arrived_ns": time.time_ns()}])
+    rest = response.read()  # to the end of the stream: the socket's timeout fails the test if none
+    conn.close()
+    assert time.monotonic() - ended < 2.0 and b"event: batch" not in rest
+
+
+def test_a_non_ascii_csrf_token_is_refused_not_a_crash(served, web_client):
+    client = web_client(served.url)
+    client.page("/login")
+    for path in ("/login", "/logout"):
+        status, _, _ = client.request(path, urllib.parse.urlencode({"csrf_token": "é"}).encode(), FORM)
+        assert status == 403, path
+    status, answer = client.post_json("/api/devices/orin-1/plans", {"plan_toml": PLAN}, csrf="é")
+    assert status == 403 and "CSRF" in answer["detail"]  # the header: sent as the Latin-1 byte E9
+    assert client.post_json("/api/devices/orin-1/plans", {"plan_toml": PLAN})[0] == 404  # no such device
 
 
 def _cookie(client: Any) -> str:
