@@ -156,6 +156,9 @@ class Ingest:
         # When the write in progress began (monotonic s): a locked database blocks a write, not fails
         # it, for as long as SQLite's busy timeout, which health() must show too.
         self._writing_since: float | None = None
+        # Since when paho's thread has waited for room in the full inbox (monotonic s): it answers no
+        # ping meanwhile, so the broker may drop the connection while `connected` still says true.
+        self._reading_blocked_since: float | None = None
         self.cert_watch = CertWatch(f"{host}:{port}")
         self._log = RateLimitedLog(log)
         self._connected = threading.Event()
@@ -218,8 +221,9 @@ class Ingest:
     def health(self) -> dict[str, Any]:
         """JSON-ready state for the dashboard: connection, store failure (if any), inbox fill, counters."""
         inbox = self._inbox.stats()
-        since = self._writing_since
-        writing_s = None if since is None else time.monotonic() - since
+        now = time.monotonic()
+        writing_s = None if self._writing_since is None else now - self._writing_since
+        blocked_s = None if self._reading_blocked_since is None else now - self._reading_blocked_since
         with self._counters_lock:
             failure = self._store_failure
             counters = self._counters
@@ -239,6 +243,7 @@ class Ingest:
                 "inbox_messages": inbox.messages,
                 "inbox_bytes": inbox.bytes,
                 "inbox_full_waits": inbox.full_waits,
+                "inbox_blocked_s": round(blocked_s, 1) if blocked_s and blocked_s >= STORE_STALL_S else None,
                 **self.cert_watch.health(),
             }
 
@@ -315,7 +320,10 @@ class Ingest:
         size = len(message.payload)
         while not self._stopping.is_set():
             if self._inbox.put(message, size, timeout_s=0.5):
+                self._reading_blocked_since = None
                 return
+            if self._reading_blocked_since is None:
+                self._reading_blocked_since = time.monotonic() - 0.5
 
     # -- the writer thread ----------------------------------------------------------------------
 

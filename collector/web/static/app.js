@@ -194,7 +194,12 @@ const ctxscope = (() => {
       } else if (h.store_stalled_s) {
         notes.push(`Ingest waiting: one write to the store has taken ${Math.round(h.store_stalled_s)} s so far ` +
           "(the database is locked or slow; nothing is acknowledged until it commits, the broker keeps the records).");
-      } else if (upkeep.length) {
+      }
+      if (h.inbox_blocked_s) {
+        notes.push(`Ingest behind: its inbox has been full for ${Math.round(h.inbox_blocked_s)} s, so it reads ` +
+          "nothing more from the broker (which may drop the connection; it reconnects once there is room).");
+      }
+      if (upkeep.length && !h.store_failing && !h.store_stalled_s) {
         // records are stored; what fails is a background pass that keeps the store from growing
         notes.push("Store upkeep failing (records are still stored; retried): " + upkeep.map((f) =>
           `${f.task} since ${age(f.since_ns)}, ${f.failures} failed passes, last error: ${f.error}`).join("; "));

@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ctxscope.broker import MosquittoBroker
+from ctxscope.collector.inbox import Inbox
 from ctxscope.collector.ingest import Ingest
 from ctxscope.collector.store import open_store
 from ctxscope.collector.web.app import create_app
@@ -165,11 +166,12 @@ def test_a_write_blocked_by_a_locked_database_shows_before_it_fails(
     broker: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process holds the SQLite database locked: the write neither commits nor fails for as
-    long as SQLite's busy timeout (30 s); the API and the fleet page say that ingest is waiting."""
+    long as SQLite's busy timeout (30 s); the API and the fleet page say that ingest is waiting, and,
+    once its inbox is full too, that it reads nothing more from the broker."""
     monkeypatch.setattr("ctxscope.collector.ingest.STORE_STALL_S", 0.5)
     path = tmp_path / "c.db"
     store = open_store(f"sqlite:///{path}")
-    ingest = Ingest(store, broker.host, broker.port, client_id="stall_c")
+    ingest = Ingest(store, broker.host, broker.port, client_id="stall_c", inbox=Inbox(max_messages=2))
     ingest.start()
     assert ingest.wait_connected(10)
     server = WebServer(create_app(store, LiveHub(), None, ingest.health, ingest=ingest)).start()
@@ -180,17 +182,28 @@ def test_a_write_blocked_by_a_locked_database_shows_before_it_fails(
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         client.connect(broker.host, broker.port)
         client.loop_start()
-        log = Log(device="dev-1", stream="00000000000000ab", seq=1, ts=1, level="info", message="m")
-        client.publish(topic_for("dev-1", Channel.LOG), encode(log), qos=1).wait_for_publish(5)
+        health = lambda: get_json(server.url + "/api/ingest")  # noqa: E731
+
+        def publish(seqs: range) -> None:
+            for seq in seqs:
+                log = Log(device="dev-1", stream="00000000000000ab", seq=seq, ts=1, level="info", message="m")
+                client.publish(topic_for("dev-1", Channel.LOG), encode(log), qos=1).wait_for_publish(5)
+
+        publish(range(1, 2))  # the write it starts blocks
+        wait_for(lambda: health()["store_stalled_s"] is not None, 10)
+        publish(range(2, 11))  # two fill the inbox, the rest wait in paho's thread
         client.loop_stop()
         client.disconnect()
-        wait_for(lambda: get_json(server.url + "/api/ingest")["store_stalled_s"] is not None, 10)
-        assert not get_json(server.url + "/api/ingest")["store_failing"]
+        wait_for(lambda: health()["inbox_blocked_s"] is not None, 10)
+        assert not health()["store_failing"]
         with fleet_banner(server.url) as banner:
-            assert "Ingest waiting: one write to the store has taken" in banner.inner_text()
+            text = banner.inner_text()
+            assert "Ingest waiting: one write to the store has taken" in text
+            assert "Ingest behind: its inbox has been full for" in text
             locker.execute("ROLLBACK")
             banner.wait_for(state="hidden", timeout=15_000)
-        wait_for(lambda: ingest.counters().stored == 1, 10)
+        wait_for(lambda: ingest.counters().stored == 10, 10)
+        assert health()["inbox_blocked_s"] is None
     finally:
         locker.close()
         server.stop()
