@@ -11,6 +11,7 @@ from ctxscope.collector.aggregate.characterize import characterize, compare
 from ctxscope.collector.readmodel.reference import max_context as reference_max_context
 from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.shrunk import is_shrunk_label, labelled_point_results
+from ctxscope.collector.store.writes import live_order
 from ctxscope.shared.messages import PointResult
 
 ONLINE_STATES = frozenset({"online", "busy"})
@@ -70,12 +71,15 @@ def live_telemetry(source: FleetSource, device: str, cache: ChannelCache | None 
 
 def stored_live(live: dict[str, Any]) -> dict[str, Any]:
     """`live_telemetry`'s shape from a device row's `live` column (kept by the store at ingest), so
-    the fleet view costs no telemetry query per device; of a channel sent by two sources, the newer."""
+    the fleet view costs no telemetry query per device; of a channel sent by two sources, the newer
+    (`live_order`: a sample dated ahead of its arrival loses to one that is not)."""
     channels: dict[str, dict[str, Any]] = {}
+    newest: dict[str, tuple[bool, int]] = {}  # each channel's entry, in the store's live order
     for source, entry in sorted(live.items()):
         for name, channel in entry.get("channels", {}).items():
-            if channel.get("value") is None or channels.get(name, {}).get("wall_ns", -1) >= entry["wall_ns"]:
+            if channel.get("value") is None or (name in newest and newest[name] >= live_order(entry)):
                 continue
+            newest[name] = live_order(entry)
             channels[name] = {
                 "source": source,
                 "unit": channel["unit"],

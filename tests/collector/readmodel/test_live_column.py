@@ -79,3 +79,12 @@ def test_one_sample_dated_years_ahead_does_not_hold_the_live_column(store, pg_st
     store.merge_staged()
     (stored,) = store._query("SELECT live FROM devices WHERE device = 'orin-2'", ())
     assert json.loads(stored["live"])["jtop"]["channels"]["power_w"]["value"] == 7.0
+
+
+def test_of_a_channel_two_sources_send_the_one_dated_ahead_of_its_arrival_loses() -> None:
+    def entry(wall_ns: int, value: float, ahead: bool) -> dict:
+        channels = {"power_w": {"unit": "W", "value": value}}
+        return {"wall_ns": wall_ns, "channels": channels, **({"ahead": True} if ahead else {})}
+
+    live = {"jtop": entry(2**62, 99.0, ahead=True), "nvml": entry(10**18, 7.0, ahead=False)}
+    assert views.stored_live(live)["power_w"] == 7.0
