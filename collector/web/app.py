@@ -148,16 +148,18 @@ def create_app(
     async def login(request: Request) -> Response:
         form = await _form(request)
         target = _local_path(form.get("next", "/"))
-        session = _form_session(request, sessions, form)
+        _form_session(request, sessions, form)  # the login form carries its session's token
         if security.credentials is None:
             return RedirectResponse(target, 303)
         user = form.get("username", "")
         refused = await check_password(request, target, security.credentials, user, form.get("password", ""))
         if refused is not None:
             return refused
-        sessions.drop(request.cookies.get(COOKIE))  # a fresh id after login: no session fixation
+        # A fresh session id and CSRF token after login: neither one known before it (to whoever planted
+        # or read the anonymous session) is worth anything after it.
+        sessions.drop(request.cookies.get(COOKIE))
         response = RedirectResponse(target, 303)
-        set_cookie(response, request, security, sessions.add(Session(csrf=session.csrf, user=user)))
+        set_cookie(response, request, security, sessions.add(Session(user=user)))
         return response
 
     async def check_password(

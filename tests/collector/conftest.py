@@ -186,12 +186,15 @@ class WebClient:
 
     def page(self, path: str = "/") -> tuple[int, str]:
         status, _, body = self.request(path, headers={"accept": "text/html"})
+        self._take_csrf(body)
+        return status, body
+
+    def _take_csrf(self, body: str) -> None:
         found = re.search(r'<meta name="csrf-token" content="([^"]+)">', body) or re.search(
             r'name="csrf_token" value="([^"]+)"', body
         )
         if found:
             self.csrf = found.group(1)
-        return status, body
 
     def post_json(
         self, path: str, body: dict[str, Any], csrf: str | None = None, headers: dict[str, str] | None = None
@@ -214,6 +217,7 @@ class WebClient:
             form.encode(),
             {"content-type": "application/x-www-form-urlencoded", "accept": "text/html"},
         )
+        self._take_csrf(body)  # the page it redirects to: a login gives its session a new token
         return status, body
 
 

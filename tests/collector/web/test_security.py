@@ -202,9 +202,11 @@ def test_with_credentials_everything_but_the_login_page_needs_a_login(
             full.setattr(LoginGate, "check", _refused)
             status, body = client.login("alice", PASSWORD)
         assert status == 429 and "too many login attempts" in body
+        anonymous_csrf = client.csrf
         status, body = client.login("alice", PASSWORD)
         assert status == 200 and 'data-page="fleet"' in body
         assert _cookie(client) != anonymous_cookie  # a fresh session id after login
+        assert client.csrf != anonymous_csrf  # and a fresh CSRF token
         assert client.request("/api/fleet")[0] == 200
         client.page("/")
         status, _, _ = client.request(
