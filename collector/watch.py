@@ -65,11 +65,12 @@ def frame(store: Store) -> Group:
     for column in ("device", "state", "last seen", "power", "temperature", "run", "progress"):
         devices.add_column(column, justify="right" if column in ("power", "temperature") else "left")
     for d in fleet["devices"]:
-        style = {"online": "green", "busy": "cyan", "offline": "red"}.get(d["state"] or "", "")
+        state = d["state"] or "unknown"  # no status received (an imported device), as the web page says
+        style = {"online": "green", "busy": "cyan", "offline": "red"}.get(state, "")
         run = running.get(d["device"])
         devices.add_row(
             d["device"],
-            (f"[{style}]{d['state']}[/]" if style else str(d["state"])) + (" (stale)" if d["stale"] else ""),
+            (f"[{style}]{state}[/]" if style else state) + (" (stale)" if d["stale"] else ""),
             _age(d["last_seen_age_s"]),
             _value(d["telemetry"].get("power_w"), "W"),
             _value(d["telemetry"].get("temperature_c"), "°C"),
