@@ -86,7 +86,7 @@ class Forwarder:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = self._reap() | self._replay() | self._send()
+                busy = self._iteration()
             except Exception:  # keep forwarding after an unexpected error; the spool still has the records
                 _log.exception("iteration", "forwarder iteration failed")
                 busy = False
@@ -94,9 +94,20 @@ class Forwarder:
                 self._wake.wait(IDLE_POLL_S)
                 self._wake.clear()
 
-    def _reap(self) -> bool:
+    def _iteration(self) -> bool:
+        """Apply a requested replay, then the PUBACKs that came with or before it, then send.
+
+        Both are taken in one step, the replay applied first: paho resends the records that were in
+        flight right after the reconnect's `on_connect` (which requests the replay), and acknowledging
+        one prunes acknowledged rows older than the replay window (spool.ack). After an outage longer
+        than the window those are the very rows the replay is for: reaped first, they were gone."""
         with self._acked_lock:
+            since_ns, self._replay_since_ns = self._replay_since_ns, None
             acked, self._acked_mids = self._acked_mids, set()
+        busy = self._replay(since_ns) | self._reap(acked)
+        return self._send() | busy
+
+    def _reap(self, acked: set[int]) -> bool:
         # publish() and the registration of its mid happen on this thread before any reap, so
         # every PUBACK of a record finds its mid here.
         seqs = [seq for mid in acked if (seq := self._inflight.pop(mid, None)) is not None]
@@ -104,9 +115,7 @@ class Forwarder:
             self._spool.ack(seq)
         return bool(seqs)
 
-    def _replay(self) -> bool:
-        with self._acked_lock:
-            since_ns, self._replay_since_ns = self._replay_since_ns, None
+    def _replay(self, since_ns: int | None) -> bool:
         if since_ns is None:
             return False
         replayed = self._spool.replay_since(since_ns)
