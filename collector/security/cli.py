@@ -39,8 +39,8 @@ def _reload_note(reloaded: bool, site: Site) -> str:
     return (
         f"the broker was NOT reloaded: {site.broker_dir}/mosquitto.pid names no running mosquitto with "
         f"{conf}. Reload it to apply this change: on this host "
-        f"`kill -HUP $(pgrep -f {shlex.quote(f'mosquitto -c {conf}')})`, with compose "
-        "`docker compose -f docker/compose.yaml kill -s HUP broker` (a broker started later reads it anyway)"
+        f"`kill -HUP $(pgrep -f {shlex.quote(f'mosquitto -c {conf}')})`; the compose broker rereads the "
+        "site's files within 2 s by itself (a broker started later reads them anyway)"
     )
 
 
