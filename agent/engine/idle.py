@@ -9,19 +9,13 @@ computing on it) has no idle power to measure: the record then says so instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ctxscope.agent.phases import DeviceBusy
 from ctxscope.shared.messages import Metric
 
 IDLE_SECONDS = 3.0
 PHASES = ("prefill", "decode")
-
-
-class IdleMeter(Protocol):
-    def idle_power(self, seconds: float) -> Metric | None:
-        """Power samples taken while the caller stays idle for `seconds` (DeviceBusy if never idle)."""
-        ...
 
 
 @dataclass(frozen=True)

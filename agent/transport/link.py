@@ -182,12 +182,6 @@ class Link:
             Status, **self._status, birth=self._birth, backlog=stats.backlog, dropped=stats.dropped
         )
 
-    def set_meta(self, **fields: Any) -> None:
-        """Update the device description (e.g. detected telemetry backends) and republish it."""
-        self._meta.update(fields)
-        if self.connected:
-            self._publish_state(DeviceMeta, **self._meta, birth=self._birth)
-
     def _publish_state(
         self, message_cls: type[Status] | type[DeviceMeta], **fields: Any
     ) -> mqtt.MQTTMessageInfo:

@@ -54,10 +54,6 @@ def list_models(*, include_unavailable: bool = True) -> list[ModelSpec]:
     return [s for s in specs if include_unavailable or s.unavailable is None]
 
 
-def model_names() -> list[str]:
-    return list(_index())
-
-
 def get_spec(name: str) -> ModelSpec:
     """The entry called `name`; ZooError listing the known names otherwise."""
     entry = _index().get(name)

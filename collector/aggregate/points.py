@@ -128,8 +128,3 @@ def curve(aggregates: Iterable[PointAggregate], key: SeriesKey, metric: str) -> 
     """(context length, summary) of one metric along one series, by length; lengths without it left out."""
     points = [(a.context_len, a.metrics[metric]) for a in aggregates if a.key == key and metric in a.metrics]
     return sorted(points, key=lambda p: p[0])
-
-
-def metric_names_with_unit(aggregates: Iterable[PointAggregate], unit: str) -> list[str]:
-    """Names of the metrics whose canonical unit is `unit` (e.g. every memory split in MiB)."""
-    return sorted({name for a in aggregates for name, s in a.metrics.items() if s.unit == unit})
