@@ -8,11 +8,11 @@ result every ten seconds) in another. After a warm-up it measures, over `--durat
   store), p50 / p99 / max, in seconds, of every record published in the window;
 - throughput: records stored per second against records published per second;
 - `/api/fleet` response time with the whole fleet, one request every 0.5 s, p50 / p95 in ms;
-- the collector process's resident memory (max) and bytes written to disk (`/proc` io counters)
-  per stored record, against what the store grew by per record (database + WAL files); on PostgreSQL
-  what the server wrote (WAL bytes from `pg_current_wal_lsn()` plus data pages written from
-  `pg_stat_bgwriter`, with a CHECKPOINT at the window's start and end; `/proc` io of every `postgres`
-  process as a cross-check, see `pg_disk.py`) against the schema's tables' growth
+- the collector process's resident memory (max, and each minute's last sample) and bytes written to
+  disk (`/proc` io counters) per stored record, against what the store grew by per record (database +
+  WAL files); on PostgreSQL what the server wrote (WAL bytes from `pg_current_wal_lsn()` plus data
+  pages written from `pg_stat_bgwriter`, with a CHECKPOINT at the window's start and end; `/proc` io
+  of every `postgres` process as a cross-check, see `pg_disk.py`) against the schema's tables' growth
   (`pg_total_relation_size`), and the server's idle write rate in the 10 s before the run (the server
   may be shared: the counters are cluster-wide);
 - for both stores, the bytes written to the store's block device (whole machine) over the same span,
@@ -282,6 +282,8 @@ def main() -> None:
             "api_fleet_ms": percentiles(poller.times_ms) | {"devices_in_answer": poller.devices_seen},
             "collector_cpu_pct": percentiles(cpu),
             "collector_rss_mib_max": max(rss) / 2**20,
+            # each minute's last sample: a collector left running for hours should level off
+            "collector_rss_mib_per_min": [x / 2**20 for x in rss[59::60]],
             # from the window's start to the end of the drain, per record published in the window
             "disk_written_per_record_bytes": (io1 - io0) / max(1, stored_window),
             "store_growth_per_record_bytes": (bytes1 - bytes0) / max(1, stored_window),
