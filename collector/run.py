@@ -22,6 +22,7 @@ from ctxscope.collector.security.options import (
 from ctxscope.collector.service import build_service
 from ctxscope.collector.settings import default_store_url, parse_broker
 from ctxscope.collector.store.retention import RetentionLoop, RetentionPolicy, coarse_options
+from ctxscope.collector.store.sqlite import MERGE_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
     "store_url",
     default=None,
     help="sqlite:///PATH or postgresql://USER@HOST/DB. A SQLite URL may end in ?merge_interval_s=SECONDS "
-    "(default 60): how long records stay staged before their merge; longer writes fewer bytes per record "
-    "(docs/operations.md) and reads one device's records more slowly.",
+    f"(default {MERGE_INTERVAL_S:g}): how long records stay staged before their merge; longer writes fewer "
+    "bytes per record (docs/operations.md) and reads one device's records more slowly.",
 )
 @click.option(
     "--client-id",

@@ -121,7 +121,22 @@ def passwd(path: Path, user: str, password_env: str | None) -> None:
     except (CredentialsError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     hashes[user] = hash_password(password)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(f"{name}:{encoded}\n" for name, encoded in sorted(hashes.items()))
+    text = "".join(f"{name}:{encoded}\n" for name, encoded in sorted(hashes.items()))
+    try:
+        _replace_private(path, text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from exc
     click.echo(f"{path}: {user} set ({len(hashes)} user(s))", err=True)
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Write `path` owner-only in one step (a crash leaves the old file whole, never an empty one),
+    creating its folder owner-only where it is missing (a fresh machine has no ~/.config/ctxscope)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.new")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(staged, path)

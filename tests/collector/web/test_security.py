@@ -354,3 +354,24 @@ def test_collector_run_refuses_an_open_dashboard_on_the_network(tmp_path: Path):
         run, ["--store", f"sqlite:///{tmp_path / 'c.db'}", "--web", "0.0.0.0:8321", "--broker", "127.0.0.1:1"]
     )
     assert result.exit_code == 1 and "without a login" in result.output
+
+
+def test_passwd_makes_a_missing_folder_owner_only_and_replaces_the_file_whole(tmp_path: Path, monkeypatch):
+    """A fresh machine has no ~/.config/ctxscope: the README's own example must not end in a traceback."""
+    monkeypatch.setenv("CTXSCOPE_TEST_PASSWORD", PASSWORD)
+    path = tmp_path / "config" / "ctxscope" / "web-users"
+    for user in ("alice", "bob"):
+        result = CliRunner().invoke(passwd, [str(path), user, "--password-env", "CTXSCOPE_TEST_PASSWORD"])
+        assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    users = Credentials.load(path)
+    assert users.check("alice", PASSWORD) and users.check("bob", PASSWORD)
+    assert [p.name for p in path.parent.iterdir()] == ["web-users"]  # nothing staged left behind
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    result = CliRunner().invoke(
+        passwd, [str(blocked / "web-users"), "carol", "--password-env", "CTXSCOPE_TEST_PASSWORD"]
+    )
+    assert result.exit_code == 1 and "cannot write" in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)  # a one-line error, not a traceback
