@@ -122,6 +122,9 @@ configured=0
 if [ -n "$bundle" ]; then
   [ -f "$bundle/agent.toml" ] || die "$bundle has no agent.toml (an enrollment bundle from \`ctxscope collector enroll\`)"
   install -m 0600 "$bundle/agent.toml" "$config"
+  # A bundle names no spool: without one the service's spool would sit under its user's home, where
+  # `agent status --config` (run as another user) would not look. The state folder, as in the example.
+  grep -q '^spool_path *=' "$config" || echo 'spool_path = "/var/lib/ctxscope/spool.sqlite"' >>"$config"
   [ ! -f "$bundle/ca.crt" ] || install -m 0644 "$bundle/ca.crt" "$confdir/ca.crt"
   configured=1
   say "installed the enrollment bundle from $bundle"

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ctxscope.agent.config import load_config
+from ctxscope.collector.security.site import agent_toml
+
 REPO = Path(__file__).resolve().parents[2]
 MACHINE_ID = "4f1c2a9be07d4c3f8a61b2c3d4e5f607"
 FAKE_TORCH = """
@@ -116,13 +119,18 @@ def test_an_enrollment_bundle_configures_and_starts(tmp_path: Path) -> None:
     root, env = _board(tmp_path)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / "agent.toml").write_text('device = "orin-lab-7"\nbroker_host = "collector.lan"\n')
+    # what `ctxscope collector enroll` writes
+    (bundle / "agent.toml").write_text(
+        agent_toml("orin-lab-7", "p" * 24, "collector.lan", 8883, "/etc/ctxscope")
+    )
     (bundle / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
     done = _install(env, "--bundle", str(bundle))
     assert done.returncode == 0, done.stderr
     config = root / "etc" / "ctxscope" / "agent.toml"
-    assert config.read_text().startswith('device = "orin-lab-7"') and config.stat().st_mode & 0o777 == 0o600
+    assert 'device = "orin-lab-7"' in config.read_text() and config.stat().st_mode & 0o777 == 0o600
     assert (root / "etc" / "ctxscope" / "ca.crt").exists()
+    # the spool (and the state `agent status --config` reads beside it) in the service's state folder
+    assert load_config(config).resolved_spool_path() == Path("/var/lib/ctxscope/spool.sqlite")
     assert "restart ctxscope-agent.service" in (tmp_path / "systemctl.log").read_text()
 
 
