@@ -2,7 +2,8 @@
 
 Two tables: `results` (one row per point result: its fields, each metric's median, quartiles, n and
 unit, and the raw samples as JSON so nothing is lost) and `aggregates` (one row per device x model x
-precision x logits x kernel path x context length, re-aggregated from the pooled raw samples). A third,
+precision x logits x kernel path x context length, re-aggregated from the pooled raw samples, each
+metric with the methods its samples were taken by). A third,
 `telemetry_rollups`, where the store holds any: the telemetry retention kept after the raw samples aged
 out (one row per device, source, channel and bucket: its start, width, count, mean, min and max), the
 only record of a device's power and temperature over months.
@@ -87,7 +88,10 @@ def aggregate_rows(results: Iterable[PointResult]) -> list[dict[str, Any]]:
                 f"{name}_max": s.maximum,
                 f"{name}_n": s.n,
                 f"{name}_unit": s.unit,
+                f"{name}_methods": json.dumps(list(s.methods)),
             }
+        if a.problems:
+            row["problems"] = json.dumps(a.problems)
         rows.append(row)
     return rows
 

@@ -115,7 +115,7 @@ def device_section(view: dict[str, Any], out_dir: Path, pngs: dict[Path, dict[st
             m["logits"],
             m["max_ok_tokens"],
             f"{m['first_failure_tokens']} ({m['failure_outcome']})" if m["first_failure_tokens"] else None,
-            _with_note(m["searched_tokens"], m["search_limit_note"]),
+            _with_note(_searched(m), m["search_limit_note"]),
             _round(
                 fits.get((m["model"], m["precision"], m["logits"], m["implementation"]), {}).get(
                     "extrapolated_limit_tokens"
@@ -128,6 +128,8 @@ def device_section(view: dict[str, Any], out_dir: Path, pngs: dict[Path, dict[st
         [
             c["transformer"]["model"],
             c["other"]["model"],
+            c["transformer"]["precision"],
+            c["transformer"]["logits"],
             ", ".join(str(round(x["length_tokens"])) for x in c["crossings"]) or "none in range",
             ", ".join(x["faster_above"] for x in c["crossings"]),
         ]
@@ -150,7 +152,10 @@ def device_section(view: dict[str, Any], out_dir: Path, pngs: dict[Path, dict[st
             maxctx,
         )
         + "<h3>Transformer / SSM crossovers (TTFT)</h3>"
-        + _table(["transformer", "SSM / hybrid", "crossover (tokens)", "faster above"], crossovers)
+        + _table(
+            ["transformer", "SSM / hybrid", "precision", "logits", "crossover (tokens)", "faster above"],
+            crossovers,
+        )
     )
 
 
@@ -159,6 +164,17 @@ def _titled(figure: dict[str, Any], device: str) -> dict[str, Any]:
     title = figure["layout"].get("title", {}).get("text", "")
     text = f"{html.escape(device, quote=False)}: {title}"
     return {**figure, "layout": {**figure["layout"], "title": {"text": text}}}
+
+
+def _searched(m: dict[str, Any]) -> str | None:
+    """The search's answer: a lower bound when no probe up to its bound failed, with the cap it ran under."""
+    tokens = m["searched_tokens"]
+    if tokens is None:
+        return None
+    bound = m.get("search_bounded_by")
+    text = f">= {tokens} (no limit up to {bound})" if bound else str(tokens)
+    cap = m.get("search_memory_cap_bytes")
+    return f"{text}, memory cap {cap / 2**30:.1f} GiB" if cap else text
 
 
 def _with_note(value: Any, note: str | None) -> Any:

@@ -1,5 +1,6 @@
-"""The manifest that travels with every result (DESIGN.md 4.9): device, driver, CUDA, library
-versions, precision, clocks, Jetson power mode, git revision, plan hash, host.
+"""The manifest that travels with every result (DESIGN.md 4.9): device (a GPU's properties, or the CPU's
+model, cores and threads), driver, CUDA, library versions, precision, clocks, Jetson power mode, git
+revision, plan hash, host.
 
 Every field is what could be read; a field that could not be read is absent, never guessed.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -124,6 +126,24 @@ def _jetson() -> dict[str, Any]:
     return info
 
 
+def _cpu() -> dict[str, Any]:
+    """The CPU that runs a CPU device's tensors: its model (where the OS says), cores and torch's threads."""
+    import torch
+
+    info: dict[str, Any] = {"threads": torch.get_num_threads()}
+    cores = os.cpu_count()
+    if cores:
+        info["logical_cores"] = cores
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                info["model"] = line.split(":", 1)[1].strip()
+                break
+    if "model" not in info and platform.processor():
+        info["model"] = platform.processor()
+    return info
+
+
 def collect(device: str, *, plan_hash: str | None = None, precision: str | None = None) -> dict[str, Any]:
     """The manifest of a run on `device` ("cuda", "cuda:1", "cpu")."""
     import torch
@@ -147,6 +167,8 @@ def collect(device: str, *, plan_hash: str | None = None, precision: str | None 
             "multiprocessors": props.multi_processor_count,
             **_nvml(index),
         }
+    if device == "cpu":
+        manifest["cpu"] = _cpu()
     jetson = _jetson()
     if jetson:
         manifest["jetson"] = jetson

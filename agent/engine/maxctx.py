@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from ctxscope.agent import zoo
@@ -32,6 +32,8 @@ class Probe:
     error: str | None = None
     memory: dict[str, Any] = field(default_factory=dict)
     """The probe's memory breakdown (weights, cache, logits, allocator, outside it) and the cap applied."""
+    implementation: dict[str, str] = field(default_factory=dict)
+    """What the probe's loaded model ran (runtime, kernel paths, attention); empty when it did not load."""
 
 
 _MEMORY_FIELDS = (
@@ -60,7 +62,18 @@ class SearchResult:
         return f"{self.largest_ok} tokens (next {self.smallest_failing}: {self.failing_outcome})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "summary": self.summary()}
+        """The search for a record's details; the probes' implementation is the record's own."""
+        probes = [{k: v for k, v in asdict(p).items() if k != "implementation"} for p in self.probes]
+        return {**asdict(self), "probes": probes, "summary": self.summary()}
+
+    def implementation(self) -> dict[str, str]:
+        """What the probes ran: the first loaded probe's implementation."""
+        return next((dict(p.implementation) for p in self.probes if p.implementation), {})
+
+    def differing_implementations(self) -> list[dict[str, str]]:
+        """Every loaded probe's implementation when they are not all alike (else empty)."""
+        loaded = [p.implementation for p in self.probes if p.implementation]
+        return [dict(i) for i in loaded] if any(i != loaded[0] for i in loaded) else []
 
 
 def search(
@@ -148,11 +161,14 @@ def isolated_probe(
             if isinstance(loaded, Failure):
                 return Probe(length, loaded.outcome, loaded.wall_s, error=loaded.error)
             probed = worker.request(ProbeJob(context_len=length, logits=logits, seed=seed), Probed, timeout_s)
+        ran = dict(loaded.implementation)
         if isinstance(probed, Failure):
-            return Probe(length, probed.outcome, probed.wall_s, error=probed.error)
+            return Probe(length, probed.outcome, probed.wall_s, error=probed.error, implementation=ran)
         fields = probed.model_dump(include=set(_MEMORY_FIELDS), exclude_none=True)
         memory: dict[str, Any] = {**fields, **({"cap": loaded.cap} if loaded.cap else {})}
-        return Probe(length, probed.outcome, probed.wall_s, probed.peak_bytes, memory=memory)
+        return Probe(
+            length, probed.outcome, probed.wall_s, probed.peak_bytes, memory=memory, implementation=ran
+        )
 
     return probe
 
@@ -217,11 +233,17 @@ def record_search(
     )
     index_limit = zoo.ssd_int32_limit_tokens(zoo.spec_for(choice.name, tiny=choice.tiny))
     note = index_limit_note(result.smallest_failing, result.failing_outcome, index_limit)
+    # the worker caps a CUDA device's memory only (`devicemem`): elsewhere the cap was asked for, not applied
+    uncapped = settings.memory_cap_bytes is not None and not cap_applies(choice.device)
+    applied = replace(settings, memory_cap_bytes=None) if uncapped else settings
+    method = applied.method(result.bounded_by)
+    if uncapped:
+        asked = f"no memory cap (the {settings.memory_cap_bytes} B asked for caps CUDA device memory only)"
+        method = method.replace("no memory cap", asked, 1)
     metrics = {}
     if result.largest_ok is not None:
-        metrics["max_context"] = Metric(
-            unit="tokens", method=settings.method(result.bounded_by), samples=[float(result.largest_ok)]
-        )
+        metrics["max_context"] = Metric(unit="tokens", method=method, samples=[float(result.largest_ok)])
+    differing = result.differing_implementations()
     record = run.result(
         point_id=f"{choice.name}/{choice.precision}/max-context",
         model=choice.name,
@@ -231,12 +253,20 @@ def record_search(
         logits=settings.logits,
         outcome="ok" if result.largest_ok is not None else (result.failing_outcome or "fault"),
         metrics=metrics,
+        implementation=result.implementation(),
         details={
             "kind": "max_context",
-            "memory_cap_bytes": settings.memory_cap_bytes,
+            "memory_cap_bytes": applied.memory_cap_bytes,
+            **({"memory_cap_not_applied_bytes": settings.memory_cap_bytes} if uncapped else {}),
             "search": result.to_dict(),
             "ssd_int32_limit_tokens": index_limit,
             **({"limit_note": note} if note else {}),
+            **({"probe_implementations": differing} if differing else {}),
         },
     )
     return record, result
+
+
+def cap_applies(device: str) -> bool:
+    """Whether a memory cap can be applied on `device`: the worker caps CUDA device memory only."""
+    return device.startswith("cuda")

@@ -57,6 +57,9 @@ class _Group:
         self.session: point.Session | None = None
         self.worker: Worker | None = None
         self.child: dict[str, Any] = {}
+        # what the loaded model runs (runtime, kernel paths, attention), for a point that fails after
+        # the load: its record names the implementation as an ok point's does
+        self.implementation: dict[str, str] = {}
 
     def settings(self, length: int) -> point.PointSettings:
         return point.PointSettings(
@@ -101,9 +104,7 @@ class _Group:
     def _in_process(self, length: int) -> Measured | Failure:
         started = time.monotonic()
         try:
-            if self.session is None:
-                self.session = point.Session(self.choice)
-            measured = point.measure_point(self.session, self.settings(length))
+            measured = point.measure_point(self._session(), self.settings(length))
         except Exception as exc:  # recorded as the point's outcome; the sweep goes on
             if self.session is not None:
                 point.free(self.session.device)
@@ -112,6 +113,14 @@ class _Group:
             )
         measured.wall_s = time.monotonic() - started
         return measured
+
+    def _session(self) -> point.Session:
+        """The model loaded in this process (loaded on first use)."""
+        if self.session is None:
+            self.implementation = {}
+            self.session = point.Session(self.choice)
+            self.implementation = self.session.implementation()
+        return self.session
 
     def _loaded_worker(self) -> Worker | Failure:
         """The worker with the model loaded (started and loaded when needed), or the failed load."""
@@ -131,8 +140,10 @@ class _Group:
             if isinstance(loaded, Failure):
                 self.worker.close()
                 self.worker = None
+                self.implementation = {}
                 return loaded
             self.child = {"load_s": loaded.load_s, **loaded.cap}
+            self.implementation = dict(loaded.implementation)
         return self.worker
 
     def profile(self) -> list[ProfiledLength] | Failure:
@@ -144,9 +155,7 @@ class _Group:
             from ctxscope.agent.profiling.run import plan_profile
 
             try:
-                if self.session is None:
-                    self.session = point.Session(self.choice)
-                return plan_profile(self.session, phases, lengths, plan.logits, plan.profile.iterations)
+                return plan_profile(self._session(), phases, lengths, plan.logits, plan.profile.iterations)
             except Exception as exc:  # recorded; the run goes on
                 return Failure(outcome=point.classify(exc), error=point.error_text(exc))
         worker = self._loaded_worker()
@@ -261,7 +270,7 @@ def _measure_and_emit(
 ) -> PointResult:
     """Measure one point, add the observer's figures (and energy above idle), and emit its result."""
     outcome, child = group.run(p.context_len)
-    measured = outcome if isinstance(outcome, Measured) else Measured()
+    measured = outcome if isinstance(outcome, Measured) else Measured(implementation=group.implementation)
     details, metrics = measured.record_details(), dict(measured.metrics)
     if isinstance(outcome, Measured) and observer is not None:
         report = observer.summarize(outcome.windows)
@@ -302,7 +311,11 @@ def _profile(run: RunRecorder, group: _Group, family: str) -> None:
     if isinstance(profiled, Failure):
         profiled = [
             ProfiledLength(
-                context_len=n, outcome=profiled.outcome, error=profiled.error, details={"kind": "profile"}
+                context_len=n,
+                outcome=profiled.outcome,
+                error=profiled.error,
+                implementation=group.implementation,
+                details={"kind": "profile"},
             )
             for n in group.plan.profile_lengths
         ]

@@ -16,6 +16,8 @@ from ctxscope.agent.engine.outcome import Measured, PhaseLoop
 from ctxscope.shared.messages import Metric
 
 TIMED = {"ttft": "prefill", "decode_per_token": "decode"}
+# figures with one sample per timed sample: pooled alike, so that they keep one per pooled sample
+PER_SAMPLE = ("decode_floor_fraction",)
 
 
 def _relative_iqr(metric: Metric) -> float:
@@ -55,6 +57,15 @@ def pool(measured: list[Measured]) -> Measured:
             "within_rel_iqr": [_relative_iqr(m) for m in per_process],
             "between_rel_range": (max(medians) - min(medians)) / center if center else 0.0,
         }
+    for name in PER_SAMPLE:
+        per_process = [m.metrics[name] for m in measured if name in m.metrics]
+        if per_process and len(per_process) == len(measured):
+            pooled = f"pooled from {len(measured)} fresh processes, each against its own floor"
+            metrics[name] = Metric(
+                unit=per_process[0].unit,
+                method=f"{per_process[0].method}; {pooled}",
+                samples=[s for m in per_process for s in m.samples],
+            )
     details = {**first.details, "processes": len(measured), "process_spread": spreads}
     if any(m.implementation != first.implementation for m in measured):
         # e.g. an attention backend trial that came out the other way in one process: the pooled

@@ -18,7 +18,7 @@ import torch
 
 from ctxscope.agent.engine import decoding, forward
 from ctxscope.agent.engine.autotune import autotune_choices
-from ctxscope.agent.engine.loop import LoopPolicy, Timer, measure
+from ctxscope.agent.engine.loop import SAMPLE_WORDS, LoopPolicy, Timer, measure
 from ctxscope.agent.engine.outcome import ProfiledLength
 from ctxscope.agent.engine.point import ModelChoice, Session, classify, error_text, free
 from ctxscope.agent.engine.recorder import RunRecorder
@@ -154,9 +154,14 @@ def _phase_point(
             policy=settings.timed_policy,
             prepare=prepare,
         )
+        # what one sample is, as the engine's points say it
+        if phase == "prefill":
+            sample = f"{loop.sample_phrase(*SAMPLE_WORDS['ttft'])} of {length} random tokens, batch 1"
+        else:
+            sample = f"{loop.sample_phrase(*SAMPLE_WORDS['decode_per_token'])} at context {length}, batch 1"
         latency = Metric(
             unit="ms",
-            method=f"{timer.method}; timed pass apart from the profiling pass; {implementation}",
+            method=f"{timer.method}; timed pass apart from the profiling pass; {implementation}; {sample}",
             samples=[s / 1e6 for s in loop.samples_ns],
         )
     work = pass_work(shape, phase, length, session.choice.precision, settings.logits)

@@ -1,4 +1,4 @@
-"""Crossover lengths between a Transformer and an SSM/hybrid on one device.
+"""Crossover lengths between a Transformer and an SSM/hybrid on one device, at one precision.
 
 The TTFT ratio r(L) = ttft_transformer / ttft_other is taken at the lengths both were measured at
 (medians of the pooled samples); where r crosses 1 the crossover length is interpolated in log-log
@@ -80,7 +80,8 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> list[Crossover]:
-    """Every Transformer x SSM/hybrid pair of series on the same device and logits mode."""
+    """Every Transformer x SSM/hybrid pair of series on the same device, precision and logits mode (an
+    fp32 Transformer against a bf16 SSM would time the precisions, not the architectures)."""
     points = list(aggregates)
     family = {a.key: a.family for a in points}
     pairs = [
@@ -88,7 +89,8 @@ def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> li
         for t in sorted(family)
         if family[t] in TRANSFORMER_FAMILIES
         for o in sorted(family)
-        if family[o] in STATE_SPACE_FAMILIES and o.device == t.device and o.logits == t.logits
+        if family[o] in STATE_SPACE_FAMILIES
+        and (o.device, o.precision, o.logits) == (t.device, t.precision, t.logits)
     ]
     found = []
     for transformer, other in pairs:

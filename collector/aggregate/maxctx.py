@@ -22,6 +22,7 @@ class MaxContext:
     searched_tokens: int | None = None  # the bisection search's largest ok length
     search_memory_cap_bytes: int | None = None
     search_limit_note: str | None = None  # e.g. the search ended on a kernel's indexing limit, not memory
+    search_bounded_by: str | None = None  # the search found no limit up to this bound: a lower bound
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +34,7 @@ class MaxContext:
             "searched_tokens": self.searched_tokens,
             "search_memory_cap_bytes": self.search_memory_cap_bytes,
             "search_limit_note": self.search_limit_note,
+            "search_bounded_by": self.search_bounded_by,
         }
 
 
@@ -45,11 +47,12 @@ class Search:
     tokens: int
     memory_cap_bytes: int | None
     limit_note: str | None
+    bounded_by: str | None = None  # every probe up to this bound ran: `tokens` is a lower bound
 
 
 def searches(results: Iterable[PointResult]) -> dict[tuple[str, str, str, str], Search]:
     """(device, model, precision, logits) -> the latest successful search; kernel paths are not part of
-    the key since a search record states none."""
+    the key since a search record states its probes' load only (no decode path, unlike a point's)."""
     found: dict[tuple[str, str, str, str], tuple[int, Search]] = {}
     for r in results:
         metric = r.metrics.get("max_context")
@@ -57,6 +60,8 @@ def searches(results: Iterable[PointResult]) -> dict[tuple[str, str, str, str], 
             continue
         key = (r.device, r.model, r.precision, r.logits)
         cap, note = r.details.get("memory_cap_bytes"), r.details.get("limit_note")
+        search = r.details.get("search")
+        bound = search.get("bounded_by") if isinstance(search, dict) else None
         if key not in found or r.ts > found[key][0]:
             found[key] = (
                 r.ts,
@@ -64,6 +69,7 @@ def searches(results: Iterable[PointResult]) -> dict[tuple[str, str, str, str], 
                     int(max(metric.samples)),
                     cap if isinstance(cap, int) else None,
                     note if isinstance(note, str) else None,
+                    bound if isinstance(bound, str) else None,
                 ),
             )
     return {k: search for k, (_, search) in found.items()}
@@ -106,6 +112,7 @@ def max_context(
                 search.tokens if search else None,
                 search.memory_cap_bytes if search else None,
                 search.limit_note if search else None,
+                search.bounded_by if search else None,
             )
         )
     covered = {_model_key(m.key) for m in table}
@@ -116,7 +123,15 @@ def max_context(
             family = families[(device, model, precision, logits)]
             table.append(
                 MaxContext(
-                    key, family, None, None, None, search.tokens, search.memory_cap_bytes, search.limit_note
+                    key,
+                    family,
+                    None,
+                    None,
+                    None,
+                    search.tokens,
+                    search.memory_cap_bytes,
+                    search.limit_note,
+                    search.bounded_by,
                 )
             )
     return table

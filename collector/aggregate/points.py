@@ -1,7 +1,8 @@
 """Per-point aggregates: device x model x precision x logits mode x kernel path x context length.
 
 Results of the same point measured in several runs are pooled sample by sample. Results whose
-outcome is not `ok` count toward the point's outcome tally, never toward its statistics.
+outcome is not `ok` count toward the point's outcome tally, never toward its statistics; one that names
+less of the path than the ok points do (it failed before its decode ran) counts in their series.
 """
 
 from __future__ import annotations
@@ -68,11 +69,33 @@ def _names_the_path(key: str) -> bool:
     return not (key.startswith("attention_trial_") and "/" in key)
 
 
+def _path(result: PointResult) -> dict[str, str]:
+    return {k: v for k, v in result.implementation.items() if _names_the_path(k)}
+
+
 def series_key(result: PointResult) -> SeriesKey:
-    implementation = ";".join(
-        f"{k}={v}" for k, v in sorted(result.implementation.items()) if _names_the_path(k)
-    )
+    implementation = ";".join(f"{k}={v}" for k, v in sorted(_path(result).items()))
     return SeriesKey(result.device, result.model, result.precision, result.logits, implementation)
+
+
+def _series_keys(results: list[PointResult]) -> list[SeriesKey]:
+    """Each result's series. A point that failed names only what ran before it failed (the load's
+    paths, no decode path): it counts in the one series of ok points of its device, model, precision
+    and logits whose path holds all it names; where none or several do, in a series of its own."""
+    keys = [series_key(r) for r in results]
+    ok_paths: dict[tuple[str, str, str, str], dict[SeriesKey, set[tuple[str, str]]]] = defaultdict(dict)
+    for result, key in zip(results, keys, strict=True):
+        if result.outcome == "ok":
+            ok_paths[(key.device, key.model, key.precision, key.logits)][key] = set(_path(result).items())
+    for i, (result, key) in enumerate(zip(results, keys, strict=True)):
+        paths = ok_paths.get((key.device, key.model, key.precision, key.logits), {})
+        if result.outcome == "ok" or key in paths:
+            continue
+        named = set(_path(result).items())
+        homes = [k for k, items in paths.items() if named <= items]
+        if len(homes) == 1:
+            keys[i] = homes[0]
+    return keys
 
 
 SEARCH_KIND = "max_context"
@@ -97,10 +120,9 @@ def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:
     samples: dict[tuple[SeriesKey, int], dict[str, list[Metric]]] = defaultdict(lambda: defaultdict(list))
     families: dict[tuple[SeriesKey, int], str] = {}
     runs: dict[tuple[SeriesKey, int], list[str]] = defaultdict(list)
-    for result in results:
-        if is_search(result) or is_profile(result):
-            continue
-        point = (series_key(result), result.context_len)
+    points_only = [r for r in results if not (is_search(r) or is_profile(r))]
+    for result, key in zip(points_only, _series_keys(points_only), strict=True):
+        point = (key, result.context_len)
         outcomes[point][result.outcome] += 1
         families[point] = result.family
         if result.run_id not in runs[point]:

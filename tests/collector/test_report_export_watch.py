@@ -246,3 +246,66 @@ def test_report_keeps_hostile_metric_names_inside_the_out_dir(hostile, tmp_path:
     assert len(energy) == 1 and "/" not in energy[0] and not energy[0].startswith(".")
     scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
     assert scripts and not any("<" in script for script in scripts)  # nothing can close or bend them
+
+
+def test_report_gives_a_search_without_a_limit_as_a_lower_bound(feeder, store, result_factory, tmp_path):
+    search = {"bounded_by": "max_tokens=128", "largest_ok": 128}
+    feeder(
+        [
+            result_factory(context_len=64, metrics={"ttft": ("ms", [1.0])}),
+            result_factory(
+                context_len=128,
+                metrics={"max_context": ("tokens", [128])},
+                details={"kind": "max_context", "memory_cap_bytes": 8 * 2**30, "search": search},
+            ),
+        ]
+    )
+    out = tmp_path / "report"
+    url = f"sqlite:///{store.path}"
+    result = CliRunner().invoke(report, ["--store", url, "--out", str(out), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    maxctx = (out / "index.html").read_text().split("<h3>Maximum context</h3>")[1].split("</table>")[0]
+    assert "&gt;= 128 (no limit up to max_tokens=128), memory cap 8.0 GiB" in maxctx
+
+
+def test_aggregates_export_says_how_each_pooled_figure_was_measured(stored, tmp_path: Path):
+    """A number without its method is a bug: each aggregated metric names the methods of its samples."""
+    out = tmp_path / "export"
+    result = CliRunner().invoke(export, ["--store", stored, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = list(csv.DictReader((out / "results.csv").open()))
+    aggregates = list(csv.DictReader((out / "aggregates.csv").open()))
+    row = next(r for r in aggregates if r["context_len"] == "1024" and r["model"] == "qwen2.5-0.5b")
+    expected = {
+        r["ttft_method"] for r in results if r["context_len"] == "1024" and r["model"] == "qwen2.5-0.5b"
+    }
+    assert set(json.loads(row["ttft_methods"])) == expected and expected
+
+
+def test_a_metric_left_out_of_an_aggregate_says_why_in_the_export(result_factory):
+    from ctxscope.collector.export import aggregate_rows
+
+    a = result_factory(run_id="r1", metrics={"ttft": ("ms", [1, 2]), "decode_per_token": ("ms", [3.0])})
+    b = result_factory(run_id="r2", metrics={"ttft": ("GiB", [1.0])})
+    (row,) = aggregate_rows([a, b])
+    assert "ttft_median" not in row and row["decode_per_token_median"] == 3.0
+    (problem,) = json.loads(row["problems"])
+    assert problem.startswith("ttft left out: cannot pool samples in units")
+
+
+def test_report_crossovers_name_their_precision(feeder, store, result_factory, tmp_path):
+    """Two precisions of one pair of models are two crossovers: each row says which it is."""
+    rows = []
+    for precision in ("bf16", "fp32"):
+        for n, t_ms, s_ms in [(1024, 10, 20), (8192, 100, 50)]:
+            rows.append(result_factory(model="qwen", precision=precision, context_len=n,
+                                       metrics={"ttft": ("ms", [t_ms])}))  # fmt: skip
+            rows.append(result_factory(model="mamba2", family="ssm", precision=precision, context_len=n,
+                                       metrics={"ttft": ("ms", [s_ms])}))  # fmt: skip
+    feeder(rows)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(report, ["--store", f"sqlite:///{store.path}", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = (out / "index.html").read_text().split("crossovers (TTFT)</h3>")[1].split("</table>")[0]
+    assert "<th>precision</th>" in table
+    assert "<td>bf16</td>" in table and "<td>fp32</td>" in table

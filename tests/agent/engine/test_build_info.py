@@ -90,3 +90,15 @@ def test_an_unreadable_status_leaves_dirtiness_unknown(monkeypatch: pytest.Monke
     """A checkout whose `git status` fails is not reported clean: `git_dirty` is absent."""
     monkeypatch.setattr(manifest, "_git", lambda _cwd, *args: "0123abc" if args[0] == "rev-parse" else None)
     assert manifest.source_revision() == {"git_revision": "0123abc"}
+
+
+def test_a_cpu_manifest_names_the_cpu_and_its_threads() -> None:
+    """On the CPU the device is the CPU: which one, and how many threads torch ran on, change every
+    timing; "cpu" alone does not say which device ran."""
+    import torch
+
+    cpu = manifest.collect("cpu")["cpu"]
+    assert cpu["threads"] == torch.get_num_threads()
+    assert cpu["logical_cores"] == os.cpu_count()
+    if Path("/proc/cpuinfo").is_file():
+        assert cpu["model"]

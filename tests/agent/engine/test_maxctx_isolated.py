@@ -8,6 +8,9 @@ import torch
 from ctxscope.agent import zoo
 from ctxscope.agent.engine import maxctx
 from ctxscope.agent.engine.point import BYTE_BUDGET_ENV, KILL_AT_ENV, ModelChoice
+from ctxscope.agent.engine.recorder import RunRecorder
+from ctxscope.agent.records import MemorySink
+from ctxscope.shared.messages import PointResult
 
 CHOICE = ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True)
 
@@ -40,3 +43,31 @@ def test_timeout_kills_the_child() -> None:
     result = probe(64)
     assert result.outcome == "timeout"
     assert "no reply within" in (result.error or "")
+
+
+@pytest.fixture(scope="module")
+def capped_cpu_search() -> PointResult:
+    """One probe of a Mamba-family model on the CPU, with a memory cap asked for."""
+    choice = ModelChoice(name="mamba2-780m", precision="fp32", device="cpu", tiny=True)
+    settings = maxctx.SearchSettings(start=16, max_tokens=16, memory_cap_bytes=64 << 20, probe_timeout_s=120)
+    with RunRecorder(MemorySink(), plan={"name": "test"}, total=1, torch_device="cpu") as run:
+        record, _ = maxctx.record_search(run, choice, "ssm", settings)
+    return record
+
+
+def test_a_search_record_names_what_its_probes_ran(capped_cpu_search: PointResult) -> None:
+    """On the CPU a Mamba-family model runs transformers' torch code: the search's record says so, as
+    every other record does."""
+    assert capped_cpu_search.outcome == "ok", capped_cpu_search.error
+    assert capped_cpu_search.implementation["runtime"] == "transformers"
+    assert capped_cpu_search.implementation["ssm_scan"] == "transformers torch fallback"
+    assert "implementation" not in capped_cpu_search.details["search"]["probes"][0]
+
+
+def test_a_cap_the_cpu_cannot_apply_is_not_claimed(capped_cpu_search: PointResult) -> None:
+    """The worker caps CUDA device memory only: on the CPU the search ran uncapped and says so."""
+    method = capped_cpu_search.metrics["max_context"].method
+    assert "no memory cap" in method and "CUDA device memory only" in method
+    assert "of the process's device memory" not in method
+    assert capped_cpu_search.details["memory_cap_bytes"] is None
+    assert capped_cpu_search.details["memory_cap_not_applied_bytes"] == 64 << 20

@@ -369,3 +369,19 @@ def test_a_busy_gpu_gives_no_idle_power_and_the_record_says_why(make_plan) -> No
     assert "idle_power" not in result.metrics
     assert not any("above_idle" in name for name in result.metrics)
     assert "the GPU was busy (GPU utilization 97%" in result.details["idle_power"]
+
+
+@pytest.mark.parametrize("isolate", ["never", "always"])
+def test_a_point_that_fails_after_the_load_names_the_implementation(
+    make_plan, monkeypatch: pytest.MonkeyPatch, isolate: str
+) -> None:
+    """A Mamba-family model on the CPU runs transformers' torch code: a point of it that fails (here an
+    emulated out-of-memory error in the prefill) says so as an ok point would, never silently nothing."""
+    monkeypatch.setenv("CTXSCOPE_ENGINE_BYTE_BUDGET", "1")
+    plan = make_plan(models=["mamba2-780m"], decode_tokens=0, isolate=isolate, spread_processes=1)
+    summary = run_plan(plan, MemorySink(), progress=False, device="cpu")
+    (result,) = summary.results
+    assert result.outcome == "oom", result.error
+    assert result.implementation["runtime"] == "transformers"
+    assert result.implementation["ssm_scan"] == "transformers torch fallback"
+    assert result.implementation["ssm_step"] == "transformers torch fallback"

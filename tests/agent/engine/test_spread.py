@@ -81,3 +81,25 @@ def test_plan_spreads_short_points_only() -> None:
     assert [plan.spread_over(n) for n in (4096, 16384, 65536)] == [3, 3, 1]
     never = validate({"name": "p", "models": ["qwen2.5-0.5b"], "context_lengths": [4096], "isolate": "never"})
     assert never.spread_over(4096) == 1
+
+
+def test_pooled_floor_fractions_stay_one_per_pooled_decode_sample() -> None:
+    """decode_floor_fraction is one per decode sample: when the decode samples pool, so do its."""
+
+    def reply(ms: float) -> Measured:
+        windows = [PhaseWindow("decode", i, i + 1, 4, 4) for i in range(2)]
+        return Measured(
+            metrics={
+                "decode_per_token": Metric(unit="ms", method="one greedy step", samples=[ms, ms]),
+                "decode_floor_fraction": Metric(
+                    unit="ratio", method="one per decode sample", samples=[0.5 / ms, 0.5 / ms]
+                ),
+            },
+            loops=[PhaseLoop(phase="decode", stop_reason="stable", inner=4, windows=windows)],
+        )
+
+    pooled = spread.pool([reply(1.0), reply(2.0), reply(4.0)])
+    fraction = pooled.metrics["decode_floor_fraction"]
+    assert fraction.n == pooled.metrics["decode_per_token"].n == 6
+    assert fraction.samples == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
+    assert "pooled from 3 fresh processes" in fraction.method

@@ -151,3 +151,18 @@ def test_an_unexpected_error_still_ends_the_profile_run(monkeypatch: pytest.Monk
     finished = sink.records[-1]
     assert finished.kind == "run_finished" and finished.outcome == "failed"
     assert finished.error == "RuntimeError: trace disk full"
+
+
+def test_a_profiles_timed_latency_says_what_one_sample_is() -> None:
+    """Every method string says what one sample is: one prefill of its tokens, or one greedy step."""
+    from ctxscope.agent.engine.loop import LoopPolicy
+    from ctxscope.agent.engine.point import ModelChoice, Session
+    from ctxscope.agent.profiling.run import ProfileSettings, profile_session, profiled_length
+
+    session = Session(ModelChoice(name="qwen2.5-0.5b", precision="fp32", device="cpu", tiny=True))
+    policy = LoopPolicy(warmups=0, min_reps=2, max_reps=2, min_time_s=0.0)
+    settings = ProfileSettings(lengths=(16,), phases=("prefill", "decode"), iterations=1, timed_policy=policy)
+    (point,) = profile_session(session, settings, peaks=None)
+    metrics = profiled_length(session, point).metrics
+    assert "one prefill of 16 random tokens, batch 1" in metrics["profile_prefill_latency"].method
+    assert "one greedy step at context 16, batch 1" in metrics["profile_decode_latency"].method

@@ -263,3 +263,60 @@ def test_a_metric_in_incompatible_units_is_left_out_with_a_reason(result_factory
     (problem,) = point.problems
     assert problem.startswith("ttft left out: cannot pool samples in units")
     assert point.as_dict()["problems"] == [problem]
+
+
+def test_a_search_that_found_no_limit_is_a_lower_bound(result_factory):
+    """A search whose every probe up to max_tokens ran found no limit: its length is a lower bound, and
+    the table says so (the record's method does), never passing it for the limit."""
+    bounded = result_factory(
+        context_len=128, metrics={"max_context": ("tokens", [128])},
+        details={"kind": "max_context", "search": {"bounded_by": "max_tokens=128", "largest_ok": 128}},
+    )  # fmt: skip
+    found = result_factory(
+        model="mamba2-780m", family="ssm", context_len=96, metrics={"max_context": ("tokens", [96])},
+        details={"kind": "max_context", "search": {"bounded_by": None, "largest_ok": 96}},
+    )  # fmt: skip
+    table = {m.key.model: m.as_dict() for m in max_context([], [bounded, found])}
+    assert table["qwen2.5-0.5b"]["search_bounded_by"] == "max_tokens=128"
+    assert table["mamba2-780m"]["search_bounded_by"] is None
+
+
+def test_crossovers_never_pair_different_precisions(result_factory):
+    """An fp32 Transformer against a bf16 SSM would time the precisions, not the architectures."""
+    rows = []
+    for n, t_ms, s_ms in [(1024, 10, 20), (8192, 100, 50)]:
+        for precision in ("fp32", "bf16"):
+            rows.append(result_factory(model="qwen", family="transformer", precision=precision,
+                                       context_len=n, metrics={"ttft": ("ms", [t_ms])}))  # fmt: skip
+        rows.append(result_factory(model="mamba2", family="ssm", precision="bf16", context_len=n,
+                                   metrics={"ttft": ("ms", [s_ms])}))  # fmt: skip
+    found = crossovers(aggregate_points(rows))
+    assert [(c.transformer.precision, c.other.precision) for c in found] == [("bf16", "bf16")]
+
+
+def test_a_failure_before_the_decode_counts_in_the_series_of_its_ok_points(result_factory):
+    """A point that failed names only what its load chose (no prefill or decode path): it belongs to the
+    curve of the ok points that ran that load, so the table finds the first failure above them."""
+    load = {"runtime": "transformers", "ssm_scan": "transformers torch fallback"}
+    ran = {**load, "prefill": "transformers forward, logits=last", "decode_path": "eager_dynamic_cache"}
+    rows = [
+        result_factory(model="mamba2", family="ssm", context_len=n, implementation=ran,
+                       metrics={"ttft": ("ms", [1.0])})
+        for n in (1024, 2048)
+    ]  # fmt: skip
+    rows.append(result_factory(model="mamba2", family="ssm", context_len=4096, outcome="oom",
+                               implementation=load))  # fmt: skip
+    aggregates = aggregate_points(rows)
+    assert {a.key for a in aggregates} == {aggregates[0].key}
+    (entry,) = max_context(aggregates, rows)
+    assert (entry.max_ok_tokens, entry.first_failure_tokens, entry.failure_outcome) == (2048, 4096, "oom")
+
+
+def test_a_failure_that_fits_two_kernel_paths_stays_apart(result_factory):
+    load = {"runtime": "transformers"}
+    rows = [
+        result_factory(implementation={**load, "decode_path": path}, metrics={"ttft": ("ms", [1.0])})
+        for path in ("eager_static_cache", "compiled_cuda_graph_static_cache")
+    ]
+    rows.append(result_factory(context_len=4096, outcome="oom", implementation=load))
+    assert len({a.key for a in aggregate_points(rows)}) == 3
