@@ -94,6 +94,7 @@ class Link:
         self._collectors: dict[str, bool] = {}
         self._holding = False
         self.last_error: str | None = None
+        self._refused = False  # this connection attempt was refused by the broker (CONNACK)
         self._failures = 0
         self._failure_logged: tuple[str, float] | None = None
         # Every connection first replays what the broker acknowledged shortly before the last one was
@@ -329,6 +330,7 @@ class Link:
     @_guarded("on_pre_connect")
     def _on_pre_connect(self, client: mqtt.Client, _userdata: Any) -> None:
         self._birth = self.spool.next_birth()
+        self._refused = False
         will = self.spool.state_message(Status, state="offline", birth=self._birth, detail="connection lost")
         client.will_set(topic_for(self.config.device, Channel.STATUS), encode(will), qos=1, retain=True)
 
@@ -336,6 +338,7 @@ class Link:
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode, _props: Any
     ) -> None:
+        self._refused = reason.is_failure
         if reason.is_failure:
             self._connection_failed(f"refused by the broker: {reason}")
             return
@@ -362,12 +365,19 @@ class Link:
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: mqtt.ReasonCode, _props: Any
     ) -> None:
-        if self._connected.is_set() and self._replay_from_ns is None:
+        was_connected = self._connected.is_set()
+        if was_connected and self._replay_from_ns is None:
             self._replay_from_ns = time.time_ns() - self.spool.keep_acked_ns
         self._connected.clear()
-        if reason.is_failure:
+        if not reason.is_failure:
+            return
+        if was_connected:
             self.last_error = f"disconnected: {reason}"
             log.warning("disconnected from the broker (%s); reconnecting", reason)
+        elif not self._refused:
+            self._connection_failed(f"the broker closed the connection before accepting it: {reason}")
+        # else: paho closing the socket after a refused CONNACK ("Unspecified error"), already recorded
+        # and logged with the broker's reason
 
     @_guarded("on_connect_fail")
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import queue
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from ctxscope.agent.config import AgentConfig
 from ctxscope.agent.transport.link import MAX_COMMAND_BYTES, Link
 from ctxscope.agent.transport.spool import Spool
-from ctxscope.broker import MosquittoBroker
+from ctxscope.broker import MosquittoBroker, free_port, mosquitto_binary
 from ctxscope.shared.codec import decode, encode
 from ctxscope.shared.messages import Command, CommandAck, DeviceMeta, Log, Message, Status
 from ctxscope.shared.topics import Channel, command_topic, topic_for
@@ -190,3 +192,34 @@ def test_a_failing_command_handler_does_not_end_the_link(
         sender.loop_stop()
         sender.disconnect()
         link.close(5)
+
+
+def test_a_broker_that_refuses_the_device_is_named_as_the_reason_at_every_attempt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A revoked device: every attempt ends in a refusal, and paho's disconnect after each one must not
+    replace the broker's reason with a meaningless "Unspecified error" (in the log or `last_error`)."""
+    binary = mosquitto_binary()
+    if binary is None:
+        pytest.skip("mosquitto is not installed")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\nuser {getpass.getuser()}\n")
+    broker = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = AgentConfig(device=DEV, broker_port=port, spool_path=tmp_path / "spool.sqlite")
+    link = Link(config, Spool(config.resolved_spool_path(), DEV), meta={})
+    try:
+        with caplog.at_level(logging.INFO, logger="ctxscope.agent.transport.link"):
+            link.start()
+            deadline = time.monotonic() + 15
+            while link._failures < 3:  # attempts after 1 and 2 s of back-off
+                assert time.monotonic() < deadline, f"{link._failures} refusals seen"
+                time.sleep(0.1)
+            time.sleep(0.3)  # the disconnect that follows the third refusal
+        assert link.last_error == "refused by the broker: Not authorized"
+        assert "Unspecified error" not in caplog.text and "disconnected from the broker" not in caplog.text
+        assert caplog.text.count("refused by the broker: Not authorized") == 1  # once a minute at most
+    finally:
+        link.close(1)
+        broker.terminate()
+        broker.wait(10)
