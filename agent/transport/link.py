@@ -142,18 +142,19 @@ class Link:
         return self._forwarder.wait_empty(timeout_s)
 
     def close(self, flush_timeout_s: float = 10.0) -> bool:
-        """Publish a retained `offline` (a clean disconnect sends no will), flush, then disconnect.
+        """Flush, publish a retained `offline` (a clean disconnect sends no will), then disconnect.
 
         Returns whether the spool was empty when the link closed; what is left stays spooled (all of it,
         at once, while every collector is offline).
         """
         self._status = {"state": "offline"}  # a reconnect while flushing must not claim online again
+        # While no collector is online the records stay spooled by design: no point waiting for them.
+        flushed = self.flush(flush_timeout_s) if self._may_send() else self.spool.backlog() == 0
+        # After the flush: the status counts what is left, not what was still in flight at the stop.
         if self.connected:
             info = self._publish_status()
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(min(flush_timeout_s, 5.0))
-        # While no collector is online the records stay spooled by design: no point waiting for them.
-        flushed = self.flush(flush_timeout_s) if self._may_send() else self.spool.backlog() == 0
         self._forwarder.stop()
         self._client.disconnect()
         self._client.loop_stop()

@@ -223,3 +223,27 @@ def test_a_broker_that_refuses_the_device_is_named_as_the_reason_at_every_attemp
         link.close(1)
         broker.terminate()
         broker.wait(10)
+
+
+def test_the_offline_status_counts_what_is_left_after_the_flush(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A clean stop right after a run: the records still in flight are flushed first, so the retained
+    offline status says 0 queued, not what was in flight when the stop began."""
+    config = AgentConfig(device=DEV, broker_port=mosquitto.port, spool_path=tmp_path / "spool.sqlite")
+    spool = Spool(config.resolved_spool_path(), DEV)
+    observer = Observer(mosquitto)
+    link = Link(config, spool)
+    try:
+        link.start()
+        assert link.wait_connected(10)
+        for i in range(500):
+            spool.emit(Log, level="info", message=f"line {i}")
+        assert link.close(10)
+        assert spool.backlog() == 0
+        offline, _ = observer.next("status")
+        while offline.state != "offline":  # type: ignore[attr-defined]
+            offline, _ = observer.next("status")
+        assert isinstance(offline, Status) and offline.backlog == 0
+    finally:
+        observer.close()
