@@ -193,18 +193,28 @@ class Importer:
             self._write(path, batch)
 
     def _write(self, path: Path, batch: list[tuple[int, Message]]) -> None:
-        """One transaction for the batch; if the database refuses it, line by line, so one refused
+        """Each device's lines of the batch, received at their newest record's own time: an imported
+        device was last seen when it made its records, not when they were imported."""
+        by_device: dict[str, list[tuple[int, Message]]] = {}
+        for number, message in batch:
+            by_device.setdefault(message.device, []).append((number, message))
+        for lines in by_device.values():
+            self._write_device(path, lines)
+
+    def _write_device(self, path: Path, batch: list[tuple[int, Message]]) -> None:
+        """One transaction for the lines; if the database refuses it, line by line, so one refused
         record (say, a string PostgreSQL cannot hold) is skipped alone. A busy or unreachable
         database is not a bad line: that error propagates."""
+        received = max(m.ts for _, m in batch)
         try:
-            self.summary.add(self.store.write_batch([_accepted(m) for _, m in batch]))
+            self.summary.add(self.store.write_batch([_accepted(m) for _, m in batch], received))
             return
         except Exception as exc:
             if self.store.is_transient(exc):
                 raise
         for number, message in batch:
             try:
-                self.summary.add(self.store.write_batch([_accepted(message)]))
+                self.summary.add(self.store.write_batch([_accepted(message)], message.ts))
             except Exception as exc:
                 if self.store.is_transient(exc):
                     raise

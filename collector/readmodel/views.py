@@ -100,7 +100,8 @@ def headline(channels: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run_view(row: dict[str, Any]) -> dict[str, Any]:
+def run_view(row: dict[str, Any], state: str) -> dict[str, Any]:
+    """A run as the pages show it; `state` is `run_state`'s answer."""
     total = row.get("total") if row.get("total") is not None else row.get("total_points")
     done = row.get("done")
     # Progress is sent as a point starts (done = points before it): a finished run's count is its tally.
@@ -109,6 +110,7 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "device": row["device"],
         "run_id": row["run_id"],
+        "state": state,
         "done": done,
         "total": total,
         "point": row.get("point"),
@@ -122,6 +124,42 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def live_runs(runs: Sequence[dict[str, Any]], devices: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(device, run_id) of the runs that may still be running: of an online device, the run its status
+    names (busy), else its newest-started run without a finish record. A run of a device that is not
+    online (offline, its last will, or one that never sent a status: records imported from files) has
+    no one left to finish it; nor has an older run of a device that started another since."""
+    newest: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        device = run["device"]
+        if device not in newest or (run.get("started_ts") or 0) >= (newest[device].get("started_ts") or 0):
+            newest[device] = run
+    out = set()
+    for row in devices:
+        if row.get("state") not in ONLINE_STATES:
+            continue
+        named = (row.get("status") or {}).get("run_id")
+        run_id = named if named is not None else newest.get(row["device"], {}).get("run_id")
+        if run_id is not None:
+            out.add((row["device"], run_id))
+    return out
+
+
+def run_state(row: dict[str, Any], live: set[tuple[str, str]]) -> str:
+    """`finished` (it sent its finish record), `running` (its device may still finish it, see
+    `live_runs`) or `unfinished` (it ended without a finish record: the agent was cut off, or its
+    records were imported without one)."""
+    if row.get("outcome") is not None:
+        return "finished"
+    return "running" if (row["device"], row["run_id"]) in live else "unfinished"
+
+
+def run_views(runs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs (of `devices`' rows) as the pages show them, each with its state."""
+    live = live_runs(runs, devices)
+    return [run_view(r, run_state(r, live)) for r in runs]
+
+
 def device_summary(
     source: FleetSource, row: dict[str, Any], now_ns: int, cache: ChannelCache | None = None
 ) -> dict[str, Any]:
@@ -132,11 +170,15 @@ def device_summary(
     # since) is read back from the telemetry tables
     live = row.get("live")
     telemetry = stored_live(live) if live else live_telemetry(source, row["device"], cache)
+    online = row.get("state") in ONLINE_STATES
     return {
         "device": row["device"],
         "state": row.get("state"),
-        "online": row.get("state") in ONLINE_STATES,
+        "online": online,
         "stale": age_s > STALE_AFTER_S,
+        # whether its telemetry is live: else its values are the last ones recorded (at their wall_ns),
+        # of a device offline, silent, or never online (records imported from files)
+        "live": online and age_s <= STALE_AFTER_S,
         "last_seen_ns": row["last_seen_ns"],
         "last_seen_age_s": age_s,
         "run_id": status.get("run_id"),
@@ -161,13 +203,14 @@ def fleet(
     rows = source.devices(devices)
     summaries = [device_summary(source, row, now_ns, cache) for row in rows]
     shown = {r["device"] for r in rows}
-    runs = [run_view(r) for r in source.runs() if r["device"] in shown]
+    runs = run_views([r for r in source.runs() if r["device"] in shown], rows)
     return {
         "generated_ns": now_ns,
         "devices": summaries,
         "online": sum(d["online"] for d in summaries),
-        "running": [r for r in runs if r["outcome"] is None],
-        "finished": [r for r in runs if r["outcome"] is not None][-20:],
+        "running": [r for r in runs if r["state"] == "running"],
+        "unfinished": [r for r in runs if r["state"] == "unfinished"][-20:],
+        "finished": [r for r in runs if r["state"] == "finished"][-20:],
     }
 
 
@@ -218,6 +261,16 @@ def _shares(classes: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def searched_text(entry: dict[str, Any]) -> str | None:
+    """A max-context search's answer as the pages show it: a lower bound when no probe up to the
+    search's bound failed (`search_bounded_by`), as the report prints it."""
+    tokens = entry.get("searched_tokens")
+    if tokens is None:
+        return None
+    bound = entry.get("search_bounded_by")
+    return f"≥ {tokens} tokens (no limit found up to {bound})" if bound else f"{tokens} tokens"
+
+
 class UnknownDevice(LookupError):
     pass
 
@@ -242,10 +295,11 @@ def device_live(source: FleetSource, device_id: str, cache: ChannelCache | None 
     """What changes every second on a device: liveness, live telemetry, its runs' progress and the
     number of command acks (a page reloads the full device view when runs or acks move)."""
     now_ns = time.time_ns()
+    row = _device_row(source, device_id)
     return {
         "generated_ns": now_ns,
-        "summary": device_summary(source, _device_row(source, device_id), now_ns, cache),
-        "runs": [run_view(r) for r in source.runs(device_id)],
+        "summary": device_summary(source, row, now_ns, cache),
+        "runs": run_views(source.runs(device_id), [row]),
         "command_acks": len(source.command_acks(device_id)),
         "problems": len(_problems(source, device_id)),
     }
@@ -259,14 +313,16 @@ def device(
     row = _device_row(source, device_id)
     results = labelled_point_results(source, device_id)
     meta = row.get("meta") or {}
-    capacity = memory_capacity_mib(meta)
+    characterization = characterize(results, memory_capacity_mib(meta))
+    for entry in characterization["max_context"]:
+        entry["searched_text"] = searched_text(entry)
     return {
         "generated_ns": now_ns,
         "summary": device_summary(source, row, now_ns, cache),
         "meta": meta,
-        "characterization": characterize(results, capacity),
+        "characterization": characterization,
         "operator_shares": operator_shares(results),
-        "runs": [run_view(r) for r in source.runs(device_id)],
+        "runs": run_views(source.runs(device_id), [row]),
         "command_acks": source.command_acks(device_id),
         "logs": _problems(source, device_id),
         "result_count": len(results),

@@ -227,10 +227,14 @@ class Store(ABC):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def write_batch(self, items: Sequence[Accepted | Rejected]) -> BatchOutcome:
-        """Store a batch in one transaction: every item is stored (or counted) or none is."""
+    def write_batch(
+        self, items: Sequence[Accepted | Rejected], received_ns: int | None = None
+    ) -> BatchOutcome:
+        """Store a batch in one transaction: every item is stored (or counted) or none is. `received_ns`:
+        when the batch counts as received (its devices' last-seen time), now unless given (an import
+        gives its records' own time)."""
         with self._transaction() as cur:
-            return BatchWrite(self, cur, time.time_ns()).run(items)
+            return BatchWrite(self, cur, received_ns).run(items)
 
     def merge_staged(self) -> int:
         """Merge the staged records now (staging.py); the number merged (a store that stages none has

@@ -153,10 +153,12 @@ class SQLiteStore(Store):
             except Exception as exc:
                 errors.warning("merge", "merging the staged records of %s failed: %s", self.path, exc)
 
-    def write_batch(self, items: Sequence[Accepted | Rejected]) -> BatchOutcome:
+    def write_batch(
+        self, items: Sequence[Accepted | Rejected], received_ns: int | None = None
+    ) -> BatchOutcome:
         with self._transaction(committed=self.stager.keys.commit) as cur:
             self.stager.keys.sync(cur)
-            return BatchWrite(self, cur, time.time_ns()).run(items)
+            return BatchWrite(self, cur, received_ns).run(items)
 
     def merge_staged(self) -> int:
         """Merge every staged record now (staging.py), MERGE_DEVICES devices a transaction, with a

@@ -24,6 +24,7 @@ batches that touch the same rows wait for each other.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -231,10 +232,14 @@ def _int64(value: int) -> int:
 class BatchWrite:
     """Writes one batch through `cur`, inside the store's open transaction."""
 
-    def __init__(self, store: Store, cur: Any, now_ns: int) -> None:
+    def __init__(self, store: Store, cur: Any, received_ns: int | None = None) -> None:
+        """`received_ns`: when the batch counts as received, now unless given (an import gives its
+        records' own time, never later than now); a batch given one never moves a last-seen back."""
+        now = time.time_ns()
         self.store = store
         self.cur = cur
-        self.now = now_ns
+        self.now = now if received_ns is None else min(received_ns, now)
+        self.backdated = received_ns is not None
         self.outcome = BatchOutcome()
         self.live = LiveValues()
         self.staged_kinds: tuple[type, ...] = STAGED_KINDS if store.stager is not None else ()
@@ -275,7 +280,8 @@ class BatchWrite:
 
     def _touch_devices(self, accepted: list[Accepted]) -> None:
         """One row per device, made at its first message; its last-seen time moves on for any fresh
-        message. A replayed retained message (every collector restart) is no sign of life.
+        message (an import's batch, received at its records' own time, never moves it back). A replayed
+        retained message (every collector restart) is no sign of life.
 
         One statement for every device of the batch, in device order, so that the rows are locked in
         the global order: `DO UPDATE ... WHERE` locks every conflicting row even where it updates
@@ -304,7 +310,9 @@ class BatchWrite:
             "INSERT INTO devices (device, first_seen_ns, last_seen_ns)",
             rows,
             "ON CONFLICT (device) DO UPDATE SET last_seen_ns = excluded.last_seen_ns"
-            " WHERE excluded.first_seen_ns = excluded.last_seen_ns",
+            " WHERE excluded.first_seen_ns = excluded.last_seen_ns"
+            # live ingest follows the collector's clock even when it steps back; an import never rewinds
+            + (" AND devices.last_seen_ns < excluded.last_seen_ns" if self.backdated else ""),
         )
 
     def _apply_state(self, msg: Status | DeviceMeta) -> None:

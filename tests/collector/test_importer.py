@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from ctxscope.collector.cli import collector
 from ctxscope.collector.importer import EXIT_BAD_LINES, import_files
+from ctxscope.collector.readmodel import views
 from ctxscope.collector.store import Store, open_store
 from tests.support import point_result, store
 
@@ -102,3 +104,40 @@ def test_cli_summary_json_and_exit_codes(tmp_path: Path) -> None:
     assert summary["bad_examples"][0]["line"] == 2
     result = runner.invoke(collector, ["import", "--help"])
     assert "Exit codes" in result.output and str(EXIT_BAD_LINES) in result.output
+
+
+def test_an_imported_device_was_last_seen_at_its_newest_record(store: Store, tmp_path: Path) -> None:
+    """Not when it was imported: an import is no sign of life. Older records imported later never move
+    the time back; each device of a file gets its own records' time."""
+    newer, older = tmp_path / "newer.jsonl", tmp_path / "older.jsonl"
+    newer.write_text("\n".join([_line(10), _line(11), _line(1, "board-2"), _line(12)]) + "\n")
+    older.write_text("\n".join([_line(1), _line(2)]) + "\n")
+    assert import_files(store, [newer, older]).stored == 6
+    store.merge_staged()  # SQLite folds its staged records' arrival into the rows
+    seen = {row["device"]: row["last_seen_ns"] for row in store.devices()}
+    assert seen == {
+        "board-1": point_result("board-1", STREAM, 12).ts,
+        "board-2": point_result("b", STREAM, 1).ts,
+    }
+    (summary, _) = views.fleet(store)["devices"]
+    assert (summary["state"], summary["online"], summary["live"], summary["stale"]) == (
+        None,
+        False,
+        False,
+        True,
+    )
+
+
+def test_an_imported_record_dated_ahead_is_last_seen_no_later_than_its_import(
+    store: Store, tmp_path: Path
+) -> None:
+    """A board whose clock ran years ahead: its imported records must not date its last-seen into the
+    future (it would read as live, and fresh, for years)."""
+    ahead = point_result("board-1", STREAM, 1).model_copy(update={"ts": time.time_ns() + 10**18})
+    path = tmp_path / "ahead.jsonl"
+    path.write_text(ahead.model_dump_json() + "\n")
+    before = time.time_ns()
+    assert import_files(store, [path]).stored == 1
+    store.merge_staged()
+    (row,) = store.devices()
+    assert before <= row["last_seen_ns"] <= time.time_ns()

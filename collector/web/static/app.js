@@ -15,6 +15,10 @@ const ctxscope = (() => {
     if (value === undefined || value === null) return "–";
     return Number(value).toPrecision(digits || 3) + (unit ? " " + unit : "");
   }
+  // The newest wall time among telemetry channels (the hottest sensor's own may be older).
+  function newestWall(channels) {
+    return Math.max(0, ...Object.values(channels).map((c) => c.wall_ns || 0));
+  }
   function age(ns) {
     if (!ns) return "never";
     const s = (Date.now() + state.clockOffsetMs - ns / 1e6) / 1000;
@@ -36,6 +40,20 @@ const ctxscope = (() => {
     const p = el("progress"); p.max = total || 1; p.value = done || 0;
     const span = el("span"); span.appendChild(p); span.appendChild(el("span", ` ${done || 0}/${total}`));
     return span;
+  }
+  // A run's progress: a bar while it runs; the points it reached once it ended without a finish record.
+  function runProgress(r) {
+    if (r.state !== "unfinished") return progressNode(r.done, r.total);
+    return el("span", r.total === null || r.total === undefined ? "–" : `${r.done || 0}/${r.total}`, "unfinished");
+  }
+  function runOutcome(r) {
+    return r.outcome || (r.state === "unfinished" ? "unfinished (no finish record)" : "running");
+  }
+  // A telemetry figure: live, or the last value recorded (at `wallNs`) of a device that is not live.
+  function showFigure(node, value, unit, live, wallNs) {
+    node.textContent = fmt(value, unit) + (live || value === undefined ? "" : " (recorded)");
+    node.classList.toggle("not-live", !live);
+    node.title = live ? "" : `not live: the last value recorded, ${age(wallNs)}`;
   }
   function link(href, text) { const a = el("a", text); a.href = href; return a; }
   async function getJson(url) {
@@ -112,9 +130,10 @@ const ctxscope = (() => {
         ? "telemetry and log records the device's full spool or disk dropped since the spool was made"
         : "";
     }
-    function setTelemetry(entry, t) {
-      if (t.power_w !== undefined) entry.cells.power.textContent = fmt(t.power_w, "W");
-      if (t.temperature_c !== undefined) entry.cells.temp.textContent = fmt(t.temperature_c, "°C");
+    function setTelemetry(entry, d) {
+      const t = d.telemetry, c = t.channels || {};
+      if (t.power_w !== undefined) showFigure(entry.cells.power, t.power_w, "W", d.live, (c.power_w || {}).wall_ns);
+      if (t.temperature_c !== undefined) showFigure(entry.cells.temp, t.temperature_c, "°C", d.live, newestWall(c));
     }
     async function load() {
       const fleet = await getJson(body.dataset.json);
@@ -125,8 +144,8 @@ const ctxscope = (() => {
         const tr = deviceRow(d); tbody.appendChild(tr);
         const entry = devices.get(d.device);
         setState(entry, d.state, d.stale);
-        entry.cells.power.textContent = fmt(d.telemetry.power_w, "W");
-        entry.cells.temp.textContent = fmt(d.telemetry.temperature_c, "°C");
+        entry.cells.power.textContent = "–"; entry.cells.temp.textContent = "–";
+        setTelemetry(entry, d);
         entry.cells.seen.textContent = age(d.last_seen_ns);
         entry.cells.host.textContent = d.hostname || "";
         setSpool(entry, d);
@@ -136,6 +155,8 @@ const ctxscope = (() => {
       }
       fillRows(document.querySelector("#running tbody"), fleet.running.map((r) => [
         link("/devices/" + r.device, r.device), r.run_id, progressNode(r.done, r.total), r.point || ""]));
+      fillRows(document.querySelector("#unfinished tbody"), fleet.unfinished.map((r) => [
+        link("/devices/" + r.device, r.device), r.run_id, runProgress(r), r.point || ""]));
       fillRows(document.querySelector("#finished tbody"), fleet.finished.map((r) => [
         link("/devices/" + r.device, r.device), r.run_id, r.outcome, r.points_ok, r.points_failed, r.error || ""]));
     }
@@ -157,7 +178,7 @@ const ctxscope = (() => {
           entry.lastSeenNs = d.last_seen_ns;
           entry.cells.seen.textContent = age(d.last_seen_ns);
           setState(entry, d.state, d.stale);
-          setTelemetry(entry, d.telemetry);
+          setTelemetry(entry, d);
           setSpool(entry, d);
           const run = running.get(d.device);
           if ((run ? run.run_id : "") !== entry.cells.run.textContent) reload();
@@ -229,9 +250,12 @@ const ctxscope = (() => {
       const charts = document.getElementById("charts");
       for (const [name, figure] of Object.entries(figures.figures)) plot("chart-" + name, figure, charts);
     }
-    function setLive(t) {
-      if (t.power_w !== undefined) document.getElementById("power").textContent = fmt(t.power_w, "W");
-      if (t.temperature_c !== undefined) document.getElementById("temperature").textContent = fmt(t.temperature_c, "°C");
+    function setLive(s) {
+      const t = s.telemetry, c = t.channels || {};
+      if (t.power_w !== undefined) showFigure(document.getElementById("power"), t.power_w, "W", s.live, (c.power_w || {}).wall_ns);
+      if (t.temperature_c !== undefined) {
+        showFigure(document.getElementById("temperature"), t.temperature_c, "°C", s.live, newestWall(c));
+      }
     }
     async function load() {
       const view = await getJson(body.dataset.json);
@@ -241,15 +265,15 @@ const ctxscope = (() => {
       stateNode.textContent = s.state || "unknown"; stateNode.className = s.stale ? "stale" : (s.state || "");
       const accel = (s.accelerators || []).map((a) => a.name).filter(Boolean).join(", ");
       document.getElementById("summary").textContent =
-        `${s.hostname || ""} ${accel ? "· " + accel : ""} · ${view.result_count} results · last seen ${age(s.last_seen_ns)}`;
-      setLive(s.telemetry);
+        `${s.hostname || ""} ${accel ? "· " + accel : ""} · ${view.result_count} results · last seen ${age(s.last_seen_ns)}${s.live ? "" : " (not live)"}`;
+      setLive(s);
       const fits = new Map(view.characterization.memory_fits.map((f) => [f.model + "|" + f.precision + "|" + f.logits, f]));
       fillRows(document.querySelector("#maxctx tbody"), view.characterization.max_context.map((m) => {
         const fit = fits.get(m.model + "|" + m.precision + "|" + m.logits);
         const paper = Object.entries(view.reference_max_context[m.model] || {}).map(([d, n]) => `${d}: ${n}`).join(", ");
         return [m.model, m.precision, m.logits, m.max_ok_tokens ?? "–",
           m.first_failure_tokens ? `${m.first_failure_tokens} (${m.failure_outcome})` : "–",
-          m.searched_tokens ? m.searched_tokens + (m.search_memory_cap_bytes ? ` (cap ${(m.search_memory_cap_bytes / 2 ** 30).toFixed(1)} GiB)` : "") + (m.search_limit_note ? `; ${m.search_limit_note}` : "") : "–",
+          m.searched_text ? m.searched_text + (m.search_memory_cap_bytes ? ` (cap ${(m.search_memory_cap_bytes / 2 ** 30).toFixed(1)} GiB)` : "") + (m.search_limit_note ? `; ${m.search_limit_note}` : "") : "–",
           fit && fit.extrapolated_limit_tokens ? Math.round(fit.extrapolated_limit_tokens) : "–",
           fit ? fmt(fit.fit.rms_residual, fit.fit.unit) : "–", paper];
       }));
@@ -264,7 +288,7 @@ const ctxscope = (() => {
         fmt(f.fit.c_per_token2, f.fit.unit), fmt(f.fit.rms_residual, f.fit.unit),
         `${f.fit.min_length_tokens}–${f.fit.max_length_tokens} (${f.fit.n_points})`]));
       fillRows(document.querySelector("#runs tbody"), view.runs.slice().reverse().map((r) => [
-        r.run_id, progressNode(r.done, r.total), r.point || "", r.outcome || "running", r.error || ""]));
+        r.run_id, runProgress(r), r.point || "", runOutcome(r), r.error || ""]));
       const unclassified = view.operator_shares.flatMap((o) =>
         o.unclassified.map((u) => [`${o.model} ${o.precision} ${o.context_len} ${o.phase}`, u.name, fmt(u.time_ms), u.count]));
       fillRows(document.querySelector("#unclassified tbody"), unclassified);
@@ -309,7 +333,7 @@ const ctxscope = (() => {
       if (!live) return;
       const n = document.getElementById("state");
       n.textContent = live.summary.state || "unknown"; n.className = live.summary.stale ? "stale" : (live.summary.state || "");
-      setLive(live.summary.telemetry);
+      setLive(live.summary);
       const key = movementKey(live.runs, live.command_acks, live.problems);
       if (movement !== key) reload();
       movement = key;

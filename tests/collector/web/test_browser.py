@@ -145,6 +145,58 @@ def test_device_page_renders_charts_tables_and_live_values(served, page, two_dev
     assert console.errors == []
 
 
+def test_fleet_page_shows_an_imported_run_as_unfinished_and_its_values_as_not_live(
+    served, page, simfleet, feeder
+):
+    """A device known only from imported records (no status, no finish record) is not live: its run
+    has no progress bar among the running plans, its power is the last value recorded."""
+    p, console = page
+    ref = simfleet.SimDevice("h200-reference")
+    feeder([ref.run_started("r1", 30), ref.progress("r1", 15, 30, "qwen-1024"), ref.telemetry(179.0, 60.0)])
+    p.goto(served.url + "/")
+    p.wait_for_selector("#device-h200-reference td.power.not-live")
+    assert "0 of 1 online" in p.locator("#online-count").inner_text()
+    assert p.locator("#device-h200-reference td").nth(1).inner_text() == "unknown"
+    assert p.locator("#device-h200-reference td.power").inner_text() == "179 W (recorded)"
+    assert p.locator("#running tbody tr").count() == 0
+    assert p.locator("#device-h200-reference progress").count() == 0
+    assert p.locator("#unfinished tbody").inner_text().split("\t") == [
+        "h200-reference",
+        "r1",
+        "15/30",
+        "qwen-1024",
+    ]
+    assert p.locator("#unfinished progress").count() == 0
+    shot(p, "fleet-imported")
+    assert console.errors == []
+
+
+def test_device_page_shows_a_search_without_a_limit_as_a_lower_bound(
+    served, page, simfleet, feeder, result_factory
+):
+    p, console = page
+    search = {"bounded_by": "max_tokens=128", "largest_ok": 128}
+    dev = simfleet.SimDevice("orin-1")
+    feeder(
+        [
+            dev.run_started("run-a", 3),
+            dev.progress("run-a", 2, 3),
+            result_factory(context_len=64, metrics={"ttft": ("ms", [1.0])}),
+            result_factory(
+                context_len=128,
+                metrics={"max_context": ("tokens", [128])},
+                details={"kind": "max_context", "search": search},
+            ),
+        ]
+    )
+    p.goto(served.url + "/devices/orin-1")
+    p.wait_for_selector("#maxctx tbody tr")
+    assert "≥ 128 tokens (no limit found up to max_tokens=128)" in p.locator("#maxctx tbody").inner_text()
+    assert "unfinished (no finish record)" in p.locator("#runs tbody").inner_text()
+    assert p.locator("#runs progress").count() == 0
+    assert console.errors == []
+
+
 def test_device_page_shows_results_that_arrive_while_open(served, page, two_devices, feeder):
     p, console = page
     p.goto(served.url + "/devices/rtx-1")
