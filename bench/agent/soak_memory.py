@@ -16,6 +16,7 @@ after --settle-minutes (the telemetry ring holds 900 s of samples, so it is full
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import sys
@@ -63,9 +64,22 @@ def _slope_mib_per_h(samples: list[dict[str, float]], key: str, settle_min: floa
 @click.option("--broker", default="127.0.0.1:1883", show_default=True)
 @click.option("--settle-minutes", type=click.FloatRange(min=0), default=20.0, show_default=True)
 @click.option("--interval-s", type=click.FloatRange(min=1), default=60.0, show_default=True)
+@click.option(
+    "--trim-every-s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="call glibc's malloc_trim(0) this often (0: never): RSS that then stays flat was free memory the "
+    "allocator kept, not a leak",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def main(
-    minutes: float, telemetry_rate_hz: float, broker: str, settle_minutes: float, interval_s: float, out: Path
+    minutes: float,
+    telemetry_rate_hz: float,
+    broker: str,
+    settle_minutes: float,
+    interval_s: float,
+    trim_every_s: float,
+    out: Path,
 ) -> None:
     tracemalloc.start(4)
     started = time.monotonic()
@@ -80,8 +94,15 @@ def main(
                 settled.append(tracemalloc.take_snapshot())
             print(json.dumps(samples[-1]), file=sys.stderr, flush=True)
 
+    def trim() -> None:
+        libc = ctypes.CDLL("libc.so.6")
+        while not done.wait(trim_every_s):
+            libc.malloc_trim(0)
+
     watcher = threading.Thread(target=watch, name="soak-watch", daemon=True)
     watcher.start()
+    if trim_every_s:
+        threading.Thread(target=trim, name="soak-trim", daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="ctxscope-soak-") as spool_dir:
         device = f"soak-{os.getpid()}"
         spool = Path(spool_dir) / "spool.db"
@@ -104,6 +125,8 @@ def main(
         "command": " ".join(["python", "bench/agent/soak_memory.py", *sys.argv[1:]]),
         "minutes": minutes,
         "telemetry_rate_hz": telemetry_rate_hz,
+        "trim_every_s": trim_every_s,
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
         "settle_minutes": settle_minutes,
         "slope_mib_per_h": {
             key: _slope_mib_per_h(samples, key, settle_minutes)
