@@ -1,12 +1,14 @@
 """Microbenchmarks, one per kernel family, plus the GPU launch floor and the host cost per eager op.
 
-Each returns a `Figure`: raw per-repetition samples with unit and method, and the analytic work
-(FLOPs, bytes) of one repetition so that a rate (TFLOP/s, GB/s) follows. On the CPU the same torch
+Each returns a `Figure`: raw per-repetition samples with unit and method (what one sample is, the
+warm-ups and repetitions taken and why they stopped), and the analytic work (FLOPs, bytes) of one
+repetition so that a rate (TFLOP/s, GB/s) follows. On the CPU the same torch
 operations run at small sizes and are labelled `reference`: they measure the CPU, not a GPU kernel.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +43,10 @@ class Sizes:
 
 @dataclass
 class Figure:
-    """One calibration figure: what ran, its samples (ms per repetition) and the work per repetition."""
+    """One calibration figure: what ran, its samples (ms per repetition) and the work per repetition.
+
+    `method` says what was timed, `sample` what one sample is; a skipped figure (`absent` says why)
+    names no implementation, since nothing ran."""
 
     name: str
     family: str
@@ -53,6 +58,18 @@ class Figure:
     flops: float = 0.0
     bytes: float = 0.0
     absent: str | None = None
+    sample: str = ""
+    warmups: int = 0
+    stop: str = ""
+
+    def take(self, timing: Timing, per: int = 1) -> None:
+        """Keep a timing's samples, each divided by `per` (runs per sample), and how they were taken."""
+        self.samples_ms = [t / per for t in timing.samples_ms]
+        self.warmups, self.stop = timing.warmups, timing.stop
+
+    def counts(self) -> str:
+        """The warm-ups and samples taken, and why the repetitions stopped."""
+        return f"{self.warmups} warm-ups, then {len(self.samples_ms)} samples ({self.stop})"
 
     def rate(self, median_ms: float) -> tuple[str, float] | None:
         """Throughput at the given time per repetition: TFLOP/s for compute work, else GB/s."""
@@ -63,36 +80,78 @@ class Figure:
         return None
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Samples (ms each), the warm-ups before them and why the repetitions stopped."""
+
+    samples_ms: list[float]
+    warmups: int
+    stop: str
+
+
+# The engine's stopping rule (`engine/loop.py`), kept simple: a rate that calibrates predictions should
+# not be the median of a fixed count taken while it still moves (clocks ramping up, caches warming).
+# A stable kernel stops at MIN_REPS, so the rule costs time only where the median moves, and the
+# benchmark's time share bounds it.
+WARMUPS = 2
+MIN_REPS = 5
+MAX_REPS = 100
+STABLE_REL = 0.02
+
+
 class Timer:
-    """Times a callable per repetition: CUDA events on a GPU, perf_counter on the CPU."""
+    """Times a callable per repetition: CUDA events on a GPU, perf_counter on the CPU (or, with
+    `host=True`, perf_counter on any device, the device synchronised before but not after). Repeats
+    until the running median moved less than STABLE_REL, MAX_REPS, or `budget_s` once MIN_REPS are in."""
 
     def __init__(self, device: str, budget_s: float) -> None:
         self.device = device
         self.budget_s = budget_s
 
-    def __call__(self, fn: Callable[[], Any], *, warmup: int = 2, reps: int = 10) -> list[float]:
+    def __call__(self, fn: Callable[[], Any], *, host: bool = False) -> Timing:
+        from ctxscope.agent.engine.loop import stable
+
+        for _ in range(WARMUPS):
+            fn()
+        samples: list[float] = []
+        medians: list[float] = []
+        stop = f"MAX_REPS {MAX_REPS}"
+        start_all = time.perf_counter()
+        while len(samples) < MAX_REPS:
+            samples.append(self._once(fn, host))
+            medians.append(statistics.median(samples))
+            if len(samples) < MIN_REPS:
+                continue
+            if stable(medians, STABLE_REL):
+                stop = f"median moved < {STABLE_REL:.0%} at the last sample"
+                break
+            if time.perf_counter() - start_all >= self.budget_s:
+                stop = f"time share of {self.budget_s:.3g} s spent, median not yet stable"
+                break
+        self._sync()
+        return Timing(samples, WARMUPS, stop)
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+
+    def _once(self, fn: Callable[[], Any], host: bool) -> float:
+        """One sample in ms."""
         import torch
 
-        for _ in range(warmup):
+        self._sync()
+        if self.device.startswith("cuda") and not host:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
             fn()
-        cuda = self.device.startswith("cuda")
-        if cuda:
-            torch.cuda.synchronize()
-        samples: list[float] = []
-        start_all = time.perf_counter()
-        while len(samples) < reps and (len(samples) < 3 or time.perf_counter() - start_all < self.budget_s):
-            if cuda:
-                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                begin.record()
-                fn()
-                end.record()
-                end.synchronize()
-                samples.append(float(begin.elapsed_time(end)))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - t0) * 1e3)
-        return samples
+            end.record()
+            end.synchronize()
+            return float(begin.elapsed_time(end))
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
 
 
 def _dtype(device: str) -> Any:
@@ -101,10 +160,10 @@ def _dtype(device: str) -> Any:
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def _timing(device: str) -> str:
-    return (
-        "CUDA events around each repetition" if device.startswith("cuda") else "perf_counter per repetition"
-    )
+def _timed(what: str, device: str) -> str:
+    """What one sample is: one call of `what`, and the clock around it."""
+    clock = "CUDA events" if device.startswith("cuda") else "perf_counter"
+    return f"one {what}, timed by {clock}, ms"
 
 
 def gemm(device: str, sizes: Sizes, timer: Timer) -> Figure:
@@ -118,12 +177,13 @@ def gemm(device: str, sizes: Sizes, timer: Timer) -> Figure:
         "gemm",
         "gemm",
         n,
-        f"torch.matmul {n}x{n}x{n} {str(dtype).removeprefix('torch.')}; {_timing(device)}",
+        f"torch.matmul {n}x{n}x{n} {str(dtype).removeprefix('torch.')}",
         "torch.matmul (cuBLAS)" if device.startswith("cuda") else "torch.matmul (CPU reference)",
         not device.startswith("cuda"),
         flops=2.0 * n**3,
+        sample=_timed("matmul", device),
     )
-    fig.samples_ms = timer(lambda: torch.matmul(a, b))
+    fig.take(timer(lambda: torch.matmul(a, b)))
     return fig
 
 
@@ -140,12 +200,13 @@ def stream(device: str, sizes: Sizes, timer: Timer) -> Figure:
         "stream",
         n,
         f"torch.add(x, y, out=z) over {n} {str(dtype).removeprefix('torch.')} elements "
-        f"(3 x {x.element_size()} bytes each); {_timing(device)}",
+        f"(3 x {x.element_size()} bytes each)",
         "torch.add elementwise" + ("" if device.startswith("cuda") else " (CPU reference)"),
         not device.startswith("cuda"),
         bytes=3.0 * n * x.element_size(),
+        sample=_timed("torch.add over all elements", device),
     )
-    fig.samples_ms = timer(lambda: torch.add(x, y, out=out))
+    fig.take(timer(lambda: torch.add(x, y, out=out)))
     return fig
 
 
@@ -160,25 +221,25 @@ def sdpa(device: str, sizes: Sizes, timer: Timer) -> Figure:
         "sdpa",
         "attention",
         L,
-        f"scaled_dot_product_attention causal, 1x{h}x{L}x{d}; FLOPs 2*2*L^2*h*d/2 (causal half); "
-        f"{_timing(device)}",
+        f"scaled_dot_product_attention causal, 1x{h}x{L}x{d}; FLOPs 2*2*L^2*h*d/2 (causal half)",
         "torch SDPA (backend of torch's choice)"
         if device.startswith("cuda")
         else "torch SDPA (CPU reference)",
         not device.startswith("cuda"),
         flops=2.0 * L * L * h * d,
+        sample=_timed("attention call", device),
     )
-    fig.samples_ms = timer(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    fig.take(timer(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)))
     return fig
 
 
 def _mamba_absent(name: str, family: str, size: int, what: str) -> Figure | None:
+    """A skipped figure when mamba_ssm does not import: it names no implementation, none ran."""
     try:
         import mamba_ssm  # noqa: F401
     except Exception as exc:  # ImportError, or a CUDA extension that fails to load
-        return Figure(
-            name, family, size, what, "mamba_ssm", False, absent=f"{type(exc).__name__}: {exc}"[:400]
-        )
+        reason = f"mamba_ssm unavailable, {type(exc).__name__}: {exc}"[:400]
+        return Figure(name, family, size, what, "", False, absent=reason)
     return None
 
 
@@ -202,12 +263,13 @@ def selective_scan(device: str, sizes: Sizes, timer: Timer) -> Figure:
         "selective_scan",
         "selective_scan",
         L,
-        f"{what}; bytes = inputs u, delta, B, C and output ({elem} bytes each); {_timing(device)}",
+        f"{what}; bytes = inputs u, delta, B, C and output ({elem} bytes each)",
         "mamba_ssm selective_scan_cuda" if cuda else "mamba_ssm selective_scan_ref (torch reference)",
         not cuda,
         bytes=float(elem * (3 * D * L + 2 * N * L)),
+        sample=_timed("selective scan call", device),
     )
-    fig.samples_ms = timer(lambda: fn(u, delta, A, B, C, delta_softplus=True))
+    fig.take(timer(lambda: fn(u, delta, A, B, C, delta_softplus=True)))
     return fig
 
 
@@ -248,23 +310,22 @@ def ssd_chunk_scan(device: str, sizes: Sizes, timer: Timer) -> Figure:
         "ssd_chunk_scan",
         "ssd_scan",
         L,
-        f"{what}; FLOPs 2*L*256*H*(N+P) + 4*L*H*P*N; {_timing(device)}",
+        f"{what}; FLOPs 2*L*256*H*(N+P) + 4*L*H*P*N",
         impl,
         not cuda,
         flops=flops,
+        sample=_timed("chunk-scan call", device),
     )
-    fig.samples_ms = timer(run)
+    fig.take(timer(run))
     return fig
 
 
 def launch_floor(device: str, sizes: Sizes, timer: Timer) -> Figure:
     """Device time per tiny kernel: a CUDA graph of back-to-back 1-element adds, replayed."""
     n = sizes.tiny_ops
-    what = f"{n} one-element adds captured in one CUDA graph, replayed; ms per kernel"
+    what = f"{n} one-element adds captured in one CUDA graph, replayed"
     if not device.startswith("cuda"):
-        return Figure(
-            "launch_floor", "launch_floor", n, what, "CUDA graph", False, absent="no GPU on this device"
-        )
+        return Figure("launch_floor", "launch_floor", n, what, "", False, absent="no GPU on this device")
     import torch
 
     x = torch.zeros(1, device=device)
@@ -276,10 +337,9 @@ def launch_floor(device: str, sizes: Sizes, timer: Timer) -> Figure:
     with torch.cuda.graph(graph):
         for _ in range(n):
             x.add_(1)
-    fig = Figure(
-        "launch_floor", "launch_floor", n, f"{what}; CUDA events around each replay", "CUDA graph", False
-    )
-    fig.samples_ms = [t / n for t in timer(graph.replay)]
+    sample = f"one replay timed by CUDA events / {n}: ms per kernel"
+    fig = Figure("launch_floor", "launch_floor", n, what, "CUDA graph", False, sample=sample)
+    fig.take(timer(graph.replay), per=n)
     return fig
 
 
@@ -295,25 +355,17 @@ def host_per_op(device: str, sizes: Sizes, timer: Timer) -> Figure:
         for _ in range(n):
             x.add_(1)
 
-    samples: list[float] = []
-    loop()
-    for _ in range(7):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        loop()
-        samples.append((time.perf_counter() - t0) * 1e3 / n)
-    if cuda:
-        torch.cuda.synchronize()
-    return Figure(
+    fig = Figure(
         "host_per_op",
         "host",
         n,
-        f"perf_counter around {n} eager in-place adds on a 64-element tensor, no sync inside; ms per op",
+        f"{n} eager in-place adds on a 64-element tensor",
         "torch eager dispatch" + (" + CUDA launch" if cuda else " (CPU)"),
         False,
-        samples_ms=samples,
+        sample=f"perf_counter around {n} adds (device synced before, not inside) / {n}: ms per op",
     )
+    fig.take(timer(loop, host=True), per=n)
+    return fig
 
 
 BENCHMARKS: tuple[Callable[[str, Sizes, Timer], Figure], ...] = (

@@ -33,17 +33,23 @@ def operating_point(device: str) -> dict[str, Any]:
     return point
 
 
+SPREAD = "spread: min..max of the samples"
+
+
 def _metrics(fig: Figure) -> dict[str, Any]:
-    spread = "min..max of the samples"
+    """The figure's time per sample and, where its work is known, one rate per time sample."""
+    time_method = f"{fig.method}; one sample: {fig.sample}; {fig.counts()}; {SPREAD}"
     metrics: dict[str, Any] = {
-        "calibration_time": {"unit": "ms", "method": fig.method, "samples": fig.samples_ms},
+        "calibration_time": {"unit": "ms", "method": time_method, "samples": fig.samples_ms},
     }
     rates = [fig.rate(s) for s in fig.samples_ms if s > 0]
     if rates and rates[0] is not None:
         unit = rates[0][0]
+        work = f"{fig.flops:.6g} FLOP" if fig.flops else f"{fig.bytes:.6g} bytes"
         metrics["calibration_rate"] = {
             "unit": unit,
-            "method": f"analytic work / time of each repetition ({spread} in the samples)",
+            "method": f"{fig.method}; one sample: analytic work ({work}) / the time of one calibration_time "
+            f"sample; {len(rates)} samples after {fig.warmups} warm-ups ({fig.stop}); {SPREAD}",
             "samples": [r[1] for r in rates if r is not None],
         }
     return metrics
@@ -53,8 +59,10 @@ def calibrate_run(
     sink: RecordSink, *, device: str, budget_s: float = 100.0, tiny: bool = False, progress_bar: bool = False
 ) -> list[Figure]:
     """Measures every figure and emits the records. Each benchmark's repetitions get an equal share of
-    `budget_s`; set-up, warm-ups and compilation (Triton autotuning of the SSD scan) come on top and
-    show in each result's `details.wall_s`."""
+    the time left of `budget_s` (what a quick benchmark leaves goes to the later ones), so that the
+    whole calibration stays within it; only each benchmark's minimum repetitions and its set-up,
+    warm-ups and compilation (Triton autotuning of the SSD scan) may run past it, and show in each
+    result's `details.wall_s`."""
     from ctxscope.agent.profiling.roofline import device_description
 
     sizes = Sizes.for_device(device, tiny=tiny)
@@ -70,12 +78,13 @@ def calibrate_run(
         manifest_extra=extra,
         progress_bar=progress_bar,
     )
-    timer = Timer(device, budget_s / len(BENCHMARKS))
+    deadline = time.monotonic() + budget_s
     figures: list[Figure] = []
     with recorder as run:
-        for bench in BENCHMARKS:
+        for index, bench in enumerate(BENCHMARKS):
             run.progress(f"calib-{bench.__name__}")
-            figures.append(_emit(run, bench, device, sizes, timer, precision))
+            share = max(deadline - time.monotonic(), 0.0) / (len(BENCHMARKS) - index)
+            figures.append(_emit(run, bench, device, sizes, Timer(device, share), precision))
     return figures
 
 
@@ -104,8 +113,10 @@ def _emit(run: RunRecorder, bench: Any, device: str, sizes: Sizes, timer: Timer,
         outcome="ok" if ok else "skipped",
         error=fig.absent,
         metrics=_metrics(fig) if ok else {},
-        implementation={fig.family: fig.implementation} if fig.implementation else {},
+        # a skipped benchmark ran nothing: it names no implementation, its details say why it was skipped
+        implementation={fig.family: fig.implementation} if ok and fig.implementation else {},
         details={
+            **({} if ok else {"skipped": fig.absent or "no samples"}),
             "calibration": {
                 "name": fig.name,
                 "family": fig.family,

@@ -4,8 +4,10 @@ Every phase (prefill, decode) is timed by this loop; a phase is a callable run `
 repetition. A repetition's sample is its duration divided by `inner`. The loop stops when a minimum
 count and a minimum duration are both reached and the running median moved less than
 `stable_rel` at the last repetition, or at a cap (count, or time once the minimum count is in).
-Each repetition is one PhaseWindow on the monotonic clock, so a telemetry observer can integrate
-energy inside it.
+When an observer needs long windows, a repetition whose window came out too short is discarded; at
+most `2 * max_reps` repetitions are tried, so that loop can end with fewer than `min_reps` samples,
+and its stop reason and `shortfall` say so. Each repetition is one PhaseWindow on the monotonic clock,
+so a telemetry observer can integrate energy inside it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ class LoopResult:
     inner: int
     stop_reason: str
     medians: list[float] = field(default_factory=list)
+    min_reps: int = 1
+
+    @property
+    def shortfall(self) -> str:
+        """A method-string note when the loop kept fewer samples than its policy's `min_reps`, else ""."""
+        if len(self.samples_ns) >= self.min_reps:
+            return ""
+        return (
+            f"only {len(self.samples_ns)} samples, fewer than min_reps {self.min_reps} ({self.stop_reason})"
+        )
 
     @property
     def median_ns(self) -> float:
@@ -165,7 +177,11 @@ def measure(
     started = time.monotonic()
     reason = "max_reps"
     attempts = 0
-    while len(samples) < policy.max_reps and attempts < 2 * policy.max_reps:
+    max_attempts = 2 * policy.max_reps
+    while len(samples) < policy.max_reps:
+        if attempts >= max_attempts:
+            reason = _attempt_limit(attempts, len(samples), min_window_ns)
+            break
         attempts += 1
         elapsed, start_ns, end_ns = repetition(inner)
         if end_ns - start_ns < min_window_ns:
@@ -186,4 +202,14 @@ def measure(
         if spent >= policy.min_time_s and stable(medians, policy.stable_rel):
             reason = "stable"
             break
-    return LoopResult(samples, windows, inner, reason, medians)
+    if not samples:
+        raise RuntimeError(f"{name}: no sample kept, {reason}")
+    return LoopResult(samples, windows, inner, reason, medians, policy.min_reps)
+
+
+def _attempt_limit(attempts: int, kept: int, min_window_ns: int) -> str:
+    """The stop reason of a loop that ran out of attempts: windows kept falling short."""
+    return (
+        f"max_attempts: {attempts} repetitions tried, {kept} kept; "
+        f"the others' windows were shorter than {min_window_ns} ns"
+    )

@@ -20,6 +20,7 @@ from ctxscope.agent.engine.outcome import Failure, Loaded, Probed
 from ctxscope.agent.engine.point import ModelChoice
 from ctxscope.agent.engine.protocol import LoadJob, ProbeJob
 from ctxscope.agent.engine.recorder import RunRecorder
+from ctxscope.agent.engine.worker import request
 from ctxscope.shared.messages import Metric, PointResult
 
 
@@ -155,12 +156,14 @@ def isolated_probe(
 
     def probe(length: int) -> Probe:
         with Worker(env=env, host_watch=watch) as worker:
-            loaded = worker.request(
-                LoadJob(choice=choice, memory_cap_bytes=memory_cap_bytes), Loaded, timeout_s
+            loaded = request(
+                worker, LoadJob(choice=choice, memory_cap_bytes=memory_cap_bytes), Loaded, timeout_s
             )
             if isinstance(loaded, Failure):
                 return Probe(length, loaded.outcome, loaded.wall_s, error=loaded.error)
-            probed = worker.request(ProbeJob(context_len=length, logits=logits, seed=seed), Probed, timeout_s)
+            probed = request(
+                worker, ProbeJob(context_len=length, logits=logits, seed=seed), Probed, timeout_s
+            )
         ran = dict(loaded.implementation)
         if isinstance(probed, Failure):
             return Probe(length, probed.outcome, probed.wall_s, error=probed.error, implementation=ran)

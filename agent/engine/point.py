@@ -164,7 +164,9 @@ def prefill_memory(session: Session, ids: torch.Tensor, mode: decoding.LogitsMod
 
 
 def _metric_ms(result: LoopResult, method: str) -> Metric:
-    return Metric(unit="ms", method=method, samples=[s / 1e6 for s in result.samples_ns])
+    """The loop's samples in ms; a loop that kept fewer than `min_reps` samples says so in the method."""
+    note = f"; {result.shortfall}" if result.shortfall else ""
+    return Metric(unit="ms", method=method + note, samples=[s / 1e6 for s in result.samples_ns])
 
 
 def _loop(phase: Phase, result: LoopResult) -> PhaseLoop:

@@ -24,6 +24,7 @@ from ctxscope.agent.engine.outcome import Failure, Loaded, Measured, Profiled, P
 from ctxscope.agent.engine.plan import Plan, PlanPoint
 from ctxscope.agent.engine.protocol import LoadJob, PointJob, ProfileJob
 from ctxscope.agent.engine.recorder import RunRecorder
+from ctxscope.agent.engine.worker import request
 from ctxscope.agent.phases import PhaseObserver
 from ctxscope.agent.records import RecordSink
 from ctxscope.shared.messages import PointResult
@@ -134,8 +135,11 @@ class _Group:
             watch = HostMemoryWatch() if is_unified_memory_device() else None
             self.worker = Worker(host_watch=watch)
             cap = int(self.plan.memory_cap) if self.plan.memory_cap is not None else None
-            loaded = self.worker.request(
-                LoadJob(choice=self.choice, memory_cap_bytes=cap), Loaded, self.plan.point_timeout_s
+            loaded = request(
+                self.worker,
+                LoadJob(choice=self.choice, memory_cap_bytes=cap),
+                Loaded,
+                self.plan.point_timeout_s,
             )
             if isinstance(loaded, Failure):
                 self.worker.close()
@@ -164,15 +168,15 @@ class _Group:
         job = ProfileJob(
             phases=phases, lengths=lengths, logits=plan.logits, iterations=plan.profile.iterations
         )
-        profiled = worker.request(job, Profiled, plan.point_timeout_s * len(lengths) * len(phases))
+        profiled = request(worker, job, Profiled, plan.point_timeout_s * len(lengths) * len(phases))
         return profiled if isinstance(profiled, Failure) else profiled.results
 
     def _isolated(self, length: int) -> Ran:
         worker = self._loaded_worker()
         if isinstance(worker, Failure):
             return worker, {}
-        return worker.request(
-            PointJob(settings=self.settings(length)), Measured, self.plan.point_timeout_s
+        return request(
+            worker, PointJob(settings=self.settings(length)), Measured, self.plan.point_timeout_s
         ), self.child
 
     def close(self) -> None:

@@ -15,16 +15,40 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ctxscope.agent.engine import point
 from ctxscope.agent.engine.outcome import Failure, Loaded, Measured, Probed, Profiled
-from ctxscope.agent.engine.protocol import REPLY_MARK, Job, LoadJob, PointJob, ProbeJob, read_job
+from ctxscope.agent.engine.protocol import REPLY_MARK, Job, LoadJob, PointJob, ProbeJob, R, read_job
+
+if TYPE_CHECKING:
+    from ctxscope.agent.engine.isolation import Worker
 
 
 def _reply(outcome: Failure | Loaded | Measured | Probed | Profiled, stream: TextIO) -> None:
     stream.write(REPLY_MARK + outcome.model_dump_json() + "\n")
     stream.flush()
+
+
+def job_label(job: Job) -> str:
+    """What a job does, in words: the model load, or the point, probe or profile at its lengths."""
+    if isinstance(job, LoadJob):
+        c = job.choice
+        return f"load of model {c.name} ({c.precision}{', tiny' if c.tiny else ''}) on {c.device}"
+    if isinstance(job, PointJob):
+        return f"point at {job.settings.context_len} tokens"
+    if isinstance(job, ProbeJob):
+        return f"probe (one prefill) at {job.context_len} tokens"
+    return f"profile at {'/'.join(map(str, job.lengths))} tokens"
+
+
+def request(worker: Worker, job: Job, expected: type[R], timeout_s: float) -> R | Failure:
+    """`worker.request`, with a failure's error naming the job that failed or timed out: "no reply
+    within 0.5 s" alone does not tell a model load from a point."""
+    outcome = worker.request(job, expected, timeout_s)
+    if isinstance(outcome, Failure):
+        outcome.error = f"{job_label(job)}: {outcome.error}"
+    return outcome
 
 
 def _apply_memory_cap(device: str, cap_bytes: int | None) -> dict[str, int | float | str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -97,3 +98,64 @@ def test_time_cap_never_cuts_below_min_reps() -> None:
     )
     assert len(result.samples_ns) == 4
     assert result.stop_reason == "max_time"
+
+
+class _ScriptedTimer(Timer):
+    """A fake clock: each call to `time_ns` returns the next scripted window span (ns), back to back,
+    without running the body (whose repetitions grow with every short window)."""
+
+    def __init__(self, spans: list[int]) -> None:
+        super().__init__(torch.device("cpu"))
+        self.spans = iter(spans)
+        self.now = 0
+
+    def time_ns(self, body: Callable[[], None]) -> tuple[float, int, int]:
+        span = next(self.spans)
+        start, self.now = self.now, self.now + span
+        return float(span), start, self.now
+
+
+def test_attempt_limit_with_too_few_samples_says_so() -> None:
+    # calibration sees a long window; then 2 windows long enough, and every later one too short
+    timer = _ScriptedTimer([2000, 1500, 1500] + [10] * 20)
+    policy = LoopPolicy(warmups=0, min_reps=5, max_reps=5, min_time_s=0.0, stable_rel=10.0)
+    result = measure(
+        lambda: None, name="decode", tokens_per_run=1, timer=timer, policy=policy, min_window_ns=1000
+    )
+    assert len(result.samples_ns) == 2
+    assert result.stop_reason.startswith("max_attempts") and "max_reps" not in result.stop_reason
+    assert "10 repetitions tried, 2 kept" in result.stop_reason
+    assert result.shortfall.startswith("only 2 samples, fewer than min_reps 5")
+
+
+def test_attempt_limit_without_any_sample_raises() -> None:
+    timer = _ScriptedTimer([2000] + [10] * 20)
+    policy = LoopPolicy(warmups=0, min_reps=3, max_reps=3, min_time_s=0.0)
+    with pytest.raises(RuntimeError, match="prefill: no sample kept, max_attempts: 6 repetitions"):
+        measure(
+            lambda: None, name="prefill", tokens_per_run=1, timer=timer, policy=policy, min_window_ns=1000
+        )
+
+
+def test_enough_samples_have_no_shortfall() -> None:
+    result = measure(
+        lambda: None,
+        name="prefill",
+        tokens_per_run=1,
+        timer=CPU,
+        policy=LoopPolicy(warmups=0, min_reps=3, max_reps=3, min_time_s=0.0, stable_rel=1e-9),
+    )
+    assert result.stop_reason == "max_reps" and result.shortfall == ""
+
+
+def test_a_timed_metric_with_too_few_samples_says_so_in_its_method() -> None:
+    from ctxscope.agent.engine.point import _metric_ms
+
+    timer = _ScriptedTimer([2000, 1500, 1500] + [10] * 20)
+    policy = LoopPolicy(warmups=0, min_reps=5, max_reps=5, min_time_s=0.0, stable_rel=10.0)
+    result = measure(
+        lambda: None, name="decode", tokens_per_run=1, timer=timer, policy=policy, min_window_ns=1000
+    )
+    method = _metric_ms(result, "time.perf_counter_ns; one greedy step").method
+    assert method.startswith("time.perf_counter_ns; one greedy step; only 2 samples, fewer than min_reps 5")
+    assert "(max_attempts: 10 repetitions tried, 2 kept;" in method

@@ -167,7 +167,11 @@ def test_a_malformed_worker_reply_is_a_fault_and_the_run_goes_on(
     summary = run_plan(plan, sink, progress=False, device="cpu")
     assert [r.outcome for r in summary.results] == ["fault", "fault"]
     for result in summary.results:
-        assert (result.error or "").startswith("malformed reply from the worker: load_s: Field required")
+        error = result.error or ""
+        assert error.startswith(
+            "load of model qwen2.5-0.5b (fp32, tiny) on cpu: malformed reply from the worker"
+        )
+        assert "load_s: Field required" in error
     assert sink.records[-1].outcome == "completed" and sink.records[-1].points_failed == 2
 
 
@@ -385,3 +389,14 @@ def test_a_point_that_fails_after_the_load_names_the_implementation(
     assert result.implementation["runtime"] == "transformers"
     assert result.implementation["ssm_scan"] == "transformers torch fallback"
     assert result.implementation["ssm_step"] == "transformers torch fallback"
+
+
+def test_a_load_that_times_out_names_the_load_not_the_point(make_plan) -> None:
+    """An isolated point whose worker cannot load the model in time: the error names the load."""
+    plan = make_plan(context_lengths=[16], isolate="always", decode_tokens=0, point_timeout_s=0.05)
+    summary = run_plan(plan, MemorySink(), progress=False, device="cpu")
+    (result,) = summary.results
+    assert result.outcome == "timeout"
+    assert (result.error or "").startswith(
+        "load of model qwen2.5-0.5b (fp32, tiny) on cpu: no reply within 0.05 s"
+    )
