@@ -16,10 +16,11 @@ from typing import Any
 import click
 
 from ctxscope.agent.config import AgentConfig, ConfigError, load_config
-from ctxscope.agent.records import JsonLinesSink, RecordSink
+from ctxscope.agent.records import JsonLinesSink, M, RecordSink
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.shared.ids import device_id_from_hostname
+from ctxscope.shared.messages import RunFinished, RunStarted
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,32 @@ class ConfigurationProblem(click.ClickException):
     exit_code = 78
 
 
+class RunStatusSink:
+    """The spool as a one-shot command's sink, the device's retained status following its runs: busy,
+    naming the run, from its RunStarted to its RunFinished, as the daemon's runs are. The collector
+    takes an online device whose status names no run to be running none, so a run cut off by a crash
+    shows as unfinished once its device is back online, not as running."""
+
+    def __init__(self, spool: Spool, link: Link) -> None:
+        self.spool = spool
+        self.link = link
+
+    def emit(self, message_cls: type[M], **fields: Any) -> M:
+        record = self.spool.emit(message_cls, **fields)
+        if isinstance(record, RunStarted):
+            name = record.plan.get("name")
+            self.link.set_status("busy", run_id=record.run_id, detail=f"plan {name}" if name else None)
+        elif isinstance(record, RunFinished):
+            self.link.set_status("online")
+        return record
+
+
 @contextlib.contextmanager
 def streaming_sink(
     config_path: Path | None, broker: str | None, flush_timeout_s: float = 30.0
-) -> Iterator[Spool]:
-    """Yield the spool (the RecordSink) while the link forwards it; flush and close on exit.
+) -> Iterator[RunStatusSink]:
+    """Yield the spool, as a RecordSink whose runs the device's status follows, while the link
+    forwards it; flush and close on exit.
 
     Records that cannot be delivered before the timeout stay in the spool and go out with the next
     command or daemon that opens it; the command says so.
@@ -77,7 +99,7 @@ def streaming_sink(
         spool.close()
         raise
     try:
-        yield spool
+        yield RunStatusSink(spool, link)
     finally:
         flushed = link.close(flush_timeout_s=flush_timeout_s)
         left = spool.backlog()

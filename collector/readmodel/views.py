@@ -124,24 +124,17 @@ def run_view(row: dict[str, Any], state: str) -> dict[str, Any]:
     }
 
 
-def live_runs(runs: Sequence[dict[str, Any]], devices: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
-    """(device, run_id) of the runs that may still be running: of an online device, the run its status
-    names (busy), else its newest-started run without a finish record. A run of a device that is not
+def live_runs(devices: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(device, run_id) of the runs that may still be running: the run each online device's status
+    names (busy). An online device whose status names no run is running none (its agent says busy for
+    every run, daemon or one-shot command), so a run it was cut off in is over; a device that is not
     online (offline, its last will, or one that never sent a status: records imported from files) has
-    no one left to finish it; nor has an older run of a device that started another since."""
-    newest: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        device = run["device"]
-        if device not in newest or (run.get("started_ts") or 0) >= (newest[device].get("started_ts") or 0):
-            newest[device] = run
+    no one left to finish a run."""
     out = set()
     for row in devices:
-        if row.get("state") not in ONLINE_STATES:
-            continue
         named = (row.get("status") or {}).get("run_id")
-        run_id = named if named is not None else newest.get(row["device"], {}).get("run_id")
-        if run_id is not None:
-            out.add((row["device"], run_id))
+        if row.get("state") in ONLINE_STATES and named is not None:
+            out.add((row["device"], named))
     return out
 
 
@@ -156,7 +149,7 @@ def run_state(row: dict[str, Any], live: set[tuple[str, str]]) -> str:
 
 def run_views(runs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs (of `devices`' rows) as the pages show them, each with its state."""
-    live = live_runs(runs, devices)
+    live = live_runs(devices)
     return [run_view(r, run_state(r, live)) for r in runs]
 
 

@@ -28,7 +28,9 @@ def test_a_run_of_a_device_that_never_sent_a_status_is_unfinished(store, pg_stor
         assert _states(views.device_live(target, "h200-reference"), "h200-reference") == {"r1": "unfinished"}
 
 
-def test_a_cut_run_stops_running_once_its_device_goes_offline(store, pg_store, simfleet, feed_store):
+def test_a_cut_run_stops_running_once_its_device_goes_offline_and_stays_over_when_it_is_back(
+    store, pg_store, simfleet, feed_store
+):
     for target in (store, pg_store):
         dev = simfleet.SimDevice("orin-1")
         feed_store(
@@ -39,8 +41,14 @@ def test_a_cut_run_stops_running_once_its_device_goes_offline(store, pg_store, s
         feed_store(target, [dev.status("offline")])  # the agent died: its last will
         fleet = views.fleet(target)
         assert fleet["running"] == [] and [r["run_id"] for r in fleet["unfinished"]] == ["r1"]
-        dev.birth += 1  # it comes back and starts another run: the cut one stays unfinished
-        feed_store(target, [dev.status("online"), dev.run_started("r2", 4), dev.progress("r2", 1, 4)])
+        dev.birth += 1  # it comes back, idle: the cut run stays unfinished
+        feed_store(target, [dev.status("online")])
+        assert views.fleet(target)["running"] == []
+        assert _states(views.device(target, "orin-1"), "orin-1") == {"r1": "unfinished"}
+        # it starts another run (busy, naming it, as every agent run says): the cut one stays unfinished
+        feed_store(
+            target, [dev.status("busy", run_id="r2"), dev.run_started("r2", 4), dev.progress("r2", 1, 4)]
+        )
         assert _states(views.device(target, "orin-1"), "orin-1") == {"r1": "unfinished", "r2": "running"}
         feed_store(target, [dev.finished("r2", 4)])
         assert _states(views.device(target, "orin-1"), "orin-1") == {"r1": "unfinished", "r2": "finished"}

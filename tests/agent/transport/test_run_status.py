@@ -1,0 +1,60 @@
+"""A one-shot command's runs move the device's retained status as the daemon's do: busy, naming the
+run, from its RunStarted to its RunFinished, then online again. The collector takes an online device
+whose status names no run to be running none (tests/collector/readmodel/test_run_states.py)."""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ctxscope.agent.config import AgentConfig
+from ctxscope.agent.streaming import RunStatusSink
+from ctxscope.agent.transport.link import Link
+from ctxscope.agent.transport.spool import Spool
+from ctxscope.broker import MosquittoBroker
+from ctxscope.shared.codec import decode
+from ctxscope.shared.messages import RunFinished, RunProgress, RunStarted, Status
+from ctxscope.shared.topics import Channel, topic_for
+
+pytestmark = pytest.mark.slow
+DEV = "one-shot-dev"
+
+
+def _next_status(statuses: queue.Queue[bytes]) -> tuple[str, str | None]:
+    message = decode(statuses.get(timeout=10))
+    assert isinstance(message, Status)
+    return message.state, message.run_id
+
+
+def test_a_one_shot_run_says_busy_with_its_run_until_it_finishes(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    statuses: queue.Queue[bytes] = queue.Queue()
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    watcher.on_message = lambda _c, _u, m: statuses.put(m.payload)
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.subscribe(topic_for(DEV, Channel.STATUS), qos=1)
+    watcher.loop_start()
+    config = AgentConfig(device=DEV, broker_port=mosquitto.port, spool_path=tmp_path / "spool.sqlite")
+    link = Link(config, Spool(config.resolved_spool_path(), DEV))
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        assert _next_status(statuses) == ("online", None)
+        sink = RunStatusSink(link.spool, link)
+        started = sink.emit(
+            RunStarted, run_id="r-1", plan={"name": "tiny"}, plan_hash="0" * 16, total_points=1
+        )
+        assert isinstance(started, RunStarted) and started.seq == 1  # spooled as before
+        assert _next_status(statuses) == ("busy", "r-1")
+        sink.emit(RunProgress, run_id="r-1", done=0, total=1)
+        sink.emit(RunFinished, run_id="r-1", outcome="completed", points_ok=1, points_failed=0)
+        assert _next_status(statuses) == ("online", None)
+        assert statuses.empty()  # a progress record does not move the status
+    finally:
+        link.close(5)
+        watcher.loop_stop()
+        watcher.disconnect()
