@@ -66,6 +66,40 @@ def fill(store: SQLiteStore, since_ns: int, seconds: int, samples: int, channels
     store.merge_staged()
 
 
+def run(days: float, samples: int, channels: int, repeat: int) -> dict[str, object]:
+    """Fill a store with `days` of raw telemetry and time `repeat` reads of one channel over all of it."""
+    seconds = int(days * DAY_S)
+    until_ns = time.time_ns() // NS * NS
+    since_ns = until_ns - seconds * NS
+    with tempfile.TemporaryDirectory() as folder:
+        store = SQLiteStore(Path(folder) / "history.db")
+        started = time.perf_counter()
+        fill(store, since_ns, seconds, samples, channels)
+        fill_s = time.perf_counter() - started
+        took = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            found = store.telemetry_history(DEVICE, "nvml", "channel_00", since_ns, until_ns, 500)
+            took.append(time.perf_counter() - started)
+        store.close()
+    counted = sum(b.n for b in found.buckets)
+    if counted != seconds * samples:
+        raise AssertionError(f"{counted} samples in the history of {seconds * samples} written")
+    median = statistics.median(took)
+    return {
+        "days": days,
+        "batches": seconds,
+        "samples_per_batch": samples,
+        "channels": channels,
+        "buckets": len(found.buckets),
+        "bucket_width_s": found.width_s,
+        "fill_s": round(fill_s, 1),
+        "read_s": [round(t, 3) for t in took],
+        "read_median_s": round(median, 3),
+        "read_s_per_day": round(median / days, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=1.0, help="days of raw telemetry")
@@ -73,38 +107,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=17, help="channels per batch")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    seconds = int(args.days * DAY_S)
-    until_ns = time.time_ns() // NS * NS
-    since_ns = until_ns - seconds * NS
-    with tempfile.TemporaryDirectory() as folder:
-        store = SQLiteStore(Path(folder) / "history.db")
-        started = time.perf_counter()
-        fill(store, since_ns, seconds, args.samples, args.channels)
-        fill_s = time.perf_counter() - started
-        took = []
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            found = store.telemetry_history(DEVICE, "nvml", "channel_00", since_ns, until_ns, 500)
-            took.append(time.perf_counter() - started)
-        store.close()
-    assert sum(b.n for b in found.buckets) == seconds * args.samples, "samples lost or counted twice"
-    median = statistics.median(took)
-    json.dump(
-        {
-            "command": " ".join(["python", "bench/collector/history_span.py", *sys.argv[1:]]),
-            "days": args.days,
-            "batches": seconds,
-            "samples_per_batch": args.samples,
-            "channels": args.channels,
-            "buckets": len(found.buckets),
-            "bucket_width_s": found.width_s,
-            "fill_s": round(fill_s, 1),
-            "read_s": [round(t, 3) for t in took],
-            "read_median_s": round(median, 3),
-            "read_s_per_day": round(median / args.days, 3),
-        },
-        sys.stdout,
-    )
+    row = run(args.days, args.samples, args.channels, args.repeat)
+    command = " ".join(["python", "bench/collector/history_span.py", *sys.argv[1:]])
+    json.dump({"command": command, **row}, sys.stdout)
     print()
 
 
