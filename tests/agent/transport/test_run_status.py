@@ -30,14 +30,11 @@ def _next_status(statuses: queue.Queue[bytes]) -> tuple[str, str | None]:
 
 
 def test_a_one_shot_run_says_busy_with_its_run_until_it_finishes(
-    mosquitto: MosquittoBroker, tmp_path: Path
+    mosquitto: MosquittoBroker, publisher: mqtt.Client, tmp_path: Path
 ) -> None:
     statuses: queue.Queue[bytes] = queue.Queue()
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    watcher.on_message = lambda _c, _u, m: statuses.put(m.payload)
-    watcher.connect(mosquitto.host, mosquitto.port)
-    watcher.subscribe(topic_for(DEV, Channel.STATUS), qos=1)
-    watcher.loop_start()
+    publisher.on_message = lambda _c, _u, m: statuses.put(m.payload)
+    publisher.subscribe(topic_for(DEV, Channel.STATUS), qos=1)
     config = AgentConfig(device=DEV, broker_port=mosquitto.port, spool_path=tmp_path / "spool.sqlite")
     link = Link(config, Spool(config.resolved_spool_path(), DEV))
     link.start()
@@ -56,5 +53,3 @@ def test_a_one_shot_run_says_busy_with_its_run_until_it_finishes(
         assert statuses.empty()  # a progress record does not move the status
     finally:
         link.close(5)
-        watcher.loop_stop()
-        watcher.disconnect()
