@@ -136,6 +136,9 @@ class Store(ABC):
     devices_room_ddl = ""
     # Ends a table kept as its primary key's B-tree alone (migration 6); empty where there is no such kind.
     without_rowid = ""
+    # The minute summaries of the raw telemetry window (minutes.py): a store that keeps them (SQLite,
+    # which merges staged batches) creates them in migration 9; one that does not reads every batch.
+    minute_summaries_ddl = ""
     # Set by a store that stages its frequent records (staging.py); None writes them in place.
     stager: Stager | None = None
     # Seconds ingest waits for more messages before it commits a batch (a group commit).
@@ -272,6 +275,12 @@ class Store(ABC):
         query = f"SELECT device, live FROM devices WHERE device IN ({marks}) FOR UPDATE"
         cur.execute(self._sql(query), devices)
         return {device: self._json_out(live) for device, live in cur.fetchall() if live is not None}
+
+    def _telemetry_pruned(self, cur: Any, pruned: dict[tuple[str, str], tuple[int, set[str]]]) -> None:
+        """Retention pruned raw batches, in the transaction of `cur`: per (device, source), the newest
+        sample pruned and the channels. A store that summarizes its raw window updates the summaries;
+        one that does not (PostgreSQL) has nothing to do."""
+        return None
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """A telemetry channel over any span, months or a year: buckets of count, mean, minimum and maximum
-from the rollups and the raw telemetry still kept, at most `max_points` of them.
+from the rollups and the raw telemetry still kept, at most `max_points` of them. This module reads
+every raw batch of the span; a store that keeps minute summaries of its raw window (SQLite) reads
+whole minutes from them and only the rest from batches (minutes.py), with the folds defined here.
 
 Retention (retention.py) keeps raw samples for a while and then folds them into rollups, 60 s buckets
 that are folded again into hours later (rollups.py); a batch's rollups are written in the transaction
@@ -19,6 +21,7 @@ has no bucket (a gap, never a zero).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -81,21 +84,39 @@ def _bucket_count(since_ns: int, until_ns: int, width_s: int) -> int:
     return (until_ns - 1) // width_ns - since_ns // width_ns + 1
 
 
-def _statement(series: str, width_s: int) -> str:
-    """Rollups grouped into their answer buckets, then the raw batches of the span, in one statement.
-    A rollup of width w goes into a bucket of the nominal width W when w divides W, of w when W divides
-    w, else of W * w (which both divide): always whole rollups."""
-    held = (
+def _held(width_s: int) -> str:
+    """The width a rollup of width `bucket_s` is answered in at the nominal width W: W when it divides
+    W, its own when W divides it, else W * its own (which both divide): always whole rollups."""
+    return (
         f"CASE WHEN {width_s} = ({width_s} / bucket_s) * bucket_s THEN {width_s}"
         f" WHEN bucket_s = (bucket_s / {width_s}) * {width_s} THEN bucket_s ELSE {width_s} * bucket_s END"
     )
+
+
+_ROLLUP_COLUMNS = (
+    "unit, (bucket_ns / (held_s * 1000000000)) * (held_s * 1000000000) AS start_ns, held_s AS width_s,"
+    " CAST(SUM(n) AS BIGINT) AS n, SUM(mean * n) AS total, MIN(min) AS low, MAX(max) AS high"
+)
+_ROLLUPS_FROM = (
+    "FROM (SELECT unit, bucket_ns, n, mean, min, max, {held} AS held_s FROM telemetry_rollups"
+    " WHERE device = ? AND source = ? AND channel = ? AND bucket_ns >= ? AND bucket_ns < ?) AS r"
+    " GROUP BY unit, start_ns, width_s"
+)
+
+
+def rollups_statement(
+    key: tuple[str, str, str], since_ns: int, until_ns: int, width_s: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The channel's rollups in [since_ns, until_ns) grouped into their answer buckets: rows of (unit,
+    start_ns, width_s, n, total, low, high)."""
+    return f"SELECT {_ROLLUP_COLUMNS} {_ROLLUPS_FROM.format(held=_held(width_s))}", (*key, since_ns, until_ns)
+
+
+def _statement(series: str, width_s: int) -> str:
+    """Rollups grouped into their answer buckets, then the raw batches of the span, in one statement."""
     return (
-        "SELECT 0 AS raw, unit, (bucket_ns / (held_s * 1000000000)) * (held_s * 1000000000) AS start_ns,"
-        " held_s AS width_s, CAST(SUM(n) AS BIGINT) AS n, SUM(mean * n) AS total, MIN(min) AS low,"
-        " MAX(max) AS high, NULL AS mono_to_wall_ns, NULL AS t_ns, NULL AS dtype, NULL AS data FROM ("
-        f" SELECT unit, bucket_ns, n, mean, min, max, {held} AS held_s FROM telemetry_rollups"
-        " WHERE device = ? AND source = ? AND channel = ? AND bucket_ns >= ? AND bucket_ns < ?) AS r"
-        " GROUP BY unit, start_ns, width_s"
+        f"SELECT 0 AS raw, {_ROLLUP_COLUMNS}, NULL AS mono_to_wall_ns, NULL AS t_ns, NULL AS dtype,"
+        f" NULL AS data {_ROLLUPS_FROM.format(held=_held(width_s))}"
         " UNION ALL SELECT 1, unit, NULL, NULL, NULL, NULL, NULL, NULL, mono_to_wall_ns, t_ns, dtype, data"
         f" FROM {series} WHERE device = ? AND source = ? AND channel = ?"
         " AND wall_end_ns >= ? AND wall_start_ns < ?"
@@ -114,20 +135,26 @@ def read_history(
     max_points: int,
 ) -> TelemetryHistory:
     """The history of the channel `key` (device, source, channel) over [since_ns, until_ns), its raw
-    samples read from the view `series` (a store's telemetry series view)."""
+    samples read from the view `series` (a store's telemetry series view): every raw batch of the span."""
     width_s = history_width_s(since_ns, until_ns, max_points)
     span = (since_ns, until_ns)
     folds: Folds = {}
     for rows in stream(_statement(series, width_s), (*key, *span, *key, *span), ROWS_PER_FOLD):
+        raw: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
         for row in rows:
-            if not row["raw"]:
+            if row["raw"]:
+                raw[(row["unit"], row["dtype"])].append((row["mono_to_wall_ns"], row["t_ns"], row["data"]))
+            else:
                 bucket = (row["unit"], int(row["start_ns"]), int(row["width_s"]))
-                _add(folds, bucket, int(row["n"]), float(row["total"]), float(row["low"]), float(row["high"]))
-        _fold_raw(folds, [row for row in rows if row["raw"]], span, width_s)
-    return TelemetryHistory(since_ns, until_ns, width_s, _buckets(folds))
+                add_fold(
+                    folds, bucket, int(row["n"]), float(row["total"]), float(row["low"]), float(row["high"])
+                )
+        for (unit, dtype), parts in raw.items():
+            fold_raw(folds, unit, dtype, parts, [span], width_s)
+    return TelemetryHistory(since_ns, until_ns, width_s, buckets_of(folds))
 
 
-def _add(folds: Folds, key: tuple[str, int, int], n: int, total: float, low: float, high: float) -> None:
+def add_fold(folds: Folds, key: tuple[str, int, int], n: int, total: float, low: float, high: float) -> None:
     bucket = folds.get(key)
     if bucket is None:
         folds[key] = Bucket(key[0], n, total, low, high)
@@ -135,22 +162,30 @@ def _add(folds: Folds, key: tuple[str, int, int], n: int, total: float, low: flo
         bucket.add(n, total, low, high)
 
 
-def _fold_raw(folds: Folds, rows: list[dict[str, Any]], span: tuple[int, int], width_s: int) -> None:
-    """Fold raw batches' samples within `span` into buckets of `width_s`, the batches of one unit and
-    dtype decoded together."""
-    for unit, dtype in {(row["unit"], row["dtype"]) for row in rows}:
-        alike = [row for row in rows if row["unit"] == unit and row["dtype"] == dtype]
-        t_ns = np.frombuffer(b"".join(bytes(r["t_ns"]) for r in alike), dtype="<i8")
-        lengths = [len(r["t_ns"]) // 8 for r in alike]
-        wall = t_ns + np.repeat(np.asarray([int(r["mono_to_wall_ns"]) for r in alike], np.int64), lengths)
-        data = b"".join(bytes(r["data"]) for r in alike)
-        values = np.frombuffer(data, dtype=f"<{dtype}").astype(np.float64)
-        keep = np.isfinite(values) & (wall >= span[0]) & (wall < span[1])
-        for start, n, total, low, high in _grouped(wall[keep], values[keep], width_s * NS_PER_S):
-            _add(folds, (unit, start, width_s), n, total, low, high)
+def fold_raw(
+    folds: Folds,
+    unit: str,
+    dtype: str,
+    parts: list[tuple[Any, ...]],
+    keep: list[tuple[int, int | None]],
+    width_s: int,
+) -> None:
+    """Fold raw batches' samples, `parts` of (mono_to_wall_ns, t_ns, data) of one unit and dtype, into
+    buckets of `width_s`: only the finite samples within one of the `keep` intervals [start, end) (an
+    end of None: no end)."""
+    t_ns = np.frombuffer(b"".join(bytes(p[1]) for p in parts), dtype="<i8")
+    lengths = [len(p[1]) // 8 for p in parts]
+    wall = t_ns + np.repeat(np.asarray([int(p[0]) for p in parts], np.int64), lengths)
+    values = np.frombuffer(b"".join(bytes(p[2]) for p in parts), dtype=f"<{dtype}").astype(np.float64)
+    inside = np.zeros(len(wall), dtype=bool)
+    for start, end in keep:
+        inside |= (wall >= start) if end is None else (wall >= start) & (wall < end)
+    keep_mask = np.isfinite(values) & inside
+    for start, n, total, low, high in bucket_folds(wall[keep_mask], values[keep_mask], width_s * NS_PER_S):
+        add_fold(folds, (unit, start, width_s), n, total, low, high)
 
 
-def _grouped(
+def bucket_folds(
     wall: np.ndarray, values: np.ndarray, width_ns: int
 ) -> Iterable[tuple[int, int, float, float, float]]:
     """(start, count, sum, minimum, maximum) of each bucket the samples fall in."""
@@ -171,7 +206,7 @@ def _grouped(
     )
 
 
-def _buckets(folds: Folds) -> list[HistoryBucket]:
+def buckets_of(folds: Folds) -> list[HistoryBucket]:
     """The folds as buckets, oldest first, each narrower one that starts inside a wider one of its
     unit merged into it (raw minutes beside an hour already rolled up, say)."""
     merged: list[tuple[tuple[str, int, int], Bucket]] = []

@@ -28,6 +28,7 @@ class Store(Protocol):
     key_type: str
     devices_room_ddl: str
     without_rowid: str
+    minute_summaries_ddl: str
 
     def _transaction(self) -> AbstractContextManager[Any]: ...
 
@@ -207,6 +208,11 @@ MIGRATIONS = (
         "telemetry rollups by width and age: retention finds the rollups to fold into coarse ones",
         "CREATE INDEX IF NOT EXISTS telemetry_rollups_by_width ON telemetry_rollups (bucket_s, bucket_ns)",
     ),
+    Migration(
+        9,
+        "minute summaries of the raw telemetry window, kept as batches merge (SQLite; minutes.py)",
+        "{minute_summaries}",
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 # An arbitrary constant naming ctxscope's migration lock among PostgreSQL advisory locks.
@@ -259,6 +265,7 @@ def migrate(store: Store, now_ns: int) -> list[int]:
                 key=store.key_type,
                 devices_room=store.devices_room_ddl,
                 without_rowid=store.without_rowid,
+                minute_summaries=store.minute_summaries_ddl,
             )
             for statement in ddl.split(";"):
                 if statement.strip():

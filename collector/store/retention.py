@@ -37,6 +37,7 @@ from ctxscope.collector.store.rollups import Bucket, coarsen, write_buckets
 log = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
 CHUNK_BATCHES = 200
+INT64_MIN = -(2**63)
 
 
 @dataclass(frozen=True)
@@ -241,18 +242,25 @@ def _prune_chunk(
         if not batches:
             return False
         buckets: dict[tuple[str, str, str, int], Bucket] = {}
+        pruned: dict[tuple[str, str], tuple[int, set[str]]] = {}
         for batch in batches:
             wall = np.frombuffer(bytes(batch.t_ns), dtype="<i8") + int(batch.mono_to_wall_ns)
             statement, params = batch.channels
             cur.execute(store._sql(statement), params)
+            newest, channels = pruned.get((batch.device, batch.source), (INT64_MIN, set()))
+            if len(wall):
+                newest = max(newest, int(wall.max()))
             for channel, unit, dtype, data in cur.fetchall():
+                channels.add(channel)
                 values = np.frombuffer(bytes(data), dtype=f"<{dtype}").astype(np.float64)
                 series = (batch.device, batch.source, channel)
                 folded = _fold(buckets, series, unit, wall, values, policy.rollup_s)
                 outcome.samples_rolled_up += folded
                 outcome.samples_unread += len(values) - folded
+            pruned[(batch.device, batch.source)] = (newest, channels)
             for statement, params in batch.deletes:
                 cur.execute(store._sql(statement), params)
+        store._telemetry_pruned(cur, pruned)
         note_pruned(store, cur, ((batch.device, batch.stream, batch.seq) for batch in batches))
         write_buckets(store, cur, buckets, policy.rollup_s)
         outcome.batches_pruned += len(batches)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ctxscope.collector.store.minutes import summarize_merged
 from ctxscope.collector.store.writes import (
     LIVE_AHEAD_NS,
     RecordKey,
@@ -175,6 +176,7 @@ class Staging:
             f" WHERE {where} ORDER BY device, id",
             span,
         )
+        summarize_merged(cur, first, last)
         cur.execute(
             "INSERT INTO results SELECT device, stream, seq, ts, run_id, point_id, model, family,"
             " context_len, precision, logits, outcome, error, metrics, implementation, manifest, details"

@@ -473,6 +473,11 @@ def test_a_store_of_schema_5_keeps_its_merged_and_staged_telemetry_through_migra
         assert store.record_seqs("orin-1", STREAM) == [1, 2]
         series = store.latest_telemetry("orin-1", "nvml", "power_w", 3600.0)
         assert series is not None and series.values.tolist() == [7.0, 8.0, 9.0, 10.0]
+        wall = 1_800_000_000 * NS  # the History reads both batches from raw: summaries begin after them
+        history = store.telemetry_history(
+            "orin-1", "nvml", "power_w", wall - 3600 * NS, wall + 3600 * NS, 500
+        )
+        assert [(b.n, b.mean) for b in history.buckets] == [(4, 8.5)]
         assert store.telemetry_channels("orin-1") == [("nvml", "power_w", "W"), ("nvml", "temp_gpu_c", "C")]
         assert _write(store, _batch(2, 0, [0.0], [1.0])).duplicates == 1
         with store._transaction() as cur:
