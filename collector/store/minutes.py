@@ -43,6 +43,7 @@ from ctxscope.collector.store.history import (
 )
 
 MINUTE_NS = 60 * NS_PER_S
+INT64_MAX = 2**63 - 1
 # Channel rows a merge reads and folds at once: bounds its memory (a merge of 500 devices' two minutes
 # at 17 channels a second is about a million rows).
 ROWS_PER_FOLD = 20_000
@@ -222,7 +223,7 @@ def read_summarized_history(
     outside = [(since_ns, lo), (hi, until_ns)]
     # merged batches with a sample in [since, lo) end in [since, lo + max_span], those with one in
     # [hi, until) in [hi, until + max_span]; one range when the two meet
-    ends = [(since_ns, lo + max_span + 1), (hi, until_ns + max_span + 1)]
+    ends = [(since_ns, min(lo + max_span + 1, INT64_MAX)), (hi, min(until_ns + max_span + 1, INT64_MAX))]
     if ends[0][1] >= ends[1][0]:
         ends = [(since_ns, ends[1][1])]
     merged = (

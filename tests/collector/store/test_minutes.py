@@ -156,3 +156,11 @@ def test_retention_leaves_no_summary_of_a_pruned_sample(sqlite_store: Store) -> 
     assert cutoff - 7 * MINUTE_NS < from_ns <= cutoff + MINUTE_NS and below == 0
     found = sqlite_store.telemetry_history(DEV, "nvml", "power_w", since, T0, 500)
     assert sum(b.n for b in found.buckets) == len(samples)
+
+
+def test_a_span_to_the_end_of_time_is_read(store: Store) -> None:
+    """A span that ends at the largest time the API takes (2^63 - 1 ns) past summarized minutes."""
+    samples = _jittered(T0 - DAY, 1000, 60.0, seed=10)
+    _write(store, samples, per_batch=5)
+    store.merge_staged()
+    _check(store, samples, T0 - DAY, 2**63 - 1, 5000)
