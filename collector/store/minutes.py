@@ -44,9 +44,10 @@ from ctxscope.collector.store.history import (
 
 MINUTE_NS = 60 * NS_PER_S
 INT64_MAX = 2**63 - 1
-# Channel rows a merge reads and folds at once: bounds its memory (a merge of 500 devices' two minutes
-# at 17 channels a second is about a million rows).
-ROWS_PER_FOLD = 20_000
+# Batches a merge reads and folds at once, with their channels (named in one statement, under SQLite's
+# oldest limit of 999 parameters): bounds its memory (a merge of 500 devices' two minutes at one batch
+# a second is 60,000 batches, a million channel rows at 17 channels).
+BATCHES_PER_FOLD = 900
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS telemetry_minutes (
@@ -98,37 +99,66 @@ def summarize_merged(cur: Any, first: str, last: str) -> None:
         [(span, device, source) for device, source, span in spans],
     )
     since = _from_ns(cur, [s[:2] for s in spans])
-    reader = cur.connection.cursor()
-    reader.execute(
-        "SELECT l.device, l.source, l.mono_to_wall_ns, l.t_ns, c.channel, c.unit, c.dtype, c.data"
-        f" FROM telemetry_log l JOIN telemetry_log_channels c ON c.id = l.id WHERE {merging}",
+    batches = cur.connection.cursor()
+    batches.execute(
+        f"SELECT l.id, l.device, l.source, l.mono_to_wall_ns, l.t_ns FROM telemetry_log l WHERE {merging}"
+        " ORDER BY l.id",
         (first, last),
     )
-    while rows := reader.fetchmany(ROWS_PER_FOLD):
-        for dtype in sorted({row[6] for row in rows}):
-            cur.executemany(UPSERT, _minute_folds([row for row in rows if row[6] == dtype], dtype, since))
+    while chunk := batches.fetchmany(BATCHES_PER_FOLD):
+        cur.execute(
+            "SELECT id, channel, unit, dtype, data FROM telemetry_log_channels"
+            f" WHERE id IN ({', '.join('?' * len(chunk))}) ORDER BY id",
+            [row[0] for row in chunk],
+        )
+        channels = cur.fetchall()
+        for dtype in sorted({row[3] for row in channels}):
+            alike = [row for row in channels if row[3] == dtype]
+            cur.executemany(UPSERT, _minute_folds(chunk, alike, dtype, since))
 
 
-def _minute_folds(rows: list[tuple[Any, ...]], dtype: str, since: dict[Series, int]) -> list[tuple[Any, ...]]:
-    """Rows of (device, source, mono_to_wall_ns, t_ns, channel, unit, dtype, data) of one dtype as
-    UPSERT parameters: the finite samples at or after their series' F, by channel, unit and minute."""
-    series: dict[tuple[str, str, str, str], int] = {}
-    ids = [series.setdefault((row[0], row[1], row[4], row[5]), len(series)) for row in rows]
-    lengths = np.asarray([len(row[3]) // 8 for row in rows], np.int64)
-    wall = np.frombuffer(b"".join(bytes(row[3]) for row in rows), dtype="<i8") + np.repeat(
-        np.asarray([int(row[2]) for row in rows], np.int64), lengths
+def _minute_folds(
+    batches: list[tuple[Any, ...]], channels: list[tuple[Any, ...]], dtype: str, since: dict[Series, int]
+) -> list[tuple[Any, ...]]:
+    """UPSERT parameters of the finite samples at or after their series' F, by channel, unit and minute:
+    `batches` of (id, device, source, mono_to_wall_ns, t_ns) in id order, and their `channels` of (id,
+    channel, unit, dtype, data), all of `dtype` (a batch's channels have its timestamps' length). Each
+    batch's times are decoded once, not once a channel."""
+    ids = np.asarray([row[0] for row in batches], np.int64)
+    lengths = np.asarray([len(row[4]) // 8 for row in batches], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    wall = np.frombuffer(b"".join(bytes(row[4]) for row in batches), dtype="<i8") + np.repeat(
+        np.asarray([int(row[3]) for row in batches], np.int64), lengths
     )
-    values = np.frombuffer(b"".join(bytes(row[7]) for row in rows), dtype=f"<{dtype}").astype(np.float64)
-    group = np.repeat(np.asarray(ids, np.int64), lengths)
-    floor = np.repeat(np.asarray([since[(row[0], row[1])] for row in rows], np.int64), lengths)
-    keep = np.isfinite(values) & (wall >= floor)
+    floor_of = np.asarray([since[(row[1], row[2])] for row in batches], np.int64)
+    # a channel row of a batch without samples (not among `batches`) has no samples either
+    channel_ids = np.asarray([row[0] for row in channels], np.int64)
+    of = np.minimum(np.searchsorted(ids, channel_ids), len(ids) - 1)
+    found = ids[of] == channel_ids
+    channels, of = [row for row, hit in zip(channels, found.tolist(), strict=True) if hit], of[found]
+    series: dict[tuple[str, str, str, str], int] = {}
+    group_of = np.asarray(
+        [
+            series.setdefault((*batches[b][1:3], row[1], row[2]), len(series))
+            for b, row in zip(of.tolist(), channels, strict=True)
+        ],
+        np.int64,
+    )
+    counts = lengths[of]
+    # each channel row's samples take its batch's times: the batch's start plus 0, 1, ... in the row
+    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    at = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(firsts - starts[of], counts)
+    wall_c = wall[at]
+    values = np.frombuffer(b"".join(bytes(row[4]) for row in channels), dtype=f"<{dtype}").astype(np.float64)
+    group = np.repeat(group_of, counts)
+    keep = np.isfinite(values) & (wall_c >= np.repeat(floor_of[of], counts))
     if not keep.any():
         return []
     # runs of samples of one row and one minute (a row's samples mostly lie in one minute), folded in
     # order; then the runs of each channel and minute folded together: a sort of runs, not of samples
-    minute = wall // MINUTE_NS * MINUTE_NS
-    row_starts = np.zeros(len(wall), dtype=bool)
-    row_starts[np.cumsum(lengths)[:-1]] = True
+    minute = wall_c // MINUTE_NS * MINUTE_NS
+    row_starts = np.zeros(len(wall_c), dtype=bool)
+    row_starts[firsts[1:]] = True
     runs = np.flatnonzero(np.concatenate([[True], (np.diff(minute) != 0) | row_starts[1:]]))
     n = np.add.reduceat(keep.astype(np.int64), runs)
     total = np.add.reduceat(np.where(keep, values, 0.0), runs)
@@ -138,17 +168,17 @@ def _minute_folds(rows: list[tuple[Any, ...]], dtype: str, since: dict[Series, i
     group, minute, n, total, low, high = (a[held] for a in (group[runs], minute[runs], n, total, low, high))
     order = np.lexsort((minute, group))
     group, minute, n, total, low, high = (a[order] for a in (group, minute, n, total, low, high))
-    firsts = np.flatnonzero(np.concatenate([[True], (np.diff(group) != 0) | (np.diff(minute) != 0)]))
+    heads = np.flatnonzero(np.concatenate([[True], (np.diff(group) != 0) | (np.diff(minute) != 0)]))
     keys = list(series)
     return [
         (*keys[g][:3], start, keys[g][3], count, sum_, least, most)
         for g, start, count, sum_, least, most in zip(
-            group[firsts].tolist(),
-            minute[firsts].tolist(),
-            np.add.reduceat(n, firsts).tolist(),
-            np.add.reduceat(total, firsts).tolist(),
-            np.minimum.reduceat(low, firsts).tolist(),
-            np.maximum.reduceat(high, firsts).tolist(),
+            group[heads].tolist(),
+            minute[heads].tolist(),
+            np.add.reduceat(n, heads).tolist(),
+            np.add.reduceat(total, heads).tolist(),
+            np.minimum.reduceat(low, heads).tolist(),
+            np.maximum.reduceat(high, heads).tolist(),
             strict=True,
         )
     ]

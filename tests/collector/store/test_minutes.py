@@ -17,7 +17,20 @@ import pytest
 from ctxscope.collector.store import Store, open_store
 from ctxscope.collector.store.minutes import DDL, MINUTE_NS
 from ctxscope.collector.store.retention import RetentionPolicy, apply_retention
-from tests.collector.store.test_history import DAY, DEV, NS, T0, Sample, _as_truth, _assert_same, _write
+from ctxscope.collector.store.writes import Accepted
+from ctxscope.shared.messages import TelemetryChannel
+from ctxscope.shared.topics import Channel, topic_for
+from tests.collector.store.test_history import (
+    DAY,
+    DEV,
+    NS,
+    T0,
+    Sample,
+    _as_truth,
+    _assert_same,
+    _batch,
+    _write,
+)
 
 Truth = dict[int, tuple[int, float, float, float]]
 
@@ -164,3 +177,19 @@ def test_a_span_to_the_end_of_time_is_read(store: Store) -> None:
     _write(store, samples, per_batch=5)
     store.merge_staged()
     _check(store, samples, T0 - DAY, 2**63 - 1, 5000)
+
+
+def test_a_batch_without_samples_among_merged_ones_changes_nothing(store: Store) -> None:
+    """A batch of no samples (its channels empty) merged between others: every sample is still in
+    its minute, once."""
+    samples = _jittered(T0 - DAY, 2000, 30.0, seed=11)
+    seq = _write(store, samples[:1000], per_batch=9)
+    empty = _batch(seq, [(T0 - DAY, 0.0)])
+    empty = empty.model_copy(
+        update={"t_ns": b"", "channels": {"power_w": TelemetryChannel(unit="W", dtype="f8", data=b"")}}
+    )
+    store.write_batch([Accepted(topic_for(DEV, Channel.TELEMETRY), empty)])
+    _write(store, samples[1000:], per_batch=9, first_seq=seq + 1)
+    store.merge_staged()
+    for a, b in _spans(T0 - DAY, T0, seed=12):
+        _check(store, samples, a, b, 500)
