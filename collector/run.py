@@ -82,6 +82,14 @@ log = logging.getLogger(__name__)
     "this machine's names always are",
 )
 @click.option("--web-insecure", is_flag=True, help="serve beyond loopback without a login (not advised)")
+@click.option(
+    "--metrics-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CTXSCOPE_METRICS_TOKEN_FILE",
+    default=None,
+    help="a file whose first line is a token (32 characters or more) that opens /metrics to a scraper "
+    "sending `Authorization: Bearer <token>`, without a login [env CTXSCOPE_METRICS_TOKEN_FILE]",
+)
 @click.option("--web-secure-cookie", is_flag=True, help="mark the session cookie Secure (behind a TLS proxy)")
 @click.option(
     "--raw-days",
@@ -118,6 +126,7 @@ def run(
     web_credentials: Path | None,
     web_allowed_hosts: tuple[str, ...],
     web_insecure: bool,
+    metrics_token_file: Path | None,
     web_secure_cookie: bool,
     raw_days: float,
     rollup_s: int,
@@ -174,7 +183,12 @@ def run(
 
             web_host, web_port = parse_broker(web)
             security = web_security(
-                web_host, web_credentials, web_allowed_hosts, web_insecure, web_secure_cookie
+                web_host,
+                web_credentials,
+                web_allowed_hosts,
+                web_insecure,
+                web_secure_cookie,
+                metrics_token_file,
             )
             dashboard = Dashboard(
                 broker, url, web_host, web_port, client_id, access, security, share_group=share_group

@@ -284,9 +284,16 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    def readyz() -> JSONResponse:
+    def readyz(request: Request) -> JSONResponse:
+        """Open to probes (security.PROBE_PATHS); a failing check's error only to a logged-in session
+        where there is a login."""
         readiness = observability.ready(store, ingest)
-        return JSONResponse(readiness.as_dict(), status_code=200 if readiness.ready else 503)
+        body = readiness.as_dict()
+        if security.credentials is not None and request.state.session.user is None:
+            body["checks"] = {
+                name: "ok" if value == "ok" else "failing" for name, value in readiness.checks.items()
+            }
+        return JSONResponse(body, status_code=200 if readiness.ready else 503)
 
     # ---------------------------------------------------------------- live events
 

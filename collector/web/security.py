@@ -1,6 +1,7 @@
 """What makes the dashboard safe to expose: login, sessions, CSRF, a Host/Origin allow-list, headers.
 
-Every request passes one middleware, in this order:
+Every request passes one middleware, in this order (`/healthz` and `/readyz`, and `/metrics` with
+the scraper's bearer token, are answered before it: see PROBE_PATHS and WebSecurity):
 - its Host header must name an allowed host (loopback names, the bind address, this machine's
   names, and any `--web-allowed-host`): a DNS-rebinding page reaches us under a foreign name;
 - a state-changing request (anything but GET/HEAD/OPTIONS) must come from an allowed Origin (when the
@@ -13,6 +14,7 @@ Sessions live in memory (a restart logs everyone out), at most MAX_SESSIONS, the
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import secrets
 import socket
@@ -36,6 +38,13 @@ MAX_SESSIONS = 10_000
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 PUBLIC_PATHS = frozenset({"/login", "/static/style.css"})
+# Liveness and readiness answer any GET, whatever its Host, without a login: an orchestrator's probe
+# comes by address and carries no session, and they tell nothing but up or not (readiness names its
+# failing checks, their errors only to a logged-in session).
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+METRICS_PATH = "/metrics"
+# A metrics token shorter than this is refused: a scraper's token is a machine secret, not a password.
+MIN_METRICS_TOKEN_CHARS = 32
 # plotly.js sets inline styles on the elements it draws; scripts come only from this origin.
 HEADERS = {
     "content-security-policy": (
@@ -86,6 +95,38 @@ class WebSecurity:
     credentials: Credentials | None = None
     allowed_hosts: frozenset[str] = LOOPBACK_NAMES
     secure_cookie: bool = False
+    # SHA-256 of the bearer token that opens /metrics to a scraper without a session (any Host: a
+    # browser never sends it by itself, so no rebinding page can)
+    metrics_token_sha256: bytes | None = None
+
+
+class MetricsTokenError(ValueError):
+    """A metrics token file the collector cannot use."""
+
+
+def load_metrics_token(path: Path) -> bytes:
+    """The SHA-256 of the token in `path` (its first line, surrounding whitespace dropped)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetricsTokenError(f"cannot read the metrics token file {path}: {exc}") from exc
+    token = lines[0].strip() if lines else ""
+    if len(token) < MIN_METRICS_TOKEN_CHARS:
+        raise MetricsTokenError(
+            f"the metrics token in {path} has {len(token)} characters; it needs at least"
+            f" {MIN_METRICS_TOKEN_CHARS}, e.g. from"
+            " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def bearer_matches(request: Request, expected_sha256: bytes | None) -> bool:
+    """Whether the request carries `Authorization: Bearer <the metrics token>`, compared in constant time."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if expected_sha256 is None or scheme.lower() != "bearer" or not token.strip():
+        return False
+    given = hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).digest()
+    return secrets.compare_digest(given, expected_sha256)
 
 
 def web_security(
@@ -94,11 +135,14 @@ def web_security(
     allowed_hosts: tuple[str, ...] = (),
     insecure: bool = False,
     secure_cookie: bool = False,
+    metrics_token_file: Path | None = None,
 ) -> WebSecurity:
-    """The settings of `collector run`: credentials loaded, the bind checked, hosts listed."""
+    """The settings of `collector run`: credentials and metrics token loaded, the bind checked, hosts
+    listed."""
     credentials = Credentials.load(credentials_file) if credentials_file else None
     check_bind(bind_host, credentials, insecure)
-    return WebSecurity(credentials, allowed_hosts_for(bind_host, allowed_hosts), secure_cookie)
+    token = load_metrics_token(metrics_token_file) if metrics_token_file else None
+    return WebSecurity(credentials, allowed_hosts_for(bind_host, allowed_hosts), secure_cookie, token)
 
 
 @dataclass
@@ -162,6 +206,11 @@ def same_token(given: str, expected: str) -> bool:
 
 def refusal(request: Request, security: WebSecurity, session: Session | None) -> Response | None:
     """Why `request` may not go on (as the answer to send), or None."""
+    if request.method in SAFE_METHODS and (
+        request.url.path in PROBE_PATHS
+        or (request.url.path == METRICS_PATH and bearer_matches(request, security.metrics_token_sha256))
+    ):
+        return None
     if host_of(request.headers.get("host", "")) not in security.allowed_hosts:
         return JSONResponse({"detail": "unknown Host"}, 400)
     if request.method not in SAFE_METHODS:

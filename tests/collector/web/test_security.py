@@ -40,9 +40,9 @@ from ctxscope.collector.web.security import (
 )
 from ctxscope.collector.web.server import Dashboard, WebServer
 from ctxscope.shared.topics import Channel, subscription
+from tests.collector.web.conftest import PASSWORD
 
 PLAN = 'name = "smoke"\nmodels = ["qwen2.5-0.5b"]\ncontext_lengths = [32]\n'
-PASSWORD = "correct horse battery"
 FORM = {"content-type": "application/x-www-form-urlencoded", "accept": "text/html"}
 
 
@@ -153,15 +153,6 @@ def test_the_session_cookie_is_httponly_and_samesite_strict(served, web_client):
     cookie = headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert "Secure" not in cookie  # plain HTTP on loopback; --web-secure-cookie or TLS sets it
-
-
-@pytest.fixture
-def credentials_file(tmp_path: Path, monkeypatch) -> Path:
-    path = tmp_path / "users"
-    monkeypatch.setenv("CTXSCOPE_TEST_PASSWORD", PASSWORD)
-    result = CliRunner().invoke(passwd, [str(path), "alice", "--password-env", "CTXSCOPE_TEST_PASSWORD"])
-    assert result.exit_code == 0, result.output
-    return path
 
 
 def test_passwd_writes_a_private_file_of_scrypt_hashes(credentials_file: Path, monkeypatch):
