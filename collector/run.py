@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,6 +26,17 @@ from ctxscope.collector.store.retention import RetentionLoop, RetentionPolicy, c
 from ctxscope.collector.store.sqlite import MERGE_INTERVAL_S
 
 log = logging.getLogger(__name__)
+
+
+def _file_option(flag: str, env: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An option naming a file of secrets, also read from the environment variable `env`."""
+    return click.option(
+        flag,
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=env,
+        default=None,
+        help=f"{help} [env {env}]",
+    )
 
 
 @click.command()
@@ -66,13 +78,11 @@ log = logging.getLogger(__name__)
     "else $CTXSCOPE_SHARE_GROUP_SECRET (required then)",
 )
 @click.option("--no-web", is_flag=True, help="ingest only, no dashboard")
-@click.option(
+@_file_option(
     "--web-credentials",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CTXSCOPE_WEB_CREDENTIALS",
-    default=None,
-    help="dashboard login: file of users and scrypt hashes (`ctxscope collector passwd`); "
-    "required unless the dashboard listens on loopback [env CTXSCOPE_WEB_CREDENTIALS]",
+    "CTXSCOPE_WEB_CREDENTIALS",
+    "dashboard login: file of users and scrypt hashes (`ctxscope collector passwd`); "
+    "required unless the dashboard listens on loopback",
 )
 @click.option(
     "--web-allowed-host",
@@ -82,13 +92,11 @@ log = logging.getLogger(__name__)
     "this machine's names always are",
 )
 @click.option("--web-insecure", is_flag=True, help="serve beyond loopback without a login (not advised)")
-@click.option(
+@_file_option(
     "--metrics-token-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CTXSCOPE_METRICS_TOKEN_FILE",
-    default=None,
-    help="a file whose first line is a token (32 characters or more) that opens /metrics to a scraper "
-    "sending `Authorization: Bearer <token>`, without a login [env CTXSCOPE_METRICS_TOKEN_FILE]",
+    "CTXSCOPE_METRICS_TOKEN_FILE",
+    "a file whose first line is a token (32 characters or more) that opens /metrics to a scraper "
+    "sending `Authorization: Bearer <token>`, without a login",
 )
 @click.option("--web-secure-cookie", is_flag=True, help="mark the session cookie Secure (behind a TLS proxy)")
 @click.option(
