@@ -26,9 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ctxscope.collector.store import minutes
 from ctxscope.collector.store.base import Store, StoreOpenError, StoreReadOnlyError
 from ctxscope.collector.store.history import TelemetryHistory
+from ctxscope.collector.store.minutes import DDL as MINUTES_DDL
+from ctxscope.collector.store.minutes import prune_summaries, read_summarized_history
 from ctxscope.collector.store.pruned_keys import pruned_among
 from ctxscope.collector.store.staging import Staging
 from ctxscope.collector.store.writes import (
@@ -68,7 +69,7 @@ class SQLiteStore(Store):
     stager: Staging
     commit_gather_s = 0.2
     without_rowid = "WITHOUT ROWID"
-    minute_summaries_ddl = minutes.DDL
+    minute_summaries_ddl = MINUTES_DDL
 
     def __init__(
         self, path: Path, *, read_only: bool = False, merge_interval_s: float = MERGE_INTERVAL_S
@@ -209,7 +210,7 @@ class SQLiteStore(Store):
         with self._reader_apart() as conn:
             conn.execute("BEGIN")
             try:
-                found = minutes.read_summarized_history(
+                found = read_summarized_history(
                     lambda statement, params: conn.execute(statement, tuple(params)).fetchall(),
                     (device, source, channel),
                     since_ns,
@@ -224,7 +225,7 @@ class SQLiteStore(Store):
         return super().telemetry_history(device, source, channel, since_ns, until_ns, max_points)
 
     def _telemetry_pruned(self, cur: Any, pruned: dict[tuple[str, str], tuple[int, set[str]]]) -> None:
-        minutes.prune_summaries(cur, pruned)
+        prune_summaries(cur, pruned)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
