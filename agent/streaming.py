@@ -72,11 +72,14 @@ class RunStatusSink:
 
     def emit(self, message_cls: type[M], **fields: Any) -> M:
         record = self.spool.emit(message_cls, **fields)
-        if isinstance(record, RunStarted):
-            name = record.plan.get("name")
-            self.link.set_status("busy", run_id=record.run_id, detail=f"plan {name}" if name else None)
-        elif isinstance(record, RunFinished):
-            self.link.set_status("online")
+        try:
+            if isinstance(record, RunStarted):
+                name = record.plan.get("name")
+                self.link.set_status("busy", run_id=record.run_id, detail=f"plan {name}" if name else None)
+            elif isinstance(record, RunFinished):
+                self.link.set_status("online")
+        except Exception as exc:  # the record is spooled: a status that cannot go out must not end the run
+            log.warning("the device status could not follow %s: %r", record.kind, exc)
         return record
 
 

@@ -140,17 +140,14 @@ def read_history(
     span = (since_ns, until_ns)
     folds: Folds = {}
     for rows in stream(_statement(series, width_s), (*key, *span, *key, *span), ROWS_PER_FOLD):
-        raw: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+        raw = [(r["unit"], r["mono_to_wall_ns"], r["t_ns"], r["dtype"], r["data"]) for r in rows if r["raw"]]
+        fold_rows(folds, raw, [span], width_s)
         for row in rows:
-            if row["raw"]:
-                raw[(row["unit"], row["dtype"])].append((row["mono_to_wall_ns"], row["t_ns"], row["data"]))
-            else:
+            if not row["raw"]:
                 bucket = (row["unit"], int(row["start_ns"]), int(row["width_s"]))
                 add_fold(
                     folds, bucket, int(row["n"]), float(row["total"]), float(row["low"]), float(row["high"])
                 )
-        for (unit, dtype), parts in raw.items():
-            fold_raw(folds, unit, dtype, parts, [span], width_s)
     return TelemetryHistory(since_ns, until_ns, width_s, buckets_of(folds))
 
 
@@ -160,6 +157,18 @@ def add_fold(folds: Folds, key: tuple[str, int, int], n: int, total: float, low:
         folds[key] = Bucket(key[0], n, total, low, high)
     else:
         bucket.add(n, total, low, high)
+
+
+def fold_rows(
+    folds: Folds, rows: list[tuple[Any, ...]], keep: list[tuple[int, int | None]], width_s: int
+) -> None:
+    """Fold raw rows (unit, mono_to_wall_ns, t_ns, dtype, data) into `folds`, the samples of each unit
+    and dtype together, only those within the `keep` intervals."""
+    grouped: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    for unit, mono_to_wall, t_ns, dtype, data in rows:
+        grouped[(unit, dtype)].append((mono_to_wall, t_ns, data))
+    for (unit, dtype), parts in grouped.items():
+        fold_raw(folds, unit, dtype, parts, keep, width_s)
 
 
 def fold_raw(

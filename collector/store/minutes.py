@@ -25,7 +25,6 @@ from every batch not merged yet.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,7 +36,7 @@ from ctxscope.collector.store.history import (
     TelemetryHistory,
     add_fold,
     buckets_of,
-    fold_raw,
+    fold_rows,
     history_width_s,
     rollups_statement,
 )
@@ -78,8 +77,8 @@ Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 def summarize_merged(cur: Any, first: str, last: str) -> None:
     """Add the batches a merge indexes now (devices `first`..`last` of `temp.merging`) to their minutes,
-    in the merge's transaction: ROWS_PER_FOLD channel rows at a time, all their channels folded at once
-    (numpy), since the merge holds the store's writer meanwhile. A minute that two folds share is
+    in the merge's transaction: BATCHES_PER_FOLD batches at a time with their channels, all folded at
+    once (numpy), since the merge holds the store's writer meanwhile. A minute that two folds share is
     upserted twice, which adds up."""
     merging = (
         "l.id IN (SELECT id FROM temp.merging WHERE device >= ? AND device <= ?)"
@@ -98,7 +97,11 @@ def summarize_merged(cur: Any, first: str, last: str) -> None:
         "UPDATE telemetry_summarized SET max_span_ns = MAX(max_span_ns, ?) WHERE device = ? AND source = ?",
         [(span, device, source) for device, source, span in spans],
     )
-    since = _from_ns(cur, [s[:2] for s in spans])
+    cur.execute(
+        "SELECT device, source, from_ns FROM telemetry_summarized WHERE device >= ? AND device <= ?",
+        (first, last),
+    )
+    since = {(device, source): int(from_ns) for device, source, from_ns in cur.fetchall()}
     batches = cur.connection.cursor()
     batches.execute(
         f"SELECT l.id, l.device, l.source, l.mono_to_wall_ns, l.t_ns FROM telemetry_log l WHERE {merging}"
@@ -184,16 +187,6 @@ def _minute_folds(
     ]
 
 
-def _from_ns(cur: Any, series: list[Series]) -> dict[Series, int]:
-    found = {}
-    for device, source in series:
-        cur.execute(
-            "SELECT from_ns FROM telemetry_summarized WHERE device = ? AND source = ?", (device, source)
-        )
-        found[(device, source)] = int(cur.fetchone()[0])
-    return found
-
-
 def prune_summaries(cur: Any, pruned: dict[Series, tuple[int, set[str]]]) -> None:
     """Retention pruned batches whose newest sample was (per series) at most the given time, on the given
     channels: raise F past it and drop those channels' rows below F, in retention's transaction. (Rows of
@@ -268,7 +261,7 @@ def read_summarized_history(
     )
     for start, end in ends:
         one = (channel, device, source, start, end, until_ns)
-        _fold_rows(folds, query(merged, one * 2), outside, width_s)
+        fold_rows(folds, query(merged, one * 2), outside, width_s)
     if with_unmerged:
         unmerged = (
             f"SELECT {RAW_COLUMNS} FROM telemetry_log_unmerged t JOIN telemetry_log_channels c"
@@ -276,17 +269,5 @@ def read_summarized_history(
             " AND t.wall_end_ns >= ? AND t.wall_start_ns < ?"
         )
         rows = query(unmerged, (channel, device, source, since_ns, until_ns))
-        _fold_rows(folds, rows, [(since_ns, until_ns)], width_s)
+        fold_rows(folds, rows, [(since_ns, until_ns)], width_s)
     return TelemetryHistory(since_ns, until_ns, width_s, buckets_of(folds))
-
-
-def _fold_rows(
-    folds: Folds, rows: list[tuple[Any, ...]], keep: list[tuple[int, int | None]], width_s: int
-) -> None:
-    """Fold raw rows (unit, mono_to_wall_ns, t_ns, dtype, data) into `folds`, the samples of each unit
-    and dtype together, only those within the `keep` intervals."""
-    grouped: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-    for unit, mono_to_wall, t_ns, dtype, data in rows:
-        grouped[(unit, dtype)].append((mono_to_wall, t_ns, data))
-    for (unit, dtype), parts in grouped.items():
-        fold_raw(folds, unit, dtype, parts, keep, width_s)

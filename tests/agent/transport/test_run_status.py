@@ -53,3 +53,19 @@ def test_a_one_shot_run_says_busy_with_its_run_until_it_finishes(
         assert statuses.empty()  # a progress record does not move the status
     finally:
         link.close(5)
+
+
+class _BrokenLink:
+    def set_status(self, *_: object, **__: object) -> None:
+        raise RuntimeError("the client's socket is gone")
+
+
+def test_a_status_that_cannot_go_out_does_not_end_the_run(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite", DEV)
+    try:
+        sink = RunStatusSink(spool, _BrokenLink())  # type: ignore[arg-type]
+        started = sink.emit(RunStarted, run_id="r-2", plan={}, plan_hash="0" * 16, total_points=0)
+        finished = sink.emit(RunFinished, run_id="r-2", outcome="completed", points_ok=0, points_failed=0)
+        assert (started.seq, finished.seq) == (1, 2) and spool.backlog() == 2  # both records kept
+    finally:
+        spool.close()
