@@ -23,7 +23,7 @@ import click
 from ctxscope.collector.aggregate.points import aggregate_points
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.shrunk import labelled_point_results
+from ctxscope.collector.shrunk import is_calibration, labelled_point_results
 from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
 from ctxscope.collector.store.rollups import rollup_channels, rollups
 from ctxscope.shared.messages import PointResult
@@ -207,14 +207,16 @@ def export_tables(
     store: Store, out_dir: Path, formats: Sequence[str], devices: Sequence[str] = ()
 ) -> list[Path]:
     """Write the results and aggregates tables of the chosen devices (all when none) in each format,
-    and their telemetry rollups where there are any."""
+    and their telemetry rollups where there are any. The results table holds every result, calibration
+    figures included (their `family` says so); the aggregates are of measured points only."""
     chosen = list(devices) or [d["device"] for d in store.devices()]
     results = [r for d in chosen for r in labelled_point_results(store, d)]
+    points = [r for r in results if not is_calibration(r)]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         written.append(write_table(result_rows(results), out_dir / "results", fmt))
-        written.append(write_table(aggregate_rows(results), out_dir / "aggregates", fmt))
+        written.append(write_table(aggregate_rows(points), out_dir / "aggregates", fmt))
         telemetry = write_stream(
             rollup_rows(store, chosen), ROLLUP_COLUMNS, out_dir / "telemetry_rollups", fmt
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ctxscope.shared.messages import PointResult
+from ctxscope.shared.messages import CALIBRATION_FAMILY, PointResult
 
 SHRUNK_SUFFIX = " (shrunk)"
 
@@ -50,3 +50,14 @@ def labelled_results(source: RunSource, device: str) -> list[dict[str, Any]]:
 def labelled_point_results(source: RunSource, device: str) -> list[PointResult]:
     """A device's results as contract records, shrunk models labelled as such."""
     return [PointResult.model_validate(row) for row in labelled_results(source, device)]
+
+
+def is_calibration(result: PointResult) -> bool:
+    """A figure of `agent calibrate`: a benchmark, not a model; the prediction view reads these, no
+    characterization (points, aggregates, crossovers, comparisons) pools them."""
+    return result.family == CALIBRATION_FAMILY
+
+
+def characterization_results(source: RunSource, device: str) -> list[PointResult]:
+    """A device's measured points, shrunk models labelled as such, calibration figures left out."""
+    return [r for r in labelled_point_results(source, device) if not is_calibration(r)]

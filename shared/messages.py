@@ -202,6 +202,12 @@ class RunFinished(Envelope):
 Outcome = Literal["ok", "oom", "fault", "timeout", "skipped"]
 
 
+# The family of `agent calibrate`'s results: one figure per kernel-family microbenchmark, read by the
+# collector's prediction. They are not characterization points (their "model" names a benchmark and
+# their context length its size), so no characterization view pools them with measured models.
+CALIBRATION_FAMILY = "calibration"
+
+
 class PointResult(Envelope):
     """One measured point: a model at one context length and precision, with its outcome.
 

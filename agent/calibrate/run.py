@@ -10,8 +10,7 @@ from typing import Any
 from ctxscope.agent.calibrate.bench import BENCHMARKS, Figure, Sizes, Timer
 from ctxscope.agent.engine.recorder import RunRecorder
 from ctxscope.agent.records import RecordSink
-
-FAMILY = "calibration"
+from ctxscope.shared.messages import CALIBRATION_FAMILY
 
 
 def operating_point(device: str) -> dict[str, Any]:
@@ -107,7 +106,7 @@ def _emit(run: RunRecorder, bench: Any, device: str, sizes: Sizes, timer: Timer,
     run.result(
         point_id=f"calib-{fig.name.replace('_', '-')}",
         model=f"calib-{fig.name.replace('_', '-')}",
-        family=FAMILY,
+        family=CALIBRATION_FAMILY,
         context_len=max(1, fig.size),
         precision=precision,
         outcome="ok" if ok else "skipped",

@@ -19,8 +19,8 @@ from ctxscope.collector.predict.inputs import (
     source_points,
 )
 from ctxscope.collector.predict.model import OutsideMeasuredRange, Prediction, at_length, predict_curve
+from ctxscope.shared.messages import CALIBRATION_FAMILY
 
-CALIBRATION_FAMILY = "calibration"
 METRIC_OF_PHASE = {"prefill": "ttft", "decode": "decode_per_token"}
 
 

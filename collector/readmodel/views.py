@@ -10,7 +10,7 @@ from typing import Any
 from ctxscope.collector.aggregate.characterize import characterize, compare
 from ctxscope.collector.readmodel.reference import max_context as reference_max_context
 from ctxscope.collector.readmodel.source import FleetSource
-from ctxscope.collector.shrunk import is_shrunk_label, labelled_point_results
+from ctxscope.collector.shrunk import characterization_results, is_shrunk_label
 from ctxscope.collector.store.writes import live_order
 from ctxscope.shared.messages import PointResult
 
@@ -21,12 +21,6 @@ STALE_AFTER_S = 60.0
 LIVE_WINDOW_S = 0.0
 OPERATORS_KEY = "operators"
 RECENT_LOGS = 50
-
-
-def point_results(rows: Iterable[dict[str, Any]]) -> list[PointResult]:
-    """Store rows of the results table as contract records; calibration figures (`agent calibrate`)
-    are not characterization points and are left out (prediction reads them)."""
-    return [PointResult.model_validate(row) for row in rows if row.get("family") != "calibration"]
 
 
 class ChannelCache:
@@ -304,7 +298,7 @@ def device(
     """The device page: liveness, meta, characterization, runs, operator shares and command acks."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     row = _device_row(source, device_id)
-    results = labelled_point_results(source, device_id)
+    results = characterization_results(source, device_id)
     meta = row.get("meta") or {}
     characterization = characterize(results, memory_capacity_mib(meta))
     for entry in characterization["max_context"]:
@@ -334,7 +328,7 @@ def comparison(
     known = [r["device"] for r in source.devices()]
     chosen = [d for d in (devices or known) if d in known]
     results = [
-        r for d in chosen for r in labelled_point_results(source, d) if not models or r.model in models
+        r for d in chosen for r in characterization_results(source, d) if not models or r.model in models
     ]
     return {
         "generated_ns": time.time_ns() if now_ns is None else now_ns,
