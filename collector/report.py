@@ -110,7 +110,7 @@ def device_section(view: dict[str, Any], out_dir: Path, pngs: dict[Path, dict[st
     fits = {(f["model"], f["precision"], f["logits"], f["implementation"]): f for f in ch["memory_fits"]}
     maxctx = [
         [
-            m["model"],
+            _named(m),
             m["precision"],
             m["logits"],
             m["max_ok_tokens"],
@@ -126,8 +126,8 @@ def device_section(view: dict[str, Any], out_dir: Path, pngs: dict[Path, dict[st
     ]
     crossovers = [
         [
-            c["transformer"]["model"],
-            c["other"]["model"],
+            _named(c["transformer"]),
+            _named(c["other"]),
             c["transformer"]["precision"],
             c["transformer"]["logits"],
             ", ".join(str(round(x["length_tokens"])) for x in c["crossings"]) or "none in range",
@@ -175,6 +175,11 @@ def _searched(m: dict[str, Any]) -> str | None:
     text = f">= {tokens} (no limit up to {bound})" if bound else str(tokens)
     cap = m.get("search_memory_cap_bytes")
     return f"{text}, memory cap {cap / 2**30:.1f} GiB" if cap else text
+
+
+def _named(series: dict[str, Any]) -> str:
+    """A series' model, with what tells its kernel path apart where the model ran on several."""
+    return f"{series['model']} [{series['path']}]" if series.get("path") else series["model"]
 
 
 def _with_note(value: Any, note: str | None) -> Any:

@@ -15,14 +15,27 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from ctxscope.collector.aggregate.points import is_profile, is_search
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.shrunk import labelled_results
+from ctxscope.collector.shrunk import is_calibration, labelled_results
 from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
-from ctxscope.shared.messages import Metric
+from ctxscope.shared.messages import Metric, PointResult
 
 LATEST_RESULTS = 12
+
+
+def result_kind(result: PointResult) -> str:
+    """What a result row is: a measured point, or a record that only looks like one (its length is a
+    search's answer, a profiled length, or a calibration benchmark's size)."""
+    if is_calibration(result):
+        return "calibration"
+    if is_search(result):
+        return "max-context search"
+    if is_profile(result):
+        return "operator profile"
+    return "point"
 
 
 def _age(seconds: float) -> str:
@@ -78,7 +91,8 @@ def frame(store: Store) -> Group:
             _progress(run),
         )
     results = Table(title="Latest results", expand=True)
-    for column in ("device", "run", "model", "precision", "context", "outcome", "TTFT", "peak memory"):
+    columns = ("device", "run", "kind", "model", "precision", "context", "outcome", "TTFT", "peak memory")
+    for column in columns:
         results.add_column(column)
     latest = sorted(
         (row for d in fleet["devices"] for row in labelled_results(store, d["device"])[-LATEST_RESULTS:]),
@@ -88,6 +102,7 @@ def frame(store: Store) -> Group:
         results.add_row(
             r["device"],
             r["run_id"],
+            result_kind(PointResult.model_validate(r)),
             r["model"],
             r["precision"],
             str(r["context_len"]),

@@ -8,7 +8,13 @@ from typing import Any
 from ctxscope.collector.aggregate.crossover import crossovers
 from ctxscope.collector.aggregate.fit import fit_quadratic
 from ctxscope.collector.aggregate.maxctx import max_context
-from ctxscope.collector.aggregate.points import PointAggregate, SeriesKey, aggregate_points, curve
+from ctxscope.collector.aggregate.points import (
+    PointAggregate,
+    SeriesKey,
+    aggregate_points,
+    curve,
+    path_labels,
+)
 from ctxscope.shared.messages import PointResult
 
 TTFT = "ttft"
@@ -50,13 +56,28 @@ def characterize(results: Iterable[PointResult], capacity_mib: float | None = No
     """Everything the device page shows, from raw results (any devices; usually one)."""
     rows = list(results)
     aggregates = aggregate_points(rows)
+    limits = max_context(aggregates, rows)
+    labels = path_labels([a.key for a in aggregates] + [m.key for m in limits])
+    crossings = [c.as_dict() for c in crossovers(aggregates, TTFT)]
+    for crossing in crossings:
+        for side in ("transformer", "other"):
+            _with_path(crossing[side], labels)
     return {
         "points": [a.as_dict() for a in aggregates],
-        "max_context": [m.as_dict() for m in max_context(aggregates, rows)],
-        "crossovers": [c.as_dict() for c in crossovers(aggregates, TTFT)],
-        "memory_fits": memory_fits(aggregates, capacity_mib),
-        "ttft_fits": scaling_fits(aggregates, TTFT),
+        "max_context": [_with_path(m.as_dict(), labels) for m in limits],
+        "crossovers": crossings,
+        "memory_fits": [_with_path(f, labels) for f in memory_fits(aggregates, capacity_mib)],
+        "ttft_fits": [_with_path(f, labels) for f in scaling_fits(aggregates, TTFT)],
     }
+
+
+def _with_path(entry: dict[str, Any], labels: dict[SeriesKey, str]) -> dict[str, Any]:
+    """The entry of one series with `path`: what tells its kernel path apart from the model's others."""
+    key = SeriesKey(
+        entry["device"], entry["model"], entry["precision"], entry["logits"], entry["implementation"]
+    )
+    entry["path"] = labels.get(key, "")
+    return entry
 
 
 def compare(results: Iterable[PointResult], metric: str = TTFT) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from itertools import pairwise
 from typing import Any
 
 from ctxscope.collector.aggregate.points import PointAggregate, SeriesKey, curve
+from ctxscope.collector.shrunk import is_shrunk_label
 
 TRANSFORMER_FAMILIES = frozenset({"transformer"})
 STATE_SPACE_FAMILIES = frozenset({"ssm", "hybrid"})
@@ -81,7 +82,8 @@ def _ratio(a: float, b: float) -> float | None:
 
 def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> list[Crossover]:
     """Every Transformer x SSM/hybrid pair of series on the same device, precision and logits mode (an
-    fp32 Transformer against a bf16 SSM would time the precisions, not the architectures)."""
+    fp32 Transformer against a bf16 SSM would time the precisions, not the architectures), both real
+    models or both shrunk variants (a shrunk model is never set beside a real one)."""
     points = list(aggregates)
     family = {a.key: a.family for a in points}
     pairs = [
@@ -90,7 +92,8 @@ def crossovers(aggregates: Iterable[PointAggregate], metric: str = "ttft") -> li
         if family[t] in TRANSFORMER_FAMILIES
         for o in sorted(family)
         if family[o] in STATE_SPACE_FAMILIES
-        and (o.device, o.precision, o.logits) == (t.device, t.precision, t.logits)
+        and (o.device, o.precision, o.logits, is_shrunk_label(o.model))
+        == (t.device, t.precision, t.logits, is_shrunk_label(t.model))
     ]
     found = []
     for transformer, other in pairs:

@@ -7,6 +7,7 @@ less of the path than the ok points do (it failed before its decode ran) counts 
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -62,6 +63,27 @@ class PointAggregate:
         }
 
 
+# Between the sorted `op=path` pairs of a series' implementation: a ";" before the next identifier
+# and "=" (a path's own text may hold "; " followed by words).
+_PAIR_SEPARATOR = re.compile(r";(?=[A-Za-z_][\w./-]*=)")
+
+
+def path_labels(keys: Iterable[SeriesKey]) -> dict[SeriesKey, str]:
+    """What tells apart the series of one device, model, precision and logits mode that ran on several
+    kernel paths: the `op=path` pairs of each that not all of them share ("" for a model measured on
+    one path), so that rows and curves of one model never look alike."""
+    groups: dict[tuple[str, str, str, str], set[SeriesKey]] = defaultdict(set)
+    for key in keys:
+        groups[(key.device, key.model, key.precision, key.logits)].add(key)
+    labels: dict[SeriesKey, str] = {}
+    for group in groups.values():
+        pairs = {key: set(filter(None, _PAIR_SEPARATOR.split(key.implementation))) for key in group}
+        shared = set.intersection(*pairs.values())
+        for key in group:
+            labels[key] = "" if len(group) == 1 else ";".join(sorted(pairs[key] - shared)) or "no path named"
+    return labels
+
+
 def _names_the_path(key: str) -> bool:
     """False for an attention trial's own time (`attention_trial_<phase>/<backend>`), which agents
     before the trials moved to `details` kept in the implementation: it differs from run to run and
@@ -109,8 +131,13 @@ def is_search(result: PointResult) -> bool:
 
 def is_profile(result: PointResult) -> bool:
     """An operator profile's record: shares of device time under the profiler, not a curve point
-    (the operator-shares view reads it)."""
-    return result.details.get("kind") == PROFILE_KIND
+    (the operator-shares view reads it). Agents before the `kind` tag sent a profile as `operators`
+    with only the profiler's own metrics (`profile_<phase>_...`), as the committed H200 profiles are."""
+    if result.details.get("kind") == PROFILE_KIND:
+        return True
+    return isinstance(result.details.get("operators"), dict) and all(
+        name.startswith("profile_") for name in result.metrics
+    )
 
 
 def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:

@@ -16,9 +16,11 @@ from ctxscope.collector.predict.inputs import (
     peak_table,
     rates_from_calibration,
     rates_from_peaks,
+    samples_ms,
     source_points,
 )
 from ctxscope.collector.predict.model import OutsideMeasuredRange, Prediction, at_length, predict_curve
+from ctxscope.collector.shrunk import shrunk_run_ids
 from ctxscope.shared.messages import CALIBRATION_FAMILY
 
 METRIC_OF_PHASE = {"prefill": "ttft", "decode": "decode_per_token"}
@@ -33,12 +35,16 @@ class Store(Protocol):
 
 
 def _records(store: Store, device: str) -> list[dict[str, Any]]:
-    """A device's runs and results in wire form (with `kind`), as the predictor's readers take them."""
+    """A device's runs and results in wire form (with `kind`), as the predictor's readers take them.
+    Results of shrunk runs (`tiny = true`) are left out: a shrunk variant is neither a profile to
+    predict the real model from nor a measurement of it."""
+    stored = store.runs(device)
+    shrunk = shrunk_run_ids(stored)
     runs = [
         {**r, "kind": "run_started", "ts": r.get("started_ts") or 0, "plan": r.get("plan") or {}}
-        for r in store.runs(device)
+        for r in stored
     ]
-    return runs + [{**r, "kind": "result"} for r in store.results(device)]
+    return runs + [{**r, "kind": "result"} for r in store.results(device) if r["run_id"] not in shrunk]
 
 
 def peaks_key_for(description: str) -> str | None:
@@ -100,7 +106,7 @@ def decode_on_graph(records: list[dict[str, Any]]) -> tuple[bool, str, str]:
 def _source_device(store: Store, target: str, wanted: str | None) -> tuple[str, list[SourcePoint]]:
     candidates = [wanted] if wanted else [d["device"] for d in store.devices() if d["device"] != target]
     for device in candidates:
-        points = source_points({**r, "kind": "result"} for r in store.results(device))
+        points = source_points(_records(store, device))
         if points:
             return device, points
     raise PredictionInputError(
@@ -172,18 +178,34 @@ def assumptions(source: DeviceRates, target: DeviceRates, points: list[SourcePoi
     return out
 
 
-def measured_points(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, float]]:
-    """The device's own medians per (model, phase) and length, from non-calibration results; a median
-    that is not positive is no latency to compare a prediction with, and is left out."""
-    out: dict[tuple[str, str], dict[int, float]] = {}
-    for r in records:
+Series = tuple[str, str, str, str, str]  # model, phase, runtime, precision, logits mode
+
+
+def measured_points(records: list[dict[str, Any]]) -> dict[Series, dict[int, float]]:
+    """The device's own medians in ms per series (model, phase, runtime, precision, logits mode) and
+    length, from non-calibration results, so that a prediction meets only measurements of what it
+    predicts; a median that is not positive is no latency to compare a prediction with, and is left out."""
+    out: dict[Series, dict[int, float]] = {}
+    for r in sorted(records, key=lambda r: r.get("ts") or 0):
         if r["kind"] != "result" or r.get("family") == CALIBRATION_FAMILY or r.get("outcome") != "ok":
             continue
+        runtime = str((r.get("implementation") or {}).get("runtime", "unknown"))
         for phase, metric in METRIC_OF_PHASE.items():
-            m = (r.get("metrics") or {}).get(metric)
-            if m and (value := statistics.median(m["samples"])) > 0:
-                out.setdefault((r["model"], phase), {})[int(r["context_len"])] = value
+            samples = samples_ms((r.get("metrics") or {}).get(metric))
+            if samples and (value := statistics.median(samples)) > 0:
+                precision, logits = str(r.get("precision", "")), str(r.get("logits", "last"))
+                series = (r["model"], phase, runtime, precision, logits)
+                out.setdefault(series, {})[int(r["context_len"])] = value
     return out
+
+
+def _curve_name(series: Series, others: list[Series]) -> str:
+    """ "model (runtime)", with precision and logits mode where the model has curves of several."""
+    model, _phase, runtime, precision, logits = series
+    name = f"{model} ({runtime})"
+    if any(o[:3] == series[:3] and o != series for o in others):
+        name += f" {precision}" + ("" if logits == "last" else f" logits={logits}")
+    return name
 
 
 def prediction_view(store: Store, device: str, source_device: str | None = None) -> dict[str, Any]:
@@ -191,14 +213,15 @@ def prediction_view(store: Store, device: str, source_device: str | None = None)
     target = device_rates(device, target_records)
     source_name, points = _source_device(store, device, source_device)
     source = device_rates(source_name, _records(store, source_name))
-    groups: dict[tuple[str, str, str], list[SourcePoint]] = {}
+    groups: dict[Series, list[SourcePoint]] = {}
     for p in points:
-        groups.setdefault((p.model, p.phase, p.runtime), []).append(p)
+        groups.setdefault((p.model, p.phase, p.runtime, p.precision, p.logits), []).append(p)
     measured = measured_points(target_records)
     graphed, graph_status, graph_how = decode_on_graph(target_records)
     curves = []
     unpredicted = []
-    for (model, phase, runtime), group in sorted(groups.items()):
+    for series, group in sorted(groups.items()):
+        model, phase, runtime, precision, logits = series
         try:
             curve = predict_curve(group, source, target, graph_replayed=graphed and phase == "decode")
         except PredictionInputError as exc:
@@ -207,14 +230,17 @@ def prediction_view(store: Store, device: str, source_device: str | None = None)
         bound = [p.context_len for p in curve if p.host_bound or p.lower_bound]
         curves.append(
             {
+                "name": _curve_name(series, list(groups)),
                 "model": model,
                 "phase": phase,
                 "metric": METRIC_OF_PHASE.get(phase, phase),
                 "runtime": runtime,
+                "precision": precision,
+                "logits": logits,
                 "measured_range": [curve[0].context_len, curve[-1].context_len],
                 "host_bound_up_to": max(bound) if bound else None,
                 "points": [p.to_json() for p in curve],
-                "comparison": _comparison(curve, measured.get((model, phase), {})),
+                "comparison": _comparison(curve, measured.get(series, {})),
             }
         )
     return {

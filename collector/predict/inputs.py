@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ctxscope.collector.aggregate.units import canonical
+
 Status = Literal["measured", "assumed"]
 
 # Kernel family of each profiler class; the family's rate scales the class.
@@ -229,6 +231,7 @@ class SourcePoint:
     classes: dict[str, ClassTime]
     latency_ms: float  # timed pass (CUDA events), median
     logits: str
+    precision: str
 
     @property
     def device_ms(self) -> float:
@@ -245,19 +248,20 @@ def _plausible(latency_samples: list[float], classes: Mapping[str, _ClassFigures
 
 def source_points(records: Iterable[Mapping[str, Any]]) -> list[SourcePoint]:
     """Profiled points (results with `details.operators` and a timed latency), one per model, phase,
-    runtime and length; a later record of the same point replaces an earlier one. A record whose
-    operators have another shape, or a point whose profile is not plausible (`_plausible`), is left out."""
-    found: dict[tuple[str, str, str, int], SourcePoint] = {}
+    runtime, precision, logits mode and length; a later record of the same point replaces an earlier
+    one. A record whose operators have another shape, a latency not in a unit of time, or a point whose
+    profile is not plausible (`_plausible`), is left out."""
+    found: dict[tuple[str, str, str, str, str, int], SourcePoint] = {}
     for r in records:
         if r.get("kind") != "result" or r.get("outcome") != "ok":
             continue
         operators = _shaped(_OPERATORS, (r.get("details") or {}).get("operators") or {}) or {}
         for phase, ops in operators.items():
-            latency = r.get("metrics", {}).get(f"profile_{phase}_latency")
-            if latency is None or not ops.classes:
+            latency = samples_ms(r.get("metrics", {}).get(f"profile_{phase}_latency"))
+            if not latency or not ops.classes:
                 continue
             passes = max(1, ops.passes)
-            if not _plausible(latency["samples"], ops.classes):
+            if not _plausible(latency, ops.classes):
                 continue
             implementation = r.get("implementation", {})
             runtime = str(implementation.get("runtime", "unknown"))
@@ -270,8 +274,22 @@ def source_points(records: Iterable[Mapping[str, Any]]) -> list[SourcePoint]:
                 classes={
                     cls: ClassTime(v.time_ms / passes, v.kernels / passes) for cls, v in ops.classes.items()
                 },
-                latency_ms=statistics.median(latency["samples"]),
+                latency_ms=statistics.median(latency),
                 logits=str(r.get("logits", "last")),
+                precision=str(r.get("precision", "")),
             )
-            found[(point.model, phase, runtime, point.context_len)] = point
-    return sorted(found.values(), key=lambda p: (p.model, p.phase, p.runtime, p.context_len))
+            found[(point.model, phase, runtime, point.precision, point.logits, point.context_len)] = point
+    return sorted(
+        found.values(), key=lambda p: (p.model, p.phase, p.runtime, p.precision, p.logits, p.context_len)
+    )
+
+
+def samples_ms(metric: Any) -> list[float]:
+    """A metric's samples in milliseconds; none where it is absent, not in a unit of time, or of
+    another shape (records are free-form on the wire)."""
+    if not isinstance(metric, Mapping) or not isinstance(metric.get("samples"), list):
+        return []
+    unit, factor = canonical(str(metric.get("unit")))
+    if unit != "ms":
+        return []
+    return [float(v) * factor for v in metric["samples"] if isinstance(v, int | float)]

@@ -194,8 +194,8 @@ def device_figures(view: dict[str, Any], with_reference: bool = False) -> dict[s
 
 
 def shares_figure(shares: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stacked bars: percent of device time per operator class, one bar per profiled point."""
-    labels = [f"{s['model']} {s['precision']} {s['context_len']} {s['phase']}" for s in shares]
+    """Stacked bars: percent of device time per operator class, one bar per profiled point and path."""
+    labels = [s["label"] for s in shares]
     classes = sorted({cls for s in shares for cls in s["share_pct"]})
     fig = go.Figure(
         [go.Bar(name=cls, x=labels, y=[s["share_pct"].get(cls, 0.0) for s in shares]) for cls in classes],

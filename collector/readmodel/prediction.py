@@ -54,7 +54,7 @@ def curve_figure(view: dict[str, Any], metric: str) -> dict[str, Any]:
     curves = [c for c in view["curves"] if c["metric"] == metric]
     for i, c in enumerate(curves):
         color = PALETTE[i % len(PALETTE)]
-        name = f"{c['model']} ({c['runtime']})"
+        name = c["name"]
         for trace in _band(c["points"], color, name):
             fig.add_trace(trace)
         fig.add_trace(
@@ -94,7 +94,7 @@ def class_bars(view: dict[str, Any]) -> dict[str, Any]:
         if c["phase"] != "prefill":
             continue
         last = c["points"][-1]
-        label = f"{c['model']} @ {last['context_len']}"
+        label = f"{c['name']} @ {last['context_len']}"
         for cls in last["classes"]:
             x, y, text = bars.setdefault(cls["cls"], ([], [], []))
             x += [f"{label}: {view['source_device']}", f"{label}: {view['device']}"]

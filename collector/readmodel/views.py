@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ctxscope.collector.aggregate.characterize import characterize, compare
+from ctxscope.collector.aggregate.points import series_key
 from ctxscope.collector.readmodel.reference import max_context as reference_max_context
 from ctxscope.collector.readmodel.source import FleetSource
 from ctxscope.collector.shrunk import characterization_results, is_shrunk_label
@@ -212,27 +214,58 @@ def memory_capacity_mib(meta: dict[str, Any]) -> float | None:
 
 def operator_shares(results: Iterable[PointResult]) -> list[dict[str, Any]]:
     """Operator shares of each profiled point and phase, as the profiler sends them in the result's
-    details (`operators`: phase -> classes -> share_pct, percent of device time)."""
-    out = []
-    for r in results:
+    details (`operators`: phase -> classes -> share_pct, percent of device time): the newest profile of
+    each model, precision, logits mode, kernel path, length and phase (a point profiled again replaces
+    its earlier profile; different kernel paths stay apart)."""
+    newest: dict[tuple[str, str, str, str, int, str], dict[str, Any]] = {}
+    for r in sorted(results, key=lambda r: r.ts):
         phases = r.details.get(OPERATORS_KEY)
         if not isinstance(phases, dict):
             continue
+        path = series_key(r).implementation
         for phase, shares in sorted(phases.items()):
             if not isinstance(shares, dict) or not isinstance(shares.get("classes"), dict):
                 continue
-            out.append(
-                {
-                    "model": r.model,
-                    "precision": r.precision,
-                    "context_len": r.context_len,
-                    "phase": phase,
-                    "run_id": r.run_id,
-                    "share_pct": _shares(shares["classes"]),
-                    "unclassified": shares.get("unclassified", []),
-                    "device_time_source": shares.get("device_time_source"),
-                }
-            )
+            newest[(r.model, r.precision, r.logits, path, r.context_len, phase)] = {
+                "model": r.model,
+                "precision": r.precision,
+                "logits": r.logits,
+                "context_len": r.context_len,
+                "phase": phase,
+                "run_id": r.run_id,
+                "runtime": r.implementation.get("runtime", ""),
+                "implementation": path,
+                "share_pct": _shares(shares["classes"]),
+                "unclassified": shares.get("unclassified", []),
+                "device_time_source": shares.get("device_time_source"),
+            }
+    shares = [newest[key] for key in sorted(newest, key=lambda k: (k[0], k[1], k[2], k[4], k[5], k[3]))]
+    for entry, label in zip(shares, shares_labels(shares), strict=True):
+        entry["label"] = label
+    return shares
+
+
+def shares_labels(shares: list[dict[str, Any]]) -> list[str]:
+    """One label per bar, never two alike (plotly would stack them as one bar): model, precision,
+    length and phase, then the runtime where one point was profiled on several kernel paths, and the
+    path's number where their runtimes are also alike."""
+    bases = [
+        f"{s['model']} {s['precision']}"
+        + ("" if s.get("logits", "last") == "last" else f" logits={s['logits']}")
+        + f" {s['context_len']} {s['phase']}"
+        for s in shares
+    ]
+    counts = Counter(bases)
+    labels = [
+        f"{b} [{s.get('runtime') or 'path'}]" if counts[b] > 1 else b
+        for b, s in zip(bases, shares, strict=True)
+    ]
+    repeats = Counter(labels)
+    seen: Counter[str] = Counter()
+    out = []
+    for label in labels:
+        seen[label] += 1
+        out.append(f"{label[:-1]} {seen[label]}]" if repeats[label] > 1 else label)
     return out
 
 

@@ -309,3 +309,32 @@ def test_report_crossovers_name_their_precision(feeder, store, result_factory, t
     table = (out / "index.html").read_text().split("crossovers (TTFT)</h3>")[1].split("</table>")[0]
     assert "<th>precision</th>" in table
     assert "<td>bf16</td>" in table and "<td>fp32</td>" in table
+
+
+def test_watch_says_which_results_are_no_measured_points(feeder, store, result_factory):
+    """A search's answer, an operator profile and a calibration figure each carry a length, but are no
+    point of a curve: the latest-results table names what each row is."""
+    feeder(
+        [
+            result_factory(model="qwen2.5-0.5b", context_len=1024, metrics={"ttft": ("ms", [5.0])}),
+            result_factory(
+                model="mamba2-780m",
+                context_len=262144,
+                metrics={"max_context": ("tokens", [262144])},
+                details={"kind": "max_context"},
+            ),
+            result_factory(model="mamba-130m", context_len=4096, details={"operators": {}}),
+            result_factory(model="calib-stream", family="calibration", context_len=268435456),
+        ]
+    )
+    console = Console(record=True, width=240)
+    console.print(frame(store))
+    lines = console.export_text().splitlines()
+    kinds = {
+        model: next(x for x in lines if f" {model} " in x)
+        for model in ("qwen2.5-0.5b", "mamba2-780m", "mamba-130m", "calib-stream")
+    }
+    assert "point" in kinds["qwen2.5-0.5b"]
+    assert "max-context search" in kinds["mamba2-780m"]
+    assert "operator profile" in kinds["mamba-130m"]
+    assert "calibration" in kinds["calib-stream"]

@@ -267,30 +267,33 @@ const ctxscope = (() => {
       document.getElementById("summary").textContent =
         `${s.hostname || ""} ${accel ? "· " + accel : ""} · ${view.result_count} results · last seen ${age(s.last_seen_ns)}${s.live ? "" : " (not live)"}`;
       setLive(s);
-      const fits = new Map(view.characterization.memory_fits.map((f) => [f.model + "|" + f.precision + "|" + f.logits, f]));
+      // one series per model, precision, logits mode and kernel path: a model's paths never share a row
+      const seriesOf = (s) => [s.model, s.precision, s.logits, s.implementation].join("|");
+      const named = (s) => s.path ? `${s.model} [${s.path}]` : s.model;
+      const fits = new Map(view.characterization.memory_fits.map((f) => [seriesOf(f), f]));
       fillRows(document.querySelector("#maxctx tbody"), view.characterization.max_context.map((m) => {
-        const fit = fits.get(m.model + "|" + m.precision + "|" + m.logits);
+        const fit = fits.get(seriesOf(m));
         const paper = Object.entries(view.reference_max_context[m.model] || {}).map(([d, n]) => `${d}: ${n}`).join(", ");
-        return [m.model, m.precision, m.logits, m.max_ok_tokens ?? "–",
+        return [named(m), m.precision, m.logits, m.max_ok_tokens ?? "–",
           m.first_failure_tokens ? `${m.first_failure_tokens} (${m.failure_outcome})` : "–",
           m.searched_text ? m.searched_text + (m.search_memory_cap_bytes ? ` (cap ${(m.search_memory_cap_bytes / 2 ** 30).toFixed(1)} GiB)` : "") + (m.search_limit_note ? `; ${m.search_limit_note}` : "") : "–",
           fit && fit.extrapolated_limit_tokens ? Math.round(fit.extrapolated_limit_tokens) : "–",
           fit ? fmt(fit.fit.rms_residual, fit.fit.unit) : "–", paper];
       }));
       fillRows(document.querySelector("#crossovers tbody"), view.characterization.crossovers.map((c) => [
-        `${c.transformer.model} ${c.transformer.precision}`, `${c.other.model} ${c.other.precision}`,
+        `${named(c.transformer)} ${c.transformer.precision}`, `${named(c.other)} ${c.other.precision}`,
         c.crossings.length ? c.crossings.map((x) => Math.round(x.length_tokens)).join(", ") : "none in range",
         c.crossings.map((x) => x.faster_above).join(", "),
         c.lengths_tokens.map((n, i) => `${n}: ${c.ratios[i].toFixed(2)}`).join(" · ")]));
       const ch = view.characterization;
       fillRows(document.querySelector("#fits tbody"), [...ch.ttft_fits, ...ch.memory_fits].map((f) => [
-        f.metric, f.model, f.precision, fmt(f.fit.a, f.fit.unit), fmt(f.fit.b_per_token, f.fit.unit),
+        f.metric, named(f), f.precision, fmt(f.fit.a, f.fit.unit), fmt(f.fit.b_per_token, f.fit.unit),
         fmt(f.fit.c_per_token2, f.fit.unit), fmt(f.fit.rms_residual, f.fit.unit),
         `${f.fit.min_length_tokens}–${f.fit.max_length_tokens} (${f.fit.n_points})`]));
       fillRows(document.querySelector("#runs tbody"), view.runs.slice().reverse().map((r) => [
         r.run_id, runProgress(r), r.point || "", runOutcome(r), r.error || ""]));
       const unclassified = view.operator_shares.flatMap((o) =>
-        o.unclassified.map((u) => [`${o.model} ${o.precision} ${o.context_len} ${o.phase}`, u.name, fmt(u.time_ms), u.count]));
+        o.unclassified.map((u) => [o.label, u.name, fmt(u.time_ms), u.count]));
       fillRows(document.querySelector("#unclassified tbody"), unclassified);
       document.getElementById("unclassified-section").hidden = unclassified.length === 0;
       fillRows(document.querySelector("#logs tbody"), view.logs.map((l) => [

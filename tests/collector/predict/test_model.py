@@ -48,6 +48,7 @@ def point(length: int = 1024, latency: float = 10.0, gemm: float = 6.0, stream: 
         classes={"gemm": ClassTime(gemm, 10), "elementwise": ClassTime(stream, 100)},
         latency_ms=latency,
         logits="last",
+        precision="bf16",
     )
 
 

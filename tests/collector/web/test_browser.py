@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -194,6 +195,39 @@ def test_device_page_shows_a_search_without_a_limit_as_a_lower_bound(
     assert "≥ 128 tokens (no limit found up to max_tokens=128)" in p.locator("#maxctx tbody").inner_text()
     assert "unfinished (no finish record)" in p.locator("#runs tbody").inner_text()
     assert p.locator("#runs progress").count() == 0
+    assert console.errors == []
+
+
+def test_device_page_keeps_a_models_kernel_paths_apart(served, page, simfleet, feeder, result_factory):
+    """One model measured on two attention paths: two max-context rows named by the path that tells
+    them apart, each with its own path's memory fit (not one path's limit on both rows)."""
+    p, console = page
+    dev = simfleet.SimDevice("orin-1")
+    feeder([dev.meta(16 * 2**30)])
+    for attention, mib_per_token in (("sdpa", 0.16), ("flash", 0.03)):
+        feeder(
+            [
+                result_factory(
+                    context_len=n,
+                    implementation={"runtime": "transformers", "attention": attention},
+                    metrics={"ttft": ("ms", [n / 100]), "memory_peak": ("MiB", [1000 + mib_per_token * n])},
+                )
+                for n in (1024, 4096, 16384)
+            ]
+        )
+    p.goto(served.url + "/devices/orin-1")
+    p.wait_for_selector("#maxctx tbody tr")
+    view = httpx.get(served.url + "/api/devices/orin-1").json()
+    limits = {
+        f["path"]: round(f["extrapolated_limit_tokens"]) for f in view["characterization"]["memory_fits"]
+    }
+    assert set(limits) == {"attention=sdpa", "attention=flash"} and len(set(limits.values())) == 2
+    rows = p.locator("#maxctx tbody tr")
+    assert rows.count() == 2
+    for i in range(2):
+        cells = rows.nth(i).locator("td").all_inner_texts()
+        path = cells[0].removeprefix("qwen2.5-0.5b [").removesuffix("]")
+        assert int(cells[6]) == limits[path]
     assert console.errors == []
 
 

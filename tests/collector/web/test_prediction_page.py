@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[3]
 SOURCE_MODELS = {"qwen2.5-0.5b", "mamba2-130m"}
 TARGET = "orin-nano"
 BOARD = "NVIDIA Jetson Orin Nano Developer Kit"
+RUNTIME = {"runtime": "transformers", "attention": "sdpa"}  # the source profiles' runtime for qwen2.5-0.5b
 
 
 def source_records() -> list[Message]:
@@ -87,8 +88,20 @@ def test_figures_that_are_not_positive_give_a_reason_or_are_left_out(
     feeder([h200.meta(141 * 2**30), nano.meta(8 * 2**30)])
     feeder(source_records())
     feeder(calibration)
-    feeder([result_factory(device=TARGET, context_len=4096, metrics={"ttft": ("ms", [0.0])})])
-    feeder([result_factory(device=TARGET, context_len=16384, metrics={"ttft": ("ms", [900.0])})])
+    feeder(
+        [
+            result_factory(
+                device=TARGET, context_len=4096, implementation=RUNTIME, metrics={"ttft": ("ms", [0.0])}
+            )
+        ]
+    )
+    feeder(
+        [
+            result_factory(
+                device=TARGET, context_len=16384, implementation=RUNTIME, metrics={"ttft": ("ms", [900.0])}
+            )
+        ]
+    )
     view = httpx.get(f"{served.url}/api/devices/{TARGET}/prediction", timeout=30).json()
     qwen = next(c for c in view["curves"] if c["model"] == "qwen2.5-0.5b" and c["phase"] == "prefill")
     assert [row["context_len"] for row in qwen["comparison"]] == [16384]
@@ -102,6 +115,48 @@ def test_figures_that_are_not_positive_give_a_reason_or_are_left_out(
     feeder(later)
     view = httpx.get(f"{served.url}/api/devices/{TARGET}/prediction", timeout=30).json()
     assert view["available"] is False and "not a positive figure" in view["reason"], view
+
+
+def test_a_prediction_meets_only_measurements_of_what_it_predicts(
+    served: Any, fleet: None, simfleet: Any, feeder: Any, result_factory: Any
+) -> None:
+    """The comparison beside a predicted curve takes the device's points of the same model, runtime,
+    precision and logits mode, in milliseconds whatever unit they came in; a shrunk run (`tiny = true`)
+    is not a measurement of the real model."""
+    nano = simfleet.SimDevice(TARGET)
+    tiny = nano.run_started("tiny-run", 1).model_copy(update={"plan": {"tiny": True}})
+    feeder(
+        [
+            tiny,
+            result_factory(
+                device=TARGET,
+                run_id="tiny-run",
+                context_len=4096,
+                implementation=RUNTIME,
+                metrics={"ttft": ("ms", [0.5])},
+            ),
+            result_factory(
+                device=TARGET, context_len=16384, implementation=RUNTIME, metrics={"ttft": ("s", [0.07])}
+            ),
+            result_factory(
+                device=TARGET,
+                context_len=16384,
+                precision="fp32",
+                implementation=RUNTIME,
+                metrics={"ttft": ("ms", [200.0])},
+            ),
+            result_factory(
+                device=TARGET,
+                context_len=65536,
+                implementation={"runtime": "mamba_ssm"},
+                metrics={"ttft": ("ms", [300.0])},
+            ),
+        ]
+    )
+    view = httpx.get(f"{served.url}/api/devices/{TARGET}/prediction", timeout=30).json()
+    qwen = next(c for c in view["curves"] if c["model"] == "qwen2.5-0.5b" and c["phase"] == "prefill")
+    assert (qwen["runtime"], qwen["precision"], qwen["logits"]) == ("transformers", "bf16", "last")
+    assert [(row["context_len"], row["measured_ms"]) for row in qwen["comparison"]] == [(16384, 70.0)]
 
 
 # free-form parts of records (`details`, `manifest`, `plan`) in shapes the agent never writes
@@ -184,7 +239,16 @@ def test_calibrated_only_device_page_shows_predicted_curves_and_bands(
     host = page.locator("#prediction-host").inner_text()
     assert "qwen2.5-0.5b prefill up to" in host and "not calibrated on both" in host
     # the device's own points arrive: predicted and measured side by side
-    feeder([result_factory(device=TARGET, context_len=4096, metrics={"ttft": ("ms", [900.0, 910.0])})])
+    feeder(
+        [
+            result_factory(
+                device=TARGET,
+                context_len=4096,
+                implementation=RUNTIME,
+                metrics={"ttft": ("ms", [900.0, 910.0])},
+            )
+        ]
+    )
     page.reload()
     page.wait_for_selector("#prediction-compare tbody tr")
     row = page.locator("#prediction-compare tbody tr").first.inner_text()
