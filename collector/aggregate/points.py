@@ -68,20 +68,57 @@ class PointAggregate:
 _PAIR_SEPARATOR = re.compile(r";(?=[A-Za-z_][\w./-]*=)")
 
 
+# The parts of a kernel path a reader tells paths apart by first; the others only where these do not.
+HEADLINE_PATH_KEYS = ("runtime", "attention", "decode_path")
+
+
 def path_labels(keys: Iterable[SeriesKey]) -> dict[SeriesKey, str]:
     """What tells apart the series of one device, model, precision and logits mode that ran on several
-    kernel paths: the `op=path` pairs of each that not all of them share ("" for a model measured on
-    one path), so that rows and curves of one model never look alike."""
+    kernel paths ("" for a model measured on one path): the parts in which their paths differ, the
+    headline ones (runtime, attention, decode path) first, then others one by one only while two paths
+    still read alike. A series that names no path (its run failed before loading) is "no path named"."""
     groups: dict[tuple[str, str, str, str], set[SeriesKey]] = defaultdict(set)
     for key in keys:
         groups[(key.device, key.model, key.precision, key.logits)].add(key)
     labels: dict[SeriesKey, str] = {}
     for group in groups.values():
-        pairs = {key: set(filter(None, _PAIR_SEPARATOR.split(key.implementation))) for key in group}
-        shared = set.intersection(*pairs.values())
-        for key in group:
-            labels[key] = "" if len(group) == 1 else ";".join(sorted(pairs[key] - shared)) or "no path named"
+        paths = {key: _pairs(key.implementation) for key in group}
+        named = [path for path in paths.values() if path]
+        chosen = _telling_parts(named)
+        for key, path in paths.items():
+            if len(group) == 1:
+                labels[key] = ""
+            elif not path:
+                labels[key] = "no path named"
+            else:
+                labels[key] = _label(path, chosen)
     return labels
+
+
+def _telling_parts(paths: list[dict[str, str]]) -> list[str]:
+    """The operations whose paths tell these paths apart: the differing headline ones, then each other
+    differing one that tells more of them apart, until all read differently."""
+    ops = {op for path in paths for op in path}
+    differing = [op for op in sorted(ops) if len({path.get(op) for path in paths}) > 1]
+    chosen = [op for op in HEADLINE_PATH_KEYS if op in differing]
+
+    def distinct(parts: list[str]) -> int:
+        return len({_label(path, parts) for path in paths})
+
+    for op in differing:
+        if distinct(chosen) == len(paths):
+            break
+        if op not in chosen and distinct([*chosen, op]) > distinct(chosen):
+            chosen.append(op)
+    return chosen
+
+
+def _pairs(implementation: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in _PAIR_SEPARATOR.split(implementation) if "=" in pair)
+
+
+def _label(path: dict[str, str], ops: Iterable[str]) -> str:
+    return ";".join(f"{op}={path.get(op, '-')}" for op in ops)
 
 
 def _names_the_path(key: str) -> bool:
