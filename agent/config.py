@@ -113,11 +113,17 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
     for suffix, name in ENV_FIELDS.items():
         if f"{ENV_PREFIX}{suffix}" in env:
             values[name] = env[f"{ENV_PREFIX}{suffix}"]
+    source = f"{path} and environment" if path else "environment"
+    return validate_config(values, source)
+
+
+def validate_config(values: dict[str, Any], source: str) -> AgentConfig:
+    """The configuration of `values`; ConfigError in one line naming `source` and each field's problem
+    (pydantic's own text spans lines and repeats the whole input)."""
     try:
         return AgentConfig.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
         )
-        source = f"{path} and environment" if path else "environment"
         raise ConfigError(f"invalid agent configuration ({source}): {problems}") from exc

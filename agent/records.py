@@ -50,6 +50,11 @@ class MemorySink:
             return [r for r in self.records if getattr(r, "kind", None) == kind]
 
 
+class RecordsNotWritten(RuntimeError):
+    """A record could not be written out (a full disk, a closed pipe): the run's records are lost from
+    there on, so the run cannot go on; the message names where and the system's reason."""
+
+
 class JsonLinesSink(MemorySink):
     """Stamps records like a memory sink, keeps none, and appends each to a JSON-lines file."""
 
@@ -60,6 +65,11 @@ class JsonLinesSink(MemorySink):
     def emit(self, message_cls: type[M], **fields: Any) -> M:
         record = super().emit(message_cls, **fields)
         if self.out is not None:
-            self.out.write(record.model_dump_json() + "\n")
-            self.out.flush()
+            try:
+                self.out.write(record.model_dump_json() + "\n")
+                self.out.flush()
+            except OSError as exc:
+                where = getattr(self.out, "name", "the records stream")
+                why = exc.strerror or str(exc)
+                raise RecordsNotWritten(f"records could not be written to {where}: {why}") from exc
         return record

@@ -11,12 +11,12 @@ import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
-from ctxscope.agent.config import AgentConfig, ConfigError, load_config
-from ctxscope.agent.records import JsonLinesSink, M, RecordSink
+from ctxscope.agent.config import AgentConfig, ConfigError, load_config, validate_config
+from ctxscope.agent.records import JsonLinesSink, M, RecordSink, RecordsNotWritten
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.shared.ids import device_id_from_hostname
@@ -39,18 +39,35 @@ def configure(
         if device:
             changes["device"] = device
         if broker:
-            host, _, port = broker.rpartition(":")
-            if not host or not port.isdigit():
-                raise ConfigError(f"broker {broker!r}: expected HOST:PORT")
-            changes.update(broker_host=host, broker_port=int(port))
+            host, port = parse_broker(broker)
+            changes.update(broker_host=host, broker_port=port)
         if spool:
             changes["spool_path"] = spool
-        config = AgentConfig.model_validate({**config.model_dump(), **changes}) if changes else config
+        if changes:
+            given = ", ".join(f"--{flag} {value}" for flag, value in _given(device, broker, spool))
+            config = validate_config({**config.model_dump(), **changes}, f"with {given}")
         if config.tls and config.tls_ca is not None and not config.tls_ca.is_file():
             raise ConfigError(f"tls_ca {config.tls_ca}: no such file (the broker's CA certificate)")
         return config
     except (ConfigError, ValueError) as exc:
         raise ConfigurationProblem(str(exc)) from exc
+
+
+def parse_broker(broker: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port); an IPv6 address is written in brackets, as in a URL ([::1]:1883), and
+    the brackets are no part of its name (kept, the name would resolve nowhere)."""
+    host, _, port = broker.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or "[" in host or "]" in host:
+        raise ConfigError(f"broker {broker!r}: expected HOST:PORT, or [ADDRESS]:PORT for IPv6")
+    return host, int(port)
+
+
+def _given(device: str | None, broker: str | None, spool: Path | None) -> list[tuple[str, object]]:
+    """The command-line overrides given, as (option, value)."""
+    given = (("device", device), ("broker", broker), ("spool", spool))
+    return [(flag, value) for flag, value in given if value]
 
 
 class ConfigurationProblem(click.ClickException):
@@ -127,5 +144,23 @@ def command_sink(
     the JSON-lines file `out` (appended to), else nowhere (the command prints its table)."""
     if broker or config_path:
         return stack.enter_context(streaming_sink(config_path, broker))
-    stream = stack.enter_context(out.open("a")) if out else None
+    stream = stack.enter_context(records_file(out)) if out else None
     return JsonLinesSink(stream, device_id_from_hostname(socket.gethostname()))
+
+
+@contextlib.contextmanager
+def records_file(out: Path) -> Iterator[TextIO]:
+    """`out` opened for appending records; a file that cannot be opened is a bad `--out`, and records
+    that cannot be written (`RecordsNotWritten`) end the command with that one line, not a traceback."""
+    try:
+        stream = out.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"{out}: {exc.strerror or exc}", param_hint="'--out'") from exc
+    try:
+        yield stream
+    except RecordsNotWritten as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        # every record was flushed when emitted: closing can only fail again on what failed then
+        with contextlib.suppress(OSError):
+            stream.close()

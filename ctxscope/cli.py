@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -24,17 +25,32 @@ COMMANDS = {
     "report": ("ctxscope.collector.report", "report", "Static HTML report with figures and exports."),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (SIGINT)
 # Width for rich output when stdout is a pipe or a file: wide enough that no table column is cut.
 PIPED_COLUMNS = "250"
 
-EXIT_CODES = """\b
+EXIT_CODES = f"""\b
 Exit codes:
   0    success
   1    error (the message says why: unreachable broker or store, refused plan, ...)
   2    usage error (unknown option, bad argument)
   3    done, but some input was skipped (e.g. bad lines in `collector import`)
-  130  interrupted (Ctrl-C)
+  78   the agent's configuration cannot be used (--config, --broker, CTXSCOPE_*)
+  {INTERRUPTED}  interrupted (Ctrl-C)
 """
+
+
+class RootGroup(LazyGroup):
+    """The `ctxscope` group: an interrupt (Ctrl-C) in any command exits 130, as `ctxscope -h` and the
+    shells' convention (128 + SIGINT) say; click's standalone mode would print "Aborted!" and exit 1,
+    which reads as a failed command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
 
 
 def configure_output(log_level: str | None) -> None:
@@ -53,7 +69,7 @@ def configure_output(log_level: str | None) -> None:
 
 
 @click.group(
-    cls=LazyGroup,
+    cls=RootGroup,
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=EXIT_CODES,

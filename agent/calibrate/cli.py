@@ -33,7 +33,16 @@ def calibrate(
     broker: str | None,
     config_path: Path | None,
 ) -> None:
-    """Measure this device's operating point and kernel-family rates for prediction."""
+    """Measure this device's operating point and kernel-family rates for prediction.
+
+    \b
+    Exit status:
+      0    done (a benchmark that cannot run here is recorded as skipped, with the reason)
+      1    the records could not be written
+      2    bad command-line usage
+      78   the agent configuration (--config, --broker) cannot be used
+      130  interrupted (Ctrl-C)
+    """
     from ctxscope.agent.calibrate.run import calibrate_run
     from ctxscope.agent.engine.runner import default_device
     from ctxscope.agent.streaming import command_sink

@@ -10,26 +10,42 @@ from typing import Any
 from ctxscope.agent.calibrate.bench import BENCHMARKS, Figure, Sizes, Timer
 from ctxscope.agent.engine.recorder import RunRecorder
 from ctxscope.agent.records import RecordSink
+from ctxscope.agent.telemetry.base import Backend
 from ctxscope.shared.messages import CALIBRATION_FAMILY
 
+# How long after a first read the operating point's sample is taken: utilisations are rates between
+# two reads (psutil's CPU percent), and a first read after opening covers no time at all.
+OPERATING_POINT_WINDOW_S = 0.5
 
-def operating_point(device: str) -> dict[str, Any]:
-    """Clocks, power and temperatures now, from the telemetry backends the device offers."""
+
+def operating_point(device: str, window_s: float = OPERATING_POINT_WINDOW_S) -> dict[str, Any]:
+    """Clocks, power, temperatures and utilisation now, from the telemetry backends the device offers.
+
+    Each backend's sample `now` is its second read, `window_s` after the first, as the telemetry
+    sampler's reads follow the one `open` primes: read at once, psutil's CPU utilisation covers no time
+    and gives 0.0, a 0 that would stand for "not measured" where the load was never looked at."""
     from ctxscope.agent.telemetry.detect import detect_backends
 
     point: dict[str, Any] = {}
     for backend in detect_backends():
         try:
-            backend.open()
-            try:
-                sample = backend.read()
-            finally:
-                backend.close()
+            sample = _read_after(backend, window_s)
         except Exception as exc:  # a backend that fails to read is reported, not fatal
             point[backend.name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
             continue
         point[backend.name] = {"info": backend.info(), "now": sample, "units": backend.metrics()}
     return point
+
+
+def _read_after(backend: Backend, window_s: float) -> dict[str, float]:
+    """One sample of `backend`, `window_s` after a first read that sets its rates' reference point."""
+    backend.open()
+    try:
+        backend.read()
+        time.sleep(window_s)
+        return backend.read()
+    finally:
+        backend.close()
 
 
 SPREAD = "spread: min..max of the samples"

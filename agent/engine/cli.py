@@ -15,9 +15,12 @@ import click
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from ctxscope.agent.cliopts import progress_option, record_options, torch_device_option
+from ctxscope.agent.engine.limits import MAX_CONTEXT_TOKENS, MAX_TIMEOUT_S
 from ctxscope.agent.streaming import command_sink
 
 _BYTES = TypeAdapter(ByteSize)
+# maxctx's lengths and bounds are those of a plan's [max_context] table (`plan.MaxContextPlan`)
+TOKENS = click.IntRange(1, MAX_CONTEXT_TOKENS)
 
 
 def _bytes(value: str | None) -> int | None:
@@ -90,9 +93,12 @@ def run(
 
     \b
     Exit status:
-      0  every point of the plan succeeded
-      1  the plan was refused, or at least one point failed (its record says why)
-      2  bad command-line usage
+      0    every point of the plan succeeded
+      1    the plan was refused, at least one point failed (its record says why), or the records
+           could not be written
+      2    bad command-line usage
+      78   the agent configuration (--config, --broker) cannot be used
+      130  interrupted (Ctrl-C)
     """
     from ctxscope.agent.engine import plan as plans
     from ctxscope.agent.engine.runner import default_device, run_plan
@@ -139,17 +145,29 @@ def run(
     help="emulate a smaller device: the process's whole device memory, CUDA context included, "
     "e.g. 24563MiB (an RTX 4090's total)",
 )
-@click.option("--start", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=1_048_576, show_default=True)
+@click.option("--start", type=TOKENS, default=1024, show_default=True)
+@click.option("--max-tokens", type=TOKENS, default=1_048_576, show_default=True)
 @click.option(
     "--upper-guess",
     type=click.IntRange(min=2),
     default=None,
     help="length probed right after --start instead of twice it (a guess just above the limit)",
 )
-@click.option("--tolerance", type=float, default=0.01, show_default=True, help="relative gap to stop at")
-@click.option("--step", type=int, default=None, help="absolute gap to stop at (instead of --tolerance)")
-@click.option("--probe-timeout", type=float, default=120.0, show_default=True, help="seconds per probe")
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.01,
+    show_default=True,
+    help="relative gap to stop at",
+)
+@click.option("--step", type=TOKENS, default=None, help="absolute gap to stop at (instead of --tolerance)")
+@click.option(
+    "--probe-timeout",
+    type=click.FloatRange(0.0, MAX_TIMEOUT_S, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="seconds per probe",
+)
 @torch_device_option
 @click.option("--tiny", is_flag=True, help="the zoo's shrunk config (tests)")
 @click.option("--hf", "prefer_hf", is_flag=True, help="transformers even where native mamba_ssm exists")
@@ -172,7 +190,16 @@ def maxctx(
     broker: str | None,
     config_path: Path | None,
 ) -> None:
-    """Search the longest context one prefill fits in, each probe in a fresh child process."""
+    """Search the longest context one prefill fits in, each probe in a fresh child process.
+
+    \b
+    Exit status:
+      0    a length fitted (the first that did not is the limit found, not a failure)
+      1    not even --start fitted (the record says why), or the records could not be written
+      2    bad command-line usage
+      78   the agent configuration (--config, --broker) cannot be used
+      130  interrupted (Ctrl-C)
+    """
     if start > max_tokens:
         raise click.BadParameter(f"--start {start} is above --max-tokens {max_tokens}", param_hint="--start")
     if upper_guess is not None and upper_guess <= start:
@@ -230,3 +257,5 @@ def maxctx(
     summary = f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}"
     note = record.details.get("limit_note")
     click.echo(f"run {run.run_id}: {summary}; {note}" if note else f"run {run.run_id}: {summary}")
+    if run.points_failed:
+        raise SystemExit(1)

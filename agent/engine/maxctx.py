@@ -96,6 +96,8 @@ def search(
         raise ValueError("need 1 <= start <= max_tokens")
     if upper_guess is not None and upper_guess <= start:
         raise ValueError("upper_guess must be above start")
+    if step is not None and step < 1:
+        raise ValueError(f"step {step} must be >= 1 token: a gap of 0 is never reached")
     probes: list[Probe] = []
 
     def run(length: int) -> Probe:
@@ -191,7 +193,7 @@ class SearchSettings:
     seed: int = 0
 
     def method(self, bounded_by: str | None) -> str:
-        tolerance = f"{self.step} tokens" if self.step else f"{self.rel_tol:.1%}"
+        tolerance = f"{self.step} tokens" if self.step is not None else f"{self.rel_tol:.1%}"
         guess = f" (then {self.upper_guess})" if self.upper_guess is not None else ""
         # a search stopped by max_tokens found no limit: its figure is a lower bound
         bound = f"; lower bound, {bounded_by}" if bounded_by else ""

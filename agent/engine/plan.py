@@ -2,7 +2,10 @@
 
 The plan hash is the sha256 of the validated plan's canonical JSON (sorted keys, no spaces), so
 two files that mean the same plan hash alike. Unknown keys are errors: a typo must not silently
-fall back to a default.
+fall back to a default. Values keep their TOML types (strict validation): `"32"` is no length and
+`"no"` no false, where coercion once made `[true]` a 1-token context; a size such as `memory_cap =
+"24GiB"` is text by design. A table whose settings are given but not its switch (`[max_context]`
+without `enabled`, `[profile]` without `phases`) is refused: it would run nothing, silently.
 """
 
 from __future__ import annotations
@@ -14,19 +17,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ctxscope.agent.engine.limits import (
+    MAX_CONTEXT_TOKENS,
+    MAX_LIST_LEN,
+    MAX_MEMORY_CAP,
+    MAX_TIMEOUT_S,
+    MIN_MEMORY_CAP,
+)
 from ctxscope.agent.engine.loop import LoopPolicy
 from ctxscope.agent.engine.recorder import plan_hash
 from ctxscope.compat import tomllib
 
 Precision = Literal["bf16", "fp16", "fp32"]
-# Bounds on what a plan may ask for: plans arrive over the network, and a plan far past any device
-# (a 10^12-token context, a million models) is refused with its reason instead of being attempted.
-MAX_CONTEXT_TOKENS = 1 << 24  # 16,777,216 tokens: 16x the longest context the zoo's models were trained on
-MAX_LIST_LEN = 256
-MAX_TIMEOUT_S = 86_400.0
-# A memory cap below 64 MiB cannot hold a CUDA context; above 1 PiB it is no cap (and no longer fits
-# the records' 64-bit integers).
-MIN_MEMORY_CAP, MAX_MEMORY_CAP = 64 << 20, 1 << 50
 
 
 class PlanError(ValueError):
@@ -34,7 +36,7 @@ class PlanError(ValueError):
 
 
 class MaxContextPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     enabled: bool = False
     start: int = Field(default=1024, ge=1, le=MAX_CONTEXT_TOKENS)
@@ -48,7 +50,7 @@ class ProfilePlan(BaseModel):
     """Operator profiles of each model after its points: shares of device time per operator class,
     with roofline figures, at each of `context_lengths` (default: the plan's)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     phases: list[Literal["prefill", "decode"]] = Field(default=[], max_length=2, description="empty: none")
     context_lengths: list[Annotated[int, Field(ge=1, le=MAX_CONTEXT_TOKENS)]] | None = Field(
@@ -60,7 +62,7 @@ class ProfilePlan(BaseModel):
 class Plan(BaseModel):
     """What to measure, and how hard to try."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(min_length=1, max_length=64)
     models: list[Annotated[str, Field(max_length=128)]] = Field(min_length=1, max_length=MAX_LIST_LEN)
@@ -141,12 +143,26 @@ class Plan(BaseModel):
             raise ValueError(f"context lengths must be <= {MAX_CONTEXT_TOKENS:,} tokens")
         return sorted(set(lengths))
 
+    @field_validator("models", "precisions")
+    @classmethod
+    def _once_each(cls, names: list[str]) -> list[str]:
+        """Each model and precision once, in the order given: as with context lengths, a repeat would
+        measure the same points again under the same point ids."""
+        return list(dict.fromkeys(names))
+
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
         if self.max_reps < self.min_reps:
             raise ValueError(f"max_reps ({self.max_reps}) < min_reps ({self.min_reps})")
+        if self.max_time_s < self.min_time_s:
+            raise ValueError(
+                f"max_time_s ({self.max_time_s}) < min_time_s ({self.min_time_s}): a point's timing stops at "
+                "max_time_s; raise max_time_s or lower min_time_s"
+            )
         if self.max_context.max_tokens < self.max_context.start:
             raise ValueError("max_context.max_tokens < max_context.start")
+        _check_switched_on("max_context", self.max_context, "enabled", "add `enabled = true` to search")
+        _check_switched_on("profile", self.profile, "phases", 'add `phases = ["prefill"]` (or "decode")')
         return self
 
     @property
@@ -197,6 +213,17 @@ class Plan(BaseModel):
                     yield PlanPoint(model, precision, length)
 
 
+def _check_switched_on(name: str, table: BaseModel, switch: str, fix: str) -> None:
+    """Refuse a table whose settings are given while its `switch` is not: the table would run nothing,
+    silently. A switch written out, even off (`enabled = false`), is the plan's choice."""
+    given = sorted(table.model_fields_set - {switch})
+    if given and switch not in table.model_fields_set:
+        raise ValueError(
+            f"[{name}] sets {', '.join(given)} but not {switch}, so it runs nothing: {fix}, "
+            "or remove the table"
+        )
+
+
 @dataclass(frozen=True)
 class PlanPoint:
     model: str
@@ -231,9 +258,13 @@ def validate(raw: dict[str, Any], *, known_models: list[str] | None = None) -> P
 
 
 def load(path: str | Path, *, known_models: list[str] | None = None) -> Plan:
-    """Read and validate a TOML plan file."""
+    """Read and validate a TOML plan file; a file that cannot be read is a PlanError like a bad plan."""
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"{path}: not UTF-8 text (byte {exc.start}): a plan is a TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{path}: not valid TOML: {exc}") from exc
     return validate(raw, known_models=known_models)

@@ -29,6 +29,12 @@ def plan_hash(plan: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def counts_as_failed(outcome: str) -> bool:
+    """Whether a result failed (oom, fault, timeout): `skipped` (not measurable here) is neither ok nor
+    failed. The rule of a run's `points_failed`, and of a command's exit status 1."""
+    return outcome not in ("ok", "skipped")
+
+
 class RunRecorder:
     """One run's records through `sink`: a context manager that starts the run on entry and finishes it
     on exit (`completed`, `cancelled` after `cancel()`, or `failed` with the error that ended it).
@@ -94,7 +100,7 @@ class RunRecorder:
         self.done += 1
         if result.outcome == "ok":
             self.points_ok += 1
-        elif result.outcome != "skipped":
+        elif counts_as_failed(result.outcome):
             self.points_failed += 1
         if self._bar is not None:
             self._bar.show(self.done)

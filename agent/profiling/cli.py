@@ -15,6 +15,9 @@ from typing import Any
 import click
 
 from ctxscope.agent.cliopts import progress_option, record_options, torch_device_option
+from ctxscope.agent.engine.limits import MAX_CONTEXT_TOKENS
+from ctxscope.agent.engine.recorder import counts_as_failed
+from ctxscope.agent.profiling.roofline import peak_keys
 from ctxscope.agent.records import RecordSink
 
 
@@ -30,8 +33,10 @@ def _lengths(value: str) -> tuple[int, ...]:
         raise click.BadParameter(
             f"{value!r} is not a comma-separated list of lengths such as 1k,4k,16384"
         ) from exc
-    if not lengths or min(lengths) < 1:
-        raise click.BadParameter("lengths must be positive")
+    if min(lengths) < 1 or max(lengths) > MAX_CONTEXT_TOKENS:
+        raise click.BadParameter(
+            f"{value!r}: each length must be 1 to {MAX_CONTEXT_TOKENS:,} tokens, as in plans"
+        )
     return lengths
 
 
@@ -149,7 +154,9 @@ def print_table(model: str, points: list[Any]) -> None:
     help="repeat for both",
 )
 @click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True)
-@click.option("--iterations", type=int, default=3, show_default=True, help="profiled passes per point")
+@click.option(
+    "--iterations", type=click.IntRange(min=1), default=3, show_default=True, help="profiled passes per point"
+)
 @click.option(
     "--decode-path",
     type=click.Choice(["eager", "graph", "auto"]),
@@ -167,7 +174,11 @@ def print_table(model: str, points: list[Any]) -> None:
 )
 @torch_device_option
 @click.option(
-    "--peaks", "peaks_key", default=None, help="peak table entry to use instead of detecting the device"
+    "--peaks",
+    "peaks_key",
+    type=click.Choice(peak_keys()),
+    default=None,
+    help="peak table entry to use instead of detecting the device",
 )
 @click.option("--tiny", is_flag=True, help="the zoo's shrunk config (tests)")
 @click.option("--hf", "prefer_hf", is_flag=True, help="transformers even where native mamba_ssm exists")
@@ -192,7 +203,16 @@ def profile(
     broker: str | None,
     config_path: Path | None,
 ) -> None:
-    """Operator shares of device time per context length, with roofline figures."""
+    """Operator shares of device time per context length, with roofline figures.
+
+    \b
+    Exit status:
+      0    every length was profiled (a phase that failed after the first is in its record)
+      1    at least one length failed (its record says why), or the records could not be written
+      2    bad command-line usage
+      78   the agent configuration (--config, --broker) cannot be used
+      130  interrupted (Ctrl-C)
+    """
     from ctxscope.agent import zoo
     from ctxscope.agent.engine.runner import default_device
     from ctxscope.agent.profiling.run import TIMED_POLICY, ProfileSettings
@@ -202,8 +222,6 @@ def profile(
         zoo.get_spec(model)
     except zoo.ZooError as exc:
         raise click.ClickException(str(exc)) from exc
-    if iterations < 1:
-        raise click.BadParameter("need at least one profiled pass", param_hint="--iterations")
     settings = ProfileSettings(
         lengths=_lengths(lengths),
         phases=tuple(dict.fromkeys(phases)),  # type: ignore[arg-type]
@@ -216,18 +234,17 @@ def profile(
     device = device or default_device()
     with contextlib.ExitStack() as stack:
         sink = command_sink(stack, out, broker, config_path)
-        try:
-            points = profile_run(
-                sink,
-                model=model,
-                precision=precision,
-                device=device,
-                settings=settings,
-                tiny=tiny,
-                prefer_native=not prefer_hf,
-                peaks_key=peaks_key,
-                progress_bar=not no_progress,
-            )
-        except KeyError as exc:
-            raise click.ClickException(str(exc)) from exc
+        points = profile_run(
+            sink,
+            model=model,
+            precision=precision,
+            device=device,
+            settings=settings,
+            tiny=tiny,
+            prefer_native=not prefer_hf,
+            peaks_key=peaks_key,
+            progress_bar=not no_progress,
+        )
     print_table(model, points)
+    if any(counts_as_failed(point.outcome) for point in points):
+        raise SystemExit(1)

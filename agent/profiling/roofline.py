@@ -176,6 +176,11 @@ def _peak_table() -> dict[str, Any]:
     return dict(json.loads(text)["devices"])
 
 
+def peak_keys() -> list[str]:
+    """The peak table's entries, by key, in file order (the choices of `agent profile --peaks`)."""
+    return list(_peak_table())
+
+
 def peaks_by_key(key: str) -> Peaks:
     entry = _peak_table()[key]
     return Peaks(key, entry["bf16_tflops"], entry["fp32_tflops"], entry["memory_gb_s"], entry["source"])

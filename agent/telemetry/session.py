@@ -16,7 +16,7 @@ from types import TracebackType
 import numpy as np
 
 from ctxscope.agent.phases import DeviceBusy, PhaseReport, PhaseWindow
-from ctxscope.agent.records import RecordSink
+from ctxscope.agent.records import RecordSink, RecordsNotWritten
 from ctxscope.agent.telemetry.base import Backend
 from ctxscope.agent.telemetry.detect import detect_backends, telemetry_meta
 from ctxscope.agent.telemetry.ring import Chunk, SampleRing, concat
@@ -120,6 +120,10 @@ class TelemetrySession:
         for source, chunks in pending.items():
             try:
                 self.sink.emit(TelemetryBatch, **batch_fields(concat(chunks), backends[source]))
+            except RecordsNotWritten as exc:
+                # the run's own records go to the same file and fail alike: its command says so, once
+                self.emit_failures += 1
+                log.debug("telemetry batch of %s not written: %s", source, exc)
             except Exception:  # a sink failure must not stop sampling: the ring still feeds summaries
                 self.emit_failures += 1
                 # once a batch interval for as long as it lasts (a full disk): rate-limited

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ctxscope.agent.config import AgentConfig, ConfigError, load_config
+from ctxscope.agent.config import ENV_FIELDS, ENV_PREFIX, AgentConfig, ConfigError, load_config
+from ctxscope.agent.streaming import configure, parse_broker
 
 
 def test_defaults_derive_device_and_spool_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -90,3 +91,50 @@ def test_serve_with_an_unusable_config_exits_78_naming_the_file(tmp_path: Path) 
     assert f"tls_ca {missing}: no such file" in result.output
     result = CliRunner().invoke(agent, ["serve", "--config", str(tmp_path / "nowhere.toml")])
     assert result.exit_code == 2, result.output  # a usage error, on which the unit does not restart either
+
+
+@pytest.fixture
+def no_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for suffix in ENV_FIELDS:
+        monkeypatch.delenv(f"{ENV_PREFIX}{suffix}", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("broker", "message"),
+    [
+        (
+            "localhost:99999",
+            "invalid agent configuration (with --broker localhost:99999): "
+            "broker_port: Input should be less than or equal to 65535",
+        ),
+        ("10.1.2.3:1883", "(with --broker 10.1.2.3:1883): config: Value error, the agent refuses to connect"),
+        ("nohost", "broker 'nohost': expected HOST:PORT, or [ADDRESS]:PORT for IPv6"),
+        ("[::1:1883", "expected HOST:PORT, or [ADDRESS]:PORT for IPv6"),
+    ],
+)
+def test_a_bad_broker_option_is_one_line_exit_78(no_agent_env: None, broker: str, message: str) -> None:
+    """Like a bad --config file: one line naming the value, not pydantic's dump of the whole input."""
+    from click.testing import CliRunner
+
+    from ctxscope.agent.cli import agent
+
+    result = CliRunner().invoke(agent, ["maxctx", "qwen2.5-0.5b", "--tiny", "--broker", broker])
+    assert result.exit_code == 78, result.output
+    (line,) = result.output.strip().splitlines()
+    assert message in line and "input_value" not in line
+
+
+@pytest.mark.parametrize(
+    ("broker", "host", "port"),
+    [
+        ("[::1]:1883", "::1", 1883),
+        ("[fd00::5]:8883", "fd00::5", 8883),
+        ("collector.lan:1884", "collector.lan", 1884),
+    ],
+)
+def test_a_bracketed_ipv6_broker_is_an_address(no_agent_env: None, broker: str, host: str, port: int) -> None:
+    """The brackets only delimit the address: kept, `[::1]` would be looked up as a host name and fail."""
+    assert parse_broker(broker) == (host, port)
+    if host == "::1":
+        config = configure(None, broker=broker)
+        assert (config.broker_host, config.broker_port) == ("::1", 1883)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CTXSCOPE = [sys.executable, "-c", "from ctxscope.cli import main; main()"]
 
 
@@ -91,3 +93,21 @@ def test_torch_device_and_device_id_are_not_confused() -> None:
         assert refused.returncode == 2, (command, refused.stderr)
         assert "use --torch-device cpu" in refused.stderr, (command, refused.stderr)
         assert "--torch-device" in _run(*command[:2], "-h").stdout
+
+
+def test_an_interrupt_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ctxscope -h` documents 130 for Ctrl-C; click alone would say "Aborted!" and exit 1, a failure."""
+    from click.testing import CliRunner
+
+    from ctxscope.agent.engine import plan as plans
+    from ctxscope.cli import main
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plans, "load", interrupted)
+    plan = tmp_path / "plan.toml"
+    plan.write_text('name = "x"\n')
+    result = CliRunner().invoke(main, ["agent", "run", str(plan), "--torch-device", "cpu"])
+    assert result.exit_code == 130, result.output
+    assert "Interrupted." in result.output and "Aborted!" not in result.output

@@ -6,10 +6,14 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from ctxscope.agent.cli import agent
-from ctxscope.agent.records import JsonLinesSink
+from ctxscope.agent.engine.limits import MAX_CONTEXT_TOKENS
+from ctxscope.agent.engine.plan import MaxContextPlan
+from ctxscope.agent.records import JsonLinesSink, RecordsNotWritten
 from ctxscope.shared.messages import MESSAGE_ADAPTER, RunProgress
 
 
@@ -74,3 +78,95 @@ def test_maxctx_writes_a_run_of_records(tmp_path: Path) -> None:
     assert found.details["search"]["summary"] == ">= 64 tokens, bounded by max_tokens=64"
     assert found.metrics["max_context"].samples == [64.0] and found.manifest["plan_hash"] == started.plan_hash
     assert (finished.outcome, finished.points_ok) == ("completed", 1)
+
+
+@pytest.mark.parametrize(
+    ("option", "field", "value"),
+    [
+        ("--step", "step", 0),
+        ("--step", "step", -3),
+        ("--probe-timeout", "probe_timeout_s", 0.0),
+        ("--tolerance", "rel_tol", 0.0),
+        ("--tolerance", "rel_tol", 1.0),
+        ("--max-tokens", "max_tokens", MAX_CONTEXT_TOKENS + 1),
+        ("--start", "start", MAX_CONTEXT_TOKENS + 1),
+    ],
+)
+def test_maxctx_refuses_what_a_plan_refuses(option: str, field: str, value: float) -> None:
+    """The command's bounds are the [max_context] table's: a step of 0 would bisect for ever."""
+    args = ["maxctx", "qwen2.5-0.5b", "--tiny", "--torch-device", "cpu", option, str(value)]
+    result = CliRunner().invoke(agent, args)
+    assert result.exit_code == 2 and option in result.output, result.output
+    with pytest.raises(ValidationError):
+        MaxContextPlan.model_validate({field: value})
+
+
+def test_run_names_a_plan_that_is_not_text(tmp_path: Path) -> None:
+    plan = tmp_path / "p.toml"
+    plan.write_bytes(b"\xff\xfe")
+    result = CliRunner().invoke(agent, ["run", str(plan), "--torch-device", "cpu"])
+    assert result.exit_code == 1 and result.exception is not None
+    assert isinstance(result.exception, SystemExit), result.exception
+    error = f"Error: {plan}: not UTF-8 text (byte 0): a plan is a TOML file"
+    assert result.output.strip().splitlines() == [error]
+
+
+def _tiny_plan(tmp_path: Path) -> Path:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        'name = "cli"\nmodels = ["qwen2.5-0.5b"]\ncontext_lengths = [16]\nprecisions = ["fp32"]\n'
+        'tiny = true\nwarmups = 0\nmin_reps = 2\nmax_reps = 3\nmin_time_s = 0.0\nisolate = "never"\n'
+    )
+    return plan
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["calibrate", "--tiny"],
+        ["profile", "qwen2.5-0.5b", "--tiny", "--lengths", "16"],
+        ["maxctx", "qwen2.5-0.5b", "--tiny", "--start", "16", "--max-tokens", "16"],
+        ["run"],
+    ],
+)
+def test_an_out_file_that_cannot_be_opened_is_a_bad_option(tmp_path: Path, command: list[str]) -> None:
+    if command == ["run"]:
+        command = ["run", str(_tiny_plan(tmp_path))]
+    out = tmp_path / "missing" / "records.jsonl"
+    result = CliRunner().invoke(agent, [*command, "--torch-device", "cpu", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--out': {out}: No such file or directory" in result.output
+    assert not isinstance(result.exception, FileNotFoundError)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_records_that_cannot_be_written_end_the_run_in_one_line(tmp_path: Path) -> None:
+    args = ["run", str(_tiny_plan(tmp_path)), "--torch-device", "cpu", "--no-progress", "--out", "/dev/full"]
+    result = CliRunner().invoke(agent, [*args, "--telemetry-rate-hz", "0"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    error = "Error: records could not be written to /dev/full: No space left on device"
+    assert result.output.strip().splitlines() == [error]
+
+
+def test_a_failed_write_names_the_stream_and_the_reason() -> None:
+    class Full(io.StringIO):
+        name = "records.jsonl"
+
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    sink = JsonLinesSink(Full(), "dev-1")
+    with pytest.raises(RecordsNotWritten, match=r"^records could not be written to records\.jsonl: No space"):
+        sink.emit(RunProgress, run_id="r", done=0, total=1, point="p")
+
+
+def test_maxctx_exits_1_when_nothing_fits(tmp_path: Path) -> None:
+    """As `agent run` does when a point failed: every probe timed out, so no length was found."""
+    out = tmp_path / "records.jsonl"
+    args = ["maxctx", "qwen2.5-0.5b", "--tiny", "--precision", "fp32", "--torch-device", "cpu"]
+    args += ["--out", str(out), "--start", "1", "--max-tokens", "1", "--probe-timeout", "0.01"]
+    result = CliRunner().invoke(agent, args)
+    assert result.exit_code == 1, result.output
+    assert "nothing fits: 1 -> timeout" in result.output
+    finished = MESSAGE_ADAPTER.validate_json(out.read_text().splitlines()[-1])
+    assert (finished.kind, finished.points_failed) == ("run_finished", 1)

@@ -47,6 +47,69 @@ def test_bad_input_is_named(change: dict, fragment: str) -> None:
     assert fragment in str(caught.value)
 
 
+def test_repeated_models_and_precisions_are_measured_once() -> None:
+    """Like repeated context lengths: a repeat would measure the same point again under the same id."""
+    models, precisions = ["qwen2.5-0.5b", "mamba2-780m", "qwen2.5-0.5b"], ["fp32", "bf16", "fp32"]
+    plan = plans.validate({**BASE, "models": models, "precisions": precisions})
+    assert (plan.models, plan.precisions) == (["qwen2.5-0.5b", "mamba2-780m"], ["fp32", "bf16"])
+    labels = [pt.label for pt in plan.points()]
+    assert len(labels) == len(set(labels)) == 4
+    assert plan.hash == plans.validate({**BASE, "models": plan.models, "precisions": plan.precisions}).hash
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"context_lengths": ["32"]}, "context_lengths.0: Input should be a valid integer"),
+        ({"context_lengths": [True]}, "context_lengths.0: Input should be a valid integer"),
+        ({"prefer_native": "no"}, "prefer_native: Input should be a valid boolean"),
+        ({"tiny": 1}, "tiny: Input should be a valid boolean"),
+        ({"min_time_s": "0.5"}, "min_time_s: Input should be a valid number"),
+        ({"max_context": {"enabled": True, "start": "64"}}, "max_context.start: Input should be a valid int"),
+        ({"profile": {"phases": ["prefill"], "iterations": 2.0}}, "profile.iterations: Input should be"),
+    ],
+)
+def test_values_of_the_wrong_type_are_not_coerced(change: dict, fragment: str) -> None:
+    """`[true]` once became a 1-token context and `"no"` a false: a plan's values keep their TOML types."""
+    with pytest.raises(plans.PlanError, match="invalid plan") as caught:
+        plans.validate({**BASE, **change})
+    assert fragment in str(caught.value)
+
+
+def test_strict_plans_still_take_sizes_as_text_and_whole_seconds() -> None:
+    plan = plans.validate({**BASE, "memory_cap": "24GiB", "min_time_s": 1, "max_context": {"enabled": True}})
+    assert (int(plan.memory_cap or 0), plan.min_time_s) == (24 * 2**30, 1.0)
+    # an override re-validates the plan's own dump (`agent run --logits`)
+    assert plans.validate({**plan.model_dump(), "logits": "all"}).memory_cap == plan.memory_cap
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"min_time_s": 100, "max_time_s": 1}, "max_time_s (1.0) < min_time_s (100.0)"),
+        (
+            {"max_context": {"start": 1024, "max_tokens": 4096}},
+            "[max_context] sets max_tokens, start but not enabled, so it runs nothing: add `enabled = true`",
+        ),
+        (
+            {"profile": {"context_lengths": [1024]}},
+            '[profile] sets context_lengths but not phases, so it runs nothing: add `phases = ["prefill"]`',
+        ),
+    ],
+)
+def test_contradictory_plans_are_refused_with_the_fix(change: dict, fragment: str) -> None:
+    with pytest.raises(plans.PlanError, match="invalid plan") as caught:
+        plans.validate({**BASE, **change})
+    assert fragment in str(caught.value)
+
+
+def test_a_table_switched_off_on_purpose_is_kept() -> None:
+    plan = plans.validate(
+        {**BASE, "max_context": {"enabled": False, "start": 64}, "profile": {"phases": [], "iterations": 2}}
+    )
+    assert not plan.max_context.enabled and plan.profile_lengths == []
+
+
 def test_hash_is_canonical_and_sensitive() -> None:
     a = plans.validate({**BASE, "context_lengths": [4096, 1024], "memory_cap": "24GiB"})
     b = plans.validate(
@@ -87,6 +150,15 @@ def test_toml_errors_are_plan_errors(tmp_path: Path) -> None:
     bad.write_text("name = [unclosed")
     with pytest.raises(plans.PlanError, match="not valid TOML"):
         plans.load(bad)
+
+
+def test_unreadable_files_are_plan_errors(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(plans.PlanError, match=r"binary.toml: not UTF-8 text \(byte 0\)"):
+        plans.load(binary)
+    with pytest.raises(plans.PlanError, match="cannot be read: Is a directory"):
+        plans.load(tmp_path)
 
 
 def test_shipped_plans_validate() -> None:

@@ -228,7 +228,8 @@ def test_a_profile_that_fails_is_a_failed_result_per_length(
 
 
 def test_a_plan_without_profile_phases_profiles_nothing(make_plan) -> None:
-    plan = make_plan(profile={"context_lengths": [32]})
+    """`phases = []` switches the profiles off (lengths without phases at all are refused: test_plan)."""
+    plan = make_plan(profile={"phases": [], "context_lengths": [32]})
     assert plan.profile_lengths == []
     sink = MemorySink()
     run_plan(plan, sink, progress=False, device="cpu")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctxscope.agent.engine.maxctx import Probe, index_limit_note, search
+from ctxscope.agent.engine.maxctx import Probe, SearchSettings, index_limit_note, search
 
 
 def threshold_probe(limit: int, failure: str = "oom"):
@@ -104,3 +104,18 @@ def test_an_out_of_memory_limit_gets_no_index_note() -> None:
     probe, _ = threshold_probe(500_000, failure="oom")
     result = search(probe, start=262_144, max_tokens=1 << 21, rel_tol=0.01)
     assert index_limit_note(result.smallest_failing, result.failing_outcome, 333_046) is None
+
+
+@pytest.mark.parametrize("step", [0, -5])
+def test_a_step_below_one_token_is_refused(step: int) -> None:
+    """A gap of 0 tokens is never reached: the bisection would probe the same length for ever."""
+    probe, seen = threshold_probe(100)
+    with pytest.raises(ValueError, match="step"):
+        search(probe, start=64, max_tokens=128, step=step)
+    assert seen == []
+
+
+def test_the_method_names_the_step_that_ran() -> None:
+    assert "bisect to 1 tokens" in SearchSettings(step=1).method(None)
+    assert "bisect to 0 tokens" in SearchSettings(step=0).method(None)  # not the unused rel_tol
+    assert "bisect to 1.0%" in SearchSettings(rel_tol=0.01).method(None)
