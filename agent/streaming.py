@@ -19,6 +19,7 @@ from ctxscope.agent.config import AgentConfig, ConfigError, load_config, validat
 from ctxscope.agent.records import JsonLinesSink, M, RecordSink, RecordsNotWritten
 from ctxscope.agent.transport.link import Link
 from ctxscope.agent.transport.spool import Spool
+from ctxscope.shared.broker_access import split_host_port
 from ctxscope.shared.ids import device_id_from_hostname
 from ctxscope.shared.messages import RunFinished, RunStarted
 
@@ -54,14 +55,11 @@ def configure(
 
 
 def parse_broker(broker: str) -> tuple[str, int]:
-    """HOST:PORT -> (host, port); an IPv6 address is written in brackets, as in a URL ([::1]:1883), and
-    the brackets are no part of its name (kept, the name would resolve nowhere)."""
-    host, _, port = broker.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or not port.isdigit() or "[" in host or "]" in host:
-        raise ConfigError(f"broker {broker!r}: expected HOST:PORT, or [ADDRESS]:PORT for IPv6")
-    return host, int(port)
+    """--broker HOST:PORT (or [ADDRESS]:PORT for IPv6) -> (host, port), or the configuration error."""
+    try:
+        return split_host_port(broker)
+    except ValueError as exc:
+        raise ConfigError(f"--broker {exc}") from None
 
 
 def _given(device: str | None, broker: str | None, spool: Path | None) -> list[tuple[str, object]]:

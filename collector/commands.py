@@ -22,11 +22,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ctxscope.collector.plans import shipped
 from ctxscope.collector.security.broker_config import OPERATOR_USER
 from ctxscope.collector.security.options import access_options, resolve_access
-from ctxscope.collector.settings import parse_broker
 from ctxscope.compat import tomllib
 from ctxscope.ratelog import RateLimitedLog
 from ctxscope.shared import codec
-from ctxscope.shared.broker_access import BrokerAccess
+from ctxscope.shared.broker_access import BrokerAccess, split_host_port
 from ctxscope.shared.ids import InvalidIdentifier, new_stream_id, validate_device_id
 from ctxscope.shared.messages import MAX_COMMAND_TTL_S, Command, CommandAck
 from ctxscope.shared.topics import Channel, command_topic, subscription
@@ -252,7 +251,7 @@ def send_plan(
     the device accepted it."""
     try:
         validate_device_id(device)
-        host, port = parse_broker(broker)
+        host, port = split_host_port(broker)
         body = parse_plan(read_plan(plan))
     except (InvalidIdentifier, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -21,9 +21,10 @@ from ctxscope.collector.security.options import (
     resolve_share_group,
 )
 from ctxscope.collector.service import build_service
-from ctxscope.collector.settings import default_store_url, parse_broker
+from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.store.retention import RetentionLoop, RetentionPolicy, coarse_options
 from ctxscope.collector.store.sqlite import MERGE_INTERVAL_S
+from ctxscope.shared.broker_access import split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def run(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        host, port = parse_broker(broker)
+        host, port = split_host_port(broker)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     site_dir: Path | None = access_params["site_dir"]
@@ -189,7 +190,7 @@ def run(
             from ctxscope.collector.web.security import web_security
             from ctxscope.collector.web.server import Dashboard
 
-            web_host, web_port = parse_broker(web)
+            web_host, web_port = split_host_port(web)
             security = web_security(
                 web_host,
                 web_credentials,

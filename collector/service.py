@@ -12,9 +12,8 @@ import sys
 from dataclasses import dataclass
 
 from ctxscope.collector.ingest import DEFAULT_CLIENT_ID, CommitCallback, Ingest, IngestCounters
-from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.store import Store, open_store
-from ctxscope.shared.broker_access import BrokerAccess
+from ctxscope.shared.broker_access import BrokerAccess, split_host_port
 
 # How long a thread may keep the interpreter's lock while another waits for it (CPython's default is
 # 5 ms). Ingest's threads give the lock up at every socket read and SQLite step, and each time
@@ -53,7 +52,7 @@ def build_service(
     access: BrokerAccess | None = None,
     share_group: str | None = None,
 ) -> CollectorService:
-    host, port = parse_broker(broker)
+    host, port = split_host_port(broker)
     access = access or BrokerAccess()
     store = open_store(store_url)
     try:

@@ -31,12 +31,12 @@ from rich.text import Text
 
 from ctxscope.agent.transport.spool import Spool
 from ctxscope.collector.reference_device import checkout_results, import_reference
-from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.shrunk import labelled_results
 from ctxscope.collector.store import Store
 from ctxscope.collector.watch import frame
 from ctxscope.compat import tomllib
 from ctxscope.paths import state_dir
+from ctxscope.shared.broker_access import split_host_port
 
 DEMO_DEVICE = "demo-local"
 # How long a stopped agent may take to finish its current point (a point of the demo plan takes ~15 s
@@ -155,7 +155,7 @@ def demo(
     workdir = workdir or state_dir() / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        handle = ensure_broker(*parse_broker(broker)) if broker else start_private_broker()
+        handle = ensure_broker(*split_host_port(broker)) if broker else start_private_broker()
     except BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"[bold]ctxscope demo[/]: {handle.describe()}")

@@ -24,6 +24,20 @@ class InsecureBroker(ValueError):
     """A non-loopback broker address without credentials or TLS, and no explicit `insecure`."""
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port). An IPv6 address is written in brackets, as in a URL ([::1]:1883), and
+    the brackets are no part of its name (kept, the name would resolve nowhere). ValueError naming the
+    input for anything else."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or "[" in host or "]" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{address!r} is not HOST:PORT, or [ADDRESS]:PORT for IPv6, with a port from 1 to 65535"
+        )
+    return host, int(port)
+
+
 def is_loopback(host: str) -> bool:
     """True for `localhost`, 127.0.0.0/8 and ::1 (no name resolution)."""
     if host.lower() == "localhost":

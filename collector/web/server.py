@@ -16,12 +16,11 @@ import uvicorn
 from ctxscope.collector.commands import CommandPublisher
 from ctxscope.collector.ingest import DEFAULT_CLIENT_ID
 from ctxscope.collector.service import build_service
-from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.web.app import create_app
 from ctxscope.collector.web.fleet_worker import FleetWorker
 from ctxscope.collector.web.hub import LiveHub
 from ctxscope.collector.web.security import WebSecurity, allowed_hosts_for, check_bind
-from ctxscope.shared.broker_access import BrokerAccess
+from ctxscope.shared.broker_access import BrokerAccess, split_host_port
 
 
 class WebServer:
@@ -79,7 +78,7 @@ class Dashboard:
         self.service = build_service(
             broker, store_url, client_id, on_commit=self.hub.on_commit, access=access, share_group=share_group
         )
-        self.commands = CommandPublisher(*parse_broker(broker), access=access.for_commands())
+        self.commands = CommandPublisher(*split_host_port(broker), access=access.for_commands())
         self.fleet_worker = FleetWorker(store_url)
         app = create_app(
             self.service.store,

@@ -15,15 +15,16 @@ from click.testing import CliRunner
 from ctxscope.broker import MosquittoBroker, free_port
 from ctxscope.collector.run import run
 from ctxscope.collector.service import build_service
-from ctxscope.collector.settings import parse_broker
 from ctxscope.collector.store import StoreURLError, open_store
+from ctxscope.shared.broker_access import split_host_port
 
 
-def test_parse_broker() -> None:
-    assert parse_broker("collector.lan:1883") == ("collector.lan", 1883)
-    for bad in ("collector.lan", ":1883", "host:port", "host:0", "host:70000"):
+def test_split_host_port() -> None:
+    assert split_host_port("collector.lan:1883") == ("collector.lan", 1883)
+    assert split_host_port("[::1]:1883") == ("::1", 1883)  # the brackets are no part of the address
+    for bad in ("collector.lan", ":1883", "host:port", "host:0", "host:70000", "[::1:1883", "[]:1883"):
         with pytest.raises(ValueError, match="HOST:PORT"):
-            parse_broker(bad)
+            split_host_port(bad)
 
 
 def test_unknown_store_url() -> None:
