@@ -22,6 +22,7 @@ TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(sed -n 's/^ARG TORCH_CUDA_ARCH_LI
   "$repo/docker/agent-cuda.Dockerfile")}
 MAMBA_SSM_VERSION=$(sed -n 's/^ARG MAMBA_SSM_VERSION=//p' "$repo/docker/agent-cuda.Dockerfile")
 CAUSAL_CONV1D_VERSION=$(sed -n 's/^ARG CAUSAL_CONV1D_VERSION=//p' "$repo/docker/agent-cuda.Dockerfile")
+EINOPS_VERSION=$(sed -n 's/^ARG EINOPS_VERSION=//p' "$repo/docker/agent-cuda.Dockerfile")
 export TORCH_CUDA_ARCH_LIST MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE
 
 pip_args=(--quiet --disable-pip-version-check)
@@ -49,6 +50,8 @@ else
   "$PYTHON" -m pip wheel "${pip_args[@]}" --no-deps --no-build-isolation --wheel-dir "$kernels" \
     "causal-conv1d==$CAUSAL_CONV1D_VERSION" "mamba-ssm==$MAMBA_SSM_VERSION"
 fi
+# `import mamba_ssm` imports einops, and the kernels are installed with --no-deps: it comes with them
+"$PYTHON" -m pip wheel "${pip_args[@]}" --no-deps --wheel-dir "$kernels" "einops==$EINOPS_VERSION"
 
 echo "== 2. venv, lock, kernels, project"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV"
@@ -66,7 +69,9 @@ if [ -n "${LOCK_PACKAGES:-}" ]; then
 import re
 import sys
 
-source, target, wanted = sys.argv[1], sys.argv[2], {re.sub(r"[-_.]+", "-", n).lower() for n in sys.argv[3].split()}
+source, target = sys.argv[1], sys.argv[2]
+# setuptools always: scripts/install-lock.sh builds source-only packages with the lock's own
+wanted = {re.sub(r"[-_.]+", "-", n).lower() for n in [*sys.argv[3].split(), "setuptools"]}
 blocks, current = [], []
 for line in open(source):
     if line.strip() and not line[0].isspace() and not line.startswith("#"):
@@ -81,7 +86,7 @@ if missing:
 open(target, "w").write("".join("".join(b) for b in kept))
 PY
 fi
-"$VENV/bin/python" -m pip install "${pip_args[@]}" --require-hashes --no-deps -r "$lock"
+bash "$repo/scripts/install-lock.sh" "$VENV/bin/python" "$lock" "${pip_args[@]}"
 "$VENV/bin/python" -m pip install "${pip_args[@]}" --no-deps "$kernels"/*.whl
 "$VENV/bin/python" -m pip install "${pip_args[@]}" --no-deps --no-build-isolation "$repo"
 

@@ -5,7 +5,8 @@
 # loopback needs its credentials and TLS), readable by the image's user, uid 10001:
 #   sudo install -d -o 10001 -m 0700 /etc/ctxscope
 #   sudo install -o 10001 -m 0600 ~/ctxscope-bundle/agent.toml ~/ctxscope-bundle/ca.crt /etc/ctxscope/
-#   docker run --gpus all -v /etc/ctxscope:/etc/ctxscope:ro -v ctxscope-spool:/var/lib/ctxscope \
+#   docker run -d --restart unless-stopped --log-driver local --gpus all \
+#     -v /etc/ctxscope:/etc/ctxscope:ro -v ctxscope-spool:/var/lib/ctxscope \
 #     ctxscope-agent:cuda --config /etc/ctxscope/agent.toml
 # docker/agent-cuda-steps.sh follows the same steps without a container engine.
 ARG TORCH_IMAGE=pytorch/pytorch:2.6.0-cuda12.6-cudnn9
@@ -15,18 +16,21 @@ FROM ${TORCH_IMAGE}-devel AS kernels
 ARG TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
 ARG MAMBA_SSM_VERSION=2.3.2.post1
 ARG CAUSAL_CONV1D_VERSION=1.7.0
+# `import mamba_ssm` imports einops, and the kernels are installed with --no-deps: it comes with them
+ARG EINOPS_VERSION=0.8.2
 ENV PIP_NO_CACHE_DIR=1 MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE MAX_JOBS=8 \
     TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}
 # Built against the image's torch, without build isolation so pip cannot swap torch for another build.
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels \
-      "causal-conv1d==${CAUSAL_CONV1D_VERSION}" "mamba-ssm==${MAMBA_SSM_VERSION}"
+      "causal-conv1d==${CAUSAL_CONV1D_VERSION}" "mamba-ssm==${MAMBA_SSM_VERSION}" "einops==${EINOPS_VERSION}"
 
 FROM ${TORCH_IMAGE}-runtime
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 CTXSCOPE_SPOOL_PATH=/var/lib/ctxscope/spool.sqlite
 WORKDIR /src
 COPY requirements/agent.txt requirements/agent.txt
+COPY scripts/install-lock.sh scripts/install-lock.sh
 # Everything but torch comes from the hashed lock; --no-deps keeps the image's torch.
-RUN pip install --require-hashes --no-deps -r requirements/agent.txt
+RUN bash scripts/install-lock.sh python requirements/agent.txt
 COPY --from=kernels /wheels /wheels
 RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 COPY pyproject.toml setup.py README.md ./
@@ -34,7 +38,7 @@ COPY ctxscope ctxscope
 COPY agent agent
 COPY shared shared
 COPY collector collector
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
     && python -c "import torch, mamba_ssm, causal_conv1d; \
 assert tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 6), torch.__version__" \
     && useradd --system --uid 10001 --home-dir /var/lib/ctxscope ctxscope \

@@ -6,9 +6,11 @@
 # broker beyond loopback needs its credentials and TLS), readable by the image's user, uid 10001:
 #   sudo install -d -o 10001 -m 0700 /etc/ctxscope
 #   sudo install -o 10001 -m 0600 ~/ctxscope-bundle/agent.toml ~/ctxscope-bundle/ca.crt /etc/ctxscope/
-#   docker run --runtime nvidia --group-add video -v /run/jtop.sock:/run/jtop.sock \
+#   docker run -d --restart unless-stopped --log-driver local --runtime nvidia --group-add video \
+#     --group-add "$(getent group jtop | cut -d: -f3)" -v /run/jtop.sock:/run/jtop.sock \
 #     -v /etc/ctxscope:/etc/ctxscope:ro -v ctxscope-spool:/var/lib/ctxscope \
 #     ctxscope-agent:jetson --config /etc/ctxscope/agent.toml
+# (jtop's socket belongs to the group jtop, and its service must run the lock's jetson-stats version.)
 # torch >= 2.6 for JetPack 6 comes from NVIDIA's jetson-ai-lab index (CUDA 12.6 builds for sm_87);
 # mamba-ssm and causal-conv1d are not built here: the engine records its torch fallback for SSM layers
 # (see jetson/README.md for building the kernels on the board).
@@ -25,14 +27,15 @@ RUN python3 -m pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}
     && python3 -c "import torch; assert torch.version.cuda, 'not a CUDA build'; print(torch.__version__)"
 WORKDIR /src
 COPY requirements/agent.txt requirements/agent.txt
+COPY scripts/install-lock.sh scripts/install-lock.sh
 # Everything but torch comes from the hashed lock; --no-deps keeps the torch installed above.
-RUN python3 -m pip install --require-hashes --no-deps -r requirements/agent.txt
+RUN bash scripts/install-lock.sh python3 requirements/agent.txt
 COPY pyproject.toml setup.py README.md ./
 COPY ctxscope ctxscope
 COPY agent agent
 COPY shared shared
 COPY collector collector
-RUN python3 -m pip install --no-deps . \
+RUN python3 -m pip install --no-deps --no-build-isolation . \
     && useradd --system --uid 10001 --home-dir /var/lib/ctxscope ctxscope \
     && install -d -o 10001 -g ctxscope /var/lib/ctxscope
 USER 10001

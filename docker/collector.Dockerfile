@@ -5,14 +5,15 @@ FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 WORKDIR /src
 COPY requirements/collector.txt requirements/collector.txt
+COPY scripts/install-lock.sh scripts/install-lock.sh
 # The hashed lock pins every dependency; --no-deps installs nothing outside it.
-RUN pip install --require-hashes --no-deps -r requirements/collector.txt
+RUN bash scripts/install-lock.sh python requirements/collector.txt
 COPY pyproject.toml setup.py README.md ./
 COPY ctxscope ctxscope
 COPY agent agent
 COPY shared shared
 COPY collector collector
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
     && useradd --system --uid 10001 --home-dir /var/lib/ctxscope ctxscope \
     && install -d -o 10001 -g ctxscope /var/lib/ctxscope
 USER 10001

@@ -101,7 +101,7 @@ sys.exit(0 if (major, minor) >= (2, 6) else 1)
 PY
 cuda_check() { "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; }
 cuda_check || die "torch ($before) does not see CUDA: install NVIDIA's JetPack build of torch, not a PyPI one"
-"$py" -m pip install --quiet --require-hashes --no-deps "${pip_opts[@]}" -r "$lock"
+bash "$repo/scripts/install-lock.sh" "$py" "$lock" --quiet "${pip_opts[@]}"
 "$py" -m pip install --quiet --no-deps --no-build-isolation "${pip_opts[@]}" "$repo"
 after=$(torch_state "$py")
 [ "$before" = "$after" ] || die "torch changed during the install ($before -> $after): the lock must not touch it"
