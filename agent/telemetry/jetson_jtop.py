@@ -13,10 +13,13 @@ power mW, RAM/swap kB, EMC and GPU frequencies kHz, temperatures C (-256 when of
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ctxscope.agent.telemetry.base import Backend, TelemetryError, unit_of
 from ctxscope.agent.telemetry.jetson_rails import classify_rail, rail_channel, total_power
+
+log = logging.getLogger(__name__)
 
 _KIB = 1024
 
@@ -108,7 +111,12 @@ class JtopBackend(Backend):
         try:
             self.open()
             snap = snapshot(self._jetson)
-        except (ImportError, TelemetryError):
+        except ImportError:
+            return False
+        except TelemetryError as exc:
+            # jtop installed but refused: most often its service and this client differ in their minor
+            # version ("Mismatch version jtop service: [x] and client: [y]"): said, not silent
+            log.warning("jtop not used, %s; install the client's jetson-stats version system-wide", exc)
             return False
         finally:
             self.close()

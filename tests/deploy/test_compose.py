@@ -101,8 +101,11 @@ def test_services_volumes_and_dependencies_exist(site: Site, tmp_path: Path) -> 
         if "build" in service:
             assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
     assert used == volumes, "a declared volume is not used"
-    ports = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    published = [p.split(":") for s in services.values() for p in s.get("ports", [])]
+    ports = [p[-2] for p in published]  # [address:]host port:container port
     assert len(ports) == len(set(ports)) and "8883" in ports
+    for name in COLLECTORS:  # plain-HTTP dashboards: the host's loopback unless the user opens them
+        assert [p.split(":")[0] for p in services[name]["ports"]] == ["127.0.0.1"]
     assert "healthcheck" in services["postgres"]
     for name, service in services.items():  # a log without a cap fills the disk of a host left alone
         logging = service.get("logging", {})

@@ -54,6 +54,27 @@ def test_unavailable_here_without_raising():
     assert JtopBackend().metrics() == {}
 
 
+def test_a_jtop_service_that_refuses_the_client_is_said_not_silent(monkeypatch, caplog):
+    """jtop refuses a client of another minor version than its service: the agent falls back on
+    tegrastats, and says why in its log (a board set up with a newer jtop lost power readings unseen)."""
+    jtop = pytest.importorskip("jtop")
+
+    class Refusing:
+        def __init__(self, interval: float) -> None:
+            pass
+
+        def start(self) -> None:
+            raise jtop.JtopException("Mismatch version jtop service: [4.5.4] and client: [4.3.2]")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(jtop, "jtop", Refusing)
+    with caplog.at_level("WARNING", logger="ctxscope.agent.telemetry.jetson_jtop"):
+        assert JtopBackend().available() is False
+    assert "Mismatch version jtop service: [4.5.4] and client: [4.3.2]" in caplog.text
+
+
 # --- Rail classes and board total per board -------------------------------------------------------
 #
 # Real jtop output was found for the Orin Nano only (fixtures/README.md says where we looked for AGX
