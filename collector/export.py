@@ -20,10 +20,10 @@ from typing import Any
 
 import click
 
-from ctxscope.collector.aggregate.points import aggregate_points
+from ctxscope.collector.aggregate.points import aggregate_points, is_calibration
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.shrunk import is_calibration, labelled_point_results
+from ctxscope.collector.shrunk import labelled_point_results
 from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
 from ctxscope.collector.store.rollups import rollup_channels, rollups
 from ctxscope.shared.messages import PointResult

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ctxscope.shared.messages import CALIBRATION_FAMILY, PointResult
+from ctxscope.collector.aggregate.points import is_calibration
+from ctxscope.shared.messages import PointResult
 
 SHRUNK_SUFFIX = " (shrunk)"
 
@@ -50,12 +51,6 @@ def labelled_results(source: RunSource, device: str) -> list[dict[str, Any]]:
 def labelled_point_results(source: RunSource, device: str) -> list[PointResult]:
     """A device's results as contract records, shrunk models labelled as such."""
     return [PointResult.model_validate(row) for row in labelled_results(source, device)]
-
-
-def is_calibration(result: PointResult) -> bool:
-    """A figure of `agent calibrate`: a benchmark, not a model; the prediction view reads these, no
-    characterization (points, aggregates, crossovers, comparisons) pools them."""
-    return result.family == CALIBRATION_FAMILY
 
 
 def characterization_results(source: RunSource, device: str) -> list[PointResult]:

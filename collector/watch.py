@@ -15,11 +15,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from ctxscope.collector.aggregate.points import is_profile, is_search
+from ctxscope.collector.aggregate.points import is_calibration, is_profile, is_search
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.shrunk import is_calibration, labelled_results
+from ctxscope.collector.shrunk import labelled_results
 from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
 from ctxscope.shared.messages import Metric, PointResult
 

@@ -156,7 +156,7 @@ def demo(
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         handle = ensure_broker(*split_host_port(broker)) if broker else start_private_broker()
-    except BrokerError as exc:
+    except (BrokerError, ValueError) as exc:  # ValueError: --broker is not HOST:PORT
         raise click.ClickException(str(exc)) from exc
     console.print(f"[bold]ctxscope demo[/]: {handle.describe()}")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctxscope.collector.aggregate.stats import Summary, UnitMismatch, summarize
-from ctxscope.shared.messages import Metric, PointResult
+from ctxscope.shared.messages import CALIBRATION_FAMILY, Metric, PointResult
 
 
 @dataclass(frozen=True, order=True)
@@ -175,6 +175,12 @@ def is_profile(result: PointResult) -> bool:
     return isinstance(result.details.get("operators"), dict) and all(
         name.startswith("profile_") for name in result.metrics
     )
+
+
+def is_calibration(result: PointResult) -> bool:
+    """A figure of `agent calibrate`: a benchmark, not a model; the prediction view reads these, no
+    characterization (points, aggregates, crossovers, comparisons) pools them."""
+    return result.family == CALIBRATION_FAMILY
 
 
 def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:

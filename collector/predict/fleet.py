@@ -103,12 +103,16 @@ def decode_on_graph(records: list[dict[str, Any]]) -> tuple[bool, str, str]:
     return False, "assumed", "no decode point and no calibration: eager, as profiled"
 
 
-def _source_device(store: Store, target: str, wanted: str | None) -> tuple[str, list[SourcePoint]]:
+def _source_device(
+    store: Store, target: str, wanted: str | None
+) -> tuple[str, list[dict[str, Any]], list[SourcePoint]]:
+    """The measured device to predict from, with its records and profiled points."""
     candidates = [wanted] if wanted else [d["device"] for d in store.devices() if d["device"] != target]
     for device in candidates:
-        points = source_points(_records(store, device))
+        records = _records(store, device)
+        points = source_points(records)
         if points:
-            return device, points
+            return device, records, points
     raise PredictionInputError(
         "no measured device with profiled points (ctxscope agent profile) to predict from"
     )
@@ -211,8 +215,8 @@ def _curve_name(series: Series, others: list[Series]) -> str:
 def prediction_view(store: Store, device: str, source_device: str | None = None) -> dict[str, Any]:
     target_records = _records(store, device)
     target = device_rates(device, target_records)
-    source_name, points = _source_device(store, device, source_device)
-    source = device_rates(source_name, _records(store, source_name))
+    source_name, source_records, points = _source_device(store, device, source_device)
+    source = device_rates(source_name, source_records)
     groups: dict[Series, list[SourcePoint]] = {}
     for p in points:
         groups.setdefault((p.model, p.phase, p.runtime, p.precision, p.logits), []).append(p)

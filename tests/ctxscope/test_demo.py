@@ -233,3 +233,16 @@ def test_an_agent_that_stops_in_its_grace_is_not_killed() -> None:
     started = time.monotonic()
     assert _stop_agent(slow, Console(quiet=True), grace_s=1.0) == -signal.SIGKILL  # past its grace
     assert 1.0 <= time.monotonic() - started < 10
+
+
+def test_a_broker_that_is_not_host_port_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ctxscope.demo import demo
+
+    result = CliRunner().invoke(demo, ["--broker", "nohost", "--headless", "--workdir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert (
+        result.output.strip()
+        == "Error: 'nohost' is not HOST:PORT, or [ADDRESS]:PORT for IPv6, with a port from 1 to 65535"
+    )
