@@ -77,6 +77,7 @@ def aggregate_rows(results: Iterable[PointResult]) -> list[dict[str, Any]]:
             "family": a.family,
             "context_len": a.context_len,
             "outcomes": json.dumps(dict(a.outcomes), sort_keys=True),
+            "decode_ooms": a.decode_ooms,
             "runs": len(a.runs),
         }
         for name, s in sorted(a.metrics.items()):

@@ -149,7 +149,7 @@ def run(
 @click.option("--max-tokens", type=TOKENS, default=1_048_576, show_default=True)
 @click.option(
     "--upper-guess",
-    type=click.IntRange(min=2),
+    type=TOKENS,
     default=None,
     help="length probed right after --start instead of twice it (a guess just above the limit)",
 )
@@ -202,9 +202,11 @@ def maxctx(
     """
     if start > max_tokens:
         raise click.BadParameter(f"--start {start} is above --max-tokens {max_tokens}", param_hint="--start")
-    if upper_guess is not None and upper_guess <= start:
+    if upper_guess is not None and not start < upper_guess <= max_tokens:
         raise click.BadParameter(
-            f"--upper-guess {upper_guess} must be above --start {start}", param_hint="--upper-guess"
+            f"--upper-guess {upper_guess} must be above --start {start} "
+            f"and at most --max-tokens {max_tokens}",
+            param_hint="--upper-guess",
         )
     from ctxscope.agent import zoo
     from ctxscope.agent.engine import maxctx as search_mod

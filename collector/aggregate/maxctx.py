@@ -4,6 +4,7 @@ and the answer of the engine's grow-then-bisect search where one ran (its record
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -75,11 +76,24 @@ def searches(results: Iterable[PointResult]) -> dict[tuple[str, str, str, str], 
     return {k: search for k, (_, search) in found.items()}
 
 
+# The failure outcome of a point whose prefill ran but whose decode ran out of memory in every ok run.
+DECODE_OOM = "decode oom"
+
+
+def _failure_outcome(point: PointAggregate) -> str:
+    """The most frequent way a failed point failed; ok runs of it failed in decode."""
+    counts = Counter({o: n for o, n in point.outcomes.items() if o not in ("skipped", "ok")})
+    if point.decode_ooms:
+        counts[DECODE_OOM] = point.decode_ooms
+    return max(counts, key=lambda o: counts[o])
+
+
 def max_context(
     aggregates: Iterable[PointAggregate], results: Iterable[PointResult] = ()
 ) -> list[MaxContext]:
-    """A grid length counts as ok when any run of it was ok; as failed when no run of it was ok.
-    `results` supplies the search records, if any."""
+    """A grid length counts as ok when any run of it ran every phase (an ok prefill whose decode ran out of
+    memory is a failure: "decode oom"); as failed when no run of it did. `results` supplies the search
+    records, if any."""
     results = list(results)  # read twice: the searches, then their families
     found = searches(results)
     by_key: dict[SeriesKey, list[PointAggregate]] = {}
@@ -88,19 +102,15 @@ def max_context(
     table = []
     for key in sorted(by_key):
         points = sorted(by_key[key], key=lambda a: a.context_len)
-        ok = [p.context_len for p in points if p.outcomes.get("ok", 0) > 0]
+        ok = [p.context_len for p in points if p.fully_ok]
         best = max(ok) if ok else None
         failed = [
             p
             for p in points
-            if p.outcomes.get("ok", 0) == 0
-            and set(p.outcomes) != {"skipped"}
-            and (best is None or p.context_len > best)
+            if not p.fully_ok and set(p.outcomes) != {"skipped"} and (best is None or p.context_len > best)
         ]
         first = failed[0] if failed else None
-        outcome = None
-        if first is not None:
-            outcome = max((o for o in first.outcomes if o != "skipped"), key=lambda o: first.outcomes[o])
+        outcome = _failure_outcome(first) if first is not None else None
         search = found.get(_model_key(key))
         table.append(
             MaxContext(

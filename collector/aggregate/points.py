@@ -50,6 +50,13 @@ class PointAggregate:
     metrics: dict[str, Summary] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    decode_ooms: int = 0  # of the ok runs, those whose prefill ran but whose decode ran out of memory
+
+    @property
+    def fully_ok(self) -> bool:
+        """Some run of this point ran every phase it measured: an ok prefill whose decode ran out of
+        memory does not count (the point's `details.decode_outcome`)."""
+        return self.outcomes.get("ok", 0) > self.decode_ooms
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +64,7 @@ class PointAggregate:
             "family": self.family,
             "context_len": self.context_len,
             "outcomes": dict(self.outcomes),
+            "decode_ooms": self.decode_ooms,
             "runs": list(self.runs),
             "metrics": {name: summary.as_dict() for name, summary in sorted(self.metrics.items())},
             "problems": list(self.problems),
@@ -190,6 +198,7 @@ def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:
     samples: dict[tuple[SeriesKey, int], dict[str, list[Metric]]] = defaultdict(lambda: defaultdict(list))
     families: dict[tuple[SeriesKey, int], str] = {}
     runs: dict[tuple[SeriesKey, int], list[str]] = defaultdict(list)
+    decode_ooms: Counter[tuple[SeriesKey, int]] = Counter()
     points_only = [r for r in results if not (is_search(r) or is_profile(r))]
     for result, key in zip(points_only, _series_keys(points_only), strict=True):
         point = (key, result.context_len)
@@ -198,6 +207,8 @@ def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:
         if result.run_id not in runs[point]:
             runs[point].append(result.run_id)
         if result.outcome == "ok":
+            if result.details.get("decode_outcome") == "oom":
+                decode_ooms[point] += 1
             for name, metric in result.metrics.items():
                 samples[point][name].append(metric)
     aggregates = []
@@ -211,7 +222,16 @@ def aggregate_points(results: Iterable[PointResult]) -> list[PointAggregate]:
             except UnitMismatch as exc:  # one agent's bad units must not hide the rest of the device
                 problems.append(f"{name} left out: {exc}")
         aggregates.append(
-            PointAggregate(key, families[point], context_len, outcomes[point], metrics, runs[point], problems)
+            PointAggregate(
+                key,
+                families[point],
+                context_len,
+                outcomes[point],
+                metrics,
+                runs[point],
+                problems,
+                decode_ooms[point],
+            )
         )
     return aggregates
 

@@ -101,6 +101,13 @@ def test_maxctx_refuses_what_a_plan_refuses(option: str, field: str, value: floa
         MaxContextPlan.model_validate({field: value})
 
 
+@pytest.mark.parametrize("guess", ["1024", "2097152", str(MAX_CONTEXT_TOKENS + 1)])
+def test_maxctx_upper_guess_lies_between_start_and_max_tokens(guess: str) -> None:
+    args = ["maxctx", "qwen2.5-0.5b", "--tiny", "--torch-device", "cpu", "--upper-guess", guess]
+    result = CliRunner().invoke(agent, args)
+    assert result.exit_code == 2 and "--upper-guess" in result.output, result.output
+
+
 def test_run_names_a_plan_that_is_not_text(tmp_path: Path) -> None:
     plan = tmp_path / "p.toml"
     plan.write_bytes(b"\xff\xfe")

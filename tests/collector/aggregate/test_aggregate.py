@@ -86,6 +86,20 @@ def test_max_context_and_first_failure(result_factory):
     assert entry.failure_outcome == "oom"
 
 
+def test_a_prefill_whose_decode_ran_out_of_memory_is_no_longest_ok(result_factory):
+    decode_oom = {"decode_outcome": "oom", "decode_error": "CUDA out of memory"}
+    rows = [result_factory(context_len=n, details={"decode_outcome": "ok"}) for n in (1024, 4096)]
+    rows.append(result_factory(context_len=8192, details=decode_oom))
+    rows.append(result_factory(context_len=16384, outcome="oom"))
+    (entry,) = max_context(aggregate_points(rows))
+    assert (entry.max_ok_tokens, entry.first_failure_tokens) == (4096, 8192)
+    assert entry.failure_outcome == "decode oom"
+    # one run of the length that ran both phases makes it ok; a plan without decode has no decode outcome
+    rows.append(result_factory(context_len=8192, run_id="run-b"))
+    (entry,) = max_context(aggregate_points(rows))
+    assert (entry.max_ok_tokens, entry.first_failure_tokens, entry.failure_outcome) == (8192, 16384, "oom")
+
+
 def test_crossing_interpolates_in_log_log():
     # Ratio 0.5 at 1024 and 2.0 at 4096: ln r goes -ln 2 -> +ln 2, so 0 is reached halfway in ln L: 2048.
     (c,) = crossings([1024, 4096], [0.5, 2.0])
