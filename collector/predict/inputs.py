@@ -29,7 +29,6 @@ CLASS_FAMILY: dict[str, str] = {
     "memcpy_memset": "stream",
     "other": "stream",
 }
-SCAN_FAMILIES = ("selective_scan", "ssd_scan")
 # Rate unit per family: bigger is faster for every one of them.
 FAMILY_UNIT = {
     "gemm": "TFLOP/s",
