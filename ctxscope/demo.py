@@ -160,7 +160,16 @@ def demo(
         raise click.ClickException(str(exc)) from exc
     console.print(f"[bold]ctxscope demo[/]: {handle.describe()}")
 
-    dashboard = Dashboard(handle.address, f"sqlite:///{workdir / 'collector.sqlite'}", port=web_port).start()
+    # whatever stops the command before the agent runs, the broker it started must not outlive it
+    store_url = f"sqlite:///{workdir / 'collector.sqlite'}"
+    try:
+        dashboard = Dashboard(handle.address, store_url, port=web_port).start()
+    except RuntimeError as exc:  # a busy --web-port
+        handle.stop()
+        raise click.ClickException(f"{exc}; choose another with --web-port (0 picks a free one)") from exc
+    except BaseException:
+        handle.stop()
+        raise
     store = dashboard.service.store
     console.print(f"collector: store {workdir / 'collector.sqlite'}, dashboard {dashboard.web.url}/")
     if reference:

@@ -7,6 +7,7 @@ wiring: the ingest's after-commit callback feeds the hub that the pages' event s
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
@@ -28,17 +29,38 @@ class WebServer:
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
+        self._port = port  # as asked: 0 picks a free one
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
         )
-        self._thread = threading.Thread(target=self._server.run, name="ctxscope-web", daemon=True)
+        self._thread: threading.Thread | None = None
+
+    def _listen(self) -> socket.socket:
+        """The bound socket, in the caller's thread: a busy port is an error here, not a thread that
+        uvicorn ends with SystemExit."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self._port))
+        except OSError as exc:
+            sock.close()
+            raise RuntimeError(
+                f"the web server cannot listen on {self.host}:{self._port}: {exc.strerror or exc}"
+            ) from exc
+        return sock
 
     def start(self, timeout_s: float = 15.0) -> WebServer:
+        sock = self._listen()
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="ctxscope-web", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the web server did not start on {self.host} (is the port in use?)")
+                sock.close()
+                raise RuntimeError(f"the web server did not start on {self.host}:{self._port}")
             time.sleep(0.02)
         return self
 
@@ -52,7 +74,8 @@ class WebServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout_s)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
 
 class Dashboard:

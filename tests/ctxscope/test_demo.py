@@ -246,3 +246,25 @@ def test_a_broker_that_is_not_host_port_is_one_line(tmp_path: Path) -> None:
         result.output.strip()
         == "Error: 'nohost' is not HOST:PORT, or [ADDRESS]:PORT for IPv6, with a port from 1 to 65535"
     )
+
+
+def test_a_busy_web_port_is_one_line_and_stops_the_broker_the_demo_started(tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from ctxscope.broker import broker_answers
+    from ctxscope.demo import demo
+
+    broker_port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        web_port = taken.getsockname()[1]
+        args = ["--broker", f"127.0.0.1:{broker_port}", "--workdir", str(tmp_path), "--headless"]
+        result = CliRunner().invoke(demo, [*args, "--web-port", str(web_port), "--no-reference"])
+    assert result.exit_code == 1, result.output
+    assert f"cannot listen on 127.0.0.1:{web_port}: Address already in use" in result.output
+    assert "--web-port" in result.output and "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert not broker_answers("127.0.0.1", broker_port)  # the mosquitto it started is gone
