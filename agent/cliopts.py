@@ -23,6 +23,20 @@ def _renamed(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
         )
 
 
+def _present(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """cuda asked for where torch sees none: refused before anything runs, not a table of faults."""
+    if value == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            build = "a CPU build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise click.BadParameter(
+                f"torch {torch.__version__} ({build}) sees no CUDA device here: "
+                "use --torch-device cpu, or leave it out"
+            )
+    return value
+
+
 def torch_device_option(command: F) -> F:
     """`--torch-device cuda|cpu` as the parameter `device`, and the old `--device` refused by name."""
     command = click.option(
@@ -33,6 +47,7 @@ def torch_device_option(command: F) -> F:
         "device",
         type=click.Choice(["cuda", "cpu"]),
         default=None,
+        callback=_present,
         help="where tensors run (default: cuda when present)",
     )(command)
 

@@ -53,7 +53,7 @@ def load(url: str, devices: Sequence[str] = ()) -> pd.DataFrame:
         import pandas as pd
     except ImportError as exc:
         raise ImportError("ctxscope.collector.load needs pandas: pip install 'ctxscope[analysis]'") from exc
-    store = open_store(url)
+    store = open_store(url, read_only=True)  # never an empty store where a path was mistyped
     try:
         chosen = list(devices) or [row["device"] for row in store.devices()]
         rows = [row for device in chosen for row in _rows(store, device)]

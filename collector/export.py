@@ -22,9 +22,9 @@ import click
 
 from ctxscope.collector.aggregate.points import aggregate_points, is_calibration
 from ctxscope.collector.aggregate.stats import summarize
-from ctxscope.collector.settings import default_store_url
+from ctxscope.collector.settings import open_for_reading
 from ctxscope.collector.shrunk import labelled_point_results
-from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
+from ctxscope.collector.store import Store, StoreOpenError, StoreURLError
 from ctxscope.collector.store.rollups import rollup_channels, rollups
 from ctxscope.shared.messages import PointResult
 
@@ -239,7 +239,7 @@ def export(
 ) -> None:
     """Export stored results (per point and aggregated), and telemetry rollups, to CSV or Parquet."""
     try:
-        store = open_store(store_url or default_store_url())
+        store = open_for_reading(store_url)
     except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:

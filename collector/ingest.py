@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -181,6 +182,7 @@ class Ingest:
         self._client.will_set(self._presence_topic, self._presence(online=False), qos=1, retain=True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -265,6 +267,17 @@ class Ingest:
         self._client.loop_stop()
 
     # -- paho callbacks -------------------------------------------------------------------------
+
+    def _on_connect_fail(self, _client: mqtt.Client, _u: Any) -> None:
+        # paho calls this inside the `except OSError` around its connect: the exception is the reason
+        error = sys.exc_info()[1]
+        self._log.warning(
+            "unreachable",
+            "collector cannot reach the broker %s:%s (%s); retrying every 1-30 s",
+            self.host,
+            self.port,
+            f"{type(error).__name__}: {error}" if error else "connection failed",
+        )
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: mqtt.ReasonCode, _p: Any) -> None:
         if reason.is_failure:

@@ -23,8 +23,8 @@ import click
 from ctxscope.collector.export import FORMATS, ExportError, export_tables
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.readmodel.figures import device_figures
-from ctxscope.collector.settings import default_store_url
-from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
+from ctxscope.collector.settings import open_for_reading
+from ctxscope.collector.store import Store, StoreOpenError, StoreURLError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 PLOTLY_JS = "plotly.min.js"
@@ -245,7 +245,7 @@ def report(store_url: str | None, out_dir: Path, formats: tuple[str, ...], png: 
     """Static HTML report with the dashboard's figures (TTFT, decode, memory, energy, operator shares),
     its tables and exports; it opens offline."""
     try:
-        store = open_store(store_url or default_store_url())
+        store = open_for_reading(store_url)
     except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     try:

@@ -18,9 +18,9 @@ from rich.table import Table
 from ctxscope.collector.aggregate.points import is_calibration, is_profile, is_search
 from ctxscope.collector.aggregate.stats import summarize
 from ctxscope.collector.readmodel import views
-from ctxscope.collector.settings import default_store_url
+from ctxscope.collector.settings import open_for_reading
 from ctxscope.collector.shrunk import labelled_results
-from ctxscope.collector.store import Store, StoreOpenError, StoreURLError, open_store
+from ctxscope.collector.store import Store, StoreOpenError, StoreURLError
 from ctxscope.shared.messages import Metric, PointResult
 
 LATEST_RESULTS = 12
@@ -126,7 +126,7 @@ def frame(store: Store) -> Group:
 def watch(store_url: str | None, interval: float, once: bool, as_json: bool) -> None:
     """Live terminal view of devices, runs and latest results."""
     try:
-        store = open_store(store_url or default_store_url())
+        store = open_for_reading(store_url)
     except (StoreURLError, StoreOpenError) as exc:
         raise click.ClickException(str(exc)) from exc
     console = Console()

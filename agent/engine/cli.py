@@ -218,6 +218,13 @@ def maxctx(
     if model not in names:
         raise click.ClickException(f"unknown model {model!r}; valid names: {', '.join(names)}")
     device = device or default_device()
+    cap_text = memory_cap or "none"
+    if memory_cap is not None and not search_mod.cap_applies(device):
+        cap_text = f"{memory_cap} not applied"
+        click.echo(
+            f"warning: --memory-cap caps CUDA device memory only: on {device} the search runs without it",
+            err=True,
+        )
     settings = search_mod.SearchSettings(
         start=start,
         max_tokens=max_tokens,
@@ -256,7 +263,7 @@ def maxctx(
             run.progress(f"{model}/{precision}/max-context")
             family = zoo.get_spec(model).family
             record, result = search_mod.record_search(run, choice, family, settings, on_probe=show)
-    summary = f"{model} {precision} logits={logits} cap={memory_cap or 'none'}: {result.summary()}"
+    summary = f"{model} {precision} logits={logits} cap={cap_text}: {result.summary()}"
     note = record.details.get("limit_note")
     click.echo(f"run {run.run_id}: {summary}; {note}" if note else f"run {run.run_id}: {summary}")
     if run.points_failed:

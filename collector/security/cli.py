@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ctxscope.collector.security.broker_config import TLS_PORT
-from ctxscope.collector.security.site import Site, SiteError, default_hostnames
+from ctxscope.collector.security.site import Site, SiteError, default_hostnames, device_facing_hostname
 from ctxscope.paths import state_dir
 from ctxscope.shared.ids import InvalidIdentifier
 
@@ -92,7 +92,12 @@ def enroll(
     if collector_name is None and out is None:
         raise click.UsageError("enrolling a device needs --out DIR for its bundle")
     site = Site(site_dir or default_site())
-    host = broker_host or default_hostnames()[0]
+    host = broker_host or device_facing_hostname()
+    if host is None:
+        raise click.UsageError(
+            "this host's names are loopback names, which no device reaches: pass --broker-host with the "
+            "name or address the devices reach the broker by"
+        )
     try:
         if not site.initialized:
             site.init([*default_hostnames(), host], broker_port)
@@ -100,7 +105,10 @@ def enroll(
         if device is not None and out is not None:
             site.require_certified(host)
             enrolled = site.enroll(device, out, host, broker_port, device_dir)
-            click.echo(f"enrolled {device}: copy {enrolled.bundle}/ to {device_dir}/ on the device")
+            click.echo(
+                f"enrolled {device} (broker {host}:{broker_port}): copy {enrolled.bundle}/ to {device_dir}/ "
+                "on the device"
+            )
             reloaded = enrolled.broker_reloaded
         elif collector_name is not None:
             identity = site.add_collector(collector_name)

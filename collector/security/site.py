@@ -88,6 +88,22 @@ def default_hostnames() -> list[str]:
     return [n for n in dict.fromkeys(names) if n]
 
 
+# Names that reach this machine only from itself: no device's bundle may point its broker at one.
+LOOPBACK_NAMES = frozenset(
+    {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback", "127.0.0.1", "::1"}
+)
+
+
+def device_facing_hostname() -> str | None:
+    """This host's name as a device on the network would reach it: its fully qualified name, else its
+    host name, whichever is not a loopback name (a host whose /etc/hosts maps its name to 127.0.0.1
+    has `localhost` for a fully qualified name); None when both are."""
+    for name in (socket.getfqdn(), socket.gethostname()):
+        if name and name.lower() not in LOOPBACK_NAMES:
+            return name
+    return None
+
+
 def password_hash(password: str, salt: bytes | None = None, iterations: int = PASSWORD_ITERATIONS) -> str:
     """`password` as a mosquitto 2.x password file stores it: `$7$<iterations>$<salt>$<key>`, salt and
     key in standard base64 with padding (what `mosquitto_passwd` writes and the broker reads)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import msgpack
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctxscope.broker import MosquittoBroker
+from ctxscope.broker import MosquittoBroker, free_port
 from ctxscope.collector.ingest import Ingest, validate
 from ctxscope.collector.store import Accepted, BatchOutcome, Rejected, open_store
 from ctxscope.collector.store.sqlite import SQLiteStore
@@ -252,6 +254,23 @@ class GatheringSQLiteStore(SQLiteStore):
     beside the test's ~0.5 s of publishing, so a slow machine still gathers them in two commits)."""
 
     commit_gather_s = 2.0
+
+
+def test_an_unreachable_broker_is_said_while_ingest_retries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()  # nothing listens there
+    with closing(open_store(f"sqlite:///{tmp_path / 'c.db'}")) as store:
+        ingest = Ingest(store, "127.0.0.1", port, client_id="ingest_unreachable")
+        with caplog.at_level(logging.WARNING, logger="ctxscope.collector.ingest"):
+            ingest.start()
+            try:
+                deadline = time.monotonic() + 10
+                while "cannot reach the broker" not in caplog.text and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                ingest.stop()
+    assert f"collector cannot reach the broker 127.0.0.1:{port} (ConnectionRefusedError" in caplog.text
 
 
 @pytest.mark.slow

@@ -69,8 +69,14 @@ def test_json_lines_sink_writes_every_record_and_keeps_none() -> None:
 def test_maxctx_writes_a_run_of_records(tmp_path: Path) -> None:
     out = tmp_path / "records.jsonl"
     args = ["maxctx", "qwen2.5-0.5b", "--tiny", "--precision", "fp32", "--torch-device", "cpu"]
-    result = CliRunner().invoke(agent, [*args, "--start", "64", "--max-tokens", "64", "--out", str(out)])
+    args += ["--start", "64", "--max-tokens", "64", "--out", str(out), "--memory-cap", "1GiB"]
+    result = CliRunner().invoke(agent, args)
     assert result.exit_code == 0, result.output
+    # a cap the CPU does not apply is said at the start and in the summary, as in the record
+    assert "warning: --memory-cap caps CUDA device memory only: on cpu the search runs without it" in (
+        result.output
+    )
+    assert "cap=1GiB not applied:" in result.output
     records = [MESSAGE_ADAPTER.validate_json(line) for line in out.read_text().splitlines()]
     assert [r.kind for r in records] == ["run_started", "run_progress", "result", "run_finished"]
     started, found, finished = records[0], records[2], records[3]
@@ -106,6 +112,21 @@ def test_maxctx_upper_guess_lies_between_start_and_max_tokens(guess: str) -> Non
     args = ["maxctx", "qwen2.5-0.5b", "--tiny", "--torch-device", "cpu", "--upper-guess", guess]
     result = CliRunner().invoke(agent, args)
     assert result.exit_code == 2 and "--upper-guess" in result.output, result.output
+
+
+@pytest.mark.parametrize("command", ["run", "maxctx", "profile", "calibrate"])
+def test_cuda_where_torch_sees_none_is_refused_before_anything_runs(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plan = tmp_path / "plan.toml"
+    plan.write_text('models = ["qwen2.5-0.5b"]\ncontext_lengths = [16]\n')
+    target = {"run": [str(plan)], "maxctx": ["qwen2.5-0.5b"], "profile": ["qwen2.5-0.5b"]}.get(command, [])
+    result = CliRunner().invoke(agent, [command, *target, "--torch-device", "cuda"])
+    assert result.exit_code == 2, result.output
+    assert "sees no CUDA device here: use --torch-device cpu" in result.output
 
 
 def test_run_names_a_plan_that_is_not_text(tmp_path: Path) -> None:

@@ -50,6 +50,32 @@ def test_enroll_makes_a_site_and_a_bundle_the_agent_loads(tmp_path: Path) -> Non
     assert config.password not in (site_dir / "broker" / "passwd").read_text()  # stored hashed
 
 
+@pytest.mark.parametrize(
+    ("fqdn", "hostname", "expected"),
+    [
+        ("localhost", "vm", "vm"),
+        ("lab-7.example.org", "lab-7", "lab-7.example.org"),
+        ("localhost", "localhost", None),
+    ],
+)
+def test_a_bundle_never_points_a_device_at_a_loopback_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fqdn: str, hostname: str, expected: str | None
+) -> None:
+    """A host whose /etc/hosts maps its name to 127.0.0.1 has `localhost` for a fully qualified name:
+    without --broker-host the bundle takes the host name instead, or enroll asks for --broker-host."""
+    monkeypatch.setattr("socket.getfqdn", lambda *_: fqdn)
+    monkeypatch.setattr("socket.gethostname", lambda: hostname)
+    bundle = tmp_path / "bundle"
+    code, out = invoke(enroll, "orin-01", "--out", str(bundle), "--site", str(tmp_path / "site"))
+    if expected is None:
+        assert code == 2 and "pass --broker-host" in out, out
+        assert not bundle.exists()
+        return
+    assert code == 0, out
+    assert f"enrolled orin-01 (broker {expected}:8883)" in out
+    assert load_config(bundle / "agent.toml", environ={}).broker_host == expected
+
+
 def test_enroll_and_revoke_refuse_clearly(tmp_path: Path) -> None:
     site = ["--site", str(tmp_path / "site")]
     assert invoke(enroll, "dev-1", "--out", str(tmp_path / "b1"), *site)[0] == 0

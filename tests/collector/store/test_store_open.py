@@ -35,7 +35,30 @@ def test_a_damaged_sqlite_file(tmp_path: Path, command: str) -> None:
     db = tmp_path / "c.db"
     db.write_bytes(b"this is not a database " * 100)
     line = one_line_error(f"sqlite:///{db}", command, tmp_path)
-    assert line == f"Error: cannot open the SQLite store {db}: file is not a database"
+    opened = "" if command == "run" else " read-only"  # the commands that only read
+    assert line == f"Error: cannot open the SQLite store {db}{opened}: file is not a database"
+
+
+@pytest.mark.parametrize("command", ["export", "report", "watch"])
+def test_a_command_that_only_reads_creates_no_store(
+    tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped path, or the default store where nothing was collected, is an error, not an empty
+    store and an empty report with exit status 0."""
+    args = {"watch": ["collector", "watch", "--once"]}.get(command) or COMMANDS[command]
+    args = [a.format(tmp=tmp_path) for a in args]
+    missing = tmp_path / "no" / "such" / "c.db"
+    result = CliRunner().invoke(main, [*args, "--store", f"sqlite:///{missing}"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == f"Error: cannot open the SQLite store {missing} read-only: no such file"
+    assert not (tmp_path / "no").exists()
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    demo_store = tmp_path / "state" / "ctxscope" / "demo" / "collector.sqlite"
+    assert f"the demo's store is --store sqlite:///{demo_store}" in result.output
+    assert not (tmp_path / "state" / "ctxscope" / "collector.sqlite").exists()
 
 
 @pytest.fixture
