@@ -49,7 +49,10 @@ def _age(seconds: float) -> str:
 
 
 def _value(value: float | None, unit: str) -> str:
-    return "–" if value is None else f"{value:.3g} {unit}"
+    """Three significant digits, never in exponent form: 1210 MiB, not 1.21e+03 MiB."""
+    if value is None:
+        return "–"
+    return f"{value:,.0f} {unit}" if abs(value) >= 1000 else f"{value:.3g} {unit}"
 
 
 def _progress(run: dict[str, Any] | None) -> str:

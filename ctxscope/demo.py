@@ -130,7 +130,11 @@ def _drain(store: Store, device: str, stream: str, expected: int, timeout_s: flo
     help="stop by itself after this many seconds (for scripts and CI)",
 )
 @click.option("--until-done", is_flag=True, help="stop once the demo plan's run has finished")
-@click.option("--headless", is_flag=True, help="no live view: print one line per result, then a summary")
+@click.option(
+    "--headless",
+    is_flag=True,
+    help="no live view: print one line per result, then a summary (the default where stdout is no terminal)",
+)
 @click.option(
     "--reference/--no-reference",
     default=True,
@@ -151,6 +155,8 @@ def demo(
     from ctxscope.broker import BrokerError, ensure_broker, start_private_broker
     from ctxscope.collector.web.server import Dashboard
 
+    # a live view redraws a terminal: piped or logged, it would show nothing until the end
+    headless = headless or not sys.stdout.isatty()
     console = Console(stderr=headless, soft_wrap=headless)
     workdir = workdir or state_dir() / "demo"
     workdir.mkdir(parents=True, exist_ok=True)

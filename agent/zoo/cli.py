@@ -97,7 +97,7 @@ def models(as_json: bool, kernels: bool) -> None:
         ("parameters", "right"),
         ("KV / token", "right"),
         ("SSM state", "right"),
-        ("SSD limit", "right"),
+        ("SSD limit (tokens)", "right"),
         ("availability", "left"),
     ):
         table.add_column(column, justify=justify, no_wrap=column == "name")  # type: ignore[arg-type]

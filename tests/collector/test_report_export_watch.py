@@ -16,7 +16,7 @@ from ctxscope.collector.export import export
 from ctxscope.collector.readmodel import views
 from ctxscope.collector.report import ReportError, report, write_pngs
 from ctxscope.collector.store.rollups import Bucket, write_buckets
-from ctxscope.collector.watch import frame, watch
+from ctxscope.collector.watch import _value, frame, watch
 
 
 @pytest.fixture
@@ -338,3 +338,9 @@ def test_watch_says_which_results_are_no_measured_points(feeder, store, result_f
     assert "max-context search" in kinds["mamba2-780m"]
     assert "operator profile" in kinds["mamba-130m"]
     assert "calibration" in kinds["calib-stream"]
+
+
+def test_watch_prints_values_without_exponents() -> None:
+    assert [_value(v, "MiB") for v in (1210.4, 123456.0, 0.01234, 12.5, None)] == [
+        "1,210 MiB", "123,456 MiB", "0.0123 MiB", "12.5 MiB", "–",
+    ]  # fmt: skip
