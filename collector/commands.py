@@ -23,6 +23,7 @@ from ctxscope.collector.plans import shipped
 from ctxscope.collector.security.broker_config import OPERATOR_USER
 from ctxscope.collector.security.options import access_options, resolve_access
 from ctxscope.compat import tomllib
+from ctxscope.hostport import HOST_PORT
 from ctxscope.ratelog import RateLimitedLog
 from ctxscope.shared import codec
 from ctxscope.shared.broker_access import BrokerAccess, split_host_port
@@ -221,7 +222,9 @@ class CommandPublisher:
 @click.command("send-plan")
 @click.argument("device")
 @click.argument("plan")
-@click.option("--broker", default="127.0.0.1:1883", show_default=True, help="MQTT broker as HOST:PORT.")
+@click.option(
+    "--broker", type=HOST_PORT, default="127.0.0.1:1883", show_default=True, help="MQTT broker as HOST:PORT."
+)
 @access_options
 @click.option(
     "--ttl",

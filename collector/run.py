@@ -24,6 +24,7 @@ from ctxscope.collector.service import build_service
 from ctxscope.collector.settings import default_store_url
 from ctxscope.collector.store.retention import RetentionLoop, RetentionPolicy, coarse_options
 from ctxscope.collector.store.sqlite import MERGE_INTERVAL_S
+from ctxscope.hostport import HOST_PORT
 from ctxscope.shared.broker_access import split_host_port
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ def _file_option(flag: str, env: str, help: str) -> Callable[[Callable[..., Any]
 
 
 @click.command()
-@click.option("--broker", default="127.0.0.1:1883", show_default=True, help="MQTT broker as HOST:PORT.")
+@click.option(
+    "--broker", type=HOST_PORT, default="127.0.0.1:1883", show_default=True, help="MQTT broker as HOST:PORT."
+)
 @click.option(
     "--store",
     "store_url",
@@ -66,6 +69,7 @@ def _file_option(flag: str, env: str, help: str) -> Callable[[Callable[..., Any]
 )
 @click.option(
     "--web",
+    type=HOST_PORT,
     default="127.0.0.1:8321",
     show_default=True,
     help="serve the dashboard on HOST:PORT (needs the `collector` extra); 0.0.0.0 exposes it to the network",

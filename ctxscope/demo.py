@@ -35,6 +35,7 @@ from ctxscope.collector.shrunk import labelled_results
 from ctxscope.collector.store import Store
 from ctxscope.collector.watch import frame
 from ctxscope.compat import tomllib
+from ctxscope.hostport import HOST_PORT
 from ctxscope.paths import state_dir
 from ctxscope.shared.broker_access import split_host_port
 
@@ -106,6 +107,7 @@ def _drain(store: Store, device: str, stream: str, expected: int, timeout_s: flo
 @click.command("demo")
 @click.option(
     "--broker",
+    type=HOST_PORT,
     default=None,
     help="HOST:PORT of a broker to use (one is started there if none answers on a loopback address); "
     "default: a private broker on a free loopback port, never one found running",

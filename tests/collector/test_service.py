@@ -53,10 +53,16 @@ def test_a_sqlite_url_refuses_other_options_and_intervals_out_of_range(tmp_path:
     assert not (tmp_path / "a.sqlite").exists()
 
 
+@pytest.mark.parametrize("option", ["--broker", "--web"])
+def test_an_address_that_is_not_host_port_is_a_usage_error(tmp_path: Path, option: str) -> None:
+    result = CliRunner().invoke(run, [option, "nowhere", "--store", f"sqlite:///{tmp_path / 'c.db'}"])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}': 'nowhere' is not HOST:PORT" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--broker", "nowhere"], "is not HOST:PORT"),
         (["--store", "sqlite:///x.sqlite?merge_interval_s=0"], "merge_interval_s must be 1 to 3600 seconds"),
         (["--store", "mysql://db/x"], "unsupported store URL"),
         (["--client-id", "jetson-1"], "also a valid device id"),
