@@ -157,10 +157,7 @@ def run(
         policy = RetentionPolicy(raw_days, rollup_s, coarse_after_days, coarse_s)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
-        host, port = split_host_port(broker)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    host, port = split_host_port(broker)  # HOST_PORT checked it
     site_dir: Path | None = access_params["site_dir"]
     if collector_name is not None and site_dir is None:
         raise click.UsageError("--collector NAME takes the identity from a site: add --site DIR")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ctxscope.collector.store import Store, StoreOpenError, open_store
-from ctxscope.paths import state_dir
+from ctxscope.paths import demo_dir, state_dir
 
 
 def default_store_url() -> str:
@@ -13,7 +13,7 @@ def default_store_url() -> str:
 
 def demo_store_url() -> str:
     """The store `ctxscope demo` keeps in its default work folder."""
-    return f"sqlite:///{state_dir() / 'demo' / 'collector.sqlite'}"
+    return f"sqlite:///{demo_dir() / 'collector.sqlite'}"
 
 
 def open_for_reading(store_url: str | None) -> Store:

@@ -36,7 +36,7 @@ from ctxscope.collector.store import Store
 from ctxscope.collector.watch import frame
 from ctxscope.compat import tomllib
 from ctxscope.hostport import HOST_PORT
-from ctxscope.paths import state_dir
+from ctxscope.paths import demo_dir
 from ctxscope.shared.broker_access import split_host_port
 
 DEMO_DEVICE = "demo-local"
@@ -160,11 +160,11 @@ def demo(
     # a live view redraws a terminal: piped or logged, it would show nothing until the end
     headless = headless or not sys.stdout.isatty()
     console = Console(stderr=headless, soft_wrap=headless)
-    workdir = workdir or state_dir() / "demo"
+    workdir = workdir or demo_dir()
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         handle = ensure_broker(*split_host_port(broker)) if broker else start_private_broker()
-    except (BrokerError, ValueError) as exc:  # ValueError: --broker is not HOST:PORT
+    except BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"[bold]ctxscope demo[/]: {handle.describe()}")
 
