@@ -49,7 +49,8 @@ def _age(seconds: float) -> str:
 
 
 def _value(value: float | None, unit: str) -> str:
-    """Three significant digits, never in exponent form: 1210 MiB, not 1.21e+03 MiB."""
+    """Three significant digits below 1000, whole numbers above, never in exponent form: 1,210 MiB, not
+    1.21e+03 MiB."""
     if value is None:
         return "–"
     return f"{value:,.0f} {unit}" if abs(value) >= 1000 else f"{value:.3g} {unit}"
