@@ -71,7 +71,8 @@ def test_a_device_supplied_unit_is_shown_as_text(
     p.wait_for_function("() => document.getElementById('history-channel').options.length === 3")
     p.select_option("#history-channel", label=f"fan (jtop, {HOSTILE_UNIT})")
     p.click(YEAR)
-    p.wait_for_function(f"() => {CHART}.data[1].name.startsWith('fan')")
+    # the chart has no `data` until plotly first draws it: a predicate that throws ends the wait
+    p.wait_for_function(f"() => {CHART}.data?.[1]?.name.startsWith('fan')")
     assert p.locator("#history-chart .ytitle").text_content() == HOSTILE_UNIT
     assert p.locator("#history-section img").count() == 0
     assert p.evaluate("() => window.pwned") is None
